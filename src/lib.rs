@@ -1,0 +1,17 @@
+//! kiln turns a source tree into an OCI container image without a Docker daemon.
+//!
+//! The library is what the `kiln` binary uses; a deploy tool can call it
+//! directly. The pipeline and where each piece lives is described in
+//! `docs/architecture.md` (frontends → build graph → solver → exporters).
+//!
+//! Errors are [`anyhow::Error`] with context chains; failures a caller may
+//! want to branch on are typed (see [`error`]) and can be recovered with
+//! `downcast_ref`.
+
+pub mod cli;
+pub mod error;
+pub mod oci;
+pub mod paths;
+pub mod progress;
+
+pub use error::Result;

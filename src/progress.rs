@@ -1,0 +1,330 @@
+//! Progress reporting shared by every long-running operation.
+//!
+//! Library code reports through a [`Progress`] handle and never prints
+//! itself. The handle renders in one of four modes, chosen like BuildKit's
+//! `--progress`: `tty` (live bars), `plain` (one line per event, for logs),
+//! `json` (one JSON object per line on stderr, for machines) and `quiet`
+//! (library default: nothing). `auto` picks `tty` on a terminal, else `plain`.
+//! `NO_COLOR` turns colours off in every mode.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// How progress is shown. `Auto` is resolved by [`ProgressMode::resolve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum ProgressMode {
+    #[default]
+    Auto,
+    Plain,
+    Tty,
+    Json,
+    Quiet,
+}
+
+impl ProgressMode {
+    /// Replaces `Auto` with `Tty` when stderr is a terminal, else `Plain`.
+    pub fn resolve(self) -> ProgressMode {
+        match self {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
+            ProgressMode::Auto => ProgressMode::Plain,
+            m => m,
+        }
+    }
+}
+
+/// One thing that happened, as machines see it (`--progress=json`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A task (a build step, a blob transfer…) started.
+    Start { id: u64, name: String },
+    /// A line of a task's output.
+    Log { id: u64, line: String },
+    /// Bytes done out of an optional total.
+    Bytes {
+        id: u64,
+        done: u64,
+        total: Option<u64>,
+    },
+    /// The task ended. `status` is `done`, `cached`, `skipped` or `failed`.
+    Finish {
+        id: u64,
+        status: String,
+        seconds: f64,
+    },
+    /// A message not tied to a task.
+    Message { level: Level, text: String },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Info,
+    Warn,
+}
+
+/// A cheap, clonable progress handle.
+#[derive(Clone)]
+pub struct Progress {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    mode: ProgressMode,
+    color: bool,
+    next_id: Mutex<u64>,
+    bars: Option<indicatif::MultiProgress>,
+    /// Every event, in order, when recording is on (tests and library users
+    /// that want to inspect what happened, e.g. which steps were cached).
+    recorded: Option<Mutex<Vec<Event>>>,
+}
+
+impl Progress {
+    pub fn new(mode: ProgressMode) -> Progress {
+        let mode = mode.resolve();
+        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::io::stderr().is_terminal();
+        let bars = (mode == ProgressMode::Tty).then(indicatif::MultiProgress::new);
+        Progress {
+            inner: Arc::new(Inner {
+                mode,
+                color,
+                next_id: Mutex::new(0),
+                bars,
+                recorded: None,
+            }),
+        }
+    }
+
+    /// A handle that shows nothing: the library default.
+    pub fn quiet() -> Progress {
+        Progress::new(ProgressMode::Quiet)
+    }
+
+    /// A quiet handle that records every event, readable with [`Progress::events`].
+    pub fn recording() -> Progress {
+        let mut p = Progress::new(ProgressMode::Quiet);
+        Arc::get_mut(&mut p.inner).expect("fresh handle").recorded = Some(Mutex::new(Vec::new()));
+        p
+    }
+
+    /// The events recorded so far (empty unless made by [`Progress::recording`]).
+    pub fn events(&self) -> Vec<Event> {
+        match &self.inner.recorded {
+            Some(r) => r.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => Vec::new(),
+        }
+    }
+
+    pub fn mode(&self) -> ProgressMode {
+        self.inner.mode
+    }
+
+    pub fn color(&self) -> bool {
+        self.inner.color
+    }
+
+    fn emit(&self, ev: Event) {
+        if let Some(r) = &self.inner.recorded {
+            r.lock().unwrap_or_else(|e| e.into_inner()).push(ev.clone());
+        }
+        if self.inner.mode == ProgressMode::Json {
+            if let Ok(line) = serde_json::to_string(&ev) {
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
+        }
+    }
+
+    fn print(&self, line: &str) {
+        match (&self.inner.bars, self.inner.mode) {
+            (Some(bars), _) => {
+                let _ = bars.println(line);
+            }
+            (None, ProgressMode::Plain) => {
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
+            _ => {}
+        }
+    }
+
+    pub fn info(&self, text: impl Into<String>) {
+        let text = text.into();
+        self.print(&text);
+        self.emit(Event::Message {
+            level: Level::Info,
+            text,
+        });
+    }
+
+    pub fn warn(&self, text: impl Into<String>) {
+        let text = text.into();
+        let shown = if self.inner.color {
+            format!("\x1b[33mwarning\x1b[0m: {text}")
+        } else {
+            format!("warning: {text}")
+        };
+        // Warnings are shown even in quiet mode: losing them hides problems.
+        if matches!(self.inner.mode, ProgressMode::Quiet) && self.inner.recorded.is_none() {
+            let _ = writeln!(std::io::stderr().lock(), "{shown}");
+        } else {
+            self.print(&shown);
+        }
+        self.emit(Event::Message {
+            level: Level::Warn,
+            text,
+        });
+    }
+
+    /// Starts a task; the returned [`Task`] reports its output and end.
+    pub fn task(&self, name: impl Into<String>) -> Task {
+        let name = name.into();
+        let id = {
+            let mut n = self.inner.next_id.lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
+            *n
+        };
+        let bar = self.inner.bars.as_ref().map(|bars| {
+            let bar = bars.add(indicatif::ProgressBar::new_spinner());
+            bar.set_message(name.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        if self.inner.mode == ProgressMode::Plain {
+            self.print(&format!("#{id} {name}"));
+        }
+        self.emit(Event::Start {
+            id,
+            name: name.clone(),
+        });
+        Task {
+            progress: self.clone(),
+            id,
+            name,
+            started: Instant::now(),
+            bar,
+            finished: false,
+        }
+    }
+}
+
+/// A running task. Dropping it without [`Task::finish`] reports `failed`.
+pub struct Task {
+    progress: Progress,
+    id: u64,
+    name: String,
+    started: Instant,
+    bar: Option<indicatif::ProgressBar>,
+    finished: bool,
+}
+
+impl Task {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A line of output (a build step's stdout/stderr).
+    pub fn log(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(format!("{}  {}", self.name, truncate(line, 60))),
+            None if self.progress.inner.mode == ProgressMode::Plain => {
+                self.progress.print(&format!("#{} {line}", self.id))
+            }
+            None => {}
+        }
+        self.progress.emit(Event::Log {
+            id: self.id,
+            line: line.to_string(),
+        });
+    }
+
+    /// Bytes done so far (of `total` when known).
+    pub fn bytes(&self, done: u64, total: Option<u64>) {
+        if let Some(bar) = &self.bar {
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            let rate = done as f64 / secs;
+            let of = total
+                .map(|t| format!(" / {}", human_bytes(t)))
+                .unwrap_or_default();
+            bar.set_message(format!(
+                "{}  {}{of}  {}/s",
+                self.name,
+                human_bytes(done),
+                human_bytes(rate as u64)
+            ));
+        }
+        if self.progress.inner.mode == ProgressMode::Json || self.progress.inner.recorded.is_some()
+        {
+            self.progress.emit(Event::Bytes {
+                id: self.id,
+                done,
+                total,
+            });
+        }
+    }
+
+    /// Ends the task with a status word (`done`, `cached`, `skipped`, `failed`).
+    pub fn finish(mut self, status: &str) {
+        self.end(status);
+    }
+
+    fn end(&mut self, status: &str) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let seconds = self.started.elapsed().as_secs_f64();
+        let shown = match status {
+            "done" => format!("{}  {seconds:.1}s", self.name),
+            other => format!("{}  {}", self.name, other.to_uppercase()),
+        };
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            self.progress.print(&shown);
+        } else if self.progress.inner.mode == ProgressMode::Plain {
+            self.progress.print(&format!("#{} {shown}", self.id));
+        }
+        self.progress.emit(Event::Finish {
+            id: self.id,
+            status: status.to_string(),
+            seconds,
+        });
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.end("failed");
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
