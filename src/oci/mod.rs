@@ -6,7 +6,10 @@
 //! | [`store`] | the content-addressed blob store (crash-safe writes, verify, prune) |
 
 pub mod digest;
+pub mod image;
+pub mod images;
 pub mod layer;
+pub mod layout;
 pub mod store;
 pub mod unpack;
 
