@@ -9,6 +9,7 @@
 //! `downcast_ref`.
 
 pub mod cli;
+pub mod dockerfile;
 pub mod error;
 pub mod oci;
 pub mod paths;
