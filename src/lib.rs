@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod dockerfile;
 pub mod error;
+pub mod graph;
 pub mod oci;
 pub mod paths;
 pub mod progress;
