@@ -8,7 +8,9 @@
 //! Docker's scoping in lowering.
 
 pub mod ast;
+pub mod context;
 pub mod error;
+pub mod ignore;
 pub mod lexer;
 pub mod parse;
 pub mod shell;
