@@ -12,6 +12,7 @@ pub mod context;
 pub mod error;
 pub mod ignore;
 pub mod lexer;
+pub mod mounts;
 pub mod parse;
 pub mod shell;
 
