@@ -9,7 +9,9 @@
 //! `downcast_ref`.
 
 pub mod cli;
+pub mod dockerfile;
 pub mod error;
+pub mod graph;
 pub mod oci;
 pub mod paths;
 pub mod progress;

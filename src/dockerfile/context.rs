@@ -1,0 +1,499 @@
+//! The build context: the files under the context directory that
+//! `.dockerignore` lets through, with content digests (sha256 of the bytes,
+//! never mtimes), and the lookup of COPY/ADD sources in it.
+//!
+//! Symlinks are recorded as symlinks (never followed while walking), as
+//! Docker sends them. A COPY source that names a symlink is followed, scoped
+//! to the context root, as BuildKit does; symlinks inside copied
+//! directories stay symlinks. Sockets, FIFOs and devices are skipped.
+
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use super::ignore::{Matcher, clean};
+use super::shell::glob_match;
+use crate::Result;
+use crate::oci::digest::{Digest, Hasher};
+
+/// What a context entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File { size: u64 },
+    Dir,
+    Symlink { target: String },
+}
+
+/// One included path of the context.
+#[derive(Debug)]
+pub struct Entry {
+    /// Relative to the context root, `/`-separated, no leading `./`.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Permission bits (including setuid/setgid/sticky).
+    pub mode: u32,
+    digest: OnceCell<Digest>,
+}
+
+/// Error for a COPY source that is not in the context.
+#[derive(Debug, thiserror::Error)]
+#[error("file not found in build context: {path}")]
+pub struct NotFound {
+    pub path: String,
+    /// Set when the path exists but `.dockerignore` excludes it.
+    pub ignored: bool,
+}
+
+/// A walked build context.
+#[derive(Debug)]
+pub struct Context {
+    pub root: PathBuf,
+    entries: BTreeMap<String, Entry>,
+    ignore: Matcher,
+}
+
+impl Context {
+    /// Walks `root`, leaving out what `ignore` excludes.
+    pub fn open(root: &Path, ignore: Matcher) -> Result<Context> {
+        let meta = fs::metadata(root)
+            .with_context(|| format!("build context {} is not readable", root.display()))?;
+        if !meta.is_dir() {
+            bail!("build context {} is not a directory", root.display());
+        }
+        let mut ctx = Context {
+            root: root.to_path_buf(),
+            entries: BTreeMap::new(),
+            ignore,
+        };
+        ctx.walk(root, "")?;
+        Ok(ctx)
+    }
+
+    /// Returns whether anything under `dir` was included.
+    fn walk(&mut self, dir: &Path, rel: &str) -> Result<bool> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .with_context(|| format!("reading directory {} of the build context", dir.display()))?
+            .collect::<std::io::Result<Vec<_>>>()
+            .with_context(|| format!("reading directory {}", dir.display()))?;
+        names.sort_by_key(|e| e.file_name());
+        let mut any = false;
+        for e in names {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else {
+                bail!(
+                    "file name {:?} in {} is not UTF-8; rename it or add it to .dockerignore",
+                    name,
+                    dir.display()
+                );
+            };
+            let path = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let full = e.path();
+            let md = fs::symlink_metadata(&full)
+                .with_context(|| format!("reading {}", full.display()))?;
+            let excluded = self.ignore.excludes(&path);
+            let ft = md.file_type();
+            let mode = md.permissions().mode() & 0o7777;
+            if ft.is_dir() {
+                if excluded && !self.ignore.may_include_under(&path) {
+                    continue;
+                }
+                // Insert first so the entry exists while children are added.
+                let inner = self.walk(&full, &path)?;
+                if !excluded || inner {
+                    self.insert(path, EntryKind::Dir, mode);
+                    any = true;
+                }
+                continue;
+            }
+            if excluded {
+                continue;
+            }
+            let kind = if ft.is_file() {
+                EntryKind::File { size: md.len() }
+            } else if ft.is_symlink() {
+                let t = fs::read_link(&full)
+                    .with_context(|| format!("reading link {}", full.display()))?;
+                EntryKind::Symlink {
+                    target: t.to_string_lossy().into_owned(),
+                }
+            } else if ft.is_socket() || ft.is_fifo() || ft.is_block_device() || ft.is_char_device()
+            {
+                continue;
+            } else {
+                continue;
+            };
+            self.insert(path, kind, mode);
+            any = true;
+        }
+        Ok(any)
+    }
+
+    fn insert(&mut self, path: String, kind: EntryKind, mode: u32) {
+        self.entries.insert(
+            path.clone(),
+            Entry {
+                path,
+                kind,
+                mode,
+                digest: OnceCell::new(),
+            },
+        );
+    }
+
+    /// Every included entry, sorted by path.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    /// The sha256 of a file's contents (computed once).
+    pub fn file_digest(&self, entry: &Entry) -> Result<Digest> {
+        if let Some(d) = entry.digest.get() {
+            return Ok(d.clone());
+        }
+        let full = self.root.join(&entry.path);
+        let mut f = fs::File::open(&full).with_context(|| format!("opening {}", full.display()))?;
+        let mut h = Hasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", full.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let d = h.finish().0;
+        let _ = entry.digest.set(d.clone());
+        Ok(d)
+    }
+
+    /// Follows symlinks in `path` (all components), scoped to the context
+    /// root. Returns the entry path it lands on, or `None` if missing.
+    pub fn resolve(&self, path: &str) -> Option<String> {
+        let mut todo: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .collect();
+        todo.reverse();
+        let mut cur: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            if c == ".." {
+                cur.pop();
+                continue;
+            }
+            cur.push(c);
+            let p = cur.join("/");
+            let e = self.entries.get(&p)?;
+            if let EntryKind::Symlink { target } = &e.kind {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                cur.pop();
+                if target.starts_with('/') {
+                    cur.clear();
+                }
+                let mut parts: Vec<String> = target
+                    .split('/')
+                    .filter(|c| !c.is_empty() && *c != ".")
+                    .map(str::to_string)
+                    .collect();
+                parts.reverse();
+                todo.extend(parts);
+            }
+        }
+        Some(cur.join("/"))
+    }
+
+    /// The entries a COPY source names: the path itself (a file, link or
+    /// directory with everything under it) or what a glob matches.
+    /// `src` is as written in the Dockerfile (after variable expansion).
+    pub fn sources(&self, src: &str) -> Result<Vec<&Entry>> {
+        let cleaned = clean(src.trim_start_matches('/'));
+        if cleaned == ".." || cleaned.starts_with("../") {
+            bail!(
+                "{src}: path is outside the build context; COPY and ADD can only read files inside the context directory (move the file into it or use a larger context)"
+            );
+        }
+        let has_glob = cleaned.contains(['*', '?', '[']);
+        let roots: Vec<String> = if cleaned == "." {
+            vec![String::new()]
+        } else if has_glob {
+            let pat: Vec<&str> = cleaned.split('/').collect();
+            self.entries
+                .keys()
+                .filter(|k| {
+                    let parts: Vec<&str> = k.split('/').collect();
+                    parts.len() == pat.len()
+                        && parts.iter().zip(&pat).all(|(p, g)| component_match(g, p))
+                })
+                .cloned()
+                .collect()
+        } else {
+            match self.resolve(&cleaned) {
+                Some(p) => vec![p],
+                None => {
+                    let ignored = self.root.join(&cleaned).symlink_metadata().is_ok();
+                    return Err(NotFound {
+                        path: cleaned,
+                        ignored,
+                    }
+                    .into());
+                }
+            }
+        };
+        let mut out = Vec::new();
+        for r in roots {
+            if r.is_empty() {
+                out.extend(self.entries.values());
+                continue;
+            }
+            let Some(e) = self.entries.get(&r) else {
+                continue;
+            };
+            out.push(e);
+            if e.kind == EntryKind::Dir {
+                let prefix = format!("{r}/");
+                out.extend(
+                    self.entries
+                        .range(prefix.clone()..)
+                        .take_while(|(k, _)| k.starts_with(&prefix))
+                        .map(|(_, v)| v),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// A digest of everything the given sources read: paths, kinds, modes,
+    /// contents and link targets. `exclude` patterns (COPY --exclude) apply
+    /// to paths relative to the context.
+    pub fn digest_sources(&self, sources: &[String], exclude: &Matcher) -> Result<Digest> {
+        let mut h = Hasher::new();
+        for src in sources {
+            h.update(format!("source {}\n", src.len()).as_bytes());
+            h.update(src.as_bytes());
+            let mut seen = Vec::new();
+            for e in self.sources(src)? {
+                if !exclude.is_empty() && exclude.excludes(&e.path) {
+                    continue;
+                }
+                seen.push(e);
+            }
+            // A followed symlink source also depends on the link itself.
+            let cleaned = clean(src.trim_start_matches('/'));
+            if let Some(link) = self.entries.get(&cleaned)
+                && let EntryKind::Symlink { target } = &link.kind
+            {
+                h.update(format!("L {} {}\n", link.path, target).as_bytes());
+            }
+            for e in seen {
+                let line = match &e.kind {
+                    EntryKind::Dir => format!("D {:o} {}\n", e.mode, e.path),
+                    EntryKind::Symlink { target } => format!("L {} {}\n", e.path, target),
+                    EntryKind::File { .. } => {
+                        format!("F {:o} {} {}\n", e.mode, self.file_digest(e)?, e.path)
+                    }
+                };
+                h.update(line.as_bytes());
+            }
+        }
+        Ok(h.finish().0)
+    }
+}
+
+/// Go `filepath.Match` for one path component (`*`, `?`, `[...]`, `\`).
+pub fn component_match(pattern: &str, name: &str) -> bool {
+    if !pattern.contains(['[', '\\']) {
+        let p: Vec<char> = pattern.chars().collect();
+        let n: Vec<char> = name.chars().collect();
+        return glob_match(&p, &n);
+    }
+    // Character classes and escapes: translate to a regex.
+    let mut re = String::from("^");
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    re.push_str(&regex::escape(&n.to_string()));
+                }
+            }
+            '[' => {
+                re.push('[');
+                if chars.peek() == Some(&'^') || chars.peek() == Some(&'!') {
+                    chars.next();
+                    re.push('^');
+                }
+                for c in chars.by_ref() {
+                    if c == ']' {
+                        break;
+                    }
+                    if c == '\\' || c == '[' {
+                        re.push('\\');
+                    }
+                    re.push(c);
+                }
+                re.push(']');
+            }
+            _ => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re)
+        .map(|r| r.is_match(name))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for d in ["src/lib", "node_modules/keep", "node_modules/drop", "docs"] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        for (f, c) in [
+            ("Dockerfile", "FROM x"),
+            ("a.txt", "a"),
+            ("b.txt", "b"),
+            ("src/main.c", "int main;"),
+            ("src/lib/x.c", "x"),
+            ("node_modules/keep/k.js", "k"),
+            ("node_modules/drop/d.js", "d"),
+            ("docs/readme.md", "r"),
+            ("secret.env", "pw"),
+        ] {
+            fs::write(r.join(f), c).unwrap();
+        }
+        symlink("src/main.c", r.join("link")).unwrap();
+        symlink("../../../etc/passwd", r.join("escape")).unwrap();
+        t
+    }
+
+    fn ctx(t: &tempfile::TempDir, ignore: &str) -> Context {
+        Context::open(t.path(), Matcher::parse(ignore, ".dockerignore").unwrap()).unwrap()
+    }
+
+    fn paths(c: &Context) -> Vec<String> {
+        c.entries().map(|e| e.path.clone()).collect()
+    }
+
+    #[test]
+    fn walk_respects_dockerignore() {
+        let t = tree();
+        let c = ctx(&t, "node_modules\n!node_modules/keep\n*.env\ndocs\n");
+        let p = paths(&c);
+        assert!(
+            p.contains(&"node_modules".to_string()),
+            "parent of a re-included file"
+        );
+        assert!(p.contains(&"node_modules/keep/k.js".to_string()));
+        assert!(!p.iter().any(|x| x.contains("drop")));
+        assert!(!p.iter().any(|x| x.starts_with("docs")));
+        assert!(!p.contains(&"secret.env".to_string()));
+        assert!(
+            matches!(c.get("link").unwrap().kind, EntryKind::Symlink { ref target } if target == "src/main.c")
+        );
+    }
+
+    #[test]
+    fn sources_and_errors() {
+        let t = tree();
+        let c = ctx(&t, "secret.env\n");
+        let names = |s: &str| {
+            c.sources(s)
+                .unwrap()
+                .iter()
+                .map(|e| e.path.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("*.txt"), vec!["a.txt", "b.txt"]);
+        assert_eq!(
+            names("src"),
+            vec!["src", "src/lib", "src/lib/x.c", "src/main.c"]
+        );
+        assert_eq!(names("./src/../a.txt"), vec!["a.txt"]);
+        assert_eq!(names("/a.txt"), vec!["a.txt"]);
+        assert_eq!(names("link"), vec!["src/main.c"]);
+        assert_eq!(names("src/*/x.c"), vec!["src/lib/x.c"]);
+        assert_eq!(names("[ab].txt"), vec!["a.txt", "b.txt"]);
+        assert!(names("*.nothing").is_empty());
+        let e = c.sources("../x").unwrap_err().to_string();
+        assert!(e.contains("outside the build context"), "{e}");
+        let e = c.sources("missing.txt").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "file not found in build context: missing.txt"
+        );
+        let nf = c.sources("secret.env").unwrap_err();
+        assert!(nf.downcast_ref::<NotFound>().unwrap().ignored);
+        // The escaping link resolves inside the root, where nothing exists.
+        assert!(c.sources("escape").is_err());
+    }
+
+    #[test]
+    fn digests_follow_content_not_mtime() {
+        let t = tree();
+        let c = ctx(&t, "");
+        let none = Matcher::default();
+        let d1 = c.digest_sources(&["src".into()], &none).unwrap();
+        // Touching a file (same content, new mtime) keeps the digest.
+        let f = t.path().join("src/main.c");
+        fs::write(&f, "int main;").unwrap();
+        let c = ctx(&t, "");
+        assert_eq!(d1, c.digest_sources(&["src".into()], &none).unwrap());
+        fs::write(&f, "int main(void);").unwrap();
+        let c = ctx(&t, "");
+        let d2 = c.digest_sources(&["src".into()], &none).unwrap();
+        assert_ne!(d1, d2);
+        // Excluding the changed file gives a digest independent of it.
+        let ex = Matcher::new(&["src/main.c"]).unwrap();
+        let e1 = c.digest_sources(&["src".into()], &ex).unwrap();
+        fs::write(&f, "changed again").unwrap();
+        let c = ctx(&t, "");
+        assert_eq!(e1, c.digest_sources(&["src".into()], &ex).unwrap());
+        // Mode changes count.
+        fs::set_permissions(t.path().join("a.txt"), fs::Permissions::from_mode(0o755)).unwrap();
+        let before = ctx(&t, "")
+            .digest_sources(&["a.txt".into()], &none)
+            .unwrap();
+        fs::set_permissions(t.path().join("a.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+        assert_ne!(
+            before,
+            ctx(&t, "")
+                .digest_sources(&["a.txt".into()], &none)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn go_component_match() {
+        assert!(component_match("*.c", "a.c"));
+        assert!(component_match("[!a]*", "b"));
+        assert!(!component_match("[!a]*", "a"));
+        assert!(component_match("\\*", "*"));
+        assert!(!component_match("\\*", "x"));
+    }
+}

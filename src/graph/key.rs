@@ -1,0 +1,253 @@
+//! Cache keys. A step's key is the sha256 of: a key-format version, the
+//! layer format ([`LAYER_FORMAT`]), the parent key, the step's canonical
+//! definition (its [`Op`] serialized as JSON, which includes the content
+//! digests of context files it reads), and the keys/digests of the stages
+//! and images it reads. Locations and comments are not part of keys, so
+//! editing a comment or moving a line re-runs nothing.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::{Base, CopyFrom, Graph, Mount, Op, deps};
+use crate::Result;
+use crate::oci::digest::{Digest, Hasher};
+use crate::oci::layer::LAYER_FORMAT;
+
+/// Bump when the meaning of a serialized [`Op`] changes.
+pub const KEY_VERSION: u32 = 1;
+
+/// The keys of one stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageKeys {
+    pub base: Digest,
+    /// One per step.
+    pub steps: Vec<Digest>,
+}
+
+impl StageKeys {
+    /// The key of the stage's result.
+    pub fn result(&self) -> &Digest {
+        self.steps.last().unwrap_or(&self.base)
+    }
+}
+
+/// Keys for the stages a target needs (`None` for stages it does not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheKeys {
+    pub stages: Vec<Option<StageKeys>>,
+}
+
+/// Resolved image digests by reference (manifest digest for the stage's
+/// platform). A reference missing here is keyed by its name only, which is
+/// right for digest-pinned references and a fallback otherwise.
+pub type ImageDigests = BTreeMap<String, Digest>;
+
+fn hasher(kind: &str) -> Hasher {
+    let mut h = Hasher::new();
+    h.update(
+        format!("kiln cache key v{KEY_VERSION}\0layer format {LAYER_FORMAT}\0{kind}\0").as_bytes(),
+    );
+    h
+}
+
+fn field(h: &mut Hasher, bytes: &[u8]) {
+    // Length-prefixed so field boundaries cannot shift.
+    h.update(&(bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+fn image_key(reference: &str, platform: &str, images: &ImageDigests) -> Digest {
+    let mut h = hasher("image");
+    field(&mut h, reference.as_bytes());
+    field(&mut h, platform.as_bytes());
+    field(
+        &mut h,
+        images
+            .get(reference)
+            .map(|d| d.to_string())
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    h.finish().0
+}
+
+/// Computes keys for every stage `target` needs.
+pub fn compute(graph: &Graph, target: usize, images: &ImageDigests) -> Result<CacheKeys> {
+    let order = deps::build_order(graph, target)?;
+    let mut keys: Vec<Option<StageKeys>> = vec![None; graph.stages.len()];
+    for idx in order {
+        let stage = &graph.stages[idx];
+        let result_of = |i: usize, keys: &[Option<StageKeys>]| -> Result<Digest> {
+            keys.get(i)
+                .and_then(|k| k.as_ref())
+                .map(|k| k.result().clone())
+                .with_context(|| format!("stage {i} has no key yet (dependency order bug)"))
+        };
+        let base = match &stage.base {
+            Base::Image { reference } => image_key(reference, &stage.platform, images),
+            Base::Scratch => {
+                let mut h = hasher("scratch");
+                field(&mut h, stage.platform.as_bytes());
+                h.finish().0
+            }
+            Base::Packages(p) => {
+                let mut h = hasher("packages");
+                field(&mut h, stage.platform.as_bytes());
+                field(&mut h, &serde_json::to_vec(p)?);
+                h.finish().0
+            }
+            Base::Stage(i) => result_of(*i, &keys)?,
+        };
+        let mut parent = base.clone();
+        let mut steps = Vec::with_capacity(stage.steps.len());
+        for step in &stage.steps {
+            let mut h = hasher("step");
+            field(&mut h, parent.to_string().as_bytes());
+            field(&mut h, &serde_json::to_vec(&step.op)?);
+            // What the step reads from other stages and images.
+            let mut reads: Vec<&CopyFrom> = Vec::new();
+            match &step.op {
+                Op::Copy(c) => reads.push(&c.from),
+                Op::Run(r) => {
+                    for m in &r.mounts {
+                        match m {
+                            Mount::Bind { from, .. } => reads.push(from),
+                            Mount::Cache {
+                                from: Some(from), ..
+                            } => reads.push(from),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+            for r in reads {
+                match r {
+                    CopyFrom::Context => {}
+                    CopyFrom::Stage(i) => {
+                        field(&mut h, result_of(*i, &keys)?.to_string().as_bytes())
+                    }
+                    CopyFrom::Image(reference) => field(
+                        &mut h,
+                        image_key(reference, &stage.platform, images)
+                            .to_string()
+                            .as_bytes(),
+                    ),
+                }
+            }
+            let k = h.finish().0;
+            steps.push(k.clone());
+            parent = k;
+        }
+        keys[idx] = Some(StageKeys { base, steps });
+    }
+    Ok(CacheKeys { stages: keys })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{ConfigChange, Copy, CopyItem, Origin, Stage, Step};
+
+    fn copy(from: CopyFrom, digest: Option<Digest>) -> Step {
+        Step {
+            op: Op::Copy(Copy {
+                from,
+                items: vec![CopyItem::Path("a".into())],
+                dest: "/a".into(),
+                chown: None,
+                chmod: None,
+                link: false,
+                exclude: vec![],
+                parents: false,
+                add: None,
+                context_digest: digest,
+            }),
+            origin: None,
+        }
+    }
+
+    fn graph(content: &[u8], env: &str) -> Graph {
+        Graph {
+            stages: vec![
+                Stage {
+                    name: Some("build".into()),
+                    base: Base::Image {
+                        reference: "debian:bookworm".into(),
+                    },
+                    platform: "linux/amd64".into(),
+                    steps: vec![
+                        Step {
+                            op: Op::Config(ConfigChange::Env(vec![("A".into(), env.into())])),
+                            origin: None,
+                        },
+                        copy(CopyFrom::Context, Some(Digest::of(content))),
+                    ],
+                    origin: None,
+                },
+                Stage {
+                    name: None,
+                    base: Base::Scratch,
+                    platform: "linux/amd64".into(),
+                    steps: vec![copy(CopyFrom::Stage(0), None)],
+                    origin: None,
+                },
+            ],
+            target: 1,
+        }
+    }
+
+    #[test]
+    fn keys_follow_content_and_definition() {
+        let none = ImageDigests::new();
+        let a = compute(&graph(b"one", "x"), 1, &none).unwrap();
+        let again = compute(&graph(b"one", "x"), 1, &none).unwrap();
+        assert_eq!(a, again);
+        let changed = compute(&graph(b"two", "x"), 1, &none).unwrap();
+        let s0 = |k: &CacheKeys| k.stages[0].clone().unwrap();
+        // The ENV step keeps its key; the COPY and everything after change.
+        assert_eq!(s0(&a).steps[0], s0(&changed).steps[0]);
+        assert_ne!(s0(&a).steps[1], s0(&changed).steps[1]);
+        assert_ne!(
+            a.stages[1].as_ref().unwrap().steps[0],
+            changed.stages[1].as_ref().unwrap().steps[0]
+        );
+        // The scratch base of stage 1 is the same either way.
+        assert_eq!(
+            a.stages[1].as_ref().unwrap().base,
+            changed.stages[1].as_ref().unwrap().base
+        );
+        let env = compute(&graph(b"one", "y"), 1, &none).unwrap();
+        assert_ne!(s0(&a).steps[0], s0(&env).steps[0]);
+    }
+
+    #[test]
+    fn origins_are_not_keyed_and_images_are() {
+        let none = ImageDigests::new();
+        let mut g = graph(b"one", "x");
+        let a = compute(&g, 1, &none).unwrap();
+        g.stages[0].steps[0].origin = Some(Origin {
+            file: "Dockerfile".into(),
+            line: 9,
+            text: "ENV A=x".into(),
+        });
+        assert_eq!(a, compute(&g, 1, &none).unwrap());
+        let mut pinned = ImageDigests::new();
+        pinned.insert("debian:bookworm".into(), Digest::of(b"manifest"));
+        let b = compute(&g, 1, &pinned).unwrap();
+        assert_ne!(
+            a.stages[0].as_ref().unwrap().base,
+            b.stages[0].as_ref().unwrap().base
+        );
+    }
+
+    #[test]
+    fn unused_stages_get_no_key() {
+        let g = graph(b"one", "x");
+        let k = compute(&g, 0, &ImageDigests::new()).unwrap();
+        assert!(k.stages[0].is_some());
+        assert!(k.stages[1].is_none());
+    }
+}
