@@ -6,8 +6,12 @@
 //! | [`store`] | the content-addressed blob store (crash-safe writes, verify, prune) |
 
 pub mod digest;
+pub mod image;
+pub mod images;
 pub mod layer;
+pub mod layout;
 pub mod store;
+pub mod unpack;
 
 pub use digest::Digest;
 pub use layer::{Compression, Entry, EntryKind, Layer, LayerOptions, Meta};
