@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error;
+
+pub mod sandbox;
 use crate::progress::{Progress, ProgressMode};
 
 #[derive(Parser, Debug)]
@@ -26,6 +28,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run a command in an image (or a root filesystem dir) in the sandbox.
+    ///
+    /// Example: kiln run -e DEBUG=1 -w /app -v ./data:/data myapp:latest sh -c 'ls /data'
+    Run(sandbox::RunArgs),
     /// Print shell completions.
     ///
     /// Example: kiln completions bash > /etc/bash_completion.d/kiln
@@ -60,6 +66,10 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli, _progress: &Progress) -> crate::Result<()> {
     match cli.command {
+        Command::Run(args) => match sandbox::run(args, _progress)? {
+            0 => Ok(()),
+            code => Err(error::CodedError::new(code, format!("the command exited with code {code}")).into()),
+        },
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())
