@@ -68,7 +68,11 @@ fn run(cli: Cli, _progress: &Progress) -> crate::Result<()> {
     match cli.command {
         Command::Run(args) => match sandbox::run(args, _progress)? {
             0 => Ok(()),
-            code => Err(error::CodedError::new(code, format!("the command exited with code {code}")).into()),
+            code => Err(error::CodedError::new(
+                code,
+                format!("the command exited with code {code}"),
+            )
+            .into()),
         },
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());

@@ -37,7 +37,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
     /// IMAGE then the command and its arguments (default: the image's Entrypoint + Cmd).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "IMAGE [CMD]...")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [CMD]..."
+    )]
     pub args: Vec<String>,
 }
 
@@ -101,7 +105,9 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
         argv.extend(args.args.iter().cloned());
     }
     if argv.is_empty() {
-        bail!("no command: give one after the image (kiln run IMAGE CMD...); the image has no Cmd or Entrypoint");
+        bail!(
+            "no command: give one after the image (kiln run IMAGE CMD...); the image has no Cmd or Entrypoint"
+        );
     }
     let mut spec = RunSpec::new(lowers, StepCommand::Exec(argv));
     for e in &args.env {
@@ -131,10 +137,12 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
     }
     spec.cancel = Some(cancel);
     let sandbox = Sandbox::new(progress)?;
-    match sandbox.run(&spec, progress) {
+    // The command owns the terminal: no task lines around its output.
+    let quiet = Progress::quiet();
+    match sandbox.run(&spec, &quiet) {
         Ok(out) => Ok(out.exit_code.clamp(0, 255) as u8),
         Err(e) if e.downcast_ref::<crate::sandbox::Cancelled>().is_some() => {
-            Err(e.context(CodedError::new(130, "kiln run was interrupted")))
+            Err(CodedError::new(130, format!("kiln run was interrupted: {e}")).into())
         }
         Err(e) => Err(e),
     }

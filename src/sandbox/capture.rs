@@ -43,7 +43,9 @@ pub fn upper_entries(upper: &Path, excluded: &[PathBuf]) -> Result<Vec<Entry>> {
             continue;
         }
         let opaque = matches!(e.kind, EntryKind::Dir) && is_opaque(&e.meta.xattrs);
-        e.meta.xattrs.retain(|(k, _)| !is_overlay_xattr(k.as_bytes()));
+        e.meta
+            .xattrs
+            .retain(|(k, _)| !is_overlay_xattr(k.as_bytes()));
         match &e.kind {
             EntryKind::CharDevice { major: 0, minor: 0 } => {
                 whiteouts.insert(e.path.clone());
@@ -123,7 +125,9 @@ pub(crate) fn remove_stubs(upper: &Path, stubs: &BTreeSet<PathBuf>, lowers_top_f
             && um.mode() == lm.mode()
             && um.uid() == lm.uid()
             && um.gid() == lm.gid();
-        let opaque = crate::oci::layer::read_xattrs(&p).map(|x| is_opaque(&x)).unwrap_or(true);
+        let opaque = crate::oci::layer::read_xattrs(&p)
+            .map(|x| is_opaque(&x))
+            .unwrap_or(true);
         if same && !opaque && fs::read_dir(&p).is_ok_and(|mut r| r.next().is_none()) {
             let _ = fs::remove_dir(&p);
         }

@@ -137,7 +137,13 @@ pub(crate) fn run_a(plan: &Plan) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if plan.rootless {
         if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
-            die(plan, 125, &format!("cannot create a user namespace: {e}: unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces)"));
+            die(
+                plan,
+                125,
+                &format!(
+                    "cannot create a user namespace: {e}: unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces)"
+                ),
+            );
         }
         write_all(plan.ready_w, b"u");
         let mut b = [0u8; 1];
@@ -147,9 +153,15 @@ pub(crate) fn run_a(plan: &Plan) -> ! {
             die(plan, 125, "the id mapping of the user namespace failed");
         }
         if let Err(e) = nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-            .and_then(|_| nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)))
+            .and_then(|_| {
+                nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            })
         {
-            die(plan, 125, &format!("becoming root in the user namespace: {e}"));
+            die(
+                plan,
+                125,
+                &format!("becoming root in the user namespace: {e}"),
+            );
         }
     }
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -160,7 +172,11 @@ pub(crate) fn run_a(plan: &Plan) -> ! {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     if let Err(e) = unshare(flags) {
-        die(plan, 125, &format!("cannot create the sandbox namespaces: {e}"));
+        die(
+            plan,
+            125,
+            &format!("cannot create the sandbox namespaces: {e}"),
+        );
     }
     // SAFETY: this process is single-threaded (a fork child).
     match unsafe { nix::unistd::fork() } {
@@ -216,7 +232,9 @@ fn run_b(plan: &Plan) -> ! {
 fn reap(step: Pid) -> ! {
     loop {
         match waitpid(Pid::from_raw(-1), None) {
-            Ok(s @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))) if pid == step => {
+            Ok(s @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)))
+                if pid == step =>
+            {
                 // SAFETY: see die(). Exiting as PID 1 kills the rest of the namespace.
                 unsafe { libc::_exit(exit_code(s)) }
             }
@@ -417,7 +435,11 @@ fn setup_root(plan: &Plan, root: &Path) -> Result<(), String> {
         if fs::symlink_metadata(&in_root).is_ok_and(|m| m.file_type().is_symlink()) {
             continue;
         }
-        let target = ensure(plan, root, &rel, Stub::File)?;
+        // Best effort: a rootless step on a rootfs it does not own cannot
+        // create the file, and a step can live without the host's copy.
+        let Ok(target) = ensure(plan, root, &rel, Stub::File) else {
+            continue;
+        };
         bind(&src, &target, false)?;
     }
 
@@ -437,7 +459,11 @@ fn setup_root(plan: &Plan, root: &Path) -> Result<(), String> {
                 readonly,
                 chown,
             } => {
-                let kind = if source.is_dir() { Stub::Dir } else { Stub::File };
+                let kind = if source.is_dir() {
+                    Stub::Dir
+                } else {
+                    Stub::File
+                };
                 let t = ensure(plan, root, target, kind)?;
                 bind(source, &t, *readonly)?;
                 if let Some((uid, gid, mode)) = chown {
@@ -668,15 +694,27 @@ fn run_c(plan: &Plan, user: super::user::User, workdir: &Path) -> ! {
     if !plan.single_id {
         let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
         if let Err(e) = nix::unistd::setgroups(&groups) {
-            die(plan, 125, &format!("setting supplementary groups {:?}: {e}", user.groups));
+            die(
+                plan,
+                125,
+                &format!("setting supplementary groups {:?}: {e}", user.groups),
+            );
         }
     }
     let (u, g) = (Uid::from_raw(user.uid), Gid::from_raw(user.gid));
     if let Err(e) = nix::unistd::setresgid(g, g, g) {
-        die(plan, 125, &format!("switching to gid {}: {e}: is the gid mapped?", user.gid));
+        die(
+            plan,
+            125,
+            &format!("switching to gid {}: {e}: is the gid mapped?", user.gid),
+        );
     }
     if let Err(e) = nix::unistd::setresuid(u, u, u) {
-        die(plan, 125, &format!("switching to uid {}: {e}: is the uid mapped?", user.uid));
+        die(
+            plan,
+            125,
+            &format!("switching to uid {}: {e}: is the uid mapped?", user.uid),
+        );
     }
     if user.uid == 0 {
         if let Err(e) = super::caps::set_root_caps() {
@@ -742,7 +780,12 @@ fn run_c(plan: &Plan, user: super::user::User, workdir: &Path) -> ! {
     // Nothing of kiln's may leak into the step.
     // SAFETY: close_range with CLOEXEC only flags fds.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
     }
     let e = nix::unistd::execve(&cprog, &plan.argv, &envp).unwrap_err();
     let why = match e {

@@ -55,8 +55,7 @@ impl IdMap {
             .map(|u| u.name)
             .unwrap_or_default();
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        let have_helpers = Path::new("/usr/bin/newuidmap").exists()
-            || which("newuidmap").is_some();
+        let have_helpers = Path::new("/usr/bin/newuidmap").exists() || which("newuidmap").is_some();
         match (
             parse_subid(&read("/etc/subuid"), &name, uid),
             parse_subid(&read("/etc/subgid"), &name, gid),

@@ -19,8 +19,8 @@
 //! a runtime per step costs more than the step often does. See
 //! `docs/sandbox.md` for the isolation model and its limits.
 
-pub mod capture;
 pub mod caps;
+pub mod capture;
 mod child;
 pub mod idmap;
 mod run;

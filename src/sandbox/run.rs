@@ -91,7 +91,13 @@ fn sanitize_id(id: &str) -> String {
     // and keep distinct ids distinct with a short hash.
     let clean: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(60)
         .collect();
     let h = crate::oci::Digest::of(id.as_bytes());
@@ -110,9 +116,8 @@ fn plan_mounts(
             Mount::Cache(c) => {
                 let base = sandbox.cache_mounts.join(sanitize_id(&c.id));
                 let lock_path = base.with_extension("lock");
-                fs::create_dir_all(&sandbox.cache_mounts).with_context(|| {
-                    format!("creating {}", sandbox.cache_mounts.display())
-                })?;
+                fs::create_dir_all(&sandbox.cache_mounts)
+                    .with_context(|| format!("creating {}", sandbox.cache_mounts.display()))?;
                 let mut source = base.clone();
                 if c.sharing != Sharing::Shared {
                     let f = fs::OpenOptions::new()
@@ -160,9 +165,10 @@ fn plan_mounts(
                 mode: s.mode,
             },
             Mount::Bind(b) => PlannedMount::Bind {
-                source: b.source.canonicalize().with_context(|| {
-                    format!("bind mount source {}", b.source.display())
-                })?,
+                source: b
+                    .source
+                    .canonicalize()
+                    .with_context(|| format!("bind mount source {}", b.source.display()))?,
                 target: b.target.clone(),
                 readonly: !b.readwrite,
                 chown: None,
@@ -181,7 +187,10 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
     spec.validate()?;
     for l in &spec.lowers {
         if !l.is_dir() {
-            bail!("layer dir {} does not exist or is not a directory", l.display());
+            bail!(
+                "layer dir {} does not exist or is not a directory",
+                l.display()
+            );
         }
     }
     fs::create_dir_all(&sandbox.runs)

@@ -89,9 +89,12 @@ impl Snapshots {
         let mut out = Vec::new();
         for l in image.manifest.layers() {
             let digest = crate::oci::image::desc_digest(l)?;
-            let compression = Compression::from_media_type(l.media_type().as_ref())
-                .with_context(|| {
-                    format!("layer {digest} has an unknown media type {}", l.media_type())
+            let compression =
+                Compression::from_media_type(l.media_type().as_ref()).with_context(|| {
+                    format!(
+                        "layer {digest} has an unknown media type {}",
+                        l.media_type()
+                    )
                 })?;
             out.push(self.ensure(store, &digest, compression)?.0);
         }

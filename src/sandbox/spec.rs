@@ -201,9 +201,16 @@ pub struct RunSpec {
 
 impl RunSpec {
     pub fn new(lowers: Vec<PathBuf>, command: StepCommand) -> RunSpec {
-        let name = match &command {
+        let full = match &command {
             StepCommand::Exec(v) => format!("RUN {}", v.join(" ")),
             StepCommand::Shell(s) => format!("RUN {s}"),
+        };
+        // One short line: it names the step in progress output and errors.
+        let flat = full.split_whitespace().collect::<Vec<_>>().join(" ");
+        let name = if flat.chars().count() > 72 {
+            format!("{}…", flat.chars().take(71).collect::<String>())
+        } else {
+            flat
         };
         RunSpec {
             name,
@@ -251,13 +258,10 @@ impl RunSpec {
                 bail!("cannot mount over the root directory (target /)");
             }
             match m {
-                Mount::Bind(b) if !b.source.exists() => bail!(
-                    "bind mount source {} does not exist",
-                    b.source.display()
-                ),
-                Mount::Cache(c)
-                    if c.id.is_empty() || c.id.contains('\0') =>
-                {
+                Mount::Bind(b) if !b.source.exists() => {
+                    bail!("bind mount source {} does not exist", b.source.display())
+                }
+                Mount::Cache(c) if c.id.is_empty() || c.id.contains('\0') => {
                     bail!("cache mount at {} has an empty id", c.target.display())
                 }
                 Mount::Secret(s) if s.id.is_empty() || s.id.contains('/') => bail!(

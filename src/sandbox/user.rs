@@ -129,9 +129,16 @@ mod tests {
 
     #[test]
     fn bad_users_say_what_to_do() {
-        let e = resolve("nobody-here", PASSWD, GROUP).unwrap_err().to_string();
-        assert!(e.contains("\"nobody-here\" does not exist") && e.contains("/etc/passwd"), "{e}");
-        let e = resolve("app:nogroup", PASSWD, GROUP).unwrap_err().to_string();
+        let e = resolve("nobody-here", PASSWD, GROUP)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"nobody-here\" does not exist") && e.contains("/etc/passwd"),
+            "{e}"
+        );
+        let e = resolve("app:nogroup", PASSWD, GROUP)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/etc/group"), "{e}");
         assert!(resolve("", PASSWD, GROUP).is_err());
         assert!(resolve("app:", PASSWD, GROUP).is_err());
