@@ -15,5 +15,6 @@ pub mod graph;
 pub mod oci;
 pub mod paths;
 pub mod progress;
+pub mod sandbox;
 
 pub use error::Result;

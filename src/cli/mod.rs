@@ -8,6 +8,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod images;
 
 use crate::error;
+
+pub mod sandbox;
 use crate::progress::{Progress, ProgressMode};
 
 #[derive(Parser, Debug)]
@@ -58,6 +60,9 @@ pub enum Command {
     /// Example: kiln cache verify
     #[command(subcommand)]
     Cache(images::CacheCommand),
+    /// Run a command in an image (or a root filesystem dir) in the sandbox.
+    /// Example: kiln run -e DEBUG=1 -w /app -v ./data:/data myapp:latest sh -c 'ls /data'
+    Run(sandbox::RunArgs),
     /// Print shell completions.
     ///
     /// Example: kiln completions bash > /etc/bash_completion.d/kiln
@@ -99,6 +104,14 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Save(a) => images::save(a),
         Command::Image(c) => images::image(*c, progress),
         Command::Cache(c) => images::cache(c),
+        Command::Run(args) => match sandbox::run(args, progress)? {
+            0 => Ok(()),
+            code => Err(error::CodedError::new(
+                code,
+                format!("the command exited with code {code}"),
+            )
+            .into()),
+        },
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())

@@ -1,0 +1,149 @@
+//! `kiln run`: try an image (or a root filesystem dir) in the sandbox.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, bail};
+
+use crate::error::CodedError;
+use crate::oci::images::ImageStore;
+use crate::progress::Progress;
+use crate::sandbox::{BindMount, Io, Mount, Network, RunSpec, Sandbox, Snapshots, StepCommand};
+
+/// Arguments of `kiln run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Set an environment variable (KEY=VALUE, or KEY to take it from kiln's environment).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside (default: the image's WorkingDir, else /).
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<PathBuf>,
+    /// User: name, uid, name:group or uid:gid (default: the image's User, else root).
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Bind mount HOST:TARGET[:ro|rw] (read-only unless :rw).
+    #[arg(short = 'v', long = "volume", value_name = "HOST:TARGET[:rw]")]
+    pub volumes: Vec<String>,
+    /// host (default) or none (loopback only).
+    #[arg(long, value_enum, default_value_t = Network::Host)]
+    pub network: Network,
+    /// Hostname inside.
+    #[arg(long, default_value = "kiln")]
+    pub hostname: String,
+    /// Use this directory as the root filesystem instead of an image
+    /// (every argument is then the command).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// IMAGE then the command and its arguments (default: the image's Entrypoint + Cmd).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [CMD]..."
+    )]
+    pub args: Vec<String>,
+}
+
+fn parse_volume(v: &str) -> crate::Result<Mount> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (source, target, rw) = match parts.as_slice() {
+        [s, t] => (*s, *t, false),
+        [s, t, "ro"] => (*s, *t, false),
+        [s, t, "rw"] => (*s, *t, true),
+        _ => bail!("invalid volume {v:?}: use HOST:TARGET, HOST:TARGET:ro or HOST:TARGET:rw"),
+    };
+    let source = std::fs::canonicalize(source)
+        .with_context(|| format!("volume {v:?}: host path {source} does not exist"))?;
+    Ok(Mount::Bind(BindMount {
+        source,
+        target: PathBuf::from(target),
+        readwrite: rw,
+    }))
+}
+
+/// Runs `kiln run`; returns the command's exit code.
+pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
+    let mut args = args;
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut workdir = None;
+    let mut user = None;
+    let mut default_cmd: Vec<String> = Vec::new();
+    let mut entrypoint: Vec<String> = Vec::new();
+    let lowers = match &args.rootfs {
+        Some(dir) => {
+            if !dir.is_dir() {
+                bail!("--rootfs {}: not a directory", dir.display());
+            }
+            vec![dir.clone()]
+        }
+        None => {
+            if args.args.is_empty() {
+                bail!("no image given: kiln run IMAGE [CMD...] (or --rootfs DIR CMD...)");
+            }
+            let name = args.args.remove(0);
+            let store = ImageStore::open_default()?;
+            let image = store.image(&name, None)?;
+            if let Some(c) = image.config.config() {
+                for kv in c.env().clone().unwrap_or_default() {
+                    if let Some((k, v)) = kv.split_once('=') {
+                        env.push((k.to_string(), v.to_string()));
+                    }
+                }
+                workdir = c.working_dir().clone().filter(|w| !w.is_empty());
+                user = c.user().clone().filter(|u| !u.is_empty());
+                default_cmd = c.cmd().clone().unwrap_or_default();
+                entrypoint = c.entrypoint().clone().unwrap_or_default();
+            }
+            Snapshots::open_default()?.for_image(store.blobs(), &image)?
+        }
+    };
+    let mut argv = entrypoint;
+    if args.args.is_empty() {
+        argv.extend(default_cmd);
+    } else {
+        argv.extend(args.args.iter().cloned());
+    }
+    if argv.is_empty() {
+        bail!(
+            "no command: give one after the image (kiln run IMAGE CMD...); the image has no Cmd or Entrypoint"
+        );
+    }
+    let mut spec = RunSpec::new(lowers, StepCommand::Exec(argv));
+    for e in &args.env {
+        let (k, v) = match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), std::env::var(e).unwrap_or_default()),
+        };
+        env.retain(|(ek, _)| *ek != k);
+        env.push((k, v));
+    }
+    spec.env = env;
+    spec.workdir = args
+        .workdir
+        .clone()
+        .or(workdir.map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/"));
+    spec.user = args.user.clone().or(user);
+    spec.hostname = args.hostname.clone();
+    spec.network = args.network;
+    spec.io = Io::Inherit;
+    for v in &args.volumes {
+        spec.mounts.push(parse_volume(v)?);
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, cancel.clone()).context("installing a signal handler")?;
+    }
+    spec.cancel = Some(cancel);
+    let sandbox = Sandbox::new(progress)?;
+    // The command owns the terminal: no task lines around its output.
+    let quiet = Progress::quiet();
+    match sandbox.run(&spec, &quiet) {
+        Ok(out) => Ok(out.exit_code.clamp(0, 255) as u8),
+        Err(e) if e.downcast_ref::<crate::sandbox::Cancelled>().is_some() => {
+            Err(CodedError::new(130, format!("kiln run was interrupted: {e}")).into())
+        }
+        Err(e) => Err(e),
+    }
+}

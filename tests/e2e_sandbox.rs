@@ -1,0 +1,677 @@
+//! The sandbox, end to end, on a real Debian root filesystem: layer
+//! capture, cache and secret mounts, isolation (as root and as an
+//! unprivileged user), cleanup, interruption, bad input. Run as root.
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln::oci::layer::{Compression, LayerOptions};
+use kiln::oci::store::Store;
+use kiln::progress::{Event, Progress};
+use kiln::sandbox::{
+    CacheMount, IdMap, Mount, Network, RunSpec, Sandbox, SecretMount, StepCommand,
+};
+use support::debian;
+
+/// A sandbox with its own run and cache-mount dirs.
+struct Env {
+    dir: tempfile::TempDir,
+    sandbox: Sandbox,
+}
+
+fn env() -> Env {
+    let dir = tempfile::Builder::new()
+        .prefix("kiln-e2e-sandbox-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let sandbox = Sandbox {
+        runs: dir.path().join("runs"),
+        cache_mounts: dir.path().join("cache-mounts"),
+        idmap: IdMap::Host,
+    };
+    Env { dir, sandbox }
+}
+
+fn sh(script: &str) -> RunSpec {
+    RunSpec::new(
+        vec![debian::base_rootfs()],
+        StepCommand::Shell(script.into()),
+    )
+}
+
+fn logs(p: &Progress) -> Vec<String> {
+    p.events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Log { line, .. } => Some(line),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a shell script, expecting success; returns its output lines.
+fn run_ok(e: &Env, spec: &RunSpec) -> Vec<String> {
+    let p = Progress::recording();
+    let out = e.sandbox.run(spec, &p).expect("the step starts");
+    let lines = logs(&p);
+    assert_eq!(out.exit_code, 0, "step failed; output: {lines:#?}");
+    lines
+}
+
+/// Layer tar entries: path → (type byte, content).
+fn tar_entries(store: &Store, layer: &kiln::oci::Layer) -> BTreeMap<String, (u8, Vec<u8>)> {
+    let blob = store.open_blob(&layer.blob.digest).unwrap();
+    let r = layer.compression.decoder(blob).unwrap();
+    let mut a = tar::Archive::new(r);
+    let mut out = BTreeMap::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let kind = e.header().entry_type().as_byte();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.insert(path, (kind, data));
+    }
+    out
+}
+
+#[test]
+fn debian_step_becomes_a_layer_with_files_and_whiteouts() {
+    let e = env();
+    let store = Store::open(e.dir.path().join("store")).unwrap();
+    let spec = sh(
+        "echo hi > /a && rm /etc/issue && mkdir -p /d && touch /d/x \
+         && rm -rf /usr/share/doc/apt && mkdir /usr/share/doc/apt && touch /usr/share/doc/apt/new",
+    );
+    let p = Progress::recording();
+    let out = e.sandbox.run(&spec, &p).unwrap();
+    assert_eq!(out.exit_code, 0, "{:?}", logs(&p));
+    let layer = out
+        .write_layer(
+            &store,
+            LayerOptions {
+                compression: Compression::Gzip,
+                epoch: 1,
+            },
+        )
+        .unwrap();
+    let entries = tar_entries(&store, &layer);
+    let names: Vec<&String> = entries.keys().collect();
+    assert_eq!(entries["a"], (b'0', b"hi\n".to_vec()), "{names:?}");
+    assert_eq!(entries["d/"].0, b'5', "{names:?}");
+    assert_eq!(entries["d/x"], (b'0', Vec::new()));
+    assert!(entries.contains_key("etc/.wh.issue"), "{names:?}");
+    assert!(
+        entries.contains_key("usr/share/doc/apt/.wh..wh..opq"),
+        "opaque dir marker missing: {names:?}"
+    );
+    assert!(entries.contains_key("usr/share/doc/apt/new"), "{names:?}");
+    // Nothing the sandbox itself put there.
+    for n in &names {
+        for bad in [
+            "proc",
+            "dev",
+            "etc/hosts",
+            "etc/resolv.conf",
+            "run/",
+            "sys/",
+        ] {
+            assert!(!n.starts_with(bad), "{n} leaked into the layer: {names:?}");
+        }
+    }
+    // Deterministic: the same step again gives the same layer.
+    let again = e.sandbox.run(&spec, &p).unwrap();
+    let layer2 = again
+        .write_layer(
+            &store,
+            LayerOptions {
+                compression: Compression::Gzip,
+                epoch: 1,
+            },
+        )
+        .unwrap();
+    assert_eq!(layer.diff_id, layer2.diff_id);
+    // Dropping the outputs removes the run dirs.
+    drop((out, again));
+    assert_eq!(fs::read_dir(&e.sandbox.runs).unwrap().count(), 0);
+}
+
+#[test]
+fn output_is_streamed_line_by_line_and_exit_code_returned() {
+    let e = env();
+    let p = Progress::recording();
+    let out = e
+        .sandbox
+        .run(&sh("echo one; echo two >&2; printf three; exit 7"), &p)
+        .unwrap();
+    assert_eq!(out.exit_code, 7);
+    assert_eq!(logs(&p), vec!["one", "two", "three"]);
+}
+
+#[test]
+fn cache_mount_persists_between_runs_and_sandboxes() {
+    let e = env();
+    let mut spec = sh("echo x >> /root/.cache/pip/f; wc -l < /root/.cache/pip/f");
+    spec.mounts
+        .push(Mount::Cache(CacheMount::new("pip", "/root/.cache/pip")));
+    assert_eq!(run_ok(&e, &spec), vec!["1"]);
+    assert_eq!(run_ok(&e, &spec), vec!["2"]);
+    // A second "build": a new sandbox on the same cache dir.
+    let e2 = Env {
+        sandbox: Sandbox {
+            runs: e.dir.path().join("runs2"),
+            ..e.sandbox.clone()
+        },
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let p = Progress::recording();
+    let out = e2.sandbox.run(&spec, &p).unwrap();
+    assert_eq!(logs(&p), vec!["3"]);
+    // The cache never reaches the layer.
+    let entries = out.entries().unwrap();
+    assert!(
+        !entries.iter().any(|x| x.path.starts_with("root/.cache")),
+        "{entries:?}"
+    );
+}
+
+fn grep_tree(dir: &Path, needle: &[u8], hits: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for ent in rd.flatten() {
+        let p = ent.path();
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            grep_tree(&p, needle, hits);
+        } else if m.is_file() {
+            let raw = fs::read(&p).unwrap_or_default();
+            let mut plain = Vec::new();
+            // Layers are compressed: look inside too.
+            if flate2::read::MultiGzDecoder::new(&raw[..])
+                .read_to_end(&mut plain)
+                .is_err()
+            {
+                plain.clear();
+            }
+            if raw.windows(needle.len()).any(|w| w == needle)
+                || plain.windows(needle.len()).any(|w| w == needle)
+            {
+                hits.push(p);
+            }
+        }
+    }
+}
+
+#[test]
+fn secret_is_readable_inside_and_found_nowhere_after() {
+    let e = env();
+    let store = Store::open(e.dir.path().join("store")).unwrap();
+    let value = format!("kiln-secret-{}", std::process::id() as u64 * 7919 + 12345);
+    let mut spec = sh(
+        "test \"$(cat /run/secrets/token)\" = \"$EXPECTED\" && stat -c '%a %u' /run/secrets/token \
+         && echo done > /out && ls /run/secrets",
+    );
+    spec.env.push(("EXPECTED".into(), value.clone()));
+    spec.mounts
+        .push(Mount::Secret(SecretMount::new("token", value.clone())));
+    let p = Progress::recording();
+    let out = e.sandbox.run(&spec, &p).unwrap();
+    let lines = logs(&p);
+    assert_eq!(out.exit_code, 0, "{lines:?}");
+    assert_eq!(lines, vec!["400 0", "token"]);
+    // A layer and an image config made from the step.
+    let layer = out.write_layer(&store, LayerOptions::default()).unwrap();
+    let mut b = kiln::oci::image::ImageBuilder::scratch(kiln::oci::image::host_platform());
+    b.add_layer(&layer, "RUN --mount=type=secret,id=token ...");
+    b.write(&store, 1).unwrap();
+    let entries = tar_entries(&store, &layer);
+    assert!(entries.contains_key("out"), "{entries:?}");
+    assert!(!entries.keys().any(|k| k.starts_with("run")), "{entries:?}");
+    // Grep the store, the run dir, and the log.
+    let mut hits = Vec::new();
+    grep_tree(store.root(), value.as_bytes(), &mut hits);
+    grep_tree(&out.upper(), value.as_bytes(), &mut hits);
+    assert!(hits.is_empty(), "secret found in {hits:?}");
+    assert!(!format!("{:?}", p.events()).contains(&value));
+    // A step that prints the secret gets it redacted in the log.
+    let mut leak = sh("cat /run/secrets/token");
+    leak.mounts
+        .push(Mount::Secret(SecretMount::new("token", value.clone())));
+    let p = Progress::recording();
+    e.sandbox.run(&leak, &p).unwrap();
+    assert_eq!(logs(&p), vec!["****"]);
+}
+
+const MARKER: &str = "/root/kiln-e2e-sandbox-marker";
+
+fn isolation_script(port: u16) -> String {
+    format!(
+        r#"
+fail=0
+# host files
+cat {MARKER} 2>/dev/null && {{ echo "READ host marker"; fail=1; }}
+# classic chroot escape (CAP_SYS_CHROOT is kept, the host root is detached)
+perl -e 'mkdir "/esc"; chroot "/esc" or exit 0; chdir ".." for 1..64; chroot "."; open(F, "{MARKER}") and print "ESCAPED\n"' | grep -q ESCAPED && {{ echo "chroot escape"; fail=1; }}
+# mounts and namespaces
+mount -t tmpfs none /mnt 2>/dev/null && {{ echo "mount worked"; fail=1; }}
+unshare -m true 2>/dev/null && {{ echo "unshare -m worked"; fail=1; }}
+unshare -Urm sh -c 'mount -t proc proc /proc; cat {MARKER}' 2>/dev/null && {{ echo "unshare escape"; fail=1; }}
+# processes: only ours
+n=$(ls /proc | grep -c '^[0-9]*$')
+[ "$n" -le 6 ] || {{ echo "sees $n processes"; fail=1; }}
+# writes land in the layer only
+echo pwned > /etc/kiln-e2e-written 2>/dev/null
+# network none
+bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' 2>/dev/null && {{ echo "network reachable"; fail=1; }}
+[ $fail = 0 ] && echo ISOLATED
+"#
+    )
+}
+
+fn check_host_untouched(rootfs: &Path) {
+    assert!(!Path::new("/etc/kiln-e2e-written").exists());
+    assert!(!rootfs.join("etc/kiln-e2e-written").exists());
+    assert!(!Path::new("/esc").exists());
+}
+
+#[test]
+fn isolation_as_root() {
+    let e = env();
+    fs::write(MARKER, "host-only").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut spec = sh(&isolation_script(port));
+    spec.network = Network::None;
+    let lines = run_ok(&e, &spec);
+    assert_eq!(lines, vec!["ISOLATED"]);
+    check_host_untouched(&debian::base_rootfs());
+    // With the host network the same connection works (the check can fail).
+    let spec = sh(&format!(
+        "bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' && echo connected"
+    ));
+    assert_eq!(run_ok(&e, &spec), vec!["connected"]);
+    // Capabilities: Docker's set, no CAP_SYS_ADMIN (bit 21) even in the bounding set.
+    let lines = run_ok(&e, &sh("grep -E '^Cap(Eff|Bnd)' /proc/self/status"));
+    for l in &lines {
+        let hex = l.split_whitespace().nth(1).unwrap();
+        let v = u64::from_str_radix(hex, 16).unwrap();
+        assert_eq!(v, 0xa80425fb, "{l}");
+        assert_eq!(v & (1 << 21), 0);
+    }
+}
+
+fn kiln_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kiln")
+}
+
+const TEST_USER: &str = "kilnsbx";
+
+/// An unprivileged user with subordinate id ranges (made once).
+fn unprivileged_user() -> (u32, u32) {
+    let ok = Command::new("id")
+        .arg(TEST_USER)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !ok {
+        let st = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", TEST_USER])
+            .status()
+            .unwrap();
+        assert!(st.success(), "useradd failed");
+    }
+    let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if !subuid
+        .lines()
+        .any(|l| l.starts_with(&format!("{TEST_USER}:")))
+    {
+        let st = Command::new("usermod")
+            .args([
+                "--add-subuids",
+                "300000-365535",
+                "--add-subgids",
+                "300000-365535",
+                TEST_USER,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "usermod --add-subuids failed");
+    }
+    let id = |flag: &str| -> u32 {
+        let o = Command::new("id").args([flag, TEST_USER]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+/// A copy of the kiln binary the unprivileged user can execute.
+fn kiln_for(dir: &Path) -> PathBuf {
+    let dest = dir.join("kiln");
+    fs::copy(kiln_bin(), &dest).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).unwrap();
+    dest
+}
+
+#[test]
+fn isolation_as_unprivileged_user() {
+    let (uid, gid) = unprivileged_user();
+    let e = env();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let kiln = kiln_for(e.dir.path());
+    let cache = e.dir.path().join("user-cache");
+    fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(uid), Some(gid)).unwrap();
+    fs::write(MARKER, "host-only").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rootfs = debian::base_rootfs();
+    let out = Command::new("runuser")
+        .args(["-u", TEST_USER, "--"])
+        .arg("env")
+        .arg(format!("KILN_CACHE_DIR={}", cache.display()))
+        .arg(&kiln)
+        .args([
+            "--progress",
+            "quiet",
+            "run",
+            "--network",
+            "none",
+            "--rootfs",
+        ])
+        .arg(&rootfs)
+        .args(["sh", "-c", &isolation_script(port)])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout.trim(), "ISOLATED", "stderr: {stderr}");
+    check_host_untouched(&rootfs);
+    // Rootless mapping: root inside is the user outside.
+    let out = Command::new("runuser")
+        .args(["-u", TEST_USER, "--", "env"])
+        .arg(format!("KILN_CACHE_DIR={}", cache.display()))
+        .arg(&kiln)
+        .args(["--progress", "quiet", "run", "--rootfs"])
+        .arg(&rootfs)
+        .args([
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map | tr -s ' ' | head -2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "0");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        vec!["0", &uid.to_string(), "1"]
+    );
+    assert_eq!(
+        fs::read_dir(cache.join("sandbox")).unwrap().count(),
+        0,
+        "run dirs left"
+    );
+}
+
+fn mounts_now() -> String {
+    fs::read_to_string("/proc/mounts").unwrap()
+}
+
+#[test]
+fn two_hundred_steps_leave_no_mounts_or_temp_dirs() {
+    let e = env();
+    let spec = sh("echo $$ > /pid");
+    let p = Progress::quiet();
+    // Warm up (snapshot made), then snapshot the state.
+    drop(e.sandbox.run(&spec, &p).unwrap());
+    let mounts = mounts_now();
+    let tmp_before: Vec<_> = fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|d| d.file_name())
+        .collect();
+    for i in 0..200 {
+        let out = e.sandbox.run(&spec, &p).unwrap();
+        assert_eq!(out.exit_code, 0, "step {i}");
+    }
+    assert_eq!(mounts_now(), mounts);
+    assert_eq!(fs::read_dir(&e.sandbox.runs).unwrap().count(), 0);
+    let tmp_after: Vec<_> = fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|d| d.file_name())
+        .collect();
+    let new: Vec<_> = tmp_after
+        .iter()
+        .filter(|f| !tmp_before.contains(f))
+        .collect();
+    assert!(
+        new.iter().all(|f| !f.to_string_lossy().contains("kiln")),
+        "{new:?}"
+    );
+}
+
+fn pids_running(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for ent in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = ent.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmd) = fs::read(ent.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.trim() == needle {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn sigint_kills_the_step_tree_and_cleans_up() {
+    let e = env();
+    let cache = e.dir.path().join("cache");
+    let mounts = mounts_now();
+    // Distinct durations so this test finds only its own processes.
+    let tag = 3000 + std::process::id() % 1000;
+    let mut child = Command::new(kiln_bin())
+        .env("KILN_CACHE_DIR", &cache)
+        .args(["--progress", "quiet", "run", "--rootfs"])
+        .arg(debian::base_rootfs())
+        .args([
+            "sh",
+            "-c",
+            &format!("trap '' INT; sleep {tag} & sleep {}", tag + 1),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while pids_running(&format!("sleep {}", tag + 1)).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "step did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(pids_running(&format!("sleep {tag}")).len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "kiln did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        pids_running(&format!("sleep {tag}")).is_empty(),
+        "background sleep survived"
+    );
+    assert!(
+        pids_running(&format!("sleep {}", tag + 1)).is_empty(),
+        "step survived"
+    );
+    assert_eq!(fs::read_dir(cache.join("sandbox")).unwrap().count(), 0);
+    assert_eq!(mounts_now(), mounts);
+}
+
+fn setup_error(e: &Env, spec: &RunSpec) -> String {
+    let err = match e.sandbox.run(spec, &Progress::quiet()) {
+        Ok(out) => panic!("expected an error, got exit code {}", out.exit_code),
+        Err(err) => format!("{err:#}"),
+    };
+    assert_eq!(
+        fs::read_dir(&e.sandbox.runs).unwrap().count(),
+        0,
+        "run dir left after {err}"
+    );
+    err
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let e = env();
+    let base = debian::base_rootfs();
+    let spec = RunSpec::new(
+        vec![base.clone()],
+        StepCommand::Exec(vec!["no-such-tool".into()]),
+    );
+    let err = setup_error(&e, &spec);
+    assert!(
+        err.contains("command not found") && err.contains("no-such-tool"),
+        "{err}"
+    );
+    let spec = RunSpec::new(
+        vec![base.clone()],
+        StepCommand::Exec(vec!["/opt/nothing".into()]),
+    );
+    let err = setup_error(&e, &spec);
+    assert!(err.contains("/opt/nothing does not exist"), "{err}");
+
+    let mut spec = sh("true");
+    spec.user = Some("ghost".into());
+    let err = setup_error(&e, &spec);
+    assert!(
+        err.contains("user \"ghost\" does not exist") && err.contains("/etc/passwd"),
+        "{err}"
+    );
+
+    let mut spec = sh("true");
+    spec.workdir = "/etc/passwd".into();
+    let err = setup_error(&e, &spec);
+    assert!(err.contains("/etc/passwd is not a directory"), "{err}");
+
+    let spec = RunSpec::new(vec![base], StepCommand::Exec(vec![]));
+    assert!(setup_error(&e, &spec).contains("no command"));
+
+    // The CLI says the same and exits non-zero.
+    let out = Command::new(kiln_bin())
+        .env("KILN_CACHE_DIR", e.dir.path().join("cli"))
+        .args(["--progress", "quiet", "run", "--user", "ghost", "--rootfs"])
+        .arg(debian::base_rootfs())
+        .arg("true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"ghost\" does not exist"));
+}
+
+#[test]
+fn users_workdirs_and_env() {
+    let e = env();
+    let mut spec = sh("id -u; id -g; pwd; echo $HOME $FOO; hostname");
+    spec.user = Some("nobody".into());
+    spec.workdir = "/srv/app/sub".into();
+    spec.env.push(("FOO".into(), "bar".into()));
+    spec.hostname = "builder".into();
+    assert_eq!(
+        run_ok(&e, &spec),
+        vec![
+            "65534",
+            "65534",
+            "/srv/app/sub",
+            "/nonexistent bar",
+            "builder"
+        ]
+    );
+    let mut spec = sh("id -u; id -g; grep CapEff /proc/self/status");
+    spec.user = Some("1234:5678".into());
+    assert_eq!(
+        run_ok(&e, &spec),
+        vec!["1234", "5678", "CapEff:\t0000000000000000"]
+    );
+}
+
+#[test]
+fn many_layers_fit_in_one_overlay() {
+    let e = env();
+    // Long paths: without short lower names, 150 of these overflow the
+    // one-page limit of overlay's mount options.
+    let deep = e.dir.path().join("l".repeat(40)).join("m".repeat(40));
+    let mut lowers = vec![debian::base_rootfs()];
+    for i in 0..150 {
+        let d = deep.join(format!("layer-{i:04}"));
+        fs::create_dir_all(d.join("layers")).unwrap();
+        fs::write(d.join("layers").join(format!("f{i}")), i.to_string()).unwrap();
+        fs::write(d.join("top"), i.to_string()).unwrap();
+        lowers.push(d);
+    }
+    let spec = RunSpec::new(
+        lowers,
+        StepCommand::Shell("cat /top; echo; ls /layers | wc -l".into()),
+    );
+    assert_eq!(run_ok(&e, &spec), vec!["149", "150"]);
+}
+
+#[test]
+fn bind_and_tmpfs_mounts() {
+    let e = env();
+    let ctx = e.dir.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("package.json"), "{}\n").unwrap();
+    let mut spec = sh(
+        "cat /ctx/package.json; touch /ctx/new 2>/dev/null || echo read-only; \
+         echo t > /scratch/t && cat /scratch/t",
+    );
+    spec.mounts.push(Mount::Bind(kiln::sandbox::BindMount {
+        source: ctx.clone(),
+        target: "/ctx".into(),
+        readwrite: false,
+    }));
+    spec.mounts.push(Mount::Tmpfs(kiln::sandbox::TmpfsMount {
+        target: "/scratch".into(),
+        size: Some(1 << 20),
+    }));
+    let p = Progress::recording();
+    let out = e.sandbox.run(&spec, &p).unwrap();
+    assert_eq!(logs(&p), vec!["{}", "read-only", "t"]);
+    assert!(!ctx.join("new").exists());
+    let entries = out.entries().unwrap();
+    assert!(entries.is_empty(), "mount points leaked: {entries:?}");
+}
