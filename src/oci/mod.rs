@@ -8,6 +8,7 @@
 pub mod digest;
 pub mod layer;
 pub mod store;
+pub mod unpack;
 
 pub use digest::Digest;
 pub use layer::{Compression, Entry, EntryKind, Layer, LayerOptions, Meta};
