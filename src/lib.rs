@@ -13,5 +13,6 @@ pub mod error;
 pub mod oci;
 pub mod paths;
 pub mod progress;
+pub mod registry;
 
 pub use error::Result;

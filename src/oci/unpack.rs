@@ -47,7 +47,10 @@ pub struct UnpackOptions {
 impl UnpackOptions {
     pub fn new(whiteouts: Whiteouts) -> Self {
         // SAFETY: geteuid has no preconditions.
-        UnpackOptions { whiteouts, privileged: unsafe { libc::geteuid() } == 0 }
+        UnpackOptions {
+            whiteouts,
+            privileged: unsafe { libc::geteuid() } == 0,
+        }
     }
 }
 
@@ -69,7 +72,8 @@ pub fn unpack_blob(
 ) -> Result<UnpackStats> {
     let blob = store.open_blob(digest)?;
     let reader = compression.decoder(io::BufReader::with_capacity(1 << 20, blob))?;
-    unpack(reader, dest, opts).with_context(|| format!("unpacking layer {digest} into {}", dest.display()))
+    unpack(reader, dest, opts)
+        .with_context(|| format!("unpacking layer {digest} into {}", dest.display()))
 }
 
 /// Unpacks an uncompressed layer tar stream into `dest` (created if missing).
@@ -88,7 +92,10 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<Unp
         let xattrs = pax_xattrs(&mut entry)?;
         let header = entry.header().clone();
         stats.entries += 1;
-        let name = rel.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+        let name = rel
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default();
         let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         let parent = secure_join(dest, &parent_rel)?;
         if name == b".wh..wh..opq" {
@@ -142,7 +149,8 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<Unp
         match kind {
             tar::EntryType::Directory => {
                 if !path.is_dir() {
-                    fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+                    fs::create_dir(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
                 }
                 // Writable by us until the end, when the real mode is set.
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
@@ -157,11 +165,13 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<Unp
                     .mode(0o600)
                     .open(&path)
                     .with_context(|| format!("creating {}", path.display()))?;
-                io::copy(&mut entry, &mut f).with_context(|| format!("writing {}", path.display()))?;
+                io::copy(&mut entry, &mut f)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             tar::EntryType::Symlink => {
                 let target = entry.link_name()?.context("symlink without a target")?;
-                symlink(&target, &path).with_context(|| format!("creating symlink {}", path.display()))?;
+                symlink(&target, &path)
+                    .with_context(|| format!("creating symlink {}", path.display()))?;
             }
             tar::EntryType::Link => {
                 let target = entry.link_name()?.context("hard link without a target")?;
@@ -186,7 +196,10 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<Unp
                 mknod(&path, ty, dev)?;
             }
             // PAX/GNU metadata entries are consumed by the tar crate.
-            other => bail!("layer entry {} has an unsupported type {other:?}", rel.display()),
+            other => bail!(
+                "layer entry {} has an unsupported type {other:?}",
+                rel.display()
+            ),
         }
         written.insert(rel);
         finish_meta(&path, &header, &xattrs, kind.is_symlink(), opts, &mut stats)?;
@@ -231,7 +244,8 @@ fn finish_meta(
         let (uid, gid) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
         // SAFETY: c is a valid path string.
         if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
-            return Err(io::Error::last_os_error()).with_context(|| format!("chown {}", path.display()));
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("chown {}", path.display()));
         }
     }
     for (name, value) in xattrs {
@@ -249,13 +263,27 @@ fn finish_meta(
     }
     let mtime = h.mtime().unwrap_or(0) as libc::time_t;
     let times = [
-        libc::timespec { tv_sec: mtime, tv_nsec: 0 },
-        libc::timespec { tv_sec: mtime, tv_nsec: 0 },
+        libc::timespec {
+            tv_sec: mtime,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: mtime,
+            tv_nsec: 0,
+        },
     ];
     // SAFETY: valid path and a two-element times array.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if rc != 0 {
-        return Err(io::Error::last_os_error()).with_context(|| format!("setting the mtime of {}", path.display()));
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("setting the mtime of {}", path.display()));
     }
     Ok(())
 }
@@ -264,10 +292,22 @@ fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())?;
     let n = CString::new(name)?;
     // SAFETY: valid strings and a value buffer of the given length.
-    let rc = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if rc != 0 {
         return Err(io::Error::last_os_error()).with_context(|| {
-            format!("setting xattr {} on {}", String::from_utf8_lossy(name), path.display())
+            format!(
+                "setting xattr {} on {}",
+                String::from_utf8_lossy(name),
+                path.display()
+            )
         });
     }
     Ok(())
@@ -277,7 +317,8 @@ fn mknod(path: &Path, kind: libc::mode_t, dev: libc::dev_t) -> Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: valid path string.
     if unsafe { libc::mknod(c.as_ptr(), kind | 0o600, dev) } != 0 {
-        return Err(io::Error::last_os_error()).with_context(|| format!("mknod {}", path.display()));
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("mknod {}", path.display()));
     }
     Ok(())
 }
@@ -311,10 +352,14 @@ fn make_removable(dir: &Path) {
 /// `root` (an absolute link target means `root`-relative), so the result is
 /// always below `root`. The last component is not resolved.
 pub fn secure_join(root: &Path, rel: &Path) -> Result<PathBuf> {
-    let mut parts: Vec<PathBuf> = rel.components().rev().filter_map(|c| match c {
-        Component::Normal(n) => Some(PathBuf::from(n)),
-        _ => None,
-    }).collect();
+    let mut parts: Vec<PathBuf> = rel
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(PathBuf::from(n)),
+            _ => None,
+        })
+        .collect();
     let mut cur = PathBuf::new();
     let mut hops = 0;
     while let Some(part) = parts.pop() {
@@ -325,7 +370,10 @@ pub fn secure_join(root: &Path, rel: &Path) -> Result<PathBuf> {
             Ok(m) if m.file_type().is_symlink() && !is_last => {
                 hops += 1;
                 if hops > 40 {
-                    bail!("too many levels of symbolic links under {}", root.join(rel).display());
+                    bail!(
+                        "too many levels of symbolic links under {}",
+                        root.join(rel).display()
+                    );
                 }
                 let target = fs::read_link(&host)?;
                 if target.is_absolute() {

@@ -27,7 +27,11 @@ pub struct Credentials {
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 fn binary() -> &'static str {
@@ -36,7 +40,9 @@ fn binary() -> &'static str {
             return p;
         }
     }
-    panic!("docker-registry is not installed: run ./scripts/test (it installs the test tools), or apt-get install docker-registry");
+    panic!(
+        "docker-registry is not installed: run ./scripts/test (it installs the test tools), or apt-get install docker-registry"
+    );
 }
 
 impl Registry {
@@ -47,7 +53,10 @@ impl Registry {
 
     /// A registry requiring basic auth with these credentials.
     pub fn start_with_basic_auth(user: &str, password: &str) -> Registry {
-        Registry::start_with(Some(Credentials { user: user.into(), password: password.into() }))
+        Registry::start_with(Some(Credentials {
+            user: user.into(),
+            password: password.into(),
+        }))
     }
 
     fn start_with(auth: Option<Credentials>) -> Registry {
@@ -60,7 +69,9 @@ impl Registry {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", &c.user, &c.password])
                 .output()
-                .expect("htpasswd (apache2-utils) is needed for basic-auth tests: run ./scripts/test");
+                .expect(
+                    "htpasswd (apache2-utils) is needed for basic-auth tests: run ./scripts/test",
+                );
             assert!(out.status.success(), "htpasswd failed");
             std::fs::write(&htpasswd, out.stdout).unwrap();
             auth_cfg = format!(
@@ -91,7 +102,19 @@ impl Registry {
                 .spawn()
                 .expect("start docker-registry");
             let log = Arc::new(Mutex::new(Vec::new()));
-            for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)].into_iter().flatten() {
+            for stream in [
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn Read + Send>),
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            ]
+            .into_iter()
+            .flatten()
+            {
                 let log = log.clone();
                 std::thread::spawn(move || {
                     for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -105,7 +128,12 @@ impl Registry {
                     break;
                 }
                 if ping(&addr) {
-                    return Registry { child, addr, dir, log };
+                    return Registry {
+                        child,
+                        addr,
+                        dir,
+                        log,
+                    };
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -133,9 +161,13 @@ impl Registry {
 
 /// True once the registry answers `GET /v2/` (200 or 401).
 fn ping(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else { return false };
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).is_err() {
+    if s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 12];
