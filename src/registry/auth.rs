@@ -27,7 +27,9 @@ pub enum Challenge {
 /// `None` for schemes kiln does not speak.
 pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
-    let (scheme, rest) = header.split_once(char::is_whitespace).unwrap_or((header, ""));
+    let (scheme, rest) = header
+        .split_once(char::is_whitespace)
+        .unwrap_or((header, ""));
     let params = parse_params(rest);
     let get = |k: &str| {
         params
@@ -114,7 +116,10 @@ pub fn repo_scope(repository: &str, actions: &str) -> String {
 
 /// Splits a challenge's `scope` (space-separated) into scopes.
 pub fn split_scopes(scope: &str) -> impl Iterator<Item = String> + '_ {
-    scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string)
+    scope
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// True when `have` grants everything `want` asks for. A scope
@@ -142,10 +147,12 @@ pub fn merge_scopes(scopes: &BTreeSet<String>) -> BTreeSet<String> {
     for s in scopes {
         match s.rsplit_once(':') {
             Some((res, actions)) if res.contains(':') => {
-                by_resource
-                    .entry(res.to_string())
-                    .or_default()
-                    .extend(actions.split(',').filter(|a| !a.is_empty()).map(str::to_string));
+                by_resource.entry(res.to_string()).or_default().extend(
+                    actions
+                        .split(',')
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_string),
+                );
             }
             _ => {
                 plain.insert(s.clone());
@@ -251,7 +258,10 @@ mod tests {
     fn scope_coverage_and_merging() {
         let have: BTreeSet<String> = ["repository:a:pull,push".to_string()].into();
         assert!(covers(&have, &["repository:a:pull".to_string()].into()));
-        assert!(covers(&have, &["repository:a:push,pull".to_string()].into()));
+        assert!(covers(
+            &have,
+            &["repository:a:push,pull".to_string()].into()
+        ));
         assert!(!covers(&have, &["repository:b:pull".to_string()].into()));
         assert!(!covers(&have, &["repository:a:delete".to_string()].into()));
         let merged = merge_scopes(
@@ -265,7 +275,11 @@ mod tests {
         );
         assert_eq!(
             merged.into_iter().collect::<Vec<_>>(),
-            vec!["registry:catalog:*", "repository:a:pull,push", "repository:b:pull"]
+            vec![
+                "registry:catalog:*",
+                "repository:a:pull,push",
+                "repository:b:pull"
+            ]
         );
     }
 

@@ -181,10 +181,15 @@ impl Client {
             let challenge = match status {
                 200 => None,
                 401 => {
-                    let headers: Vec<String> =
-                        resp.all("www-authenticate").iter().map(|s| s.to_string()).collect();
-                    let parsed: Vec<Challenge> =
-                        headers.iter().filter_map(|h| auth::parse_challenge(h)).collect();
+                    let headers: Vec<String> = resp
+                        .all("www-authenticate")
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect();
+                    let parsed: Vec<Challenge> = headers
+                        .iter()
+                        .filter_map(|h| auth::parse_challenge(h))
+                        .collect();
                     let chosen = parsed
                         .iter()
                         .find(|c| matches!(c, Challenge::Bearer { .. }))
@@ -238,10 +243,11 @@ impl Client {
                 let want: BTreeSet<String> = scopes.iter().cloned().collect();
                 {
                     let tok = s.token.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(t) = tok.as_ref() {
-                        if t.fresh() && auth::covers(&t.scopes, &want) {
-                            return Ok(Some(format!("Bearer {}", t.value)));
-                        }
+                    if let Some(t) = tok.as_ref()
+                        && t.fresh()
+                        && auth::covers(&t.scopes, &want)
+                    {
+                        return Ok(Some(format!("Bearer {}", t.value)));
                     }
                 }
                 let all = {
@@ -316,9 +322,12 @@ impl Client {
             }
             Err(e) => return Err(self.to_error(registry, "GET", realm, e)),
         };
-        let text = resp
-            .into_string()
-            .with_context(|| format!("reading the token from {} for {registry}", strip_query(realm)))?;
+        let text = resp.into_string().with_context(|| {
+            format!(
+                "reading the token from {} for {registry}",
+                strip_query(realm)
+            )
+        })?;
         let parsed: TokenResponse = serde_json::from_str(&text).map_err(|_| {
             anyhow::anyhow!(
                 "the token server {} for {registry} did not answer token JSON",
@@ -368,7 +377,9 @@ impl Client {
             };
             let answer = match b {
                 Body::Empty => req.call(),
-                Body::Bytes(x) => req.set("Content-Length", &x.len().to_string()).send_bytes(x),
+                Body::Bytes(x) => req
+                    .set("Content-Length", &x.len().to_string())
+                    .send_bytes(x),
                 Body::Stream(r, len) => req.set("Content-Length", &len.to_string()).send(r),
             };
             match answer {
@@ -412,7 +423,9 @@ impl Client {
                     401 => format!(
                         "authentication failed (HTTP 401{detail}): check the credentials for {registry} (`kiln login {registry}`)"
                     ),
-                    403 => format!("access denied (HTTP 403{detail}): the account lacks permission for this repository"),
+                    403 => format!(
+                        "access denied (HTTP 403{detail}): the account lacks permission for this repository"
+                    ),
                     _ => format!("HTTP {code}{detail}"),
                 };
                 RegistryError {
@@ -555,7 +568,11 @@ mod tests {
     #[test]
     fn query_and_location_helpers() {
         assert_eq!(
-            with_query("http://h/v2/a/blobs/uploads/x?_state=1", "digest", "sha256:ab"),
+            with_query(
+                "http://h/v2/a/blobs/uploads/x?_state=1",
+                "digest",
+                "sha256:ab"
+            ),
             "http://h/v2/a/blobs/uploads/x?_state=1&digest=sha256%3Aab"
         );
         assert_eq!(with_query("/u", "from", "a/b"), "/u?from=a%2Fb");

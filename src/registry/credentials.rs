@@ -34,7 +34,10 @@ pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 /// A user name and a secret (password, token), or an identity token.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (docker's `identitytoken`), traded at the
     /// token endpoint.
     IdentityToken(String),
@@ -62,9 +65,10 @@ impl Credentials {
     /// The `Authorization: Basic …` value, if these are basic credentials.
     pub fn basic_header(&self) -> Option<String> {
         match self {
-            Credentials::Basic { username, password } => {
-                Some(format!("Basic {}", B64.encode(format!("{username}:{password}"))))
-            }
+            Credentials::Basic { username, password } => Some(format!(
+                "Basic {}",
+                B64.encode(format!("{username}:{password}"))
+            )),
             Credentials::IdentityToken(_) => None,
         }
     }
@@ -92,7 +96,11 @@ impl CredentialSource {
 
 /// The files searched for credentials, in order (existing or not).
 pub fn auth_files() -> Vec<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let home = env("HOME");
     let mut files = Vec::new();
     if let Some(f) = env("REGISTRY_AUTH_FILE") {
@@ -396,7 +404,10 @@ pub fn erase(registry: &str) -> Result<bool> {
     Ok(found)
 }
 
-fn auths_mut<'a>(cfg: &'a mut Map<String, Value>, file: &Path) -> Result<&'a mut Map<String, Value>> {
+fn auths_mut<'a>(
+    cfg: &'a mut Map<String, Value>,
+    file: &Path,
+) -> Result<&'a mut Map<String, Value>> {
     let v = cfg
         .entry("auths")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -470,7 +481,10 @@ mod tests {
         );
         assert_eq!(lookup_in_file(&f, "quay.io").unwrap(), None);
         let err = lookup_in_file(&f, "bad.io").unwrap_err().to_string();
-        assert!(err.contains("config.json") && err.contains("bad.io"), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("bad.io"),
+            "{err}"
+        );
         assert!(!err.contains("!!!"), "secret echoed: {err}");
     }
 
@@ -480,7 +494,10 @@ mod tests {
         let f = dir.path().join("config.json");
         std::fs::write(&f, "{\n \"auths\": {,\n}").unwrap();
         let err = lookup_in_file(&f, "x.io").unwrap_err().to_string();
-        assert!(err.contains("config.json") && err.contains("line 2"), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("line 2"),
+            "{err}"
+        );
     }
 
     #[test]

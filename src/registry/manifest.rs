@@ -24,6 +24,8 @@ pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/v
 pub const MAX_MANIFEST: u64 = 4 << 20;
 
 /// An index (multi-platform) or an image manifest.
+// Built once per manifest fetched; boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Parsed {
     Index(ImageIndex),
@@ -98,7 +100,14 @@ pub fn fetch(
     let mut head_type = None;
     if want.is_none() {
         let head = client.retry(&format!("resolving {image}"), || {
-            client.request(s, "HEAD", &path, &[("Accept", ACCEPT)], &scopes, Body::Empty)
+            client.request(
+                s,
+                "HEAD",
+                &path,
+                &[("Accept", ACCEPT)],
+                &scopes,
+                Body::Empty,
+            )
         });
         match head {
             Ok(r) => {
@@ -108,22 +117,25 @@ pub fn fetch(
                 head_type = r.header("content-type").map(str::to_string);
             }
             Err(e) if status_of(&e) == Some(404) => {
-                bail!("{image} not found on {}: check the name and tag", image.registry)
+                bail!(
+                    "{image} not found on {}: check the name and tag",
+                    image.registry
+                )
             }
             // Some registries refuse HEAD; GET answers the same question.
             Err(_) => {}
         }
     }
-    if let Some(d) = &want {
-        if store.contains(d) {
-            let bytes = store.read(d)?;
-            let (_, media_type) = parse(&bytes, head_type.as_deref(), &what)?;
-            return Ok(Fetched {
-                bytes,
-                digest: d.clone(),
-                media_type,
-            });
-        }
+    if let Some(d) = &want
+        && store.contains(d)
+    {
+        let bytes = store.read(d)?;
+        let (_, media_type) = parse(&bytes, head_type.as_deref(), &what)?;
+        return Ok(Fetched {
+            bytes,
+            digest: d.clone(),
+            media_type,
+        });
     }
     let get_path = match &want {
         Some(d) => format!("/v2/{}/manifests/{d}", image.repository),
@@ -131,7 +143,14 @@ pub fn fetch(
     };
     let (bytes, header_digest, ctype) = client.retry(&format!("fetching {what}"), || {
         let r = client
-            .request(s, "GET", &get_path, &[("Accept", ACCEPT)], &scopes, Body::Empty)
+            .request(
+                s,
+                "GET",
+                &get_path,
+                &[("Accept", ACCEPT)],
+                &scopes,
+                Body::Empty,
+            )
             .map_err(|e| {
                 if status_of(&e) == Some(404) {
                     e.context(format!("{image} not found on {}", image.registry))
@@ -152,19 +171,21 @@ pub fn fetch(
         bail!("{what} is larger than 4 MiB: refusing it");
     }
     let actual = Digest::of(&bytes);
-    if let Some(d) = &want {
-        if &actual != d {
-            bail!(
-                "{what} does not match its digest: expected {d}, the registry sent content hashing to {actual}; nothing was stored"
-            );
-        }
+    if let Some(d) = &want
+        && &actual != d
+    {
+        bail!(
+            "{what} does not match its digest: expected {d}, the registry sent content hashing to {actual}; nothing was stored"
+        );
     }
-    if let Some(h) = header_digest.as_deref().and_then(|h| h.trim().parse::<Digest>().ok()) {
-        if h != actual {
-            bail!(
-                "{what} does not match the digest the registry announced ({h}); its content hashes to {actual}; nothing was stored"
-            );
-        }
+    if let Some(h) = header_digest
+        .as_deref()
+        .and_then(|h| h.trim().parse::<Digest>().ok())
+        && h != actual
+    {
+        bail!(
+            "{what} does not match the digest the registry announced ({h}); its content hashes to {actual}; nothing was stored"
+        );
     }
     let (_, media_type) = parse(&bytes, ctype.as_deref(), &what)?;
     store.put_verified(&actual, &bytes[..])?;
@@ -199,7 +220,11 @@ impl Platform {
     /// `linux/amd64`, `linux/arm64/v8`, `linux/arm/v7`.
     pub fn parse(s: &str) -> Result<Platform> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        let ok = |p: &&str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        };
         match parts.as_slice() {
             [os, arch] if ok(os) && ok(arch) => Ok(Platform {
                 os: os.to_string(),
@@ -211,7 +236,9 @@ impl Platform {
                 architecture: arch.to_string(),
                 variant: Some(v.to_string()),
             }),
-            _ => bail!("invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"),
+            _ => bail!(
+                "invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"
+            ),
         }
     }
 
@@ -342,7 +369,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("HTML"), "{err}");
-        let err = parse(br#"{"schemaVersion":1}"#, None, "m").unwrap_err().to_string();
+        let err = parse(br#"{"schemaVersion":1}"#, None, "m")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("schema 1"), "{err}");
     }
 }

@@ -67,6 +67,10 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.to_string(), "seven");
-        assert!(for_each(4, &Vec::<u32>::new(), |x| Ok(*x)).unwrap().is_empty());
+        assert!(
+            for_each(4, &Vec::<u32>::new(), |x| Ok(*x))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

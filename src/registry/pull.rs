@@ -79,12 +79,17 @@ pub fn pull(
             blobs.push((digest, d.size(), kind.to_string()));
         }
     }
-    let (present, missing): (Vec<_>, Vec<_>) = blobs.into_iter().partition(|(d, _, _)| store.contains(d));
-    let fetched = for_each(client.options().parallel, &missing, |(digest, size, kind)| {
-        client.retry(&format!("fetching {kind} {digest} of {image}"), || {
-            fetch_blob(client, &s, store, image, digest, *size, kind, progress)
-        })
-    })?;
+    let (present, missing): (Vec<_>, Vec<_>) =
+        blobs.into_iter().partition(|(d, _, _)| store.contains(d));
+    let fetched = for_each(
+        client.options().parallel,
+        &missing,
+        |(digest, size, kind)| {
+            client.retry(&format!("fetching {kind} {digest} of {image}"), || {
+                fetch_blob(client, &s, store, image, digest, *size, kind, progress)
+            })
+        },
+    )?;
     let (fetched_doc, size) = chosen;
     let manifest = DescriptorBuilder::default()
         .media_type(MediaType::from(fetched_doc.media_type.as_str()))
@@ -173,7 +178,6 @@ fn fetch_blob(
             .with_context(|| format!("writing blob {digest} to {}", store.root().display()))?;
     }
     let got = counting.done;
-    drop(counting);
     if got < size {
         return Err(manifest::net_read_error(
             s,

@@ -75,14 +75,14 @@ pub fn push(
     opts: &PushOptions,
     progress: &Progress,
 ) -> Result<PushSummary> {
-    let root_digest = Digest::from_oci(root.digest())
-        .context("the image to push has a non-sha256 digest")?;
-    if let Some(d) = &target.digest {
-        if d != &root_digest {
-            bail!(
-                "cannot push {root_digest} to {target}: the reference pins another digest; drop the @sha256:… part"
-            );
-        }
+    let root_digest =
+        Digest::from_oci(root.digest()).context("the image to push has a non-sha256 digest")?;
+    if let Some(d) = &target.digest
+        && d != &root_digest
+    {
+        bail!(
+            "cannot push {root_digest} to {target}: the reference pins another digest; drop the @sha256:… part"
+        );
     }
     let root_bytes = store
         .read(&root_digest)
@@ -103,7 +103,7 @@ pub fn push(
                     format!("manifest {d} named by index {root_digest} is not in the store")
                 })?;
                 let w = format!("manifest {d}");
-                match manifest::parse(&bytes, Some(&child.media_type().to_string()), &w)? {
+                match manifest::parse(&bytes, Some(child.media_type().as_ref()), &w)? {
                     (Parsed::Manifest(m), mt) => {
                         images.push(m);
                         manifests.push((d, bytes, mt));
@@ -141,7 +141,9 @@ pub fn push(
     let outcomes = for_each(client.options().parallel, &blobs, |(digest, size)| {
         let task = progress.task(format!("push {}", digest.short()));
         let out = client.retry(&format!("pushing blob {digest} to {target}"), || {
-            push_blob(client, &s, store, target, digest, *size, &mounts, &scopes, opts, &task)
+            push_blob(
+                client, &s, store, target, digest, *size, &mounts, &scopes, opts, &task,
+            )
         })?;
         task.finish(match out {
             Outcome::Present => "skipped",
@@ -183,13 +185,13 @@ pub fn push(
                 Body::Bytes(bytes),
             )
         })?;
-        if let Some(h) = resp.header("docker-content-digest") {
-            if h.trim() != digest.to_string() {
-                bail!(
-                    "{} stored manifest {digest} under another digest ({h}): the registry rewrote it",
-                    target.registry
-                );
-            }
+        if let Some(h) = resp.header("docker-content-digest")
+            && h.trim() != digest.to_string()
+        {
+            bail!(
+                "{} stored manifest {digest} under another digest ({h}): the registry rewrote it",
+                target.registry
+            );
         }
         summary.manifests_pushed += 1;
     }
@@ -226,7 +228,11 @@ fn push_blob(
     let mut location = None;
     for from in mounts {
         let url = with_query(
-            &with_query(&format!("/v2/{repo}/blobs/uploads/"), "mount", &digest.to_string()),
+            &with_query(
+                &format!("/v2/{repo}/blobs/uploads/"),
+                "mount",
+                &digest.to_string(),
+            ),
             "from",
             from,
         );
@@ -251,9 +257,9 @@ fn push_blob(
                 scopes,
                 Body::Bytes(&[]),
             )?;
-            r.header("location")
-                .map(str::to_string)
-                .with_context(|| format!("{} started an upload without a Location header", s.registry))?
+            r.header("location").map(str::to_string).with_context(|| {
+                format!("{} started an upload without a Location header", s.registry)
+            })?
         }
     };
     let location = absolute(s, &location);
@@ -277,10 +283,9 @@ fn push_blob(
             scopes,
             Body::Stream(Box::new(reader), size),
         )?;
-        let next = r
-            .header("location")
-            .map(str::to_string)
-            .with_context(|| format!("{} accepted a PATCH without a Location header", s.registry))?;
+        let next = r.header("location").map(str::to_string).with_context(|| {
+            format!("{} accepted a PATCH without a Location header", s.registry)
+        })?;
         let put = with_query(&absolute(s, &next), "digest", &digest.to_string());
         client.request(s, "PUT", &put, &[octet], scopes, Body::Bytes(&[]))?;
         task.bytes(size, Some(size));

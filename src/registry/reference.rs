@@ -83,12 +83,12 @@ impl Reference {
             }
             None => (rest, None),
         };
-        if let Some(tag) = tag {
-            if !valid_tag(tag) {
-                return Err(bad(
-                    "the tag must be 1-128 characters of letters, digits, '_', '.', '-', not starting with '.' or '-'",
-                ));
-            }
+        if let Some(tag) = tag
+            && !valid_tag(tag)
+        {
+            return Err(bad(
+                "the tag must be 1-128 characters of letters, digits, '_', '.', '-', not starting with '.' or '-'",
+            ));
         }
         if name.is_empty() {
             return Err(bad("the name is empty"));
@@ -262,10 +262,10 @@ fn valid_host(host: &str) -> bool {
             None => (host, None),
         }
     };
-    if let Some(p) = port {
-        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(p) = port
+        && (p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
     }
     if host.starts_with('[') {
         return true;
