@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests: real services on loopback.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod registry;
