@@ -160,7 +160,8 @@ fn push_then_pull_gives_identical_digests_and_skopeo_reads_it() {
             _ => None,
         })
         .collect();
-    assert!(finals.contains(&(12 << 20 | 0)) || finals.iter().any(|t| *t > 12 << 20), "{finals:?}");
+    assert_eq!(finals.len(), 4, "one final byte count per blob: {finals:?}");
+    assert!(finals.iter().any(|t| *t > 12 << 20), "{finals:?}");
 
     // skopeo reads what kiln pushed: same digest, same manifest bytes.
     let (ok, out, err) = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{target}")]);
@@ -361,9 +362,6 @@ fn login_and_logout_through_the_cli_write_docker_config() {
     use base64::Engine;
     let expect = base64::engine::general_purpose::STANDARD.encode("kiln:right-pass-123");
     assert_eq!(written["auths"][&reg.addr]["auth"], expect.as_str());
-    // What login wrote is what the client reads (docker's format).
-    // SAFETY: single-threaded use of the variable by this test's own lookup below is not possible
-    // without touching the process env, so read the file the way the library does instead.
     let (code, out) = run(&["logout", &reg.addr], "");
     assert_eq!(code, Some(0), "{out}");
     let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cfg.join("config.json")).unwrap()).unwrap();
@@ -637,7 +635,7 @@ fn a_server_answering_html_is_a_clear_error() {
 fn malformed_references_and_missing_images_through_the_cli() {
     for bad in ["Bad/Name", "app:", "a//b", "x@sha256:123", "host:notaport/app"] {
         let out = kiln_bin().args(["pull", bad]).output().unwrap();
-        assert_eq!(out.status.code(), Some(2).or(out.status.code()).filter(|c| *c != 0), "{bad}");
+        assert!(!out.status.success(), "{bad} accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("invalid image reference"), "{bad}: {err}");
     }

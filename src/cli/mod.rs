@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod images;
+mod registry;
 
 use crate::error;
 use crate::progress::{Progress, ProgressMode};
@@ -58,6 +59,22 @@ pub enum Command {
     /// Example: kiln cache verify
     #[command(subcommand)]
     Cache(images::CacheCommand),
+    /// Pull an image from a registry into the local store.
+    ///
+    /// Example: kiln pull node:20-slim --platform linux/arm64
+    Pull(registry::PullArgs),
+    /// Push a local image to a registry (only the blobs it lacks).
+    ///
+    /// Example: kiln push myapp:1.0 ghcr.io/acme/myapp:1.0
+    Push(registry::PushArgs),
+    /// Save credentials for a registry (docker's config.json format).
+    ///
+    /// Example: echo "$TOKEN" | kiln login ghcr.io -u me --password-stdin
+    Login(registry::LoginArgs),
+    /// Remove saved credentials for a registry.
+    ///
+    /// Example: kiln logout ghcr.io
+    Logout(registry::LogoutArgs),
     /// Print shell completions.
     ///
     /// Example: kiln completions bash > /etc/bash_completion.d/kiln
@@ -99,6 +116,10 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Save(a) => images::save(a),
         Command::Image(c) => images::image(*c, progress),
         Command::Cache(c) => images::cache(c),
+        Command::Pull(a) => registry::pull(a, progress),
+        Command::Push(a) => registry::push(a, progress),
+        Command::Login(a) => registry::login(a, progress),
+        Command::Logout(a) => registry::logout(a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())

@@ -112,6 +112,9 @@ pub struct Session {
     token: Mutex<Option<Token>>,
     /// Every scope asked for so far: a new token covers all of them.
     scopes: Mutex<BTreeSet<String>>,
+    /// Held while a token is fetched, so parallel transfers share one
+    /// token request instead of each making their own.
+    fetching: Mutex<()>,
 }
 
 /// A request body.
@@ -219,6 +222,7 @@ impl Client {
                 creds,
                 token: Mutex::new(None),
                 scopes: Mutex::new(BTreeSet::new()),
+                fetching: Mutex::new(()),
             });
             sessions.insert(registry.to_string(), s.clone());
             return Ok(s);
@@ -233,6 +237,21 @@ impl Client {
         }
     }
 
+    /// Checks that the configured credentials are accepted by `registry`
+    /// (what `kiln login` does before saving them): basic auth against
+    /// `GET /v2/`, or a token request without scopes for bearer registries.
+    pub fn verify_login(&self, registry: &str) -> Result<()> {
+        let s = self.session(registry)?;
+        match &s.challenge {
+            None => Ok(()),
+            Some(Challenge::Bearer { .. }) => self.fetch_token(&s, &BTreeSet::new()).map(|_| ()),
+            Some(Challenge::Basic) => {
+                self.request(&s, "GET", "/v2/", &[], &[], Body::Empty)?;
+                Ok(())
+            }
+        }
+    }
+
     /// The `Authorization` value for a request needing `scopes`, fetching a
     /// token when the current one does not cover them.
     fn authorization(&self, s: &Session, scopes: &[String]) -> Result<Option<String>> {
@@ -241,14 +260,19 @@ impl Client {
             Some(Challenge::Basic) => Ok(s.creds.as_ref().and_then(Credentials::basic_header)),
             Some(Challenge::Bearer { .. }) => {
                 let want: BTreeSet<String> = scopes.iter().cloned().collect();
-                {
+                let cached = |s: &Session| {
                     let tok = s.token.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(t) = tok.as_ref()
-                        && t.fresh()
-                        && auth::covers(&t.scopes, &want)
-                    {
-                        return Ok(Some(format!("Bearer {}", t.value)));
-                    }
+                    tok.as_ref()
+                        .filter(|t| t.fresh() && auth::covers(&t.scopes, &want))
+                        .map(|t| format!("Bearer {}", t.value))
+                };
+                if let Some(h) = cached(s) {
+                    return Ok(Some(h));
+                }
+                let _one_at_a_time = s.fetching.lock().unwrap_or_else(|e| e.into_inner());
+                // Another thread may have fetched a covering token meanwhile.
+                if let Some(h) = cached(s) {
+                    return Ok(Some(h));
                 }
                 let all = {
                     let mut sc = s.scopes.lock().unwrap_or_else(|e| e.into_inner());
