@@ -15,6 +15,7 @@ pub mod graph;
 pub mod oci;
 pub mod paths;
 pub mod progress;
+pub mod registry;
 pub mod sandbox;
 
 pub use error::Result;

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod images;
+mod registry;
+mod sandbox;
 
 use crate::error;
-
-pub mod sandbox;
 use crate::progress::{Progress, ProgressMode};
 
 #[derive(Parser, Debug)]
@@ -63,6 +63,22 @@ pub enum Command {
     /// Run a command in an image (or a root filesystem dir) in the sandbox.
     /// Example: kiln run -e DEBUG=1 -w /app -v ./data:/data myapp:latest sh -c 'ls /data'
     Run(sandbox::RunArgs),
+    /// Pull an image from a registry into the local store.
+    ///
+    /// Example: kiln pull node:20-slim --platform linux/arm64
+    Pull(registry::PullArgs),
+    /// Push a local image to a registry (only the blobs it lacks).
+    ///
+    /// Example: kiln push myapp:1.0 ghcr.io/acme/myapp:1.0
+    Push(registry::PushArgs),
+    /// Save credentials for a registry (docker's config.json format).
+    ///
+    /// Example: echo "$TOKEN" | kiln login ghcr.io -u me --password-stdin
+    Login(registry::LoginArgs),
+    /// Remove saved credentials for a registry.
+    ///
+    /// Example: kiln logout ghcr.io
+    Logout(registry::LogoutArgs),
     /// Print shell completions.
     ///
     /// Example: kiln completions bash > /etc/bash_completion.d/kiln
@@ -112,6 +128,10 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
             )
             .into()),
         },
+        Command::Pull(a) => registry::pull(a, progress),
+        Command::Push(a) => registry::push(a, progress),
+        Command::Login(a) => registry::login(a, progress),
+        Command::Logout(a) => registry::logout(a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod debian;
+pub mod proxy;
 pub mod registry;

@@ -1,0 +1,325 @@
+//! Push: an image (manifest or index) from the blob store to a registry.
+//!
+//! Per blob, in parallel: `HEAD` (present → skipped); `POST ?mount=&from=`
+//! for each mount source (201 → mounted); else `POST` an upload, then a
+//! monolithic `PUT ?digest=` with the body for small blobs, or one streaming
+//! `PATCH` + an empty `PUT ?digest=` for large ones (never several PATCH
+//! chunks: some registries drop all but the first). Bodies stream from the
+//! store file. A failed attempt (5xx, 429, dropped connection) restarts that
+//! blob's upload after a backoff; blobs already completed are skipped by the
+//! HEAD on the next run. Manifests go last (per-platform manifests before
+//! their index), so a tag never points at missing blobs.
+
+use std::io::Read;
+
+use anyhow::{Context, bail};
+use oci_spec::image::Descriptor;
+
+use super::auth::repo_scope;
+use super::client::{Body, Client, Session, absolute, status_of, with_query};
+use super::manifest::{self, Parsed};
+use super::parallel::for_each;
+use super::reference::Reference;
+use crate::Result;
+use crate::oci::{Digest, Store};
+use crate::progress::{Progress, Task};
+
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Repositories on the target registry that may hold the blobs already
+    /// (tried with a cross-repository mount before uploading).
+    pub mount_from: Vec<String>,
+    /// Blobs up to this size go in one `PUT`; bigger ones in one `PATCH`.
+    pub monolithic_max: u64,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            mount_from: Vec::new(),
+            monolithic_max: 8 << 20,
+        }
+    }
+}
+
+/// What a push did, from kiln's own counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PushSummary {
+    /// The pushed reference, pinned to the digest of its manifest or index.
+    pub reference: String,
+    pub digest: String,
+    /// Blobs uploaded.
+    pub blobs_sent: usize,
+    /// Blobs the registry had already.
+    pub blobs_skipped: usize,
+    /// Blobs made available by a cross-repository mount.
+    pub blobs_mounted: usize,
+    /// Blob bytes uploaded (manifests not counted).
+    pub bytes_sent: u64,
+    pub manifests_pushed: usize,
+}
+
+enum Outcome {
+    Present,
+    Mounted,
+    Sent(u64),
+}
+
+/// Pushes the image whose top-level manifest or index is `root` (in
+/// `store`) to `target`.
+pub fn push(
+    client: &Client,
+    store: &Store,
+    root: &Descriptor,
+    target: &Reference,
+    opts: &PushOptions,
+    progress: &Progress,
+) -> Result<PushSummary> {
+    let root_digest =
+        Digest::from_oci(root.digest()).context("the image to push has a non-sha256 digest")?;
+    if let Some(d) = &target.digest
+        && d != &root_digest
+    {
+        bail!(
+            "cannot push {root_digest} to {target}: the reference pins another digest; drop the @sha256:… part"
+        );
+    }
+    let root_bytes = store
+        .read(&root_digest)
+        .with_context(|| format!("reading the image manifest {root_digest} to push"))?;
+    let what = format!("manifest {root_digest}");
+    let root_mt = root.media_type().to_string();
+    let (parsed, root_type) = manifest::parse(&root_bytes, Some(&root_mt), &what)?;
+    // Manifests to PUT, children before the index.
+    let mut manifests: Vec<(Digest, Vec<u8>, String)> = Vec::new();
+    let mut images = Vec::new();
+    match parsed {
+        Parsed::Manifest(m) => images.push(m),
+        Parsed::Index(index) => {
+            for child in index.manifests() {
+                let d = Digest::from_oci(child.digest())
+                    .context("the index names a non-sha256 manifest")?;
+                let bytes = store.read(&d).with_context(|| {
+                    format!("manifest {d} named by index {root_digest} is not in the store")
+                })?;
+                let w = format!("manifest {d}");
+                match manifest::parse(&bytes, Some(child.media_type().as_ref()), &w)? {
+                    (Parsed::Manifest(m), mt) => {
+                        images.push(m);
+                        manifests.push((d, bytes, mt));
+                    }
+                    (Parsed::Index(_), _) => bail!("{w}: nested indexes are not supported"),
+                }
+            }
+        }
+    }
+    manifests.push((root_digest.clone(), root_bytes, root_type));
+    let mut blobs: Vec<(Digest, u64)> = Vec::new();
+    for m in &images {
+        for d in std::iter::once(m.config()).chain(m.layers().iter()) {
+            let digest = Digest::from_oci(d.digest()).context("a blob has a non-sha256 digest")?;
+            if blobs.iter().any(|(x, _)| x == &digest) {
+                continue;
+            }
+            if !store.contains(&digest) {
+                bail!(
+                    "blob {digest} of the image is not in the local store {}: pull or rebuild the image",
+                    store.root().display()
+                );
+            }
+            blobs.push((digest, d.size()));
+        }
+    }
+    let s = client.session(&target.registry)?;
+    let mut scopes = vec![repo_scope(&target.repository, "pull,push")];
+    let mounts: Vec<&String> = opts
+        .mount_from
+        .iter()
+        .filter(|r| **r != target.repository)
+        .collect();
+    scopes.extend(mounts.iter().map(|r| repo_scope(r, "pull")));
+    let outcomes = for_each(client.options().parallel, &blobs, |(digest, size)| {
+        let task = progress.task(format!("push {}", digest.short()));
+        let out = client.retry(&format!("pushing blob {digest} to {target}"), || {
+            push_blob(
+                client, &s, store, target, digest, *size, &mounts, &scopes, opts, &task,
+            )
+        })?;
+        task.finish(match out {
+            Outcome::Present => "skipped",
+            Outcome::Mounted => "cached",
+            Outcome::Sent(_) => "done",
+        });
+        Ok(out)
+    })?;
+    let mut summary = PushSummary {
+        reference: target.with_digest(root_digest.clone()).to_string(),
+        digest: root_digest.to_string(),
+        ..Default::default()
+    };
+    for o in outcomes {
+        match o {
+            Outcome::Present => summary.blobs_skipped += 1,
+            Outcome::Mounted => summary.blobs_mounted += 1,
+            Outcome::Sent(n) => {
+                summary.blobs_sent += 1;
+                summary.bytes_sent += n;
+            }
+        }
+    }
+    let last = manifests.len() - 1;
+    for (i, (digest, bytes, media_type)) in manifests.iter().enumerate() {
+        let reference = if i == last {
+            target.tag.clone().unwrap_or_else(|| digest.to_string())
+        } else {
+            digest.to_string()
+        };
+        let path = format!("/v2/{}/manifests/{reference}", target.repository);
+        let resp = client.retry(&format!("pushing manifest {digest} to {target}"), || {
+            client.request(
+                &s,
+                "PUT",
+                &path,
+                &[("Content-Type", media_type)],
+                &scopes,
+                Body::Bytes(bytes),
+            )
+        })?;
+        if let Some(h) = resp.header("docker-content-digest")
+            && h.trim() != digest.to_string()
+        {
+            bail!(
+                "{} stored manifest {digest} under another digest ({h}): the registry rewrote it",
+                target.registry
+            );
+        }
+        summary.manifests_pushed += 1;
+    }
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_blob(
+    client: &Client,
+    s: &Session,
+    store: &Store,
+    target: &Reference,
+    digest: &Digest,
+    size: u64,
+    mounts: &[&String],
+    scopes: &[String],
+    opts: &PushOptions,
+    task: &Task,
+) -> Result<Outcome> {
+    let repo = &target.repository;
+    let head = client.request(
+        s,
+        "HEAD",
+        &format!("/v2/{repo}/blobs/{digest}"),
+        &[],
+        scopes,
+        Body::Empty,
+    );
+    match head {
+        Ok(_) => return Ok(Outcome::Present),
+        Err(e) if status_of(&e) == Some(404) => {}
+        Err(e) => return Err(e),
+    }
+    let mut location = None;
+    for from in mounts {
+        let url = with_query(
+            &with_query(
+                &format!("/v2/{repo}/blobs/uploads/"),
+                "mount",
+                &digest.to_string(),
+            ),
+            "from",
+            from,
+        );
+        let r = client.request(s, "POST", &url, &[], scopes, Body::Bytes(&[]))?;
+        if r.status() == 201 {
+            return Ok(Outcome::Mounted);
+        }
+        // 202: the registry started a plain upload instead.
+        location = r.header("location").map(str::to_string);
+        if location.is_some() {
+            break;
+        }
+    }
+    let location = match location {
+        Some(l) => l,
+        None => {
+            let r = client.request(
+                s,
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                scopes,
+                Body::Bytes(&[]),
+            )?;
+            r.header("location").map(str::to_string).with_context(|| {
+                format!("{} started an upload without a Location header", s.registry)
+            })?
+        }
+    };
+    let location = absolute(s, &location);
+    let file = store.open_blob(digest)?;
+    let reader = Progressing {
+        inner: file,
+        done: 0,
+        total: size,
+        task,
+        last: std::time::Instant::now(),
+    };
+    let octet = ("Content-Type", "application/octet-stream");
+    let put_url = if size <= opts.monolithic_max {
+        with_query(&location, "digest", &digest.to_string())
+    } else {
+        let r = client.request(
+            s,
+            "PATCH",
+            &location,
+            &[octet],
+            scopes,
+            Body::Stream(Box::new(reader), size),
+        )?;
+        let next = r.header("location").map(str::to_string).with_context(|| {
+            format!("{} accepted a PATCH without a Location header", s.registry)
+        })?;
+        let put = with_query(&absolute(s, &next), "digest", &digest.to_string());
+        client.request(s, "PUT", &put, &[octet], scopes, Body::Bytes(&[]))?;
+        task.bytes(size, Some(size));
+        return Ok(Outcome::Sent(size));
+    };
+    client.request(
+        s,
+        "PUT",
+        &put_url,
+        &[octet],
+        scopes,
+        Body::Stream(Box::new(reader), size),
+    )?;
+    task.bytes(size, Some(size));
+    Ok(Outcome::Sent(size))
+}
+
+/// Reports bytes read through it (the upload's progress).
+struct Progressing<'a, R> {
+    inner: R,
+    done: u64,
+    total: u64,
+    task: &'a Task,
+    last: std::time::Instant,
+}
+
+impl<R: Read> Read for Progressing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.last.elapsed().as_millis() >= 100 {
+            self.last = std::time::Instant::now();
+            self.task.bytes(self.done, Some(self.total));
+        }
+        Ok(n)
+    }
+}
