@@ -17,5 +17,6 @@ pub mod paths;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;
+pub mod solver;
 
 pub use error::Result;

@@ -80,7 +80,13 @@ struct Inner {
     /// Every event, in order, when recording is on (tests and library users
     /// that want to inspect what happened, e.g. which steps were cached).
     recorded: Option<Mutex<Vec<Event>>>,
+    /// The last lines of output of finished tasks, by task name, so a
+    /// failure report can show them (see [`Progress::tail`]).
+    tails: Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
+
+/// How many output lines of a task are kept for failure reports.
+pub const TAIL_LINES: usize = 30;
 
 impl Progress {
     pub fn new(mode: ProgressMode) -> Progress {
@@ -95,6 +101,7 @@ impl Progress {
                 next_id: Mutex::new(0),
                 bars,
                 recorded: None,
+                tails: Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -117,6 +124,11 @@ impl Progress {
             Some(r) => r.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             None => Vec::new(),
         }
+    }
+
+    /// The last [`TAIL_LINES`] lines of output of the finished task named `name`.
+    pub fn tail(&self, name: &str) -> Vec<String> {
+        self.inner.tails.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned().unwrap_or_default()
     }
 
     pub fn mode(&self) -> ProgressMode {
@@ -206,6 +218,7 @@ impl Progress {
             started: Instant::now(),
             bar,
             finished: false,
+            tail: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 }
@@ -218,6 +231,7 @@ pub struct Task {
     started: Instant,
     bar: Option<indicatif::ProgressBar>,
     finished: bool,
+    tail: Mutex<std::collections::VecDeque<String>>,
 }
 
 impl Task {
@@ -231,6 +245,13 @@ impl Task {
 
     /// A line of output (a build step's stdout/stderr).
     pub fn log(&self, line: &str) {
+        {
+            let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_string());
+        }
         match &self.bar {
             Some(bar) => bar.set_message(format!("{}  {}", self.name, truncate(line, 60))),
             None if self.progress.inner.mode == ProgressMode::Plain => {
@@ -279,6 +300,8 @@ impl Task {
             return;
         }
         self.finished = true;
+        let tail: Vec<String> = self.tail.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        self.progress.inner.tails.lock().unwrap_or_else(|e| e.into_inner()).insert(self.name.clone(), tail);
         let seconds = self.started.elapsed().as_secs_f64();
         let shown = match status {
             "done" => format!("{}  {seconds:.1}s", self.name),

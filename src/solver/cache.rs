@@ -1,0 +1,96 @@
+//! The step cache: cache key → what the step produced (a layer, or nothing
+//! for config-only steps), one small JSON file per key under
+//! `cache_dir()/steps/`, written atomically. The layer blobs live in the
+//! blob store; a record whose blob has been pruned is treated as a miss, so
+//! pruning the store can never make a build use a missing layer.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::oci::layer::{Compression, Layer};
+use crate::oci::store::{BlobInfo, Store};
+use crate::oci::{Digest, layout::write_atomic};
+
+/// A layer as the cache records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    pub blob: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+    pub compression: Compression,
+}
+
+impl From<&Layer> for LayerRecord {
+    fn from(l: &Layer) -> Self {
+        LayerRecord {
+            blob: l.blob.digest.clone(),
+            size: l.blob.size,
+            diff_id: l.diff_id.clone(),
+            compression: l.compression,
+        }
+    }
+}
+
+impl LayerRecord {
+    pub fn layer(&self) -> Layer {
+        Layer {
+            diff_id: self.diff_id.clone(),
+            blob: BlobInfo { digest: self.blob.clone(), size: self.size },
+            compression: self.compression,
+        }
+    }
+}
+
+/// What a step produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// `None` for a step that changed only the config (or nothing).
+    pub layer: Option<LayerRecord>,
+}
+
+/// Step records by cache key.
+#[derive(Debug, Clone)]
+pub struct StepCache {
+    dir: PathBuf,
+}
+
+impl StepCache {
+    pub fn new(dir: impl Into<PathBuf>) -> StepCache {
+        StepCache { dir: dir.into() }
+    }
+
+    /// `cache_dir()/steps`.
+    pub fn open_default() -> Result<StepCache> {
+        Ok(StepCache::new(crate::paths::cache_dir()?.join("steps")))
+    }
+
+    /// The record for `key`, if it exists and its layer is in `store`.
+    pub fn get(&self, key: &Digest, store: &Store) -> Option<StepRecord> {
+        let text = fs::read(self.dir.join(key.hex())).ok()?;
+        let rec: StepRecord = serde_json::from_slice(&text).ok()?;
+        match &rec.layer {
+            Some(l) if !store.contains(&l.blob) => None,
+            _ => Some(rec),
+        }
+    }
+
+    pub fn put(&self, key: &Digest, rec: &StepRecord) -> Result<()> {
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating the step cache {}", self.dir.display()))?;
+        write_atomic(&self.dir.join(key.hex()), &serde_json::to_vec(rec)?)
+    }
+
+    /// Every layer blob the cache refers to (roots for `kiln cache prune`).
+    pub fn referenced_blobs(&self) -> Vec<Digest> {
+        let Ok(rd) = fs::read_dir(&self.dir) else { return Vec::new() };
+        rd.flatten()
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<StepRecord>(&b).ok())
+            .filter_map(|r| r.layer.map(|l| l.blob))
+            .collect()
+    }
+}

@@ -1,0 +1,245 @@
+//! COPY and ADD: the layer entries a copy produces, with Docker's
+//! destination rules.
+//!
+//! - A directory source copies its *contents* into the destination.
+//! - A file source lands at the destination path, or inside it when the
+//!   destination ends in `/` or there are several sources (globs included).
+//! - Owner is 0:0 unless `--chown` (names resolved in the destination
+//!   stage's /etc/passwd and /etc/group); `--chmod` (octal) applies to every
+//!   copied file and directory; modes otherwise come from the source.
+//! - Parent directories of the destination keep the metadata they have in
+//!   the stage (so `COPY x /tmp/` does not reset /tmp's mode), and are
+//!   created 0755 root-owned when missing.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+
+use super::rootfs::RootView;
+use crate::Result;
+use crate::dockerfile::context::{Context, EntryKind as CtxKind, component_match};
+use crate::dockerfile::ignore::Matcher;
+use crate::graph::{Copy, CopyItem};
+use crate::oci::layer::{Entry, EntryKind, FileSource, Meta, read_xattrs};
+
+/// Where a copy reads from.
+pub enum Source<'a> {
+    Context(&'a Context),
+    View(&'a RootView),
+}
+
+/// One file to place: source host path (or inline bytes) and its path
+/// relative to the destination root.
+struct Item {
+    /// Destination path, relative to the image root.
+    dest: PathBuf,
+    kind: EntryKind,
+    meta: Meta,
+}
+
+/// The entries COPY/ADD writes into the stage whose files `dest_view` shows.
+pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Vec<Entry>> {
+    if copy.add.is_some() && copy.items.iter().any(|i| matches!(i, CopyItem::Url { .. })) {
+        bail!("ADD from a URL is not supported yet: download the file in a RUN step (curl/wget) or add it to the build context");
+    }
+    let owner = match &copy.chown {
+        Some(spec) => {
+            let passwd = dest_view.read_to_string(Path::new("/etc/passwd")).unwrap_or_default();
+            let group = dest_view.read_to_string(Path::new("/etc/group")).unwrap_or_default();
+            let u = crate::sandbox::user::resolve(spec, &passwd, &group)
+                .with_context(|| format!("--chown={spec}"))?;
+            Some((u.uid, u.gid))
+        }
+        None => None,
+    };
+    let chmod = match &copy.chmod {
+        Some(m) => Some(u32::from_str_radix(m.trim_start_matches("0o"), 8).ok().filter(|m| *m <= 0o7777).with_context(|| {
+            format!("--chmod={m}: only octal modes (e.g. 0755) are supported")
+        })?),
+        None => None,
+    };
+    let exclude = Matcher::new(&copy.exclude)?;
+    let dest_is_dir = copy.dest.ends_with('/');
+    let dest_root = PathBuf::from(copy.dest.trim_end_matches('/'));
+    let several = copy.items.len() > 1
+        || copy.items.iter().any(|i| matches!(i, CopyItem::Path(p) if p.contains(['*', '?', '['])));
+
+    let mut items: Vec<Item> = Vec::new();
+    for item in &copy.items {
+        match item {
+            CopyItem::Inline { name, content } => {
+                let dest = if dest_is_dir || several { dest_root.join(name) } else { dest_root.clone() };
+                items.push(Item {
+                    dest,
+                    kind: EntryKind::File(FileSource::Bytes(Arc::from(content.as_bytes()))),
+                    meta: Meta::root(0o644),
+                });
+            }
+            CopyItem::Url { .. } => unreachable!("checked above"),
+            CopyItem::Path(p) => match src {
+                Source::Context(ctx) => from_context(ctx, p, &dest_root, dest_is_dir || several, &exclude, &mut items)?,
+                Source::View(view) => from_view(view, p, &dest_root, dest_is_dir || several, &exclude, &mut items)?,
+            },
+        }
+    }
+    let mut out = Vec::with_capacity(items.len() + 4);
+    // Parents of the destination, with the stage's own metadata.
+    let mut anc = PathBuf::new();
+    let dest_rel = relative(&dest_root);
+    let dest_parent_count = if items.iter().any(|i| relative(&i.dest) != dest_rel) {
+        dest_rel.components().count()
+    } else {
+        dest_rel.components().count().saturating_sub(1)
+    };
+    for c in dest_rel.components().take(dest_parent_count) {
+        anc.push(c);
+        let meta = dest_view
+            .lookup(&anc)
+            .and_then(|h| fs::symlink_metadata(&h).ok().filter(|m| m.is_dir()).map(|m| meta_of(&h, &m)))
+            .unwrap_or_else(|| Meta::root(0o755));
+        out.push(Entry::new(&anc, EntryKind::Dir, meta)?);
+    }
+    for mut it in items {
+        if let Some((u, g)) = owner {
+            it.meta.uid = u;
+            it.meta.gid = g;
+        }
+        if let Some(m) = chmod
+            && !matches!(it.kind, EntryKind::Symlink(_))
+        {
+            it.meta.mode = m;
+        }
+        out.push(Entry::new(relative(&it.dest), it.kind, it.meta)?);
+    }
+    Ok(out)
+}
+
+fn relative(p: &Path) -> PathBuf {
+    p.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect()
+}
+
+fn meta_of(host: &Path, m: &fs::Metadata) -> Meta {
+    Meta {
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: m.mtime(),
+        xattrs: read_xattrs(host).unwrap_or_default().into_iter().filter(|(k, _)| !k.to_string_lossy().starts_with("trusted.overlay.")).collect(),
+    }
+}
+
+fn from_context(ctx: &Context, src: &str, dest: &Path, into_dir: bool, exclude: &Matcher, out: &mut Vec<Item>) -> Result<()> {
+    let entries = ctx.sources(src)?;
+    let cleaned = crate::dockerfile::ignore::clean(src.trim_start_matches('/'));
+    let has_glob = cleaned.contains(['*', '?', '[']);
+    // The roots named by the source: entries whose parent is not also listed.
+    let roots: Vec<String> = if cleaned == "." || cleaned.is_empty() {
+        vec![String::new()]
+    } else if has_glob {
+        entries.iter().filter(|e| e.path.matches('/').count() == cleaned.matches('/').count()).map(|e| e.path.clone()).collect()
+    } else {
+        vec![ctx.resolve(&cleaned).unwrap_or(cleaned.clone())]
+    };
+    for e in entries {
+        if !exclude.is_empty() && exclude.excludes(&e.path) {
+            continue;
+        }
+        let host = ctx.root.join(&e.path);
+        let root = roots.iter().filter(|r| r.is_empty() || e.path == **r || e.path.starts_with(&format!("{r}/"))).max_by_key(|r| r.len());
+        let Some(root) = root else { continue };
+        let is_root_dir = e.path == *root && e.kind == CtxKind::Dir;
+        let target = if root.is_empty() {
+            dest.join(&e.path)
+        } else if e.path == *root {
+            if is_root_dir {
+                // The directory itself is not copied, only its contents.
+                continue;
+            }
+            if into_dir { dest.join(Path::new(&e.path).file_name().unwrap_or_default()) } else { dest.to_path_buf() }
+        } else {
+            let rel = &e.path[root.len() + 1..];
+            let root_is_dir = ctx.get(root).is_some_and(|r| r.kind == CtxKind::Dir);
+            if root_is_dir { dest.join(rel) } else { continue }
+        };
+        let md = fs::symlink_metadata(&host).with_context(|| format!("reading {}", host.display()))?;
+        let mut meta = meta_of(&host, &md);
+        meta.uid = 0;
+        meta.gid = 0;
+        let kind = match &e.kind {
+            CtxKind::File { .. } => EntryKind::File(FileSource::Path(host.clone())),
+            CtxKind::Dir => EntryKind::Dir,
+            CtxKind::Symlink { target } => EntryKind::Symlink(PathBuf::from(target)),
+        };
+        out.push(Item { dest: target, kind, meta });
+    }
+    Ok(())
+}
+
+fn from_view(view: &RootView, src: &str, dest: &Path, into_dir: bool, exclude: &Matcher, out: &mut Vec<Item>) -> Result<()> {
+    let src_path = Path::new(src);
+    let name = src_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut roots: Vec<(PathBuf, PathBuf)> = Vec::new(); // (view path, host path)
+    if name.contains(['*', '?', '[']) {
+        let parent = view.resolve(src_path.parent().unwrap_or(Path::new("/")))?;
+        for (n, host) in view.read_dir(&parent)? {
+            if component_match(&name, &n.to_string_lossy()) {
+                roots.push((parent.join(&n), host));
+            }
+        }
+    } else {
+        let resolved = view.resolve(src_path)?;
+        if let Some(host) = view.lookup(&resolved) {
+            roots.push((resolved, host));
+        }
+    }
+    if roots.is_empty() {
+        bail!("{src}: not found in the source stage or image");
+    }
+    for (vpath, host) in roots {
+        let md = fs::symlink_metadata(&host)?;
+        if md.is_dir() {
+            walk_view(view, &vpath, dest, exclude, out)?;
+        } else {
+            let target = if into_dir { dest.join(vpath.file_name().unwrap_or_default()) } else { dest.to_path_buf() };
+            out.push(item_from_host(&host, &md, target)?);
+        }
+    }
+    Ok(())
+}
+
+fn walk_view(view: &RootView, dir: &Path, dest: &Path, exclude: &Matcher, out: &mut Vec<Item>) -> Result<()> {
+    for (name, host) in view.read_dir(dir)? {
+        let vpath = dir.join(&name);
+        let rel = relative(&vpath);
+        if !exclude.is_empty() && exclude.excludes(&rel.to_string_lossy()) {
+            continue;
+        }
+        let md = fs::symlink_metadata(&host)?;
+        let target = dest.join(&name);
+        out.push(item_from_host(&host, &md, target.clone())?);
+        if md.is_dir() {
+            walk_view(view, &vpath, &target, exclude, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn item_from_host(host: &Path, md: &fs::Metadata, dest: PathBuf) -> Result<Item> {
+    let mut meta = meta_of(host, md);
+    meta.uid = 0;
+    meta.gid = 0;
+    let ft = md.file_type();
+    let kind = if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink(fs::read_link(host)?)
+    } else if ft.is_file() {
+        EntryKind::File(FileSource::Path(host.to_path_buf()))
+    } else {
+        bail!("{}: only files, directories and symlinks can be copied", dest.display());
+    };
+    Ok(Item { dest, kind, meta })
+}

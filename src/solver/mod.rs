@@ -1,0 +1,469 @@
+//! The solver: executes a build graph, running only the steps whose cache
+//! key misses, stages in parallel when they do not depend on each other.
+//!
+//! | file | owns |
+//! |---|---|
+//! | [`cache`] | the step cache (key → layer) |
+//! | [`rootfs`] | a read-only union view of a stage's layers |
+//! | [`copy`] | COPY/ADD → layer entries, Docker's destination rules |
+//! | [`config`] | graph image config ↔ OCI config |
+//!
+//! Each stage's state is an [`ImageBuilder`] (layers + history), the graph
+//! config the steps build up, and the layers as cache records (for
+//! snapshots). `Run` steps run in the sandbox on the stage's snapshots;
+//! `Copy` steps read the context or another stage through [`rootfs::RootView`].
+
+pub mod cache;
+pub mod config;
+pub mod copy;
+pub mod rootfs;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, bail};
+
+use crate::Result;
+use crate::dockerfile::context::Context;
+use crate::error::{CodedError, code};
+use crate::graph::key::{CacheKeys, ImageDigests};
+use crate::graph::{self, Base, ConfigChange, CopyFrom, Graph, ImageConfig, Op, Step};
+use crate::oci::image::{Image, ImageBuilder, host_platform, parse_platform, read_image};
+use crate::oci::layer::{Entry, EntryKind, LayerOptions, Meta, write_layer};
+use crate::oci::{Digest, ImageStore, Store};
+use crate::progress::{Progress, TAIL_LINES};
+use crate::sandbox::{self, Sandbox, Snapshots};
+
+use cache::{LayerRecord, StepCache, StepRecord};
+use rootfs::RootView;
+
+/// Everything the solver needs besides the graph.
+pub struct SolveOptions<'a> {
+    /// The build context (for `Copy` from the context and bind mounts).
+    pub context: Option<&'a Mutex<Context>>,
+    pub layer: LayerOptions,
+    /// Run every step even when its key is cached.
+    pub no_cache: bool,
+    /// Secret values by id (`--secret id=X,src=FILE`); never stored.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// Set to cancel running steps (Ctrl-C).
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Where base images are pulled from when not in the local store.
+    pub registry: Option<&'a crate::registry::Client>,
+}
+
+/// What a finished build step did, for tests and summaries.
+#[derive(Debug, Clone, Default)]
+pub struct SolveStats {
+    pub steps_run: usize,
+    pub steps_cached: usize,
+}
+
+/// The result of a solve: the target's image, written into the store.
+pub struct Solved {
+    pub image: Image,
+    pub stats: SolveStats,
+}
+
+/// A stage's state while it is being built.
+#[derive(Clone)]
+struct StageState {
+    builder: ImageBuilder,
+    config: ImageConfig,
+    layers: Vec<LayerRecord>,
+}
+
+/// The engine: stores, step cache, sandbox.
+pub struct Solver {
+    pub store: Store,
+    pub images: ImageStore,
+    pub steps: StepCache,
+    pub snapshots: Snapshots,
+    pub sandbox: Sandbox,
+}
+
+impl Solver {
+    /// The default locations under the cache and data dirs.
+    pub fn open_default(progress: &Progress) -> Result<Solver> {
+        Ok(Solver {
+            store: crate::oci::cache_store()?,
+            images: ImageStore::open_default()?,
+            steps: StepCache::open_default()?,
+            snapshots: Snapshots::open_default()?,
+            sandbox: Sandbox::new(progress)?,
+        })
+    }
+
+    /// Builds `target` of `graph`.
+    pub fn solve(&self, g: &Graph, target: usize, opts: &SolveOptions<'_>, progress: &Progress) -> Result<Solved> {
+        let order = graph::deps::build_order(g, target)?;
+        // Resolve every image the needed stages read, then key the graph.
+        let mut bases: BTreeMap<String, Image> = BTreeMap::new();
+        for &i in &order {
+            let stage = &g.stages[i];
+            let mut refs = Vec::new();
+            if let Base::Image { reference } = &stage.base {
+                refs.push(reference.clone());
+            }
+            for step in &stage.steps {
+                match &step.op {
+                    Op::Copy(c) => {
+                        if let CopyFrom::Image(r) = &c.from {
+                            refs.push(r.clone());
+                        }
+                    }
+                    Op::Run(r) => {
+                        for m in &r.mounts {
+                            if let graph::Mount::Bind { from: CopyFrom::Image(img), .. } = m {
+                                refs.push(img.clone());
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for r in refs {
+                if !bases.contains_key(&r) {
+                    let img = self.resolve_image(&r, &stage.platform, opts, progress)?;
+                    bases.insert(r, img);
+                }
+            }
+        }
+        let digests: ImageDigests = bases.iter().map(|(r, img)| Ok((r.clone(), img.digest()?))).collect::<Result<_>>()?;
+        let keys = graph::key::compute(g, target, &digests)?;
+
+        let states: Mutex<Vec<Option<StageState>>> = Mutex::new(vec![None; g.stages.len()]);
+        let stats = Mutex::new(SolveStats::default());
+        let needed: BTreeSet<usize> = order.iter().copied().collect();
+        let mut done: BTreeSet<usize> = BTreeSet::new();
+        // Waves: every stage whose dependencies are built runs in parallel.
+        while done.len() < needed.len() {
+            let ready: Vec<usize> = needed
+                .iter()
+                .copied()
+                .filter(|i| !done.contains(i) && graph::deps::direct_deps(g, *i).iter().all(|d| done.contains(d)))
+                .collect();
+            if ready.is_empty() {
+                bail!("the build graph has a cycle between stages");
+            }
+            let results: Vec<(usize, Result<StageState>)> = std::thread::scope(|s| {
+                let handles: Vec<_> = ready
+                    .iter()
+                    .map(|&i| {
+                        let (states, stats, keys, bases) = (&states, &stats, &keys, &bases);
+                        s.spawn(move || (i, self.build_stage(g, i, keys, bases, states, stats, opts, progress)))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("stage thread panicked")).collect()
+            });
+            for (i, r) in results {
+                let st = r?;
+                states.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(st);
+                done.insert(i);
+            }
+        }
+        let mut states = states.into_inner().unwrap_or_else(|e| e.into_inner());
+        let st = states[target].take().context("the target stage was not built")?;
+        let mut builder = st.builder;
+        *builder.config_mut() = config::to_oci(&st.config);
+        let image = builder.write(&self.store, opts.layer.epoch)?;
+        Ok(Solved { image, stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()) })
+    }
+
+    /// A base image: the local image store first, else the registry.
+    fn resolve_image(&self, reference: &str, platform_str: &str, opts: &SolveOptions<'_>, progress: &Progress) -> Result<Image> {
+        let platform = parse_platform(platform_str).unwrap_or_else(|_| host_platform());
+        if let Ok(desc) = self.images.resolve(reference) {
+            for (d, _) in crate::oci::image::closure(self.images.blobs(), &desc)? {
+                self.store.import_from(self.images.blobs(), &d)?;
+            }
+            return read_image(&self.store, &desc, Some(&platform));
+        }
+        let Some(client) = opts.registry else {
+            bail!("image {reference} is not in the local store and no registry client was given");
+        };
+        let r = crate::registry::Reference::parse(reference).with_context(|| format!("FROM {reference}"))?;
+        let pulled = crate::registry::pull::pull(
+            client,
+            &self.store,
+            &r,
+            &crate::registry::PullOptions { platform: Some(crate::registry::Platform::parse(platform_str)?) },
+            progress,
+        )
+        .with_context(|| format!("pulling {reference}"))?;
+        read_image(&self.store, &pulled.manifest, Some(&platform))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_stage(
+        &self,
+        g: &Graph,
+        idx: usize,
+        keys: &CacheKeys,
+        bases: &BTreeMap<String, Image>,
+        states: &Mutex<Vec<Option<StageState>>>,
+        stats: &Mutex<SolveStats>,
+        opts: &SolveOptions<'_>,
+        progress: &Progress,
+    ) -> Result<StageState> {
+        let stage = &g.stages[idx];
+        let stage_keys = keys.stages[idx].as_ref().context("stage without keys")?;
+        let state_of = |i: usize| -> Result<StageState> {
+            states.lock().unwrap_or_else(|e| e.into_inner())[i].clone().with_context(|| format!("stage {i} is not built yet"))
+        };
+        let mut st = match &stage.base {
+            Base::Scratch => StageState {
+                builder: ImageBuilder::scratch(parse_platform(&stage.platform).unwrap_or_else(|_| host_platform())),
+                config: ImageConfig::default(),
+                layers: Vec::new(),
+            },
+            Base::Stage(i) => state_of(*i)?,
+            Base::Image { reference } => {
+                let img = bases.get(reference).context("base image not resolved")?;
+                StageState {
+                    builder: ImageBuilder::from_image(img),
+                    config: config::from_oci(&img.config.config().clone().unwrap_or_default()),
+                    layers: layer_records(img)?,
+                }
+            }
+            Base::Packages(p) => bail!(
+                "stage {}: Debian package bases ({} from {}) are not supported by the solver yet",
+                stage.display_name(idx),
+                p.packages.join(" "),
+                p.suite
+            ),
+        };
+        let name = stage.display_name(idx);
+        let total = stage.steps.len();
+        for (j, step) in stage.steps.iter().enumerate() {
+            let key = &stage_keys.steps[j];
+            let text = step.origin.as_ref().map(|o| o.text.clone()).unwrap_or_else(|| describe(&step.op));
+            let label = format!("[{name} {}/{total}] {}", j + 1, one_line(&text));
+            if let Op::Config(change) = &step.op
+                && !matches!(change, ConfigChange::WorkingDir(_))
+            {
+                st.config.apply(change);
+                st.builder.add_empty_history(&text);
+                continue;
+            }
+            if !opts.no_cache
+                && let Some(rec) = self.steps.get(key, &self.store)
+            {
+                progress.task(label).finish("cached");
+                if let Op::Config(change) = &step.op {
+                    st.config.apply(change);
+                }
+                add_layer(&mut st, rec.layer.as_ref(), &text);
+                stats.lock().unwrap_or_else(|e| e.into_inner()).steps_cached += 1;
+                continue;
+            }
+            let layer = match &step.op {
+                Op::Copy(c) => {
+                    let task = progress.task(label.clone());
+                    let dest_view = self.view(&st)?;
+                    let entries = match &c.from {
+                        CopyFrom::Context => {
+                            let ctx = opts.context.context("COPY from the build context, but the build has no context")?;
+                            let ctx = ctx.lock().unwrap_or_else(|e| e.into_inner());
+                            copy::entries(c, &copy::Source::Context(&ctx), &dest_view)
+                        }
+                        CopyFrom::Stage(i) => {
+                            let view = self.view(&state_of(*i)?)?;
+                            copy::entries(c, &copy::Source::View(&view), &dest_view)
+                        }
+                        CopyFrom::Image(r) => {
+                            let img = bases.get(r).context("image not resolved")?;
+                            let view = RootView::new(self.snapshots.for_image(&self.store, img)?);
+                            copy::entries(c, &copy::Source::View(&view), &dest_view)
+                        }
+                    }
+                    .with_context(|| format!("{label} ({})", origin_of(step)))?;
+                    let l = self.write(entries, opts)?;
+                    task.finish("done");
+                    l
+                }
+                Op::Run(run) => self.run_step(&st, run, &label, opts, progress).with_context(|| origin_of(step))?,
+                Op::Config(change) => {
+                    // WORKDIR creates its directory when missing, as Docker does.
+                    st.config.apply(change);
+                    let ConfigChange::WorkingDir(dir) = change else { unreachable!() };
+                    let view = self.view(&st)?;
+                    if view.lookup(Path::new(dir)).is_some() {
+                        None
+                    } else {
+                        self.write(vec![Entry::new(dir, EntryKind::Dir, Meta::root(0o755))?], opts)?
+                    }
+                }
+                Op::Packages(p) => bail!("{label}: installing Debian packages ({}) in a stage is not supported yet", p.packages.join(" ")),
+            };
+            self.steps.put(key, &StepRecord { layer: layer.clone() })?;
+            add_layer(&mut st, layer.as_ref(), &text);
+            stats.lock().unwrap_or_else(|e| e.into_inner()).steps_run += 1;
+        }
+        Ok(st)
+    }
+
+    /// Writes entries as a layer; no entries, no layer.
+    fn write(&self, entries: Vec<Entry>, opts: &SolveOptions<'_>) -> Result<Option<LayerRecord>> {
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(LayerRecord::from(&write_layer(&self.store, entries, opts.layer)?)))
+    }
+
+    fn lowers(&self, st: &StageState) -> Result<Vec<PathBuf>> {
+        st.layers.iter().map(|l| Ok(self.snapshots.ensure(&self.store, &l.blob, l.compression)?.0)).collect()
+    }
+
+    fn view(&self, st: &StageState) -> Result<RootView> {
+        Ok(RootView::new(self.lowers(st)?))
+    }
+
+    fn run_step(
+        &self,
+        st: &StageState,
+        run: &graph::Run,
+        label: &str,
+        opts: &SolveOptions<'_>,
+        progress: &Progress,
+    ) -> Result<Option<LayerRecord>> {
+        let mut spec = sandbox::RunSpec::new(self.lowers(st)?, sandbox::StepCommand::Exec(run.command.clone()));
+        spec.name = label.to_string();
+        let mut env = st.config.env.clone();
+        for (k, v) in &run.build_args {
+            if !env.iter().any(|(ek, _)| ek == k) {
+                env.push((k.clone(), v.clone()));
+            }
+        }
+        spec.workdir = PathBuf::from(if st.config.working_dir.is_empty() { "/" } else { &st.config.working_dir });
+        spec.user = (!st.config.user.is_empty()).then(|| st.config.user.clone());
+        spec.network = match run.network {
+            graph::Network::None => sandbox::Network::None,
+            _ => sandbox::Network::Host,
+        };
+        spec.cancel = opts.cancel.clone();
+        let mut _inline_files = Vec::new();
+        for m in &run.mounts {
+            match m {
+                graph::Mount::Cache { target, id, sharing, from, readonly: _, mode, uid, gid, .. } => {
+                    if from.is_some() {
+                        bail!("{label}: cache mounts seeded from= another stage are not supported yet");
+                    }
+                    let mut c = sandbox::CacheMount::new(if id.is_empty() { target.clone() } else { id.clone() }, target);
+                    c.sharing = match sharing {
+                        graph::Sharing::Shared => sandbox::Sharing::Shared,
+                        graph::Sharing::Locked => sandbox::Sharing::Locked,
+                        graph::Sharing::Private => sandbox::Sharing::Private,
+                    };
+                    (c.mode, c.uid, c.gid) = (*mode, *uid, *gid);
+                    spec.mounts.push(sandbox::Mount::Cache(c));
+                }
+                graph::Mount::Secret { id, target, env: as_env, required, mode, uid, gid } => {
+                    let Some(value) = opts.secrets.get(id) else {
+                        if *required {
+                            bail!("{label}: secret {id:?} is required: pass it with --secret id={id},src=FILE");
+                        }
+                        continue;
+                    };
+                    if let Some(var) = as_env {
+                        env.push((var.clone(), String::from_utf8_lossy(value).into_owned()));
+                    }
+                    if target.is_some() || as_env.is_none() {
+                        let mut s = sandbox::SecretMount::new(id.clone(), value.clone());
+                        s.target = target.as_ref().map(PathBuf::from);
+                        (s.mode, s.uid, s.gid) = (*mode, *uid, *gid);
+                        spec.mounts.push(sandbox::Mount::Secret(s));
+                    }
+                }
+                graph::Mount::Tmpfs { target, size } => {
+                    spec.mounts.push(sandbox::Mount::Tmpfs(sandbox::TmpfsMount { target: target.into(), size: *size }))
+                }
+                graph::Mount::Bind { target, from: CopyFrom::Context, source, readwrite } => {
+                    let ctx = opts.context.context("bind mount from the build context, but the build has no context")?;
+                    let root = ctx.lock().unwrap_or_else(|e| e.into_inner()).root.clone();
+                    let src = crate::oci::unpack::secure_join(&root, &crate::oci::layer::normalize(Path::new(&format!("./{source}/."))).unwrap_or_default())?;
+                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount { source: src, target: target.into(), readwrite: *readwrite }));
+                }
+                graph::Mount::Bind { .. } => bail!("{label}: bind mounts from another stage or image are not supported yet"),
+                graph::Mount::Inline { target, content, mode } => {
+                    let f = tempfile::NamedTempFile::new()?;
+                    std::fs::write(f.path(), content)?;
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(*mode))?;
+                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount { source: f.path().to_path_buf(), target: target.into(), readwrite: false }));
+                    _inline_files.push(f);
+                }
+                graph::Mount::Ssh { .. } => bail!("{label}: RUN --mount=type=ssh is not supported yet"),
+            }
+        }
+        spec.env = env;
+        let out = self.sandbox.run(&spec, progress)?;
+        if !out.success() {
+            let tail = progress.tail(label);
+            let shown = if tail.is_empty() { "(no output)".to_string() } else { tail.join("\n") };
+            return Err(CodedError::new(
+                code::STEP_FAILED,
+                format!(
+                    "{label} failed with exit code {}\ncommand: {}\nlast {} lines of output:\n{shown}",
+                    out.exit_code,
+                    run.command.join(" "),
+                    TAIL_LINES.min(tail.len().max(1))
+                ),
+            )
+            .into());
+        }
+        let entries = out.entries()?;
+        self.write(entries, opts)
+    }
+}
+
+fn layer_records(img: &Image) -> Result<Vec<LayerRecord>> {
+    img.manifest
+        .layers()
+        .iter()
+        .zip(img.config.rootfs().diff_ids())
+        .map(|(l, diff)| {
+            let blob = crate::oci::image::desc_digest(l)?;
+            Ok(LayerRecord {
+                compression: crate::oci::Compression::from_media_type(l.media_type().as_ref())
+                    .with_context(|| format!("layer {blob} has an unknown media type {}", l.media_type()))?,
+                blob,
+                size: l.size(),
+                diff_id: diff.parse::<Digest>()?,
+            })
+        })
+        .collect()
+}
+
+fn add_layer(st: &mut StageState, layer: Option<&LayerRecord>, text: &str) {
+    match layer {
+        Some(l) => {
+            st.builder.add_layer(&l.layer(), text);
+            st.layers.push(l.clone());
+        }
+        None => st.builder.add_empty_history(text),
+    }
+}
+
+fn origin_of(step: &Step) -> String {
+    match &step.origin {
+        Some(o) => format!("{}:{}", o.file, o.line),
+        None => "generated step".to_string(),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 72 { format!("{}…", flat.chars().take(71).collect::<String>()) } else { flat }
+}
+
+fn describe(op: &Op) -> String {
+    match op {
+        Op::Packages(p) => format!("PACKAGES {}", p.packages.join(" ")),
+        Op::Copy(c) => format!("COPY → {}", c.dest),
+        Op::Run(r) => format!("RUN {}", r.command.join(" ")),
+        Op::Config(c) => format!("{c:?}"),
+    }
+}
