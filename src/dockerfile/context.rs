@@ -11,7 +11,7 @@ use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -125,10 +125,8 @@ impl Context {
                 EntryKind::Symlink {
                     target: t.to_string_lossy().into_owned(),
                 }
-            } else if ft.is_socket() || ft.is_fifo() || ft.is_block_device() || ft.is_char_device()
-            {
-                continue;
             } else {
+                // Sockets, FIFOs and devices are not sent, as with Docker.
                 continue;
             };
             self.insert(path, kind, mode);

@@ -58,7 +58,9 @@ fn parse_bool(key: &str, v: Option<&str>) -> Result<bool, String> {
     match v.map(str::to_ascii_lowercase).as_deref() {
         None | Some("true") | Some("1") => Ok(true),
         Some("false") | Some("0") => Ok(false),
-        Some(o) => Err(format!("invalid value for {key}: {o:?} (expected true or false)")),
+        Some(o) => Err(format!(
+            "invalid value for {key}: {o:?} (expected true or false)"
+        )),
     }
 }
 
@@ -77,7 +79,9 @@ fn parse_size(v: &str) -> Result<u64, String> {
         Some('t') => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
-    let n: f64 = num.parse().map_err(|_| format!("invalid size {v:?} (use e.g. 64m or 1g)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {v:?} (use e.g. 64m or 1g)"))?;
     Ok((n * mult as f64) as u64)
 }
 
@@ -118,7 +122,10 @@ pub fn parse_mount(
     let mut required = false;
     let mut env: Option<String> = None;
     for (k, v) in fields {
-        let val = || v.clone().ok_or_else(|| format!("mount option {k} needs a value ({k}=…)"));
+        let val = || {
+            v.clone()
+                .ok_or_else(|| format!("mount option {k} needs a value ({k}=…)"))
+        };
         match k.as_str() {
             "target" | "dst" | "destination" => target = Some(val()?),
             "source" | "src" => source = Some(val()?),
@@ -131,7 +138,11 @@ pub fn parse_mount(
                     "shared" => Sharing::Shared,
                     "private" => Sharing::Private,
                     "locked" => Sharing::Locked,
-                    o => return Err(format!("unsupported sharing value {o:?} (shared, private or locked)")),
+                    o => {
+                        return Err(format!(
+                            "unsupported sharing value {o:?} (shared, private or locked)"
+                        ));
+                    }
                 }
             }
             "mode" => mode = Some(parse_u32("mode", &val()?, 8)?),
@@ -147,10 +158,16 @@ pub fn parse_mount(
         if t.starts_with('/') {
             clean(&t)
         } else {
-            clean(&format!("{}/{t}", if workdir.is_empty() { "/" } else { workdir }))
+            clean(&format!(
+                "{}/{t}",
+                if workdir.is_empty() { "/" } else { workdir }
+            ))
         }
     };
-    let need_target = |t: Option<String>| t.map(abs).ok_or_else(|| format!("mount type={typ} requires a target (target=/path)"));
+    let need_target = |t: Option<String>| {
+        t.map(abs)
+            .ok_or_else(|| format!("mount type={typ} requires a target (target=/path)"))
+    };
     let mount = match typ.as_str() {
         "bind" => Mount::Bind {
             target: need_target(target)?,
@@ -200,13 +217,19 @@ pub fn parse_mount(
         }
         "ssh" => Mount::Ssh {
             id: id.unwrap_or_else(|| "default".into()),
-            target: target.map(abs).unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_count}")),
+            target: target
+                .map(abs)
+                .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_count}")),
             required,
             mode: mode.unwrap_or(0o600),
             uid,
             gid,
         },
-        o => return Err(format!("unsupported mount type {o:?} (bind, cache, tmpfs, secret or ssh)")),
+        o => {
+            return Err(format!(
+                "unsupported mount type {o:?} (bind, cache, tmpfs, secret or ssh)"
+            ));
+        }
     };
     Ok(MountSpec { mount, from })
 }
@@ -227,7 +250,9 @@ mod tests {
 
     #[test]
     fn kinds_and_defaults() {
-        let m = pm("type=cache,target=/root/.cache,sharing=locked").unwrap().mount;
+        let m = pm("type=cache,target=/root/.cache,sharing=locked")
+            .unwrap()
+            .mount;
         assert_eq!(
             m,
             Mount::Cache {
@@ -245,20 +270,39 @@ mod tests {
         let m = pm("target=src,source=lib,rw").unwrap();
         assert_eq!(
             m.mount,
-            Mount::Bind { target: "/app/src".into(), from: CopyFrom::Context, source: "lib".into(), readwrite: true }
+            Mount::Bind {
+                target: "/app/src".into(),
+                from: CopyFrom::Context,
+                source: "lib".into(),
+                readwrite: true
+            }
         );
         let m = pm("type=bind,from=build,src=/out,target=/in").unwrap();
         assert_eq!(m.from.as_deref(), Some("build"));
         let m = pm("type=secret,id=tok").unwrap().mount;
-        assert!(matches!(m, Mount::Secret { ref id, target: Some(ref t), mode: 0o400, .. } if id == "tok" && t == "/run/secrets/tok"));
-        let m = pm("type=secret,target=/etc/key,required,mode=0440,uid=5").unwrap().mount;
-        assert!(matches!(m, Mount::Secret { ref id, required: true, mode: 0o440, uid: 5, .. } if id == "key"));
+        assert!(
+            matches!(m, Mount::Secret { ref id, target: Some(ref t), mode: 0o400, .. } if id == "tok" && t == "/run/secrets/tok")
+        );
+        let m = pm("type=secret,target=/etc/key,required,mode=0440,uid=5")
+            .unwrap()
+            .mount;
+        assert!(
+            matches!(m, Mount::Secret { ref id, required: true, mode: 0o440, uid: 5, .. } if id == "key")
+        );
         let m = pm("type=secret,id=t,env=TOKEN").unwrap().mount;
         assert!(matches!(m, Mount::Secret { target: None, env: Some(ref e), .. } if e == "TOKEN"));
         let m = pm("type=tmpfs,target=/tmp,size=64m").unwrap().mount;
-        assert_eq!(m, Mount::Tmpfs { target: "/tmp".into(), size: Some(64 << 20) });
+        assert_eq!(
+            m,
+            Mount::Tmpfs {
+                target: "/tmp".into(),
+                size: Some(64 << 20)
+            }
+        );
         let m = pm("type=ssh").unwrap().mount;
-        assert!(matches!(m, Mount::Ssh { ref id, ref target, .. } if id == "default" && target == "/run/buildkit/ssh_agent.0"));
+        assert!(
+            matches!(m, Mount::Ssh { ref id, ref target, .. } if id == "default" && target == "/run/buildkit/ssh_agent.0")
+        );
         let m = pm("type=cache,target=/c,id=$V").unwrap().mount;
         assert!(matches!(m, Mount::Cache { ref id, .. } if id == "val"));
     }
@@ -266,10 +310,26 @@ mod tests {
     #[test]
     fn errors() {
         assert!(pm("type=cache").unwrap_err().contains("requires a target"));
-        assert!(pm("type=nfs,target=/x").unwrap_err().contains("unsupported mount type"));
-        assert!(pm("type=cache,target=/x,bogus=1").unwrap_err().contains("unexpected key"));
-        assert!(pm("type=cache,target=/x,sharing=all").unwrap_err().contains("sharing"));
-        assert!(pm("type=cache,target=/x,mode=9").unwrap_err().contains("mode"));
+        assert!(
+            pm("type=nfs,target=/x")
+                .unwrap_err()
+                .contains("unsupported mount type")
+        );
+        assert!(
+            pm("type=cache,target=/x,bogus=1")
+                .unwrap_err()
+                .contains("unexpected key")
+        );
+        assert!(
+            pm("type=cache,target=/x,sharing=all")
+                .unwrap_err()
+                .contains("sharing")
+        );
+        assert!(
+            pm("type=cache,target=/x,mode=9")
+                .unwrap_err()
+                .contains("mode")
+        );
         assert!(pm("type=secret").unwrap_err().contains("id="));
     }
 }

@@ -60,6 +60,34 @@ impl Lexer {
     }
 }
 
+impl Lexer {
+    /// Expands an unquoted heredoc body: `$` expansions and escapes of `$`
+    /// and the escape character; quotes are kept as written.
+    pub fn process_heredoc(&self, body: &str, env: &dyn Env) -> Result<String, String> {
+        let mut w = Word::new(body, self.escape, env);
+        let mut out = String::new();
+        while let Some(c) = w.peek() {
+            if c == '$' {
+                out.push_str(&w.dollar()?);
+                continue;
+            }
+            w.next();
+            if c == self.escape {
+                match w.peek() {
+                    Some(n) if n == '$' || n == self.escape => {
+                        w.next();
+                        out.push(n);
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+}
+
 struct Word<'a> {
     chars: Vec<char>,
     pos: usize,
