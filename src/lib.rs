@@ -8,6 +8,7 @@
 //! want to branch on are typed (see [`error`]) and can be recovered with
 //! `downcast_ref`.
 
+pub mod build;
 pub mod cli;
 pub mod dockerfile;
 pub mod error;
@@ -19,4 +20,5 @@ pub mod registry;
 pub mod sandbox;
 pub mod solver;
 
+pub use build::{BuildRequest, BuildResult, build};
 pub use error::Result;

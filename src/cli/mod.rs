@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod build;
 mod images;
 mod registry;
 mod sandbox;
@@ -30,6 +31,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Build an image from a Dockerfile, without a daemon.
+    ///
+    /// Example: kiln build . -t myapp:1 --build-arg VERSION=2 --output type=docker,dest=myapp.tar
+    Build(Box<build::BuildArgs>),
     /// List the images in the local image store.
     ///
     /// Example: kiln images
@@ -113,6 +118,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
     match cli.command {
+        Command::Build(a) => build::run(*a, progress),
         Command::Images(a) => images::images(a),
         Command::Inspect(a) => images::inspect(a),
         Command::Rmi(a) => images::rmi(a),

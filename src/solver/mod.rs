@@ -173,7 +173,7 @@ impl Solver {
     }
 
     /// A base image: the local image store first, else the registry.
-    fn resolve_image(&self, reference: &str, platform_str: &str, opts: &SolveOptions<'_>, progress: &Progress) -> Result<Image> {
+    pub(crate) fn resolve_image(&self, reference: &str, platform_str: &str, opts: &SolveOptions<'_>, progress: &Progress) -> Result<Image> {
         let platform = parse_platform(platform_str).unwrap_or_else(|_| host_platform());
         if let Ok(desc) = self.images.resolve(reference) {
             for (d, _) in crate::oci::image::closure(self.images.blobs(), &desc)? {

@@ -1,0 +1,208 @@
+//! `kiln::build`: a build request in, an image out — what the CLI's
+//! `kiln build` and deploy tools call.
+//!
+//! Which build runs: inline Dockerfile content, else the Dockerfile (`-f`,
+//! default `CONTEXT/Dockerfile`). Auto builds from a plan join here once the
+//! auto builder lands.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, bail};
+
+use crate::Result;
+use crate::dockerfile::lower::{BaseResolver, BuildArgs};
+use crate::graph::ImageConfig;
+use crate::oci::export::{self, Output};
+use crate::oci::image::Image;
+use crate::oci::layer::{Compression, LayerOptions, source_date_epoch};
+use crate::oci::{Digest, images::normalize_name};
+use crate::progress::Progress;
+use crate::registry::{self, Client, ClientOptions, Reference};
+use crate::solver::{SolveOptions, SolveStats, Solver};
+
+/// What to build and where the result goes.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile (default `CONTEXT/Dockerfile`).
+    pub dockerfile: Option<PathBuf>,
+    /// Dockerfile text given inline (platforms pass it through the API);
+    /// takes precedence over any file.
+    pub dockerfile_content: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    /// `os/arch[/variant]`; the host's by default.
+    pub platform: Option<String>,
+    /// Names for the image in the local store (and push targets).
+    pub tags: Vec<String>,
+    pub no_cache: bool,
+    /// Secret values by id.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    pub outputs: Vec<Output>,
+    /// Push every tag to its registry.
+    pub push: bool,
+    pub compression: Compression,
+    pub insecure_registries: Vec<String>,
+    /// Set to cancel the build (Ctrl-C).
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    pub image: Image,
+    pub digest: Digest,
+    /// Names given in the local store.
+    pub names: Vec<String>,
+    pub stats: SolveStats,
+    /// `reference@digest` of each push.
+    pub pushed: Vec<String>,
+}
+
+/// Resolves base image configs for the Dockerfile frontend (ENV of a base
+/// image is visible to `$VAR` expansion in later instructions).
+struct Resolver<'a> {
+    solver: &'a Solver,
+    client: &'a Client,
+    progress: &'a Progress,
+    seen: Mutex<BTreeMap<String, Option<ImageConfig>>>,
+}
+
+impl BaseResolver for Resolver<'_> {
+    fn image_config(&self, reference: &str, platform: &str) -> Result<Option<ImageConfig>> {
+        if let Some(c) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(reference) {
+            return Ok(c.clone());
+        }
+        let opts = solve_options(None, self.client, &BuildRequest::default())?;
+        let img = self.solver.resolve_image(reference, platform, &opts, self.progress)?;
+        let cfg = Some(crate::solver::config::from_oci(&img.config.config().clone().unwrap_or_default()));
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(reference.to_string(), cfg.clone());
+        Ok(cfg)
+    }
+}
+
+fn solve_options<'a>(
+    context: Option<&'a Mutex<crate::dockerfile::context::Context>>,
+    client: &'a Client,
+    req: &BuildRequest,
+) -> Result<SolveOptions<'a>> {
+    Ok(SolveOptions {
+        context,
+        layer: LayerOptions { compression: req.compression, epoch: source_date_epoch()? },
+        no_cache: req.no_cache,
+        secrets: req.secrets.clone(),
+        cancel: req.cancel.clone(),
+        registry: Some(client),
+    })
+}
+
+/// Builds an image from a Dockerfile.
+pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
+    let context = &req.context;
+    if !context.is_dir() {
+        bail!("build context {} is not a directory", context.display());
+    }
+    // Names are checked before any work.
+    let names: Vec<String> = req.tags.iter().map(|t| normalize_name(t)).collect::<Result<_>>()?;
+    let push_refs: Vec<Reference> = if req.push {
+        if names.is_empty() {
+            bail!("--push needs a name: give -t REGISTRY/NAME:TAG");
+        }
+        names.iter().map(|n| Reference::parse(n).map_err(Into::into)).collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let solver = Solver::open_default(progress)?;
+    let client = Client::new(ClientOptions { insecure_registries: req.insecure_registries.clone(), ..ClientOptions::default() });
+    let args = BuildArgs {
+        args: req.build_args.clone(),
+        target: req.target.clone(),
+        platform: req.platform.clone(),
+        build_platform: None,
+    };
+    let resolver = Resolver { solver: &solver, client: &client, progress, seen: Mutex::new(BTreeMap::new()) };
+    let (dockerfile, _tmp): (PathBuf, Option<tempfile::NamedTempFile>) = match &req.dockerfile_content {
+        Some(text) => {
+            let f = tempfile::Builder::new().prefix("Dockerfile.inline-").tempfile()?;
+            std::fs::write(f.path(), text)?;
+            (f.path().to_path_buf(), Some(f))
+        }
+        None => (req.dockerfile.clone().unwrap_or_else(|| context.join("Dockerfile")), None),
+    };
+    if req.dockerfile_content.is_none() && !dockerfile.is_file() {
+        bail!("Dockerfile not found: {}", dockerfile.display());
+    }
+    progress.info(format!(
+        "building {} with context {}",
+        if req.dockerfile_content.is_some() { "the inline Dockerfile".to_string() } else { dockerfile.display().to_string() },
+        context.display()
+    ));
+    let loaded = crate::dockerfile::load_with(context, &dockerfile, &args, &resolver)?;
+    for w in &loaded.lowered.warnings {
+        progress.warn(w.clone());
+    }
+    let graph = &loaded.lowered.graph;
+    let ctx = Mutex::new(loaded.context);
+    let opts = solve_options(Some(&ctx), &client, req)?;
+    let solved = solver.solve(graph, graph.target, &opts, progress)?;
+    let image = solved.image;
+    let digest = image.digest()?;
+    let mut stored = Vec::new();
+    for n in &names {
+        stored.push(solver.images.import(&solver.store, &image.manifest_desc, n)?);
+    }
+    let label = names.first().cloned().unwrap_or_else(|| format!("sha256:{}", digest.hex()));
+    for out in &req.outputs {
+        match out {
+            Output::Registry => {}
+            o => export::export(&solver.store, &image.manifest_desc, &label, o)
+                .with_context(|| format!("exporting to {o:?}"))?,
+        }
+    }
+    let mut pushed = Vec::new();
+    let want_push = req.push || req.outputs.contains(&Output::Registry);
+    if want_push && push_refs.is_empty() && names.is_empty() {
+        bail!("a registry output needs a name: give -t REGISTRY/NAME:TAG");
+    }
+    let refs = if push_refs.is_empty() && want_push {
+        names.iter().map(|n| Reference::parse(n).map_err(Into::into)).collect::<Result<Vec<_>>>()?
+    } else {
+        push_refs
+    };
+    for r in refs {
+        let summary = registry::push::push(&client, &solver.store, &image.manifest_desc, &r, &registry::PushOptions::default(), progress)?;
+        progress.info(format!(
+            "pushed {r} ({} blobs sent, {} already there)",
+            summary.blobs_sent, summary.blobs_skipped
+        ));
+        pushed.push(format!("{}@{digest}", r.name()));
+    }
+    Ok(BuildResult { image, digest, names: stored, stats: solved.stats, pushed })
+}
+
+/// Reads `--secret id=X,src=FILE` / `id=X,env=VAR` (BuildKit's syntax).
+pub fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(v.to_string()),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", "file" | "env")) => {}
+            _ => bail!("--secret {spec:?}: expected id=ID,src=FILE or id=ID,env=VAR"),
+        }
+    }
+    let id = id.with_context(|| format!("--secret {spec:?} has no id="))?;
+    let value = match (src, env) {
+        (Some(f), _) => std::fs::read(Path::new(&f)).with_context(|| format!("--secret id={id}: cannot read {f}"))?,
+        (None, Some(v)) => std::env::var(&v).with_context(|| format!("--secret id={id}: environment variable {v} is not set"))?.into_bytes(),
+        (None, None) => std::env::var(&id).with_context(|| format!("--secret id={id}: give src=FILE or env=VAR"))?.into_bytes(),
+    };
+    Ok((id, value))
+}

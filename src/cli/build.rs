@@ -1,0 +1,119 @@
+//! `kiln build`: docker/buildx flags over [`crate::build`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::Result;
+use crate::build::{BuildRequest, build, parse_secret};
+use crate::oci::export::Output;
+use crate::oci::layer::Compression;
+use crate::progress::Progress;
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The build context directory.
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Dockerfile text given inline (takes precedence over any file).
+    #[arg(long)]
+    pub dockerfile_content: Option<String>,
+    /// Name of the image, NAME[:TAG] (repeatable).
+    #[arg(short, long = "tag")]
+    pub tag: Vec<String>,
+    /// Build argument KEY=VALUE, or KEY to take it from the environment (repeatable).
+    #[arg(long = "build-arg")]
+    pub build_arg: Vec<String>,
+    /// The stage to build.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target platform, os/arch[/variant].
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable).
+    #[arg(long)]
+    pub secret: Vec<String>,
+    /// Run every step, ignoring the step cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Export: type=oci,dest=DIR | type=oci-archive,dest=F.tar | type=docker,dest=F.tar | type=registry (repeatable).
+    #[arg(short, long)]
+    pub output: Vec<String>,
+    /// Push every -t name to its registry.
+    #[arg(long)]
+    pub push: bool,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+    pub compression: Compression,
+    /// A registry that may be reached over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registry: Vec<String>,
+    /// Print the build result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
+    let mut build_args = BTreeMap::new();
+    for kv in &a.build_arg {
+        match kv.split_once('=') {
+            Some((k, v)) => build_args.insert(k.to_string(), v.to_string()),
+            // Docker: a bare name takes the value from the environment, or is skipped.
+            None => match std::env::var(kv) {
+                Ok(v) => build_args.insert(kv.clone(), v),
+                Err(_) => continue,
+            },
+        };
+    }
+    let secrets = a.secret.iter().map(|s| parse_secret(s)).collect::<Result<BTreeMap<_, _>>>()?;
+    let outputs = a.output.iter().map(|o| Output::parse(o)).collect::<Result<Vec<_>>>()?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        // Ctrl-C: stop the running steps (the sandbox kills their process
+        // trees and removes their files), then exit.
+        let flag = cancel.clone();
+        signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone()).context("installing the SIGINT handler")?;
+        signal_hook::flag::register(signal_hook::consts::SIGTERM, flag).context("installing the SIGTERM handler")?;
+    }
+    let req = BuildRequest {
+        context: a.context,
+        dockerfile: a.file,
+        dockerfile_content: a.dockerfile_content,
+        build_args,
+        target: a.target,
+        platform: a.platform,
+        tags: a.tag,
+        no_cache: a.no_cache,
+        secrets,
+        outputs,
+        push: a.push,
+        compression: a.compression,
+        insecure_registries: a.insecure_registry,
+        cancel: Some(cancel.clone()),
+    };
+    let result = build(&req, progress);
+    if cancel.load(Ordering::SeqCst) {
+        anyhow::bail!("interrupted");
+    }
+    let r = result?;
+    if a.json {
+        let v = serde_json::json!({
+            "digest": r.digest.to_string(),
+            "names": r.names,
+            "pushed": r.pushed,
+            "steps_run": r.stats.steps_run,
+            "steps_cached": r.stats.steps_cached,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}", r.digest);
+    }
+    Ok(())
+}
