@@ -74,13 +74,25 @@ struct Resolver<'a> {
 
 impl BaseResolver for Resolver<'_> {
     fn image_config(&self, reference: &str, platform: &str) -> Result<Option<ImageConfig>> {
-        if let Some(c) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(reference) {
+        if let Some(c) = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(reference)
+        {
             return Ok(c.clone());
         }
         let opts = solve_options(None, self.client, &BuildRequest::default())?;
-        let img = self.solver.resolve_image(reference, platform, &opts, self.progress)?;
-        let cfg = Some(crate::solver::config::from_oci(&img.config.config().clone().unwrap_or_default()));
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(reference.to_string(), cfg.clone());
+        let img = self
+            .solver
+            .resolve_image(reference, platform, &opts, self.progress)?;
+        let cfg = Some(crate::solver::config::from_oci(
+            &img.config.config().clone().unwrap_or_default(),
+        ));
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(reference.to_string(), cfg.clone());
         Ok(cfg)
     }
 }
@@ -92,7 +104,10 @@ fn solve_options<'a>(
 ) -> Result<SolveOptions<'a>> {
     Ok(SolveOptions {
         context,
-        layer: LayerOptions { compression: req.compression, epoch: source_date_epoch()? },
+        layer: LayerOptions {
+            compression: req.compression,
+            epoch: source_date_epoch()?,
+        },
         no_cache: req.no_cache,
         secrets: req.secrets.clone(),
         cancel: req.cancel.clone(),
@@ -107,38 +122,65 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         bail!("build context {} is not a directory", context.display());
     }
     // Names are checked before any work.
-    let names: Vec<String> = req.tags.iter().map(|t| normalize_name(t)).collect::<Result<_>>()?;
+    let names: Vec<String> = req
+        .tags
+        .iter()
+        .map(|t| normalize_name(t))
+        .collect::<Result<_>>()?;
     let push_refs: Vec<Reference> = if req.push {
         if names.is_empty() {
             bail!("--push needs a name: give -t REGISTRY/NAME:TAG");
         }
-        names.iter().map(|n| Reference::parse(n).map_err(Into::into)).collect::<Result<_>>()?
+        names
+            .iter()
+            .map(|n| Reference::parse(n).map_err(Into::into))
+            .collect::<Result<_>>()?
     } else {
         Vec::new()
     };
     let solver = Solver::open_default(progress)?;
-    let client = Client::new(ClientOptions { insecure_registries: req.insecure_registries.clone(), ..ClientOptions::default() });
+    let client = Client::new(ClientOptions {
+        insecure_registries: req.insecure_registries.clone(),
+        ..ClientOptions::default()
+    });
     let args = BuildArgs {
         args: req.build_args.clone(),
         target: req.target.clone(),
         platform: req.platform.clone(),
         build_platform: None,
     };
-    let resolver = Resolver { solver: &solver, client: &client, progress, seen: Mutex::new(BTreeMap::new()) };
-    let (dockerfile, _tmp): (PathBuf, Option<tempfile::NamedTempFile>) = match &req.dockerfile_content {
-        Some(text) => {
-            let f = tempfile::Builder::new().prefix("Dockerfile.inline-").tempfile()?;
-            std::fs::write(f.path(), text)?;
-            (f.path().to_path_buf(), Some(f))
-        }
-        None => (req.dockerfile.clone().unwrap_or_else(|| context.join("Dockerfile")), None),
+    let resolver = Resolver {
+        solver: &solver,
+        client: &client,
+        progress,
+        seen: Mutex::new(BTreeMap::new()),
     };
+    let (dockerfile, _tmp): (PathBuf, Option<tempfile::NamedTempFile>) =
+        match &req.dockerfile_content {
+            Some(text) => {
+                let f = tempfile::Builder::new()
+                    .prefix("Dockerfile.inline-")
+                    .tempfile()?;
+                std::fs::write(f.path(), text)?;
+                (f.path().to_path_buf(), Some(f))
+            }
+            None => (
+                req.dockerfile
+                    .clone()
+                    .unwrap_or_else(|| context.join("Dockerfile")),
+                None,
+            ),
+        };
     if req.dockerfile_content.is_none() && !dockerfile.is_file() {
         bail!("Dockerfile not found: {}", dockerfile.display());
     }
     progress.info(format!(
         "building {} with context {}",
-        if req.dockerfile_content.is_some() { "the inline Dockerfile".to_string() } else { dockerfile.display().to_string() },
+        if req.dockerfile_content.is_some() {
+            "the inline Dockerfile".to_string()
+        } else {
+            dockerfile.display().to_string()
+        },
         context.display()
     ));
     let loaded = crate::dockerfile::load_with(context, &dockerfile, &args, &resolver)?;
@@ -153,9 +195,16 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     let digest = image.digest()?;
     let mut stored = Vec::new();
     for n in &names {
-        stored.push(solver.images.import(&solver.store, &image.manifest_desc, n)?);
+        stored.push(
+            solver
+                .images
+                .import(&solver.store, &image.manifest_desc, n)?,
+        );
     }
-    let label = names.first().cloned().unwrap_or_else(|| format!("sha256:{}", digest.hex()));
+    let label = names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| format!("sha256:{}", digest.hex()));
     for out in &req.outputs {
         match out {
             Output::Registry => {}
@@ -169,19 +218,35 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         bail!("a registry output needs a name: give -t REGISTRY/NAME:TAG");
     }
     let refs = if push_refs.is_empty() && want_push {
-        names.iter().map(|n| Reference::parse(n).map_err(Into::into)).collect::<Result<Vec<_>>>()?
+        names
+            .iter()
+            .map(|n| Reference::parse(n).map_err(Into::into))
+            .collect::<Result<Vec<_>>>()?
     } else {
         push_refs
     };
     for r in refs {
-        let summary = registry::push::push(&client, &solver.store, &image.manifest_desc, &r, &registry::PushOptions::default(), progress)?;
+        let summary = registry::push::push(
+            &client,
+            &solver.store,
+            &image.manifest_desc,
+            &r,
+            &registry::PushOptions::default(),
+            progress,
+        )?;
         progress.info(format!(
             "pushed {r} ({} blobs sent, {} already there)",
             summary.blobs_sent, summary.blobs_skipped
         ));
         pushed.push(format!("{}@{digest}", r.name()));
     }
-    Ok(BuildResult { image, digest, names: stored, stats: solved.stats, pushed })
+    Ok(BuildResult {
+        image,
+        digest,
+        names: stored,
+        stats: solved.stats,
+        pushed,
+    })
 }
 
 /// Reads `--secret id=X,src=FILE` / `id=X,env=VAR` (BuildKit's syntax).
@@ -200,9 +265,14 @@ pub fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
     }
     let id = id.with_context(|| format!("--secret {spec:?} has no id="))?;
     let value = match (src, env) {
-        (Some(f), _) => std::fs::read(Path::new(&f)).with_context(|| format!("--secret id={id}: cannot read {f}"))?,
-        (None, Some(v)) => std::env::var(&v).with_context(|| format!("--secret id={id}: environment variable {v} is not set"))?.into_bytes(),
-        (None, None) => std::env::var(&id).with_context(|| format!("--secret id={id}: give src=FILE or env=VAR"))?.into_bytes(),
+        (Some(f), _) => std::fs::read(Path::new(&f))
+            .with_context(|| format!("--secret id={id}: cannot read {f}"))?,
+        (None, Some(v)) => std::env::var(&v)
+            .with_context(|| format!("--secret id={id}: environment variable {v} is not set"))?
+            .into_bytes(),
+        (None, None) => std::env::var(&id)
+            .with_context(|| format!("--secret id={id}: give src=FILE or env=VAR"))?
+            .into_bytes(),
     };
     Ok((id, value))
 }

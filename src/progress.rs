@@ -128,7 +128,13 @@ impl Progress {
 
     /// The last [`TAIL_LINES`] lines of output of the finished task named `name`.
     pub fn tail(&self, name: &str) -> Vec<String> {
-        self.inner.tails.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned().unwrap_or_default()
+        self.inner
+            .tails
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn mode(&self) -> ProgressMode {
@@ -300,8 +306,18 @@ impl Task {
             return;
         }
         self.finished = true;
-        let tail: Vec<String> = self.tail.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-        self.progress.inner.tails.lock().unwrap_or_else(|e| e.into_inner()).insert(self.name.clone(), tail);
+        let tail: Vec<String> = self
+            .tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        self.progress
+            .inner
+            .tails
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.name.clone(), tail);
         let seconds = self.started.elapsed().as_secs_f64();
         let shown = match status {
             "done" => format!("{}  {seconds:.1}s", self.name),

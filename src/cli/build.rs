@@ -72,15 +72,25 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
             },
         };
     }
-    let secrets = a.secret.iter().map(|s| parse_secret(s)).collect::<Result<BTreeMap<_, _>>>()?;
-    let outputs = a.output.iter().map(|o| Output::parse(o)).collect::<Result<Vec<_>>>()?;
+    let secrets = a
+        .secret
+        .iter()
+        .map(|s| parse_secret(s))
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    let outputs = a
+        .output
+        .iter()
+        .map(|o| Output::parse(o))
+        .collect::<Result<Vec<_>>>()?;
     let cancel = Arc::new(AtomicBool::new(false));
     {
         // Ctrl-C: stop the running steps (the sandbox kills their process
         // trees and removes their files), then exit.
         let flag = cancel.clone();
-        signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone()).context("installing the SIGINT handler")?;
-        signal_hook::flag::register(signal_hook::consts::SIGTERM, flag).context("installing the SIGTERM handler")?;
+        signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())
+            .context("installing the SIGINT handler")?;
+        signal_hook::flag::register(signal_hook::consts::SIGTERM, flag)
+            .context("installing the SIGTERM handler")?;
     }
     let req = BuildRequest {
         context: a.context,

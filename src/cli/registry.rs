@@ -142,7 +142,8 @@ pub fn login(args: LoginArgs, progress: &Progress) -> Result<()> {
     let password = match (args.password, args.password_stdin) {
         (Some(_), true) => bail!("--password and --password-stdin cannot be used together"),
         (Some(p), false) => {
-            progress.warn("--password is visible to other users of this machine; use --password-stdin");
+            progress
+                .warn("--password is visible to other users of this machine; use --password-stdin");
             p
         }
         (None, true) => {

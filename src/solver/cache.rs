@@ -39,7 +39,10 @@ impl LayerRecord {
     pub fn layer(&self) -> Layer {
         Layer {
             diff_id: self.diff_id.clone(),
-            blob: BlobInfo { digest: self.blob.clone(), size: self.size },
+            blob: BlobInfo {
+                digest: self.blob.clone(),
+                size: self.size,
+            },
             compression: self.compression,
         }
     }
@@ -86,7 +89,9 @@ impl StepCache {
 
     /// Every layer blob the cache refers to (roots for `kiln cache prune`).
     pub fn referenced_blobs(&self) -> Vec<Digest> {
-        let Ok(rd) = fs::read_dir(&self.dir) else { return Vec::new() };
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
         rd.flatten()
             .filter_map(|e| fs::read(e.path()).ok())
             .filter_map(|b| serde_json::from_slice::<StepRecord>(&b).ok())

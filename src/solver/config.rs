@@ -25,9 +25,19 @@ pub fn from_oci(c: &Config) -> ImageConfig {
         entrypoint: c.entrypoint().clone(),
         working_dir: c.working_dir().clone().unwrap_or_default(),
         user: c.user().clone().unwrap_or_default(),
-        exposed_ports: c.exposed_ports().clone().unwrap_or_default().into_iter().collect(),
+        exposed_ports: c
+            .exposed_ports()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         labels: c.labels().clone().unwrap_or_default().into_iter().collect(),
-        volumes: c.volumes().clone().unwrap_or_default().into_iter().collect(),
+        volumes: c
+            .volumes()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         stop_signal: c.stop_signal().clone(),
         ..ImageConfig::default()
     }
@@ -39,7 +49,9 @@ pub fn from_oci(c: &Config) -> ImageConfig {
 pub fn to_oci(c: &ImageConfig) -> Config {
     let mut out = Config::default();
     if !c.env.is_empty() {
-        out.set_env(Some(c.env.iter().map(|(k, v)| format!("{k}={v}")).collect()));
+        out.set_env(Some(
+            c.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        ));
     }
     out.set_cmd(c.cmd.clone());
     out.set_entrypoint(c.entrypoint.clone());
@@ -53,7 +65,12 @@ pub fn to_oci(c: &ImageConfig) -> Config {
         out.set_exposed_ports(Some(c.exposed_ports.iter().cloned().collect()));
     }
     if !c.labels.is_empty() {
-        out.set_labels(Some(c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()));
+        out.set_labels(Some(
+            c.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        ));
     }
     if !c.volumes.is_empty() {
         out.set_volumes(Some(c.volumes.iter().cloned().collect()));

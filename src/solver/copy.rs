@@ -43,12 +43,18 @@ struct Item {
 /// The entries COPY/ADD writes into the stage whose files `dest_view` shows.
 pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Vec<Entry>> {
     if copy.add.is_some() && copy.items.iter().any(|i| matches!(i, CopyItem::Url { .. })) {
-        bail!("ADD from a URL is not supported yet: download the file in a RUN step (curl/wget) or add it to the build context");
+        bail!(
+            "ADD from a URL is not supported yet: download the file in a RUN step (curl/wget) or add it to the build context"
+        );
     }
     let owner = match &copy.chown {
         Some(spec) => {
-            let passwd = dest_view.read_to_string(Path::new("/etc/passwd")).unwrap_or_default();
-            let group = dest_view.read_to_string(Path::new("/etc/group")).unwrap_or_default();
+            let passwd = dest_view
+                .read_to_string(Path::new("/etc/passwd"))
+                .unwrap_or_default();
+            let group = dest_view
+                .read_to_string(Path::new("/etc/group"))
+                .unwrap_or_default();
             let u = crate::sandbox::user::resolve(spec, &passwd, &group)
                 .with_context(|| format!("--chown={spec}"))?;
             Some((u.uid, u.gid))
@@ -56,22 +62,34 @@ pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Ve
         None => None,
     };
     let chmod = match &copy.chmod {
-        Some(m) => Some(u32::from_str_radix(m.trim_start_matches("0o"), 8).ok().filter(|m| *m <= 0o7777).with_context(|| {
-            format!("--chmod={m}: only octal modes (e.g. 0755) are supported")
-        })?),
+        Some(m) => Some(
+            u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .with_context(|| {
+                    format!("--chmod={m}: only octal modes (e.g. 0755) are supported")
+                })?,
+        ),
         None => None,
     };
     let exclude = Matcher::new(&copy.exclude)?;
     let dest_is_dir = copy.dest.ends_with('/');
     let dest_root = PathBuf::from(copy.dest.trim_end_matches('/'));
     let several = copy.items.len() > 1
-        || copy.items.iter().any(|i| matches!(i, CopyItem::Path(p) if p.contains(['*', '?', '['])));
+        || copy
+            .items
+            .iter()
+            .any(|i| matches!(i, CopyItem::Path(p) if p.contains(['*', '?', '['])));
 
     let mut items: Vec<Item> = Vec::new();
     for item in &copy.items {
         match item {
             CopyItem::Inline { name, content } => {
-                let dest = if dest_is_dir || several { dest_root.join(name) } else { dest_root.clone() };
+                let dest = if dest_is_dir || several {
+                    dest_root.join(name)
+                } else {
+                    dest_root.clone()
+                };
                 items.push(Item {
                     dest,
                     kind: EntryKind::File(FileSource::Bytes(Arc::from(content.as_bytes()))),
@@ -80,8 +98,22 @@ pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Ve
             }
             CopyItem::Url { .. } => unreachable!("checked above"),
             CopyItem::Path(p) => match src {
-                Source::Context(ctx) => from_context(ctx, p, &dest_root, dest_is_dir || several, &exclude, &mut items)?,
-                Source::View(view) => from_view(view, p, &dest_root, dest_is_dir || several, &exclude, &mut items)?,
+                Source::Context(ctx) => from_context(
+                    ctx,
+                    p,
+                    &dest_root,
+                    dest_is_dir || several,
+                    &exclude,
+                    &mut items,
+                )?,
+                Source::View(view) => from_view(
+                    view,
+                    p,
+                    &dest_root,
+                    dest_is_dir || several,
+                    &exclude,
+                    &mut items,
+                )?,
             },
         }
     }
@@ -98,7 +130,12 @@ pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Ve
         anc.push(c);
         let meta = dest_view
             .lookup(&anc)
-            .and_then(|h| fs::symlink_metadata(&h).ok().filter(|m| m.is_dir()).map(|m| meta_of(&h, &m)))
+            .and_then(|h| {
+                fs::symlink_metadata(&h)
+                    .ok()
+                    .filter(|m| m.is_dir())
+                    .map(|m| meta_of(&h, &m))
+            })
             .unwrap_or_else(|| Meta::root(0o755));
         out.push(Entry::new(&anc, EntryKind::Dir, meta)?);
     }
@@ -118,7 +155,9 @@ pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Ve
 }
 
 fn relative(p: &Path) -> PathBuf {
-    p.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect()
+    p.components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect()
 }
 
 fn meta_of(host: &Path, m: &fs::Metadata) -> Meta {
@@ -127,11 +166,22 @@ fn meta_of(host: &Path, m: &fs::Metadata) -> Meta {
         uid: m.uid(),
         gid: m.gid(),
         mtime: m.mtime(),
-        xattrs: read_xattrs(host).unwrap_or_default().into_iter().filter(|(k, _)| !k.to_string_lossy().starts_with("trusted.overlay.")).collect(),
+        xattrs: read_xattrs(host)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| !k.to_string_lossy().starts_with("trusted.overlay."))
+            .collect(),
     }
 }
 
-fn from_context(ctx: &Context, src: &str, dest: &Path, into_dir: bool, exclude: &Matcher, out: &mut Vec<Item>) -> Result<()> {
+fn from_context(
+    ctx: &Context,
+    src: &str,
+    dest: &Path,
+    into_dir: bool,
+    exclude: &Matcher,
+    out: &mut Vec<Item>,
+) -> Result<()> {
     let entries = ctx.sources(src)?;
     let cleaned = crate::dockerfile::ignore::clean(src.trim_start_matches('/'));
     let has_glob = cleaned.contains(['*', '?', '[']);
@@ -139,7 +189,11 @@ fn from_context(ctx: &Context, src: &str, dest: &Path, into_dir: bool, exclude: 
     let roots: Vec<String> = if cleaned == "." || cleaned.is_empty() {
         vec![String::new()]
     } else if has_glob {
-        entries.iter().filter(|e| e.path.matches('/').count() == cleaned.matches('/').count()).map(|e| e.path.clone()).collect()
+        entries
+            .iter()
+            .filter(|e| e.path.matches('/').count() == cleaned.matches('/').count())
+            .map(|e| e.path.clone())
+            .collect()
     } else {
         vec![ctx.resolve(&cleaned).unwrap_or(cleaned.clone())]
     };
@@ -148,7 +202,10 @@ fn from_context(ctx: &Context, src: &str, dest: &Path, into_dir: bool, exclude: 
             continue;
         }
         let host = ctx.root.join(&e.path);
-        let root = roots.iter().filter(|r| r.is_empty() || e.path == **r || e.path.starts_with(&format!("{r}/"))).max_by_key(|r| r.len());
+        let root = roots
+            .iter()
+            .filter(|r| r.is_empty() || e.path == **r || e.path.starts_with(&format!("{r}/")))
+            .max_by_key(|r| r.len());
         let Some(root) = root else { continue };
         let is_root_dir = e.path == *root && e.kind == CtxKind::Dir;
         let target = if root.is_empty() {
@@ -158,13 +215,22 @@ fn from_context(ctx: &Context, src: &str, dest: &Path, into_dir: bool, exclude: 
                 // The directory itself is not copied, only its contents.
                 continue;
             }
-            if into_dir { dest.join(Path::new(&e.path).file_name().unwrap_or_default()) } else { dest.to_path_buf() }
+            if into_dir {
+                dest.join(Path::new(&e.path).file_name().unwrap_or_default())
+            } else {
+                dest.to_path_buf()
+            }
         } else {
             let rel = &e.path[root.len() + 1..];
             let root_is_dir = ctx.get(root).is_some_and(|r| r.kind == CtxKind::Dir);
-            if root_is_dir { dest.join(rel) } else { continue }
+            if root_is_dir {
+                dest.join(rel)
+            } else {
+                continue;
+            }
         };
-        let md = fs::symlink_metadata(&host).with_context(|| format!("reading {}", host.display()))?;
+        let md =
+            fs::symlink_metadata(&host).with_context(|| format!("reading {}", host.display()))?;
         let mut meta = meta_of(&host, &md);
         meta.uid = 0;
         meta.gid = 0;
@@ -173,14 +239,28 @@ fn from_context(ctx: &Context, src: &str, dest: &Path, into_dir: bool, exclude: 
             CtxKind::Dir => EntryKind::Dir,
             CtxKind::Symlink { target } => EntryKind::Symlink(PathBuf::from(target)),
         };
-        out.push(Item { dest: target, kind, meta });
+        out.push(Item {
+            dest: target,
+            kind,
+            meta,
+        });
     }
     Ok(())
 }
 
-fn from_view(view: &RootView, src: &str, dest: &Path, into_dir: bool, exclude: &Matcher, out: &mut Vec<Item>) -> Result<()> {
+fn from_view(
+    view: &RootView,
+    src: &str,
+    dest: &Path,
+    into_dir: bool,
+    exclude: &Matcher,
+    out: &mut Vec<Item>,
+) -> Result<()> {
     let src_path = Path::new(src);
-    let name = src_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = src_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut roots: Vec<(PathBuf, PathBuf)> = Vec::new(); // (view path, host path)
     if name.contains(['*', '?', '[']) {
         let parent = view.resolve(src_path.parent().unwrap_or(Path::new("/")))?;
@@ -203,14 +283,24 @@ fn from_view(view: &RootView, src: &str, dest: &Path, into_dir: bool, exclude: &
         if md.is_dir() {
             walk_view(view, &vpath, dest, exclude, out)?;
         } else {
-            let target = if into_dir { dest.join(vpath.file_name().unwrap_or_default()) } else { dest.to_path_buf() };
+            let target = if into_dir {
+                dest.join(vpath.file_name().unwrap_or_default())
+            } else {
+                dest.to_path_buf()
+            };
             out.push(item_from_host(&host, &md, target)?);
         }
     }
     Ok(())
 }
 
-fn walk_view(view: &RootView, dir: &Path, dest: &Path, exclude: &Matcher, out: &mut Vec<Item>) -> Result<()> {
+fn walk_view(
+    view: &RootView,
+    dir: &Path,
+    dest: &Path,
+    exclude: &Matcher,
+    out: &mut Vec<Item>,
+) -> Result<()> {
     for (name, host) in view.read_dir(dir)? {
         let vpath = dir.join(&name);
         let rel = relative(&vpath);
@@ -239,7 +329,10 @@ fn item_from_host(host: &Path, md: &fs::Metadata, dest: PathBuf) -> Result<Item>
     } else if ft.is_file() {
         EntryKind::File(FileSource::Path(host.to_path_buf()))
     } else {
-        bail!("{}: only files, directories and symlinks can be copied", dest.display());
+        bail!(
+            "{}: only files, directories and symlinks can be copied",
+            dest.display()
+        );
     };
     Ok(Item { dest, kind, meta })
 }

@@ -97,7 +97,13 @@ impl Solver {
     }
 
     /// Builds `target` of `graph`.
-    pub fn solve(&self, g: &Graph, target: usize, opts: &SolveOptions<'_>, progress: &Progress) -> Result<Solved> {
+    pub fn solve(
+        &self,
+        g: &Graph,
+        target: usize,
+        opts: &SolveOptions<'_>,
+        progress: &Progress,
+    ) -> Result<Solved> {
         let order = graph::deps::build_order(g, target)?;
         // Resolve every image the needed stages read, then key the graph.
         let mut bases: BTreeMap<String, Image> = BTreeMap::new();
@@ -116,7 +122,11 @@ impl Solver {
                     }
                     Op::Run(r) => {
                         for m in &r.mounts {
-                            if let graph::Mount::Bind { from: CopyFrom::Image(img), .. } = m {
+                            if let graph::Mount::Bind {
+                                from: CopyFrom::Image(img),
+                                ..
+                            } = m
+                            {
                                 refs.push(img.clone());
                             }
                         }
@@ -131,7 +141,10 @@ impl Solver {
                 }
             }
         }
-        let digests: ImageDigests = bases.iter().map(|(r, img)| Ok((r.clone(), img.digest()?))).collect::<Result<_>>()?;
+        let digests: ImageDigests = bases
+            .iter()
+            .map(|(r, img)| Ok((r.clone(), img.digest()?)))
+            .collect::<Result<_>>()?;
         let keys = graph::key::compute(g, target, &digests)?;
 
         let states: Mutex<Vec<Option<StageState>>> = Mutex::new(vec![None; g.stages.len()]);
@@ -143,7 +156,12 @@ impl Solver {
             let ready: Vec<usize> = needed
                 .iter()
                 .copied()
-                .filter(|i| !done.contains(i) && graph::deps::direct_deps(g, *i).iter().all(|d| done.contains(d)))
+                .filter(|i| {
+                    !done.contains(i)
+                        && graph::deps::direct_deps(g, *i)
+                            .iter()
+                            .all(|d| done.contains(d))
+                })
                 .collect();
             if ready.is_empty() {
                 bail!("the build graph has a cycle between stages");
@@ -153,10 +171,18 @@ impl Solver {
                     .iter()
                     .map(|&i| {
                         let (states, stats, keys, bases) = (&states, &stats, &keys, &bases);
-                        s.spawn(move || (i, self.build_stage(g, i, keys, bases, states, stats, opts, progress)))
+                        s.spawn(move || {
+                            (
+                                i,
+                                self.build_stage(g, i, keys, bases, states, stats, opts, progress),
+                            )
+                        })
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().expect("stage thread panicked")).collect()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("stage thread panicked"))
+                    .collect()
             });
             for (i, r) in results {
                 let st = r?;
@@ -165,15 +191,26 @@ impl Solver {
             }
         }
         let mut states = states.into_inner().unwrap_or_else(|e| e.into_inner());
-        let st = states[target].take().context("the target stage was not built")?;
+        let st = states[target]
+            .take()
+            .context("the target stage was not built")?;
         let mut builder = st.builder;
         *builder.config_mut() = config::to_oci(&st.config);
         let image = builder.write(&self.store, opts.layer.epoch)?;
-        Ok(Solved { image, stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()) })
+        Ok(Solved {
+            image,
+            stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()),
+        })
     }
 
     /// A base image: the local image store first, else the registry.
-    pub(crate) fn resolve_image(&self, reference: &str, platform_str: &str, opts: &SolveOptions<'_>, progress: &Progress) -> Result<Image> {
+    pub(crate) fn resolve_image(
+        &self,
+        reference: &str,
+        platform_str: &str,
+        opts: &SolveOptions<'_>,
+        progress: &Progress,
+    ) -> Result<Image> {
         let platform = parse_platform(platform_str).unwrap_or_else(|_| host_platform());
         if let Ok(desc) = self.images.resolve(reference) {
             for (d, _) in crate::oci::image::closure(self.images.blobs(), &desc)? {
@@ -184,12 +221,15 @@ impl Solver {
         let Some(client) = opts.registry else {
             bail!("image {reference} is not in the local store and no registry client was given");
         };
-        let r = crate::registry::Reference::parse(reference).with_context(|| format!("FROM {reference}"))?;
+        let r = crate::registry::Reference::parse(reference)
+            .with_context(|| format!("FROM {reference}"))?;
         let pulled = crate::registry::pull::pull(
             client,
             &self.store,
             &r,
-            &crate::registry::PullOptions { platform: Some(crate::registry::Platform::parse(platform_str)?) },
+            &crate::registry::PullOptions {
+                platform: Some(crate::registry::Platform::parse(platform_str)?),
+            },
             progress,
         )
         .with_context(|| format!("pulling {reference}"))?;
@@ -211,11 +251,15 @@ impl Solver {
         let stage = &g.stages[idx];
         let stage_keys = keys.stages[idx].as_ref().context("stage without keys")?;
         let state_of = |i: usize| -> Result<StageState> {
-            states.lock().unwrap_or_else(|e| e.into_inner())[i].clone().with_context(|| format!("stage {i} is not built yet"))
+            states.lock().unwrap_or_else(|e| e.into_inner())[i]
+                .clone()
+                .with_context(|| format!("stage {i} is not built yet"))
         };
         let mut st = match &stage.base {
             Base::Scratch => StageState {
-                builder: ImageBuilder::scratch(parse_platform(&stage.platform).unwrap_or_else(|_| host_platform())),
+                builder: ImageBuilder::scratch(
+                    parse_platform(&stage.platform).unwrap_or_else(|_| host_platform()),
+                ),
                 config: ImageConfig::default(),
                 layers: Vec::new(),
             },
@@ -239,7 +283,11 @@ impl Solver {
         let total = stage.steps.len();
         for (j, step) in stage.steps.iter().enumerate() {
             let key = &stage_keys.steps[j];
-            let text = step.origin.as_ref().map(|o| o.text.clone()).unwrap_or_else(|| describe(&step.op));
+            let text = step
+                .origin
+                .as_ref()
+                .map(|o| o.text.clone())
+                .unwrap_or_else(|| describe(&step.op));
             let label = format!("[{name} {}/{total}] {}", j + 1, one_line(&text));
             if let Op::Config(change) = &step.op
                 && !matches!(change, ConfigChange::WorkingDir(_))
@@ -265,7 +313,9 @@ impl Solver {
                     let dest_view = self.view(&st)?;
                     let entries = match &c.from {
                         CopyFrom::Context => {
-                            let ctx = opts.context.context("COPY from the build context, but the build has no context")?;
+                            let ctx = opts.context.context(
+                                "COPY from the build context, but the build has no context",
+                            )?;
                             let ctx = ctx.lock().unwrap_or_else(|e| e.into_inner());
                             copy::entries(c, &copy::Source::Context(&ctx), &dest_view)
                         }
@@ -284,21 +334,36 @@ impl Solver {
                     task.finish("done");
                     l
                 }
-                Op::Run(run) => self.run_step(&st, run, &label, opts, progress).with_context(|| origin_of(step))?,
+                Op::Run(run) => self
+                    .run_step(&st, run, &label, opts, progress)
+                    .with_context(|| origin_of(step))?,
                 Op::Config(change) => {
                     // WORKDIR creates its directory when missing, as Docker does.
                     st.config.apply(change);
-                    let ConfigChange::WorkingDir(dir) = change else { unreachable!() };
+                    let ConfigChange::WorkingDir(dir) = change else {
+                        unreachable!()
+                    };
                     let view = self.view(&st)?;
                     if view.lookup(Path::new(dir)).is_some() {
                         None
                     } else {
-                        self.write(vec![Entry::new(dir, EntryKind::Dir, Meta::root(0o755))?], opts)?
+                        self.write(
+                            vec![Entry::new(dir, EntryKind::Dir, Meta::root(0o755))?],
+                            opts,
+                        )?
                     }
                 }
-                Op::Packages(p) => bail!("{label}: installing Debian packages ({}) in a stage is not supported yet", p.packages.join(" ")),
+                Op::Packages(p) => bail!(
+                    "{label}: installing Debian packages ({}) in a stage is not supported yet",
+                    p.packages.join(" ")
+                ),
             };
-            self.steps.put(key, &StepRecord { layer: layer.clone() })?;
+            self.steps.put(
+                key,
+                &StepRecord {
+                    layer: layer.clone(),
+                },
+            )?;
             add_layer(&mut st, layer.as_ref(), &text);
             stats.lock().unwrap_or_else(|e| e.into_inner()).steps_run += 1;
         }
@@ -310,11 +375,23 @@ impl Solver {
         if entries.is_empty() {
             return Ok(None);
         }
-        Ok(Some(LayerRecord::from(&write_layer(&self.store, entries, opts.layer)?)))
+        Ok(Some(LayerRecord::from(&write_layer(
+            &self.store,
+            entries,
+            opts.layer,
+        )?)))
     }
 
     fn lowers(&self, st: &StageState) -> Result<Vec<PathBuf>> {
-        st.layers.iter().map(|l| Ok(self.snapshots.ensure(&self.store, &l.blob, l.compression)?.0)).collect()
+        st.layers
+            .iter()
+            .map(|l| {
+                Ok(self
+                    .snapshots
+                    .ensure(&self.store, &l.blob, l.compression)?
+                    .0)
+            })
+            .collect()
     }
 
     fn view(&self, st: &StageState) -> Result<RootView> {
@@ -329,7 +406,10 @@ impl Solver {
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Option<LayerRecord>> {
-        let mut spec = sandbox::RunSpec::new(self.lowers(st)?, sandbox::StepCommand::Exec(run.command.clone()));
+        let mut spec = sandbox::RunSpec::new(
+            self.lowers(st)?,
+            sandbox::StepCommand::Exec(run.command.clone()),
+        );
         spec.name = label.to_string();
         let mut env = st.config.env.clone();
         for (k, v) in &run.build_args {
@@ -337,7 +417,11 @@ impl Solver {
                 env.push((k.clone(), v.clone()));
             }
         }
-        spec.workdir = PathBuf::from(if st.config.working_dir.is_empty() { "/" } else { &st.config.working_dir });
+        spec.workdir = PathBuf::from(if st.config.working_dir.is_empty() {
+            "/"
+        } else {
+            &st.config.working_dir
+        });
         spec.user = (!st.config.user.is_empty()).then(|| st.config.user.clone());
         spec.network = match run.network {
             graph::Network::None => sandbox::Network::None,
@@ -347,11 +431,30 @@ impl Solver {
         let mut _inline_files = Vec::new();
         for m in &run.mounts {
             match m {
-                graph::Mount::Cache { target, id, sharing, from, readonly: _, mode, uid, gid, .. } => {
+                graph::Mount::Cache {
+                    target,
+                    id,
+                    sharing,
+                    from,
+                    readonly: _,
+                    mode,
+                    uid,
+                    gid,
+                    ..
+                } => {
                     if from.is_some() {
-                        bail!("{label}: cache mounts seeded from= another stage are not supported yet");
+                        bail!(
+                            "{label}: cache mounts seeded from= another stage are not supported yet"
+                        );
                     }
-                    let mut c = sandbox::CacheMount::new(if id.is_empty() { target.clone() } else { id.clone() }, target);
+                    let mut c = sandbox::CacheMount::new(
+                        if id.is_empty() {
+                            target.clone()
+                        } else {
+                            id.clone()
+                        },
+                        target,
+                    );
                     c.sharing = match sharing {
                         graph::Sharing::Shared => sandbox::Sharing::Shared,
                         graph::Sharing::Locked => sandbox::Sharing::Locked,
@@ -360,10 +463,20 @@ impl Solver {
                     (c.mode, c.uid, c.gid) = (*mode, *uid, *gid);
                     spec.mounts.push(sandbox::Mount::Cache(c));
                 }
-                graph::Mount::Secret { id, target, env: as_env, required, mode, uid, gid } => {
+                graph::Mount::Secret {
+                    id,
+                    target,
+                    env: as_env,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
                     let Some(value) = opts.secrets.get(id) else {
                         if *required {
-                            bail!("{label}: secret {id:?} is required: pass it with --secret id={id},src=FILE");
+                            bail!(
+                                "{label}: secret {id:?} is required: pass it with --secret id={id},src=FILE"
+                            );
                         }
                         continue;
                     };
@@ -378,31 +491,65 @@ impl Solver {
                     }
                 }
                 graph::Mount::Tmpfs { target, size } => {
-                    spec.mounts.push(sandbox::Mount::Tmpfs(sandbox::TmpfsMount { target: target.into(), size: *size }))
+                    spec.mounts.push(sandbox::Mount::Tmpfs(sandbox::TmpfsMount {
+                        target: target.into(),
+                        size: *size,
+                    }))
                 }
-                graph::Mount::Bind { target, from: CopyFrom::Context, source, readwrite } => {
-                    let ctx = opts.context.context("bind mount from the build context, but the build has no context")?;
+                graph::Mount::Bind {
+                    target,
+                    from: CopyFrom::Context,
+                    source,
+                    readwrite,
+                } => {
+                    let ctx = opts.context.context(
+                        "bind mount from the build context, but the build has no context",
+                    )?;
                     let root = ctx.lock().unwrap_or_else(|e| e.into_inner()).root.clone();
-                    let src = crate::oci::unpack::secure_join(&root, &crate::oci::layer::normalize(Path::new(&format!("./{source}/."))).unwrap_or_default())?;
-                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount { source: src, target: target.into(), readwrite: *readwrite }));
+                    let src = crate::oci::unpack::secure_join(
+                        &root,
+                        &crate::oci::layer::normalize(Path::new(&format!("./{source}/.")))
+                            .unwrap_or_default(),
+                    )?;
+                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount {
+                        source: src,
+                        target: target.into(),
+                        readwrite: *readwrite,
+                    }));
                 }
-                graph::Mount::Bind { .. } => bail!("{label}: bind mounts from another stage or image are not supported yet"),
-                graph::Mount::Inline { target, content, mode } => {
+                graph::Mount::Bind { .. } => {
+                    bail!("{label}: bind mounts from another stage or image are not supported yet")
+                }
+                graph::Mount::Inline {
+                    target,
+                    content,
+                    mode,
+                } => {
                     let f = tempfile::NamedTempFile::new()?;
                     std::fs::write(f.path(), content)?;
                     use std::os::unix::fs::PermissionsExt;
                     std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(*mode))?;
-                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount { source: f.path().to_path_buf(), target: target.into(), readwrite: false }));
+                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount {
+                        source: f.path().to_path_buf(),
+                        target: target.into(),
+                        readwrite: false,
+                    }));
                     _inline_files.push(f);
                 }
-                graph::Mount::Ssh { .. } => bail!("{label}: RUN --mount=type=ssh is not supported yet"),
+                graph::Mount::Ssh { .. } => {
+                    bail!("{label}: RUN --mount=type=ssh is not supported yet")
+                }
             }
         }
         spec.env = env;
         let out = self.sandbox.run(&spec, progress)?;
         if !out.success() {
             let tail = progress.tail(label);
-            let shown = if tail.is_empty() { "(no output)".to_string() } else { tail.join("\n") };
+            let shown = if tail.is_empty() {
+                "(no output)".to_string()
+            } else {
+                tail.join("\n")
+            };
             return Err(CodedError::new(
                 code::STEP_FAILED,
                 format!(
@@ -428,7 +575,9 @@ fn layer_records(img: &Image) -> Result<Vec<LayerRecord>> {
             let blob = crate::oci::image::desc_digest(l)?;
             Ok(LayerRecord {
                 compression: crate::oci::Compression::from_media_type(l.media_type().as_ref())
-                    .with_context(|| format!("layer {blob} has an unknown media type {}", l.media_type()))?,
+                    .with_context(|| {
+                        format!("layer {blob} has an unknown media type {}", l.media_type())
+                    })?,
                 blob,
                 size: l.size(),
                 diff_id: diff.parse::<Digest>()?,
@@ -456,7 +605,11 @@ fn origin_of(step: &Step) -> String {
 
 fn one_line(s: &str) -> String {
     let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > 72 { format!("{}…", flat.chars().take(71).collect::<String>()) } else { flat }
+    if flat.chars().count() > 72 {
+        format!("{}…", flat.chars().take(71).collect::<String>())
+    } else {
+        flat
+    }
 }
 
 fn describe(op: &Op) -> String {

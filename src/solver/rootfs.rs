@@ -28,7 +28,10 @@ fn is_whiteout(m: &fs::Metadata) -> bool {
 
 fn is_opaque(p: &Path) -> bool {
     crate::oci::layer::read_xattrs(p)
-        .map(|x| x.iter().any(|(k, v)| k == "trusted.overlay.opaque" && v == b"y"))
+        .map(|x| {
+            x.iter()
+                .any(|(k, v)| k == "trusted.overlay.opaque" && v == b"y")
+        })
         .unwrap_or(false)
 }
 
@@ -58,7 +61,10 @@ impl RootView {
                             // Lower layers are hidden below this directory.
                             let rest: PathBuf = comps[i + 1..].iter().collect();
                             let found = cur.join(rest);
-                            return fs::symlink_metadata(&found).ok().filter(|m| !is_whiteout(m)).map(|_| found);
+                            return fs::symlink_metadata(&found)
+                                .ok()
+                                .filter(|m| !is_whiteout(m))
+                                .map(|_| found);
                         }
                     }
                     Ok(_) => return None, // a file where a directory is needed
@@ -75,7 +81,11 @@ impl RootView {
     /// Resolves symlinks inside the view (absolute targets are view-relative).
     pub fn resolve(&self, path: &Path) -> Result<PathBuf> {
         let mut out = PathBuf::new();
-        let mut todo: Vec<OsString> = relative(path).components().rev().map(|c| c.as_os_str().to_owned()).collect();
+        let mut todo: Vec<OsString> = relative(path)
+            .components()
+            .rev()
+            .map(|c| c.as_os_str().to_owned())
+            .collect();
         let mut hops = 0;
         while let Some(c) = todo.pop() {
             if c == ".." {
@@ -83,11 +93,17 @@ impl RootView {
                 continue;
             }
             let next = out.join(&c);
-            match self.lookup(&next).and_then(|h| fs::symlink_metadata(&h).ok().map(|m| (h, m))) {
+            match self
+                .lookup(&next)
+                .and_then(|h| fs::symlink_metadata(&h).ok().map(|m| (h, m)))
+            {
                 Some((host, m)) if m.file_type().is_symlink() => {
                     hops += 1;
                     if hops > 40 {
-                        bail!("too many levels of symbolic links resolving {}", path.display());
+                        bail!(
+                            "too many levels of symbolic links resolving {}",
+                            path.display()
+                        );
                     }
                     let target = fs::read_link(&host)?;
                     if target.is_absolute() {
@@ -114,7 +130,9 @@ impl RootView {
         let mut hidden: Vec<OsString> = Vec::new();
         for layer in self.lowers.iter().rev() {
             let dir = layer.join(&rel);
-            let Ok(m) = fs::symlink_metadata(&dir) else { continue };
+            let Ok(m) = fs::symlink_metadata(&dir) else {
+                continue;
+            };
             if is_whiteout(&m) || !m.is_dir() {
                 break;
             }
