@@ -334,9 +334,7 @@ impl Solver {
                     task.finish("done");
                     l
                 }
-                Op::Run(run) => self
-                    .run_step(&st, run, &label, opts, progress)
-                    .with_context(|| origin_of(step))?,
+                Op::Run(run) => self.run_step(&st, run, &label, &origin_of(step), opts, progress)?,
                 Op::Config(change) => {
                     // WORKDIR creates its directory when missing, as Docker does.
                     st.config.apply(change);
@@ -403,6 +401,7 @@ impl Solver {
         st: &StageState,
         run: &graph::Run,
         label: &str,
+        origin: &str,
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Option<LayerRecord>> {
@@ -542,7 +541,7 @@ impl Solver {
             }
         }
         spec.env = env;
-        let out = self.sandbox.run(&spec, progress)?;
+        let out = self.sandbox.run(&spec, progress).with_context(|| format!("{label} ({origin})"))?;
         if !out.success() {
             let tail = progress.tail(label);
             let shown = if tail.is_empty() {
@@ -553,7 +552,7 @@ impl Solver {
             return Err(CodedError::new(
                 code::STEP_FAILED,
                 format!(
-                    "{label} failed with exit code {}\ncommand: {}\nlast {} lines of output:\n{shown}",
+                    "{label} ({origin}) failed with exit code {}\ncommand: {}\nlast {} lines of output:\n{shown}",
                     out.exit_code,
                     run.command.join(" "),
                     TAIL_LINES.min(tail.len().max(1))
