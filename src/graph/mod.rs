@@ -163,7 +163,9 @@ pub struct Copy {
     /// Octal mode (`0755`) or symbolic (`u+x`), as written.
     pub chmod: Option<String>,
     pub link: bool,
-    /// Patterns (`.dockerignore` syntax) not to copy.
+    /// Patterns (`.dockerignore` syntax) not to copy, matched against paths
+    /// relative to each source (a directory's contents relative to it, a
+    /// file by its name).
     pub exclude: Vec<String>,
     /// Keep the source's parent directories (`--parents`).
     pub parents: bool,
