@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod dockerfile;
 mod images;
 
 use crate::error;
@@ -58,6 +59,10 @@ pub enum Command {
     /// Example: kiln cache verify
     #[command(subcommand)]
     Cache(images::CacheCommand),
+    /// Parse a Dockerfile and print its build graph as JSON (no build).
+    ///
+    /// Example: kiln dockerfile . -f Dockerfile --build-arg V=1 --target app --keys
+    Dockerfile(dockerfile::DockerfileArgs),
     /// Print shell completions.
     ///
     /// Example: kiln completions bash > /etc/bash_completion.d/kiln
@@ -99,6 +104,7 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Save(a) => images::save(a),
         Command::Image(c) => images::image(*c, progress),
         Command::Cache(c) => images::cache(c),
+        Command::Dockerfile(a) => dockerfile::run(a, progress),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())
