@@ -1064,7 +1064,9 @@ impl StageLowering<'_> {
                             "use ADD for URLs",
                         ));
                     }
-                    if from == CopyFrom::Context {
+                    // Paths are stored cleaned so `./a` and `a` share a key:
+                    // relative to the context, absolute in a stage or image.
+                    let cl = if from == CopyFrom::Context {
                         let cl = clean(p.trim_start_matches('/'));
                         if cl == ".." || cl.starts_with("../") {
                             return Err(self.src.error_hint(
@@ -1073,8 +1075,11 @@ impl StageLowering<'_> {
                                 "COPY and ADD only read files inside the context directory; move the file into it or widen the context",
                             ));
                         }
-                    }
-                    items.push(CopyItem::Path(p));
+                        cl
+                    } else {
+                        clean(&format!("/{p}"))
+                    };
+                    items.push(CopyItem::Path(cl));
                 }
             }
         }

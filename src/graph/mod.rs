@@ -132,7 +132,8 @@ pub enum CopyFrom {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CopyItem {
-    /// A path or glob, relative to the source root (cleaned, `/`-separated).
+    /// A path or glob, cleaned and `/`-separated: relative to the context
+    /// root (`.` for all of it), or absolute in a stage or image.
     Path(String),
     /// A file with inline content (`COPY <<EOF /f`), mode 0644 unless chmod.
     Inline { name: String, content: String },
