@@ -465,3 +465,61 @@ fn graph_round_trips_through_json() {
     let back: Graph = serde_json::from_str(&json).unwrap();
     assert_eq!(g, back);
 }
+
+/// A base image with ONBUILD triggers and its own WORKDIR/USER.
+struct WithTriggers;
+
+impl BaseResolver for WithTriggers {
+    fn image_config(&self, reference: &str, _: &str) -> kiln::Result<Option<ImageConfig>> {
+        if reference == "broken" {
+            anyhow::bail!("registry said no");
+        }
+        let mut c = ImageConfig::default();
+        c.working_dir = "/base".into();
+        c.user = "app".into();
+        c.on_build = vec!["COPY a.txt .".into(), "ENV TRIGGERED=yes".into()];
+        Ok(Some(c))
+    }
+}
+
+#[test]
+fn base_image_triggers_run_first_and_are_not_inherited() {
+    let t = ctx(&[("a.txt", "a")]);
+    std::fs::write(t.path().join("Dockerfile"), "FROM withtriggers\nRUN true\n").unwrap();
+    let l = dockerfile::load_with(
+        t.path(),
+        &t.path().join("Dockerfile"),
+        &BuildArgs::default(),
+        &WithTriggers,
+    )
+    .unwrap();
+    let steps = &l.lowered.graph.stages[0].steps;
+    let Op::Copy(c) = &steps[0].op else {
+        panic!("{steps:?}")
+    };
+    assert_eq!(
+        c.dest, "/base/",
+        "relative dest uses the base image's WORKDIR"
+    );
+    assert!(c.context_digest.is_some());
+    assert_eq!(
+        steps[1].op,
+        Op::Config(ConfigChange::Env(vec![("TRIGGERED".into(), "yes".into())]))
+    );
+    assert!(matches!(steps[2].op, Op::Run(_)));
+    std::fs::write(t.path().join("Dockerfile"), "FROM broken\n").unwrap();
+    let e = format!(
+        "{:#}",
+        dockerfile::load_with(
+            t.path(),
+            &t.path().join("Dockerfile"),
+            &BuildArgs::default(),
+            &WithTriggers
+        )
+        .unwrap_err()
+    );
+    assert!(
+        e.contains("Dockerfile:1") && e.contains("broken") && e.contains("registry said no"),
+        "{e}"
+    );
+}
