@@ -474,11 +474,12 @@ impl BaseResolver for WithTriggers {
         if reference == "broken" {
             anyhow::bail!("registry said no");
         }
-        let mut c = ImageConfig::default();
-        c.working_dir = "/base".into();
-        c.user = "app".into();
-        c.on_build = vec!["COPY a.txt .".into(), "ENV TRIGGERED=yes".into()];
-        Ok(Some(c))
+        Ok(Some(ImageConfig {
+            working_dir: "/base".into(),
+            user: "app".into(),
+            on_build: vec!["COPY a.txt .".into(), "ENV TRIGGERED=yes".into()],
+            ..ImageConfig::default()
+        }))
     }
 }
 
