@@ -304,7 +304,7 @@ fn copy_missing_and_ignored_files() {
 #[test]
 fn run_forms_heredocs_and_mounts() {
     let g = graph(
-        "FROM scratch\nSHELL [\"/bin/bash\", \"-eu\", \"-c\"]\nRUN echo hi\nRUN [\"/bin/true\"]\nRUN <<EOF\necho a\nEOF\nRUN <<-EOT\n\t#!/bin/sh\n\techo b\n\tEOT\nRUN cat <<A > /x && cat <<B\n1\nA\n2\nB\nRUN --mount=type=cache,target=/c --mount=type=secret,id=tok --mount=type=bind,source=src,target=/s --network=none true\n",
+        "FROM scratch\nSHELL [\"/bin/bash\", \"-eu\", \"-c\"]\nRUN echo hi\nRUN [\"/bin/true\"]\nRUN <<EOF\necho a\nEOF\nRUN <<EOT\n#!/bin/sh\necho b\nEOT\nRUN <<-T\n\t#!/bin/sh\n\techo c\n\tT\nRUN cat <<A > /x && cat <<B\n1\nA\n2\nB\nRUN --mount=type=cache,target=/c --mount=type=secret,id=tok --mount=type=bind,source=src,target=/s --network=none true\n",
         &[],
     );
     let r = runs(&g, 0);
@@ -315,11 +315,16 @@ fn run_forms_heredocs_and_mounts() {
     assert!(
         matches!(&r[3].mounts[0], Mount::Inline { content, mode: 0o755, .. } if content == "#!/bin/sh\necho b\n")
     );
-    assert_eq!(r[4].command[3], "cat <<A > /x && cat <<B\n1\nA\n2\nB");
-    assert_eq!(r[5].network, Network::None);
-    assert_eq!(r[5].mounts.len(), 3);
+    // A tab before `#!` means no script file (BuildKit checks before chomping).
+    assert_eq!(
+        r[4].command,
+        vec!["/bin/bash", "-eu", "-c", "#!/bin/sh\necho c\n"]
+    );
+    assert_eq!(r[5].command[3], "cat <<A > /x && cat <<B\n1\nA\n2\nB");
+    assert_eq!(r[6].network, Network::None);
+    assert_eq!(r[6].mounts.len(), 3);
     assert!(
-        r[5].context_digest.is_some(),
+        r[6].context_digest.is_some(),
         "bind mount of the context is digested"
     );
 }

@@ -969,7 +969,8 @@ impl StageLowering<'_> {
                         .unwrap_or(false);
                 if lone {
                     let body = first.body();
-                    if body.starts_with("#!") {
+                    // BuildKit looks for `#!` before `<<-` tab stripping.
+                    if first.content.starts_with("#!") {
                         let target = format!("/dev/pipes/{}", first.name);
                         mounts.push(Mount::Inline {
                             target: target.clone(),
