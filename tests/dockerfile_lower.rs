@@ -513,6 +513,8 @@ fn base_image_triggers_run_first_and_are_not_inherited() {
         Op::Config(ConfigChange::Env(vec![("TRIGGERED".into(), "yes".into())]))
     );
     assert!(matches!(steps[2].op, Op::Run(_)));
+    let o = steps[0].origin.as_ref().unwrap();
+    assert_eq!((o.line, o.text.as_str()), (1, "ONBUILD COPY a.txt ."));
     std::fs::write(t.path().join("Dockerfile"), "FROM broken\n").unwrap();
     let e = format!(
         "{:#}",

@@ -561,7 +561,16 @@ impl StageLowering<'_> {
         let mut steps = Vec::new();
         for t in &triggers {
             let inst = parse_trigger(&format!("ONBUILD trigger of {}", h.image), t)?;
+            let first = steps.len();
             self.lower_instruction(&inst, &mut st, &mut steps)?;
+            // Triggers run at the FROM line that inherits them.
+            for step in &mut steps[first..] {
+                step.origin = Some(Origin {
+                    file: self.file.to_string(),
+                    line: h.origin.line,
+                    text: format!("ONBUILD {t}"),
+                });
+            }
         }
         for inst in insts {
             self.lower_instruction(inst, &mut st, &mut steps)?;
