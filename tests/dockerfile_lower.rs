@@ -264,6 +264,15 @@ fn from_errors() {
     assert!(e.contains("invalid proto"), "{e}");
     let e = err("FROM scratch\nRUN --network=bridge true\n");
     assert!(e.contains("unsupported network mode"), "{e}");
+    let e = err("FROM scratch\nADD --checksum=md5:abc https://example.com/x /x\n");
+    assert!(e.contains("invalid --checksum"), "{e}");
+    let sum = format!("sha256:{}", "a".repeat(64));
+    graph(
+        &format!("FROM scratch\nADD --checksum={sum} https://example.com/x.tgz /x\n"),
+        &[],
+    );
+    let e = err(&format!("FROM scratch\nADD --checksum={sum} a.txt /x\n"));
+    assert!(e.contains("only be used with HTTP"), "{e}");
     let e = err("FROM scratch\nCOPY --chmod=999 a.txt /\n");
     assert!(e.contains("invalid --chmod"), "{e}");
     let e = err("FROM scratch\nENV X=\"${Y:?must be set}\"\n");

@@ -1040,6 +1040,23 @@ impl StageLowering<'_> {
             .as_deref()
             .map(|v| self.word(inst, st, v))
             .transpose()?;
+        if let Some(sum) = &checksum {
+            let ok = match sum.split_once(':') {
+                Some(("sha256", h)) => h.len() == 64,
+                Some(("sha384", h)) => h.len() == 96,
+                Some(("sha512", h)) => h.len() == 128,
+                _ => false,
+            } && sum
+                .split_once(':')
+                .is_some_and(|(_, h)| h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                return Err(self.src.error_hint(
+                    at,
+                    format!("invalid --checksum={sum}"),
+                    "write --checksum=sha256:<64 hex digits> (sha384 and sha512 work too)",
+                ));
+            }
+        }
         for s in &c.sources {
             match s {
                 CopySource::Heredoc(h) => {
