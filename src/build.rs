@@ -86,7 +86,7 @@ impl BaseResolver for Resolver<'_> {
         let img = self
             .solver
             .resolve_image(reference, platform, &opts, self.progress)?;
-        let cfg = Some(crate::solver::config::from_oci(
+        let cfg = Some(ImageConfig::from_oci(
             &img.config.config().clone().unwrap_or_default(),
         ));
         self.seen

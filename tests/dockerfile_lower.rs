@@ -264,6 +264,15 @@ fn from_errors() {
     assert!(e.contains("invalid proto"), "{e}");
     let e = err("FROM scratch\nRUN --network=bridge true\n");
     assert!(e.contains("unsupported network mode"), "{e}");
+    let e = err("FROM scratch\nADD --checksum=md5:abc https://example.com/x /x\n");
+    assert!(e.contains("invalid --checksum"), "{e}");
+    let sum = format!("sha256:{}", "a".repeat(64));
+    graph(
+        &format!("FROM scratch\nADD --checksum={sum} https://example.com/x.tgz /x\n"),
+        &[],
+    );
+    let e = err(&format!("FROM scratch\nADD --checksum={sum} a.txt /x\n"));
+    assert!(e.contains("only be used with HTTP"), "{e}");
     let e = err("FROM scratch\nCOPY --chmod=999 a.txt /\n");
     assert!(e.contains("invalid --chmod"), "{e}");
     let e = err("FROM scratch\nENV X=\"${Y:?must be set}\"\n");
@@ -304,7 +313,7 @@ fn copy_missing_and_ignored_files() {
 #[test]
 fn run_forms_heredocs_and_mounts() {
     let g = graph(
-        "FROM scratch\nSHELL [\"/bin/bash\", \"-eu\", \"-c\"]\nRUN echo hi\nRUN [\"/bin/true\"]\nRUN <<EOF\necho a\nEOF\nRUN <<-EOT\n\t#!/bin/sh\n\techo b\n\tEOT\nRUN cat <<A > /x && cat <<B\n1\nA\n2\nB\nRUN --mount=type=cache,target=/c --mount=type=secret,id=tok --mount=type=bind,source=src,target=/s --network=none true\n",
+        "FROM scratch\nSHELL [\"/bin/bash\", \"-eu\", \"-c\"]\nRUN echo hi\nRUN [\"/bin/true\"]\nRUN <<EOF\necho a\nEOF\nRUN <<EOT\n#!/bin/sh\necho b\nEOT\nRUN <<-T\n\t#!/bin/sh\n\techo c\n\tT\nRUN cat <<A > /x && cat <<B\n1\nA\n2\nB\nRUN --mount=type=cache,target=/c --mount=type=secret,id=tok --mount=type=bind,source=src,target=/s --network=none true\n",
         &[],
     );
     let r = runs(&g, 0);
@@ -315,11 +324,16 @@ fn run_forms_heredocs_and_mounts() {
     assert!(
         matches!(&r[3].mounts[0], Mount::Inline { content, mode: 0o755, .. } if content == "#!/bin/sh\necho b\n")
     );
-    assert_eq!(r[4].command[3], "cat <<A > /x && cat <<B\n1\nA\n2\nB");
-    assert_eq!(r[5].network, Network::None);
-    assert_eq!(r[5].mounts.len(), 3);
+    // A tab before `#!` means no script file (BuildKit checks before chomping).
+    assert_eq!(
+        r[4].command,
+        vec!["/bin/bash", "-eu", "-c", "#!/bin/sh\necho c\n"]
+    );
+    assert_eq!(r[5].command[3], "cat <<A > /x && cat <<B\n1\nA\n2\nB");
+    assert_eq!(r[6].network, Network::None);
+    assert_eq!(r[6].mounts.len(), 3);
     assert!(
-        r[5].context_digest.is_some(),
+        r[6].context_digest.is_some(),
         "bind mount of the context is digested"
     );
 }
@@ -464,4 +478,65 @@ fn graph_round_trips_through_json() {
     let json = serde_json::to_string(&g).unwrap();
     let back: Graph = serde_json::from_str(&json).unwrap();
     assert_eq!(g, back);
+}
+
+/// A base image with ONBUILD triggers and its own WORKDIR/USER.
+struct WithTriggers;
+
+impl BaseResolver for WithTriggers {
+    fn image_config(&self, reference: &str, _: &str) -> kiln::Result<Option<ImageConfig>> {
+        if reference == "broken" {
+            anyhow::bail!("registry said no");
+        }
+        Ok(Some(ImageConfig {
+            working_dir: "/base".into(),
+            user: "app".into(),
+            on_build: vec!["COPY a.txt .".into(), "ENV TRIGGERED=yes".into()],
+            ..ImageConfig::default()
+        }))
+    }
+}
+
+#[test]
+fn base_image_triggers_run_first_and_are_not_inherited() {
+    let t = ctx(&[("a.txt", "a")]);
+    std::fs::write(t.path().join("Dockerfile"), "FROM withtriggers\nRUN true\n").unwrap();
+    let l = dockerfile::load_with(
+        t.path(),
+        &t.path().join("Dockerfile"),
+        &BuildArgs::default(),
+        &WithTriggers,
+    )
+    .unwrap();
+    let steps = &l.lowered.graph.stages[0].steps;
+    let Op::Copy(c) = &steps[0].op else {
+        panic!("{steps:?}")
+    };
+    assert_eq!(
+        c.dest, "/base/",
+        "relative dest uses the base image's WORKDIR"
+    );
+    assert!(c.context_digest.is_some());
+    assert_eq!(
+        steps[1].op,
+        Op::Config(ConfigChange::Env(vec![("TRIGGERED".into(), "yes".into())]))
+    );
+    assert!(matches!(steps[2].op, Op::Run(_)));
+    let o = steps[0].origin.as_ref().unwrap();
+    assert_eq!((o.line, o.text.as_str()), (1, "ONBUILD COPY a.txt ."));
+    std::fs::write(t.path().join("Dockerfile"), "FROM broken\n").unwrap();
+    let e = format!(
+        "{:#}",
+        dockerfile::load_with(
+            t.path(),
+            &t.path().join("Dockerfile"),
+            &BuildArgs::default(),
+            &WithTriggers
+        )
+        .unwrap_err()
+    );
+    assert!(
+        e.contains("Dockerfile:1") && e.contains("broken") && e.contains("registry said no"),
+        "{e}"
+    );
 }

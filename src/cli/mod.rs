@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod build;
+mod graph;
 mod images;
 mod registry;
 mod sandbox;
@@ -84,6 +85,10 @@ pub enum Command {
     ///
     /// Example: kiln logout ghcr.io
     Logout(registry::LogoutArgs),
+    /// Parse a Dockerfile and print its build graph as JSON (no build).
+    ///
+    /// Example: kiln graph . -f Dockerfile --build-arg V=1 --target app --keys
+    Graph(graph::GraphArgs),
     /// Print shell completions.
     ///
     /// Example: kiln completions bash > /etc/bash_completion.d/kiln
@@ -138,6 +143,7 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Push(a) => registry::push(a, progress),
         Command::Login(a) => registry::login(a, progress),
         Command::Logout(a) => registry::logout(a),
+        Command::Graph(a) => graph::run(a, progress),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())

@@ -220,9 +220,11 @@ impl Context {
     }
 
     /// The entries a COPY source names: the path itself (a file, link or
-    /// directory with everything under it) or what a glob matches.
+    /// directory with everything under it) or what a glob matches, each with
+    /// its path relative to the source (a directory's contents relative to
+    /// it, a file by its name), which is what `--exclude` patterns match.
     /// `src` is as written in the Dockerfile (after variable expansion).
-    pub fn sources(&self, src: &str) -> Result<Vec<&Entry>> {
+    pub fn sources(&self, src: &str) -> Result<Vec<(&Entry, String)>> {
         let cleaned = clean(src.trim_start_matches('/'));
         if cleaned == ".." || cleaned.starts_with("../") {
             bail!(
@@ -259,37 +261,41 @@ impl Context {
         let mut out = Vec::new();
         for r in roots {
             if r.is_empty() {
-                out.extend(self.entries.values());
+                out.extend(self.entries.values().map(|e| (e, e.path.clone())));
                 continue;
             }
             let Some(e) = self.entries.get(&r) else {
                 continue;
             };
-            out.push(e);
             if e.kind == EntryKind::Dir {
+                // A directory's contents are copied: paths relative to it.
+                out.push((e, String::new()));
                 let prefix = format!("{r}/");
                 out.extend(
                     self.entries
                         .range(prefix.clone()..)
                         .take_while(|(k, _)| k.starts_with(&prefix))
-                        .map(|(_, v)| v),
+                        .map(|(k, v)| (v, k[prefix.len()..].to_string())),
                 );
+            } else {
+                let name = r.rsplit('/').next().unwrap_or(&r).to_string();
+                out.push((e, name));
             }
         }
         Ok(out)
     }
 
     /// A digest of everything the given sources read: paths, kinds, modes,
-    /// contents and link targets. `exclude` patterns (COPY --exclude) apply
-    /// to paths relative to the context.
+    /// contents and link targets. `exclude` patterns (COPY --exclude) match
+    /// paths relative to each source (see [`Context::sources`]).
     pub fn digest_sources(&self, sources: &[String], exclude: &Matcher) -> Result<Digest> {
         let mut h = Hasher::new();
         for src in sources {
             h.update(format!("source {}\n", src.len()).as_bytes());
             h.update(src.as_bytes());
             let mut seen = Vec::new();
-            for e in self.sources(src)? {
-                if !exclude.is_empty() && exclude.excludes(&e.path) {
+            for (e, rel) in self.sources(src)? {
+                if !exclude.is_empty() && !rel.is_empty() && exclude.excludes(&rel) {
                     continue;
                 }
                 seen.push(e);
@@ -424,7 +430,7 @@ mod tests {
             c.sources(s)
                 .unwrap()
                 .iter()
-                .map(|e| e.path.clone())
+                .map(|(e, _)| e.path.clone())
                 .collect::<Vec<_>>()
         };
         assert_eq!(names("*.txt"), vec!["a.txt", "b.txt"]);
@@ -467,7 +473,7 @@ mod tests {
         let d2 = c.digest_sources(&["src".into()], &none).unwrap();
         assert_ne!(d1, d2);
         // Excluding the changed file gives a digest independent of it.
-        let ex = Matcher::new(&["src/main.c"]).unwrap();
+        let ex = Matcher::new(&["main.c"]).unwrap();
         let e1 = c.digest_sources(&["src".into()], &ex).unwrap();
         fs::write(&f, "changed again").unwrap();
         let c = ctx(&t, "");

@@ -410,3 +410,38 @@ mod tests {
         assert_eq!(l.instructions[1].args, "a  b");
     }
 }
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    fn lx(text: &str) -> Lexed {
+        lex(&Source::new("Dockerfile", text), text).unwrap()
+    }
+
+    #[test]
+    fn heredoc_after_continuation_and_indented_directive() {
+        let l = lx("  # escape=`\nFROM x\nCOPY <<EOF \\\n  /dest\nbody\nEOF\nRUN [\"C:\\\\x\"]\n");
+        assert_eq!(
+            l.directives.escape, '\\',
+            "a directive must start at column 1"
+        );
+        let copy = &l.instructions[1];
+        assert_eq!(copy.args, "<<EOF   /dest");
+        assert_eq!(copy.heredocs[0].content, "body\n");
+        assert_eq!(copy.end_line, 6);
+        assert_eq!(l.instructions[2].location.line, 7);
+    }
+
+    #[test]
+    fn backtick_escape_keeps_backslashes() {
+        let l = lx("# escape=`\nFROM x\nRUN dir C:\\ `\n  && echo done\n");
+        assert_eq!(l.instructions[1].args, "dir C:\\   && echo done");
+    }
+
+    #[test]
+    fn continuation_at_end_of_file() {
+        let l = lx("FROM x\nRUN a \\");
+        assert_eq!(l.instructions[1].args, "a");
+    }
+}

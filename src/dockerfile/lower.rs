@@ -561,7 +561,16 @@ impl StageLowering<'_> {
         let mut steps = Vec::new();
         for t in &triggers {
             let inst = parse_trigger(&format!("ONBUILD trigger of {}", h.image), t)?;
+            let first = steps.len();
             self.lower_instruction(&inst, &mut st, &mut steps)?;
+            // Triggers run at the FROM line that inherits them.
+            for step in &mut steps[first..] {
+                step.origin = Some(Origin {
+                    file: self.file.to_string(),
+                    line: h.origin.line,
+                    text: format!("ONBUILD {t}"),
+                });
+            }
         }
         for inst in insts {
             self.lower_instruction(inst, &mut st, &mut steps)?;
@@ -969,7 +978,8 @@ impl StageLowering<'_> {
                         .unwrap_or(false);
                 if lone {
                     let body = first.body();
-                    if body.starts_with("#!") {
+                    // BuildKit looks for `#!` before `<<-` tab stripping.
+                    if first.content.starts_with("#!") {
                         let target = format!("/dev/pipes/{}", first.name);
                         mounts.push(Mount::Inline {
                             target: target.clone(),
@@ -1030,6 +1040,23 @@ impl StageLowering<'_> {
             .as_deref()
             .map(|v| self.word(inst, st, v))
             .transpose()?;
+        if let Some(sum) = &checksum {
+            let ok = match sum.split_once(':') {
+                Some(("sha256", h)) => h.len() == 64,
+                Some(("sha384", h)) => h.len() == 96,
+                Some(("sha512", h)) => h.len() == 128,
+                _ => false,
+            } && sum
+                .split_once(':')
+                .is_some_and(|(_, h)| h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ok {
+                return Err(self.src.error_hint(
+                    at,
+                    format!("invalid --checksum={sum}"),
+                    "write --checksum=sha256:<64 hex digits> (sha384 and sha512 work too)",
+                ));
+            }
+        }
         for s in &c.sources {
             match s {
                 CopySource::Heredoc(h) => {
@@ -1064,7 +1091,9 @@ impl StageLowering<'_> {
                             "use ADD for URLs",
                         ));
                     }
-                    if from == CopyFrom::Context {
+                    // Paths are stored cleaned so `./a` and `a` share a key:
+                    // relative to the context, absolute in a stage or image.
+                    let cl = if from == CopyFrom::Context {
                         let cl = clean(p.trim_start_matches('/'));
                         if cl == ".." || cl.starts_with("../") {
                             return Err(self.src.error_hint(
@@ -1073,8 +1102,11 @@ impl StageLowering<'_> {
                                 "COPY and ADD only read files inside the context directory; move the file into it or widen the context",
                             ));
                         }
-                    }
-                    items.push(CopyItem::Path(p));
+                        cl
+                    } else {
+                        clean(&format!("/{p}"))
+                    };
+                    items.push(CopyItem::Path(cl));
                 }
             }
         }

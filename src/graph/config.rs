@@ -125,6 +125,72 @@ impl ImageConfig {
     }
 }
 
+impl ImageConfig {
+    /// The fields an OCI image config carries. Healthcheck, Shell, OnBuild
+    /// are Docker extensions that `oci_spec::image::Config` does not model;
+    /// the exporter writes them separately when it supports them.
+    pub fn from_oci(c: &oci_spec::image::Config) -> ImageConfig {
+        let env = c
+            .env()
+            .iter()
+            .flatten()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (kv.clone(), String::new()),
+            })
+            .collect();
+        ImageConfig {
+            env,
+            cmd: c.cmd().clone(),
+            entrypoint: c.entrypoint().clone(),
+            working_dir: c.working_dir().clone().unwrap_or_default(),
+            user: c.user().clone().unwrap_or_default(),
+            exposed_ports: c.exposed_ports().iter().flatten().cloned().collect(),
+            labels: c
+                .labels()
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            volumes: c.volumes().iter().flatten().cloned().collect(),
+            stop_signal: c.stop_signal().clone(),
+            ..ImageConfig::default()
+        }
+    }
+
+    /// Writes the OCI-representable fields into `c` (empty ones unset).
+    pub fn apply_to_oci(&self, c: &mut oci_spec::image::Config) {
+        let some_vec = |v: Vec<String>| if v.is_empty() { None } else { Some(v) };
+        let some_str = |s: &str| {
+            if s.is_empty() {
+                None
+            } else {
+                Some(s.to_string())
+            }
+        };
+        c.set_env(some_vec(
+            self.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        ));
+        c.set_cmd(self.cmd.clone());
+        c.set_entrypoint(self.entrypoint.clone());
+        c.set_working_dir(some_str(&self.working_dir));
+        c.set_user(some_str(&self.user));
+        c.set_exposed_ports(some_vec(self.exposed_ports.iter().cloned().collect()));
+        c.set_labels(if self.labels.is_empty() {
+            None
+        } else {
+            Some(
+                self.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        });
+        c.set_volumes(some_vec(self.volumes.iter().cloned().collect()));
+        c.set_stop_signal(self.stop_signal.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +225,28 @@ mod tests {
         ]));
         assert_eq!(c.exposed_ports.len(), 2);
         assert_eq!(c.shell_or_default(), vec!["/bin/sh", "-c"]);
+    }
+
+    #[test]
+    fn oci_round_trip() {
+        let mut c = ImageConfig::default();
+        c.apply(&ConfigChange::Env(vec![
+            ("PATH".into(), "/bin".into()),
+            ("E".into(), "a=b".into()),
+        ]));
+        c.apply(&ConfigChange::User("1000".into()));
+        c.apply(&ConfigChange::WorkingDir("/app".into()));
+        c.apply(&ConfigChange::ExposedPorts(vec!["80/tcp".into()]));
+        c.apply(&ConfigChange::Labels(vec![("k".into(), "v".into())]));
+        c.apply(&ConfigChange::Volumes(vec!["/data".into()]));
+        c.apply(&ConfigChange::Cmd(Some(vec!["run".into()])));
+        c.apply(&ConfigChange::StopSignal("SIGINT".into()));
+        let mut oci = oci_spec::image::Config::default();
+        c.apply_to_oci(&mut oci);
+        assert_eq!(
+            oci.env().as_deref(),
+            Some(&["PATH=/bin".to_string(), "E=a=b".to_string()][..])
+        );
+        assert_eq!(ImageConfig::from_oci(&oci), c);
     }
 }

@@ -132,7 +132,8 @@ pub enum CopyFrom {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CopyItem {
-    /// A path or glob, relative to the source root (cleaned, `/`-separated).
+    /// A path or glob, cleaned and `/`-separated: relative to the context
+    /// root (`.` for all of it), or absolute in a stage or image.
     Path(String),
     /// A file with inline content (`COPY <<EOF /f`), mode 0644 unless chmod.
     Inline { name: String, content: String },
@@ -163,7 +164,9 @@ pub struct Copy {
     /// Octal mode (`0755`) or symbolic (`u+x`), as written.
     pub chmod: Option<String>,
     pub link: bool,
-    /// Patterns (`.dockerignore` syntax) not to copy.
+    /// Patterns (`.dockerignore` syntax) not to copy, matched against paths
+    /// relative to each source (a directory's contents relative to it, a
+    /// file by its name).
     pub exclude: Vec<String>,
     /// Keep the source's parent directories (`--parents`).
     pub parents: bool,

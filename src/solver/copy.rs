@@ -174,63 +174,27 @@ fn meta_of(host: &Path, m: &fs::Metadata) -> Meta {
     }
 }
 
-fn from_context(
-    ctx: &Context,
-    src: &str,
-    dest: &Path,
-    into_dir: bool,
-    exclude: &Matcher,
-    out: &mut Vec<Item>,
-) -> Result<()> {
-    let entries = ctx.sources(src)?;
-    let cleaned = crate::dockerfile::ignore::clean(src.trim_start_matches('/'));
-    let has_glob = cleaned.contains(['*', '?', '[']);
-    // The roots named by the source: entries whose parent is not also listed.
-    let roots: Vec<String> = if cleaned == "." || cleaned.is_empty() {
-        vec![String::new()]
-    } else if has_glob {
-        entries
-            .iter()
-            .filter(|e| e.path.matches('/').count() == cleaned.matches('/').count())
-            .map(|e| e.path.clone())
-            .collect()
-    } else {
-        vec![ctx.resolve(&cleaned).unwrap_or(cleaned.clone())]
-    };
-    for e in entries {
-        if !exclude.is_empty() && exclude.excludes(&e.path) {
+fn from_context(ctx: &Context, src: &str, dest: &Path, into_dir: bool, exclude: &Matcher, out: &mut Vec<Item>) -> Result<()> {
+    // `sources` lists each root: a directory as (dir, "") then its contents
+    // relative to it; a file as (file, its name).
+    let mut dir_root: Option<String> = None;
+    for (e, rel) in ctx.sources(src)? {
+        if rel.is_empty() && e.kind == CtxKind::Dir {
+            dir_root = Some(format!("{}/", e.path));
             continue;
         }
-        let host = ctx.root.join(&e.path);
-        let root = roots
-            .iter()
-            .filter(|r| r.is_empty() || e.path == **r || e.path.starts_with(&format!("{r}/")))
-            .max_by_key(|r| r.len());
-        let Some(root) = root else { continue };
-        let is_root_dir = e.path == *root && e.kind == CtxKind::Dir;
-        let target = if root.is_empty() {
-            dest.join(&e.path)
-        } else if e.path == *root {
-            if is_root_dir {
-                // The directory itself is not copied, only its contents.
-                continue;
-            }
-            if into_dir {
-                dest.join(Path::new(&e.path).file_name().unwrap_or_default())
-            } else {
-                dest.to_path_buf()
-            }
+        let in_dir = dir_root.as_ref().is_some_and(|r| e.path.starts_with(r.as_str()) || r == "/");
+        if !exclude.is_empty() && exclude.excludes(&rel) {
+            continue;
+        }
+        let target = if in_dir || (dir_root.is_none() && src_is_whole_context(src)) {
+            dest.join(&rel)
         } else {
-            let rel = &e.path[root.len() + 1..];
-            let root_is_dir = ctx.get(root).is_some_and(|r| r.kind == CtxKind::Dir);
-            if root_is_dir {
-                dest.join(rel)
-            } else {
-                continue;
-            }
+            dir_root = None;
+            if into_dir { dest.join(&rel) } else { dest.to_path_buf() }
         };
-        let md =
-            fs::symlink_metadata(&host).with_context(|| format!("reading {}", host.display()))?;
+        let host = ctx.root.join(&e.path);
+        let md = fs::symlink_metadata(&host).with_context(|| format!("reading {}", host.display()))?;
         let mut meta = meta_of(&host, &md);
         meta.uid = 0;
         meta.gid = 0;
@@ -239,13 +203,15 @@ fn from_context(
             CtxKind::Dir => EntryKind::Dir,
             CtxKind::Symlink { target } => EntryKind::Symlink(PathBuf::from(target)),
         };
-        out.push(Item {
-            dest: target,
-            kind,
-            meta,
-        });
+        out.push(Item { dest: target, kind, meta });
     }
     Ok(())
+}
+
+/// `COPY . /x` copies the context's contents.
+fn src_is_whole_context(src: &str) -> bool {
+    let c = crate::dockerfile::ignore::clean(src.trim_start_matches('/'));
+    c == "." || c.is_empty()
 }
 
 fn from_view(

@@ -6,7 +6,6 @@
 //! | [`cache`] | the step cache (key → layer) |
 //! | [`rootfs`] | a read-only union view of a stage's layers |
 //! | [`copy`] | COPY/ADD → layer entries, Docker's destination rules |
-//! | [`config`] | graph image config ↔ OCI config |
 //!
 //! Each stage's state is an [`ImageBuilder`] (layers + history), the graph
 //! config the steps build up, and the layers as cache records (for
@@ -14,7 +13,6 @@
 //! `Copy` steps read the context or another stage through [`rootfs::RootView`].
 
 pub mod cache;
-pub mod config;
 pub mod copy;
 pub mod rootfs;
 
@@ -195,7 +193,7 @@ impl Solver {
             .take()
             .context("the target stage was not built")?;
         let mut builder = st.builder;
-        *builder.config_mut() = config::to_oci(&st.config);
+        st.config.apply_to_oci(builder.config_mut());
         let image = builder.write(&self.store, opts.layer.epoch)?;
         Ok(Solved {
             image,
@@ -268,7 +266,7 @@ impl Solver {
                 let img = bases.get(reference).context("base image not resolved")?;
                 StageState {
                     builder: ImageBuilder::from_image(img),
-                    config: config::from_oci(&img.config.config().clone().unwrap_or_default()),
+                    config: ImageConfig::from_oci(&img.config.config().clone().unwrap_or_default()),
                     layers: layer_records(img)?,
                 }
             }

@@ -1,0 +1,3 @@
+ARG BASE=localhost:5000/debian:bookworm
+FROM $BASE
+COPY . /ctx/
