@@ -339,3 +339,53 @@ fn same_entries_same_digest_and_one_byte_changes_it() {
         assert_ne!(a.blob.digest, c2.blob.digest);
     }
 }
+
+#[test]
+fn a_directory_and_its_opaque_marker_are_both_written() {
+    let cache = tempfile::tempdir().unwrap();
+    let store = Store::open(cache.path()).unwrap();
+    let entries = vec![
+        Entry::new(
+            "d",
+            EntryKind::Dir,
+            Meta {
+                mode: 0o700,
+                uid: 7,
+                gid: 8,
+                mtime: 0,
+                xattrs: Vec::new(),
+            },
+        )
+        .unwrap(),
+        Entry::new("d", EntryKind::Opaque, Meta::root(0)).unwrap(),
+    ];
+    let layer = write_layer(
+        &store,
+        entries,
+        LayerOptions {
+            compression: Compression::None,
+            epoch: 1,
+        },
+    )
+    .unwrap();
+    let mut ar = tar::Archive::new(store.open_blob(&layer.blob.digest).unwrap());
+    let seen: Vec<(String, u32, u64)> = ar
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                e.header().mode().unwrap(),
+                e.header().uid().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("d/".to_string(), 0o700, 7),
+            ("d/.wh..wh..opq".to_string(), 0, 0)
+        ]
+    );
+}
