@@ -476,11 +476,20 @@ impl Layer {
 }
 
 /// Sorts entries, keeps the last of duplicate paths, drops entries below a
-/// whiteout, adds missing parents.
+/// whiteout, adds missing parents. An added parent is root-owned 0755 and
+/// overrides the directory's metadata in lower layers when applied, so
+/// producers that know a parent's real metadata (a sandbox upper dir, a
+/// COPY into an existing directory) must list it themselves.
 pub fn canonicalize(entries: Vec<Entry>) -> Vec<Entry> {
+    // Keyed by the path written to the tar, so a directory and its opaque
+    // marker (`DIR/.wh..wh..opq`) are two entries, not one.
     let mut by_path: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
     for e in entries {
-        by_path.insert(e.path.as_os_str().as_bytes().to_vec(), e);
+        let mut key = e.path.as_os_str().as_bytes().to_vec();
+        if e.kind == EntryKind::Opaque {
+            key.extend_from_slice(b"/.wh..wh..opq");
+        }
+        by_path.insert(key, e);
     }
     // Anything below a deleted path is moot (and would otherwise bring the
     // deleted directory back as an implicit parent).
@@ -501,7 +510,12 @@ pub fn canonicalize(entries: Vec<Entry>) -> Vec<Entry> {
     }
     let mut parents = Vec::new();
     for e in by_path.values() {
-        let mut p = e.path.parent();
+        // An opaque marker lives inside its directory.
+        let mut p = if e.kind == EntryKind::Opaque {
+            Some(e.path.as_path())
+        } else {
+            e.path.parent()
+        };
         while let Some(dir) = p.filter(|d| !d.as_os_str().is_empty()) {
             let key = dir.as_os_str().as_bytes().to_vec();
             if by_path.contains_key(&key) {
