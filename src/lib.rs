@@ -9,9 +9,11 @@
 //! `downcast_ref`.
 
 pub mod cli;
+pub mod dockerfile;
 pub mod error;
 pub mod oci;
 pub mod paths;
+pub mod plan;
 pub mod progress;
 
 pub use error::Result;
