@@ -100,8 +100,29 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
             .with_context(|| format!("planning with the {name} provider"))?;
         provider_plans.push(if i == 0 { plan } else { prefixed(plan, name) });
     }
+    // Every provider's toolchains and runtime needs count, in provider order.
+    let mut toolchains: Vec<Toolchain> = Vec::new();
+    let mut runtime: Vec<String> = Vec::new();
+    let mut include: Vec<String> = Vec::new();
+    for p in &provider_plans {
+        toolchains.extend(p.toolchains.iter().flatten().cloned());
+        let start = p.start.clone().unwrap_or_default();
+        runtime.extend(start.apt_pkgs.unwrap_or_default());
+        // Unset means the whole app.
+        for f in start.only_include_files.unwrap_or_else(|| vec![".".into()]) {
+            if !include.contains(&f) {
+                include.push(f);
+            }
+        }
+    }
     // The first provider wins conflicts: merge it last.
-    let provider_plan = provider_plans.into_iter().rev().fold(BuildPlan::default(), merge);
+    let mut provider_plan = provider_plans.into_iter().rev().fold(BuildPlan::default(), merge);
+    if names.len() > 1 {
+        provider_plan.toolchains = Some(toolchains);
+        let start = provider_plan.start.get_or_insert_with(StartPhase::default);
+        start.apt_pkgs = Some(runtime);
+        start.only_include_files = Some(include);
+    }
     let procfile = providers::procfile::plan(&ctx)?;
 
     if names.is_empty()

@@ -116,7 +116,7 @@ fn comparator(tok: &str) -> Option<Vec<Cmp>> {
     if tok.is_empty() || matches!(tok, "*" | "x" | "X" | "latest" | "stable" | "lts" | "lts/*") {
         return Some(vec![]);
     }
-    let ops = ["~=", ">=", "<=", "==", "!=", "^", "~", ">", "<", "="];
+    let ops = ["~>", "~=", ">=", "<=", "==", "!=", "^", "~", ">", "<", "="];
     let (op, rest) = ops
         .iter()
         .find_map(|op| tok.strip_prefix(op).map(|r| (*op, r.trim())))
@@ -143,7 +143,7 @@ fn comparator(tok: &str) -> Option<Vec<Cmp>> {
             let upper = if p.len() >= 2 { (p[0], p[1] + 1, 0) } else { hi(&p) };
             vec![Cmp::Ge(lo(&p)), Cmp::Lt(upper)]
         }
-        "~=" => {
+        "~=" | "~>" => {
             // PEP 440: ~=3.11 → >=3.11,<4 ; ~=3.11.2 → >=3.11.2,<3.12
             let upper = match p.len() {
                 0 | 1 => return None,
@@ -177,7 +177,7 @@ impl Request {
             } else {
                 // Join `>= 18` into `>=18` before splitting on spaces.
                 let mut norm = alt.replace(',', " ");
-                for op in ["~=", ">=", "<=", "==", "!=", ">", "<", "^", "~", "="] {
+                for op in ["~>", "~=", ">=", "<=", "==", "!=", ">", "<", "^", "~", "="] {
                     norm = norm.replace(&format!("{op} "), op);
                 }
                 for tok in norm.split_whitespace() {
