@@ -102,4 +102,21 @@ mod tests {
         let e = map("frobnicator").unwrap_err().to_string();
         assert!(e.contains("aptPkgs"), "{e}");
     }
+
+    /// docs/plan.md carries the same table as the code.
+    #[test]
+    fn docs_list_every_mapping() {
+        let doc = include_str!("../../docs/plan.md");
+        for (nix, build, run) in TABLE {
+            let fmt = |l: &[&str]| {
+                if l.is_empty() {
+                    "–".to_string()
+                } else {
+                    l.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(" ")
+                }
+            };
+            let row = format!("| `{nix}` | {} | {} |", fmt(build), fmt(run));
+            assert!(doc.contains(&row), "docs/plan.md lacks the row {row}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ pub struct Staticfile;
 pub fn caddyfile(root: &str, spa: bool, browse: bool) -> String {
     let port = if spa { 3000 } else { 80 };
     let mut s = format!(
-        "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\n\n:{{$PORT:{port}}} {{\n\tlog {{\n\t\toutput stdout\n\t\tformat json\n\t}}\n\troot * {root}\n\tencode gzip\n"
+        "{{\n\tadmin off\n\tauto_https off\n}}\n\n:{{$PORT:{port}}} {{\n\tlog {{\n\t\toutput stdout\n\t\tformat json\n\t}}\n\troot * {root}\n\tencode gzip\n"
     );
     if spa {
         s.push_str("\ttry_files {path} /index.html\n");
