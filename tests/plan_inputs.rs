@@ -201,3 +201,57 @@ fn phase_cycles_are_errors() {
     ]);
     assert!(err(d.path(), &[]).contains("cycle"));
 }
+
+fn kiln(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["--progress", "quiet"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn example(name: &str) -> String {
+    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn cli_detect_info_plan_and_dockerfile() {
+    let (rc, out, _) = kiln(&["detect", &example("node-npm"), "--explain"]);
+    assert_eq!((rc, out.as_str()), (0, "node\tpackage.json\n"));
+
+    let (rc, out, err) = kiln(&["info", &example("python-flask")]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.starts_with("providers  python\n"), "{out}");
+    assert!(out.contains("start        │ gunicorn --bind 0.0.0.0:${PORT:-8000} app:app"), "{out}");
+
+    // JSON and TOML print the same plan.
+    let (_, json, _) = kiln(&["plan", &example("go-mod")]);
+    let (_, toml_text, _) = kiln(&["plan", &example("go-mod"), "-f", "toml"]);
+    let a: BuildPlan = serde_json::from_str(&json).unwrap();
+    let b: BuildPlan = toml::from_str(&toml_text).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(cmds(&a, "build"), vec!["go build -o out"]);
+
+    // CLI overrides and secrets.
+    let (rc, json, err) = kiln(&[
+        "plan", &example("node-npm"), "-b", "npm run compile", "--apt", "curl", "-e", "TOKEN_HINT=x",
+        "--secret", "id=NPM_TOKEN,src=/dev/null",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let p: BuildPlan = serde_json::from_str(&json).unwrap();
+    assert_eq!(cmds(&p, "build"), vec!["npm run compile"]);
+    assert!(apt(&p, "setup").contains(&"curl".to_string()));
+    assert_eq!(p.secrets.unwrap(), vec!["NPM_TOKEN"]);
+    assert!(!json.contains("/dev/null"));
+
+    let (rc, df, err) = kiln(&["dockerfile", &example("go-mod"), "-o", "-", "--base-image", "registry.local/debian:trixie"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(df.contains("FROM registry.local/debian:trixie AS build"), "{df}");
+    assert!(df.contains("RUN --mount=type=cache,target=/root/.cache/go-build --mount=type=cache,target=/root/go/pkg/mod go mod download"), "{df}");
+    assert!(df.contains("COPY --from=build /app/out /app/out") && df.trim_end().ends_with("CMD [\"./out\"]"), "{df}");
+}

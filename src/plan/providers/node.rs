@@ -323,6 +323,74 @@ fn start_cmd(ctx: &Ctx, app: &App) -> Option<String> {
     None
 }
 
+/// moon: `KILN_/NIXPACKS_MOON_APP_NAME` plus `.moon/workspace.yml`.
+fn moon(ctx: &Ctx) -> Option<String> {
+    ctx.env.opt("MOON_APP_NAME").filter(|_| ctx.is_file(".moon/workspace.yml"))
+}
+
+/// Nx: the app from the env or `nx.json` `defaultProject`, with its project.json.
+fn nx(ctx: &Ctx) -> crate::Result<Option<(String, Value)>> {
+    let Some(nx) = ctx.json("nx.json")? else { return Ok(None) };
+    let app = ctx
+        .env
+        .opt("NX_APP_NAME")
+        .or_else(|| jstr(&nx, "defaultProject").map(String::from));
+    let Some(app) = app else { return Ok(None) };
+    let rel = format!("apps/{app}/project.json");
+    Ok(ctx.json(&rel)?.map(|p| (app, p)))
+}
+
+fn nx_start(app: &str, project: &Value, dlx: &str) -> String {
+    let targets = project.get("targets");
+    if let Some(start) = targets.and_then(|t| t.get("start")) {
+        let prod = start.get("configurations").and_then(|c| c.get("production")).is_some();
+        return format!("{dlx} nx run {app}:start{}", if prod { ":production" } else { "" });
+    }
+    let build = targets.and_then(|t| t.get("build"));
+    let out = build
+        .and_then(|b| jstr(b, "options.outputPath"))
+        .map(String::from)
+        .unwrap_or_else(|| format!("dist/apps/{app}"));
+    let executor = build.and_then(|b| jstr(b, "executor")).unwrap_or("");
+    if executor == "@nx/next:build" || executor == "@nrwl/next:build" {
+        return format!("cd {out} && npm run start");
+    }
+    match build.and_then(|b| jstr(b, "options.main")) {
+        Some(main) => {
+            let stem = main.rsplit('/').next().unwrap_or(main);
+            let stem = stem.rsplit_once('.').map_or(stem, |(s, _)| s);
+            format!("node {out}/{stem}.js")
+        }
+        None => format!("node {out}/index.js"),
+    }
+}
+
+/// Turbo's start for a workspace app, by package manager.
+fn turbo_start(ctx: &Ctx, app: &App) -> Option<String> {
+    let name = ctx.env.opt("TURBO_APP_NAME")?;
+    let found = ctx
+        .files()
+        .iter()
+        .filter(|f| f.ends_with("/package.json"))
+        .any(|f| ctx.json(f).ok().flatten().is_some_and(|p| jstr(&p, "name") == Some(name.as_str())));
+    if !found {
+        return None;
+    }
+    Some(match app.pm {
+        Pm::Pnpm => format!("pnpm --filter {name} run start"),
+        Pm::Yarn | Pm::YarnBerry => format!("yarn workspace {name} run start"),
+        _ => format!("npm --workspace {name} run start"),
+    })
+}
+
+fn turbo_task(ctx: &Ctx, task: &str) -> bool {
+    ctx.json("turbo.json").ok().flatten().is_some_and(|t| {
+        ["pipeline", "tasks"]
+            .iter()
+            .any(|k| t.get(k).and_then(|p| p.get(task)).is_some())
+    })
+}
+
 fn turbo_build(ctx: &Ctx) -> bool {
     ctx.json("turbo.json").ok().flatten().is_some_and(|t| {
         ["pipeline", "tasks"]
@@ -353,8 +421,17 @@ impl Provider for Node {
         plan.add_phase(install);
 
         let mut build = Phase::new("build");
-        if turbo_build(ctx) {
+        let dlx = app.pm.dlx();
+        let nx = nx(ctx)?;
+        if let Some(m) = moon(ctx) {
+            let task = ctx.env.opt("MOON_BUILD_TASK").unwrap_or_else(|| "build".into());
+            build = build.cmd(format!("{dlx} @moonrepo/cli run {m}:{task}")).cache(&[".moon/cache/outputs"]);
+        } else if let Some((a, _)) = &nx {
+            build = build.cmd(format!("{dlx} nx run {a}:build:production"));
+        } else if turbo_build(ctx) {
             build = build.cmd("npx turbo run build");
+        } else if let Some(t) = ctx.env.opt("TURBO_APP_NAME").filter(|_| ctx.is_file("turbo.json")) {
+            build = build.cmd(format!("{dlx} turbo run {t}:build"));
         } else if app.script("build").is_some() {
             build = build.cmd(format!("{} run build", app.pm.cmd()));
         }
@@ -382,7 +459,25 @@ impl Provider for Node {
         }
 
         let global_pm = app.pm != Pm::Npm;
-        let start = if let Some(s) = spa(ctx, &app) {
+        let mono = if let Some(m) = moon(ctx) {
+            let task = ctx.env.opt("MOON_START_TASK").unwrap_or_else(|| "start".into());
+            Some(format!("{dlx} @moonrepo/cli run {m}:{task}"))
+        } else if let Some((a, p)) = &nx {
+            Some(nx_start(a, p, dlx))
+        } else if let Some(t) = turbo_start(ctx, &app) {
+            Some(t)
+        } else if turbo_task(ctx, "start") {
+            Some("npx turbo run start".to_string())
+        } else {
+            None
+        };
+        let start = if let Some(cmd) = mono {
+            let mut s = StartPhase::cmd(cmd).runtime(&["nodejs", "npm"]);
+            if global_pm {
+                s = s.include(&[".", "/usr/local"]);
+            }
+            s
+        } else if let Some(s) = spa(ctx, &app) {
             plan.add_asset("Caddyfile", super::staticfile::caddyfile(&format!("/app/{}", s.out_dir), true, false));
             StartPhase::cmd("caddy run --config /assets/Caddyfile --adapter caddyfile")
                 .runtime(&["caddy"])
@@ -409,7 +504,6 @@ impl Provider for Node {
             }
         };
         plan.set_start(start);
-        let _ = app.pm.dlx();
         Ok(plan)
     }
 }
