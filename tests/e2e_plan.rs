@@ -33,7 +33,9 @@ fn run(cmd: &mut Command) -> String {
 fn cache_dir() -> PathBuf {
     std::env::var_os("KILN_TEST_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join(".cache/kiln-tests"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join(".cache/kiln-tests")
+        })
 }
 
 /// The minbase trixie rootfs tarball, made once.
@@ -68,7 +70,8 @@ fn copy_dir(from: &Path, to: &Path) {
 fn http_get(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     Some(buf)
@@ -82,13 +85,19 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Command::new("podman").args(["rm", "-f", &self.container]).output();
-        let _ = Command::new("buildah").args(["rmi", "-f", &self.image]).output();
+        let _ = Command::new("podman")
+            .args(["rm", "-f", &self.container])
+            .output();
+        let _ = Command::new("buildah")
+            .args(["rmi", "-f", &self.image])
+            .output();
     }
 }
 
 fn build_and_answer(base: &str, example: &str, expect: &str) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(example);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(example);
     let tmp = tempfile::tempdir().unwrap();
     let ctx = tmp.path().join(example);
     copy_dir(&src, &ctx);
@@ -101,28 +110,57 @@ fn build_and_answer(base: &str, example: &str, expect: &str) {
         .args(["--base-image", base]));
     let image = format!("localhost/kiln-e2e-plan-{example}:{}", std::process::id());
     let container = format!("kiln-e2e-plan-{example}-{}", std::process::id());
-    let _cleanup = Cleanup { container: container.clone(), image: image.clone() };
+    let _cleanup = Cleanup {
+        container: container.clone(),
+        image: image.clone(),
+    };
     run(Command::new("buildah")
-        .args(["bud", "--isolation", "chroot", "--layers", "--tls-verify=false", "-f"])
+        .args([
+            "bud",
+            "--isolation",
+            "chroot",
+            "--layers",
+            "--tls-verify=false",
+            "-f",
+        ])
         .arg(&dockerfile)
         .args(["-t", &image])
         .arg(&ctx));
     let port = free_port();
     run(Command::new("podman").args([
-        "--cgroup-manager", "cgroupfs", "run", "--runtime", "runc", "--ulimit", "nofile=20000:20000",
-        "--ulimit", "nproc=4096:4096", "--network", "host", "-d", "--name", &container, "-e",
-        &format!("PORT={port}"), &image,
+        "--cgroup-manager",
+        "cgroupfs",
+        "run",
+        "--runtime",
+        "runc",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        "--network",
+        "host",
+        "-d",
+        "--name",
+        &container,
+        "-e",
+        &format!("PORT={port}"),
+        &image,
     ]));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(resp) = http_get(port) {
-            if resp.starts_with("HTTP/1.") && resp.contains(" 200 ") {
-                assert!(resp.contains(expect), "{example}: unexpected answer:\n{resp}");
+        if let Some(resp) = http_get(port)
+            && resp.starts_with("HTTP/1.") && resp.contains(" 200 ") {
+                assert!(
+                    resp.contains(expect),
+                    "{example}: unexpected answer:\n{resp}"
+                );
                 return;
             }
-        }
         if Instant::now() > deadline {
-            let logs = Command::new("podman").args(["logs", &container]).output().unwrap();
+            let logs = Command::new("podman")
+                .args(["logs", &container])
+                .output()
+                .unwrap();
             panic!(
                 "{example}: no HTTP 200 on port {port} within 60 s; container logs:\n{}{}",
                 String::from_utf8_lossy(&logs.stdout),
@@ -140,8 +178,16 @@ fn generated_dockerfiles_build_with_buildah_and_serve_http() {
     let host = registry.url().trim_start_matches("http://").to_string();
     let base = format!("{host}/debian:trixie");
     let local = format!("localhost/kiln-e2e-plan-base:{}", std::process::id());
-    run(Command::new("podman").args(["import"]).arg(&tar).arg(&local));
-    run(Command::new("podman").args(["push", "--tls-verify=false", &local, &format!("docker://{base}")]));
+    run(Command::new("podman")
+        .args(["import"])
+        .arg(&tar)
+        .arg(&local));
+    run(Command::new("podman").args([
+        "push",
+        "--tls-verify=false",
+        &local,
+        &format!("docker://{base}"),
+    ]));
     let _ = Command::new("podman").args(["rmi", "-f", &local]).output();
 
     for (example, expect) in [

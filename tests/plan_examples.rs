@@ -18,8 +18,12 @@ fn snapshot(path: &Path, actual: &str) -> Result<(), String> {
         std::fs::write(path, actual).unwrap();
         return Ok(());
     }
-    let expected = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: {e} (run with KILN_UPDATE_SNAPSHOTS=1 to create it)", path.display()))?;
+    let expected = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{}: {e} (run with KILN_UPDATE_SNAPSHOTS=1 to create it)",
+            path.display()
+        )
+    })?;
     if expected != actual {
         return Err(format!(
             "{} differs from the generated output:\n--- expected\n{expected}\n--- actual\n{actual}",
@@ -44,16 +48,26 @@ fn examples() -> Vec<(String, PathBuf)> {
 fn every_example_matches_its_plan_and_dockerfile_snapshots() {
     let mut failures = Vec::new();
     let examples = examples();
-    assert!(examples.len() >= 40, "examples/ lost apps: {}", examples.len());
+    assert!(
+        examples.len() >= 40,
+        "examples/ lost apps: {}",
+        examples.len()
+    );
     for (name, dir) in examples {
         let result = plan::generate(&dir, &[], &Options::default())
             .map_err(|e| format!("{name}: {e:#}"))
             .and_then(|p| {
                 let json = serde_json::to_string_pretty(&p).unwrap() + "\n";
-                snapshot(&root().join(format!("tests/snapshots/plan/{name}.json")), &json)?;
+                snapshot(
+                    &root().join(format!("tests/snapshots/plan/{name}.json")),
+                    &json,
+                )?;
                 let df = kiln::dockerfile::generate::generate(&p, &Default::default())
                     .map_err(|e| format!("{name}: {e:#}"))?;
-                snapshot(&root().join(format!("tests/snapshots/dockerfile/{name}.Dockerfile")), &df.dockerfile)
+                snapshot(
+                    &root().join(format!("tests/snapshots/dockerfile/{name}.Dockerfile")),
+                    &df.dockerfile,
+                )
             });
         if let Err(e) = result {
             failures.push(e);
@@ -66,16 +80,39 @@ fn every_example_matches_its_plan_and_dockerfile_snapshots() {
 #[test]
 fn examples_detect_as_their_provider() {
     let cases = [
-        ("clojure", "clojure"), ("cobol", "cobol"), ("crystal", "crystal"), ("csharp-cli", "c#"),
-        ("dart", "dart"), ("deno", "deno"), ("elixir-phoenix", "elixir"), ("fsharp", "f#"),
-        ("gleam", "gleam"), ("go-mod", "go"), ("go-cmd", "go"), ("haskell-stack", "haskell"),
-        ("java-gradle", "java"), ("java-maven", "java"), ("lunatic", "lunatic"), ("node-npm", "node"),
-        ("php-laravel", "php"), ("php-vanilla", "php"), ("python-flask", "python"), ("ruby-rails", "ruby"),
-        ("rust-cargo", "rust"), ("scala-sbt", "scala"), ("scheme-haunt", "scheme"), ("staticfile", "staticfile"),
-        ("swift", "swift"), ("zig", "zig"),
+        ("clojure", "clojure"),
+        ("cobol", "cobol"),
+        ("crystal", "crystal"),
+        ("csharp-cli", "c#"),
+        ("dart", "dart"),
+        ("deno", "deno"),
+        ("elixir-phoenix", "elixir"),
+        ("fsharp", "f#"),
+        ("gleam", "gleam"),
+        ("go-mod", "go"),
+        ("go-cmd", "go"),
+        ("haskell-stack", "haskell"),
+        ("java-gradle", "java"),
+        ("java-maven", "java"),
+        ("lunatic", "lunatic"),
+        ("node-npm", "node"),
+        ("php-laravel", "php"),
+        ("php-vanilla", "php"),
+        ("python-flask", "python"),
+        ("ruby-rails", "ruby"),
+        ("rust-cargo", "rust"),
+        ("scala-sbt", "scala"),
+        ("scheme-haunt", "scheme"),
+        ("staticfile", "staticfile"),
+        ("swift", "swift"),
+        ("zig", "zig"),
     ];
     for (dir, provider) in cases {
         let d = plan::detect(&root().join("examples").join(dir), &[], &Options::default()).unwrap();
-        assert_eq!(d.first().map(|d| d.provider.as_str()), Some(provider), "{dir}");
+        assert_eq!(
+            d.first().map(|d| d.provider.as_str()),
+            Some(provider),
+            "{dir}"
+        );
     }
 }

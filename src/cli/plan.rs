@@ -53,7 +53,11 @@ impl PlanInputs {
         for s in &self.secret {
             secrets.push(secret_name(s)?);
         }
-        let split = |v: &[String]| v.iter().flat_map(|s| plan::context::split_list(s)).collect();
+        let split = |v: &[String]| {
+            v.iter()
+                .flat_map(|s| plan::context::split_list(s))
+                .collect()
+        };
         Ok(Options {
             install_cmd: self.install_cmd.clone(),
             build_cmd: self.build_cmd.clone(),
@@ -77,12 +81,20 @@ pub fn secret_name(s: &str) -> crate::Result<String> {
     let name = if s.contains('=') {
         s.split(',')
             .find_map(|kv| kv.strip_prefix("id="))
-            .with_context(|| format!("--secret `{s}`: expected NAME or id=NAME[,src=FILE|env=VAR]"))?
+            .with_context(|| {
+                format!("--secret `{s}`: expected NAME or id=NAME[,src=FILE|env=VAR]")
+            })?
     } else {
         s
     };
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
-        anyhow::bail!("--secret `{s}`: `{name}` is not a secret name (letters, digits, `_`, `-`, `.`)");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    {
+        anyhow::bail!(
+            "--secret `{s}`: `{name}` is not a secret name (letters, digits, `_`, `-`, `.`)"
+        );
     }
     Ok(name.to_string())
 }
@@ -165,7 +177,15 @@ pub fn run_info(args: InfoArgs, progress: &Progress) -> crate::Result<()> {
 pub fn summary(plan: &BuildPlan) -> crate::Result<String> {
     let mut out = String::new();
     let providers = plan.providers.clone().unwrap_or_default().join(", ");
-    let _ = writeln!(out, "providers  {}", if providers.is_empty() { "(none)" } else { &providers });
+    let _ = writeln!(
+        out,
+        "providers  {}",
+        if providers.is_empty() {
+            "(none)"
+        } else {
+            &providers
+        }
+    );
     let _ = writeln!(out, "suite      {}", plan.suite.as_deref().unwrap_or("-"));
     for t in plan.toolchains.iter().flatten() {
         let _ = writeln!(
@@ -173,13 +193,20 @@ pub fn summary(plan: &BuildPlan) -> crate::Result<String> {
             "toolchain  {} {} ({}{})",
             t.name,
             t.version.as_deref().unwrap_or("?"),
-            t.request.as_deref().map(|r| format!("{r} from ")).unwrap_or_default(),
+            t.request
+                .as_deref()
+                .map(|r| format!("{r} from "))
+                .unwrap_or_default(),
             t.source.as_deref().unwrap_or("default")
         );
     }
     let _ = writeln!(out);
     let row = |out: &mut String, name: &str, lines: Vec<String>| {
-        let lines = if lines.is_empty() { vec!["-".to_string()] } else { lines };
+        let lines = if lines.is_empty() {
+            vec!["-".to_string()]
+        } else {
+            lines
+        };
         for (i, l) in lines.iter().enumerate() {
             let _ = writeln!(out, "{:<12} │ {l}", if i == 0 { name } else { "" });
         }
@@ -200,11 +227,17 @@ pub fn summary(plan: &BuildPlan) -> crate::Result<String> {
     }
     let _ = writeln!(out);
     let keys = |m: &Option<std::collections::BTreeMap<String, String>>| {
-        m.as_ref().map(|m| m.keys().cloned().collect::<Vec<_>>().join(" ")).unwrap_or_default()
+        m.as_ref()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
     };
     let _ = writeln!(out, "image env  {}", keys(&plan.variables));
     let _ = writeln!(out, "build env  {}", keys(&plan.build_variables));
-    let _ = writeln!(out, "secrets    {}", plan.secrets.clone().unwrap_or_default().join(" "));
+    let _ = writeln!(
+        out,
+        "secrets    {}",
+        plan.secrets.clone().unwrap_or_default().join(" ")
+    );
     Ok(out)
 }
 
@@ -230,7 +263,9 @@ pub fn run_dockerfile(args: DockerfileArgs, progress: &Progress) -> crate::Resul
     match args.output.as_deref() {
         Some(p) if p.as_os_str() == "-" => print!("{}", generated.dockerfile),
         out => {
-            let out = out.map(PathBuf::from).unwrap_or_else(|| args.inputs.dir.join("Dockerfile.kiln"));
+            let out = out
+                .map(PathBuf::from)
+                .unwrap_or_else(|| args.inputs.dir.join("Dockerfile.kiln"));
             generated.write(&args.inputs.dir, &out)?;
             progress.info(format!("wrote {}", out.display()));
             println!("{}", out.display());

@@ -37,9 +37,11 @@ impl Generated {
         for (rel, text) in &self.assets {
             let p = context.join(rel);
             if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
             }
-            std::fs::write(&p, text).with_context(|| format!("writing the asset {}", p.display()))?;
+            std::fs::write(&p, text)
+                .with_context(|| format!("writing the asset {}", p.display()))?;
         }
         std::fs::write(out, &self.dockerfile).with_context(|| format!("writing {}", out.display()))
     }
@@ -68,7 +70,9 @@ fn json_array(items: &[String]) -> String {
 /// The start command in exec form: split when it is a plain command line,
 /// `sh -c 'exec …'` when it needs a shell, `sh -c '…'` when compound.
 pub fn exec_form(cmd: &str) -> Vec<String> {
-    let shell_chars = ['$', '&', '|', ';', '<', '>', '(', ')', '*', '?', '"', '\'', '\\', '`', '~', '{', '}'];
+    let shell_chars = [
+        '$', '&', '|', ';', '<', '>', '(', ')', '*', '?', '"', '\'', '\\', '`', '~', '{', '}',
+    ];
     let assignment = cmd
         .split_whitespace()
         .next()
@@ -76,8 +80,14 @@ pub fn exec_form(cmd: &str) -> Vec<String> {
     if !cmd.contains(shell_chars) && !assignment {
         return cmd.split_whitespace().map(String::from).collect();
     }
-    let compound = ["&&", "||", ";", "|", "&"].iter().any(|op| cmd.contains(op));
-    let script = if compound { cmd.to_string() } else { format!("exec {cmd}") };
+    let compound = ["&&", "||", ";", "|", "&"]
+        .iter()
+        .any(|op| cmd.contains(op));
+    let script = if compound {
+        cmd.to_string()
+    } else {
+        format!("exec {cmd}")
+    };
     vec!["/bin/sh".into(), "-c".into(), script]
 }
 
@@ -146,7 +156,12 @@ pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
     }
     let mut paths: Vec<String> = Vec::new();
     for name in &order {
-        for p in plan.phase(name).and_then(|p| p.paths.clone()).into_iter().flatten() {
+        for p in plan
+            .phase(name)
+            .and_then(|p| p.paths.clone())
+            .into_iter()
+            .flatten()
+        {
             if !paths.contains(&p) {
                 paths.push(p);
             }
@@ -165,7 +180,9 @@ pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
 
     let mut copied_all = false;
     for name in &order {
-        let Some(phase) = plan.phase(name) else { continue };
+        let Some(phase) = plan.phase(name) else {
+            continue;
+        };
         let cmds = phase.cmds.clone().unwrap_or_default();
         if cmds.is_empty() {
             continue;
@@ -213,7 +230,10 @@ pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
     if !assets.is_empty() {
         let _ = writeln!(d, "COPY --from=build /assets /assets");
     }
-    let include = start.only_include_files.clone().unwrap_or_else(|| vec![".".into()]);
+    let include = start
+        .only_include_files
+        .clone()
+        .unwrap_or_else(|| vec![".".into()]);
     for f in include {
         let f = f.trim_end_matches('/');
         let (src, dst) = if f == "." || f.is_empty() {
@@ -238,10 +258,16 @@ pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
             let _ = writeln!(d, "CMD {}", json_array(&exec_form(cmd)));
         }
         None => {
-            let _ = writeln!(d, "# No start command in the plan: give one with -s or [start] cmd.");
+            let _ = writeln!(
+                d,
+                "# No start command in the plan: give one with -s or [start] cmd."
+            );
         }
     }
-    Ok(Generated { dockerfile: d, assets })
+    Ok(Generated {
+        dockerfile: d,
+        assets,
+    })
 }
 
 #[cfg(test)]
@@ -251,7 +277,10 @@ mod tests {
     #[test]
     fn exec_forms() {
         assert_eq!(exec_form("node index.js"), vec!["node", "index.js"]);
-        assert_eq!(exec_form("gunicorn --bind 0.0.0.0:${PORT:-8000} app:app")[2], "exec gunicorn --bind 0.0.0.0:${PORT:-8000} app:app");
+        assert_eq!(
+            exec_form("gunicorn --bind 0.0.0.0:${PORT:-8000} app:app")[2],
+            "exec gunicorn --bind 0.0.0.0:${PORT:-8000} app:app"
+        );
         assert_eq!(exec_form("a && b")[2], "a && b");
         assert_eq!(exec_form("X=1 ./out")[0], "/bin/sh");
     }

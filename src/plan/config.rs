@@ -75,7 +75,9 @@ pub fn load(
             [] => return Ok(None),
             [first, rest @ ..] => {
                 for r in rest {
-                    progress.warn(format!("{r} is ignored: {first} takes precedence (only one config file is read)"));
+                    progress.warn(format!(
+                        "{r} is ignored: {first} takes precedence (only one config file is read)"
+                    ));
                 }
                 (first.to_string(), false)
             }
@@ -87,7 +89,11 @@ pub fn load(
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(anyhow!(e)).with_context(|| {
-                format!("reading the config file {} (relative to the app root {})", name, dir.display())
+                format!(
+                    "reading the config file {} (relative to the app root {})",
+                    name,
+                    dir.display()
+                )
             });
         }
     };
@@ -100,7 +106,12 @@ pub fn load(
 }
 
 /// Parses config text; `strict` turns unknown keys into errors.
-pub fn parse(name: &str, text: &str, strict: bool, progress: &Progress) -> crate::Result<BuildPlan> {
+pub fn parse(
+    name: &str,
+    text: &str,
+    strict: bool,
+    progress: &Progress,
+) -> crate::Result<BuildPlan> {
     let unknown = if name.ends_with(".toml") {
         let plan: BuildPlan = toml::from_str(text).map_err(|e| {
             let (l, c) = e.span().map_or((0, 0), |s| line_col(text, s.start));
@@ -162,40 +173,61 @@ fn toml_unknown(
 ) {
     for (k, v) in table.iter() {
         let key = k.get_ref().as_ref();
-        let path = if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") };
-        if let Some(keys) = known(level) {
-            if !keys.contains(&key) {
+        let path = if prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if let Some(keys) = known(level)
+            && !keys.contains(&key) {
                 out.push((line_col(text, k.span().start).0, path, closest(key, keys)));
                 continue;
             }
-        }
         if let toml::de::DeValue::Table(t) = v.get_ref() {
             toml_unknown(text, t, child(level, key), &path, out);
         }
     }
 }
 
-fn json_unknown(text: &str, v: &serde_json::Value, level: Level, prefix: &str, out: &mut Vec<Unknown>) {
+fn json_unknown(
+    text: &str,
+    v: &serde_json::Value,
+    level: Level,
+    prefix: &str,
+    out: &mut Vec<Unknown>,
+) {
     let Some(obj) = v.as_object() else { return };
     for (key, val) in obj {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
-        if let Some(keys) = known(level) {
-            if !keys.contains(&key.as_str()) {
-                let line = text.find(&format!("\"{key}\"")).map_or(0, |i| line_col(text, i).0);
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if let Some(keys) = known(level)
+            && !keys.contains(&key.as_str()) {
+                let line = text
+                    .find(&format!("\"{key}\""))
+                    .map_or(0, |i| line_col(text, i).0);
                 out.push((line, path, closest(key, keys)));
                 continue;
             }
-        }
         json_unknown(text, val, child(level, key), &path, out);
     }
 }
 
-fn check(name: &str, mut unknown: Vec<Unknown>, strict: bool, progress: &Progress) -> crate::Result<()> {
+fn check(
+    name: &str,
+    mut unknown: Vec<Unknown>,
+    strict: bool,
+    progress: &Progress,
+) -> crate::Result<()> {
     unknown.sort();
     let msgs: Vec<String> = unknown
         .into_iter()
         .map(|(line, key, near)| {
-            let hint = near.map(|n| format!(": did you mean `{n}`?")).unwrap_or_default();
+            let hint = near
+                .map(|n| format!(": did you mean `{n}`?"))
+                .unwrap_or_default();
             format!("{name}:{line}: unknown key `{key}`{hint}")
         })
         .collect();
@@ -203,7 +235,10 @@ fn check(name: &str, mut unknown: Vec<Unknown>, strict: bool, progress: &Progres
         return Ok(());
     }
     if strict {
-        bail!("{}\n(kiln.toml rejects unknown keys; see docs/plan.md for the schema)", msgs.join("\n"));
+        bail!(
+            "{}\n(kiln.toml rejects unknown keys; see docs/plan.md for the schema)",
+            msgs.join("\n")
+        );
     }
     for m in msgs {
         progress.warn(format!("{m} (ignored)"));
@@ -245,9 +280,19 @@ mod tests {
         let plan = parse("nixpacks.toml", text, false, &p).unwrap();
         assert_eq!(plan.start_cmd(), Some("x"));
         let ev = format!("{:?}", p.events());
-        assert!(ev.contains("nixpacks.toml:2: unknown key `phases.setup.nixPkg`: did you mean `nixPkgs`?"), "{ev}");
-        let e = parse("kiln.toml", text, true, &Progress::quiet()).unwrap_err().to_string();
-        assert!(e.contains("kiln.toml:2: unknown key `phases.setup.nixPkg`"), "{e}");
+        assert!(
+            ev.contains(
+                "nixpacks.toml:2: unknown key `phases.setup.nixPkg`: did you mean `nixPkgs`?"
+            ),
+            "{ev}"
+        );
+        let e = parse("kiln.toml", text, true, &Progress::quiet())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("kiln.toml:2: unknown key `phases.setup.nixPkg`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -255,12 +300,21 @@ mod tests {
         let text = "{\n  \"start\": {\n    \"comand\": \"x\"\n  }\n}\n";
         let p = Progress::recording();
         parse("nixpacks.json", text, false, &p).unwrap();
-        assert!(format!("{:?}", p.events()).contains("nixpacks.json:3: unknown key `start.comand`: did you mean `cmd`?"));
-        let e = parse("nixpacks.json", "{\n \"start\": \n", false, &p).unwrap_err().to_string();
+        assert!(
+            format!("{:?}", p.events())
+                .contains("nixpacks.json:3: unknown key `start.comand`: did you mean `cmd`?")
+        );
+        let e = parse("nixpacks.json", "{\n \"start\": \n", false, &p)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("nixpacks.json:3:"), "{e}");
-        let e = parse("nixpacks.toml", "[start]\ncmd = [1]\n", false, &p).unwrap_err().to_string();
+        let e = parse("nixpacks.toml", "[start]\ncmd = [1]\n", false, &p)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("nixpacks.toml:2:"), "{e}");
-        let e = parse("nixpacks.yaml", "", false, &p).unwrap_err().to_string();
+        let e = parse("nixpacks.yaml", "", false, &p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Unknown file type"), "{e}");
     }
 }

@@ -49,9 +49,7 @@ impl Env {
 
     /// An option holding a list: comma and/or whitespace separated.
     pub fn list(&self, name: &str) -> Vec<String> {
-        self.opt(name)
-            .map(|v| split_list(&v))
-            .unwrap_or_default()
+        self.opt(name).map(|v| split_list(&v)).unwrap_or_default()
     }
 }
 
@@ -65,9 +63,25 @@ pub fn split_list(s: &str) -> Vec<String> {
 
 /// Directories the walk never enters.
 const SKIP_DIRS: &[&str] = &[
-    "node_modules", ".git", ".hg", ".svn", "target", "vendor", "__pycache__", ".venv", "venv",
-    ".next", ".nuxt", ".svelte-kit", "_build", "deps", ".gradle", ".stack-work", "zig-cache",
-    "zig-out", ".build",
+    "node_modules",
+    ".git",
+    ".hg",
+    ".svn",
+    "target",
+    "vendor",
+    "__pycache__",
+    ".venv",
+    "venv",
+    ".next",
+    ".nuxt",
+    ".svelte-kit",
+    "_build",
+    "deps",
+    ".gradle",
+    ".stack-work",
+    "zig-cache",
+    "zig-out",
+    ".build",
 ];
 const WALK_LIMIT: usize = 20_000;
 
@@ -122,13 +136,17 @@ impl<'a> Ctx<'a> {
 
     /// Parses a JSON file; errors say `file:line:column: what`.
     pub fn json(&self, rel: &str) -> crate::Result<Option<serde_json::Value>> {
-        let Some(text) = self.read(rel) else { return Ok(None) };
+        let Some(text) = self.read(rel) else {
+            return Ok(None);
+        };
         parse_json(rel, &text).map(Some)
     }
 
     /// Parses a TOML file; errors say `file:line:column: what`.
     pub fn toml(&self, rel: &str) -> crate::Result<Option<toml::Table>> {
-        let Some(text) = self.read(rel) else { return Ok(None) };
+        let Some(text) = self.read(rel) else {
+            return Ok(None);
+        };
         parse_toml(rel, &text).map(Some)
     }
 
@@ -172,9 +190,13 @@ fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
     if depth > 8 || out.len() >= WALK_LIMIT {
         return;
     }
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
-        let Ok(name) = e.file_name().into_string() else { continue };
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
         let Ok(ft) = e.file_type() else { continue };
         let rel = if prefix.is_empty() {
             name.clone()
@@ -214,7 +236,10 @@ pub fn parse_json(file: &str, text: &str) -> crate::Result<serde_json::Value> {
 pub fn parse_toml(file: &str, text: &str) -> crate::Result<toml::Table> {
     toml::from_str(text).map_err(|e| {
         let (l, c) = e.span().map_or((0, 0), |s| line_col(text, s.start));
-        anyhow!("{file}:{l}:{c}: invalid TOML: {}: fix the file", e.message().trim())
+        anyhow!(
+            "{file}:{l}:{c}: invalid TOML: {}: fix the file",
+            e.message().trim()
+        )
     })
 }
 

@@ -9,11 +9,23 @@ pub const TABLE: &[(&str, &[&str], &[&str])] = &[
     ("nodejs*", &["nodejs", "npm"], &["nodejs"]),
     ("npm*", &["npm"], &[]),
     ("yarn*", &["yarnpkg"], &[]),
-    ("python3*", &["python3", "python3-venv", "python3-dev"], &["python3"]),
-    ("python", &["python3", "python3-venv", "python3-dev"], &["python3"]),
+    (
+        "python3*",
+        &["python3", "python3-venv", "python3-dev"],
+        &["python3"],
+    ),
+    (
+        "python",
+        &["python3", "python3-venv", "python3-dev"],
+        &["python3"],
+    ),
     ("pipenv", &["pipenv"], &[]),
     ("postgresql*", &["libpq-dev"], &["libpq5"]),
-    ("libmysqlclient*", &["default-libmysqlclient-dev"], &["libmariadb3"]),
+    (
+        "libmysqlclient*",
+        &["default-libmysqlclient-dev"],
+        &["libmariadb3"],
+    ),
     ("cairo", &["libcairo2-dev"], &["libcairo2"]),
     ("ffmpeg*", &["ffmpeg"], &["ffmpeg"]),
     ("poppler_utils", &["poppler-utils"], &["poppler-utils"]),
@@ -34,7 +46,11 @@ pub const TABLE: &[(&str, &[&str], &[&str])] = &[
     ("openssl", &["libssl-dev", "pkg-config"], &["libssl3t64"]),
     ("openssl.dev", &["libssl-dev", "pkg-config"], &[]),
     ("pkg-config", &["pkg-config"], &[]),
-    ("jdk*", &["openjdk-21-jdk-headless"], &["openjdk-21-jre-headless"]),
+    (
+        "jdk*",
+        &["openjdk-21-jdk-headless"],
+        &["openjdk-21-jre-headless"],
+    ),
     ("maven", &["maven"], &[]),
     ("leiningen", &["leiningen"], &[]),
     ("clojure", &["clojure"], &[]),
@@ -44,7 +60,11 @@ pub const TABLE: &[(&str, &[&str], &[&str])] = &[
     ("php*", &["php-cli", "php-fpm"], &["php-cli", "php-fpm"]),
     ("nginx", &["nginx"], &["nginx"]),
     ("caddy", &["caddy"], &["caddy"]),
-    ("imagemagick", &["imagemagick", "libmagickwand-dev"], &["imagemagick"]),
+    (
+        "imagemagick",
+        &["imagemagick", "libmagickwand-dev"],
+        &["imagemagick"],
+    ),
     ("libuuid", &["uuid-dev"], &["libuuid1"]),
     ("libGL", &["libgl1"], &["libgl1"]),
     ("crystal", &["crystal"], &[]),
@@ -98,7 +118,10 @@ mod tests {
         assert_eq!(map("nodejs_20").unwrap().0, &["nodejs", "npm"]);
         assert_eq!(map("python311").unwrap().1, &["python3"]);
         assert_eq!(map("postgresql_16.dev").unwrap().0, &["libpq-dev"]);
-        assert_eq!(map("(php83.withExtensions (pe: pe.enabled))").unwrap().0, &["php-cli", "php-fpm"]);
+        assert_eq!(
+            map("(php83.withExtensions (pe: pe.enabled))").unwrap().0,
+            &["php-cli", "php-fpm"]
+        );
         let e = map("frobnicator").unwrap_err().to_string();
         assert!(e.contains("aptPkgs"), "{e}");
     }
@@ -112,7 +135,10 @@ mod tests {
                 if l.is_empty() {
                     "–".to_string()
                 } else {
-                    l.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(" ")
+                    l.iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 }
             };
             let row = format!("| `{nix}` | {} | {} |", fmt(build), fmt(run));

@@ -100,7 +100,10 @@ fn merge_start(lower: Option<StartPhase>, higher: Option<StartPhase>) -> Option<
     }
 }
 
-fn merge_toolchains(lower: Option<Vec<Toolchain>>, higher: Option<Vec<Toolchain>>) -> Option<Vec<Toolchain>> {
+fn merge_toolchains(
+    lower: Option<Vec<Toolchain>>,
+    higher: Option<Vec<Toolchain>>,
+) -> Option<Vec<Toolchain>> {
     match (lower, higher) {
         (None, h) => h,
         (l, None) => l,
@@ -169,8 +172,14 @@ mod tests {
         assert_eq!(fill(v(&["a"]), None), v(&["a"]));
         assert_eq!(fill(v(&["a"]), v(&["x"])), v(&["x"]));
         assert_eq!(fill(v(&["a"]), v(&[])), v(&[]));
-        assert_eq!(fill(v(&["a", "b"]), v(&["...", "x"])), v(&["a", "b", "...", "x"]));
-        assert_eq!(fill(v(&["a"]), v(&["x", "@auto", "y"])), v(&["x", "a", "...", "y"]));
+        assert_eq!(
+            fill(v(&["a", "b"]), v(&["...", "x"])),
+            v(&["a", "b", "...", "x"])
+        );
+        assert_eq!(
+            fill(v(&["a"]), v(&["x", "@auto", "y"])),
+            v(&["x", "a", "...", "y"])
+        );
     }
 
     #[test]
@@ -186,13 +195,21 @@ mod tests {
     fn new_phase_defaults() {
         let mut lower = BuildPlan::default();
         lower.add_phase(Phase::new("setup"));
-        let mut higher = BuildPlan::default();
-        higher.add_phase(Phase { cmds: v(&["x"]), ..Phase::default() });
-        let mut h2 = BuildPlan::default();
-        h2.phases = Some(BTreeMap::from([("build".to_string(), Phase::default()), ("lint".to_string(), Phase::default())]));
+        let h2 = BuildPlan {
+            phases: Some(BTreeMap::from([
+                ("build".to_string(), Phase::default()),
+                ("lint".to_string(), Phase::default()),
+            ])),
+            ..BuildPlan::default()
+        };
         let m = merge(lower, h2);
-        assert_eq!(m.phase("build").and_then(|p| p.depends_on.clone()), v(&["install"]));
+        assert_eq!(
+            m.phase("build").and_then(|p| p.depends_on.clone()),
+            v(&["install"])
+        );
         assert_eq!(m.phase("lint").and_then(|p| p.depends_on.clone()), None);
-        let _ = higher;
+        // A plan without phases takes the higher phases as they are.
+        let bare = merge(BuildPlan::default(), m.clone());
+        assert_eq!(bare.phases, m.phases);
     }
 }

@@ -73,7 +73,12 @@ pub fn detect(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Vec<D
     let names = provider_names(&ctx, requested)?;
     names
         .into_iter()
-        .map(|(name, reason)| Ok(Detected { provider: name, reason }))
+        .map(|(name, reason)| {
+            Ok(Detected {
+                provider: name,
+                reason,
+            })
+        })
         .collect()
 }
 
@@ -81,7 +86,10 @@ pub fn detect(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Vec<D
 pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<BuildPlan> {
     let progress = opts.progress.clone().unwrap_or_else(Progress::quiet);
     if !dir.is_dir() {
-        bail!("{} is not a directory: give the app's source directory", dir.display());
+        bail!(
+            "{} is not a directory: give the app's source directory",
+            dir.display()
+        );
     }
     let orig = parse_env(env)?;
     let file = config::load(dir, opts.config.as_deref(), &orig, &progress)?;
@@ -116,7 +124,10 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
         }
     }
     // The first provider wins conflicts: merge it last.
-    let mut provider_plan = provider_plans.into_iter().rev().fold(BuildPlan::default(), merge);
+    let mut provider_plan = provider_plans
+        .into_iter()
+        .rev()
+        .fold(BuildPlan::default(), merge);
     if names.len() > 1 {
         provider_plan.toolchains = Some(toolchains);
         let start = provider_plan.start.get_or_insert_with(StartPhase::default);
@@ -133,7 +144,14 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
         return Err(no_provider(dir));
     }
 
-    let mut plan = merge_all([provider_plan, procfile, BuildPlan { providers: None, ..before }]);
+    let mut plan = merge_all([
+        provider_plan,
+        procfile,
+        BuildPlan {
+            providers: None,
+            ..before
+        },
+    ]);
     plan.providers = Some(names.into_iter().map(|(n, _)| n).collect());
 
     // --env values: an override of a plan variable stays a variable; the
@@ -251,7 +269,15 @@ fn env_plan(env: &Env) -> BuildPlan {
         let cmds = env.opt(cmd).map(|c| vec![c]);
         let cache_directories = extend_list(env.list(caches));
         if cmds.is_some() || cache_directories.is_some() {
-            override_phase(&mut plan, phase, Phase { cmds, cache_directories, ..Phase::default() });
+            override_phase(
+                &mut plan,
+                phase,
+                Phase {
+                    cmds,
+                    cache_directories,
+                    ..Phase::default()
+                },
+            );
         }
     }
     let setup = Phase {
@@ -281,10 +307,24 @@ fn env_plan(env: &Env) -> BuildPlan {
 fn cli_plan(opts: &Options) -> BuildPlan {
     let mut plan = BuildPlan::default();
     if let Some(c) = &opts.install_cmd {
-        override_phase(&mut plan, "install", Phase { cmds: Some(vec![c.clone()]), ..Phase::default() });
+        override_phase(
+            &mut plan,
+            "install",
+            Phase {
+                cmds: Some(vec![c.clone()]),
+                ..Phase::default()
+            },
+        );
     }
     if let Some(c) = &opts.build_cmd {
-        override_phase(&mut plan, "build", Phase { cmds: Some(vec![c.clone()]), ..Phase::default() });
+        override_phase(
+            &mut plan,
+            "build",
+            Phase {
+                cmds: Some(vec![c.clone()]),
+                ..Phase::default()
+            },
+        );
     }
     let setup = Phase {
         nix_pkgs: extend_list(opts.pkgs.clone()),
@@ -318,16 +358,18 @@ fn provider_names(
     let mut out: Vec<(String, String)> = Vec::new();
     for name in requested {
         if model::is_marker(&name) {
-            if let Some(d) = &detected {
-                if !out.iter().any(|(n, _)| *n == d.0) {
+            if let Some(d) = &detected
+                && !out.iter().any(|(n, _)| *n == d.0) {
                     out.push(d.clone());
                 }
-            }
             continue;
         }
         let p = providers::by_name(&name).ok_or_else(|| {
             let known: Vec<&str> = providers::all().iter().map(|p| p.name()).collect();
-            anyhow!("Provider {name} not found: known providers are {}", known.join(", "))
+            anyhow!(
+                "Provider {name} not found: known providers are {}",
+                known.join(", ")
+            )
         })?;
         if !out.iter().any(|(n, _)| n == p.name()) {
             out.push((p.name().to_string(), "named in `providers`".to_string()));
@@ -376,7 +418,10 @@ fn finalize(plan: &mut BuildPlan, env: &Env, progress: &Progress) -> crate::Resu
             apt.extend(build.iter().map(|s| s.to_string()));
             runtime.extend(run.iter().map(|s| s.to_string()));
         }
-        if phase.nix_overlays.take().is_some_and(|o| !o.iter().all(|x| model::is_marker(x)))
+        if phase
+            .nix_overlays
+            .take()
+            .is_some_and(|o| !o.iter().all(|x| model::is_marker(x)))
             | phase.nixpkgs_archive.take().is_some()
         {
             progress.warn(format!(
@@ -408,7 +453,10 @@ fn finalize(plan: &mut BuildPlan, env: &Env, progress: &Progress) -> crate::Resu
 fn resolve_toolchains(plan: &mut BuildPlan, env: &Env) -> crate::Result<()> {
     let forced = match env.option("SUITE") {
         Some((s, k)) => Some((s, k)),
-        None => plan.suite.clone().map(|s| (s, "the config file's `suite`".to_string())),
+        None => plan
+            .suite
+            .clone()
+            .map(|s| (s, "the config file's `suite`".to_string())),
     };
     if let Some((s, src)) = &forced {
         versions::check_suite(s, src)?;
@@ -461,10 +509,12 @@ fn resolve_toolchains(plan: &mut BuildPlan, env: &Env) -> crate::Result<()> {
             }
             s
         }
-        None => candidates
-            .first()
-            .map(|s| s.to_string())
-            .ok_or_else(|| anyhow!("no Debian suite satisfies every toolchain request together: {}", why.join("; ")))?,
+        None => candidates.first().map(|s| s.to_string()).ok_or_else(|| {
+            anyhow!(
+                "no Debian suite satisfies every toolchain request together: {}",
+                why.join("; ")
+            )
+        })?,
     };
     for t in plan.toolchains.iter_mut().flatten() {
         if let Some(v) = versions::version_in(&t.name, &suite) {

@@ -228,7 +228,9 @@ impl StartPhase {
 impl BuildPlan {
     pub fn add_phase(&mut self, phase: Phase) {
         let name = phase.name.clone().unwrap_or_default();
-        self.phases.get_or_insert_with(BTreeMap::new).insert(name, phase);
+        self.phases
+            .get_or_insert_with(BTreeMap::new)
+            .insert(name, phase);
     }
 
     pub fn phase(&self, name: &str) -> Option<&Phase> {

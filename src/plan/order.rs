@@ -67,7 +67,10 @@ mod tests {
             ("install".to_string(), p(&["setup", "nope"])),
             ("build".to_string(), p(&["install"])),
         ]);
-        assert_eq!(order(&m).unwrap(), vec!["lint", "setup", "install", "build"]);
+        assert_eq!(
+            order(&m).unwrap(),
+            vec!["lint", "setup", "install", "build"]
+        );
     }
 
     #[test]

@@ -53,9 +53,11 @@ fn parse_ver(s: &str) -> Option<Ver> {
     let mut it = s.split('.');
     let a = it.next()?.parse().ok()?;
     let b = it.next().map_or(Some(0), |x| x.parse().ok())?;
-    let c = it
-        .next()
-        .map_or(Some(0), |x| x.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok())?;
+    let c = it.next().map_or(Some(0), |x| {
+        x.trim_end_matches(|c: char| !c.is_ascii_digit())
+            .parse()
+            .ok()
+    })?;
     Some((a, b, c))
 }
 
@@ -140,7 +142,11 @@ fn comparator(tok: &str) -> Option<Vec<Cmp>> {
             vec![Cmp::Ge(lo(&p)), Cmp::Lt(upper)]
         }
         "~" => {
-            let upper = if p.len() >= 2 { (p[0], p[1] + 1, 0) } else { hi(&p) };
+            let upper = if p.len() >= 2 {
+                (p[0], p[1] + 1, 0)
+            } else {
+                hi(&p)
+            };
             vec![Cmp::Ge(lo(&p)), Cmp::Lt(upper)]
         }
         "~=" | "~>" => {
@@ -233,7 +239,10 @@ pub fn request(tool: &str, text: &str, kind: Kind) -> crate::Result<Request> {
         Kind::Range => {
             // A bare version in a range field is still a pin (`"node": "20"`).
             if parse_partial(text).is_some_and(|p| !p.is_empty())
-                && text.trim().chars().all(|c| c.is_ascii_digit() || c == '.' || c == 'v')
+                && text
+                    .trim()
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '.' || c == 'v')
             {
                 Request::pin(tool, text)
             } else {
@@ -292,22 +301,24 @@ pub fn check_suite(suite: &str, source: &str) -> crate::Result<()> {
 
 /// Maps a Node `.nvmrc` alias to a range.
 pub fn node_alias(s: &str) -> Option<&'static str> {
-    Some(match s.trim().to_ascii_lowercase().trim_start_matches("lts/") {
-        "*" | "lts" => ">=18",
-        "krypton" => "24",
-        "jod" => "22",
-        "iron" => "20",
-        "hydrogen" => "18",
-        "gallium" => "16",
-        "fermium" => "14",
-        "erbium" => "12",
-        "dubnium" => "10",
-        "carbon" => "8",
-        "boron" => "6",
-        "argon" => "4",
-        "node" | "latest" | "current" => "*",
-        _ => return None,
-    })
+    Some(
+        match s.trim().to_ascii_lowercase().trim_start_matches("lts/") {
+            "*" | "lts" => ">=18",
+            "krypton" => "24",
+            "jod" => "22",
+            "iron" => "20",
+            "hydrogen" => "18",
+            "gallium" => "16",
+            "fermium" => "14",
+            "erbium" => "12",
+            "dubnium" => "10",
+            "carbon" => "8",
+            "boron" => "6",
+            "argon" => "4",
+            "node" | "latest" | "current" => "*",
+            _ => return None,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -347,7 +358,10 @@ mod tests {
         assert!(Request::pin("node", "20.11.1").unwrap().matches("20.19.2"));
         assert!(!Request::pin("python", "3.12.1").unwrap().matches("3.13.5"));
         assert!(Request::at_least("1.22.5").unwrap().matches("1.24.4"));
-        assert_eq!(satisfying_suites("node", Some(&Request::pin("node", "18").unwrap())), vec!["bookworm"]);
+        assert_eq!(
+            satisfying_suites("node", Some(&Request::pin("node", "18").unwrap())),
+            vec!["bookworm"]
+        );
         assert!(satisfying_suites("node", Some(&Request::pin("node", "23").unwrap())).is_empty());
         assert!(Request::parse("banana").is_err());
     }

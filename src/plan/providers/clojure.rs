@@ -24,11 +24,10 @@ impl Provider for Clojure {
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let mut plan = BuildPlan::default();
         let mut req = jdk(ctx);
-        if let Some(r) = &mut req {
-            if r.text == "latest" {
+        if let Some(r) = &mut req
+            && r.text == "latest" {
                 r.text = "*".into();
             }
-        }
         plan.add_toolchain("java", req);
         let tools_build = ctx.is_file("build.clj") && !ctx.is_file("project.clj");
         let tool = if tools_build { "clojure" } else { "leiningen" };

@@ -20,7 +20,13 @@ impl Provider for Crystal {
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let mut plan = BuildPlan::default();
         plan.add_toolchain("crystal", None);
-        plan.add_phase(Phase::new("setup").apt(&["crystal", "shards", "libssl-dev", "libyaml-dev", "libz-dev"]));
+        plan.add_phase(Phase::new("setup").apt(&[
+            "crystal",
+            "shards",
+            "libssl-dev",
+            "libyaml-dev",
+            "libz-dev",
+        ]));
         plan.add_phase(
             Phase::new("install")
                 .cmd("shards install")
@@ -51,7 +57,17 @@ impl Provider for Crystal {
             Some(t) => StartPhase::cmd(format!("./bin/{t}")),
             None => StartPhase::default(),
         };
-        plan.set_start(start.runtime(&["libssl3t64", "libyaml-0-2", "libgc1", "libevent-2.1-7t64", "libpcre2-8-0"]).include(&["bin"]));
+        plan.set_start(
+            start
+                .runtime(&[
+                    "libssl3t64",
+                    "libyaml-0-2",
+                    "libgc1",
+                    "libevent-2.1-7t64",
+                    "libpcre2-8-0",
+                ])
+                .include(&["bin"]),
+        );
         Ok(plan)
     }
 }

@@ -22,10 +22,10 @@ impl Provider for Dart {
     }
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let text = ctx.read("pubspec.yaml").unwrap_or_default();
-        let Some(name) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("name:").map(|n| n.trim().trim_matches(['"', '\'']).to_string()))
-        else {
+        let Some(name) = text.lines().find_map(|l| {
+            l.strip_prefix("name:")
+                .map(|n| n.trim().trim_matches(['"', '\'']).to_string())
+        }) else {
             bail!("pubspec.yaml: no `name:` key: add the package name");
         };
         let mut plan = BuildPlan::default();
@@ -35,7 +35,9 @@ impl Provider for Dart {
             "dart",
             VERSION,
             "default",
-            format!("curl -fsSL https://storage.googleapis.com/dart-archive/channels/stable/release/{VERSION}/sdk/dartsdk-linux-x64-release.zip -o /tmp/dart.zip && unzip -q /tmp/dart.zip -d /usr/lib && ln -sf /usr/lib/dart-sdk/bin/dart /usr/local/bin/dart"),
+            format!(
+                "curl -fsSL https://storage.googleapis.com/dart-archive/channels/stable/release/{VERSION}/sdk/dartsdk-linux-x64-release.zip -o /tmp/dart.zip && unzip -q /tmp/dart.zip -d /usr/lib && ln -sf /usr/lib/dart-sdk/bin/dart /usr/local/bin/dart"
+            ),
         );
         plan.add_phase(
             Phase::new("install")

@@ -41,7 +41,10 @@ impl Provider for Deno {
         }
         for ext in ["ts", "tsx", "js", "jsx"] {
             for f in ctx.with_ext(ext) {
-                if ctx.read(f).is_some_and(|t| t.contains("from \"https://deno.land/") || t.contains("from 'https://deno.land/")) {
+                if ctx.read(f).is_some_and(|t| {
+                    t.contains("from \"https://deno.land/")
+                        || t.contains("from 'https://deno.land/")
+                }) {
                     return Ok(Some(format!("{f} imports from deno.land")));
                 }
             }
@@ -56,7 +59,9 @@ impl Provider for Deno {
             "deno",
             VERSION,
             "default",
-            format!("curl -fsSL https://dl.deno.land/release/v{VERSION}/deno-x86_64-unknown-linux-gnu.zip -o /tmp/deno.zip && unzip -o /tmp/deno.zip -d /usr/local/bin"),
+            format!(
+                "curl -fsSL https://dl.deno.land/release/v{VERSION}/deno-x86_64-unknown-linux-gnu.zip -o /tmp/deno.zip && unzip -o /tmp/deno.zip -d /usr/local/bin"
+            ),
         );
         let config = match (ctx.read("deno.json"), ctx.read("deno.jsonc")) {
             (Some(t), _) => Some(parse_json("deno.json", &t)?),
@@ -65,15 +70,28 @@ impl Provider for Deno {
         };
         let idx = index(ctx);
         if let Some(i) = &idx {
-            plan.add_phase(Phase::new("build").cmd(format!("deno cache {i}")).depends(&["install", "setup"]));
+            plan.add_phase(
+                Phase::new("build")
+                    .cmd(format!("deno cache {i}"))
+                    .depends(&["install", "setup"]),
+            );
         }
-        let has_task = config.as_ref().and_then(|c| jstr(c, "tasks.start")).is_some();
+        let has_task = config
+            .as_ref()
+            .and_then(|c| jstr(c, "tasks.start"))
+            .is_some();
         let cmd = if has_task {
             Some("deno task start".to_string())
         } else {
             idx.map(|i| format!("deno run --allow-all {i}"))
         };
-        plan.set_start(StartPhase { cmd, ..StartPhase::default() }.include(&[".", "/usr/local/bin/deno", "/root/.cache/deno"]));
+        plan.set_start(
+            StartPhase {
+                cmd,
+                ..StartPhase::default()
+            }
+            .include(&[".", "/usr/local/bin/deno", "/root/.cache/deno"]),
+        );
         Ok(plan)
     }
 }

@@ -17,14 +17,16 @@ fn sdk_channel(ctx: &Ctx) -> crate::Result<(String, String)> {
     if let Some((v, k)) = ctx.env.option("CSHARP_SDK_VERSION") {
         return Ok((v, k));
     }
-    if let Some(g) = ctx.json("global.json")? {
-        if let Some(v) = jstr(&g, "sdk.version") {
+    if let Some(g) = ctx.json("global.json")?
+        && let Some(v) = jstr(&g, "sdk.version") {
             let mut parts = v.split('.');
             let major = parts.next().unwrap_or("8");
             let minor = parts.next().unwrap_or("0");
-            return Ok((format!("{major}.{minor}"), "global.json (sdk.version)".into()));
+            return Ok((
+                format!("{major}.{minor}"),
+                "global.json (sdk.version)".into(),
+            ));
         }
-    }
     Ok(("8.0".into(), "default".into()))
 }
 
@@ -36,17 +38,24 @@ fn plan(ctx: &Ctx, ext: &str) -> crate::Result<BuildPlan> {
             let lower = p.to_ascii_lowercase();
             !lower.contains("test")
                 && ctx.read(p).is_some_and(|t| {
-                    t.contains("<OutputType>Exe</OutputType>") || t.contains("Sdk=\"Microsoft.NET.Sdk.Web\"")
+                    t.contains("<OutputType>Exe</OutputType>")
+                        || t.contains("Sdk=\"Microsoft.NET.Sdk.Web\"")
                 })
         })
         .collect();
     let project = match exes.as_slice() {
         [one] => (*one).clone(),
         [] if projects.len() == 1 => projects[0].clone(),
-        [] => bail!("no executable .NET project found among {}: set <OutputType>Exe</OutputType>", projects.join(", ")),
+        [] => bail!(
+            "no executable .NET project found among {}: set <OutputType>Exe</OutputType>",
+            projects.join(", ")
+        ),
         many => bail!(
             "several executable .NET projects ({}): choose one with a start command (-s) and build command (-b)",
-            many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let name = project
@@ -63,14 +72,22 @@ fn plan(ctx: &Ctx, ext: &str) -> crate::Result<BuildPlan> {
         "dotnet",
         &channel,
         &source,
-        format!("curl -fsSL https://dot.net/v1/dotnet-install.sh | bash -s -- --channel {channel} --install-dir /usr/share/dotnet"),
+        format!(
+            "curl -fsSL https://dot.net/v1/dotnet-install.sh | bash -s -- --channel {channel} --install-dir /usr/share/dotnet"
+        ),
     );
     plan.phase_mut("setup").paths = Some(vec!["/usr/share/dotnet".into()]);
     let mut files: Vec<String> = projects.clone();
     for f in ctx.with_ext("sln") {
         files.push(f.to_string());
     }
-    for f in ["global.json", "nuget.config", "NuGet.Config", "Directory.Build.props", "Directory.Packages.props"] {
+    for f in [
+        "global.json",
+        "nuget.config",
+        "NuGet.Config",
+        "Directory.Build.props",
+        "Directory.Packages.props",
+    ] {
         if ctx.is_file(f) {
             files.push(f.into());
         }
@@ -81,13 +98,17 @@ fn plan(ctx: &Ctx, ext: &str) -> crate::Result<BuildPlan> {
             .cache(&["/root/.nuget/packages"])
             .files(files),
     );
-    plan.add_phase(Phase::new("build").cmd(format!("dotnet publish {project} --no-restore -c Release -o out")));
+    plan.add_phase(Phase::new("build").cmd(format!(
+        "dotnet publish {project} --no-restore -c Release -o out"
+    )));
     plan.set_var("ASPNETCORE_ENVIRONMENT", "Production");
     plan.set_var("DOTNET_ROOT", "/usr/share/dotnet");
     plan.set_start(
-        StartPhase::cmd(format!("ASPNETCORE_URLS=http://0.0.0.0:${{PORT:-3000}} ./out/{name}"))
-            .runtime(&["libicu76", "ca-certificates"])
-            .include(&["out", "/usr/share/dotnet"]),
+        StartPhase::cmd(format!(
+            "ASPNETCORE_URLS=http://0.0.0.0:${{PORT:-3000}} ./out/{name}"
+        ))
+        .runtime(&["libicu76", "ca-certificates"])
+        .include(&["out", "/usr/share/dotnet"]),
     );
     Ok(plan)
 }

@@ -36,7 +36,14 @@ impl Provider for Elixir {
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let mut plan = BuildPlan::default();
         plan.add_toolchain("elixir", version(ctx));
-        plan.add_phase(Phase::new("setup").apt(&["elixir", "erlang-dev", "erlang-nox", "rebar3", "build-essential", "git"]));
+        plan.add_phase(Phase::new("setup").apt(&[
+            "elixir",
+            "erlang-dev",
+            "erlang-nox",
+            "rebar3",
+            "build-essential",
+            "git",
+        ]));
         plan.add_phase(
             Phase::new("install")
                 .cmd("mix local.hex --force")
@@ -52,7 +59,11 @@ impl Provider for Elixir {
         plan.add_phase(build);
         plan.set_var("MIX_ENV", "prod");
         plan.set_var("ELIXIR_ERL_OPTIONS", "+fnu");
-        let cmd = if ctx.contains("mix.exs", ":phoenix") { "mix phx.server" } else { "mix run --no-halt" };
+        let cmd = if ctx.contains("mix.exs", ":phoenix") {
+            "mix phx.server"
+        } else {
+            "mix run --no-halt"
+        };
         plan.set_start(
             StartPhase::cmd(cmd)
                 .runtime(&["elixir", "erlang-nox"])

@@ -17,12 +17,15 @@ impl Provider for Gleam {
         "gleam.toml and manifest.toml"
     }
     fn detect(&self, ctx: &Ctx) -> crate::Result<Option<String>> {
-        Ok((ctx.is_file("gleam.toml") && ctx.is_file("manifest.toml")).then(|| "gleam.toml + manifest.toml".into()))
+        Ok((ctx.is_file("gleam.toml") && ctx.is_file("manifest.toml"))
+            .then(|| "gleam.toml + manifest.toml".into()))
     }
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let cfg = ctx.toml("gleam.toml")?.unwrap_or_default();
         let (version, source) = match (tstr(&cfg, "gleam"), tool_versions(ctx, "gleam")) {
-            (Some(v), _) if v.chars().next().is_some_and(|c| c.is_ascii_digit()) => (v.to_string(), "gleam.toml (gleam)".to_string()),
+            (Some(v), _) if v.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
+                (v.to_string(), "gleam.toml (gleam)".to_string())
+            }
             (_, Some(v)) => (v.text, v.source),
             _ => (DEFAULT.to_string(), "default".to_string()),
         };
@@ -33,7 +36,9 @@ impl Provider for Gleam {
             "gleam",
             &version,
             &source,
-            format!("curl -fsSL https://github.com/gleam-lang/gleam/releases/download/v{version}/gleam-v{version}-x86_64-unknown-linux-musl.tar.gz | tar -xz -C /usr/local/bin"),
+            format!(
+                "curl -fsSL https://github.com/gleam-lang/gleam/releases/download/v{version}/gleam-v{version}-x86_64-unknown-linux-musl.tar.gz | tar -xz -C /usr/local/bin"
+            ),
         );
         plan.add_phase(
             Phase::new("install")

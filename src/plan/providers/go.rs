@@ -19,22 +19,41 @@ fn version(ctx: &Ctx) -> crate::Result<Option<VersionReq>> {
     if let Some(v) = env_version(ctx, "GO_VERSION") {
         return Ok(Some(v));
     }
-    let Some(text) = ctx.read("go.mod") else { return Ok(None) };
+    let Some(text) = ctx.read("go.mod") else {
+        return Ok(None);
+    };
     let mut go = None;
     for (i, line) in text.lines().enumerate() {
         let mut it = line.split_whitespace();
         match (it.next(), it.next()) {
             (Some("toolchain"), Some(v)) => {
                 let v = v.trim_start_matches("go");
-                return Ok(Some(VersionReq::new(v, format!("go.mod:{} (toolchain)", i + 1), Kind::Minimum)));
+                return Ok(Some(VersionReq::new(
+                    v,
+                    format!("go.mod:{} (toolchain)", i + 1),
+                    Kind::Minimum,
+                )));
             }
             (Some("go"), Some(v)) => {
-                if !v.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
-                    bail!("go.mod:{}: `go {v}` is not a Go version: write e.g. `go 1.22`", i + 1);
+                if !v
+                    .split('.')
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+                {
+                    bail!(
+                        "go.mod:{}: `go {v}` is not a Go version: write e.g. `go 1.22`",
+                        i + 1
+                    );
                 }
-                go = Some(VersionReq::new(v, format!("go.mod:{} (go)", i + 1), Kind::Minimum));
+                go = Some(VersionReq::new(
+                    v,
+                    format!("go.mod:{} (go)", i + 1),
+                    Kind::Minimum,
+                ));
             }
-            (Some("go"), None) => bail!("go.mod:{}: the `go` directive has no version: write e.g. `go 1.22`", i + 1),
+            (Some("go"), None) => bail!(
+                "go.mod:{}: the `go` directive has no version: write e.g. `go 1.22`",
+                i + 1
+            ),
             _ => {}
         }
     }
@@ -51,7 +70,10 @@ impl Provider for Go {
     }
 
     fn detect(&self, ctx: &Ctx) -> crate::Result<Option<String>> {
-        Ok(["go.mod", "main.go"].into_iter().find(|f| ctx.is_file(f)).map(String::from))
+        Ok(["go.mod", "main.go"]
+            .into_iter()
+            .find(|f| ctx.is_file(f))
+            .map(String::from))
     }
 
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
@@ -83,7 +105,12 @@ impl Provider for Go {
         } else {
             "go build -o out main.go".to_string()
         };
-        plan.add_phase(Phase::new("build").cmd(build).cache(CACHES).depends(&["install", "setup"]));
+        plan.add_phase(
+            Phase::new("build")
+                .cmd(build)
+                .cache(CACHES)
+                .depends(&["install", "setup"]),
+        );
         if !cgo {
             plan.set_var("CGO_ENABLED", "0");
         }

@@ -15,7 +15,10 @@ impl Provider for Haskell {
         "package.yaml and a *.hs file"
     }
     fn detect(&self, ctx: &Ctx) -> crate::Result<Option<String>> {
-        Ok((ctx.is_file("package.yaml") && !ctx.with_ext("hs").is_empty()).then(|| "package.yaml + *.hs".into()))
+        Ok(
+            (ctx.is_file("package.yaml") && !ctx.with_ext("hs").is_empty())
+                .then(|| "package.yaml + *.hs".into()),
+        )
     }
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let text = ctx.read("package.yaml").unwrap_or_default();
@@ -39,9 +42,24 @@ impl Provider for Haskell {
         exes.sort();
         let mut plan = BuildPlan::default();
         plan.add_toolchain("haskell-stack", None);
-        plan.add_phase(Phase::new("setup").apt(&["haskell-stack", "libgmp-dev", "gcc", "binutils", "make", "zlib1g-dev"]));
-        plan.add_phase(Phase::new("install").cmd("stack setup").cache(&["/root/.stack"]));
-        plan.add_phase(Phase::new("build").cmd("stack install").cache(&["/root/.stack"]));
+        plan.add_phase(Phase::new("setup").apt(&[
+            "haskell-stack",
+            "libgmp-dev",
+            "gcc",
+            "binutils",
+            "make",
+            "zlib1g-dev",
+        ]));
+        plan.add_phase(
+            Phase::new("install")
+                .cmd("stack setup")
+                .cache(&["/root/.stack"]),
+        );
+        plan.add_phase(
+            Phase::new("build")
+                .cmd("stack install")
+                .cache(&["/root/.stack"]),
+        );
         let start = match exes.first() {
             Some(e) => StartPhase::cmd(format!("/root/.local/bin/{e}")),
             None => StartPhase::default(),

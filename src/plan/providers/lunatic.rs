@@ -19,19 +19,25 @@ impl Provider for Lunatic {
     fn detect(&self, ctx: &Ctx) -> crate::Result<Option<String>> {
         let hit = ctx.is_file("Cargo.toml")
             && ctx.read(".cargo/config.toml").is_some_and(|t| {
-                t.lines().any(|l| l.trim().starts_with("runner") && l.contains("\"lunatic"))
+                t.lines()
+                    .any(|l| l.trim().starts_with("runner") && l.contains("\"lunatic"))
             });
         Ok(hit.then(|| ".cargo/config.toml runner = lunatic".into()))
     }
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let mut plan = super::rust::plan(ctx)?;
-        plan.phase_mut("setup").apt_pkgs.get_or_insert_with(Vec::new).push("libstd-rust-dev-wasm32".into());
+        plan.phase_mut("setup")
+            .apt_pkgs
+            .get_or_insert_with(Vec::new)
+            .push("libstd-rust-dev-wasm32".into());
         upstream(
             &mut plan,
             "lunatic",
             VERSION,
             "default",
-            format!("curl -fsSL https://github.com/lunatic-solutions/lunatic/releases/download/v{VERSION}/lunatic-linux-amd64.tar.gz | tar -xz -C /usr/local/bin"),
+            format!(
+                "curl -fsSL https://github.com/lunatic-solutions/lunatic/releases/download/v{VERSION}/lunatic-linux-amd64.tar.gz | tar -xz -C /usr/local/bin"
+            ),
         );
         if let Some(build) = plan.phases.as_mut().and_then(|p| p.get_mut("build")) {
             for c in build.cmds.iter_mut().flatten() {
@@ -39,7 +45,10 @@ impl Provider for Lunatic {
                     c.push_str(" --target wasm32-wasip1");
                 }
                 if let Some(rest) = c.strip_prefix("cp target/release/") {
-                    *c = format!("cp target/wasm32-wasip1/release/{}", rest.replacen(" bin", ".wasm bin", 1));
+                    *c = format!(
+                        "cp target/wasm32-wasip1/release/{}",
+                        rest.replacen(" bin", ".wasm bin", 1)
+                    );
                 }
             }
         }

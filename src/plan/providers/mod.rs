@@ -122,9 +122,10 @@ pub fn tool_versions(ctx: &Ctx, tool: &str) -> Option<VersionReq> {
     let text = ctx.read(".tool-versions")?;
     text.lines().enumerate().find_map(|(i, l)| {
         let mut it = l.split_whitespace();
-        (it.next()? == tool).then(|| it.next()).flatten().map(|v| {
-            VersionReq::new(v, format!(".tool-versions:{}", i + 1), Kind::Pin)
-        })
+        (it.next()? == tool)
+            .then(|| it.next())
+            .flatten()
+            .map(|v| VersionReq::new(v, format!(".tool-versions:{}", i + 1), Kind::Pin))
     })
 }
 

@@ -108,7 +108,11 @@ pub fn version(ctx: &Ctx, app: &App) -> Option<VersionReq> {
             .read("package.json")
             .map(|t| locate(&t, "package.json", "\"node\""))
             .unwrap_or_else(|| "package.json".into());
-        return Some(VersionReq::new(r, format!("{src} (engines.node)"), Kind::Range));
+        return Some(VersionReq::new(
+            r,
+            format!("{src} (engines.node)"),
+            Kind::Range,
+        ));
     }
     for f in [".nvmrc", ".node-version"] {
         if let Some(mut v) = version_file(ctx, f) {
@@ -126,8 +130,8 @@ pub fn version(ctx: &Ctx, app: &App) -> Option<VersionReq> {
 
 /// `name@version` of the package manager to install globally with npm.
 fn pm_package(ctx: &Ctx, app: &App) -> Option<String> {
-    let declared = jstr(&app.pkg, "packageManager")
-        .map(|d| d.split('+').next().unwrap_or(d).to_string());
+    let declared =
+        jstr(&app.pkg, "packageManager").map(|d| d.split('+').next().unwrap_or(d).to_string());
     let from_decl = |name: &str| {
         declared
             .as_deref()
@@ -153,12 +157,18 @@ fn pm_package(ctx: &Ctx, app: &App) -> Option<String> {
             });
             Some(format!("pnpm@{v}"))
         }
-        Pm::Yarn => Some(format!("yarn@{}", from_decl("yarn").unwrap_or_else(|| "1.22.22".into()))),
+        Pm::Yarn => Some(format!(
+            "yarn@{}",
+            from_decl("yarn").unwrap_or_else(|| "1.22.22".into())
+        )),
         Pm::YarnBerry => Some(format!(
             "@yarnpkg/cli-dist@{}",
             from_decl("yarn").unwrap_or_else(|| "4.9.2".into())
         )),
-        Pm::Bun => Some(format!("bun@{}", from_decl("bun").unwrap_or_else(|| "1.2.19".into()))),
+        Pm::Bun => Some(format!(
+            "bun@{}",
+            from_decl("bun").unwrap_or_else(|| "1.2.19".into())
+        )),
     }
 }
 
@@ -176,7 +186,11 @@ pub fn setup_and_install(ctx: &Ctx, app: &App) -> (Phase, Phase) {
     }
     if app.has("canvas") {
         setup = setup.apt(&[
-            "build-essential", "libcairo2-dev", "libpango1.0-dev", "libjpeg-dev", "libgif-dev",
+            "build-essential",
+            "libcairo2-dev",
+            "libpango1.0-dev",
+            "libjpeg-dev",
+            "libgif-dev",
             "librsvg2-dev",
         ]);
     }
@@ -199,9 +213,23 @@ pub fn setup_and_install(ctx: &Ctx, app: &App) -> (Phase, Phase) {
     let mut files = existing(
         ctx,
         &[
-            "package.json", "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml",
-            "pnpm-workspace.yaml", "bun.lockb", "bun.lock", ".npmrc", ".yarnrc", ".yarnrc.yml",
-            ".yarn/releases", ".yarn/plugins", ".yarn/patches", ".pnpmfile.cjs", "patches", "prisma",
+            "package.json",
+            "package-lock.json",
+            "npm-shrinkwrap.json",
+            "yarn.lock",
+            "pnpm-lock.yaml",
+            "pnpm-workspace.yaml",
+            "bun.lockb",
+            "bun.lock",
+            ".npmrc",
+            ".yarnrc",
+            ".yarnrc.yml",
+            ".yarn/releases",
+            ".yarn/plugins",
+            ".yarn/patches",
+            ".pnpmfile.cjs",
+            "patches",
+            "prisma",
         ],
     );
     // Workspaces need every member's manifest to install.
@@ -228,24 +256,26 @@ struct Spa {
 }
 
 fn vite_out_dir(ctx: &Ctx, app: &App) -> String {
-    for f in ["vite.config.js", "vite.config.ts", "vite.config.mjs", "vite.config.mts"] {
-        if let Some(t) = ctx.read(f) {
-            if let Some(i) = t.find("outDir") {
+    for f in [
+        "vite.config.js",
+        "vite.config.ts",
+        "vite.config.mjs",
+        "vite.config.mts",
+    ] {
+        if let Some(t) = ctx.read(f)
+            && let Some(i) = t.find("outDir") {
                 let rest = &t[i + 6..];
                 let q: Vec<&str> = rest.splitn(3, ['"', '\'', '`']).collect();
                 if q.len() == 3 && q[0].trim_start().starts_with(':') {
                     return q[1].to_string();
                 }
             }
-        }
     }
-    if let Some(b) = app.script("build") {
-        if let Some(i) = b.find("--outDir") {
-            if let Some(d) = b[i + 8..].split_whitespace().next() {
+    if let Some(b) = app.script("build")
+        && let Some(i) = b.find("--outDir")
+            && let Some(d) = b[i + 8..].split_whitespace().next() {
                 return d.trim_start_matches('=').to_string();
             }
-        }
-    }
     "dist".into()
 }
 
@@ -261,38 +291,62 @@ fn spa(ctx: &Ctx, app: &App) -> Option<Spa> {
         return Some(Spa { out_dir: d });
     }
     let vite = app.has("vite")
-        || ["vite.config.js", "vite.config.ts", "vite.config.mjs", "vite.config.mts"]
-            .iter()
-            .any(|f| ctx.is_file(f))
-        || app.script("build").is_some_and(|b| b.contains("vite build"));
-    let allow = (app.has("react") && !app.has("@remix-run/react") && !app.has("@react-router/node"))
-        || app.has("vue")
-        || (app.has("svelte") && !app.has("@sveltejs/kit"))
-        || app.has("preact")
-        || app.has("lit")
-        || app.has("solid-js")
-        || app.has("@builder.io/qwik");
+        || [
+            "vite.config.js",
+            "vite.config.ts",
+            "vite.config.mjs",
+            "vite.config.mts",
+        ]
+        .iter()
+        .any(|f| ctx.is_file(f))
+        || app
+            .script("build")
+            .is_some_and(|b| b.contains("vite build"));
+    let allow =
+        (app.has("react") && !app.has("@remix-run/react") && !app.has("@react-router/node"))
+            || app.has("vue")
+            || (app.has("svelte") && !app.has("@sveltejs/kit"))
+            || app.has("preact")
+            || app.has("lit")
+            || app.has("solid-js")
+            || app.has("@builder.io/qwik");
     if vite && allow && !app.has("next") && !app.has("nuxt") {
-        return Some(Spa { out_dir: vite_out_dir(ctx, app) });
+        return Some(Spa {
+            out_dir: vite_out_dir(ctx, app),
+        });
     }
     if app.has("react-scripts") {
-        return Some(Spa { out_dir: "build".into() });
+        return Some(Spa {
+            out_dir: "build".into(),
+        });
     }
-    if app.has("astro") && !app.deps.iter().any(|d| d.starts_with("@astrojs/") && d.ends_with("node")) {
+    if app.has("astro")
+        && !app
+            .deps
+            .iter()
+            .any(|d| d.starts_with("@astrojs/") && d.ends_with("node"))
+    {
         let server = ["astro.config.mjs", "astro.config.ts", "astro.config.js"]
             .iter()
             .any(|f| ctx.contains(f, "output: 'server'") || ctx.contains(f, "output: \"server\""));
         if !server {
-            return Some(Spa { out_dir: "dist".into() });
+            return Some(Spa {
+                out_dir: "dist".into(),
+            });
         }
     }
     None
 }
 
 fn next_standalone(ctx: &Ctx) -> bool {
-    ["next.config.js", "next.config.mjs", "next.config.ts", "next.config.cjs"]
-        .iter()
-        .any(|f| ctx.read(f).is_some_and(|t| t.contains("standalone")))
+    [
+        "next.config.js",
+        "next.config.mjs",
+        "next.config.ts",
+        "next.config.cjs",
+    ]
+    .iter()
+    .any(|f| ctx.read(f).is_some_and(|t| t.contains("standalone")))
 }
 
 fn start_cmd(ctx: &Ctx, app: &App) -> Option<String> {
@@ -325,12 +379,16 @@ fn start_cmd(ctx: &Ctx, app: &App) -> Option<String> {
 
 /// moon: `KILN_/NIXPACKS_MOON_APP_NAME` plus `.moon/workspace.yml`.
 fn moon(ctx: &Ctx) -> Option<String> {
-    ctx.env.opt("MOON_APP_NAME").filter(|_| ctx.is_file(".moon/workspace.yml"))
+    ctx.env
+        .opt("MOON_APP_NAME")
+        .filter(|_| ctx.is_file(".moon/workspace.yml"))
 }
 
 /// Nx: the app from the env or `nx.json` `defaultProject`, with its project.json.
 fn nx(ctx: &Ctx) -> crate::Result<Option<(String, Value)>> {
-    let Some(nx) = ctx.json("nx.json")? else { return Ok(None) };
+    let Some(nx) = ctx.json("nx.json")? else {
+        return Ok(None);
+    };
     let app = ctx
         .env
         .opt("NX_APP_NAME")
@@ -343,8 +401,14 @@ fn nx(ctx: &Ctx) -> crate::Result<Option<(String, Value)>> {
 fn nx_start(app: &str, project: &Value, dlx: &str) -> String {
     let targets = project.get("targets");
     if let Some(start) = targets.and_then(|t| t.get("start")) {
-        let prod = start.get("configurations").and_then(|c| c.get("production")).is_some();
-        return format!("{dlx} nx run {app}:start{}", if prod { ":production" } else { "" });
+        let prod = start
+            .get("configurations")
+            .and_then(|c| c.get("production"))
+            .is_some();
+        return format!(
+            "{dlx} nx run {app}:start{}",
+            if prod { ":production" } else { "" }
+        );
     }
     let build = targets.and_then(|t| t.get("build"));
     let out = build
@@ -372,7 +436,12 @@ fn turbo_start(ctx: &Ctx, app: &App) -> Option<String> {
         .files()
         .iter()
         .filter(|f| f.ends_with("/package.json"))
-        .any(|f| ctx.json(f).ok().flatten().is_some_and(|p| jstr(&p, "name") == Some(name.as_str())));
+        .any(|f| {
+            ctx.json(f)
+                .ok()
+                .flatten()
+                .is_some_and(|p| jstr(&p, "name") == Some(name.as_str()))
+        });
     if !found {
         return None;
     }
@@ -409,7 +478,9 @@ impl Provider for Node {
     }
 
     fn detect(&self, ctx: &Ctx) -> crate::Result<Option<String>> {
-        Ok(ctx.is_file("package.json").then(|| "package.json".to_string()))
+        Ok(ctx
+            .is_file("package.json")
+            .then(|| "package.json".to_string()))
     }
 
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
@@ -424,13 +495,22 @@ impl Provider for Node {
         let dlx = app.pm.dlx();
         let nx = nx(ctx)?;
         if let Some(m) = moon(ctx) {
-            let task = ctx.env.opt("MOON_BUILD_TASK").unwrap_or_else(|| "build".into());
-            build = build.cmd(format!("{dlx} @moonrepo/cli run {m}:{task}")).cache(&[".moon/cache/outputs"]);
+            let task = ctx
+                .env
+                .opt("MOON_BUILD_TASK")
+                .unwrap_or_else(|| "build".into());
+            build = build
+                .cmd(format!("{dlx} @moonrepo/cli run {m}:{task}"))
+                .cache(&[".moon/cache/outputs"]);
         } else if let Some((a, _)) = &nx {
             build = build.cmd(format!("{dlx} nx run {a}:build:production"));
         } else if turbo_build(ctx) {
             build = build.cmd("npx turbo run build");
-        } else if let Some(t) = ctx.env.opt("TURBO_APP_NAME").filter(|_| ctx.is_file("turbo.json")) {
+        } else if let Some(t) = ctx
+            .env
+            .opt("TURBO_APP_NAME")
+            .filter(|_| ctx.is_file("turbo.json"))
+        {
             build = build.cmd(format!("{dlx} turbo run {t}:build"));
         } else if app.script("build").is_some() {
             build = build.cmd(format!("{} run build", app.pm.cmd()));
@@ -454,13 +534,20 @@ impl Provider for Node {
         }
         plan.add_phase(build);
 
-        for (k, v) in [("NODE_ENV", "production"), ("NPM_CONFIG_PRODUCTION", "false"), ("CI", "true")] {
+        for (k, v) in [
+            ("NODE_ENV", "production"),
+            ("NPM_CONFIG_PRODUCTION", "false"),
+            ("CI", "true"),
+        ] {
             plan.set_var(k, v);
         }
 
         let global_pm = app.pm != Pm::Npm;
         let mono = if let Some(m) = moon(ctx) {
-            let task = ctx.env.opt("MOON_START_TASK").unwrap_or_else(|| "start".into());
+            let task = ctx
+                .env
+                .opt("MOON_START_TASK")
+                .unwrap_or_else(|| "start".into());
             Some(format!("{dlx} @moonrepo/cli run {m}:{task}"))
         } else if let Some((a, p)) = &nx {
             Some(nx_start(a, p, dlx))
@@ -478,7 +565,10 @@ impl Provider for Node {
             }
             s
         } else if let Some(s) = spa(ctx, &app) {
-            plan.add_asset("Caddyfile", super::staticfile::caddyfile(&format!("/app/{}", s.out_dir), true, false));
+            plan.add_asset(
+                "Caddyfile",
+                super::staticfile::caddyfile(&format!("/app/{}", s.out_dir), true, false),
+            );
             StartPhase::cmd("caddy run --config /assets/Caddyfile --adapter caddyfile")
                 .runtime(&["caddy"])
                 .include(&[s.out_dir.as_str()])

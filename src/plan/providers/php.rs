@@ -16,7 +16,11 @@ use crate::plan::versions::Kind;
 pub struct Php;
 
 fn nginx_conf(root: &str, laravel: bool) -> String {
-    let fallback = if laravel { "/index.php?$query_string" } else { "=404" };
+    let fallback = if laravel {
+        "/index.php?$query_string"
+    } else {
+        "=404"
+    };
     format!(
         "worker_processes 5;\ndaemon off;\nerror_log /dev/stderr;\nevents {{ worker_connections 1024; }}\n\
 http {{\n  include /etc/nginx/mime.types;\n  access_log /dev/stdout;\n  server {{\n    listen __PORT__;\n    listen [::]:__PORT__;\n    root {root};\n    index index.php index.html;\n    charset utf-8;\n\
@@ -37,26 +41,55 @@ impl Provider for Php {
         "composer.json or index.php"
     }
     fn detect(&self, ctx: &Ctx) -> crate::Result<Option<String>> {
-        Ok(["composer.json", "index.php"].into_iter().find(|f| ctx.is_file(f)).map(String::from))
+        Ok(["composer.json", "index.php"]
+            .into_iter()
+            .find(|f| ctx.is_file(f))
+            .map(String::from))
     }
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let composer = ctx.json("composer.json")?.unwrap_or(Value::Null);
         let mut plan = BuildPlan::default();
         let req = jstr(&composer, "require.php").map(|r| {
-            let src = ctx.read("composer.json").map(|t| locate(&t, "composer.json", "\"php\"")).unwrap_or_default();
+            let src = ctx
+                .read("composer.json")
+                .map(|t| locate(&t, "composer.json", "\"php\""))
+                .unwrap_or_default();
             VersionReq::new(r, src, Kind::Range)
         });
         plan.add_toolchain("php", req);
         let mut exts: Vec<String> = composer
             .get("require")
             .and_then(Value::as_object)
-            .map(|m| m.keys().filter_map(|k| k.strip_prefix("ext-")).map(|e| format!("php-{}", e.to_ascii_lowercase())).collect())
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| k.strip_prefix("ext-"))
+                    .map(|e| format!("php-{}", e.to_ascii_lowercase()))
+                    .collect()
+            })
             .unwrap_or_default();
         // Built into Debian's php-cli/php-common.
-        exts.retain(|e| !matches!(e.as_str(), "php-json" | "php-zend-opcache" | "php-opcache" | "php-ctype" | "php-tokenizer" | "php-fileinfo" | "php-pdo" | "php-openssl" | "php-session" | "php-filter" | "php-hash" | "php-pcre"));
+        exts.retain(|e| {
+            !matches!(
+                e.as_str(),
+                "php-json"
+                    | "php-zend-opcache"
+                    | "php-opcache"
+                    | "php-ctype"
+                    | "php-tokenizer"
+                    | "php-fileinfo"
+                    | "php-pdo"
+                    | "php-openssl"
+                    | "php-session"
+                    | "php-filter"
+                    | "php-hash"
+                    | "php-pcre"
+            )
+        });
         exts.sort();
         let ext_refs: Vec<&str> = exts.iter().map(String::as_str).collect();
-        let mut setup = Phase::new("setup").apt(&["php-cli", "php-fpm", "composer", "nginx", "unzip", "git"]).apt(&ext_refs);
+        let mut setup = Phase::new("setup")
+            .apt(&["php-cli", "php-fpm", "composer", "nginx", "unzip", "git"])
+            .apt(&ext_refs);
         let has_node = ctx.is_file("package.json");
         let mut install = Phase::new("install");
         if ctx.is_file("composer.json") {
@@ -79,9 +112,19 @@ impl Provider for Php {
                 p.name = Some("node:install".into());
                 plan.add_phase(p);
             }
-            let script = if app.script("prod").is_some() { Some("prod") } else if app.script("build").is_some() { Some("build") } else { None };
+            let script = if app.script("prod").is_some() {
+                Some("prod")
+            } else if app.script("build").is_some() {
+                Some("build")
+            } else {
+                None
+            };
             if let Some(s) = script {
-                plan.add_phase(Phase::new("build").cmd(format!("{} run {s}", app.pm.cmd())).depends(&["install", "node:install"]));
+                plan.add_phase(
+                    Phase::new("build")
+                        .cmd(format!("{} run {s}", app.pm.cmd()))
+                        .depends(&["install", "node:install"]),
+                );
             }
         }
         plan.add_phase(setup);
@@ -91,11 +134,18 @@ impl Provider for Php {
         let laravel = ctx.is_file("artisan");
         if laravel {
             plan.add_phase(
-                plan.phase("build").cloned().unwrap_or_else(|| Phase::new("build")).cmd("composer dump-autoload --optimize --no-dev"),
+                plan.phase("build")
+                    .cloned()
+                    .unwrap_or_else(|| Phase::new("build"))
+                    .cmd("composer dump-autoload --optimize --no-dev"),
             );
             plan.set_var("IS_LARAVEL", "yes");
         }
-        let root = if laravel || ctx.is_dir("public") && !ctx.is_file("index.php") { "/app/public" } else { "/app" };
+        let root = if laravel || ctx.is_dir("public") && !ctx.is_file("index.php") {
+            "/app/public"
+        } else {
+            "/app"
+        };
         let template = if ctx.is_file("nginx.conf") {
             "/app/nginx.conf"
         } else if ctx.is_file("nginx.template.conf") {
@@ -108,7 +158,11 @@ impl Provider for Php {
         plan.add_asset("start.sh", START_SH);
         let mut runtime: Vec<&str> = vec!["php-cli", "php-fpm", "nginx"];
         runtime.extend(ext_refs.iter());
-        let cmd = if template == "/assets/nginx.conf" { "sh /assets/start.sh".to_string() } else { format!("NGINX_TEMPLATE={template} sh /assets/start.sh") };
+        let cmd = if template == "/assets/nginx.conf" {
+            "sh /assets/start.sh".to_string()
+        } else {
+            format!("NGINX_TEMPLATE={template} sh /assets/start.sh")
+        };
         plan.set_start(StartPhase::cmd(cmd).runtime(&runtime));
         Ok(plan)
     }

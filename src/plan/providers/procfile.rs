@@ -22,15 +22,26 @@ pub fn parse(text: &str) -> crate::Result<BTreeMap<String, String>> {
             continue;
         }
         let Some((name, cmd)) = line.split_once(':') else {
-            bail!("Procfile:{}: expected `name: command`, found `{line}`", i + 1);
+            bail!(
+                "Procfile:{}: expected `name: command`, found `{line}`",
+                i + 1
+            );
         };
         let name = name.trim();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            bail!("Procfile:{}: `{name}` is not a process name (letters, digits, `-`, `_`)", i + 1);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!(
+                "Procfile:{}: `{name}` is not a process name (letters, digits, `-`, `_`)",
+                i + 1
+            );
         }
         let mut cmd = cmd.trim();
         if cmd.len() >= 2
-            && ((cmd.starts_with('"') && cmd.ends_with('"')) || (cmd.starts_with('\'') && cmd.ends_with('\'')))
+            && ((cmd.starts_with('"') && cmd.ends_with('"'))
+                || (cmd.starts_with('\'') && cmd.ends_with('\'')))
         {
             cmd = &cmd[1..cmd.len() - 1];
         }
@@ -70,7 +81,9 @@ mod tests {
         let p = parse("# c\nweb: node server.js\nworker: \"node w.js\"\n").unwrap();
         assert_eq!(p["web"], "node server.js");
         assert_eq!(p["worker"], "node w.js");
-        let e = parse("web: a\nnot a process line\n").unwrap_err().to_string();
+        let e = parse("web: a\nnot a process line\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("Procfile:2:"), "{e}");
         let e = parse("web:\n").unwrap_err().to_string();
         assert!(e.starts_with("Procfile:1:"), "{e}");

@@ -86,7 +86,11 @@ fn deps(ctx: &Ctx, pyproject: Option<&toml::Table>) -> crate::Result<BTreeSet<St
         out.extend(t.lines().filter_map(req_name));
     }
     if let Some(p) = pyproject {
-        if let Some(list) = p.get("project").and_then(|x| x.get("dependencies")).and_then(|d| d.as_array()) {
+        if let Some(list) = p
+            .get("project")
+            .and_then(|x| x.get("dependencies"))
+            .and_then(|d| d.as_array())
+        {
             out.extend(list.iter().filter_map(|d| d.as_str()).filter_map(req_name));
         }
         if let Some(t) = p
@@ -98,11 +102,10 @@ fn deps(ctx: &Ctx, pyproject: Option<&toml::Table>) -> crate::Result<BTreeSet<St
             out.extend(t.keys().map(|k| norm(k)));
         }
     }
-    if let Some(p) = ctx.toml("Pipfile")? {
-        if let Some(t) = p.get("packages").and_then(|x| x.as_table()) {
+    if let Some(p) = ctx.toml("Pipfile")?
+        && let Some(t) = p.get("packages").and_then(|x| x.as_table()) {
             out.extend(t.keys().map(|k| norm(k)));
         }
-    }
     Ok(out)
 }
 
@@ -122,12 +125,24 @@ fn version(ctx: &Ctx, pyproject: Option<&toml::Table>) -> crate::Result<Option<V
             .read("pyproject.toml")
             .map(|t| locate(&t, "pyproject.toml", "requires-python"))
             .unwrap_or_default();
-        return Ok(Some(VersionReq::new(r, format!("{src} (requires-python)"), Kind::Range)));
+        return Ok(Some(VersionReq::new(
+            r,
+            format!("{src} (requires-python)"),
+            Kind::Range,
+        )));
     }
     if let Some(p) = ctx.toml("Pipfile")? {
         for k in ["python_full_version", "python_version"] {
-            if let Some(v) = p.get("requires").and_then(|r| r.get(k)).and_then(|v| v.as_str()) {
-                return Ok(Some(VersionReq::new(v, format!("Pipfile ([requires] {k})"), Kind::Pin)));
+            if let Some(v) = p
+                .get("requires")
+                .and_then(|r| r.get(k))
+                .and_then(|v| v.as_str())
+            {
+                return Ok(Some(VersionReq::new(
+                    v,
+                    format!("Pipfile ([requires] {k})"),
+                    Kind::Pin,
+                )));
             }
         }
     }
@@ -136,7 +151,15 @@ fn version(ctx: &Ctx, pyproject: Option<&toml::Table>) -> crate::Result<Option<V
 
 /// `module:variable` of the first file that creates an app with `ctor`.
 fn find_app(ctx: &Ctx, ctor: &str) -> Option<String> {
-    for file in ["main.py", "app.py", "wsgi.py", "asgi.py", "server.py", "app/main.py", "src/main.py"] {
+    for file in [
+        "main.py",
+        "app.py",
+        "wsgi.py",
+        "asgi.py",
+        "server.py",
+        "app/main.py",
+        "src/main.py",
+    ] {
         if let Some(text) = ctx.read(file) {
             for line in text.lines() {
                 let line = line.trim();
@@ -159,17 +182,18 @@ fn find_app(ctx: &Ctx, ctor: &str) -> Option<String> {
 /// The Django WSGI module from `WSGI_APPLICATION = "<m>.application"`.
 fn django_wsgi(ctx: &Ctx) -> crate::Result<String> {
     for f in ctx.with_ext("py") {
-        if let Some(t) = ctx.read(f) {
-            if let Some(i) = t.find("WSGI_APPLICATION") {
+        if let Some(t) = ctx.read(f)
+            && let Some(i) = t.find("WSGI_APPLICATION") {
                 let rest = &t[i..];
                 let q: Vec<&str> = rest.splitn(3, ['"', '\'']).collect();
                 if q.len() == 3 {
                     return Ok(q[1].trim_end_matches(".application").to_string());
                 }
             }
-        }
     }
-    anyhow::bail!("Django app without WSGI_APPLICATION: set `WSGI_APPLICATION = \"<project>.wsgi.application\"` in settings.py, or give a start command")
+    anyhow::bail!(
+        "Django app without WSGI_APPLICATION: set `WSGI_APPLICATION = \"<project>.wsgi.application\"` in settings.py, or give a start command"
+    )
 }
 
 const BIND: &str = "0.0.0.0:${PORT:-8000}";
@@ -245,7 +269,11 @@ impl Provider for Python {
         if fastapi && !has("uvicorn") {
             extra.push(format!("uvicorn=={UVICORN}"));
         }
-        let extra = if extra.is_empty() { String::new() } else { format!(" && pip install {}", extra.join(" ")) };
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" && pip install {}", extra.join(" "))
+        };
 
         let pip_cache = "/root/.cache/pip";
         let (cmd, files, caches): (Option<String>, Vec<&str>, Vec<&str>) = match pm {
@@ -262,7 +290,9 @@ impl Provider for Python {
                 vec![pip_cache, "/root/.cache/pypoetry"],
             ),
             Pm::Pdm => (
-                Some(format!("{VENV}pip install pdm=={PDM} && pdm install --prod --no-self{extra}")),
+                Some(format!(
+                    "{VENV}pip install pdm=={PDM} && pdm install --prod --no-self{extra}"
+                )),
                 vec!["pyproject.toml", "pdm.lock"],
                 vec![pip_cache, "/root/.cache/pdm"],
             ),
@@ -282,9 +312,15 @@ impl Provider for Python {
                     .filter_map(|d| d.as_str())
                     .map(|d| format!("'{}'", d.replace('\'', "")))
                     .collect();
-                let deps = if listed.is_empty() { String::new() } else { format!(" && pip install {}", listed.join(" ")) };
+                let deps = if listed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" && pip install {}", listed.join(" "))
+                };
                 (
-                    Some(format!("{VENV}pip install --upgrade build setuptools{deps}{extra}")),
+                    Some(format!(
+                        "{VENV}pip install --upgrade build setuptools{deps}{extra}"
+                    )),
                     vec!["pyproject.toml"],
                     vec![pip_cache],
                 )
@@ -293,7 +329,9 @@ impl Provider for Python {
                 Some(if ctx.is_file("Pipfile.lock") {
                     format!("{VENV}pip install pipenv && pipenv install --deploy --system{extra}")
                 } else {
-                    format!("{VENV}pip install pipenv && pipenv install --skip-lock --system{extra}")
+                    format!(
+                        "{VENV}pip install pipenv && pipenv install --skip-lock --system{extra}"
+                    )
                 }),
                 vec!["Pipfile", "Pipfile.lock"],
                 vec![pip_cache],
@@ -310,7 +348,9 @@ impl Provider for Python {
             );
         }
         if pm == Pm::Setuptools {
-            plan.add_phase(Phase::new("build").cmd(". /opt/venv/bin/activate && pip install --no-deps ."));
+            plan.add_phase(
+                Phase::new("build").cmd(". /opt/venv/bin/activate && pip install --no-deps ."),
+            );
         }
         if pm == Pm::Uv {
             plan.set_var("UV_PROJECT_ENVIRONMENT", "/opt/venv");
@@ -319,7 +359,9 @@ impl Provider for Python {
         let start = if django {
             Some(format!("gunicorn --bind {BIND} {}", django_wsgi(ctx)?))
         } else if let Some(app) = fastapi.then(|| find_app(ctx, "FastAPI(")).flatten() {
-            Some(format!("uvicorn {app} --host 0.0.0.0 --port ${{PORT:-8000}}"))
+            Some(format!(
+                "uvicorn {app} --host 0.0.0.0 --port ${{PORT:-8000}}"
+            ))
         } else if let Some(app) = flask.then(|| find_app(ctx, "Flask(")).flatten() {
             Some(format!("gunicorn --bind {BIND} {app}"))
         } else if ctx.is_file("main.py") {
@@ -336,12 +378,21 @@ impl Provider for Python {
             };
             first("packages")
                 .or_else(|| first("py_modules"))
-                .or_else(|| project.and_then(|x| x.get("name")).and_then(|n| n.as_str()).map(String::from))
+                .or_else(|| {
+                    project
+                        .and_then(|x| x.get("name"))
+                        .and_then(|n| n.as_str())
+                        .map(String::from)
+                })
                 .map(|m| format!("python -m {}", m.replace('-', "_")))
         } else {
             None
         };
-        let mut s = StartPhase { cmd: start, ..StartPhase::default() }.runtime(&runtime);
+        let mut s = StartPhase {
+            cmd: start,
+            ..StartPhase::default()
+        }
+        .runtime(&runtime);
         s = s.include(&[".", "/opt/venv"]);
         plan.set_start(s);
 

@@ -19,11 +19,10 @@ fn gems(ctx: &Ctx) -> BTreeSet<String> {
     if let Some(lock) = ctx.read("Gemfile.lock") {
         for l in lock.lines() {
             // "    name (1.2.3)" — exactly four spaces in the specs section.
-            if l.starts_with("    ") && !l.starts_with("     ") {
-                if let Some(n) = l.trim().split_whitespace().next() {
+            if l.starts_with("    ") && !l.starts_with("     ")
+                && let Some(n) = l.split_whitespace().next() {
                     out.insert(n.to_string());
                 }
-            }
         }
     }
     if let Some(g) = ctx.read("Gemfile") {
@@ -51,7 +50,11 @@ fn version(ctx: &Ctx) -> Option<VersionReq> {
         for (i, l) in g.lines().enumerate() {
             if let Some(rest) = l.trim().strip_prefix("ruby ") {
                 let v = rest.trim().trim_matches(['"', '\'']);
-                let kind = if v.starts_with(['~', '>', '<', '=']) { Kind::Range } else { Kind::Pin };
+                let kind = if v.starts_with(['~', '>', '<', '=']) {
+                    Kind::Range
+                } else {
+                    Kind::Pin
+                };
                 return Some(VersionReq::new(v, format!("Gemfile:{}", i + 1), kind));
             }
         }
@@ -61,8 +64,17 @@ fn version(ctx: &Ctx) -> Option<VersionReq> {
     while let Some((_, l)) = lines.next() {
         if l.trim() == "RUBY VERSION" {
             let (i, v) = lines.next()?;
-            let v = v.trim().trim_start_matches("ruby ").split('p').next()?.to_string();
-            return Some(VersionReq::new(v, format!("Gemfile.lock:{}", i + 1), Kind::Pin));
+            let v = v
+                .trim()
+                .trim_start_matches("ruby ")
+                .split('p')
+                .next()?
+                .to_string();
+            return Some(VersionReq::new(
+                v,
+                format!("Gemfile.lock:{}", i + 1),
+                Kind::Pin,
+            ));
         }
     }
     None
@@ -83,7 +95,14 @@ impl Provider for Ruby {
         let has = |g: &str| gems.contains(g);
         let mut plan = BuildPlan::default();
         plan.add_toolchain("ruby", version(ctx));
-        let mut setup = Phase::new("setup").apt(&["ruby", "ruby-dev", "bundler", "build-essential", "libyaml-dev", "procps"]);
+        let mut setup = Phase::new("setup").apt(&[
+            "ruby",
+            "ruby-dev",
+            "bundler",
+            "build-essential",
+            "libyaml-dev",
+            "procps",
+        ]);
         let mut runtime: Vec<&str> = vec!["ruby", "bundler"];
         if has("pg") {
             setup = setup.apt(&["libpq-dev"]);
@@ -162,9 +181,12 @@ impl Provider for Ruby {
             plan.set_var("RAILS_SERVE_STATIC_FILES", "1");
         }
         plan.set_start(
-            StartPhase { cmd: cmd.map(String::from), ..StartPhase::default() }
-                .runtime(&runtime)
-                .include(&[".", "/var/lib/gems", "/usr/local/bin"]),
+            StartPhase {
+                cmd: cmd.map(String::from),
+                ..StartPhase::default()
+            }
+            .runtime(&runtime)
+            .include(&[".", "/var/lib/gems", "/usr/local/bin"]),
         );
         Ok(plan)
     }

@@ -23,7 +23,10 @@ fn version(ctx: &Ctx, cargo: &toml::Table) -> crate::Result<Option<VersionReq>> 
             let t = ctx.toml(f)?.unwrap_or_default();
             tstr(&t, "toolchain.channel").map(String::from)
         } else {
-            text.lines().map(str::trim).find(|l| !l.is_empty()).map(String::from)
+            text.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .map(String::from)
         };
         let Some(channel) = channel else { continue };
         let src = locate(&text, f, &channel);
@@ -31,12 +34,17 @@ fn version(ctx: &Ctx, cargo: &toml::Table) -> crate::Result<Option<VersionReq>> 
             return Ok(Some(VersionReq::new("*", src, Kind::Range)));
         }
         if channel.starts_with("nightly") || channel.starts_with("beta") {
-            bail!("{src}: the `{channel}` Rust channel is not available from Debian: pin a stable version (e.g. `1.85`) or use `buildImage` with your own toolchain");
+            bail!(
+                "{src}: the `{channel}` Rust channel is not available from Debian: pin a stable version (e.g. `1.85`) or use `buildImage` with your own toolchain"
+            );
         }
         return Ok(Some(VersionReq::new(channel, src, Kind::Pin)));
     }
     if let Some(v) = tstr(cargo, "package.rust-version") {
-        let src = ctx.read("Cargo.toml").map(|t| locate(&t, "Cargo.toml", "rust-version")).unwrap_or_default();
+        let src = ctx
+            .read("Cargo.toml")
+            .map(|t| locate(&t, "Cargo.toml", "rust-version"))
+            .unwrap_or_default();
         return Ok(Some(VersionReq::new(v, src, Kind::Minimum)));
     }
     Ok(None)
@@ -49,7 +57,12 @@ fn binaries(ctx: &Ctx, cargo: &toml::Table) -> Vec<String> {
     if let Some(n) = name.filter(|_| ctx.is_file("src/main.rs")) {
         out.push(n.to_string());
     }
-    for b in cargo.get("bin").and_then(|b| b.as_array()).into_iter().flatten() {
+    for b in cargo
+        .get("bin")
+        .and_then(|b| b.as_array())
+        .into_iter()
+        .flatten()
+    {
         if let Some(n) = b.get("name").and_then(|n| n.as_str()) {
             out.push(n.to_string());
         }
@@ -74,7 +87,9 @@ pub fn plan(ctx: &Ctx) -> crate::Result<BuildPlan> {
     let openssl = ["dependencies", "dev-dependencies", "build-dependencies"]
         .iter()
         .any(|k| cargo.get(*k).and_then(|d| d.get("openssl")).is_some())
-        || ctx.read("Cargo.lock").is_some_and(|l| l.contains("name = \"openssl-sys\""));
+        || ctx
+            .read("Cargo.lock")
+            .is_some_and(|l| l.contains("name = \"openssl-sys\""));
     let mut setup = Phase::new("setup").apt(&["rustc", "cargo", "gcc", "libc6-dev", "pkg-config"]);
     let mut runtime = vec!["ca-certificates"];
     if openssl {
@@ -113,7 +128,10 @@ pub fn plan(ctx: &Ctx) -> crate::Result<BuildPlan> {
 
     let chosen = if let Some(b) = ctx.env.opt("RUST_BIN") {
         if !bins.contains(&b) {
-            bail!("KILN_RUST_BIN/NIXPACKS_RUST_BIN names `{b}`, but the binaries are: {}", bins.join(", "));
+            bail!(
+                "KILN_RUST_BIN/NIXPACKS_RUST_BIN names `{b}`, but the binaries are: {}",
+                bins.join(", ")
+            );
         }
         Some(b)
     } else if bins.len() == 1 {

@@ -27,13 +27,15 @@ impl Provider for Scala {
             "sbt",
             SBT,
             "default",
-            format!("curl -fsSL https://github.com/sbt/sbt/releases/download/v{SBT}/sbt-{SBT}.tgz | tar -xz -C /usr/local/lib && ln -sf /usr/local/lib/sbt/bin/sbt /usr/local/bin/sbt"),
+            format!(
+                "curl -fsSL https://github.com/sbt/sbt/releases/download/v{SBT}/sbt-{SBT}.tgz | tar -xz -C /usr/local/lib && ln -sf /usr/local/lib/sbt/bin/sbt /usr/local/bin/sbt"
+            ),
         );
-        plan.add_phase(
-            Phase::new("build")
-                .cmd("sbt stage")
-                .cache(&["/root/.sbt", "/root/.ivy2/cache", "/root/.cache/coursier"]),
-        );
+        plan.add_phase(Phase::new("build").cmd("sbt stage").cache(&[
+            "/root/.sbt",
+            "/root/.ivy2/cache",
+            "/root/.cache/coursier",
+        ]));
         plan.set_start(
             StartPhase::cmd("./target/universal/stage/bin/main")
                 .runtime(&["openjdk-21-jre-headless"])

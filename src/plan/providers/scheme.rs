@@ -21,7 +21,9 @@ impl Provider for Scheme {
         plan.add_toolchain("guile", None);
         plan.add_phase(Phase::new("setup").apt(&["guile-3.0", "haunt"]));
         plan.add_phase(Phase::new("build").cmd("haunt build"));
-        plan.set_start(StartPhase::cmd("guile init.scm --auto-compile").runtime(&["guile-3.0", "haunt"]));
+        plan.set_start(
+            StartPhase::cmd("guile init.scm --auto-compile").runtime(&["guile-3.0", "haunt"]),
+        );
         Ok(plan)
     }
 }

@@ -19,7 +19,11 @@ pub fn caddyfile(root: &str, spa: bool, browse: bool) -> String {
     if spa {
         s.push_str("\ttry_files {path} /index.html\n");
     }
-    s.push_str(if browse { "\tfile_server browse\n}\n" } else { "\tfile_server\n}\n" });
+    s.push_str(if browse {
+        "\tfile_server browse\n}\n"
+    } else {
+        "\tfile_server\n}\n"
+    });
     s
 }
 
@@ -68,7 +72,11 @@ impl Provider for Staticfile {
         let root = root.trim_end_matches('/').to_string();
         let browse = staticfile_key(ctx, "directory").is_some_and(|v| v == "visible" || v == "on");
         let mut plan = BuildPlan::default();
-        let served = if root == "." { "/app".to_string() } else { format!("/app/{root}") };
+        let served = if root == "." {
+            "/app".to_string()
+        } else {
+            format!("/app/{root}")
+        };
         plan.add_asset("Caddyfile", caddyfile(&served, false, browse));
         plan.set_start(
             StartPhase::cmd("caddy run --config /assets/Caddyfile --adapter caddyfile")

@@ -38,16 +38,34 @@ impl Provider for Swift {
     }
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let Some(name) = exe_name(ctx) else {
-            bail!("Package.swift: no executable target (an .executableTarget or Sources/<name>/main.swift) to start");
+            bail!(
+                "Package.swift: no executable target (an .executableTarget or Sources/<name>/main.swift) to start"
+            );
         };
         let req = version_file(ctx, ".swift-version").or_else(|| {
             let t = ctx.read("Package.swift")?;
-            let v = t.lines().next()?.split("swift-tools-version:").nth(1)?.trim().to_string();
-            Some(VersionReq::new(format!(">={v}"), "Package.swift:1 (swift-tools-version)", Kind::Range))
+            let v = t
+                .lines()
+                .next()?
+                .split("swift-tools-version:")
+                .nth(1)?
+                .trim()
+                .to_string();
+            Some(VersionReq::new(
+                format!(">={v}"),
+                "Package.swift:1 (swift-tools-version)",
+                Kind::Range,
+            ))
         });
         let mut plan = BuildPlan::default();
         plan.add_toolchain("swift", req);
-        plan.add_phase(Phase::new("setup").apt(&["swiftlang", "clang", "zlib1g-dev", "libcurl4-openssl-dev", "libxml2-dev"]));
+        plan.add_phase(Phase::new("setup").apt(&[
+            "swiftlang",
+            "clang",
+            "zlib1g-dev",
+            "libcurl4-openssl-dev",
+            "libxml2-dev",
+        ]));
         plan.add_phase(
             Phase::new("install")
                 .cmd("swift package resolve")
@@ -56,7 +74,9 @@ impl Provider for Swift {
         plan.add_phase(
             Phase::new("build")
                 .cmd("swift build -c release --static-swift-stdlib")
-                .cmd(format!("cp ./.build/release/{name} ./{name} && rm -rf ./.build")),
+                .cmd(format!(
+                    "cp ./.build/release/{name} ./{name} && rm -rf ./.build"
+                )),
         );
         plan.set_start(StartPhase::cmd(format!("./{name}")).include(&[&name]));
         Ok(plan)

@@ -30,7 +30,9 @@ impl Provider for Zig {
     }
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let Some(name) = exe_name(ctx) else {
-            bail!("build.zig: no executable `.name = \"…\"` found: add an addExecutable with a name, or give a start command");
+            bail!(
+                "build.zig: no executable `.name = \"…\"` found: add an addExecutable with a name, or give a start command"
+            );
         };
         let mut plan = BuildPlan::default();
         plan.add_phase(Phase::new("setup"));
@@ -39,7 +41,9 @@ impl Provider for Zig {
             "zig",
             VERSION,
             "default",
-            format!("curl -fsSL https://ziglang.org/download/{VERSION}/zig-x86_64-linux-{VERSION}.tar.xz | tar -xJ -C /usr/local/lib && ln -sf /usr/local/lib/zig-x86_64-linux-{VERSION}/zig /usr/local/bin/zig"),
+            format!(
+                "curl -fsSL https://ziglang.org/download/{VERSION}/zig-x86_64-linux-{VERSION}.tar.xz | tar -xJ -C /usr/local/lib && ln -sf /usr/local/lib/zig-x86_64-linux-{VERSION}/zig /usr/local/bin/zig"
+            ),
         );
         if ctx.is_file(".gitmodules") {
             plan.add_phase(Phase::new("install").cmd("git submodule update --init"));
