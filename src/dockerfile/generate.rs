@@ -91,13 +91,16 @@ pub fn exec_form(cmd: &str) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), script]
 }
 
+/// One apt layer with apt's caches mounted. The mounts use the default
+/// (shared) mode: buildah 1.28 hangs after a step with two
+/// `sharing=locked` cache mounts, and apt locks its own directories.
 fn apt_install(out: &mut String, pkgs: &[String]) {
     if pkgs.is_empty() {
         return;
     }
     let _ = writeln!(
         out,
-        "RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\\n    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \\\n    rm -f /etc/apt/apt.conf.d/docker-clean \\\n    && apt-get update \\\n    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
+        "RUN --mount=type=cache,target=/var/cache/apt \\\n    --mount=type=cache,target=/var/lib/apt/lists \\\n    rm -f /etc/apt/apt.conf.d/docker-clean \\\n    && apt-get update \\\n    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
         pkgs.join(" ")
     );
 }
