@@ -5,6 +5,10 @@
 //!
 //! The base image is a `mmdebstrap --variant=minbase` trixie tarball,
 //! cached in `$KILN_TEST_CACHE` (default `~/.cache/kiln-tests`) across runs.
+//! Networks that intercept TLS need their CA inside the build: the host's
+//! extra CAs (`/usr/local/share/ca-certificates/*.crt`) are copied into the
+//! base image, as a company base image would carry them (the build's
+//! `ca-certificates` install picks them up).
 
 mod support;
 
@@ -117,6 +121,7 @@ fn build_and_answer(base: &str, example: &str, expect: &str) {
     run(Command::new("buildah")
         .args([
             "bud",
+            "--force-rm",
             "--isolation",
             "chroot",
             "--layers",
@@ -149,13 +154,15 @@ fn build_and_answer(base: &str, example: &str, expect: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(resp) = http_get(port)
-            && resp.starts_with("HTTP/1.") && resp.contains(" 200 ") {
-                assert!(
-                    resp.contains(expect),
-                    "{example}: unexpected answer:\n{resp}"
-                );
-                return;
-            }
+            && resp.starts_with("HTTP/1.")
+            && resp.contains(" 200 ")
+        {
+            assert!(
+                resp.contains(expect),
+                "{example}: unexpected answer:\n{resp}"
+            );
+            return;
+        }
         if Instant::now() > deadline {
             let logs = Command::new("podman")
                 .args(["logs", &container])
@@ -182,6 +189,25 @@ fn generated_dockerfiles_build_with_buildah_and_serve_http() {
         .args(["import"])
         .arg(&tar)
         .arg(&local));
+    let certs: Vec<PathBuf> = std::fs::read_dir("/usr/local/share/ca-certificates")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "crt"))
+        .collect();
+    if !certs.is_empty() {
+        let ctr = run(Command::new("buildah").args(["from", &local]))
+            .trim()
+            .to_string();
+        for c in &certs {
+            run(Command::new("buildah")
+                .args(["copy", &ctr])
+                .arg(c)
+                .arg("/usr/local/share/ca-certificates/"));
+        }
+        run(Command::new("buildah").args(["commit", "--rm", &ctr, &local]));
+    }
     run(Command::new("podman").args([
         "push",
         "--tls-verify=false",
@@ -198,4 +224,5 @@ fn generated_dockerfiles_build_with_buildah_and_serve_http() {
     ] {
         build_and_answer(&base, example, expect);
     }
+    let _ = Command::new("podman").args(["rmi", "-f", &base]).output();
 }

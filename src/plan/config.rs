@@ -179,10 +179,11 @@ fn toml_unknown(
             format!("{prefix}.{key}")
         };
         if let Some(keys) = known(level)
-            && !keys.contains(&key) {
-                out.push((line_col(text, k.span().start).0, path, closest(key, keys)));
-                continue;
-            }
+            && !keys.contains(&key)
+        {
+            out.push((line_col(text, k.span().start).0, path, closest(key, keys)));
+            continue;
+        }
         if let toml::de::DeValue::Table(t) = v.get_ref() {
             toml_unknown(text, t, child(level, key), &path, out);
         }
@@ -204,13 +205,14 @@ fn json_unknown(
             format!("{prefix}.{key}")
         };
         if let Some(keys) = known(level)
-            && !keys.contains(&key.as_str()) {
-                let line = text
-                    .find(&format!("\"{key}\""))
-                    .map_or(0, |i| line_col(text, i).0);
-                out.push((line, path, closest(key, keys)));
-                continue;
-            }
+            && !keys.contains(&key.as_str())
+        {
+            let line = text
+                .find(&format!("\"{key}\""))
+                .map_or(0, |i| line_col(text, i).0);
+            out.push((line, path, closest(key, keys)));
+            continue;
+        }
         json_unknown(text, val, child(level, key), &path, out);
     }
 }

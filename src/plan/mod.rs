@@ -359,9 +359,10 @@ fn provider_names(
     for name in requested {
         if model::is_marker(&name) {
             if let Some(d) = &detected
-                && !out.iter().any(|(n, _)| *n == d.0) {
-                    out.push(d.clone());
-                }
+                && !out.iter().any(|(n, _)| *n == d.0)
+            {
+                out.push(d.clone());
+            }
             continue;
         }
         let p = providers::by_name(&name).ok_or_else(|| {

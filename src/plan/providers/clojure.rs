@@ -25,9 +25,10 @@ impl Provider for Clojure {
         let mut plan = BuildPlan::default();
         let mut req = jdk(ctx);
         if let Some(r) = &mut req
-            && r.text == "latest" {
-                r.text = "*".into();
-            }
+            && r.text == "latest"
+        {
+            r.text = "*".into();
+        }
         plan.add_toolchain("java", req);
         let tools_build = ctx.is_file("build.clj") && !ctx.is_file("project.clj");
         let tool = if tools_build { "clojure" } else { "leiningen" };

@@ -18,15 +18,16 @@ fn sdk_channel(ctx: &Ctx) -> crate::Result<(String, String)> {
         return Ok((v, k));
     }
     if let Some(g) = ctx.json("global.json")?
-        && let Some(v) = jstr(&g, "sdk.version") {
-            let mut parts = v.split('.');
-            let major = parts.next().unwrap_or("8");
-            let minor = parts.next().unwrap_or("0");
-            return Ok((
-                format!("{major}.{minor}"),
-                "global.json (sdk.version)".into(),
-            ));
-        }
+        && let Some(v) = jstr(&g, "sdk.version")
+    {
+        let mut parts = v.split('.');
+        let major = parts.next().unwrap_or("8");
+        let minor = parts.next().unwrap_or("0");
+        return Ok((
+            format!("{major}.{minor}"),
+            "global.json (sdk.version)".into(),
+        ));
+    }
     Ok(("8.0".into(), "default".into()))
 }
 

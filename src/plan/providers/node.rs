@@ -263,19 +263,21 @@ fn vite_out_dir(ctx: &Ctx, app: &App) -> String {
         "vite.config.mts",
     ] {
         if let Some(t) = ctx.read(f)
-            && let Some(i) = t.find("outDir") {
-                let rest = &t[i + 6..];
-                let q: Vec<&str> = rest.splitn(3, ['"', '\'', '`']).collect();
-                if q.len() == 3 && q[0].trim_start().starts_with(':') {
-                    return q[1].to_string();
-                }
+            && let Some(i) = t.find("outDir")
+        {
+            let rest = &t[i + 6..];
+            let q: Vec<&str> = rest.splitn(3, ['"', '\'', '`']).collect();
+            if q.len() == 3 && q[0].trim_start().starts_with(':') {
+                return q[1].to_string();
             }
+        }
     }
     if let Some(b) = app.script("build")
         && let Some(i) = b.find("--outDir")
-            && let Some(d) = b[i + 8..].split_whitespace().next() {
-                return d.trim_start_matches('=').to_string();
-            }
+        && let Some(d) = b[i + 8..].split_whitespace().next()
+    {
+        return d.trim_start_matches('=').to_string();
+    }
     "dist".into()
 }
 

@@ -103,9 +103,10 @@ fn deps(ctx: &Ctx, pyproject: Option<&toml::Table>) -> crate::Result<BTreeSet<St
         }
     }
     if let Some(p) = ctx.toml("Pipfile")?
-        && let Some(t) = p.get("packages").and_then(|x| x.as_table()) {
-            out.extend(t.keys().map(|k| norm(k)));
-        }
+        && let Some(t) = p.get("packages").and_then(|x| x.as_table())
+    {
+        out.extend(t.keys().map(|k| norm(k)));
+    }
     Ok(out)
 }
 
@@ -183,13 +184,14 @@ fn find_app(ctx: &Ctx, ctor: &str) -> Option<String> {
 fn django_wsgi(ctx: &Ctx) -> crate::Result<String> {
     for f in ctx.with_ext("py") {
         if let Some(t) = ctx.read(f)
-            && let Some(i) = t.find("WSGI_APPLICATION") {
-                let rest = &t[i..];
-                let q: Vec<&str> = rest.splitn(3, ['"', '\'']).collect();
-                if q.len() == 3 {
-                    return Ok(q[1].trim_end_matches(".application").to_string());
-                }
+            && let Some(i) = t.find("WSGI_APPLICATION")
+        {
+            let rest = &t[i..];
+            let q: Vec<&str> = rest.splitn(3, ['"', '\'']).collect();
+            if q.len() == 3 {
+                return Ok(q[1].trim_end_matches(".application").to_string());
             }
+        }
     }
     anyhow::bail!(
         "Django app without WSGI_APPLICATION: set `WSGI_APPLICATION = \"<project>.wsgi.application\"` in settings.py, or give a start command"

@@ -19,10 +19,12 @@ fn gems(ctx: &Ctx) -> BTreeSet<String> {
     if let Some(lock) = ctx.read("Gemfile.lock") {
         for l in lock.lines() {
             // "    name (1.2.3)" — exactly four spaces in the specs section.
-            if l.starts_with("    ") && !l.starts_with("     ")
-                && let Some(n) = l.split_whitespace().next() {
-                    out.insert(n.to_string());
-                }
+            if l.starts_with("    ")
+                && !l.starts_with("     ")
+                && let Some(n) = l.split_whitespace().next()
+            {
+                out.insert(n.to_string());
+            }
         }
     }
     if let Some(g) = ctx.read("Gemfile") {
