@@ -15,6 +15,7 @@ pub mod error;
 pub mod graph;
 pub mod oci;
 pub mod paths;
+pub mod plan;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;

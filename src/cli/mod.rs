@@ -10,6 +10,7 @@ mod graph;
 mod images;
 mod registry;
 mod sandbox;
+mod plan;
 
 use crate::error;
 use crate::progress::{Progress, ProgressMode};
@@ -96,6 +97,22 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Print the build plan for an app (Nixpacks-compatible JSON or TOML).
+    ///
+    /// Example: kiln plan examples/node-npm --format toml
+    Plan(plan::PlanArgs),
+    /// Print the providers that match an app.
+    ///
+    /// Example: kiln detect . --explain
+    Detect(plan::DetectArgs),
+    /// Summarise an app's plan: providers, toolchains, setup/install/build/start.
+    ///
+    /// Example: kiln info examples/python-flask
+    Info(plan::InfoArgs),
+    /// Write a Dockerfile (and assets) equivalent to the plan, for BuildKit/buildah.
+    ///
+    /// Example: kiln dockerfile . -o Dockerfile --base-image debian:trixie-slim
+    Dockerfile(plan::DockerfileArgs),
 }
 
 /// Entry point of the binary.
@@ -148,6 +165,10 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())
         }
+        Command::Plan(a) => plan::run_plan(a, progress),
+        Command::Detect(a) => plan::run_detect(a, progress),
+        Command::Info(a) => plan::run_info(a, progress),
+        Command::Dockerfile(a) => plan::run_dockerfile(a, progress),
     }
 }
 

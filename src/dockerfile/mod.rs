@@ -7,6 +7,9 @@
 //! handling must follow BuildKit's exact rules, which are interleaved with
 //! Docker's scoping in lowering.
 //!
+//! Generation goes the other way: [`generate`] writes a Dockerfile
+//! equivalent to an auto-build plan, for Docker/BuildKit/buildah users.
+//!
 //! Entry points: [`load`] (context dir + Dockerfile → [`Graph`]) and
 //! [`load_with`] (with a [`BaseResolver`] for base image configs, and the
 //! warnings).
@@ -14,6 +17,7 @@
 pub mod ast;
 pub mod context;
 pub mod error;
+pub mod generate;
 pub mod ignore;
 pub mod lexer;
 pub mod lower;

@@ -1,0 +1,3 @@
+module example.com/go-mod
+
+go 1.19

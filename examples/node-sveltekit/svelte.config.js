@@ -1,0 +1,1 @@
+import adapter from '@sveltejs/adapter-node'; export default { kit: { adapter: adapter() } };

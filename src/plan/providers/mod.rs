@@ -1,0 +1,173 @@
+//! Language providers, in Nixpacks' detection order (the first match wins;
+//! more than one runs only when `providers = [...]` asks for it), plus the
+//! Procfile, which always merges in. Each file owns one provider: how it
+//! detects the app and the plan it contributes.
+
+use super::context::Ctx;
+use super::model::BuildPlan;
+use super::versions::Kind;
+
+pub mod clojure;
+pub mod cobol;
+pub mod crystal;
+pub mod dart;
+pub mod deno;
+pub mod dotnet;
+pub mod elixir;
+pub mod gleam;
+pub mod go;
+pub mod haskell;
+pub mod java;
+pub mod lunatic;
+pub mod node;
+pub mod php;
+pub mod procfile;
+pub mod python;
+pub mod ruby;
+pub mod rust;
+pub mod scala;
+pub mod scheme;
+pub mod staticfile;
+pub mod swift;
+pub mod zig;
+
+/// A language provider.
+pub trait Provider: Sync {
+    /// Nixpacks' provider name (`node`, `c#`, …).
+    fn name(&self) -> &'static str;
+    /// What detection looks for, for the "no provider" message.
+    fn looks_for(&self) -> &'static str;
+    /// `Some(reason)` when the app is this provider's.
+    fn detect(&self, ctx: &Ctx) -> crate::Result<Option<String>>;
+    /// The provider's plan.
+    fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan>;
+    /// Labels for `NIXPACKS_METADATA` (Python: `django`, `poetry`, …).
+    fn metadata(&self, _ctx: &Ctx) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Every provider in detection order.
+pub fn all() -> &'static [&'static dyn Provider] {
+    &[
+        &crystal::Crystal,
+        &dotnet::CSharp,
+        &dart::Dart,
+        &elixir::Elixir,
+        &deno::Deno,
+        &dotnet::FSharp,
+        &clojure::Clojure,
+        &gleam::Gleam,
+        &go::Go,
+        &haskell::Haskell,
+        &scheme::Scheme,
+        &java::Java,
+        &lunatic::Lunatic,
+        &scala::Scala,
+        &php::Php,
+        &ruby::Ruby,
+        &node::Node,
+        &python::Python,
+        &rust::Rust,
+        &swift::Swift,
+        &staticfile::Staticfile,
+        &zig::Zig,
+        &cobol::Cobol,
+    ]
+}
+
+/// A provider by name (`csharp`/`fsharp` accepted for `c#`/`f#`).
+pub fn by_name(name: &str) -> Option<&'static dyn Provider> {
+    let name = match name {
+        "csharp" => "c#",
+        "fsharp" => "f#",
+        "golang" => "go",
+        "static" => "staticfile",
+        n => n,
+    };
+    all().iter().copied().find(|p| p.name() == name)
+}
+
+/// A version request found in a file or variable.
+#[derive(Debug, Clone)]
+pub struct VersionReq {
+    pub text: String,
+    /// `file:line` or the variable name.
+    pub source: String,
+    pub kind: Kind,
+}
+
+impl VersionReq {
+    pub fn new(text: impl Into<String>, source: impl Into<String>, kind: Kind) -> VersionReq {
+        VersionReq {
+            text: text.into().trim().to_string(),
+            source: source.into(),
+            kind,
+        }
+    }
+}
+
+/// The first non-empty, non-comment line of a version file.
+pub fn version_file(ctx: &Ctx, file: &str) -> Option<VersionReq> {
+    let text = ctx.read(file)?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i, l.trim()))
+        .find(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| VersionReq::new(l, format!("{file}:{}", i + 1), Kind::Pin))
+}
+
+/// The version of `tool` in `.tool-versions` (asdf/mise).
+pub fn tool_versions(ctx: &Ctx, tool: &str) -> Option<VersionReq> {
+    let text = ctx.read(".tool-versions")?;
+    text.lines().enumerate().find_map(|(i, l)| {
+        let mut it = l.split_whitespace();
+        (it.next()? == tool)
+            .then(|| it.next())
+            .flatten()
+            .map(|v| VersionReq::new(v, format!(".tool-versions:{}", i + 1), Kind::Pin))
+    })
+}
+
+/// A version from `KILN_<X>_VERSION` / `NIXPACKS_<X>_VERSION`.
+pub fn env_version(ctx: &Ctx, var: &str) -> Option<VersionReq> {
+    ctx.env
+        .option(var)
+        .map(|(v, k)| VersionReq::new(v, k, Kind::Range))
+}
+
+/// `file` if it exists, for `onlyIncludeFiles` lists.
+pub fn existing(ctx: &Ctx, files: &[&str]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|f| ctx.exists(f))
+        .map(|f| f.to_string())
+        .collect()
+}
+
+/// Declares a toolchain Debian does not ship, installed by `cmd` in setup
+/// at a pinned upstream version.
+pub fn upstream(plan: &mut BuildPlan, name: &str, version: &str, source: &str, cmd: String) {
+    plan.toolchains
+        .get_or_insert_with(Vec::new)
+        .push(super::model::Toolchain {
+            name: name.to_string(),
+            version: Some(version.to_string()),
+            request: None,
+            source: Some(format!("{source}; upstream download (not in Debian)")),
+            kind: None,
+        });
+    let setup = plan.phase_mut("setup");
+    let apt = setup.apt_pkgs.get_or_insert_with(Vec::new);
+    for p in ["curl", "ca-certificates", "unzip", "xz-utils"] {
+        if !apt.iter().any(|x| x == p) {
+            apt.push(p.to_string());
+        }
+    }
+    setup.cmds.get_or_insert_with(Vec::new).push(cmd);
+}
+
+/// A simple provider's detection: the first of `files` that exists.
+pub fn first_file(ctx: &Ctx, files: &[&str]) -> Option<String> {
+    files.iter().find(|f| ctx.is_file(f)).map(|f| f.to_string())
+}

@@ -1,0 +1,414 @@
+//! Python (`requirements.txt`, `pyproject.toml`, `Pipfile`, `main.py`):
+//! a venv in `/opt/venv`, the package manager Nixpacks would pick, and
+//! framework starts (Django and Flask under gunicorn, FastAPI under
+//! uvicorn) bound to `0.0.0.0:$PORT`. Fixes: one ordered version lookup,
+//! install inputs limited to manifests (project installed after the full
+//! copy), pip's cache used rather than disabled, current tool flags.
+
+use std::collections::BTreeSet;
+
+use super::{Provider, VersionReq, env_version, existing, tool_versions, version_file};
+use crate::plan::context::{Ctx, locate, tstr};
+use crate::plan::model::{BuildPlan, Phase, StartPhase};
+use crate::plan::versions::Kind;
+
+pub struct Python;
+
+const VENV: &str = "python3 -m venv /opt/venv && . /opt/venv/bin/activate && ";
+const POETRY: &str = "2.1.3";
+const PDM: &str = "2.25.4";
+const UV: &str = "0.8.4";
+const GUNICORN: &str = "23.0.0";
+const UVICORN: &str = "0.35.0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pm {
+    Pip,
+    Poetry,
+    Pdm,
+    Uv,
+    Setuptools,
+    Pipenv,
+    Skip,
+}
+
+fn pm(ctx: &Ctx) -> Pm {
+    if let Some(v) = ctx.env.opt("PYTHON_PACKAGE_MANAGER") {
+        match v.to_ascii_lowercase().as_str() {
+            "requirements" | "pip" => return Pm::Pip,
+            "poetry" => return Pm::Poetry,
+            "pdm" => return Pm::Pdm,
+            "uv" => return Pm::Uv,
+            "setuptools" => return Pm::Setuptools,
+            "pipenv" => return Pm::Pipenv,
+            "skip" => return Pm::Skip,
+            _ => {}
+        }
+    }
+    let py = ctx.is_file("pyproject.toml");
+    if ctx.is_file("requirements.txt") {
+        Pm::Pip
+    } else if py && ctx.is_file("poetry.lock") {
+        Pm::Poetry
+    } else if py && ctx.is_file("pdm.lock") {
+        Pm::Pdm
+    } else if py && ctx.is_file("uv.lock") {
+        Pm::Uv
+    } else if py {
+        Pm::Setuptools
+    } else if ctx.is_file("Pipfile") {
+        Pm::Pipenv
+    } else {
+        Pm::Skip
+    }
+}
+
+fn norm(name: &str) -> String {
+    name.trim().to_ascii_lowercase().replace('_', "-")
+}
+
+/// The name part of a requirement line (`Flask[async]>=3 ; python_version…`).
+fn req_name(line: &str) -> Option<String> {
+    let line = line.split('#').next()?.trim();
+    if line.is_empty() || line.starts_with('-') {
+        return None;
+    }
+    let end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+        .unwrap_or(line.len());
+    (end > 0).then(|| norm(&line[..end]))
+}
+
+/// Dependency names from requirements.txt, pyproject.toml and Pipfile.
+fn deps(ctx: &Ctx, pyproject: Option<&toml::Table>) -> crate::Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    if let Some(t) = ctx.read("requirements.txt") {
+        out.extend(t.lines().filter_map(req_name));
+    }
+    if let Some(p) = pyproject {
+        if let Some(list) = p
+            .get("project")
+            .and_then(|x| x.get("dependencies"))
+            .and_then(|d| d.as_array())
+        {
+            out.extend(list.iter().filter_map(|d| d.as_str()).filter_map(req_name));
+        }
+        if let Some(t) = p
+            .get("tool")
+            .and_then(|x| x.get("poetry"))
+            .and_then(|x| x.get("dependencies"))
+            .and_then(|d| d.as_table())
+        {
+            out.extend(t.keys().map(|k| norm(k)));
+        }
+    }
+    if let Some(p) = ctx.toml("Pipfile")?
+        && let Some(t) = p.get("packages").and_then(|x| x.as_table())
+    {
+        out.extend(t.keys().map(|k| norm(k)));
+    }
+    Ok(out)
+}
+
+fn version(ctx: &Ctx, pyproject: Option<&toml::Table>) -> crate::Result<Option<VersionReq>> {
+    if let Some(v) = env_version(ctx, "PYTHON_VERSION") {
+        return Ok(Some(v));
+    }
+    if let Some(v) = version_file(ctx, ".python-version") {
+        return Ok(Some(v));
+    }
+    if let Some(mut v) = version_file(ctx, "runtime.txt") {
+        v.text = v.text.trim_start_matches("python-").to_string();
+        return Ok(Some(v));
+    }
+    if let Some(r) = pyproject.and_then(|p| tstr(p, "project.requires-python")) {
+        let src = ctx
+            .read("pyproject.toml")
+            .map(|t| locate(&t, "pyproject.toml", "requires-python"))
+            .unwrap_or_default();
+        return Ok(Some(VersionReq::new(
+            r,
+            format!("{src} (requires-python)"),
+            Kind::Range,
+        )));
+    }
+    if let Some(p) = ctx.toml("Pipfile")? {
+        for k in ["python_full_version", "python_version"] {
+            if let Some(v) = p
+                .get("requires")
+                .and_then(|r| r.get(k))
+                .and_then(|v| v.as_str())
+            {
+                return Ok(Some(VersionReq::new(
+                    v,
+                    format!("Pipfile ([requires] {k})"),
+                    Kind::Pin,
+                )));
+            }
+        }
+    }
+    Ok(tool_versions(ctx, "python"))
+}
+
+/// `module:variable` of the first file that creates an app with `ctor`.
+fn find_app(ctx: &Ctx, ctor: &str) -> Option<String> {
+    for file in [
+        "main.py",
+        "app.py",
+        "wsgi.py",
+        "asgi.py",
+        "server.py",
+        "app/main.py",
+        "src/main.py",
+    ] {
+        if let Some(text) = ctx.read(file) {
+            for line in text.lines() {
+                let line = line.trim();
+                if let Some((lhs, rhs)) = line.split_once('=') {
+                    let var = lhs.trim();
+                    if rhs.trim_start().starts_with(ctor)
+                        && !var.is_empty()
+                        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        let module = file.trim_end_matches(".py").replace('/', ".");
+                        return Some(format!("{module}:{var}"));
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The Django WSGI module from `WSGI_APPLICATION = "<m>.application"`.
+fn django_wsgi(ctx: &Ctx) -> crate::Result<String> {
+    for f in ctx.with_ext("py") {
+        if let Some(t) = ctx.read(f)
+            && let Some(i) = t.find("WSGI_APPLICATION")
+        {
+            let rest = &t[i..];
+            let q: Vec<&str> = rest.splitn(3, ['"', '\'']).collect();
+            if q.len() == 3 {
+                return Ok(q[1].trim_end_matches(".application").to_string());
+            }
+        }
+    }
+    anyhow::bail!(
+        "Django app without WSGI_APPLICATION: set `WSGI_APPLICATION = \"<project>.wsgi.application\"` in settings.py, or give a start command"
+    )
+}
+
+const BIND: &str = "0.0.0.0:${PORT:-8000}";
+
+impl Provider for Python {
+    fn name(&self) -> &'static str {
+        "python"
+    }
+
+    fn looks_for(&self) -> &'static str {
+        "main.py, requirements.txt, pyproject.toml or Pipfile"
+    }
+
+    fn detect(&self, ctx: &Ctx) -> crate::Result<Option<String>> {
+        Ok(["main.py", "requirements.txt", "pyproject.toml", "Pipfile"]
+            .into_iter()
+            .find(|f| ctx.is_file(f))
+            .map(String::from))
+    }
+
+    fn metadata(&self, ctx: &Ctx) -> Vec<String> {
+        let mut m = Vec::new();
+        if ctx.is_file("manage.py") {
+            m.push("django".into());
+        }
+        match pm(ctx) {
+            Pm::Poetry => m.push("poetry".into()),
+            Pm::Pdm => m.push("pdm".into()),
+            _ => {}
+        }
+        m
+    }
+
+    fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
+        let pyproject = ctx.toml("pyproject.toml")?;
+        let deps = deps(ctx, pyproject.as_ref())?;
+        let has = |d: &str| deps.contains(d);
+        let pm = pm(ctx);
+        let mut plan = BuildPlan::default();
+        plan.add_toolchain("python", version(ctx, pyproject.as_ref())?);
+
+        let mut setup = Phase::new("setup").apt(&["python3", "python3-venv", "python3-dev", "gcc"]);
+        let mut runtime: Vec<&str> = vec!["python3"];
+        if has("psycopg2") || has("psycopg") {
+            setup = setup.apt(&["libpq-dev"]);
+            runtime.push("libpq5");
+        }
+        if has("mysqlclient") {
+            setup = setup.apt(&["default-libmysqlclient-dev", "pkg-config"]);
+            runtime.push("libmariadb3");
+        }
+        if has("pycairo") || has("cairo") {
+            setup = setup.apt(&["libcairo2-dev"]);
+            runtime.push("libcairo2");
+        }
+        if has("pydub") {
+            setup = setup.apt(&["ffmpeg"]);
+            runtime.push("ffmpeg");
+        }
+        if has("pdf2image") {
+            setup = setup.apt(&["poppler-utils"]);
+            runtime.push("poppler-utils");
+        }
+        plan.add_phase(setup);
+
+        let django = ctx.is_file("manage.py") && has("django");
+        let flask = !django && has("flask");
+        let fastapi = !django && has("fastapi");
+        let mut extra: Vec<String> = Vec::new();
+        if (django || flask) && !has("gunicorn") {
+            extra.push(format!("gunicorn=={GUNICORN}"));
+        }
+        if fastapi && !has("uvicorn") {
+            extra.push(format!("uvicorn=={UVICORN}"));
+        }
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!(" && pip install {}", extra.join(" "))
+        };
+
+        let pip_cache = "/root/.cache/pip";
+        let (cmd, files, caches): (Option<String>, Vec<&str>, Vec<&str>) = match pm {
+            Pm::Pip => (
+                Some(format!("{VENV}pip install -r requirements.txt{extra}")),
+                vec!["requirements.txt", "requirements", "constraints.txt"],
+                vec![pip_cache],
+            ),
+            Pm::Poetry => (
+                Some(format!(
+                    "{VENV}pip install poetry=={POETRY} && poetry install --only main --no-root --no-interaction --no-ansi{extra}"
+                )),
+                vec!["pyproject.toml", "poetry.lock", "poetry.toml"],
+                vec![pip_cache, "/root/.cache/pypoetry"],
+            ),
+            Pm::Pdm => (
+                Some(format!(
+                    "{VENV}pip install pdm=={PDM} && pdm install --prod --no-self{extra}"
+                )),
+                vec!["pyproject.toml", "pdm.lock"],
+                vec![pip_cache, "/root/.cache/pdm"],
+            ),
+            Pm::Uv => (
+                Some(format!(
+                    "{VENV}pip install uv=={UV} && uv sync --no-dev --frozen --no-install-project{extra}"
+                )),
+                vec!["pyproject.toml", "uv.lock"],
+                vec![pip_cache, "/root/.cache/uv"],
+            ),
+            Pm::Setuptools => {
+                let listed: Vec<String> = pyproject
+                    .as_ref()
+                    .and_then(|p| p.get("project")?.get("dependencies")?.as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|d| d.as_str())
+                    .map(|d| format!("'{}'", d.replace('\'', "")))
+                    .collect();
+                let deps = if listed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" && pip install {}", listed.join(" "))
+                };
+                (
+                    Some(format!(
+                        "{VENV}pip install --upgrade build setuptools{deps}{extra}"
+                    )),
+                    vec!["pyproject.toml"],
+                    vec![pip_cache],
+                )
+            }
+            Pm::Pipenv => (
+                Some(if ctx.is_file("Pipfile.lock") {
+                    format!("{VENV}pip install pipenv && pipenv install --deploy --system{extra}")
+                } else {
+                    format!(
+                        "{VENV}pip install pipenv && pipenv install --skip-lock --system{extra}"
+                    )
+                }),
+                vec!["Pipfile", "Pipfile.lock"],
+                vec![pip_cache],
+            ),
+            Pm::Skip => (None, vec![], vec![]),
+        };
+        if let Some(cmd) = cmd {
+            plan.add_phase(
+                Phase::new("install")
+                    .cmd(cmd)
+                    .cache(&caches)
+                    .path("/opt/venv/bin")
+                    .files(existing(ctx, &files)),
+            );
+        }
+        if pm == Pm::Setuptools {
+            plan.add_phase(
+                Phase::new("build").cmd(". /opt/venv/bin/activate && pip install --no-deps ."),
+            );
+        }
+        if pm == Pm::Uv {
+            plan.set_var("UV_PROJECT_ENVIRONMENT", "/opt/venv");
+        }
+
+        let start = if django {
+            Some(format!("gunicorn --bind {BIND} {}", django_wsgi(ctx)?))
+        } else if let Some(app) = fastapi.then(|| find_app(ctx, "FastAPI(")).flatten() {
+            Some(format!(
+                "uvicorn {app} --host 0.0.0.0 --port ${{PORT:-8000}}"
+            ))
+        } else if let Some(app) = flask.then(|| find_app(ctx, "Flask(")).flatten() {
+            Some(format!("gunicorn --bind {BIND} {app}"))
+        } else if ctx.is_file("main.py") {
+            Some("python main.py".to_string())
+        } else if let Some(p) = &pyproject {
+            let project = p.get("project");
+            let first = |k: &str| {
+                project
+                    .and_then(|x| x.get(k))
+                    .and_then(|x| x.as_array())
+                    .and_then(|a| a.first())
+                    .and_then(|x| x.as_str())
+                    .map(String::from)
+            };
+            first("packages")
+                .or_else(|| first("py_modules"))
+                .or_else(|| {
+                    project
+                        .and_then(|x| x.get("name"))
+                        .and_then(|n| n.as_str())
+                        .map(String::from)
+                })
+                .map(|m| format!("python -m {}", m.replace('-', "_")))
+        } else {
+            None
+        };
+        let mut s = StartPhase {
+            cmd: start,
+            ..StartPhase::default()
+        }
+        .runtime(&runtime);
+        s = s.include(&[".", "/opt/venv"]);
+        plan.set_start(s);
+
+        for (k, v) in [
+            ("PYTHONFAULTHANDLER", "1"),
+            ("PYTHONUNBUFFERED", "1"),
+            ("PYTHONHASHSEED", "random"),
+            ("PYTHONDONTWRITEBYTECODE", "1"),
+            ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+            ("PIP_DEFAULT_TIMEOUT", "100"),
+            ("VIRTUAL_ENV", "/opt/venv"),
+        ] {
+            plan.set_var(k, v);
+        }
+        Ok(plan)
+    }
+}

@@ -1,0 +1,228 @@
+//! End to end: Dockerfiles that `kiln dockerfile` writes for the Node,
+//! Python, Go and static examples build with buildah (chroot isolation,
+//! `--layers`) from a Debian base image served by a local registry, and the
+//! images answer HTTP under podman.
+//!
+//! The base image is a `mmdebstrap --variant=minbase` trixie tarball,
+//! cached in `$KILN_TEST_CACHE` (default `~/.cache/kiln-tests`) across runs.
+//! Networks that intercept TLS need their CA inside the build: the host's
+//! extra CAs (`/usr/local/share/ca-certificates/*.crt`) are copied into the
+//! base image, as a company base image would carry them (the build's
+//! `ca-certificates` install picks them up).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::registry::{Registry, free_port};
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is the tool installed? run ./scripts/test)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("KILN_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join(".cache/kiln-tests")
+        })
+}
+
+/// The minbase trixie rootfs tarball, made once.
+fn base_tarball() -> PathBuf {
+    let dir = cache_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let tar = dir.join("debian-trixie.tar");
+    if !tar.exists() {
+        let tmp = dir.join(format!("debian-trixie.tar.{}", std::process::id()));
+        run(Command::new("mmdebstrap")
+            .args(["--variant=minbase", "--format=tar", "trixie"])
+            .arg(&tmp)
+            .arg("http://deb.debian.org/debian"));
+        std::fs::rename(&tmp, &tar).unwrap();
+    }
+    tar
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        let dst = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dst);
+        } else {
+            std::fs::copy(&p, &dst).unwrap();
+        }
+    }
+}
+
+fn http_get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Removes the container and image even when an assertion fails.
+struct Cleanup {
+    container: String,
+    image: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rm", "-f", &self.container])
+            .output();
+        let _ = Command::new("buildah")
+            .args(["rmi", "-f", &self.image])
+            .output();
+    }
+}
+
+fn build_and_answer(base: &str, example: &str, expect: &str) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(example);
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join(example);
+    copy_dir(&src, &ctx);
+    let dockerfile = ctx.join("Dockerfile.kiln");
+    run(Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["--progress", "quiet", "dockerfile"])
+        .arg(&ctx)
+        .arg("-o")
+        .arg(&dockerfile)
+        .args(["--base-image", base]));
+    let image = format!("localhost/kiln-e2e-plan-{example}:{}", std::process::id());
+    let container = format!("kiln-e2e-plan-{example}-{}", std::process::id());
+    let _cleanup = Cleanup {
+        container: container.clone(),
+        image: image.clone(),
+    };
+    run(Command::new("buildah")
+        .args([
+            "bud",
+            "--force-rm",
+            "--isolation",
+            "chroot",
+            "--layers",
+            "--tls-verify=false",
+            "-f",
+        ])
+        .arg(&dockerfile)
+        .args(["-t", &image])
+        .arg(&ctx));
+    let port = free_port();
+    run(Command::new("podman").args([
+        "--cgroup-manager",
+        "cgroupfs",
+        "run",
+        "--runtime",
+        "runc",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        "--network",
+        "host",
+        "-d",
+        "--name",
+        &container,
+        "-e",
+        &format!("PORT={port}"),
+        &image,
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(resp) = http_get(port)
+            && resp.starts_with("HTTP/1.")
+            && resp.contains(" 200 ")
+        {
+            assert!(
+                resp.contains(expect),
+                "{example}: unexpected answer:\n{resp}"
+            );
+            return;
+        }
+        if Instant::now() > deadline {
+            let logs = Command::new("podman")
+                .args(["logs", &container])
+                .output()
+                .unwrap();
+            panic!(
+                "{example}: no HTTP 200 on port {port} within 60 s; container logs:\n{}{}",
+                String::from_utf8_lossy(&logs.stdout),
+                String::from_utf8_lossy(&logs.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn generated_dockerfiles_build_with_buildah_and_serve_http() {
+    let tar = base_tarball();
+    let registry = Registry::start();
+    let host = registry.url().trim_start_matches("http://").to_string();
+    let base = format!("{host}/debian:trixie");
+    let local = format!("localhost/kiln-e2e-plan-base:{}", std::process::id());
+    run(Command::new("podman")
+        .args(["import"])
+        .arg(&tar)
+        .arg(&local));
+    let certs: Vec<PathBuf> = std::fs::read_dir("/usr/local/share/ca-certificates")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "crt"))
+        .collect();
+    if !certs.is_empty() {
+        let ctr = run(Command::new("buildah").args(["from", &local]))
+            .trim()
+            .to_string();
+        for c in &certs {
+            run(Command::new("buildah")
+                .args(["copy", &ctr])
+                .arg(c)
+                .arg("/usr/local/share/ca-certificates/"));
+        }
+        run(Command::new("buildah").args(["commit", "--rm", &ctr, &local]));
+    }
+    run(Command::new("podman").args([
+        "push",
+        "--tls-verify=false",
+        &local,
+        &format!("docker://{base}"),
+    ]));
+    let _ = Command::new("podman").args(["rmi", "-f", &local]).output();
+
+    for (example, expect) in [
+        ("go-mod", "Hello from go-mod"),
+        ("staticfile", "Hello from staticfile"),
+        ("node-npm", "Hello from node-npm"),
+        ("python-flask", "Hello from python-flask"),
+    ] {
+        build_and_answer(&base, example, expect);
+    }
+    let _ = Command::new("podman").args(["rmi", "-f", &base]).output();
+}

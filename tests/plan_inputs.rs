@@ -1,0 +1,412 @@
+//! Plan generation from real directories: bad inputs give file:line errors,
+//! priorities and merge rules hold, versions resolve or fail.
+
+use std::path::Path;
+
+use kiln::error::{code, exit_code};
+use kiln::plan::{self, BuildPlan, Options};
+
+fn app(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let p = d.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    d
+}
+
+fn make_plan(dir: &Path, env: &[&str], opts: &Options) -> kiln::Result<BuildPlan> {
+    let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+    plan::generate(dir, &env, opts)
+}
+
+fn err(dir: &Path, env: &[&str]) -> String {
+    format!(
+        "{:#}",
+        make_plan(dir, env, &Options::default()).unwrap_err()
+    )
+}
+
+fn cmds(p: &BuildPlan, phase: &str) -> Vec<String> {
+    p.phase(phase)
+        .and_then(|p| p.cmds.clone())
+        .unwrap_or_default()
+}
+
+fn apt(p: &BuildPlan, phase: &str) -> Vec<String> {
+    p.phase(phase)
+        .and_then(|p| p.apt_pkgs.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn malformed_manifests_name_file_and_line() {
+    let d = app(&[(
+        "package.json",
+        "{\n  \"name\": \"x\",\n  \"scripts\": { \"start\": }\n}\n",
+    )]);
+    let e = err(d.path(), &[]);
+    assert!(e.contains("package.json:3:"), "{e}");
+    let d = app(&[("pyproject.toml", "[project]\nname = \n")]);
+    let e = err(d.path(), &[]);
+    assert!(e.contains("pyproject.toml:2:"), "{e}");
+    let d = app(&[
+        ("main.py", ""),
+        ("nixpacks.toml", "[start]\ncmd = \"a\"\n[start\n"),
+    ]);
+    let e = err(d.path(), &[]);
+    assert!(e.contains("nixpacks.toml:3:"), "{e}");
+    let d = app(&[
+        ("main.py", ""),
+        ("Procfile", "web: python main.py\nthis is not a process\n"),
+    ]);
+    let e = err(d.path(), &[]);
+    assert!(e.contains("Procfile:2:"), "{e}");
+    let d = app(&[("go.mod", "module x\n\ngo\n")]);
+    let e = err(d.path(), &[]);
+    assert!(e.contains("go.mod:3:"), "{e}");
+}
+
+#[test]
+fn no_provider_has_its_own_exit_code_and_says_what_was_looked_for() {
+    let d = app(&[("README.md", "hi")]);
+    let e = make_plan(d.path(), &[], &Options::default()).unwrap_err();
+    assert_eq!(exit_code(&e), code::NO_PROVIDER);
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("No compatible providers found for auto-build"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("node: package.json") && msg.contains("go: go.mod or main.go"),
+        "{msg}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["plan", d.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(code::NO_PROVIDER as i32));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No compatible providers found"));
+}
+
+#[test]
+fn node_versions_resolve_to_a_suite_or_fail() {
+    let d = app(&[
+        ("package.json", "{}"),
+        ("index.js", ""),
+        (".nvmrc", "v18.17.0\n"),
+    ]);
+    let p = make_plan(d.path(), &[], &Options::default()).unwrap();
+    assert_eq!(p.suite.as_deref(), Some("bookworm"));
+    let t = &p.toolchains.unwrap()[0];
+    assert_eq!(
+        (t.version.as_deref(), t.source.as_deref()),
+        (Some("18.20.4"), Some(".nvmrc:1"))
+    );
+
+    let d = app(&[("package.json", "{}"), ("index.js", ""), (".nvmrc", "23\n")]);
+    let e = err(d.path(), &[]);
+    assert!(
+        e.contains("node 23 (from .nvmrc:1) is not available") && e.contains("20.19.2 (trixie)"),
+        "{e}"
+    );
+
+    // The env request wins over files, and is the one used (no split brain).
+    let d = app(&[
+        ("package.json", "{\"engines\":{\"node\":\"18\"}}"),
+        ("index.js", ""),
+    ]);
+    let p = make_plan(d.path(), &["NIXPACKS_NODE_VERSION=24"], &Options::default()).unwrap();
+    assert_eq!(p.suite.as_deref(), Some("sid"));
+}
+
+#[test]
+fn python_version_precedence_is_one_ordered_list() {
+    let d = app(&[
+        ("requirements.txt", ""),
+        ("main.py", ""),
+        ("runtime.txt", "python-3.13.1\n"),
+    ]);
+    let p = make_plan(
+        d.path(),
+        &["NIXPACKS_PYTHON_VERSION=3.11"],
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(p.suite.as_deref(), Some("bookworm"));
+    let p = make_plan(d.path(), &[], &Options::default()).unwrap();
+    assert_eq!(p.suite.as_deref(), Some("trixie"));
+    let d = app(&[("main.py", ""), (".python-version", "3.9\n")]);
+    assert!(err(d.path(), &[]).contains("python 3.9 (from .python-version:1) is not available"));
+}
+
+#[test]
+fn incompatible_toolchains_are_an_error() {
+    let d = app(&[
+        ("package.json", "{}"),
+        ("index.js", ""),
+        (".nvmrc", "18"),
+        ("requirements.txt", ""),
+        (".python-version", "3.13"),
+        ("nixpacks.toml", "providers = [\"...\", \"python\"]\n"),
+    ]);
+    let e = err(d.path(), &[]);
+    assert!(e.contains("no Debian suite satisfies"), "{e}");
+    let e = err(d.path(), &["KILN_SUITE=trixie"]);
+    assert!(e.contains("does not satisfy"), "{e}");
+}
+
+#[test]
+fn priority_provider_procfile_config_env_cli() {
+    let files = [
+        ("package.json", "{\"scripts\":{\"start\":\"node a.js\"}}"),
+        ("Procfile", "web: node procfile.js\n"),
+        ("nixpacks.toml", "[start]\ncmd = \"node config.js\"\n"),
+    ];
+    let d = app(&files);
+    let start = |env: &[&str], opts: &Options| {
+        make_plan(d.path(), env, opts)
+            .unwrap()
+            .start
+            .unwrap()
+            .cmd
+            .unwrap()
+    };
+    assert_eq!(start(&[], &Options::default()), "node config.js");
+    assert_eq!(
+        start(&["NIXPACKS_START_CMD=node env.js"], &Options::default()),
+        "node env.js"
+    );
+    assert_eq!(
+        start(
+            &[
+                "NIXPACKS_START_CMD=node env.js",
+                "KILN_START_CMD=node kiln.js"
+            ],
+            &Options::default()
+        ),
+        "node kiln.js"
+    );
+    let cli = Options {
+        start_cmd: Some("node cli.js".into()),
+        ..Options::default()
+    };
+    assert_eq!(
+        start(&["NIXPACKS_START_CMD=node env.js"], &cli),
+        "node cli.js"
+    );
+    std::fs::remove_file(d.path().join("nixpacks.toml")).unwrap();
+    assert_eq!(start(&[], &Options::default()), "node procfile.js");
+}
+
+#[test]
+fn overrides_change_cmds_only_and_extensions_splice_once() {
+    let d = app(&[
+        ("go.mod", "module x\n\ngo 1.21\n"),
+        ("main.go", "package main"),
+    ]);
+    let p = make_plan(d.path(), &["NIXPACKS_BUILD_CMD=make"], &Options::default()).unwrap();
+    assert_eq!(cmds(&p, "build"), vec!["make"]);
+    assert_eq!(
+        p.phase("build").unwrap().depends_on.clone().unwrap(),
+        vec!["install", "setup"]
+    );
+
+    let d = app(&[
+        ("package.json", "{}"),
+        ("index.js", ""),
+        (
+            "nixpacks.toml",
+            "[phases.setup]\nnixPkgs = [\"...\", \"cowsay\"]\n",
+        ),
+    ]);
+    let opts = Options {
+        apt: vec!["curl".into(), "cowsay".into()],
+        ..Options::default()
+    };
+    let p = make_plan(d.path(), &["NIXPACKS_PKGS=sl,cowsay"], &opts).unwrap();
+    assert_eq!(
+        apt(&p, "setup"),
+        vec!["nodejs", "npm", "curl", "cowsay", "sl"]
+    );
+    // Cache dirs work without the matching *_CMD.
+    let p = make_plan(
+        d.path(),
+        &["NIXPACKS_INSTALL_CACHE_DIRS=/root/.x"],
+        &Options::default(),
+    )
+    .unwrap();
+    let caches = p
+        .phase("install")
+        .unwrap()
+        .cache_directories
+        .clone()
+        .unwrap();
+    assert!(
+        caches.contains(&"/root/.x".to_string()) && caches.contains(&"/root/.npm".to_string()),
+        "{caches:?}"
+    );
+}
+
+#[test]
+fn unmappable_nix_package_suggests_apt_pkgs() {
+    let d = app(&[("main.py", "")]);
+    let opts = Options {
+        pkgs: vec!["frobnicator".into()],
+        ..Options::default()
+    };
+    let e = format!("{:#}", make_plan(d.path(), &[], &opts).unwrap_err());
+    assert!(e.contains("frobnicator") && e.contains("aptPkgs"), "{e}");
+}
+
+#[test]
+fn env_secrets_and_variables_are_kept_apart() {
+    let d = app(&[("package.json", "{}"), ("index.js", "")]);
+    let opts = Options {
+        secrets: vec!["NPM_TOKEN".into()],
+        ..Options::default()
+    };
+    let p = make_plan(
+        d.path(),
+        &["NODE_ENV=test", "FEATURE=on", "NIXPACKS_NO_CACHE=1"],
+        &opts,
+    )
+    .unwrap();
+    let vars = p.variables.clone().unwrap();
+    assert_eq!(vars["NODE_ENV"], "test");
+    assert!(!vars.contains_key("FEATURE") && !vars.contains_key("NIXPACKS_NO_CACHE"));
+    assert_eq!(p.build_variables.clone().unwrap()["FEATURE"], "on");
+    assert_eq!(p.secrets.clone().unwrap(), vec!["NPM_TOKEN"]);
+    let df = kiln::dockerfile::generate::generate(&p, &Default::default())
+        .unwrap()
+        .dockerfile;
+    assert!(df.contains("--mount=type=secret,id=NPM_TOKEN"), "{df}");
+    assert!(
+        !df.contains("ENV FEATURE") && df.contains("ARG FEATURE=\"on\""),
+        "{df}"
+    );
+}
+
+#[test]
+fn kiln_toml_rejects_unknown_keys() {
+    let d = app(&[
+        ("main.py", ""),
+        ("kiln.toml", "[start]\ncmd = \"x\"\nusr = \"app\"\n"),
+    ]);
+    let e = err(d.path(), &[]);
+    assert!(
+        e.contains("kiln.toml:3: unknown key `start.usr`: did you mean `user`?"),
+        "{e}"
+    );
+}
+
+#[test]
+fn config_file_from_env_must_exist() {
+    let d = app(&[("main.py", "")]);
+    let e = err(d.path(), &["NIXPACKS_CONFIG_FILE=ci/nixpacks.json"]);
+    assert!(e.contains("ci/nixpacks.json"), "{e}");
+    let d = app(&[
+        ("main.py", ""),
+        ("ci/x.json", "{\"start\":{\"cmd\":\"python x.py\"}}"),
+    ]);
+    let p = make_plan(
+        d.path(),
+        &["NIXPACKS_CONFIG_FILE=ci/x.json"],
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(p.start.unwrap().cmd.unwrap(), "python x.py");
+}
+
+#[test]
+fn phase_cycles_are_errors() {
+    let d = app(&[
+        ("main.py", ""),
+        (
+            "nixpacks.toml",
+            "[phases.a]\ncmds=[\"x\"]\ndependsOn=[\"b\"]\n[phases.b]\ncmds=[\"y\"]\ndependsOn=[\"a\"]\n",
+        ),
+    ]);
+    assert!(err(d.path(), &[]).contains("cycle"));
+}
+
+fn kiln(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["--progress", "quiet"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn example(name: &str) -> String {
+    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn cli_detect_info_plan_and_dockerfile() {
+    let (rc, out, _) = kiln(&["detect", &example("node-npm"), "--explain"]);
+    assert_eq!((rc, out.as_str()), (0, "node\tpackage.json\n"));
+
+    let (rc, out, err) = kiln(&["info", &example("python-flask")]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.starts_with("providers  python\n"), "{out}");
+    assert!(
+        out.contains("start        │ gunicorn --bind 0.0.0.0:${PORT:-8000} app:app"),
+        "{out}"
+    );
+
+    // JSON and TOML print the same plan.
+    let (_, json, _) = kiln(&["plan", &example("go-mod")]);
+    let (_, toml_text, _) = kiln(&["plan", &example("go-mod"), "-f", "toml"]);
+    let a: BuildPlan = serde_json::from_str(&json).unwrap();
+    let b: BuildPlan = toml::from_str(&toml_text).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(cmds(&a, "build"), vec!["go build -o out"]);
+
+    // CLI overrides and secrets.
+    let (rc, json, err) = kiln(&[
+        "plan",
+        &example("node-npm"),
+        "-b",
+        "npm run compile",
+        "--apt",
+        "curl",
+        "-e",
+        "TOKEN_HINT=x",
+        "--secret",
+        "id=NPM_TOKEN,src=/dev/null",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let p: BuildPlan = serde_json::from_str(&json).unwrap();
+    assert_eq!(cmds(&p, "build"), vec!["npm run compile"]);
+    assert!(apt(&p, "setup").contains(&"curl".to_string()));
+    assert_eq!(p.secrets.unwrap(), vec!["NPM_TOKEN"]);
+    assert!(!json.contains("/dev/null"));
+
+    let (rc, df, err) = kiln(&[
+        "dockerfile",
+        &example("go-mod"),
+        "-o",
+        "-",
+        "--base-image",
+        "registry.local/debian:trixie",
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        df.contains("FROM registry.local/debian:trixie AS build"),
+        "{df}"
+    );
+    assert!(df.contains("RUN --mount=type=cache,target=/root/.cache/go-build --mount=type=cache,target=/root/go/pkg/mod go mod download"), "{df}");
+    assert!(
+        df.contains("COPY --from=build /app/out /app/out")
+            && df.trim_end().ends_with("CMD [\"./out\"]"),
+        "{df}"
+    );
+}
