@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod error;
 pub mod oci;
+pub mod packages;
 pub mod paths;
 pub mod progress;
 

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error;
+
+pub mod packages;
 use crate::progress::{Progress, ProgressMode};
 
 #[derive(Parser, Debug)]
@@ -33,6 +35,10 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Debian packages: resolve closures.
+    ///
+    /// Example: kiln packages resolve nodejs@20
+    Packages(packages::PackagesArgs),
 }
 
 /// Entry point of the binary.
@@ -58,8 +64,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, _progress: &Progress) -> crate::Result<()> {
+fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
     match cli.command {
+        Command::Packages(a) => packages::run(a, progress),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())

@@ -1,0 +1,23 @@
+//! Debian packages as image content: the repository (signed indexes,
+//! cache), the resolver, .deb → layers with a dpkg database, the
+//! maintainer-script results, and the lockfile. See `docs/packages.md`.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`repo`] | suites, mirrors, `InRelease`/`Packages` fetching, verification, cache |
+//! | [`verify`] | OpenPGP checks of `InRelease` with the shipped archive keys |
+//! | [`fetch`] | HTTP (conditional GETs, streams) |
+//! | [`index`] | a suite's package index and lookups |
+//! | [`control`] | deb822 paragraphs |
+//! | [`relation`] | `Depends`-style relation fields |
+//! | [`version`] | Debian version ordering |
+//! | [`resolve`] | the resolver and version requests |
+
+pub mod control;
+pub mod fetch;
+pub mod index;
+pub mod relation;
+pub mod repo;
+pub mod resolve;
+pub mod verify;
+pub mod version;
