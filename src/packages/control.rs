@@ -87,7 +87,8 @@ mod tests {
 
     #[test]
     fn fields_and_paragraphs() {
-        let t = "Package: a\nVersion: 1\nDescription: x\n more\n .\n\nPackage: b\nDepends: c,\n d\n";
+        let t =
+            "Package: a\nVersion: 1\nDescription: x\n more\n .\n\nPackage: b\nDepends: c,\n d\n";
         let ps = paragraphs(t);
         assert_eq!(ps.len(), 2);
         assert_eq!(ps[1].0, 7);

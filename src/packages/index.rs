@@ -117,7 +117,10 @@ impl SuiteIndex {
         let backports = rel.archive.dist.ends_with("-backports");
         for (line, para) in super::control::paragraphs(text) {
             let pkg = parse_pkg(para, &base, &dist, backports).with_context(|| {
-                format!("{} Packages index, paragraph at line {line}", rel.archive.dist)
+                format!(
+                    "{} Packages index, paragraph at line {line}",
+                    rel.archive.dist
+                )
             })?;
             if pkg.arch != self.arch && pkg.arch != "all" {
                 continue;
@@ -204,8 +207,16 @@ impl SuiteIndex {
                 (d <= limit || sub).then_some((if sub { d.min(limit) } else { d }, n))
             })
             .collect();
-        scored.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.len().cmp(&b.1.len())).then_with(|| a.1.cmp(b.1)));
-        scored.into_iter().take(max).map(|(_, n)| n.clone()).collect()
+        scored.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| a.1.len().cmp(&b.1.len()))
+                .then_with(|| a.1.cmp(b.1))
+        });
+        scored
+            .into_iter()
+            .take(max)
+            .map(|(_, n)| n.clone())
+            .collect()
     }
 
     /// The packages `Essential: yes` or `Priority: required` (best version of each).

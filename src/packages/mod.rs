@@ -9,13 +9,19 @@
 //! | [`fetch`] | HTTP (conditional GETs, streams) |
 //! | [`index`] | a suite's package index and lookups |
 //! | [`control`] | deb822 paragraphs |
+//! | [`deb`] | reading .deb files into layer entries |
 //! | [`relation`] | `Depends`-style relation fields |
 //! | [`version`] | Debian version ordering |
 //! | [`resolve`] | the resolver and version requests |
 
+pub mod compose;
+pub mod configure;
 pub mod control;
+pub mod deb;
+pub mod dpkg;
 pub mod fetch;
 pub mod index;
+pub mod lock;
 pub mod relation;
 pub mod repo;
 pub mod resolve;

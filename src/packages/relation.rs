@@ -105,8 +105,8 @@ pub fn parse(field: &str, arch: &str) -> Result<Vec<Group>> {
         }
         let mut group = Vec::new();
         for alt in part.split('|') {
-            if let Some(dep) = parse_one(alt.trim(), arch)
-                .with_context(|| format!("in the relation {part:?}"))?
+            if let Some(dep) =
+                parse_one(alt.trim(), arch).with_context(|| format!("in the relation {part:?}"))?
             {
                 group.push(dep);
             }

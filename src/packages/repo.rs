@@ -196,7 +196,13 @@ impl Archive {
     fn cache_key(&self) -> String {
         let mut k: String = format!("{}_{}", self.base, self.dist)
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         k.truncate(200);
         k

@@ -94,7 +94,17 @@ impl FromStr for Request {
 }
 
 /// The base package set an image starts from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Base {
     /// libc, base-files, base-passwd, ca-certificates, tzdata, netbase, dash, coreutils.
@@ -144,9 +154,17 @@ pub struct ResolveOptions {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Reason {
-    Requested { request: String },
-    Base { set: String },
-    Dependency { of: String, field: String, relation: String },
+    Requested {
+        request: String,
+    },
+    Base {
+        set: String,
+    },
+    Dependency {
+        of: String,
+        field: String,
+        relation: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -154,7 +172,11 @@ impl fmt::Display for Reason {
         match self {
             Reason::Requested { request } => write!(f, "requested ({request})"),
             Reason::Base { set } => write!(f, "base set {set}"),
-            Reason::Dependency { of, field, relation } => write!(f, "{of} {field}: {relation}"),
+            Reason::Dependency {
+                of,
+                field,
+                relation,
+            } => write!(f, "{of} {field}: {relation}"),
         }
     }
 }
@@ -191,7 +213,10 @@ impl Resolution {
         let mut seen = BTreeSet::new();
         loop {
             let r = self.get(&cur).with_context(|| {
-                format!("{cur} is not in the resolved set of {} packages", self.packages.len())
+                format!(
+                    "{cur} is not in the resolved set of {} packages",
+                    self.packages.len()
+                )
             })?;
             out.push((cur.clone(), r.reason.clone()));
             match &r.reason {
@@ -313,9 +338,15 @@ impl<'a> State<'a> {
         }
         let mut seen: BTreeSet<String> = BTreeSet::new();
         for (i, p, v) in self.idx.providers(&d.name) {
-            if d.version_ok(v) && seen.insert(p.name.clone()) && !self.chosen.contains_key(&p.name) {
+            if d.version_ok(v) && seen.insert(p.name.clone()) && !self.chosen.contains_key(&p.name)
+            {
                 // Only the best version of each provider.
-                if self.idx.best(&p.name).is_some_and(|b| b.version == p.version) || p.backports {
+                if self
+                    .idx
+                    .best(&p.name)
+                    .is_some_and(|b| b.version == p.version)
+                    || p.backports
+                {
                     out.push(i);
                 }
             }
@@ -339,7 +370,11 @@ impl<'a> State<'a> {
     }
 
     fn visit_group(&mut self, p: &Pkg, field: &str, g: &Group) -> Result<()> {
-        let text = g.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" | ");
+        let text = g
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(" | ");
         for d in g {
             if let Some(s) = self.satisfier(d) {
                 self.edges.entry(p.name.clone()).or_default().insert(s);
@@ -396,7 +431,11 @@ impl<'a> State<'a> {
 }
 
 /// Resolves requests against one suite index.
-pub fn resolve(idx: &SuiteIndex, requests: &[Request], opts: &ResolveOptions) -> Result<Resolution> {
+pub fn resolve(
+    idx: &SuiteIndex,
+    requests: &[Request],
+    opts: &ResolveOptions,
+) -> Result<Resolution> {
     let mut st = State {
         idx,
         arch: &idx.arch,
@@ -417,15 +456,27 @@ pub fn resolve(idx: &SuiteIndex, requests: &[Request], opts: &ResolveOptions) ->
         .into_iter()
         .map(|n| {
             (
-                Request { name: n, version: None },
-                Reason::Base { set: base_name.clone() },
+                Request {
+                    name: n,
+                    version: None,
+                },
+                Reason::Base {
+                    set: base_name.clone(),
+                },
             )
         })
         .collect();
     // Requests first so a version request wins over an unversioned base entry.
     let mut user: Vec<(Request, Reason)> = reqs
         .iter()
-        .map(|r| (r.clone(), Reason::Requested { request: r.to_string() }))
+        .map(|r| {
+            (
+                r.clone(),
+                Reason::Requested {
+                    request: r.to_string(),
+                },
+            )
+        })
         .collect();
     user.append(&mut all);
     for (req, reason) in user {
@@ -440,7 +491,12 @@ pub fn resolve(idx: &SuiteIndex, requests: &[Request], opts: &ResolveOptions) ->
         let others = State {
             idx,
             arch: &idx.arch,
-            chosen: st.chosen.iter().filter(|(n, _)| **n != p.name).map(|(n, i)| (n.clone(), *i)).collect(),
+            chosen: st
+                .chosen
+                .iter()
+                .filter(|(n, _)| **n != p.name)
+                .map(|(n, i)| (n.clone(), *i))
+                .collect(),
             provided: HashMap::new(),
             negatives: Vec::new(),
             reasons: BTreeMap::new(),
@@ -450,7 +506,9 @@ pub fn resolve(idx: &SuiteIndex, requests: &[Request], opts: &ResolveOptions) ->
         if let Some(c) = others.conflict(p)? {
             bail!(CodedError::new(
                 crate::error::code::FAILURE,
-                format!("the requested packages conflict: {c}; drop one of them or pick another suite")
+                format!(
+                    "the requested packages conflict: {c}; drop one of them or pick another suite"
+                )
             ));
         }
     }
@@ -512,7 +570,9 @@ fn request_one(st: &mut State<'_>, req: &Request, reason: Reason) -> Result<()> 
                     if p.name == req.name {
                         v.matches(&p.version)
                     } else {
-                        p.provides.iter().any(|(n, pv)| *n == req.name && pv.as_ref().is_some_and(|pv| v.matches(pv)))
+                        p.provides.iter().any(|(n, pv)| {
+                            *n == req.name && pv.as_ref().is_some_and(|pv| v.matches(pv))
+                        })
                     }
                 }
             }
@@ -546,7 +606,8 @@ pub fn offers(idx: &SuiteIndex, name: &str) -> String {
             "{} {} provides {}",
             p.name,
             p.version,
-            pv.map(|x| x.to_string()).unwrap_or_else(|| "unversioned".into())
+            pv.map(|x| x.to_string())
+                .unwrap_or_else(|| "unversioned".into())
         ));
     }
     if v.is_empty() {

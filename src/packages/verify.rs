@@ -84,7 +84,11 @@ pub fn keyrings(dir: &Path, extra: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Verifies a clearsigned file and returns the signed text (without the
 /// armor), and the fingerprints of the valid signatures.
-pub fn clearsigned(file: &Path, keyrings: &[PathBuf], label: &str) -> Result<(String, Vec<String>)> {
+pub fn clearsigned(
+    file: &Path,
+    keyrings: &[PathBuf],
+    label: &str,
+) -> Result<(String, Vec<String>)> {
     let out_dir = tempfile::tempdir().context("creating a temp dir for gpgv")?;
     let out_path = out_dir.path().join("signed.txt");
     let mut cmd = Command::new("gpgv");
@@ -113,9 +117,16 @@ pub fn clearsigned(file: &Path, keyrings: &[PathBuf], label: &str) -> Result<(St
             .lines()
             .filter_map(|l| l.strip_prefix("[GNUPG:] "))
             .filter(|l| {
-                ["BADSIG", "NO_PUBKEY", "EXPKEYSIG", "REVKEYSIG", "ERRSIG", "NODATA"]
-                    .iter()
-                    .any(|k| l.starts_with(k))
+                [
+                    "BADSIG",
+                    "NO_PUBKEY",
+                    "EXPKEYSIG",
+                    "REVKEYSIG",
+                    "ERRSIG",
+                    "NODATA",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
             })
             .collect::<Vec<_>>()
             .join("; ");
