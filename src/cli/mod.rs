@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod images;
+
 use crate::error;
 
 pub mod packages;
@@ -28,6 +30,36 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// List the images in the local image store.
+    ///
+    /// Example: kiln images
+    Images(images::ImagesArgs),
+    /// Print an image's manifest and config as JSON.
+    ///
+    /// Example: kiln inspect myapp:latest
+    Inspect(images::InspectArgs),
+    /// Remove images from the local store.
+    ///
+    /// Example: kiln rmi myapp:old
+    Rmi(images::RmiArgs),
+    /// Load an OCI layout, OCI archive or docker archive into the local store.
+    ///
+    /// Example: kiln load image.tar
+    Load(images::LoadArgs),
+    /// Export an image from the local store.
+    ///
+    /// Example: kiln save myapp -o type=docker,dest=myapp.tar
+    Save(images::SaveArgs),
+    /// Image plumbing (build images from parts).
+    ///
+    /// Example: kiln image from-dir ./rootfs -t base:1
+    #[command(subcommand)]
+    Image(Box<images::ImageCommand>),
+    /// Inspect and clean the build cache.
+    ///
+    /// Example: kiln cache verify
+    #[command(subcommand)]
+    Cache(images::CacheCommand),
     /// Print shell completions.
     ///
     /// Example: kiln completions bash > /etc/bash_completion.d/kiln
@@ -39,6 +71,10 @@ pub enum Command {
     ///
     /// Example: kiln packages resolve nodejs@20
     Packages(packages::PackagesArgs),
+    /// Resolve Debian packages and write (or update) kiln.lock.
+    ///
+    /// Example: kiln lock nodejs@20 ca-certificates
+    Lock(packages::LockArgs),
 }
 
 /// Entry point of the binary.
@@ -67,6 +103,14 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
     match cli.command {
         Command::Packages(a) => packages::run(a, progress),
+        Command::Lock(a) => packages::lock(a, progress),
+        Command::Images(a) => images::images(a),
+        Command::Inspect(a) => images::inspect(a),
+        Command::Rmi(a) => images::rmi(a),
+        Command::Load(a) => images::load(a),
+        Command::Save(a) => images::save(a),
+        Command::Image(c) => images::image(*c, progress),
+        Command::Cache(c) => images::cache(c),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())

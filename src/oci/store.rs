@@ -30,7 +30,8 @@ pub struct Store {
     root: PathBuf,
     /// Held (shared) for the life of the store so `prune` cannot delete a
     /// blob another process has just written but not yet referenced.
-    _lock: File,
+    _lock: Option<File>,
+    exclusive: bool,
 }
 
 /// A blob's digest and size.
@@ -98,7 +99,21 @@ impl Store {
             lock.lock_shared()
         };
         locked.with_context(|| format!("locking the blob store {}", root.display()))?;
-        Ok(Store { root, _lock: lock })
+        Ok(Store {
+            root,
+            _lock: Some(lock),
+            exclusive,
+        })
+    }
+
+    /// A read-only view of an existing store or layout that is not kiln's
+    /// (e.g. an OCI layout given to `kiln load`): creates nothing, takes no lock.
+    pub fn read_only(root: impl Into<PathBuf>) -> Store {
+        Store {
+            root: root.into(),
+            _lock: None,
+            exclusive: false,
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -269,18 +284,35 @@ impl Store {
         Ok(report)
     }
 
-    /// Removes temp files and every blob not in `keep`.
-    pub fn prune(&self, keep: &BTreeSet<Digest>) -> Result<PruneReport> {
+    /// Removes every blob not in `keep` that is older than `grace` (a blob
+    /// another process has just written may not be referenced yet). Leftover
+    /// temp files are removed only when the store is open exclusively.
+    pub fn prune(
+        &self,
+        keep: &BTreeSet<Digest>,
+        grace: std::time::Duration,
+    ) -> Result<PruneReport> {
         let mut report = PruneReport::default();
-        for entry in fs::read_dir(self.root.join("ingest"))? {
-            fs::remove_file(entry?.path())?;
-            report.temp_files += 1;
+        if self.exclusive {
+            for entry in fs::read_dir(self.root.join("ingest"))? {
+                fs::remove_file(entry?.path())?;
+                report.temp_files += 1;
+            }
         }
+        let now = std::time::SystemTime::now();
         for digest in self.list()? {
             if keep.contains(&digest) {
                 continue;
             }
             let p = self.blob_path(&digest);
+            let age = fs::symlink_metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default();
+            if age < grace {
+                continue;
+            }
             report.bytes += fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
             report.removed += 1;
@@ -322,13 +354,13 @@ impl BlobWriter<'_> {
         let BlobWriter { store, tmp, out } = self;
         let (digest, size, buf) = out.finish();
         let file = buf.into_inner().map_err(|e| e.into_error())?;
-        if let Some(expected) = expected {
-            if expected != &digest {
-                // `tmp` is dropped here, deleting the bytes.
-                bail!(
-                    "content does not match its digest: expected {expected}, got {digest} ({size} bytes)"
-                );
-            }
+        if let Some(expected) = expected
+            && expected != &digest
+        {
+            // `tmp` is dropped here, deleting the bytes.
+            bail!(
+                "content does not match its digest: expected {expected}, got {digest} ({size} bytes)"
+            );
         }
         let dst = store.blob_path(&digest);
         if dst.is_file() {
@@ -402,7 +434,9 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let a = store.put(b"a").unwrap().digest;
         let b = store.put(b"b").unwrap().digest;
-        let report = store.prune(&BTreeSet::from([a.clone()])).unwrap();
+        let report = store
+            .prune(&BTreeSet::from([a.clone()]), std::time::Duration::ZERO)
+            .unwrap();
         assert_eq!(report.removed, 1);
         assert!(store.contains(&a) && !store.contains(&b));
     }

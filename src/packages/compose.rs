@@ -47,6 +47,9 @@ pub struct ComposeOptions {
     pub layer: LayerOptions,
     /// Parallel downloads.
     pub jobs: usize,
+    /// Extra CA certificates (file name, PEM) trusted in the image, as
+    /// `/usr/local/share/ca-certificates` entries would be.
+    pub extra_ca: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for ComposeOptions {
@@ -55,6 +58,7 @@ impl Default for ComposeOptions {
             max_layers: DEFAULT_MAX_LAYERS,
             layer: LayerOptions::default(),
             jobs: 6,
+            extra_ca: Vec::new(),
         }
     }
 }
@@ -360,7 +364,13 @@ pub fn compose(
     let cache = LayerCache {
         dir: cfg.cache_root()?.join("layers"),
     };
-    let all: Vec<&str> = lock.packages.iter().map(|p| p.sha256.as_str()).collect();
+    let ca: Vec<String> = opts
+        .extra_ca
+        .iter()
+        .map(|(n, b)| format!("ca:{n}:{}", Digest::of(b).hex()))
+        .collect();
+    let mut all: Vec<&str> = lock.packages.iter().map(|p| p.sha256.as_str()).collect();
+    all.extend(ca.iter().map(String::as_str));
     let image_key = cache_key(
         "image",
         opts,
@@ -427,7 +437,12 @@ pub fn compose(
     let task = progress.task("configure");
     let refs: Vec<&Deb> = slims.iter().collect();
     let mut entries = dpkg::database_entries(&refs, &lock.arch)?;
-    entries.extend(configure::configure(&refs, &lock.arch, progress)?);
+    entries.extend(configure::configure(
+        &refs,
+        &lock.arch,
+        &opts.extra_ca,
+        progress,
+    )?);
     let l =
         layer::write_layer(store, entries, opts.layer).context("writing the configure layer")?;
     task.finish(&l.blob.digest.short().to_string());

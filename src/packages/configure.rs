@@ -82,7 +82,12 @@ impl<'a> Tree<'a> {
 }
 
 /// The entries of the configure results.
-pub fn configure(debs: &[&Deb], arch: &str, progress: &Progress) -> Result<Vec<Entry>> {
+pub fn configure(
+    debs: &[&Deb],
+    arch: &str,
+    extra_ca: &[(String, Vec<u8>)],
+    progress: &Progress,
+) -> Result<Vec<Entry>> {
     let tree = Tree::new(debs);
     let names: BTreeSet<String> = debs
         .iter()
@@ -113,13 +118,16 @@ pub fn configure(debs: &[&Deb], arch: &str, progress: &Progress) -> Result<Vec<E
         out.push(link("etc/localtime", "/usr/share/zoneinfo/Etc/UTC")?);
         out.push(file("etc/timezone", b"Etc/UTC\n".to_vec(), 0o644)?);
     }
-    out.extend(ca_certificates(&tree)?);
+    out.extend(ca_certificates(&tree, extra_ca)?);
     out.extend(alternatives(debs, &tree)?);
     out.extend(ldconfig(debs, arch, progress)?);
     Ok(out)
 }
 
-fn ca_certificates(tree: &Tree<'_>) -> Result<Vec<Entry>> {
+/// `extra` are local certificates (name, PEM) that `update-ca-certificates`
+/// would find in `/usr/local/share/ca-certificates` (a company or proxy CA):
+/// they are placed there and appended to the bundle.
+fn ca_certificates(tree: &Tree<'_>, extra: &[(String, Vec<u8>)]) -> Result<Vec<Entry>> {
     let mut certs: Vec<(String, &[u8])> = tree
         .files
         .iter()
@@ -157,6 +165,24 @@ fn ca_certificates(tree: &Tree<'_>) -> Result<Vec<Entry>> {
             &format!("etc/ssl/certs/{base}.pem"),
             &format!("/usr/share/ca-certificates/{rel}"),
         )?);
+    }
+    let mut extra: Vec<&(String, Vec<u8>)> = extra.iter().collect();
+    extra.sort();
+    for (name, pem) in extra {
+        let base = name.trim_end_matches(".crt").replace('/', "_");
+        out.push(file(
+            &format!("usr/local/share/ca-certificates/{base}.crt"),
+            pem.clone(),
+            0o644,
+        )?);
+        out.push(link(
+            &format!("etc/ssl/certs/{base}.pem"),
+            &format!("/usr/local/share/ca-certificates/{base}.crt"),
+        )?);
+        bundle.extend_from_slice(pem);
+        if !pem.ends_with(b"\n") {
+            bundle.push(b'\n');
+        }
     }
     out.push(file("etc/ca-certificates.conf", conf.into_bytes(), 0o644)?);
     out.push(file("etc/ssl/certs/ca-certificates.crt", bundle, 0o644)?);

@@ -9,10 +9,15 @@
 //! | [`fetch`] | HTTP (conditional GETs, streams) |
 //! | [`index`] | a suite's package index and lookups |
 //! | [`control`] | deb822 paragraphs |
-//! | [`deb`] | reading .deb files into layer entries |
 //! | [`relation`] | `Depends`-style relation fields |
 //! | [`version`] | Debian version ordering |
 //! | [`resolve`] | the resolver and version requests |
+//! | [`deb`] | reading .deb files into layer entries |
+//! | [`dpkg`] | the dpkg database in the image |
+//! | [`configure`] | maintainer-script results, emulated |
+//! | [`compose`] | downloads, grouping by the dependency graph, layer cache |
+//! | [`lock`] | `kiln.lock` |
+//! | [`image`] | the library API: request → lockfile → image |
 
 pub mod compose;
 pub mod configure;
@@ -20,6 +25,7 @@ pub mod control;
 pub mod deb;
 pub mod dpkg;
 pub mod fetch;
+pub mod image;
 pub mod index;
 pub mod lock;
 pub mod relation;
