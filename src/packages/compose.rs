@@ -208,7 +208,9 @@ pub fn read_deb(store: &Store, p: &LockedPackage) -> Result<Deb> {
 fn slim(mut d: Deb) -> Deb {
     for e in &mut d.entries {
         let s = e.path.to_string_lossy();
-        let keep = s.starts_with("usr/share/base-passwd/")
+        // /etc: conffiles, whose md5 goes into the dpkg status.
+        let keep = s.starts_with("etc/")
+            || s.starts_with("usr/share/base-passwd/")
             || s.starts_with("usr/share/ca-certificates/")
             || s.starts_with("etc/ld.so.conf")
             || (s.starts_with("usr/lib") && s.contains(".so"));

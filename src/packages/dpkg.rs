@@ -77,8 +77,17 @@ pub fn status_paragraph(deb: &Deb) -> String {
     if !deb.conffiles.is_empty() {
         out.push_str("Conffiles:\n");
         for c in &deb.conffiles {
-            let md5 = deb
-                .conffile_md5(c)
+            // dpkg records the md5 of each conffile as unpacked (the
+            // md5sums member usually leaves conffiles out).
+            let rel = c.trim_start_matches('/');
+            let md5 = super::deb::merge_usr(std::path::Path::new(rel))
+                .and_then(|p| {
+                    deb.file(&p.to_string_lossy()).map(|b| {
+                        use md5::Digest as _;
+                        hex::encode(md5::Md5::digest(b))
+                    })
+                })
+                .or_else(|| deb.conffile_md5(c))
                 .unwrap_or_else(|| "newconffile".to_string());
             out.push_str(&format!(" {c} {md5}\n"));
         }
@@ -106,6 +115,8 @@ pub fn database_entries(debs: &[&Deb], arch: &str) -> Result<Vec<Entry>> {
             format!("{arch}\n").into_bytes(),
             0o644,
         )?,
+        // Format 1: info files of Multi-Arch: same packages are `name:arch.*`.
+        file("var/lib/dpkg/info/format".into(), b"1\n".to_vec(), 0o644)?,
         file("var/lib/dpkg/diversions".into(), Vec::new(), 0o644)?,
         file("var/lib/dpkg/statoverride".into(), Vec::new(), 0o644)?,
         Entry::new("var/lib/dpkg/updates", EntryKind::Dir, Meta::root(0o755))?,

@@ -323,17 +323,20 @@ impl Repo {
                 }) => {
                     fs::create_dir_all(&dir)?;
                     // Verify before replacing a good cached copy.
-                    let tmp = dir.join("InRelease.new");
-                    fs::write(&tmp, &bytes)?;
-                    verify::clearsigned(&tmp, &self.keyrings, &url)?;
-                    fs::rename(&tmp, &file)?;
+                    // (unique temp names: several kiln processes may share the cache)
+                    let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+                    fs::write(tmp.path(), &bytes)?;
+                    verify::clearsigned(tmp.path(), &self.keyrings, &url)?;
+                    tmp.persist(&file).map_err(|e| e.error)?;
+                    let meta = tempfile::NamedTempFile::new_in(&dir)?;
                     fs::write(
-                        &meta_path,
+                        meta.path(),
                         serde_json::to_vec(&Meta {
                             etag,
                             last_modified,
                         })?,
                     )?;
+                    meta.persist(&meta_path).map_err(|e| e.error)?;
                 }
                 Err(e) => {
                     let not_found = e
@@ -441,9 +444,9 @@ impl Repo {
             bail!("{url}: uncompressed index does not match the signed Release: refused");
         }
         fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(".{}.tmp", want_plain.hex()));
-        fs::write(&tmp, &text)?;
-        fs::rename(&tmp, &cached)?;
+        let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        fs::write(tmp.path(), &text)?;
+        tmp.persist(&cached).map_err(|e| e.error)?;
         task.finish("fetched");
         String::from_utf8(text).context("Packages index is not UTF-8")
     }

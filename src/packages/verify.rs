@@ -63,9 +63,10 @@ pub fn keyrings(dir: &Path, extra: &[PathBuf]) -> Result<Vec<PathBuf>> {
     for (name, bytes) in SHIPPED {
         let p = dir.join(name);
         if std::fs::read(&p).ok().as_deref() != Some(*bytes) {
-            let tmp = dir.join(format!(".{name}.tmp"));
-            std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &p)?;
+            let tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::fs::write(tmp.path(), bytes)
+                .with_context(|| format!("writing {}", tmp.path().display()))?;
+            tmp.persist(&p).map_err(|e| e.error)?;
         }
         out.push(p);
     }
