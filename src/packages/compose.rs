@@ -468,3 +468,29 @@ pub fn layer_paths(store: &Store, l: &PackageLayer) -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_puts_the_most_depended_upon_first() {
+        let mut e: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut add = |a: &str, deps: &[&str]| {
+            e.insert(a.into(), deps.iter().map(|s| s.to_string()).collect());
+        };
+        add("libc6", &["libgcc-s1"]);
+        add("libgcc-s1", &["libc6"]);
+        add("libssl", &["libc6"]);
+        add("node", &["libssl", "libc6", "libuv"]);
+        add("libuv", &["libc6"]);
+        add("tzdata", &[]);
+        let g = group(&e, 4);
+        assert_eq!(g[0], vec!["libc6"]);
+        assert_eq!(g[1], vec!["libgcc-s1"]);
+        assert_eq!(g[2], vec!["libssl", "libuv", "node", "tzdata"]);
+        assert_eq!(g.len(), 3);
+        // Enough budget: one layer each.
+        assert_eq!(group(&e, 16).len(), 6);
+    }
+}

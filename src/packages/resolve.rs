@@ -667,3 +667,123 @@ pub fn resolve_in_repo(
         report.join("\n")
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packages::repo::{Archive, Release};
+
+    const SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn index(pkgs: &[&str]) -> SuiteIndex {
+        let archive = Archive {
+            base: "http://mirror/debian".into(),
+            dist: "trixie".into(),
+            optional: false,
+        };
+        let rel = Release::parse(
+            archive,
+            &format!("Date: Sat, 01 Nov 2025 00:00:00 UTC\nSHA256:\n {SHA} 1 main/binary-amd64/Packages\n"),
+            vec![],
+        )
+        .unwrap();
+        let text: String = pkgs
+            .iter()
+            .map(|p| {
+                format!(
+                    "{p}\nArchitecture: amd64\nFilename: pool/x.deb\nSHA256: {SHA}\nSize: 1\n\n"
+                )
+            })
+            .collect();
+        let mut idx = SuiteIndex::new("trixie", "amd64");
+        idx.add(&rel, 0, &text).unwrap();
+        idx.finish();
+        idx
+    }
+
+    fn names(r: &Resolution) -> Vec<&str> {
+        r.packages.iter().map(|p| p.pkg.name.as_str()).collect()
+    }
+
+    fn req(s: &str) -> Request {
+        s.parse().unwrap()
+    }
+
+    fn opts() -> ResolveOptions {
+        ResolveOptions {
+            base: Base::None,
+            recommends: false,
+        }
+    }
+
+    #[test]
+    fn alternatives_versions_provides_and_conflicts() {
+        let idx = index(&[
+            "Package: app\nVersion: 1\nPre-Depends: libc\nDepends: b | c, d (>= 2), awk\nRecommends: extra",
+            "Package: b\nVersion: 1\nConflicts: libc",
+            "Package: c\nVersion: 1:0.5",
+            "Package: d\nVersion: 1.0",
+            "Package: d\nVersion: 2.0~rc1",
+            "Package: d\nVersion: 2.0",
+            "Package: libc\nVersion: 2.41",
+            "Package: gawk\nVersion: 5\nPriority: optional\nProvides: awk",
+            "Package: mawk\nVersion: 1.3\nPriority: required\nProvides: awk",
+            "Package: extra\nVersion: 1",
+        ]);
+        let r = resolve(&idx, &[req("app")], &opts()).unwrap();
+        // b conflicts with the already chosen libc, so c is taken; d is the newest;
+        // awk goes to the required provider; Recommends are off.
+        assert_eq!(names(&r), ["app", "c", "d", "libc", "mawk"]);
+        assert_eq!(r.get("d").unwrap().pkg.version.as_str(), "2.0");
+        let why = r.why("mawk").unwrap();
+        assert_eq!(why.last().unwrap().0, "app");
+        let with = resolve(
+            &idx,
+            &[req("app")],
+            &ResolveOptions {
+                recommends: true,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert!(names(&with).contains(&"extra"));
+        // Deterministic whatever the request order.
+        let a = resolve(&idx, &[req("gawk"), req("app")], &opts()).unwrap();
+        let b = resolve(&idx, &[req("app"), req("gawk")], &opts()).unwrap();
+        assert_eq!(names(&a), names(&b));
+        assert!(names(&a).contains(&"gawk") && !names(&a).contains(&"mawk"));
+    }
+
+    #[test]
+    fn versioned_provides_and_version_requests() {
+        let idx = index(&[
+            "Package: py\nVersion: 3.13.5-1\nProvides: python3-abi (= 3.13)",
+            "Package: user\nVersion: 1\nDepends: python3-abi (>= 3.12)",
+            "Package: old\nVersion: 1\nDepends: python3-abi (<< 3)",
+            "Package: x\nVersion: 1\nConflicts: py (>= 3)",
+        ]);
+        assert_eq!(
+            names(&resolve(&idx, &[req("user")], &opts()).unwrap()),
+            ["py", "user"]
+        );
+        let e = format!("{:#}", resolve(&idx, &[req("old")], &opts()).unwrap_err());
+        assert!(e.contains("python3-abi (<< 3)"), "{e}");
+        let e = format!(
+            "{:#}",
+            resolve(&idx, &[req("x"), req("user")], &opts()).unwrap_err()
+        );
+        assert!(e.contains("conflicts"), "{e}");
+        assert!(resolve(&idx, &[req("py@3.13")], &opts()).is_ok());
+        let e = format!(
+            "{:#}",
+            resolve(&idx, &[req("py@3.11")], &opts()).unwrap_err()
+        );
+        assert!(e.contains("3.13.5-1"), "{e}");
+        let e = format!("{:#}", resolve(&idx, &[req("pyy")], &opts()).unwrap_err());
+        assert!(e.contains("close names: py"), "{e}");
+        assert!(suite_satisfies(&idx, &[req("py@3.13")]));
+        assert!(!suite_satisfies(&idx, &[req("py@3.14")]));
+        assert!("Bad".parse::<Request>().is_err());
+        assert!("node@x".parse::<Request>().is_err());
+    }
+}
