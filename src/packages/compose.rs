@@ -250,10 +250,9 @@ pub fn edges(
                 if let Some(t) = g
                     .iter()
                     .find_map(|d| provides.get(&d.name).and_then(|v| v.first()))
+                    && t != name
                 {
-                    if t != name {
-                        set.insert(t.clone());
-                    }
+                    set.insert(t.clone());
                 }
             }
         }
@@ -286,7 +285,7 @@ pub fn group(edges: &BTreeMap<String, BTreeSet<String>>, max_layers: usize) -> V
     }
     let mut order: Vec<(&String, usize)> = popularity.into_iter().collect();
     order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let singles = max_layers.saturating_sub(2).max(0);
+    let singles = max_layers.saturating_sub(2);
     let mut groups: Vec<Vec<String>> = Vec::new();
     let mut rest = Vec::new();
     for (i, (name, _)) in order.into_iter().enumerate() {
@@ -447,7 +446,7 @@ pub fn compose(
     )?);
     let l =
         layer::write_layer(store, entries, opts.layer).context("writing the configure layer")?;
-    task.finish(&l.blob.digest.short().to_string());
+    task.finish(l.blob.digest.short());
     layers.push(PackageLayer::from(&l, Vec::new()));
     let composed = Composed {
         layers,

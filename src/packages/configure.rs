@@ -130,8 +130,8 @@ pub fn configure(
 fn ca_certificates(tree: &Tree<'_>, extra: &[(String, Vec<u8>)]) -> Result<Vec<Entry>> {
     let mut certs: Vec<(String, &[u8])> = tree
         .files
-        .iter()
-        .filter_map(|(p, _)| {
+        .keys()
+        .filter_map(|p| {
             let rel = p.strip_prefix("usr/share/ca-certificates").ok()?;
             let s = rel.to_str()?;
             if !s.ends_with(".crt") {
@@ -293,7 +293,7 @@ fn expand(s: &str, vars: &HashMap<String, String>, lv: Option<&(String, String)>
                 } else {
                     // Unknown (conditionally set) variables expand to a
                     // marker so the token is dropped.
-                    out.push_str("\u{1}");
+                    out.push('\u{1}');
                 }
                 i = end;
                 continue;
@@ -324,10 +324,10 @@ fn parse_install(line: &str) -> Option<Alternative> {
     while j < toks.len() {
         if toks[j] == "--slave" {
             if let (Some(l), Some(n), Some(p)) = (toks.get(j + 1), toks.get(j + 2), toks.get(j + 3))
+                && l.starts_with('/')
+                && p.starts_with('/')
             {
-                if l.starts_with('/') && p.starts_with('/') {
-                    slaves.push((l.to_string(), n.to_string(), p.to_string()));
-                }
+                slaves.push((l.to_string(), n.to_string(), p.to_string()));
             }
             j += 4;
         } else if toks[j].starts_with("--") || toks[j] == "||" || toks[j] == ";" || toks[j] == "&&"

@@ -131,7 +131,7 @@ impl Lockfile {
             );
         }
         for p in &lock.packages {
-            p.digest().with_context(|| format!("{origin}"))?;
+            p.digest().with_context(|| origin.to_string())?;
         }
         Ok(lock)
     }

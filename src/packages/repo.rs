@@ -264,6 +264,9 @@ struct Meta {
     last_modified: Option<String>,
 }
 
+/// A verified Release and the `Packages` texts of its components.
+type Loaded = (Release, Vec<String>);
+
 /// Reads and caches repository metadata.
 pub struct Repo {
     pub config: RepoConfig,
@@ -459,11 +462,11 @@ impl Repo {
         let http = &self.http;
         let _ = http;
         // Archives are fetched in parallel (each is a few round trips).
-        let results: Vec<Result<Option<(Release, Vec<String>)>>> = std::thread::scope(|s| {
+        let results: Vec<Result<Option<Loaded>>> = std::thread::scope(|s| {
             let handles: Vec<_> = archives
                 .iter()
                 .map(|a| {
-                    s.spawn(move || -> Result<Option<(Release, Vec<String>)>> {
+                    s.spawn(move || -> Result<Option<Loaded>> {
                         let Some(rel) = self.release(a)? else {
                             return Ok(None);
                         };

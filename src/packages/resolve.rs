@@ -578,15 +578,21 @@ fn request_one(st: &mut State<'_>, req: &Request, reason: Reason) -> Result<()> 
             }
         })
         .collect();
+    // The best candidate that conflicts with nothing chosen so far.
+    let mut first_conflict = None;
     for c in &cands {
-        let p = st.pkg(*c);
-        if let Some(conf) = st.conflict(p)? {
-            bail!(CodedError::new(
-                crate::error::code::FAILURE,
-                format!("request {req} conflicts: {conf}")
-            ));
+        match st.conflict(st.pkg(*c))? {
+            Some(conf) => {
+                first_conflict.get_or_insert(conf);
+            }
+            None => return st.choose(*c, reason),
         }
-        return st.choose(*c, reason);
+    }
+    if let Some(conf) = first_conflict {
+        bail!(CodedError::new(
+            crate::error::code::FAILURE,
+            format!("request {req} conflicts: {conf}")
+        ));
     }
     let offers = offers(idx, &req.name);
     bail!(Unsatisfiable(format!(
