@@ -1,3 +1,4 @@
+#![cfg(feature = "e2e")]
 //! End-to-end tests of Debian package images against the real archive
 //! (deb.debian.org), run under podman. Downloaded .debs and indexes are
 //! shared by all tests through one cache dir under CARGO_TARGET_TMPDIR, so
