@@ -386,16 +386,47 @@ pub fn compose(
 
     let by_name: BTreeMap<&str, &LockedPackage> =
         lock.packages.iter().map(|p| (p.name.as_str(), p)).collect();
-    // Read every package once: control data for the graph, slim copies for configure.
+    // Read (and decompress) every package once, two at a time: control data
+    // for the graph, contents for the layers (file bytes are shared `Arc`s,
+    // so the slim copies for configure cost no extra memory).
     let task = progress.task(format!("unpack {} packages", lock.packages.len()));
-    let mut controls = BTreeMap::new();
-    let mut slims = Vec::new();
-    for p in &lock.packages {
-        let d = read_deb(store, p)?;
-        controls.insert(p.name.clone(), d.control.clone());
-        slims.push(slim(d));
+    let next = Mutex::new(lock.packages.iter());
+    let read: Mutex<BTreeMap<String, Deb>> = Mutex::new(BTreeMap::new());
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let Some(p) = next.lock().ok().and_then(|mut it| it.next()) else {
+                        return;
+                    };
+                    match read_deb(store, p) {
+                        Ok(d) => {
+                            if let Ok(mut m) = read.lock() {
+                                m.insert(p.name.clone(), d);
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().ok().flatten() {
+        return Err(e);
     }
+    let debs = read.into_inner().unwrap_or_default();
     task.finish("done");
+    let controls: BTreeMap<String, super::control::Paragraph> = debs
+        .iter()
+        .map(|(n, d)| (n.clone(), d.control.clone()))
+        .collect();
+    let slims: Vec<Deb> = debs.values().map(|d| slim(d.clone())).collect();
     let groups = group(&edges(&controls, &lock.arch), opts.max_layers);
 
     let mut layers = Vec::new();
@@ -419,9 +450,11 @@ pub fn compose(
         let task = progress.task(format!("layer {label}"));
         let mut entries: Vec<Entry> = Vec::new();
         for n in g {
-            let d = read_deb(store, by_name[n.as_str()])?;
-            entries.extend(dpkg::info_entries(&d)?);
-            entries.extend(d.entries);
+            let d = debs
+                .get(n)
+                .with_context(|| format!("package {n} was not read"))?;
+            entries.extend(dpkg::info_entries(d)?);
+            entries.extend(d.entries.iter().cloned());
         }
         let l = layer::write_layer(store, entries, opts.layer)
             .with_context(|| format!("writing the layer of {label}"))?;
