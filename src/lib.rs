@@ -14,6 +14,7 @@ pub mod dockerfile;
 pub mod error;
 pub mod graph;
 pub mod oci;
+pub mod packages;
 pub mod paths;
 pub mod plan;
 pub mod progress;

@@ -123,6 +123,10 @@ pub enum ImageCommand {
     ///
     /// Example: kiln image from-dir ./rootfs -t hello:1 --cmd '["/hello"]' --output type=oci,dest=out
     FromDir(FromDirArgs),
+    /// Build an image from Debian packages (resolved by kiln, no apt, no base image).
+    ///
+    /// Example: kiln image packages -t node:20 --suite trixie nodejs
+    Packages(super::packages::ImagePackagesArgs),
 }
 
 #[derive(Args, Debug)]
@@ -170,6 +174,7 @@ pub struct FromDirArgs {
 pub fn image(cmd: ImageCommand, progress: &Progress) -> Result<()> {
     match cmd {
         ImageCommand::FromDir(a) => from_dir(a, progress),
+        ImageCommand::Packages(a) => super::packages::image_packages(a, progress),
     }
 }
 

@@ -13,6 +13,8 @@ mod sandbox;
 mod plan;
 
 use crate::error;
+
+pub mod packages;
 use crate::progress::{Progress, ProgressMode};
 
 #[derive(Parser, Debug)]
@@ -113,6 +115,12 @@ pub enum Command {
     ///
     /// Example: kiln dockerfile . -o Dockerfile --base-image debian:trixie-slim
     Dockerfile(plan::DockerfileArgs),
+    /// Debian packages: resolve closures.
+    /// Example: kiln packages resolve nodejs@20
+    Packages(packages::PackagesArgs),
+    /// Resolve Debian packages and write (or update) kiln.lock.
+    /// Example: kiln lock nodejs@20 ca-certificates
+    Lock(packages::LockArgs),
 }
 
 /// Entry point of the binary.
@@ -141,6 +149,8 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
     match cli.command {
         Command::Build(a) => build::run(*a, progress),
+        Command::Packages(a) => packages::run(a, progress),
+        Command::Lock(a) => packages::lock(a, progress),
         Command::Images(a) => images::images(a),
         Command::Inspect(a) => images::inspect(a),
         Command::Rmi(a) => images::rmi(a),

@@ -1,0 +1,528 @@
+//! Packages → image layers.
+//!
+//! 1. The .debs are downloaded in parallel into the blob store, each
+//!    verified against the sha256 of the signed index (or the lockfile).
+//! 2. Packages are grouped by the dependency graph they form (edges from
+//!    their own `Depends`/`Pre-Depends`, so a lockfile alone decides the
+//!    grouping): the most depended-upon packages (transitive reverse
+//!    dependencies, ties by name) get one layer each, up to the budget
+//!    minus two; everything else shares one layer; the last layer holds the
+//!    dpkg `status` database and the [`super::configure`] results. A
+//!    per-package layer holds only that package's files and its
+//!    `/var/lib/dpkg/info` entries, so it is a function of the .deb alone
+//!    and two images with libc6 share the libc6 layer byte for byte.
+//! 3. Layers are cached by (layer format, options, .deb digests), so a warm
+//!    compose only resolves and assembles.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use super::deb::{self, Deb};
+use super::fetch::Http;
+use super::lock::{LockedPackage, Lockfile};
+use super::relation;
+use super::repo::RepoConfig;
+use super::{configure, dpkg};
+use crate::Result;
+use crate::oci::digest::Digest;
+use crate::oci::layer::{self, Entry, EntryKind, FileSource, Layer, LayerOptions};
+use crate::oci::store::{BlobInfo, Store};
+use crate::progress::Progress;
+
+/// Version of kiln's package → layer mapping; part of every layer cache key.
+pub const COMPOSE_FORMAT: u32 = 1;
+
+/// Default layer budget.
+pub const DEFAULT_MAX_LAYERS: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct ComposeOptions {
+    /// At most this many layers (≥ 2).
+    pub max_layers: usize,
+    pub layer: LayerOptions,
+    /// Parallel downloads.
+    pub jobs: usize,
+    /// Extra CA certificates (file name, PEM) trusted in the image, as
+    /// `/usr/local/share/ca-certificates` entries would be.
+    pub extra_ca: Vec<(String, Vec<u8>)>,
+}
+
+impl Default for ComposeOptions {
+    fn default() -> Self {
+        ComposeOptions {
+            max_layers: DEFAULT_MAX_LAYERS,
+            layer: LayerOptions::default(),
+            jobs: 6,
+            extra_ca: Vec::new(),
+        }
+    }
+}
+
+/// One layer of a composed image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageLayer {
+    pub diff_id: Digest,
+    pub blob: Digest,
+    pub size: u64,
+    pub compression: layer::Compression,
+    /// Packages whose files are in it; empty for the final (database) layer.
+    pub packages: Vec<String>,
+}
+
+impl PackageLayer {
+    fn from(l: &Layer, packages: Vec<String>) -> PackageLayer {
+        PackageLayer {
+            diff_id: l.diff_id.clone(),
+            blob: l.blob.digest.clone(),
+            size: l.blob.size,
+            compression: l.compression,
+            packages,
+        }
+    }
+
+    pub fn to_layer(&self) -> Layer {
+        Layer {
+            diff_id: self.diff_id.clone(),
+            blob: BlobInfo {
+                digest: self.blob.clone(),
+                size: self.size,
+            },
+            compression: self.compression,
+        }
+    }
+}
+
+/// The result of [`compose`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Composed {
+    pub layers: Vec<PackageLayer>,
+    /// Whether every layer came from the cache.
+    #[serde(skip)]
+    pub cached: bool,
+}
+
+/// Downloads missing .debs into the store, `jobs` at a time.
+pub fn fetch_debs(
+    cfg: &RepoConfig,
+    http: &Http,
+    store: &Store,
+    pkgs: &[LockedPackage],
+    jobs: usize,
+    progress: &Progress,
+) -> Result<()> {
+    let mut todo = Vec::new();
+    for p in pkgs {
+        if !store.contains(&p.digest()?) {
+            todo.push(p);
+        }
+    }
+    if todo.is_empty() {
+        return Ok(());
+    }
+    if cfg.offline {
+        bail!(
+            "--offline: {} package files are not cached (first: {} {}): run once without --offline",
+            todo.len(),
+            todo[0].name,
+            todo[0].version
+        );
+    }
+    // Largest first so the long downloads start early.
+    todo.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.name.cmp(&b.name)));
+    let total: u64 = todo.iter().map(|p| p.size).sum();
+    let task = progress.task(format!("download {} packages", todo.len()));
+    let queue = Mutex::new(todo.into_iter());
+    let done = Mutex::new(0u64);
+    let errors = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| {
+                loop {
+                    let Some(p) = queue.lock().map(|mut q| q.next()).ok().flatten() else {
+                        return;
+                    };
+                    match fetch_one(cfg, http, store, p) {
+                        Ok(n) => {
+                            if let Ok(mut d) = done.lock() {
+                                *d += n;
+                                task.bytes(*d, Some(total));
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut errs) = errors.lock() {
+                                errs.push(e);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut errors = errors.into_inner().unwrap_or_default();
+    if let Some(e) = errors.pop() {
+        task.finish("failed");
+        return Err(e);
+    }
+    task.finish("done");
+    Ok(())
+}
+
+fn fetch_one(cfg: &RepoConfig, http: &Http, store: &Store, p: &LockedPackage) -> Result<u64> {
+    let url = p.url(cfg);
+    let want = p.digest()?;
+    let (_, mut body) = http
+        .open(&url)
+        .with_context(|| format!("downloading {} {} ({})", p.name, p.version, p.filename))?;
+    let mut w = store.writer()?;
+    let n = std::io::copy(&mut body, &mut w).with_context(|| format!("downloading {url}"))?;
+    w.flush()?;
+    w.commit_expecting(&want).with_context(|| {
+        format!(
+            "{url}: refused: the file does not match the sha256 the signed index (or kiln.lock) gives for {} {} (corrupt or tampered mirror; try another mirror)",
+            p.name, p.version
+        )
+    })?;
+    Ok(n)
+}
+
+/// Reads a .deb from the store, verifying its digest.
+pub fn read_deb(store: &Store, p: &LockedPackage) -> Result<Deb> {
+    let bytes = store.read(&p.digest()?).with_context(|| {
+        format!(
+            "reading the cached package file of {} {}",
+            p.name, p.version
+        )
+    })?;
+    deb::read(
+        &bytes,
+        &format!("{} {} ({})", p.name, p.version, p.filename),
+    )
+}
+
+/// Drops file contents configure does not need (it only reads a few).
+fn slim(mut d: Deb) -> Deb {
+    for e in &mut d.entries {
+        let s = e.path.to_string_lossy();
+        // /etc: conffiles, whose md5 goes into the dpkg status.
+        let keep = s.starts_with("etc/")
+            || s.starts_with("usr/share/base-passwd/")
+            || s.starts_with("usr/share/ca-certificates/")
+            || s.starts_with("etc/ld.so.conf")
+            || (s.starts_with("usr/lib") && s.contains(".so"));
+        if !keep && let EntryKind::File(_) = e.kind {
+            e.kind = EntryKind::File(FileSource::Bytes(std::sync::Arc::from(Vec::new())));
+        }
+    }
+    d
+}
+
+/// Dependency edges between the packages of a set, from their control data.
+pub fn edges(
+    controls: &BTreeMap<String, super::control::Paragraph>,
+    arch: &str,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut provides: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, c) in controls {
+        provides.entry(name.clone()).or_default().push(name.clone());
+        if let Some(p) = c.get("Provides")
+            && let Ok(groups) = relation::parse(&p, arch)
+        {
+            for d in groups.into_iter().flatten() {
+                provides.entry(d.name).or_default().push(name.clone());
+            }
+        }
+    }
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, c) in controls {
+        let set = out.entry(name.clone()).or_default();
+        for f in ["Pre-Depends", "Depends"] {
+            let Some(v) = c.get(f) else { continue };
+            let Ok(groups) = relation::parse(&v, arch) else {
+                continue;
+            };
+            for g in groups {
+                // The first alternative present in the set is the edge.
+                if let Some(t) = g
+                    .iter()
+                    .find_map(|d| provides.get(&d.name).and_then(|v| v.first()))
+                    && t != name
+                {
+                    set.insert(t.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Groups packages into at most `max_layers - 1` groups (the last layer is
+/// the database): singles by popularity, then one shared group.
+pub fn group(edges: &BTreeMap<String, BTreeSet<String>>, max_layers: usize) -> Vec<Vec<String>> {
+    // popularity = number of packages that (transitively) depend on it
+    let mut popularity: BTreeMap<&String, usize> = edges.keys().map(|k| (k, 0)).collect();
+    for start in edges.keys() {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![start];
+        while let Some(n) = stack.pop() {
+            for d in edges.get(n).into_iter().flatten() {
+                if seen.insert(d) {
+                    stack.push(d);
+                }
+            }
+        }
+        for d in seen {
+            if d != start
+                && let Some(c) = popularity.get_mut(d)
+            {
+                *c += 1;
+            }
+        }
+    }
+    let mut order: Vec<(&String, usize)> = popularity.into_iter().collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let singles = max_layers.saturating_sub(2);
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    let mut rest = Vec::new();
+    for (i, (name, _)) in order.into_iter().enumerate() {
+        if i < singles {
+            groups.push(vec![name.clone()]);
+        } else {
+            rest.push(name.clone());
+        }
+    }
+    if !rest.is_empty() {
+        rest.sort();
+        groups.push(rest);
+    }
+    groups
+}
+
+fn cache_key(kind: &str, opts: &ComposeOptions, digests: &[&str], extra: &str) -> String {
+    let mut s = format!(
+        "kiln-packages {kind} compose={COMPOSE_FORMAT} layer={} compression={:?} epoch={} {extra}\n",
+        layer::LAYER_FORMAT,
+        opts.layer.compression,
+        opts.layer.epoch
+    );
+    let mut d: Vec<&str> = digests.to_vec();
+    d.sort();
+    for x in d {
+        s.push_str(x);
+        s.push('\n');
+    }
+    Digest::of(s.as_bytes()).hex().to_string()
+}
+
+struct LayerCache {
+    dir: PathBuf,
+}
+
+impl LayerCache {
+    fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Option<T> {
+        let b = std::fs::read(self.dir.join(format!("{key}.json"))).ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+    fn put<T: Serialize>(&self, key: &str, v: &T) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        std::fs::write(tmp.path(), serde_json::to_vec_pretty(v)?)?;
+        tmp.persist(self.dir.join(format!("{key}.json")))
+            .map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// Turns a locked package set into layers in the store.
+pub fn compose(
+    cfg: &RepoConfig,
+    http: &Http,
+    store: &Store,
+    lock: &Lockfile,
+    opts: &ComposeOptions,
+    progress: &Progress,
+) -> Result<Composed> {
+    if lock.arch != cfg.arch {
+        bail!(
+            "kiln.lock is for {} but the build targets {}: run `kiln lock --arch {}` or build for {}",
+            lock.arch,
+            cfg.arch,
+            cfg.arch,
+            lock.arch
+        );
+    }
+    if opts.max_layers < 2 {
+        bail!(
+            "the layer budget must be at least 2 (got {})",
+            opts.max_layers
+        );
+    }
+    fetch_debs(cfg, http, store, &lock.packages, opts.jobs, progress)?;
+    let cache = LayerCache {
+        dir: cfg.cache_root()?.join("layers"),
+    };
+    let ca: Vec<String> = opts
+        .extra_ca
+        .iter()
+        .map(|(n, b)| format!("ca:{n}:{}", Digest::of(b).hex()))
+        .collect();
+    let mut all: Vec<&str> = lock.packages.iter().map(|p| p.sha256.as_str()).collect();
+    all.extend(ca.iter().map(String::as_str));
+    let image_key = cache_key(
+        "image",
+        opts,
+        &all,
+        &format!("max_layers={} arch={}", opts.max_layers, lock.arch),
+    );
+    if let Some(c) = cache.get::<Composed>(&image_key)
+        && c.layers.iter().all(|l| store.contains(&l.blob))
+    {
+        return Ok(Composed { cached: true, ..c });
+    }
+
+    let by_name: BTreeMap<&str, &LockedPackage> =
+        lock.packages.iter().map(|p| (p.name.as_str(), p)).collect();
+    // Read (and decompress) every package once, two at a time: control data
+    // for the graph, contents for the layers (file bytes are shared `Arc`s,
+    // so the slim copies for configure cost no extra memory).
+    let task = progress.task(format!("unpack {} packages", lock.packages.len()));
+    let next = Mutex::new(lock.packages.iter());
+    let read: Mutex<BTreeMap<String, Deb>> = Mutex::new(BTreeMap::new());
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let Some(p) = next.lock().ok().and_then(|mut it| it.next()) else {
+                        return;
+                    };
+                    match read_deb(store, p) {
+                        Ok(d) => {
+                            if let Ok(mut m) = read.lock() {
+                                m.insert(p.name.clone(), d);
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let debs = read.into_inner().unwrap_or_default();
+    task.finish("done");
+    let controls: BTreeMap<String, super::control::Paragraph> = debs
+        .iter()
+        .map(|(n, d)| (n.clone(), d.control.clone()))
+        .collect();
+    let slims: Vec<Deb> = debs.values().map(|d| slim(d.clone())).collect();
+    let groups = group(&edges(&controls, &lock.arch), opts.max_layers);
+
+    let mut layers = Vec::new();
+    for g in &groups {
+        let digests: Vec<&str> = g
+            .iter()
+            .map(|n| by_name[n.as_str()].sha256.as_str())
+            .collect();
+        let key = cache_key("layer", opts, &digests, "");
+        if let Some(l) = cache.get::<PackageLayer>(&key)
+            && store.contains(&l.blob)
+        {
+            layers.push(l);
+            continue;
+        }
+        let label = if g.len() == 1 {
+            g[0].clone()
+        } else {
+            format!("{} packages", g.len())
+        };
+        let task = progress.task(format!("layer {label}"));
+        let mut entries: Vec<Entry> = Vec::new();
+        for n in g {
+            let d = debs
+                .get(n)
+                .with_context(|| format!("package {n} was not read"))?;
+            entries.extend(dpkg::info_entries(d)?);
+            entries.extend(d.entries.iter().cloned());
+        }
+        let l = layer::write_layer(store, entries, opts.layer)
+            .with_context(|| format!("writing the layer of {label}"))?;
+        task.finish(&format!(
+            "{} {}",
+            l.blob.digest.short(),
+            crate::progress::human_bytes(l.blob.size)
+        ));
+        let pl = PackageLayer::from(&l, g.clone());
+        cache.put(&key, &pl)?;
+        layers.push(pl);
+    }
+
+    let task = progress.task("configure");
+    let refs: Vec<&Deb> = slims.iter().collect();
+    let mut entries = dpkg::database_entries(&refs, &lock.arch)?;
+    entries.extend(configure::configure(
+        &refs,
+        &lock.arch,
+        &opts.extra_ca,
+        progress,
+    )?);
+    let l =
+        layer::write_layer(store, entries, opts.layer).context("writing the configure layer")?;
+    task.finish(l.blob.digest.short());
+    layers.push(PackageLayer::from(&l, Vec::new()));
+    let composed = Composed {
+        layers,
+        cached: false,
+    };
+    cache.put(&image_key, &composed)?;
+    Ok(composed)
+}
+
+/// Reads a layer blob back as (path → entry) — used by tests and `--why`-style tooling.
+pub fn layer_paths(store: &Store, l: &PackageLayer) -> Result<Vec<String>> {
+    let f = store.open_blob(&l.blob)?;
+    let mut tar = tar::Archive::new(l.compression.decoder(f)?);
+    let mut out = Vec::new();
+    for e in tar.entries()? {
+        let e = e?;
+        out.push(e.path()?.to_string_lossy().to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_puts_the_most_depended_upon_first() {
+        let mut e: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut add = |a: &str, deps: &[&str]| {
+            e.insert(a.into(), deps.iter().map(|s| s.to_string()).collect());
+        };
+        add("libc6", &["libgcc-s1"]);
+        add("libgcc-s1", &["libc6"]);
+        add("libssl", &["libc6"]);
+        add("node", &["libssl", "libc6", "libuv"]);
+        add("libuv", &["libc6"]);
+        add("tzdata", &[]);
+        let g = group(&e, 4);
+        assert_eq!(g[0], vec!["libc6"]);
+        assert_eq!(g[1], vec!["libgcc-s1"]);
+        assert_eq!(g[2], vec!["libssl", "libuv", "node", "tzdata"]);
+        assert_eq!(g.len(), 3);
+        // Enough budget: one layer each.
+        assert_eq!(group(&e, 16).len(), 6);
+    }
+}

@@ -1,0 +1,141 @@
+//! HTTP for the archive: conditional GETs of `InRelease` and streaming
+//! downloads of indexes and .debs (ureq, blocking; parallelism is threads).
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::Result;
+
+/// A blocking HTTP client configured for archive mirrors.
+#[derive(Clone)]
+pub struct Http {
+    agent: ureq3::Agent,
+}
+
+/// The answer to a conditional GET.
+pub enum Fetched {
+    NotModified,
+    Body {
+        bytes: Vec<u8>,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+}
+
+/// A failed request: which URL, and either the HTTP status or the transport error.
+#[derive(Debug, thiserror::Error)]
+#[error("GET {url}: {what}")]
+pub struct FetchError {
+    pub url: String,
+    pub status: Option<u16>,
+    pub what: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http::new()
+    }
+}
+
+impl Http {
+    pub fn new() -> Http {
+        let config = ureq3::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Http {
+            agent: config.into(),
+        }
+    }
+
+    fn call(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<ureq3::http::Response<ureq3::Body>> {
+        let mut req = self.agent.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.call().map_err(|e| {
+            anyhow::Error::new(FetchError {
+                url: url.to_string(),
+                status: None,
+                what: format!(
+                    "{e} (is the mirror reachable? set KILN_DEBIAN_MIRROR to another mirror, or use --offline with cached indexes)"
+                ),
+            })
+        })
+    }
+
+    /// GET with `If-None-Match`/`If-Modified-Since` from a previous answer.
+    pub fn get_conditional(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+    ) -> Result<Fetched> {
+        let mut headers = Vec::new();
+        if let Some(e) = etag {
+            headers.push(("If-None-Match", e));
+        }
+        if let Some(l) = last_modified {
+            headers.push(("If-Modified-Since", l));
+        }
+        let resp = self.call(url, &headers)?;
+        let status = resp.status().as_u16();
+        if status == 304 {
+            return Ok(Fetched::NotModified);
+        }
+        check_status(url, status)?;
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (etag, last_modified) = (header("etag"), header("last-modified"));
+        let mut bytes = Vec::new();
+        resp.into_body()
+            .into_reader()
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading the body of {url}"))?;
+        Ok(Fetched::Body {
+            bytes,
+            etag,
+            last_modified,
+        })
+    }
+
+    /// GET as a stream.
+    pub fn open(&self, url: &str) -> Result<(Option<u64>, Box<dyn Read + Send>)> {
+        let resp = self.call(url, &[])?;
+        check_status(url, resp.status().as_u16())?;
+        let len = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok((len, Box::new(resp.into_body().into_reader())))
+    }
+}
+
+fn check_status(url: &str, status: u16) -> Result<()> {
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let hint = if status == 404 {
+        "not found on the mirror (the suite or file may not exist, or the index is older than the mirror: refresh without --offline, or `kiln lock` again)"
+    } else {
+        "the mirror answered with an error"
+    };
+    bail!(FetchError {
+        url: url.to_string(),
+        status: Some(status),
+        what: format!("HTTP {status}: {hint}"),
+    })
+}

@@ -1,0 +1,167 @@
+//! Images made of Debian packages: resolve (or read a lockfile), compose
+//! layers, and assemble the image config and manifest. This is the library
+//! API behind `kiln image packages` and `kiln lock`.
+
+use anyhow::bail;
+
+use super::compose::{self, ComposeOptions, Composed};
+use super::lock::Lockfile;
+use super::repo::{Repo, RepoConfig};
+use super::resolve::{self, Base, Request, Resolution, ResolveOptions};
+use crate::Result;
+use crate::oci::image::{Image, ImageBuilder, set_env};
+use crate::oci::store::Store;
+use crate::progress::Progress;
+
+/// `PATH` of package images (Debian's default for root).
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What to build.
+#[derive(Clone, Debug, Default)]
+pub struct PackagesRequest {
+    pub repo: RepoConfig,
+    /// A suite, or `None` to pick one from the version requests.
+    pub suite: Option<String>,
+    pub base: Base,
+    pub recommends: bool,
+    /// `name`, `name@prefix` or `name=version`.
+    pub packages: Vec<String>,
+}
+
+impl PackagesRequest {
+    fn requests(&self) -> Result<Vec<Request>> {
+        self.packages.iter().map(|p| p.parse()).collect()
+    }
+
+    fn sorted_requests(&self) -> Vec<String> {
+        let mut r = self.packages.clone();
+        r.sort();
+        r
+    }
+}
+
+/// Resolves a request (reading indexes).
+pub fn resolve(req: &PackagesRequest, progress: &Progress) -> Result<Resolution> {
+    let repo = Repo::new(req.repo.clone(), progress)?;
+    let opts = ResolveOptions {
+        base: req.base,
+        recommends: req.recommends,
+    };
+    let (_, res) = resolve::resolve_in_repo(&repo, req.suite.as_deref(), &req.requests()?, &opts)?;
+    Ok(res)
+}
+
+/// Resolves a request into a lockfile.
+pub fn lock(req: &PackagesRequest, progress: &Progress) -> Result<Lockfile> {
+    let res = resolve(req, progress)?;
+    Ok(Lockfile::from_resolution(
+        &res,
+        req.base,
+        req.recommends,
+        &req.sorted_requests(),
+    ))
+}
+
+/// A built image.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub image: Image,
+    pub lock: Lockfile,
+    pub composed: Composed,
+}
+
+/// Builds an image into `store`. With `lock`, exactly its files are used
+/// (after checking it was made for this request); otherwise the request is
+/// resolved against the indexes.
+pub fn build(
+    store: &Store,
+    req: &PackagesRequest,
+    lock: Option<Lockfile>,
+    opts: &ComposeOptions,
+    progress: &Progress,
+) -> Result<Built> {
+    let lock = match lock {
+        Some(l) => {
+            let want = req.sorted_requests();
+            if !req.packages.is_empty()
+                && (l.requests != want || l.base != req.base || l.recommends != req.recommends)
+            {
+                bail!(
+                    "kiln.lock was made for {:?} (base {:?}, recommends {}), not for {:?} (base {:?}, recommends {}): run `kiln lock` to update it",
+                    l.requests,
+                    l.base,
+                    l.recommends,
+                    want,
+                    req.base,
+                    req.recommends
+                );
+            }
+            if let Some(s) = &req.suite
+                && super::repo::canonical_suite(s)? != l.suite
+            {
+                bail!(
+                    "kiln.lock is for suite {} but --suite {s} was given: run `kiln lock --suite {s}`",
+                    l.suite
+                );
+            }
+            l
+        }
+        None => lock_or_resolve(req, progress)?,
+    };
+    let http = super::fetch::Http::new();
+    let composed = compose::compose(&req.repo, &http, store, &lock, opts, progress)?;
+    let image = assemble(store, &lock, &composed, opts)?;
+    Ok(Built {
+        image,
+        lock,
+        composed,
+    })
+}
+
+fn lock_or_resolve(req: &PackagesRequest, progress: &Progress) -> Result<Lockfile> {
+    lock(req, progress)
+}
+
+/// Image config + manifest over composed layers.
+pub fn assemble(
+    store: &Store,
+    lock: &Lockfile,
+    composed: &Composed,
+    opts: &ComposeOptions,
+) -> Result<Image> {
+    let platform = oci_spec::image::PlatformBuilder::default()
+        .os(oci_spec::image::Os::Linux)
+        .architecture(match lock.arch.as_str() {
+            "arm64" => oci_spec::image::Arch::ARM64,
+            _ => oci_spec::image::Arch::Amd64,
+        })
+        .build()?;
+    let mut b = ImageBuilder::scratch(platform);
+    for l in &composed.layers {
+        let by = if l.packages.is_empty() {
+            "kiln packages: dpkg database and configuration".to_string()
+        } else if l.packages.len() == 1 {
+            format!("kiln packages: {}", l.packages[0])
+        } else {
+            format!("kiln packages: {} packages", l.packages.len())
+        };
+        b.add_layer(&l.to_layer(), &by);
+    }
+    let config = b.config_mut();
+    set_env(config, "PATH", PATH);
+    if lock
+        .packages
+        .iter()
+        .any(|p| p.name == "dash" || p.name == "bash")
+    {
+        config.set_cmd(Some(vec!["/bin/sh".to_string()]));
+    }
+    let mut labels = std::collections::HashMap::new();
+    labels.insert("dev.kiln.debian.suite".to_string(), lock.suite.clone());
+    labels.insert(
+        "dev.kiln.debian.release-date".to_string(),
+        lock.release_date.clone(),
+    );
+    config.set_labels(Some(labels));
+    b.write(store, opts.layer.epoch)
+}

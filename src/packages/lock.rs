@@ -1,0 +1,207 @@
+//! `kiln.lock`: the exact package files an image is made of (TOML).
+//!
+//! With a lockfile, kiln downloads exactly those files (by filename,
+//! verified by sha256) without reading any index, so two machines build
+//! identical layers; a file the mirror no longer has is a clear error
+//! (point `KILN_DEBIAN_MIRROR` at snapshot.debian.org to rebuild an old lock).
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use super::repo::RepoConfig;
+use super::resolve::{Base, Resolution};
+use crate::Result;
+use crate::oci::digest::Digest;
+
+pub const LOCK_VERSION: u32 = 1;
+
+/// The lockfile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lockfile {
+    pub version: u32,
+    pub suite: String,
+    pub arch: String,
+    /// `Date:` of the suite's Release when the lock was made.
+    pub release_date: String,
+    pub base: Base,
+    pub recommends: bool,
+    /// What was asked for (`nodejs@20`…), to re-resolve with `kiln lock`.
+    pub requests: Vec<String>,
+    #[serde(rename = "package")]
+    pub packages: Vec<LockedPackage>,
+}
+
+/// One package file.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedPackage {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// The dist it comes from (`trixie`, `trixie-security`…): decides the mirror.
+    pub archive: String,
+    /// Path relative to the mirror root (`pool/main/…`).
+    pub filename: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl LockedPackage {
+    pub fn digest(&self) -> Result<Digest> {
+        Digest::from_hex(&self.sha256).with_context(|| {
+            format!(
+                "kiln.lock: package {}: bad sha256 {:?}",
+                self.name, self.sha256
+            )
+        })
+    }
+
+    /// Download URL for this file under a repository configuration.
+    pub fn url(&self, cfg: &RepoConfig) -> String {
+        let base = if self.archive.ends_with("-security") {
+            cfg.archives(&self.suite_of())
+                .ok()
+                .and_then(|a| a.into_iter().find(|a| a.dist.ends_with("-security")))
+                .map(|a| a.base)
+                .unwrap_or_else(|| cfg.mirror.trim_end_matches('/').to_string())
+        } else {
+            cfg.mirror.trim_end_matches('/').to_string()
+        };
+        format!("{base}/{}", self.filename)
+    }
+
+    fn suite_of(&self) -> String {
+        self.archive.split('-').next().unwrap_or("").to_string()
+    }
+}
+
+impl Lockfile {
+    pub fn from_resolution(
+        res: &Resolution,
+        base: Base,
+        recommends: bool,
+        requests: &[String],
+    ) -> Lockfile {
+        let mut packages: Vec<LockedPackage> = res
+            .packages
+            .iter()
+            .map(|r| LockedPackage {
+                name: r.pkg.name.clone(),
+                version: r.pkg.version.to_string(),
+                arch: r.pkg.arch.clone(),
+                archive: r.pkg.dist.to_string(),
+                filename: r.pkg.filename.clone(),
+                sha256: r.pkg.sha256.hex().to_string(),
+                size: r.pkg.size,
+            })
+            .collect();
+        packages.sort();
+        let mut requests = requests.to_vec();
+        requests.sort();
+        Lockfile {
+            version: LOCK_VERSION,
+            suite: res.suite.clone(),
+            arch: res.arch.clone(),
+            release_date: res.date.clone(),
+            base,
+            recommends,
+            requests,
+            packages,
+        }
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        let body = toml::to_string(self).context("serialising kiln.lock")?;
+        Ok(format!(
+            "# kiln.lock: the exact Debian package files of this image. Written by `kiln lock`; do not edit.\n{body}"
+        ))
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Lockfile> {
+        let lock: Lockfile = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!("{origin}: not a valid kiln.lock: {e}. Regenerate it with `kiln lock`")
+        })?;
+        if lock.version != LOCK_VERSION {
+            bail!(
+                "{origin}: lockfile version {} is not supported (this kiln writes version {LOCK_VERSION}): regenerate it with `kiln lock`",
+                lock.version
+            );
+        }
+        for p in &lock.packages {
+            p.digest().with_context(|| origin.to_string())?;
+        }
+        Ok(lock)
+    }
+
+    pub fn read(path: &Path) -> Result<Lockfile> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Lockfile::parse(&text, &path.display().to_string())
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("lock.tmp");
+        std::fs::write(&tmp, self.to_toml()?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Lockfile {
+        Lockfile {
+            version: 1,
+            suite: "trixie".into(),
+            arch: "amd64".into(),
+            release_date: "Sat, 21 Nov 2026 09:15:44 UTC".into(),
+            base: Base::Minimal,
+            recommends: false,
+            requests: vec!["nodejs".into()],
+            packages: vec![LockedPackage {
+                name: "libc6".into(),
+                version: "2.41-12".into(),
+                arch: "amd64".into(),
+                archive: "trixie-security".into(),
+                filename: "pool/updates/main/g/glibc/libc6_2.41-12_amd64.deb".into(),
+                sha256: "b59b0625cd1a791375d40dab23a4d5d3d0641e3d0a773501becdc3725b7f99cf".into(),
+                size: 10,
+            }],
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_urls() {
+        let l = sample();
+        let t = l.to_toml().unwrap();
+        assert_eq!(Lockfile::parse(&t, "kiln.lock").unwrap(), l);
+        let cfg = RepoConfig::default();
+        assert_eq!(
+            l.packages[0].url(&cfg),
+            "http://deb.debian.org/debian-security/pool/updates/main/g/glibc/libc6_2.41-12_amd64.deb"
+        );
+    }
+
+    #[test]
+    fn bad_lockfiles() {
+        let t = sample().to_toml().unwrap();
+        let bad = t.replace("b59b0625", "zzzz0625");
+        let e = format!("{:#}", Lockfile::parse(&bad, "kiln.lock").unwrap_err());
+        assert!(e.contains("libc6") && e.contains("sha256"), "{e}");
+        let e = format!(
+            "{:#}",
+            Lockfile::parse("version = 9\n", "x/kiln.lock").unwrap_err()
+        );
+        assert!(e.contains("x/kiln.lock"), "{e}");
+        let e = format!(
+            "{:#}",
+            Lockfile::parse(&t.replace("version = 1", "version = 2"), "kiln.lock").unwrap_err()
+        );
+        assert!(e.contains("version 2"), "{e}");
+    }
+}
