@@ -87,10 +87,11 @@ pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
     // An image pulled from another repository of the same registry: ask
     // the registry to mount its blobs instead of uploading them.
     let mut opts = PushOptions::default();
-    if let Ok(source) = Reference::parse(&args.name) {
-        if source.registry == target.registry && source.repository != target.repository {
-            opts.mount_from.push(source.repository);
-        }
+    if let Ok(source) = Reference::parse(&args.name)
+        && source.registry == target.registry
+        && source.repository != target.repository
+    {
+        opts.mount_from.push(source.repository);
     }
     let client = args.registry.client(CredentialSource::Files);
     let summary = push::push(&client, images.blobs(), &root, &target, &opts, progress)?;
@@ -142,7 +143,8 @@ pub fn login(args: LoginArgs, progress: &Progress) -> Result<()> {
     let password = match (args.password, args.password_stdin) {
         (Some(_), true) => bail!("--password and --password-stdin cannot be used together"),
         (Some(p), false) => {
-            progress.warn("--password is visible to other users of this machine; use --password-stdin");
+            progress
+                .warn("--password is visible to other users of this machine; use --password-stdin");
             p
         }
         (None, true) => {

@@ -38,7 +38,9 @@ impl Request {
 
     /// Query parameters, percent-decoded.
     pub fn query(&self) -> Vec<(String, String)> {
-        let Some((_, q)) = self.target.split_once('?') else { return Vec::new() };
+        let Some((_, q)) = self.target.split_once('?') else {
+            return Vec::new();
+        };
         q.split('&')
             .filter(|p| !p.is_empty())
             .map(|p| {
@@ -56,7 +58,9 @@ fn decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let h = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match h {
                     Some(v) => {
                         out.push(v);
@@ -85,7 +89,11 @@ fn decode(s: &str) -> String {
 pub enum Action {
     Forward,
     /// Answer with this status, headers and body (no backend involved).
-    Respond { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// Close the connection without answering.
     Drop,
     /// Forward, but cut both connections after this many body bytes
@@ -95,7 +103,11 @@ pub enum Action {
 
 impl Action {
     pub fn status(status: u16) -> Action {
-        Action::Respond { status, headers: Vec::new(), body: Vec::new() }
+        Action::Respond {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 }
 
@@ -111,7 +123,10 @@ type Policy = dyn Fn(&Request) -> Action + Send + Sync;
 impl Proxy {
     /// Starts a proxy to `backend` (`127.0.0.1:PORT`; may be empty when the
     /// policy never forwards).
-    pub fn start(backend: &str, policy: impl Fn(&Request) -> Action + Send + Sync + 'static) -> Proxy {
+    pub fn start(
+        backend: &str,
+        policy: impl Fn(&Request) -> Action + Send + Sync + 'static,
+    ) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
@@ -136,7 +151,11 @@ impl Proxy {
                 }
             });
         }
-        Proxy { addr, stop, requests }
+        Proxy {
+            addr,
+            stop,
+            requests,
+        }
     }
 }
 
@@ -179,11 +198,18 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn handle(conn: TcpStream, backend: &str, policy: &Policy, requests: &AtomicUsize) -> std::io::Result<()> {
+fn handle(
+    conn: TcpStream,
+    backend: &str,
+    policy: &Policy,
+    requests: &AtomicUsize,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut client = conn;
-    let Some(head) = read_head(&mut reader)? else { return Ok(()) };
+    let Some(head) = read_head(&mut reader)? else {
+        return Ok(());
+    };
     requests.fetch_add(1, Ordering::Relaxed);
     let mut parts = head[0].split(' ');
     let method = parts.next().unwrap_or("").to_string();
@@ -193,24 +219,40 @@ fn handle(conn: TcpStream, backend: &str, policy: &Policy, requests: &AtomicUsiz
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let req = Request { method, target, headers };
-    let body_len: u64 = req.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let req = Request {
+        method,
+        target,
+        headers,
+    };
+    let body_len: u64 = req
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     match policy(&req) {
         Action::Drop => {
             let _ = client.shutdown(Shutdown::Both);
             Ok(())
         }
-        Action::Respond { status, headers, body } => {
+        Action::Respond {
+            status,
+            headers,
+            body,
+        } => {
             std::io::copy(&mut (&mut reader).take(body_len), &mut std::io::sink())?;
             let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-            let has_ct = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+            let has_ct = headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
             for (k, v) in &headers {
                 out.push_str(&format!("{k}: {v}\r\n"));
             }
             if !has_ct {
                 out.push_str("Content-Type: application/json\r\n");
             }
-            out.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
+            out.push_str(&format!(
+                "Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            ));
             client.write_all(out.as_bytes())?;
             if req.method != "HEAD" {
                 client.write_all(&body)?;
