@@ -1184,6 +1184,17 @@ fn cli_push_pull_with_a_credential_helper_and_no_secret_in_json_progress() {
         "{s2}"
     );
 
+    // The local name says nothing about the registry, but kiln remembers
+    // that team/app holds these blobs: pushing elsewhere there mounts them.
+    let third = format!("{}/third/app:1", reg.addr);
+    let (out, _) = kiln("d1", &["push", "app:1", &third, "--json"], "");
+    let s3: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (s3["blobs_mounted"].as_u64(), s3["blobs_sent"].as_u64()),
+        (Some(2), Some(0)),
+        "{s3}"
+    );
+
     kiln("d1", &["logout", &reg.addr], "");
     assert!(!helper_state.join("creds.json").exists());
 }
