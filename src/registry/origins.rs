@@ -91,12 +91,12 @@ mod tests {
         let a = Digest::of(b"a");
         let b = Digest::of(b"b");
         record(&p, "ghcr.io", "acme/base", &[a.clone(), b.clone()]).unwrap();
-        record(&p, "ghcr.io", "acme/app", &[a.clone()]).unwrap();
-        record(&p, "quay.io", "x/y", &[b.clone()]).unwrap();
+        record(&p, "ghcr.io", "acme/app", std::slice::from_ref(&a)).unwrap();
+        record(&p, "quay.io", "x/y", std::slice::from_ref(&b)).unwrap();
         let found = lookup(&p, "ghcr.io", "acme/app", &[a.clone(), b.clone()]);
         assert_eq!(found[&a], vec!["acme/base".to_string()]);
         assert_eq!(found[&b], vec!["acme/base".to_string()]);
-        let found = lookup(&p, "ghcr.io", "acme/new", &[a.clone()]);
+        let found = lookup(&p, "ghcr.io", "acme/new", std::slice::from_ref(&a));
         assert_eq!(
             found[&a],
             vec!["acme/app".to_string(), "acme/base".to_string()]
