@@ -610,6 +610,35 @@ fn token_front(reg: &Registry, user: &'static str, pass: &'static str) -> TokenF
     let proxy = Proxy::start(&reg.addr, move |req: &Request| {
         use base64::Engine;
         let realm = format!("http://{}/token", ac2.lock().unwrap());
+        if req.path() == "/token" && req.method == "POST" {
+            // OAuth2 refresh-token grant (docker's identity tokens).
+            tr2.fetch_add(1, Ordering::SeqCst);
+            let f = req.form();
+            let field = |k: &str| {
+                f.iter()
+                    .find(|(x, _)| x == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            if field("grant_type") != "refresh_token" || field("refresh_token") != "refresh-xyz" {
+                return Action::status(401);
+            }
+            let scopes: BTreeSet<String> = field("scope")
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            sa2.lock().unwrap().extend(scopes.iter().cloned());
+            let tok = format!("oauth-{}", next.fetch_add(1, Ordering::SeqCst));
+            t2.lock().unwrap().insert(tok.clone(), scopes);
+            return Action::Respond {
+                status: 200,
+                headers: vec![],
+                body: serde_json::json!({"access_token": tok, "expires_in": 300})
+                    .to_string()
+                    .into_bytes(),
+            };
+        }
         if req.path() == "/token" {
             tr2.fetch_add(1, Ordering::SeqCst);
             let want = format!(
@@ -761,6 +790,33 @@ fn bearer_token_flow_with_scope_merging_and_token_reuse() {
     )
     .unwrap();
     assert_eq!(p.resolved, digest_of(&image));
+
+    // An identity token (OAuth2 refresh token) is traded with a POST.
+    let dst3_dir = tempfile::tempdir().unwrap();
+    let dst3 = Store::open(dst3_dir.path()).unwrap();
+    let oauth = client_with(Some(Credentials::IdentityToken("refresh-xyz".into())));
+    let p = pull::pull(
+        &oauth,
+        &dst3,
+        &target,
+        &PullOptions::default(),
+        &Progress::quiet(),
+    )
+    .unwrap();
+    assert_eq!(p.resolved, digest_of(&image));
+    let stale = client_with(Some(Credentials::IdentityToken("refresh-old".into())));
+    let err = pull::pull(
+        &stale,
+        &dst3,
+        &target.with_tag("other"),
+        &PullOptions::default(),
+        &Progress::quiet(),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("refused") && !format!("{err:#}").contains("refresh-old"),
+        "{err:#}"
+    );
 
     // Wrong credentials: the token server refuses; clear error, no secret.
     let bad = client_with(Some(Credentials::basic("tokuser", "not-the-pass")));

@@ -379,8 +379,15 @@ impl Client {
         };
         let mut body = Some(body);
         let mut scopes = scopes.to_vec();
+        // Credentials go only to the registry itself, never to another
+        // host an upload Location points at (e.g. object storage).
+        let same_host = url.starts_with(&format!("{}/", s.base));
         for attempt in 0..2 {
-            let auth = self.authorization(s, &scopes)?;
+            let auth = if same_host {
+                self.authorization(s, &scopes)?
+            } else {
+                None
+            };
             let mut req = self.agent.request(method, &url);
             for (k, v) in headers {
                 req = req.set(k, v);
