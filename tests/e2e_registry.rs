@@ -1,6 +1,7 @@
 //! The registry client against a real registry (Debian's docker-registry on
 //! loopback), with skopeo as an independent reader and writer, a bearer
 //! token front, and a fault-injecting proxy.
+#![cfg(feature = "e2e")]
 mod support;
 
 use std::collections::{BTreeSet, HashMap};
