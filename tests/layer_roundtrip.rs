@@ -64,7 +64,11 @@ fn materialize(root: &Path, spec: &[(Vec<OsString>, Node)]) {
             match fs::symlink_metadata(&cur) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => ok = false,
-                Err(_) => fs::create_dir(&cur).unwrap(),
+                Err(_) => {
+                    // Explicit mode: the test must not depend on the umask.
+                    fs::create_dir(&cur).unwrap();
+                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755)).unwrap();
+                }
             }
             if !ok {
                 break;
@@ -152,6 +156,14 @@ fn observe(root: &Path) -> BTreeMap<Vec<u8>, Seen> {
     out
 }
 
+fn short(s: &Seen) -> String {
+    match s {
+        Seen::File { data, mode, .. } => format!("file {} bytes {mode:o}", data.len()),
+        Seen::Dir { mode } => format!("dir {mode:o}"),
+        Seen::Symlink(t) => format!("link {}", t.display()),
+    }
+}
+
 fn roundtrip(spec: &[(Vec<OsString>, Node)], compression: Compression) {
     let src = tempfile::tempdir().unwrap();
     materialize(src.path(), spec);
@@ -208,14 +220,27 @@ proptest! {
         let cache = tempfile::tempdir().unwrap();
         let store = Store::open(cache.path()).unwrap();
         let opts = LayerOptions { compression: Compression::Gzip, epoch: 1 };
-        let base = write_layer(&store, scan_dir(src.path(), &ScanOptions::default()).unwrap().entries, opts).unwrap();
+        let scanned = scan_dir(src.path(), &ScanOptions::default()).unwrap().entries;
+        let base = write_layer(&store, scanned.clone(), opts).unwrap();
         let mut deleted: Vec<Vec<u8>> = Vec::new();
         let mut entries = Vec::new();
         if !paths.is_empty() {
             for i in &pick {
                 let p = paths[i.index(paths.len())].clone();
-                entries.push(Entry::new(OsString::from_vec(p.clone()), EntryKind::Whiteout, Meta::root(0)).unwrap());
+                let path = PathBuf::from(OsString::from_vec(p.clone()));
+                // A real producer (the sandbox's upper dir) carries the parent
+                // directories with their metadata; implicit parents would be 0755.
+                for anc in path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()) {
+                    if let Some(e) = scanned.iter().find(|e| e.path == anc) {
+                        entries.push(e.clone());
+                    }
+                }
                 deleted.push(p);
+            }
+            // A deleted directory is a whiteout, not a parent.
+            entries.retain(|e| !deleted.iter().any(|d| e.path.as_os_str().as_bytes() == d.as_slice()));
+            for d in &deleted {
+                entries.push(Entry::new(OsString::from_vec(d.clone()), EntryKind::Whiteout, Meta::root(0)).unwrap());
             }
         }
         let upper = write_layer(&store, entries, opts).unwrap();
@@ -230,7 +255,10 @@ proptest! {
             Seen::File { data, mode, .. } => (k, Seen::File { data, mode, group: 0 }),
             v => (k, v),
         }).collect::<BTreeMap<_, _>>();
-        prop_assert_eq!(strip(expected), strip(observe(&dest)));
+        let (want, got) = (strip(expected), strip(observe(&dest)));
+        let diff: Vec<String> = want.keys().chain(got.keys()).filter(|k| want.get(*k) != got.get(*k))
+            .map(|k| format!("{:?}: want {:?} got {:?}", String::from_utf8_lossy(k), want.get(k).map(short), got.get(k).map(short))).collect();
+        prop_assert!(diff.is_empty(), "deleted {:?}: {}", deleted.iter().map(|d| String::from_utf8_lossy(d).into_owned()).collect::<Vec<_>>(), diff.join("; "));
     }
 }
 

@@ -476,7 +476,10 @@ impl Layer {
 }
 
 /// Sorts entries, keeps the last of duplicate paths, drops entries below a
-/// whiteout, adds missing parents.
+/// whiteout, adds missing parents. An added parent is root-owned 0755 and
+/// overrides the directory's metadata in lower layers when applied, so
+/// producers that know a parent's real metadata (a sandbox upper dir, a
+/// COPY into an existing directory) must list it themselves.
 pub fn canonicalize(entries: Vec<Entry>) -> Vec<Entry> {
     let mut by_path: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
     for e in entries {
