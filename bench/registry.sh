@@ -22,8 +22,15 @@ done
 
 WORK=$(mktemp -d /var/tmp/kiln-bench-registry.XXXXXX)
 REG_PID=""
+stop_registry() {
+  if [ -n "$REG_PID" ]; then
+    kill "$REG_PID" 2>/dev/null || true
+    wait "$REG_PID" 2>/dev/null || true
+    REG_PID=""
+  fi
+}
 cleanup() {
-  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
+  stop_registry
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -67,7 +74,7 @@ export KILN_DATA_DIR=$WORK/kiln-data KILN_CACHE_DIR=$WORK/kiln-cache
 
 # ---- a fresh registry per measurement ----
 start_registry() {
-  [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null || true
+  stop_registry
   rm -rf "$WORK/reg"
   mkdir -p "$WORK/reg/storage"
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
