@@ -9,6 +9,7 @@
 //! extra CAs (`/usr/local/share/ca-certificates/*.crt`) are copied into the
 //! base image, as a company base image would carry them (the build's
 //! `ca-certificates` install picks them up).
+#![cfg(feature = "e2e")]
 
 mod support;
 

@@ -611,6 +611,35 @@ fn token_front(reg: &Registry, user: &'static str, pass: &'static str) -> TokenF
     let proxy = Proxy::start(&reg.addr, move |req: &Request| {
         use base64::Engine;
         let realm = format!("http://{}/token", ac2.lock().unwrap());
+        if req.path() == "/token" && req.method == "POST" {
+            // OAuth2 refresh-token grant (docker's identity tokens).
+            tr2.fetch_add(1, Ordering::SeqCst);
+            let f = req.form();
+            let field = |k: &str| {
+                f.iter()
+                    .find(|(x, _)| x == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            if field("grant_type") != "refresh_token" || field("refresh_token") != "refresh-xyz" {
+                return Action::status(401);
+            }
+            let scopes: BTreeSet<String> = field("scope")
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            sa2.lock().unwrap().extend(scopes.iter().cloned());
+            let tok = format!("oauth-{}", next.fetch_add(1, Ordering::SeqCst));
+            t2.lock().unwrap().insert(tok.clone(), scopes);
+            return Action::Respond {
+                status: 200,
+                headers: vec![],
+                body: serde_json::json!({"access_token": tok, "expires_in": 300})
+                    .to_string()
+                    .into_bytes(),
+            };
+        }
         if req.path() == "/token" {
             tr2.fetch_add(1, Ordering::SeqCst);
             let want = format!(
@@ -762,6 +791,33 @@ fn bearer_token_flow_with_scope_merging_and_token_reuse() {
     )
     .unwrap();
     assert_eq!(p.resolved, digest_of(&image));
+
+    // An identity token (OAuth2 refresh token) is traded with a POST.
+    let dst3_dir = tempfile::tempdir().unwrap();
+    let dst3 = Store::open(dst3_dir.path()).unwrap();
+    let oauth = client_with(Some(Credentials::IdentityToken("refresh-xyz".into())));
+    let p = pull::pull(
+        &oauth,
+        &dst3,
+        &target,
+        &PullOptions::default(),
+        &Progress::quiet(),
+    )
+    .unwrap();
+    assert_eq!(p.resolved, digest_of(&image));
+    let stale = client_with(Some(Credentials::IdentityToken("refresh-old".into())));
+    let err = pull::pull(
+        &stale,
+        &dst3,
+        &target.with_tag("other"),
+        &PullOptions::default(),
+        &Progress::quiet(),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("refused") && !format!("{err:#}").contains("refresh-old"),
+        "{err:#}"
+    );
 
     // Wrong credentials: the token server refuses; clear error, no secret.
     let bad = client_with(Some(Credentials::basic("tokuser", "not-the-pass")));
@@ -1049,4 +1105,153 @@ fn malformed_references_and_missing_images_through_the_cli() {
         err.contains("not found") && err.contains(&reg.addr),
         "{err}"
     );
+}
+
+// ---------- the CLI over the local image store ----------
+
+#[test]
+fn cli_push_pull_with_a_credential_helper_and_no_secret_in_json_progress() {
+    let reg = Registry::start_with_basic_auth("kiln", "helper-pass-789");
+    let tmp = tempfile::tempdir().unwrap();
+    let (bin, cfg, helper_state) = (
+        tmp.path().join("bin"),
+        tmp.path().join("docker"),
+        tmp.path().join("helper"),
+    );
+    for d in [&bin, &cfg, &helper_state] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // A credential helper speaking docker's protocol, keeping one secret in a file.
+    let helper = bin.join("docker-credential-kilntest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nstate={}\ncase \"$1\" in\n  store) cat > \"$state/creds.json\" ;;\n  get) read url; echo \"$url\" > \"$state/asked\"; if [ -f \"$state/creds.json\" ]; then cat \"$state/creds.json\"; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  erase) read url; rm -f \"$state/creds.json\" ;;\nesac\n",
+            helper_state.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        cfg.join("config.json"),
+        r#"{"credsStore":"kilntest","experimental":"keep-me"}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kiln = |data: &str, args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = kiln_bin()
+            .args(args)
+            .env("PATH", &path)
+            .env("DOCKER_CONFIG", &cfg)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env("HOME", tmp.path())
+            .env("KILN_DATA_DIR", tmp.path().join(data))
+            .env("KILN_CACHE_DIR", tmp.path().join("cache"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "kiln {args:?} failed:\n{o}\n{e}");
+        (o, e)
+    };
+    kiln(
+        "d1",
+        &["login", &reg.addr, "-u", "kiln", "--password-stdin"],
+        "helper-pass-789\n",
+    );
+    let stored = std::fs::read_to_string(helper_state.join("creds.json")).unwrap();
+    assert!(stored.contains("helper-pass-789") && stored.contains(&reg.addr));
+    let config = std::fs::read_to_string(cfg.join("config.json")).unwrap();
+    assert!(
+        !config.contains("helper-pass-789") && config.contains("keep-me"),
+        "{config}"
+    );
+
+    let rootfs = tmp.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("app")).unwrap();
+    std::fs::write(rootfs.join("app/hello.txt"), noise(90, 300_000)).unwrap();
+    kiln(
+        "d1",
+        &["image", "from-dir", rootfs.to_str().unwrap(), "-t", "app:1"],
+        "",
+    );
+    let target = format!("{}/team/app:1", reg.addr);
+    let (out, events) = kiln(
+        "d1",
+        &["--progress=json", "push", "app:1", &target, "--json"],
+        "",
+    );
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["blobs_sent"], 2, "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(helper_state.join("asked"))
+            .unwrap()
+            .trim(),
+        reg.addr
+    );
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode("kiln:helper-pass-789");
+    assert!(
+        events.contains("\"event\":\"bytes\""),
+        "no byte progress in {events}"
+    );
+    assert!(
+        !events.contains("helper-pass-789") && !events.contains(&b64),
+        "secret in progress output"
+    );
+
+    // Pull into another local store: same digest under the full name.
+    let (out, _) = kiln("d2", &["pull", &target], "");
+    assert!(out.contains(summary["digest"].as_str().unwrap()), "{out}");
+    let (list, _) = kiln("d2", &["images", "--json"], "");
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == target.as_str())
+        .expect("pulled image listed");
+    assert_eq!(entry["digest"], summary["digest"]);
+
+    // Pushing the pulled image to another repository mounts every blob.
+    let other = format!("{}/other/app:1", reg.addr);
+    let (out, _) = kiln("d2", &["push", &target, &other, "--json"], "");
+    let s2: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (s2["blobs_mounted"].as_u64(), s2["blobs_sent"].as_u64()),
+        (Some(2), Some(0)),
+        "{s2}"
+    );
+
+    // The local name says nothing about the registry, but kiln remembers
+    // that team/app holds these blobs: pushing elsewhere there mounts them.
+    let third = format!("{}/third/app:1", reg.addr);
+    let (out, _) = kiln("d1", &["push", "app:1", &third, "--json"], "");
+    let s3: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (s3["blobs_mounted"].as_u64(), s3["blobs_sent"].as_u64()),
+        (Some(2), Some(0)),
+        "{s3}"
+    );
+
+    kiln("d1", &["logout", &reg.addr], "");
+    assert!(!helper_state.join("creds.json").exists());
 }

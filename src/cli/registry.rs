@@ -10,7 +10,7 @@ use crate::oci::ImageStore;
 use crate::progress::{Progress, human_bytes};
 use crate::registry::{
     Client, ClientOptions, CredentialSource, Credentials, Platform, PullOptions, PushOptions,
-    Reference, credentials, pull, push,
+    Reference, credentials, origins, pull, push,
 };
 
 /// Flags shared by the commands that talk to a registry.
@@ -57,6 +57,7 @@ pub fn pull(args: PullArgs, progress: &Progress) -> Result<()> {
     )?;
     let name = reference.to_string();
     images.tag(&name, &result.manifest)?;
+    remember(&reference, &result.blobs, progress);
     println!(
         "{name}: pulled {} ({} blobs fetched, {} already present, {})",
         result.resolved,
@@ -87,13 +88,22 @@ pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
     // An image pulled from another repository of the same registry: ask
     // the registry to mount its blobs instead of uploading them.
     let mut opts = PushOptions::default();
-    if let Ok(source) = Reference::parse(&args.name) {
-        if source.registry == target.registry && source.repository != target.repository {
-            opts.mount_from.push(source.repository);
-        }
+    if let Ok(source) = Reference::parse(&args.name)
+        && source.registry == target.registry
+        && source.repository != target.repository
+    {
+        opts.mount_from.push(source.repository);
+    }
+    if let Ok(path) = origins::default_path() {
+        let blobs = crate::oci::image::closure(images.blobs(), &root)?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect::<Vec<_>>();
+        opts.mount_sources = origins::lookup(&path, &target.registry, &target.repository, &blobs);
     }
     let client = args.registry.client(CredentialSource::Files);
     let summary = push::push(&client, images.blobs(), &root, &target, &opts, progress)?;
+    remember(&target, &summary.blobs, progress);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -107,6 +117,16 @@ pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Notes where blobs now live, for later cross-repository mounts. A
+/// failure only costs a future mount, so it is a warning.
+fn remember(at: &Reference, blobs: &[crate::oci::Digest], progress: &Progress) {
+    let done = origins::default_path()
+        .and_then(|p| origins::record(&p, &at.registry, &at.repository, blobs));
+    if let Err(e) = done {
+        progress.warn(format!("could not record blob origins: {e:#}"));
+    }
 }
 
 #[derive(Args, Debug)]

@@ -148,12 +148,7 @@ impl Client {
     }
 
     fn insecure_allowed(&self, registry: &str) -> bool {
-        host_is_loopback(registry)
-            || self
-                .opts
-                .insecure_registries
-                .iter()
-                .any(|h| h == registry || h == host_without_port(registry))
+        plain_http_allowed(registry, &self.opts.insecure_registries)
     }
 
     /// The session for a registry: picks the scheme and learns the auth
@@ -384,8 +379,15 @@ impl Client {
         };
         let mut body = Some(body);
         let mut scopes = scopes.to_vec();
+        // Credentials go only to the registry itself, never to another
+        // host an upload Location points at (e.g. object storage).
+        let same_host = url.starts_with(&format!("{}/", s.base));
         for attempt in 0..2 {
-            let auth = self.authorization(s, &scopes)?;
+            let auth = if same_host {
+                self.authorization(s, &scopes)?
+            } else {
+                None
+            };
             let mut req = self.agent.request(method, &url);
             for (k, v) in headers {
                 req = req.set(k, v);
@@ -505,6 +507,15 @@ impl Client {
     }
 }
 
+/// May `registry` be reached over plain HTTP? Loopback always; others only
+/// when listed (as `host:port`, or `host` for every port).
+pub fn plain_http_allowed(registry: &str, insecure: &[String]) -> bool {
+    host_is_loopback(registry)
+        || insecure
+            .iter()
+            .any(|h| h == registry || h == host_without_port(registry))
+}
+
 /// The registry's JSON error list, or a hint when it answered HTML.
 fn explain_body(ctype: &str, text: &str) -> String {
     #[derive(serde::Deserialize)]
@@ -612,6 +623,22 @@ mod tests {
         );
         assert!(explain_body("text/html", "<html>").contains("HTML"));
         assert_eq!(explain_body("text/plain", "nope"), "");
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_or_listed_hosts() {
+        let none: Vec<String> = vec![];
+        assert!(plain_http_allowed("localhost:5000", &none));
+        assert!(plain_http_allowed("127.0.0.1:5000", &none));
+        assert!(plain_http_allowed("[::1]:5000", &none));
+        assert!(!plain_http_allowed("10.0.0.5:5000", &none));
+        assert!(!plain_http_allowed("registry.example.com", &none));
+        assert!(!plain_http_allowed("docker.io", &none));
+        let listed = vec!["10.0.0.5:5000".to_string(), "reg.lan".to_string()];
+        assert!(plain_http_allowed("10.0.0.5:5000", &listed));
+        assert!(!plain_http_allowed("10.0.0.5:6000", &listed));
+        assert!(plain_http_allowed("reg.lan:443", &listed));
+        assert!(plain_http_allowed("reg.lan", &listed));
     }
 
     #[test]

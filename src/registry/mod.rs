@@ -7,6 +7,7 @@
 //! | [`auth`] | `WWW-Authenticate` challenges, bearer tokens and scopes |
 //! | [`client`] | HTTP: sessions per registry, scheme choice, auth, retries |
 //! | [`manifest`] | manifests and indexes on the wire, platform selection |
+//! | [`origins`] | which repositories hold a blob, for cross-repository mounts |
 //! | [`pull`] | registry → blob store, verified |
 //! | [`push`] | blob store → registry, only what is missing |
 //!
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod client;
 pub mod credentials;
 pub mod manifest;
+pub mod origins;
 mod parallel;
 pub mod pull;
 pub mod push;

@@ -38,6 +38,8 @@ pub struct PullResult {
     pub blobs_fetched: usize,
     pub blobs_present: usize,
     pub bytes_fetched: u64,
+    /// The config and layer digests of the chosen manifest.
+    pub blobs: Vec<Digest>,
 }
 
 /// Pulls `image` into `store`.
@@ -79,6 +81,7 @@ pub fn pull(
             blobs.push((digest, d.size(), kind.to_string()));
         }
     }
+    let all: Vec<Digest> = blobs.iter().map(|(d, _, _)| d.clone()).collect();
     let (present, missing): (Vec<_>, Vec<_>) =
         blobs.into_iter().partition(|(d, _, _)| store.contains(d));
     let fetched = for_each(
@@ -104,6 +107,7 @@ pub fn pull(
         blobs_fetched: missing.len(),
         blobs_present: present.len(),
         bytes_fetched: fetched.iter().sum(),
+        blobs: all,
     })
 }
 

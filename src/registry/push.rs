@@ -10,6 +10,7 @@
 //! HEAD on the next run. Manifests go last (per-platform manifests before
 //! their index), so a tag never points at missing blobs.
 
+use std::collections::HashMap;
 use std::io::Read;
 
 use anyhow::{Context, bail};
@@ -29,6 +30,9 @@ pub struct PushOptions {
     /// Repositories on the target registry that may hold the blobs already
     /// (tried with a cross-repository mount before uploading).
     pub mount_from: Vec<String>,
+    /// Per blob, repositories on the target registry known to hold it
+    /// (from [`super::origins`]); tried before `mount_from`.
+    pub mount_sources: HashMap<Digest, Vec<String>>,
     /// Blobs up to this size go in one `PUT`; bigger ones in one `PATCH`.
     pub monolithic_max: u64,
 }
@@ -37,6 +41,7 @@ impl Default for PushOptions {
     fn default() -> Self {
         PushOptions {
             mount_from: Vec::new(),
+            mount_sources: HashMap::new(),
             monolithic_max: 8 << 20,
         }
     }
@@ -57,6 +62,9 @@ pub struct PushSummary {
     /// Blob bytes uploaded (manifests not counted).
     pub bytes_sent: u64,
     pub manifests_pushed: usize,
+    /// Every blob of the image (now present in the target repository).
+    #[serde(skip)]
+    pub blobs: Vec<Digest>,
 }
 
 enum Outcome {
@@ -132,14 +140,30 @@ pub fn push(
     }
     let s = client.session(&target.registry)?;
     let mut scopes = vec![repo_scope(&target.repository, "pull,push")];
-    let mounts: Vec<&String> = opts
-        .mount_from
-        .iter()
+    let mut sources: Vec<&String> = opts
+        .mount_sources
+        .values()
+        .flatten()
+        .chain(&opts.mount_from)
         .filter(|r| **r != target.repository)
         .collect();
-    scopes.extend(mounts.iter().map(|r| repo_scope(r, "pull")));
+    sources.sort();
+    sources.dedup();
+    scopes.extend(sources.iter().map(|r| repo_scope(r, "pull")));
     let outcomes = for_each(client.options().parallel, &blobs, |(digest, size)| {
         let task = progress.task(format!("push {}", digest.short()));
+        // This blob's known homes first, then the general mount sources.
+        let mut mounts: Vec<&String> = opts
+            .mount_sources
+            .get(digest)
+            .into_iter()
+            .flatten()
+            .collect();
+        mounts.extend(&opts.mount_from);
+        mounts.retain(|r| **r != target.repository);
+        let mut seen = std::collections::HashSet::new();
+        mounts.retain(|r| seen.insert(*r));
+        mounts.truncate(3);
         let out = client.retry(&format!("pushing blob {digest} to {target}"), || {
             push_blob(
                 client, &s, store, target, digest, *size, &mounts, &scopes, opts, &task,
@@ -155,6 +179,7 @@ pub fn push(
     let mut summary = PushSummary {
         reference: target.with_digest(root_digest.clone()).to_string(),
         digest: root_digest.to_string(),
+        blobs: blobs.iter().map(|(d, _)| d.clone()).collect(),
         ..Default::default()
     };
     for o in outcomes {

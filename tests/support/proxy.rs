@@ -22,9 +22,17 @@ pub struct Request {
     /// Path and query, as sent.
     pub target: String,
     pub headers: Vec<(String, String)>,
+    /// The body of a small form POST (`application/x-www-form-urlencoded`,
+    /// e.g. an OAuth2 token request); empty otherwise.
+    pub body: Vec<u8>,
 }
 
 impl Request {
+    /// Form fields of a form POST body, percent-decoded.
+    pub fn form(&self) -> Vec<(String, String)> {
+        parse_pairs(&String::from_utf8_lossy(&self.body))
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -41,14 +49,18 @@ impl Request {
         let Some((_, q)) = self.target.split_once('?') else {
             return Vec::new();
         };
-        q.split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (decode(k), decode(v))
-            })
-            .collect()
+        parse_pairs(q)
     }
+}
+
+fn parse_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }
 
 fn decode(s: &str) -> String {
@@ -219,15 +231,25 @@ fn handle(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let req = Request {
+    let mut req = Request {
         method,
         target,
         headers,
+        body: Vec::new(),
     };
-    let body_len: u64 = req
+    let mut body_len: u64 = req
         .header("content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let is_form = req
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if is_form && body_len <= 64 * 1024 {
+        let mut body = vec![0u8; body_len as usize];
+        reader.read_exact(&mut body)?;
+        req.body = body;
+        body_len = 0;
+    }
     match policy(&req) {
         Action::Drop => {
             let _ = client.shutdown(Shutdown::Both);
@@ -276,6 +298,7 @@ fn handle(
             }
             out.push_str("Connection: close\r\n\r\n");
             up.write_all(out.as_bytes())?;
+            up.write_all(&req.body)?;
             // Request body, possibly cut.
             let n = match cut {
                 Some(c) if c < body_len => c,
