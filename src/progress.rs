@@ -131,10 +131,10 @@ impl Progress {
         if let Some(r) = &self.inner.recorded {
             r.lock().unwrap_or_else(|e| e.into_inner()).push(ev.clone());
         }
-        if self.inner.mode == ProgressMode::Json {
-            if let Ok(line) = serde_json::to_string(&ev) {
-                let _ = writeln!(std::io::stderr().lock(), "{line}");
-            }
+        if self.inner.mode == ProgressMode::Json
+            && let Ok(line) = serde_json::to_string(&ev)
+        {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
         }
     }
 

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod images;
+
 use crate::error;
 
 pub mod sandbox;
@@ -32,6 +34,36 @@ pub enum Command {
     ///
     /// Example: kiln run -e DEBUG=1 -w /app -v ./data:/data myapp:latest sh -c 'ls /data'
     Run(sandbox::RunArgs),
+    /// List the images in the local image store.
+    ///
+    /// Example: kiln images
+    Images(images::ImagesArgs),
+    /// Print an image's manifest and config as JSON.
+    ///
+    /// Example: kiln inspect myapp:latest
+    Inspect(images::InspectArgs),
+    /// Remove images from the local store.
+    ///
+    /// Example: kiln rmi myapp:old
+    Rmi(images::RmiArgs),
+    /// Load an OCI layout, OCI archive or docker archive into the local store.
+    ///
+    /// Example: kiln load image.tar
+    Load(images::LoadArgs),
+    /// Export an image from the local store.
+    ///
+    /// Example: kiln save myapp -o type=docker,dest=myapp.tar
+    Save(images::SaveArgs),
+    /// Image plumbing (build images from parts).
+    ///
+    /// Example: kiln image from-dir ./rootfs -t base:1
+    #[command(subcommand)]
+    Image(Box<images::ImageCommand>),
+    /// Inspect and clean the build cache.
+    ///
+    /// Example: kiln cache verify
+    #[command(subcommand)]
+    Cache(images::CacheCommand),
     /// Print shell completions.
     ///
     /// Example: kiln completions bash > /etc/bash_completion.d/kiln
@@ -64,9 +96,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, _progress: &Progress) -> crate::Result<()> {
+fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
     match cli.command {
-        Command::Run(args) => match sandbox::run(args, _progress)? {
+        Command::Run(args) => match sandbox::run(args, progress)? {
             0 => Ok(()),
             code => Err(error::CodedError::new(
                 code,
@@ -74,6 +106,13 @@ fn run(cli: Cli, _progress: &Progress) -> crate::Result<()> {
             )
             .into()),
         },
+        Command::Images(a) => images::images(a),
+        Command::Inspect(a) => images::inspect(a),
+        Command::Rmi(a) => images::rmi(a),
+        Command::Load(a) => images::load(a),
+        Command::Save(a) => images::save(a),
+        Command::Image(c) => images::image(*c, progress),
+        Command::Cache(c) => images::cache(c),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())

@@ -475,11 +475,29 @@ impl Layer {
     }
 }
 
-/// Sorts entries, keeps the last of duplicate paths, adds missing parents.
+/// Sorts entries, keeps the last of duplicate paths, drops entries below a
+/// whiteout, adds missing parents.
 pub fn canonicalize(entries: Vec<Entry>) -> Vec<Entry> {
     let mut by_path: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
     for e in entries {
         by_path.insert(e.path.as_os_str().as_bytes().to_vec(), e);
+    }
+    // Anything below a deleted path is moot (and would otherwise bring the
+    // deleted directory back as an implicit parent).
+    let deleted: Vec<Vec<u8>> = by_path
+        .iter()
+        .filter(|(_, e)| e.kind == EntryKind::Whiteout)
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !deleted.is_empty() {
+        by_path.retain(|k, _| {
+            !k.iter().enumerate().any(|(i, b)| {
+                *b == b'/'
+                    && deleted
+                        .binary_search_by(|d| d.as_slice().cmp(&k[..i]))
+                        .is_ok()
+            })
+        });
     }
     let mut parents = Vec::new();
     for e in by_path.values() {

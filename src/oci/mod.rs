@@ -4,15 +4,33 @@
 //! |---|---|
 //! | [`digest`] | `sha256:` digests and hashing readers/writers |
 //! | [`store`] | the content-addressed blob store (crash-safe writes, verify, prune) |
+//! | [`layer`] | reproducible layer tars from directory scans or entry lists |
+//! | [`unpack`] | applying layer tars to directories (rootfs or overlay lower dirs) |
+//! | [`image`] | config / manifest / index assembly, canonical JSON, platforms |
+//! | [`layout`] | OCI image layout directories |
+//! | [`images`] | the local image store (named images) |
+//! | [`export`] | `--output` destinations: OCI dir, OCI archive, docker archive |
+//! | [`import`] | `kiln load`: layouts and archives into the image store |
+//! | [`from_dir`] | one-layer images from a directory |
 
 pub mod digest;
+pub mod export;
+pub mod from_dir;
 pub mod image;
 pub mod images;
+pub mod import;
 pub mod layer;
 pub mod layout;
 pub mod store;
 pub mod unpack;
 
 pub use digest::Digest;
+pub use image::{Image, ImageBuilder};
+pub use images::ImageStore;
 pub use layer::{Compression, Entry, EntryKind, Layer, LayerOptions, Meta};
 pub use store::{BlobInfo, Store};
+
+/// The blob store under the cache dir (`KILN_CACHE_DIR`), shared by builds.
+pub fn cache_store() -> crate::Result<Store> {
+    Store::open(crate::paths::cache_dir()?.join("store"))
+}

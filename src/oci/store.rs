@@ -30,7 +30,7 @@ pub struct Store {
     root: PathBuf,
     /// Held (shared) for the life of the store so `prune` cannot delete a
     /// blob another process has just written but not yet referenced.
-    _lock: File,
+    _lock: Option<File>,
     exclusive: bool,
 }
 
@@ -101,9 +101,19 @@ impl Store {
         locked.with_context(|| format!("locking the blob store {}", root.display()))?;
         Ok(Store {
             root,
-            _lock: lock,
+            _lock: Some(lock),
             exclusive,
         })
+    }
+
+    /// A read-only view of an existing store or layout that is not kiln's
+    /// (e.g. an OCI layout given to `kiln load`): creates nothing, takes no lock.
+    pub fn read_only(root: impl Into<PathBuf>) -> Store {
+        Store {
+            root: root.into(),
+            _lock: None,
+            exclusive: false,
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -344,13 +354,13 @@ impl BlobWriter<'_> {
         let BlobWriter { store, tmp, out } = self;
         let (digest, size, buf) = out.finish();
         let file = buf.into_inner().map_err(|e| e.into_error())?;
-        if let Some(expected) = expected {
-            if expected != &digest {
-                // `tmp` is dropped here, deleting the bytes.
-                bail!(
-                    "content does not match its digest: expected {expected}, got {digest} ({size} bytes)"
-                );
-            }
+        if let Some(expected) = expected
+            && expected != &digest
+        {
+            // `tmp` is dropped here, deleting the bytes.
+            bail!(
+                "content does not match its digest: expected {expected}, got {digest} ({size} bytes)"
+            );
         }
         let dst = store.blob_path(&digest);
         if dst.is_file() {

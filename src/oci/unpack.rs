@@ -29,6 +29,9 @@ use super::layer::{Compression, normalize};
 use super::store::Store;
 use crate::Result;
 
+/// Extended attributes from PAX records: (name, value).
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// How whiteout markers are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Whiteouts {
@@ -84,7 +87,7 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<Unp
     // Paths this layer wrote: an opaque marker must not delete them.
     let mut written: HashSet<PathBuf> = HashSet::new();
     // Directory metadata is applied last so that read-only dirs can be filled.
-    let mut dirs: Vec<(PathBuf, tar::Header, Vec<(Vec<u8>, Vec<u8>)>)> = Vec::new();
+    let mut dirs: Vec<(PathBuf, tar::Header, Xattrs)> = Vec::new();
     for entry in archive.entries().context("reading the layer tar")? {
         let mut entry = entry.context("reading the layer tar")?;
         let raw = entry.path().context("reading an entry path")?.into_owned();
@@ -141,10 +144,10 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<Unp
         let path = parent.join(rel.file_name().context("entry without a name")?);
         let kind = header.entry_type();
         // Replace what is there unless both are directories (they merge).
-        if let Ok(existing) = fs::symlink_metadata(&path) {
-            if !(existing.is_dir() && kind.is_dir()) {
-                remove_any(&path)?;
-            }
+        if let Ok(existing) = fs::symlink_metadata(&path)
+            && !(existing.is_dir() && kind.is_dir())
+        {
+            remove_any(&path)?;
         }
         match kind {
             tar::EntryType::Directory => {

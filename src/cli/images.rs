@@ -1,0 +1,295 @@
+//! `kiln images`, `inspect`, `rmi`, `load`, `save`, `image from-dir`, `cache`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::Result;
+use crate::oci::export::{self, Output};
+use crate::oci::from_dir::{FromDirOptions, image_from_dir, normalize_port, parse_command};
+use crate::oci::image::parse_platform;
+use crate::oci::layer::{Compression, LayerOptions, Ownership, source_date_epoch};
+use crate::oci::{ImageStore, cache_store, import};
+use crate::progress::{Progress, human_bytes};
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn images(args: ImagesArgs) -> Result<()> {
+    let store = ImageStore::open_default()?;
+    let list = store.list()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let width = list.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:width$}  {:12}  {:>10}  CREATED",
+        "NAME", "DIGEST", "SIZE"
+    );
+    for i in list {
+        println!(
+            "{:width$}  {:12}  {:>10}  {}",
+            i.name,
+            i.digest.short(),
+            human_bytes(i.size),
+            i.created
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Image name, name:tag, or manifest digest (prefix).
+    pub name: String,
+    /// Platform to show when the image is an index (default: this machine's).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+pub fn inspect(args: InspectArgs) -> Result<()> {
+    let store = ImageStore::open_default()?;
+    let platform = args.platform.as_deref().map(parse_platform).transpose()?;
+    let img = store.image(&args.name, platform.as_ref())?;
+    let out = serde_json::json!({
+        "name": args.name,
+        "digest": img.digest()?.to_string(),
+        "size": img.size(),
+        "manifest": img.manifest,
+        "config": img.config,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Names of the images to remove.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+pub fn rmi(args: RmiArgs) -> Result<()> {
+    let store = ImageStore::open_default()?;
+    for n in &args.names {
+        let removed = store.remove(n)?;
+        println!("Untagged: {removed}");
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// An OCI layout directory, an OCI archive, or a `docker save` archive.
+    pub path: PathBuf,
+}
+
+pub fn load(args: LoadArgs) -> Result<()> {
+    let store = ImageStore::open_default()?;
+    for l in import::load(&args.path, &store)? {
+        println!("Loaded image: {} ({})", l.name, l.digest);
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct SaveArgs {
+    /// The image to export.
+    pub name: String,
+    /// Destination, buildx syntax: type=oci,dest=DIR | type=oci-archive,dest=F.tar | type=docker,dest=F.tar
+    #[arg(short, long)]
+    pub output: String,
+}
+
+pub fn save(args: SaveArgs) -> Result<()> {
+    let store = ImageStore::open_default()?;
+    let desc = store.resolve(&args.name)?;
+    let output = Output::parse(&args.output)?;
+    let name = crate::oci::images::normalize_name(&args.name)?;
+    export::export(store.blobs(), &desc, &name, &output)?;
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Build a one-layer image from a directory (a root filesystem or an app dir).
+    ///
+    /// Example: kiln image from-dir ./rootfs -t hello:1 --cmd '["/hello"]' --output type=oci,dest=out
+    FromDir(FromDirArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FromDirArgs {
+    /// The directory that becomes the image's only layer.
+    pub dir: PathBuf,
+    /// Name of the image in the local store (NAME[:TAG]).
+    #[arg(short, long)]
+    pub tag: String,
+    /// Command: a JSON array (exec form) or a string (run with /bin/sh -c).
+    #[arg(long)]
+    pub cmd: Option<String>,
+    /// Entrypoint: a JSON array or a string (run with /bin/sh -c).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User (name, uid or uid:gid).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Port to expose, PORT[/tcp|udp] (repeatable).
+    #[arg(long)]
+    pub expose: Vec<String>,
+    /// Label KEY=VALUE (repeatable).
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Owner of every file, UID:GID (default: keep the files' owners).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+    pub compression: Compression,
+    /// Platform recorded in the image (default: this machine's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Also export: type=oci,dest=DIR | type=oci-archive,dest=F.tar | type=docker,dest=F.tar
+    #[arg(short, long)]
+    pub output: Option<String>,
+}
+
+pub fn image(cmd: ImageCommand, progress: &Progress) -> Result<()> {
+    match cmd {
+        ImageCommand::FromDir(a) => from_dir(a, progress),
+    }
+}
+
+fn from_dir(a: FromDirArgs, progress: &Progress) -> Result<()> {
+    // Validate everything before doing any work.
+    let output = a.output.as_deref().map(Output::parse).transpose()?;
+    let ownership = match &a.owner {
+        None => Ownership::Preserve,
+        Some(s) => {
+            let (u, g) = s.split_once(':').unwrap_or((s, s));
+            let parse = |v: &str| {
+                v.parse::<u32>()
+                    .with_context(|| format!("--owner {s:?}: expected numeric UID:GID"))
+            };
+            Ownership::Fixed(parse(u)?, parse(g)?)
+        }
+    };
+    let labels = a
+        .label
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--label {l:?} is not KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for p in &a.expose {
+        normalize_port(p)?;
+    }
+    let opts = FromDirOptions {
+        layer: LayerOptions {
+            compression: a.compression,
+            epoch: source_date_epoch()?,
+        },
+        ownership,
+        platform: a.platform.as_deref().map(parse_platform).transpose()?,
+        cmd: a.cmd.as_deref().map(parse_command).transpose()?,
+        entrypoint: a.entrypoint.as_deref().map(parse_command).transpose()?,
+        env: a.env,
+        workdir: a.workdir,
+        user: a.user,
+        expose: a.expose,
+        labels,
+    };
+    let name = crate::oci::images::normalize_name(&a.tag)?;
+    let cache = cache_store()?;
+    let img = image_from_dir(&cache, &a.dir, &opts, progress)?;
+    let images = ImageStore::open_default()?;
+    images.import(&cache, &img.manifest_desc, &name)?;
+    if let Some(out) = output {
+        export::export(&cache, &img.manifest_desc, &name, &out)?;
+    }
+    println!("{name} {}", img.digest()?);
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// Re-hash every blob of the cache; exit non-zero if any is corrupt.
+    ///
+    /// Example: kiln cache verify --fix
+    Verify {
+        /// Remove corrupt blobs (they are re-made or re-fetched when needed).
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Remove cached blobs and leftovers of interrupted writes. Images in the
+    /// local store keep their own copies.
+    ///
+    /// Example: kiln cache prune
+    Prune,
+    /// Print the cache directory.
+    ///
+    /// Example: du -sh "$(kiln cache dir)"
+    Dir,
+}
+
+pub fn cache(cmd: CacheCommand) -> Result<()> {
+    match cmd {
+        CacheCommand::Verify { fix } => {
+            let mut failed = false;
+            let images = ImageStore::open_default()?;
+            let cache = cache_store()?;
+            for (what, store) in [("cache", &cache), ("image store", images.blobs())] {
+                let r = store.verify(fix)?;
+                println!(
+                    "{what}: {} blobs, {} checked, {} corrupt, {} stray, {} leftover temp files",
+                    r.checked,
+                    human_bytes(r.bytes),
+                    r.corrupt.len(),
+                    r.stray.len(),
+                    r.temp_files
+                );
+                for p in r.corrupt.iter().chain(&r.stray) {
+                    println!("  {} {}", if fix { "removed" } else { "bad" }, p.display());
+                }
+                failed |= !r.is_ok() && !fix;
+            }
+            if failed {
+                anyhow::bail!(
+                    "the store has corrupt blobs: run `kiln cache verify --fix` to remove them"
+                );
+            }
+            Ok(())
+        }
+        CacheCommand::Prune => {
+            let dir = crate::paths::cache_dir()?.join("store");
+            let store = crate::oci::Store::open_exclusive(&dir)?;
+            let r = store.prune(&BTreeSet::new(), std::time::Duration::ZERO)?;
+            println!(
+                "removed {} blobs ({}) and {} temp files",
+                r.removed,
+                human_bytes(r.bytes),
+                r.temp_files
+            );
+            Ok(())
+        }
+        CacheCommand::Dir => {
+            println!("{}", crate::paths::cache_dir()?.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! `kiln image from-dir` and friends through the binary: reproducible
+//! digests, the local image store, exports, and bad input.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_CACHE_DIR", self.dir.path().join("cache"))
+            .env("KILN_DATA_DIR", self.dir.path().join("data"))
+            .env("NO_COLOR", "1")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kiln(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn app_tree(root: &Path, when: SystemTime, main: &str) {
+    fs::create_dir_all(root.join("app/lib")).unwrap();
+    fs::write(root.join("app/main.js"), main).unwrap();
+    fs::write(root.join("app/lib/util.js"), "module.exports = 1;\n").unwrap();
+    symlink("main.js", root.join("app/index.js")).unwrap();
+    for p in ["app/main.js", "app/lib/util.js"] {
+        fs::File::options()
+            .write(true)
+            .open(root.join(p))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+}
+
+fn digest_of(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .nth(1)
+        .expect("NAME DIGEST on stdout")
+        .to_string()
+}
+
+#[test]
+fn same_inputs_same_digest_in_other_dirs_and_times_one_byte_differs() {
+    let build = |main: &str, when: SystemTime| {
+        let env = Env::new();
+        let src = env.dir.path().join("src");
+        app_tree(&src, when, main);
+        let out = env.ok(&[
+            "image",
+            "from-dir",
+            src.to_str().unwrap(),
+            "-t",
+            "app:1",
+            "--owner",
+            "0:0",
+            "--cmd",
+            r#"["node","/app/main.js"]"#,
+            "--env",
+            "PORT=8080",
+            "--expose",
+            "8080",
+            "--label",
+            "b=2",
+            "--label",
+            "a=1",
+        ]);
+        digest_of(&out)
+    };
+    let now = SystemTime::now();
+    let a = build("console.log('hi')\n", now);
+    let b = build(
+        "console.log('hi')\n",
+        now - Duration::from_secs(86_400 * 400),
+    );
+    let c = build("console.log('hj')\n", now);
+    assert!(a.starts_with("sha256:"), "{a}");
+    assert_eq!(
+        a, b,
+        "same inputs at other times and places must give the same image"
+    );
+    assert_ne!(a, c, "a one-byte change must change the digest");
+}
+
+#[test]
+fn images_inspect_save_load_rmi() {
+    let env = Env::new();
+    let src = env.dir.path().join("src");
+    app_tree(&src, SystemTime::now(), "x");
+    let digest = digest_of(&env.ok(&[
+        "image",
+        "from-dir",
+        "src",
+        "-t",
+        "demo",
+        "--cmd",
+        "node /app/main.js",
+        "--owner",
+        "0:0",
+    ]));
+    let list = env.ok(&["images"]);
+    assert!(
+        list.contains("demo:latest") && list.contains(&digest[7..19]),
+        "{list}"
+    );
+    let inspect: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "demo"])).unwrap();
+    assert_eq!(inspect["digest"], digest);
+    assert_eq!(
+        inspect["config"]["config"]["Cmd"],
+        serde_json::json!(["/bin/sh", "-c", "node /app/main.js"])
+    );
+    assert_eq!(inspect["config"]["created"], "1970-01-01T00:00:01Z");
+
+    // Export both archive kinds, remove the image, load them back.
+    env.ok(&["save", "demo", "-o", "type=docker,dest=d.tar"]);
+    env.ok(&["save", "demo", "-o", "type=oci-archive,dest=o.tar"]);
+    env.ok(&["rmi", "demo"]);
+    assert!(!env.ok(&["images"]).contains("demo"));
+    let out = env.kiln(&["inspect", "demo"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the local image store"));
+
+    let loaded = env.ok(&["load", "o.tar"]);
+    assert!(
+        loaded.contains(&digest),
+        "OCI archive reloads to the same digest: {loaded}"
+    );
+    let loaded = env.ok(&["load", "d.tar"]);
+    assert!(loaded.contains("demo:latest"), "{loaded}");
+    // A docker archive carries uncompressed layers: same config, same content.
+    let a: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "demo:latest"])).unwrap();
+    assert_eq!(a["config"]["rootfs"], inspect["config"]["rootfs"]);
+    let v = env.ok(&["cache", "verify"]);
+    assert!(v.contains("0 corrupt"), "{v}");
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let env = Env::new();
+    let err = |args: &[&str]| {
+        let out = env.kiln(args);
+        assert!(!out.status.success(), "kiln {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err(&["image", "from-dir", "nope", "-t", "x"]);
+    assert!(e.contains("nope") && e.contains("No such file"), "{e}");
+    fs::write(env.dir.path().join("file"), "x").unwrap();
+    let e = err(&["image", "from-dir", "file", "-t", "x"]);
+    assert!(e.contains("is not a directory"), "{e}");
+    fs::create_dir(env.dir.path().join("d")).unwrap();
+    let e = err(&["image", "from-dir", "d", "-t", "x", "--expose", "99999"]);
+    assert!(e.contains("invalid port \"99999\""), "{e}");
+    let e = err(&["image", "from-dir", "d", "-t", "x", "--cmd", "[1,2]"]);
+    assert!(e.contains("JSON array"), "{e}");
+    let e = err(&["image", "from-dir", "d", "-t", "x", "-o", "type=zip,dest=a"]);
+    assert!(e.contains("type=zip is not supported"), "{e}");
+    let e = err(&["image", "from-dir", "d", "-t", "x", "--env", "NOVALUE"]);
+    assert!(e.contains("KEY=VALUE"), "{e}");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["image", "from-dir", "d", "-t", "x"])
+        .env("SOURCE_DATE_EPOCH", "yesterday")
+        .env("KILN_CACHE_DIR", env.dir.path().join("c"))
+        .env("KILN_DATA_DIR", env.dir.path().join("c"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SOURCE_DATE_EPOCH"));
+    let e = err(&["load", "file"]);
+    assert!(
+        e.contains("file is not a valid tar archive") || e.contains("neither"),
+        "{e}"
+    );
+    let e = err(&["frobnicate"]);
+    assert!(e.contains("unrecognized subcommand"), "{e}");
+    assert_eq!(env.kiln(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn odd_trees_have_documented_behaviour() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let src = env.dir.path().join("odd");
+    fs::create_dir(&src).unwrap();
+    // A symlink loop is archived as two symlinks (links are never followed).
+    symlink("b", src.join("a")).unwrap();
+    symlink("a", src.join("b")).unwrap();
+    // A name that is not UTF-8 is kept byte for byte.
+    fs::write(src.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), "latin1").unwrap();
+    // A socket is skipped with a warning, as tar does.
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    // A fifo is archived as a fifo.
+    let c = std::ffi::CString::new(src.join("fifo").as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let out = env.kiln(&[
+        "image",
+        "from-dir",
+        "odd",
+        "-t",
+        "odd",
+        "-o",
+        "type=oci,dest=out",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("skipped") && stderr.contains("sock") && stderr.contains("socket"),
+        "{stderr}"
+    );
+    // Read the layer back and list it.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.dir.path().join("out/index.json")).unwrap()).unwrap();
+    let mdigest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blobs = env.dir.path().join("out/blobs/sha256");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blobs.join(mdigest)).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(
+        fs::File::open(blobs.join(layer)).unwrap(),
+    ));
+    let mut seen = Vec::new();
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        seen.push((e.path_bytes().into_owned(), e.header().entry_type()));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (b"a".to_vec(), tar::EntryType::Symlink),
+            (b"b".to_vec(), tar::EntryType::Symlink),
+            (b"caf\xe9".to_vec(), tar::EntryType::Regular),
+            (b"fifo".to_vec(), tar::EntryType::Fifo),
+        ]
+    );
+}

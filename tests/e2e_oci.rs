@@ -1,0 +1,348 @@
+//! What kiln writes, read by independent tools (skopeo, umoci, podman),
+//! and the store surviving SIGKILL. Needs root, podman, skopeo, umoci and
+//! busybox-static (installed by ./scripts/test).
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        // Readable by the unprivileged user of the permission test.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        Env { dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.env("KILN_CACHE_DIR", self.path("cache"))
+            .env("KILN_DATA_DIR", self.path("data"))
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    fn kiln(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kiln(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is not installed ({e}): run ./scripts/test"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn podman(args: &[&str]) -> String {
+    let mut full = vec!["--cgroup-manager", "cgroupfs"];
+    full.extend_from_slice(args);
+    run("podman", &full)
+}
+
+/// A tiny root filesystem: static busybox, a shell link, a hard link.
+fn busybox_root(root: &Path) {
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static: run ./scripts/test");
+    fs::copy(bb, root.join("bin/busybox")).unwrap();
+    symlink("busybox", root.join("bin/sh")).unwrap();
+    fs::write(root.join("etc/greeting"), "hello from kiln\n").unwrap();
+    fs::hard_link(root.join("etc/greeting"), root.join("etc/greeting.link")).unwrap();
+}
+
+#[test]
+fn skopeo_umoci_and_podman_read_every_format() {
+    let env = Env::new();
+    busybox_root(&env.path("root"));
+    for compression in ["gzip", "zstd"] {
+        let name = format!("kiln-e2e-{compression}:1");
+        env.ok(&[
+            "image",
+            "from-dir",
+            "root",
+            "-t",
+            &name,
+            "--owner",
+            "0:0",
+            "--compression",
+            compression,
+            "--cmd",
+            r#"["/bin/busybox","cat","/etc/greeting"]"#,
+            "--env",
+            "A=1",
+            "--expose",
+            "8080",
+            "-o",
+            &format!("type=oci,dest=layout-{compression}"),
+        ]);
+        // skopeo reads the layout and the local image store.
+        let inspect = run(
+            "skopeo",
+            &[
+                "inspect",
+                &format!(
+                    "oci:{}:1",
+                    env.path(&format!("layout-{compression}")).display()
+                ),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+        assert_eq!(v["Env"], serde_json::json!(["A=1"]));
+        run(
+            "skopeo",
+            &[
+                "inspect",
+                &format!("oci:{}:{name}", env.path("data/images").display()),
+            ],
+        );
+        env.ok(&[
+            "save",
+            &name,
+            "-o",
+            &format!("type=docker,dest=docker-{compression}.tar"),
+        ]);
+        env.ok(&[
+            "save",
+            &name,
+            "-o",
+            &format!("type=oci-archive,dest=oci-{compression}.tar"),
+        ]);
+        // podman loads both archive kinds and runs the image.
+        for archive in [
+            format!("docker-{compression}.tar"),
+            format!("oci-{compression}.tar"),
+        ] {
+            let loaded = podman(&["load", "-i", env.path(&archive).to_str().unwrap()]);
+            let id = loaded
+                .lines()
+                .find_map(|l| l.strip_prefix("Loaded image: "))
+                .map(str::trim)
+                .map(str::to_string);
+            let tag = format!(
+                "localhost/kiln-e2e-{compression}-{}",
+                archive.replace('.', "-")
+            );
+            match id {
+                Some(id) => {
+                    podman(&["tag", &id, &tag]);
+                }
+                None => panic!("podman load printed no image for {archive}: {loaded}"),
+            }
+            let out = podman(&[
+                "run",
+                "--rm",
+                "--runtime",
+                "runc",
+                "--ulimit",
+                "nofile=20000:20000",
+                "--ulimit",
+                "nproc=4096:4096",
+                "--network",
+                "host",
+                &tag,
+            ]);
+            assert_eq!(out, "hello from kiln\n", "{archive}");
+            podman(&["rmi", "-f", &tag]);
+        }
+    }
+    // umoci unpacks the gzip layout (umoci 0.4.7 predates zstd layers) and
+    // finds the tree, hard link included.
+    run(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:1", env.path("layout-gzip").display()),
+            env.path("bundle").to_str().unwrap(),
+        ],
+    );
+    let rootfs = env.path("bundle/rootfs");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("etc/greeting")).unwrap(),
+        "hello from kiln\n"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(rootfs.join("etc/greeting")).unwrap().ino(),
+        fs::metadata(rootfs.join("etc/greeting.link"))
+            .unwrap()
+            .ino()
+    );
+    assert_eq!(
+        fs::read_link(rootfs.join("bin/sh")).unwrap(),
+        PathBuf::from("busybox")
+    );
+}
+
+/// A small deterministic pseudo-random generator (the seed is printed).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+#[test]
+fn sigkill_while_writing_blobs_never_corrupts_the_store() {
+    let env = Env::new();
+    let src = env.path("big");
+    let mut rng = Lcg(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64);
+    eprintln!("seed {}", rng.0);
+    for d in 0..8 {
+        fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+        for f in 0..40 {
+            let len = 20_000 + (rng.next() % 200_000) as usize;
+            let data: Vec<u8> = (0..len)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        rng.next() as u8
+                    } else {
+                        b'a' + (i % 7) as u8
+                    }
+                })
+                .collect();
+            fs::write(src.join(format!("d{d}/f{f}")), data).unwrap();
+        }
+    }
+    // How long a whole build takes, to spread the kills over it.
+    let t = Instant::now();
+    env.ok(&["image", "from-dir", "big", "-t", "probe"]);
+    let full = t.elapsed().as_millis().max(50) as u64;
+    env.ok(&["rmi", "probe"]);
+    env.ok(&["cache", "prune"]);
+    for i in 0..20 {
+        // Vary the content so each run writes new blobs.
+        fs::write(src.join("d0/f0"), format!("run {i}")).unwrap();
+        let mut child = env
+            .cmd()
+            .args(["image", "from-dir", "big", "-t", &format!("k:{i}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.next() % (full + full / 4)));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let verify = env.ok(&["cache", "verify"]);
+    assert!(
+        verify
+            .lines()
+            .all(|l| !l.contains("corrupt") || l.contains(" 0 corrupt")),
+        "{verify}"
+    );
+    // Every named image is complete.
+    for line in env.ok(&["images"]).lines().skip(1) {
+        let name = line.split_whitespace().next().unwrap();
+        env.ok(&["inspect", name]);
+        run(
+            "skopeo",
+            &[
+                "inspect",
+                &format!("oci:{}:{name}", env.path("data/images").display()),
+            ],
+        );
+    }
+    // The next build succeeds.
+    let out = env.ok(&["image", "from-dir", "big", "-t", "after:1"]);
+    assert!(out.contains("after:1 sha256:"), "{out}");
+    env.ok(&["cache", "prune"]);
+    assert_eq!(
+        fs::read_dir(env.path("cache/store/ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn unreadable_file_is_a_clear_error_and_leaves_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("ok"), "fine").unwrap();
+    fs::write(src.join("secret"), "no").unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    for d in ["cache", "data"] {
+        fs::create_dir_all(env.path(d)).unwrap();
+        fs::set_permissions(env.path(d), fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    // Root reads anything: run kiln as nobody.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_kiln"),
+            "image",
+            "from-dir",
+            "src",
+            "-t",
+            "x",
+        ])
+        .env("KILN_CACHE_DIR", env.path("cache"))
+        .env("KILN_DATA_DIR", env.path("data"))
+        .env("HOME", "/nonexistent")
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read") && err.contains("secret") && err.contains("Permission denied"),
+        "{err}"
+    );
+    // No layer blob was stored and no temp file was left.
+    assert_eq!(
+        fs::read_dir(env.path("cache/store/blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        fs::read_dir(env.path("cache/store/ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
