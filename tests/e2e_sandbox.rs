@@ -675,3 +675,127 @@ fn bind_and_tmpfs_mounts() {
     let entries = out.entries().unwrap();
     assert!(entries.is_empty(), "mount points leaked: {entries:?}");
 }
+
+fn kiln_cli(data: &Path, cache: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(kiln_bin())
+        .env("KILN_DATA_DIR", data)
+        .env("KILN_CACHE_DIR", cache)
+        .args(["--progress", "quiet", "run"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn kiln_run_an_image_from_the_local_store() {
+    let e = env();
+    let data = e.dir.path().join("data");
+    let cache = e.dir.path().join("cache");
+    let store = debian::store();
+    let base = debian::base_layer();
+    let layer = kiln::oci::Layer {
+        diff_id: base.clone(),
+        blob: kiln::oci::BlobInfo {
+            digest: base.clone(),
+            size: store.size(&base).unwrap(),
+        },
+        compression: Compression::None,
+    };
+    let mut b = kiln::oci::ImageBuilder::scratch(kiln::oci::image::host_platform());
+    b.add_layer(&layer, "debian bookworm minbase");
+    kiln::oci::image::set_env(b.config_mut(), "GREETING", "hello");
+    b.config_mut().set_working_dir(Some("/srv".into()));
+    b.config_mut().set_cmd(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo $GREETING from $(pwd)".into(),
+    ]));
+    let img = b.write(&store, 1).unwrap();
+    kiln::oci::ImageStore::open(data.join("images"))
+        .unwrap()
+        .import(&store, &img.manifest_desc, "runme:1")
+        .unwrap();
+
+    // The image's Cmd, Env and WorkingDir.
+    let out = kiln_cli(&data, &cache, &["runme:1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from /srv\n");
+    // Snapshot made once, under the cache dir.
+    assert_eq!(fs::read_dir(cache.join("snapshots")).unwrap().count(), 1);
+
+    // -e, -w, --user, -v (read-only by default), a command.
+    let host = e.dir.path().join("vol");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("f"), "content").unwrap();
+    let vol = format!("{}:/mnt/vol", host.display());
+    let out = kiln_cli(
+        &data,
+        &cache,
+        &[
+            "-e",
+            "GREETING=bye",
+            "-w",
+            "/tmp",
+            "--user",
+            "nobody",
+            "-v",
+            &vol,
+            "runme:1",
+            "sh",
+            "-c",
+            "echo $GREETING $(pwd) $(id -u) $(cat /mnt/vol/f); touch /mnt/vol/g || echo ro",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec!["bye /tmp 65534 content", "ro"]
+    );
+    assert!(!host.join("g").exists());
+    let out = kiln_cli(
+        &data,
+        &cache,
+        &["-v", &format!("{vol}:rw"), "runme:1", "touch", "/mnt/vol/g"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(host.join("g").exists());
+
+    // The command's exit code is kiln's.
+    let out = kiln_cli(&data, &cache, &["runme:1", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    // --network none
+    let out = kiln_cli(
+        &data,
+        &cache,
+        &[
+            "--network",
+            "none",
+            "runme:1",
+            "sh",
+            "-c",
+            "ls /sys/class/net 2>/dev/null; cat /proc/net/dev | tail -n +3 | cut -d: -f1",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "lo");
+
+    // A missing image says what to do.
+    let out = kiln_cli(&data, &cache, &["nothere:1", "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not in the local image store"), "{err}");
+    assert_eq!(fs::read_dir(cache.join("sandbox")).unwrap().count(), 0);
+}

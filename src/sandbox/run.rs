@@ -57,6 +57,27 @@ pub(crate) fn remove_tree(path: &Path) {
     let _ = fs::remove_dir_all(path);
 }
 
+/// Removes run dirs left by a kiln that was killed (SIGKILL, power loss):
+/// their owner process is gone. Dirs too young to have an owner file yet
+/// belong to a run that is starting.
+fn remove_stale(runs: &Path) {
+    let Ok(rd) = fs::read_dir(runs) else { return };
+    for ent in rd.flatten() {
+        let p = ent.path();
+        let owner = fs::read_to_string(p.join("owner")).ok();
+        let alive = match owner.and_then(|o| o.trim().parse::<u32>().ok()) {
+            Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+            None => ent
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default().as_secs() < 60),
+        };
+        if !alive {
+            remove_tree(&p);
+        }
+    }
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating a pipe")
 }
@@ -195,12 +216,14 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
     }
     fs::create_dir_all(&sandbox.runs)
         .with_context(|| format!("creating {}", sandbox.runs.display()))?;
+    remove_stale(&sandbox.runs);
     let path = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(&sandbox.runs)
         .with_context(|| format!("creating a run dir in {}", sandbox.runs.display()))?
         .keep();
     let dir = RunDir { path };
+    fs::write(dir.path.join("owner"), std::process::id().to_string())?;
     for sub in ["l", "upper", "work", "merged", "files", "secrets"] {
         fs::create_dir(dir.path.join(sub))?;
     }
