@@ -42,13 +42,13 @@ pub(crate) fn remove_tree(path: &Path) {
         return;
     }
     fn open_up(p: &Path) {
-        if let Ok(m) = fs::symlink_metadata(p) {
-            if m.is_dir() {
-                let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
-                if let Ok(rd) = fs::read_dir(p) {
-                    for e in rd.flatten() {
-                        open_up(&e.path());
-                    }
+        if let Ok(m) = fs::symlink_metadata(p)
+            && m.is_dir()
+        {
+            let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = fs::read_dir(p) {
+                for e in rd.flatten() {
+                    open_up(&e.path());
                 }
             }
         }
@@ -388,26 +388,22 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         };
         let (out_ready, err_ready, pid_ready) = (ready_of(out_i), ready_of(err_i), ready_of(pid_i));
         drop(fds);
-        if out_ready {
-            if let Some(f) = out_r.as_mut() {
-                match f.read(&mut chunk) {
-                    Ok(0) | Err(_) => {
-                        out_r = None;
-                        log_lines(&mut out_buf, true);
-                    }
-                    Ok(n) => {
-                        out_buf.extend_from_slice(&chunk[..n]);
-                        log_lines(&mut out_buf, false);
-                    }
+        if out_ready && let Some(f) = out_r.as_mut() {
+            match f.read(&mut chunk) {
+                Ok(0) | Err(_) => {
+                    out_r = None;
+                    log_lines(&mut out_buf, true);
+                }
+                Ok(n) => {
+                    out_buf.extend_from_slice(&chunk[..n]);
+                    log_lines(&mut out_buf, false);
                 }
             }
         }
-        if err_ready {
-            if let Some(f) = err_r.as_mut() {
-                match f.read(&mut chunk) {
-                    Ok(0) | Err(_) => err_r = None,
-                    Ok(n) => err_buf.extend_from_slice(&chunk[..n]),
-                }
+        if err_ready && let Some(f) = err_r.as_mut() {
+            match f.read(&mut chunk) {
+                Ok(0) | Err(_) => err_r = None,
+                Ok(n) => err_buf.extend_from_slice(&chunk[..n]),
             }
         }
         if pid_ready {
