@@ -136,7 +136,7 @@ fn plan_mounts(
         out.push(match m {
             Mount::Cache(c) => {
                 let base = sandbox.cache_mounts.join(sanitize_id(&c.id));
-                let lock_path = base.with_extension("lock");
+                let lock_path = PathBuf::from(format!("{}.lock", base.display()));
                 fs::create_dir_all(&sandbox.cache_mounts)
                     .with_context(|| format!("creating {}", sandbox.cache_mounts.display()))?;
                 let mut source = base.clone();
@@ -333,7 +333,14 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         return Err(e.context("setting up the user namespace"));
     }
 
-    let pidfd = pidfd_open(a)?;
+    // From here on, an error must not leave the sandbox running.
+    let reap_on_error = |e: anyhow::Error| {
+        let _ = kill(step_pid.unwrap_or(a), Signal::SIGKILL);
+        let _ = kill(a, Signal::SIGKILL);
+        let _ = waitpid(a, None);
+        e
+    };
+    let pidfd = pidfd_open(a).map_err(reap_on_error)?;
     let mut out_buf: Vec<u8> = Vec::new();
     let mut err_buf: Vec<u8> = Vec::new();
     let mut out_r = out_r.map(fs::File::from);
@@ -380,7 +387,11 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         });
         match poll(&mut fds, PollTimeout::from(100u16)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e).context("waiting for the step"),
+            Err(e) => {
+                return Err(reap_on_error(
+                    anyhow::Error::new(e).context("waiting for the step"),
+                ));
+            }
         }
         let ready_of = |i: Option<usize>| {
             i.and_then(|i| fds[i].revents())
