@@ -1,6 +1,7 @@
 //! What kiln writes, read by independent tools (skopeo, umoci, podman),
 //! and the store surviving SIGKILL. Needs root, podman, skopeo, umoci and
 //! busybox-static (installed by ./scripts/test).
+#![cfg(feature = "e2e")]
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};

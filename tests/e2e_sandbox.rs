@@ -1,6 +1,9 @@
 //! The sandbox, end to end, on a real Debian root filesystem: layer
 //! capture, cache and secret mounts, isolation (as root and as an
-//! unprivileged user), cleanup, interruption, bad input. Run as root.
+//! unprivileged user), cleanup, interruption, bad input. Needs root,
+//! mmdebstrap, uidmap (newuidmap), perl-base and bash in the image.
+#![cfg(feature = "e2e")]
+
 mod support;
 
 use std::collections::BTreeMap;

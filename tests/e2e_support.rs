@@ -1,4 +1,5 @@
 //! The test harness itself: the registry starts, answers, and stops.
+#![cfg(feature = "e2e")]
 mod support;
 
 use support::registry::Registry;
