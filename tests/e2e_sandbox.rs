@@ -690,11 +690,9 @@ fn kiln_cli(data: &Path, cache: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-#[test]
-fn kiln_run_an_image_from_the_local_store() {
-    let e = env();
-    let data = e.dir.path().join("data");
-    let cache = e.dir.path().join("cache");
+/// A one-layer Debian image named `name` in the image store under `data`,
+/// with Env GREETING=hello, WorkingDir /srv and a Cmd.
+fn debian_image(data: &Path, name: &str) {
     let store = debian::store();
     let base = debian::base_layer();
     let layer = kiln::oci::Layer {
@@ -717,8 +715,16 @@ fn kiln_run_an_image_from_the_local_store() {
     let img = b.write(&store, 1).unwrap();
     kiln::oci::ImageStore::open(data.join("images"))
         .unwrap()
-        .import(&store, &img.manifest_desc, "runme:1")
+        .import(&store, &img.manifest_desc, name)
         .unwrap();
+}
+
+#[test]
+fn kiln_run_an_image_from_the_local_store() {
+    let e = env();
+    let data = e.dir.path().join("data");
+    let cache = e.dir.path().join("cache");
+    debian_image(&data, "runme:1");
 
     // The image's Cmd, Env and WorkingDir.
     let out = kiln_cli(&data, &cache, &["runme:1"]);
@@ -800,5 +806,50 @@ fn kiln_run_an_image_from_the_local_store() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not in the local image store"), "{err}");
+    assert_eq!(fs::read_dir(cache.join("sandbox")).unwrap().count(), 0);
+}
+
+#[test]
+fn rootless_kiln_run_of_an_image() {
+    let (uid, gid) = unprivileged_user();
+    let e = env();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let data = e.dir.path().join("data");
+    debian_image(&data, "rootless:1");
+    // The user's own image store.
+    let st = Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let cache = e.dir.path().join("user-cache");
+    fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(uid), Some(gid)).unwrap();
+    let kiln = kiln_for(e.dir.path());
+    let out = Command::new("runuser")
+        .args(["-u", TEST_USER, "--", "env"])
+        .arg(format!("KILN_CACHE_DIR={}", cache.display()))
+        .arg(format!("KILN_DATA_DIR={}", data.display()))
+        .arg(&kiln)
+        .args(["--progress", "quiet", "run", "rootless:1", "sh", "-c"])
+        .arg("rm /etc/issue && echo hi > /a && cat /a && id -u && echo $GREETING")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n0\nhello\n");
+    // The user's snapshot is owned by the user; nothing left running or mounted.
+    let snaps: Vec<_> = fs::read_dir(cache.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(snaps.len(), 1);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(snaps[0].metadata().unwrap().uid(), uid);
     assert_eq!(fs::read_dir(cache.join("sandbox")).unwrap().count(), 0);
 }
