@@ -853,3 +853,60 @@ fn rootless_kiln_run_of_an_image() {
     assert_eq!(snaps[0].metadata().unwrap().uid(), uid);
     assert_eq!(fs::read_dir(cache.join("sandbox")).unwrap().count(), 0);
 }
+
+/// Waits until a file named `name` shows up in some cache mount dir.
+fn wait_for_cache_file(e: &Env, name: &str) -> PathBuf {
+    let start = Instant::now();
+    loop {
+        if let Ok(rd) = fs::read_dir(&e.sandbox.cache_mounts) {
+            for d in rd.flatten() {
+                if d.path().join(name).exists() {
+                    return d.path();
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{name} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn cache_sharing_locked_and_private() {
+    use kiln::sandbox::Sharing;
+    let e = env();
+    let cache = |sharing| {
+        let mut c = CacheMount::new("shared-id", "/c");
+        c.sharing = sharing;
+        Mount::Cache(c)
+    };
+    // locked: the second step waits for the first.
+    let mut first = sh("touch /c/one; sleep 1; echo end1 >> /c/log");
+    first.mounts.push(cache(Sharing::Locked));
+    let mut second = sh("echo start2 >> /c/log");
+    second.mounts.push(cache(Sharing::Locked));
+    std::thread::scope(|s| {
+        let t = s.spawn(|| run_ok(&e, &first));
+        let dir = wait_for_cache_file(&e, "one");
+        run_ok(&e, &second);
+        t.join().unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("log")).unwrap(),
+            "end1\nstart2\n"
+        );
+    });
+    // private: a busy cache gives the second step a fresh, throw-away dir.
+    let mut first = sh("touch /c/two; sleep 1");
+    first.mounts.push(cache(Sharing::Private));
+    let mut second = sh("ls /c | wc -l; touch /c/three");
+    second.mounts.push(cache(Sharing::Private));
+    std::thread::scope(|s| {
+        let t = s.spawn(|| run_ok(&e, &first));
+        let dir = wait_for_cache_file(&e, "two");
+        assert_eq!(run_ok(&e, &second), vec!["0"]);
+        t.join().unwrap();
+        assert!(dir.join("one").exists() && !dir.join("three").exists());
+    });
+}
