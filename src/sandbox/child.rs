@@ -600,7 +600,6 @@ fn setup_dev(plan: &Plan, root: &Path) -> Result<(), String> {
     ] {
         symlink(target, dev.join(name)).map_err(err(format!("linking /dev/{name}")))?;
     }
-    let _ = plan;
     Ok(())
 }
 
