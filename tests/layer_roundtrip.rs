@@ -64,7 +64,11 @@ fn materialize(root: &Path, spec: &[(Vec<OsString>, Node)]) {
             match fs::symlink_metadata(&cur) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => ok = false,
-                Err(_) => fs::create_dir(&cur).unwrap(),
+                Err(_) => {
+                    // Explicit mode: the test must not depend on the umask.
+                    fs::create_dir(&cur).unwrap();
+                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755)).unwrap();
+                }
             }
             if !ok {
                 break;

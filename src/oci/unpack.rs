@@ -91,6 +91,10 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<Unp
     for entry in archive.entries().context("reading the layer tar")? {
         let mut entry = entry.context("reading the layer tar")?;
         let raw = entry.path().context("reading an entry path")?.into_owned();
+        // Some tools write an entry for the root itself (`./`): nothing to do.
+        if raw.components().all(|c| matches!(c, std::path::Component::CurDir | std::path::Component::RootDir)) {
+            continue;
+        }
         let rel = normalize(&raw).with_context(|| format!("layer entry {}", raw.display()))?;
         let xattrs = pax_xattrs(&mut entry)?;
         let header = entry.header().clone();
