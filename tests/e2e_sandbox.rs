@@ -1,7 +1,9 @@
 //! The sandbox, end to end, on a real Debian root filesystem: layer
 //! capture, cache and secret mounts, isolation (as root and as an
-//! unprivileged user), cleanup, interruption, bad input. Run as root.
+//! unprivileged user), cleanup, interruption, bad input. Needs root,
+//! mmdebstrap, uidmap (newuidmap), perl-base and bash in the image.
 #![cfg(feature = "e2e")]
+
 mod support;
 
 use std::collections::BTreeMap;
@@ -675,4 +677,236 @@ fn bind_and_tmpfs_mounts() {
     assert!(!ctx.join("new").exists());
     let entries = out.entries().unwrap();
     assert!(entries.is_empty(), "mount points leaked: {entries:?}");
+}
+
+fn kiln_cli(data: &Path, cache: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(kiln_bin())
+        .env("KILN_DATA_DIR", data)
+        .env("KILN_CACHE_DIR", cache)
+        .args(["--progress", "quiet", "run"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A one-layer Debian image named `name` in the image store under `data`,
+/// with Env GREETING=hello, WorkingDir /srv and a Cmd.
+fn debian_image(data: &Path, name: &str) {
+    let store = debian::store();
+    let base = debian::base_layer();
+    let layer = kiln::oci::Layer {
+        diff_id: base.clone(),
+        blob: kiln::oci::BlobInfo {
+            digest: base.clone(),
+            size: store.size(&base).unwrap(),
+        },
+        compression: Compression::None,
+    };
+    let mut b = kiln::oci::ImageBuilder::scratch(kiln::oci::image::host_platform());
+    b.add_layer(&layer, "debian bookworm minbase");
+    kiln::oci::image::set_env(b.config_mut(), "GREETING", "hello");
+    b.config_mut().set_working_dir(Some("/srv".into()));
+    b.config_mut().set_cmd(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo $GREETING from $(pwd)".into(),
+    ]));
+    let img = b.write(&store, 1).unwrap();
+    kiln::oci::ImageStore::open(data.join("images"))
+        .unwrap()
+        .import(&store, &img.manifest_desc, name)
+        .unwrap();
+}
+
+#[test]
+fn kiln_run_an_image_from_the_local_store() {
+    let e = env();
+    let data = e.dir.path().join("data");
+    let cache = e.dir.path().join("cache");
+    debian_image(&data, "runme:1");
+
+    // The image's Cmd, Env and WorkingDir.
+    let out = kiln_cli(&data, &cache, &["runme:1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from /srv\n");
+    // Snapshot made once, under the cache dir.
+    assert_eq!(fs::read_dir(cache.join("snapshots")).unwrap().count(), 1);
+
+    // -e, -w, --user, -v (read-only by default), a command.
+    let host = e.dir.path().join("vol");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("f"), "content").unwrap();
+    let vol = format!("{}:/mnt/vol", host.display());
+    let out = kiln_cli(
+        &data,
+        &cache,
+        &[
+            "-e",
+            "GREETING=bye",
+            "-w",
+            "/tmp",
+            "--user",
+            "nobody",
+            "-v",
+            &vol,
+            "runme:1",
+            "sh",
+            "-c",
+            "echo $GREETING $(pwd) $(id -u) $(cat /mnt/vol/f); touch /mnt/vol/g || echo ro",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec!["bye /tmp 65534 content", "ro"]
+    );
+    assert!(!host.join("g").exists());
+    let out = kiln_cli(
+        &data,
+        &cache,
+        &["-v", &format!("{vol}:rw"), "runme:1", "touch", "/mnt/vol/g"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(host.join("g").exists());
+
+    // The command's exit code is kiln's.
+    let out = kiln_cli(&data, &cache, &["runme:1", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    // --network none
+    let out = kiln_cli(
+        &data,
+        &cache,
+        &[
+            "--network",
+            "none",
+            "runme:1",
+            "sh",
+            "-c",
+            "ls /sys/class/net 2>/dev/null; cat /proc/net/dev | tail -n +3 | cut -d: -f1",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "lo");
+
+    // A missing image says what to do.
+    let out = kiln_cli(&data, &cache, &["nothere:1", "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not in the local image store"), "{err}");
+    assert_eq!(fs::read_dir(cache.join("sandbox")).unwrap().count(), 0);
+}
+
+#[test]
+fn rootless_kiln_run_of_an_image() {
+    let (uid, gid) = unprivileged_user();
+    let e = env();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(e.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let data = e.dir.path().join("data");
+    debian_image(&data, "rootless:1");
+    // The user's own image store.
+    let st = Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let cache = e.dir.path().join("user-cache");
+    fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::chown(&cache, Some(uid), Some(gid)).unwrap();
+    let kiln = kiln_for(e.dir.path());
+    let out = Command::new("runuser")
+        .args(["-u", TEST_USER, "--", "env"])
+        .arg(format!("KILN_CACHE_DIR={}", cache.display()))
+        .arg(format!("KILN_DATA_DIR={}", data.display()))
+        .arg(&kiln)
+        .args(["--progress", "quiet", "run", "rootless:1", "sh", "-c"])
+        .arg("rm /etc/issue && echo hi > /a && cat /a && id -u && echo $GREETING")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n0\nhello\n");
+    // The user's snapshot is owned by the user; nothing left running or mounted.
+    let snaps: Vec<_> = fs::read_dir(cache.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(snaps.len(), 1);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(snaps[0].metadata().unwrap().uid(), uid);
+    assert_eq!(fs::read_dir(cache.join("sandbox")).unwrap().count(), 0);
+}
+
+/// Waits until a file named `name` shows up in some cache mount dir.
+fn wait_for_cache_file(e: &Env, name: &str) -> PathBuf {
+    let start = Instant::now();
+    loop {
+        if let Ok(rd) = fs::read_dir(&e.sandbox.cache_mounts) {
+            for d in rd.flatten() {
+                if d.path().join(name).exists() {
+                    return d.path();
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{name} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn cache_sharing_locked_and_private() {
+    use kiln::sandbox::Sharing;
+    let e = env();
+    let cache = |sharing| {
+        let mut c = CacheMount::new("shared-id", "/c");
+        c.sharing = sharing;
+        Mount::Cache(c)
+    };
+    // locked: the second step waits for the first.
+    let mut first = sh("touch /c/one; sleep 1; echo end1 >> /c/log");
+    first.mounts.push(cache(Sharing::Locked));
+    let mut second = sh("echo start2 >> /c/log");
+    second.mounts.push(cache(Sharing::Locked));
+    std::thread::scope(|s| {
+        let t = s.spawn(|| run_ok(&e, &first));
+        let dir = wait_for_cache_file(&e, "one");
+        run_ok(&e, &second);
+        t.join().unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("log")).unwrap(),
+            "end1\nstart2\n"
+        );
+    });
+    // private: a busy cache gives the second step a fresh, throw-away dir.
+    let mut first = sh("touch /c/two; sleep 1");
+    first.mounts.push(cache(Sharing::Private));
+    let mut second = sh("ls /c | wc -l; touch /c/three");
+    second.mounts.push(cache(Sharing::Private));
+    std::thread::scope(|s| {
+        let t = s.spawn(|| run_ok(&e, &first));
+        let dir = wait_for_cache_file(&e, "two");
+        assert_eq!(run_ok(&e, &second), vec!["0"]);
+        t.join().unwrap();
+        assert!(dir.join("one").exists() && !dir.join("three").exists());
+    });
 }

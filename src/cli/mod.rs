@@ -151,6 +151,14 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Build(a) => build::run(*a, progress),
         Command::Packages(a) => packages::run(a, progress),
         Command::Lock(a) => packages::lock(a, progress),
+        Command::Run(args) => match sandbox::run(args, progress)? {
+            0 => Ok(()),
+            code => Err(error::CodedError::new(
+                code,
+                format!("the command exited with code {code}"),
+            )
+            .into()),
+        },
         Command::Images(a) => images::images(a),
         Command::Inspect(a) => images::inspect(a),
         Command::Rmi(a) => images::rmi(a),

@@ -138,3 +138,102 @@ pub(crate) fn remove_stubs(upper: &Path, stubs: &BTreeSet<PathBuf>, lowers_top_f
 pub fn is_whiteout(m: &fs::Metadata) -> bool {
     m.file_type().is_char_device() && m.rdev() == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setxattr(p: &Path, name: &str, value: &[u8]) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let n = std::ffi::CString::new(name).unwrap();
+        // SAFETY: valid strings and buffer.
+        let r = unsafe {
+            libc::setxattr(
+                c.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        assert_eq!(r, 0, "setxattr {name}: {}", std::io::Error::last_os_error());
+    }
+
+    fn tmp() -> tempfile::TempDir {
+        // Under target/: a disk filesystem with user xattrs (not a tmpfs).
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        fs::create_dir_all(&base).unwrap();
+        tempfile::tempdir_in(base).unwrap()
+    }
+
+    #[test]
+    fn opaque_dirs_excluded_mounts_and_overlay_xattrs() {
+        let t = tmp();
+        let up = t.path();
+        fs::create_dir_all(up.join("o/sub")).unwrap();
+        fs::write(up.join("o/sub/f"), "x").unwrap();
+        setxattr(&up.join("o"), "user.overlay.opaque", b"y");
+        setxattr(&up.join("o/sub/f"), "user.overlay.origin", b"junk");
+        setxattr(&up.join("o/sub/f"), "user.keep", b"1");
+        fs::create_dir_all(up.join("cache/pip")).unwrap();
+        fs::write(up.join("cache/pip/blob"), "x").unwrap();
+        fs::write(up.join("a"), "hi").unwrap();
+        let entries = upper_entries(up, &[PathBuf::from("cache/pip")]).unwrap();
+        let paths: Vec<(String, String)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.path.display().to_string(),
+                    format!("{:?}", std::mem::discriminant(&e.kind)),
+                )
+            })
+            .collect();
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.path == Path::new("o") && e.kind == EntryKind::Opaque),
+            "{paths:?}"
+        );
+        assert!(
+            entries
+                .iter()
+                .any(|e| e.path == Path::new("cache") && e.kind == EntryKind::Dir)
+        );
+        assert!(
+            !entries.iter().any(|e| e.path.starts_with("cache/pip")),
+            "{paths:?}"
+        );
+        let f = entries
+            .iter()
+            .find(|e| e.path == Path::new("o/sub/f"))
+            .unwrap();
+        let names: Vec<_> = f.meta.xattrs.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("user.keep")]);
+        assert!(entries.iter().any(|e| e.path == Path::new("a")));
+    }
+
+    #[test]
+    fn stubs_are_removed_but_changes_kept() {
+        let t = tmp();
+        let (up, low) = (t.path().join("upper"), t.path().join("lower"));
+        fs::create_dir_all(low.join("run")).unwrap();
+        fs::create_dir_all(low.join("etc")).unwrap();
+        // Stub dir with a copied-up parent; a stub file; a stub the step filled.
+        fs::create_dir_all(up.join("run/secrets")).unwrap();
+        fs::create_dir_all(up.join("etc")).unwrap();
+        fs::write(up.join("etc/hosts"), "").unwrap();
+        fs::write(up.join("etc/changed"), "x").unwrap();
+        fs::create_dir_all(up.join("newdir")).unwrap();
+        fs::write(up.join("newdir/kept"), "x").unwrap();
+        let stubs: BTreeSet<PathBuf> = ["run/secrets", "etc/hosts", "newdir"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        remove_stubs(&up, &stubs, &[low]);
+        assert!(!up.join("run").exists(), "copied-up parent of a stub kept");
+        assert!(!up.join("etc/hosts").exists());
+        assert!(up.join("etc/changed").exists());
+        assert!(up.join("newdir/kept").exists());
+    }
+}

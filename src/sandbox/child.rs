@@ -263,11 +263,12 @@ fn ensure(plan: &Plan, root: &Path, rel: &Path, kind: Stub) -> Result<PathBuf, S
     let rel = rel.strip_prefix("/").unwrap_or(rel);
     let host = secure_join(root, rel).map_err(|e| format!("{e:#}"))?;
     // Parents first.
-    if let Some(parent) = host.parent() {
-        if parent.starts_with(root) && parent != root {
-            let prel = parent.strip_prefix(root).unwrap_or(parent);
-            ensure_dir_chain(plan, root, prel)?;
-        }
+    if let Some(parent) = host.parent()
+        && parent.starts_with(root)
+        && parent != root
+    {
+        let prel = parent.strip_prefix(root).unwrap_or(parent);
+        ensure_dir_chain(plan, root, prel)?;
     }
     match fs::symlink_metadata(&host) {
         Ok(m) if m.file_type().is_symlink() => Err(format!(
@@ -599,7 +600,6 @@ fn setup_dev(plan: &Plan, root: &Path) -> Result<(), String> {
     ] {
         symlink(target, dev.join(name)).map_err(err(format!("linking /dev/{name}")))?;
     }
-    let _ = plan;
     Ok(())
 }
 
@@ -716,10 +716,10 @@ fn run_c(plan: &Plan, user: super::user::User, workdir: &Path) -> ! {
             &format!("switching to uid {}: {e}: is the uid mapped?", user.uid),
         );
     }
-    if user.uid == 0 {
-        if let Err(e) = super::caps::set_root_caps() {
-            die(plan, 125, &e);
-        }
+    if user.uid == 0
+        && let Err(e) = super::caps::set_root_caps()
+    {
+        die(plan, 125, &e);
     }
     if let Err(e) = nix::unistd::chdir(workdir) {
         die(

@@ -42,19 +42,40 @@ pub(crate) fn remove_tree(path: &Path) {
         return;
     }
     fn open_up(p: &Path) {
-        if let Ok(m) = fs::symlink_metadata(p) {
-            if m.is_dir() {
-                let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
-                if let Ok(rd) = fs::read_dir(p) {
-                    for e in rd.flatten() {
-                        open_up(&e.path());
-                    }
+        if let Ok(m) = fs::symlink_metadata(p)
+            && m.is_dir()
+        {
+            let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = fs::read_dir(p) {
+                for e in rd.flatten() {
+                    open_up(&e.path());
                 }
             }
         }
     }
     open_up(path);
     let _ = fs::remove_dir_all(path);
+}
+
+/// Removes run dirs left by a kiln that was killed (SIGKILL, power loss):
+/// their owner process is gone. Dirs too young to have an owner file yet
+/// belong to a run that is starting.
+fn remove_stale(runs: &Path) {
+    let Ok(rd) = fs::read_dir(runs) else { return };
+    for ent in rd.flatten() {
+        let p = ent.path();
+        let owner = fs::read_to_string(p.join("owner")).ok();
+        let alive = match owner.and_then(|o| o.trim().parse::<u32>().ok()) {
+            Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+            None => ent
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default().as_secs() < 60),
+        };
+        if !alive {
+            remove_tree(&p);
+        }
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -115,7 +136,7 @@ fn plan_mounts(
         out.push(match m {
             Mount::Cache(c) => {
                 let base = sandbox.cache_mounts.join(sanitize_id(&c.id));
-                let lock_path = base.with_extension("lock");
+                let lock_path = PathBuf::from(format!("{}.lock", base.display()));
                 fs::create_dir_all(&sandbox.cache_mounts)
                     .with_context(|| format!("creating {}", sandbox.cache_mounts.display()))?;
                 let mut source = base.clone();
@@ -195,12 +216,14 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
     }
     fs::create_dir_all(&sandbox.runs)
         .with_context(|| format!("creating {}", sandbox.runs.display()))?;
+    remove_stale(&sandbox.runs);
     let path = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(&sandbox.runs)
         .with_context(|| format!("creating a run dir in {}", sandbox.runs.display()))?
         .keep();
     let dir = RunDir { path };
+    fs::write(dir.path.join("owner"), std::process::id().to_string())?;
     for sub in ["l", "upper", "work", "merged", "files", "secrets"] {
         fs::create_dir(dir.path.join(sub))?;
     }
@@ -310,7 +333,14 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         return Err(e.context("setting up the user namespace"));
     }
 
-    let pidfd = pidfd_open(a)?;
+    // From here on, an error must not leave the sandbox running.
+    let reap_on_error = |e: anyhow::Error| {
+        let _ = kill(step_pid.unwrap_or(a), Signal::SIGKILL);
+        let _ = kill(a, Signal::SIGKILL);
+        let _ = waitpid(a, None);
+        e
+    };
+    let pidfd = pidfd_open(a).map_err(reap_on_error)?;
     let mut out_buf: Vec<u8> = Vec::new();
     let mut err_buf: Vec<u8> = Vec::new();
     let mut out_r = out_r.map(fs::File::from);
@@ -357,7 +387,11 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         });
         match poll(&mut fds, PollTimeout::from(100u16)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e).context("waiting for the step"),
+            Err(e) => {
+                return Err(reap_on_error(
+                    anyhow::Error::new(e).context("waiting for the step"),
+                ));
+            }
         }
         let ready_of = |i: Option<usize>| {
             i.and_then(|i| fds[i].revents())
@@ -365,26 +399,22 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         };
         let (out_ready, err_ready, pid_ready) = (ready_of(out_i), ready_of(err_i), ready_of(pid_i));
         drop(fds);
-        if out_ready {
-            if let Some(f) = out_r.as_mut() {
-                match f.read(&mut chunk) {
-                    Ok(0) | Err(_) => {
-                        out_r = None;
-                        log_lines(&mut out_buf, true);
-                    }
-                    Ok(n) => {
-                        out_buf.extend_from_slice(&chunk[..n]);
-                        log_lines(&mut out_buf, false);
-                    }
+        if out_ready && let Some(f) = out_r.as_mut() {
+            match f.read(&mut chunk) {
+                Ok(0) | Err(_) => {
+                    out_r = None;
+                    log_lines(&mut out_buf, true);
+                }
+                Ok(n) => {
+                    out_buf.extend_from_slice(&chunk[..n]);
+                    log_lines(&mut out_buf, false);
                 }
             }
         }
-        if err_ready {
-            if let Some(f) = err_r.as_mut() {
-                match f.read(&mut chunk) {
-                    Ok(0) | Err(_) => err_r = None,
-                    Ok(n) => err_buf.extend_from_slice(&chunk[..n]),
-                }
+        if err_ready && let Some(f) = err_r.as_mut() {
+            match f.read(&mut chunk) {
+                Ok(0) | Err(_) => err_r = None,
+                Ok(n) => err_buf.extend_from_slice(&chunk[..n]),
             }
         }
         if pid_ready {

@@ -277,3 +277,62 @@ impl RunSpec {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RunSpec {
+        RunSpec::new(vec![], StepCommand::Shell("true".into()))
+    }
+
+    fn err(s: &RunSpec) -> String {
+        s.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_specs_are_refused_before_anything_runs() {
+        assert!(spec().validate().is_ok());
+        let mut s = spec();
+        s.command = StepCommand::Exec(vec![]);
+        assert!(err(&s).contains("no command"));
+        let mut s = spec();
+        s.workdir = "app".into();
+        assert!(err(&s).contains("not absolute"));
+        let mut s = spec();
+        s.env.push(("A=B".into(), "x".into()));
+        assert!(err(&s).contains("invalid environment variable name"));
+        for target in ["rel", "/", "/a/../b"] {
+            let mut s = spec();
+            s.mounts.push(Mount::Tmpfs(TmpfsMount {
+                target: target.into(),
+                size: None,
+            }));
+            assert!(s.validate().is_err(), "{target}");
+        }
+        let mut s = spec();
+        s.mounts.push(Mount::Secret(SecretMount::new("a/b", "v")));
+        assert!(err(&s).contains("secret id"));
+        let mut s = spec();
+        s.mounts.push(Mount::Bind(BindMount {
+            source: "/nonexistent/kiln".into(),
+            target: "/x".into(),
+            readwrite: false,
+        }));
+        assert!(err(&s).contains("does not exist"));
+    }
+
+    #[test]
+    fn names_are_one_short_line_and_secrets_never_debug_printed() {
+        let s = RunSpec::new(
+            vec![],
+            StepCommand::Shell(format!("a\n  b {}", "x".repeat(200))),
+        );
+        assert!(s.name.starts_with("RUN a b x") && s.name.chars().count() == 72);
+        let secret = SecretMount::new("tok", "hunter2");
+        assert!(!format!("{secret:?}").contains("hunter2"));
+        assert_eq!(secret.target(), PathBuf::from("/run/secrets/tok"));
+        assert_eq!("locked".parse::<Sharing>().unwrap(), Sharing::Locked);
+        assert!("sometimes".parse::<Sharing>().is_err());
+    }
+}

@@ -70,12 +70,11 @@ pub fn base_layer() -> Digest {
     let tar = tarball();
     let memo = Path::new(CACHE).join("bookworm-minbase.digest");
     let store = store();
-    if let Ok(hex) = fs::read_to_string(&memo) {
-        if let Ok(d) = Digest::from_hex(hex.trim()) {
-            if store.contains(&d) {
-                return d;
-            }
-        }
+    if let Ok(hex) = fs::read_to_string(&memo)
+        && let Ok(d) = Digest::from_hex(hex.trim())
+        && store.contains(&d)
+    {
+        return d;
     }
     locked(|| {
         let f = fs::File::open(&tar).expect("open the tarball");
