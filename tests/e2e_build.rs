@@ -44,7 +44,9 @@ impl Env {
     }
     fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        c.env("KILN_CACHE_DIR", self.path("cache")).env("KILN_DATA_DIR", self.path("data")).env("NO_COLOR", "1");
+        c.env("KILN_CACHE_DIR", self.path("cache"))
+            .env("KILN_DATA_DIR", self.path("data"))
+            .env("NO_COLOR", "1");
         c
     }
     fn kiln(&self, args: &[&str]) -> Output {
@@ -52,25 +54,44 @@ impl Env {
     }
     fn ok(&self, args: &[&str]) -> Output {
         let out = self.kiln(args);
-        assert!(out.status.success(), "kiln {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
     /// Builds `dir` with JSON progress; returns (step name → status).
     fn build_events(&self, dir: &Path, extra: &[&str]) -> Vec<(String, String)> {
         let base_arg = "BASE=debian:bookworm".to_string();
-        let mut args = vec!["--progress", "json", "build", dir.to_str().unwrap(), "--build-arg", &base_arg];
+        let mut args = vec![
+            "--progress",
+            "json",
+            "build",
+            dir.to_str().unwrap(),
+            "--build-arg",
+            &base_arg,
+        ];
         args.extend_from_slice(extra);
         let out = self.ok(&args);
         let mut names = BTreeMap::new();
         let mut done = Vec::new();
         for line in String::from_utf8_lossy(&out.stderr).lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
             match v["event"].as_str() {
                 Some("start") => {
-                    names.insert(v["id"].as_u64().unwrap(), v["name"].as_str().unwrap().to_string());
+                    names.insert(
+                        v["id"].as_u64().unwrap(),
+                        v["name"].as_str().unwrap().to_string(),
+                    );
                 }
                 Some("finish") => {
-                    let name = names.get(&v["id"].as_u64().unwrap()).cloned().unwrap_or_default();
+                    let name = names
+                        .get(&v["id"].as_u64().unwrap())
+                        .cloned()
+                        .unwrap_or_default();
                     if name.starts_with('[') {
                         done.push((name, v["status"].as_str().unwrap().to_string()));
                     }
@@ -101,14 +122,24 @@ fn warm_rebuild_reruns_only_what_a_change_reaches() {
     let first = env.build_events(&dir, &["-t", "app:1"]);
     assert!(first.iter().all(|(_, s)| s == "done"), "{first:?}");
     // Touching without changing re-runs nothing.
-    let f = fs::File::options().write(true).open(dir.join("src/main.txt")).unwrap();
-    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(60)).unwrap();
+    let f = fs::File::options()
+        .write(true)
+        .open(dir.join("src/main.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(60))
+        .unwrap();
     let touched = env.build_events(&dir, &["-t", "app:1"]);
     assert!(touched.iter().all(|(_, s)| s == "cached"), "{touched:?}");
     // A source change re-runs from the COPY that sees it; deps stay cached.
     fs::write(dir.join("src/main.txt"), "v2\n").unwrap();
     let changed = env.build_events(&dir, &["-t", "app:2"]);
-    let status = |needle: &str| changed.iter().find(|(n, _)| n.contains(needle)).map(|(_, s)| s.clone()).unwrap();
+    let status = |needle: &str| {
+        changed
+            .iter()
+            .find(|(n, _)| n.contains(needle))
+            .map(|(_, s)| s.clone())
+            .unwrap()
+    };
     assert_eq!(status("COPY package.json"), "cached");
     assert_eq!(status("RUN cp package.json"), "cached");
     assert_eq!(status("COPY src"), "done");
@@ -129,17 +160,40 @@ fn failing_run_reports_command_exit_code_and_tail_and_tags_nothing() {
     )
     .unwrap();
     let base_arg = "BASE=debian:bookworm".to_string();
-    let out = env.kiln(&["--progress", "quiet", "build", dir.to_str().unwrap(), "--build-arg", &base_arg, "-t", "broken:1"]);
-    assert_eq!(out.status.code(), Some(4), "a failed step exits with code 4");
+    let out = env.kiln(&[
+        "--progress",
+        "quiet",
+        "build",
+        dir.to_str().unwrap(),
+        "--build-arg",
+        &base_arg,
+        "-t",
+        "broken:1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "a failed step exits with code 4"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exit code 3"), "{err}");
-    assert!(err.contains("for i in $(seq 1 50)"), "the command is shown: {err}");
-    assert!(err.contains("line-50") && err.contains("line-21") && !err.contains("line-20\n"), "the last 30 lines: {err}");
+    assert!(
+        err.contains("for i in $(seq 1 50)"),
+        "the command is shown: {err}"
+    );
+    assert!(
+        err.contains("line-50") && err.contains("line-21") && !err.contains("line-20\n"),
+        "the last 30 lines: {err}"
+    );
     assert!(err.contains("Dockerfile:4"), "the Dockerfile line: {err}");
     let images = String::from_utf8_lossy(&env.ok(&["images"]).stdout).into_owned();
     assert!(!images.contains("broken"), "{images}");
     // The completed step is cached: the rerun resumes after it.
-    fs::write(dir.join("Dockerfile"), "ARG BASE\nFROM $BASE\nRUN echo first-step > /ok\nRUN cat /ok\n").unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        "ARG BASE\nFROM $BASE\nRUN echo first-step > /ok\nRUN cat /ok\n",
+    )
+    .unwrap();
     let events = env.build_events(&dir, &["-t", "fixed:1"]);
     assert_eq!(events[0].1, "cached", "{events:?}");
 }
@@ -163,10 +217,21 @@ fn bad_dockerfiles_give_located_errors() {
     assert!(e.contains("Dockerfile:3"), "{e}");
     let e = case("unknown", "ARG BASE\nFROM $BASE\nCOPPY a /b\n", &[]);
     assert!(e.contains("COPPY") && e.contains("Dockerfile:3"), "{e}");
-    let e = case("nostage", "ARG BASE\nFROM $BASE\nCOPY --from=nowhere /a /b\n", &[]);
+    let e = case(
+        "nostage",
+        "ARG BASE\nFROM $BASE\nCOPY --from=nowhere /a /b\n",
+        &[],
+    );
     assert!(e.contains("nowhere"), "{e}");
-    let e = case("missing", "ARG BASE\nFROM $BASE\nCOPY missing.txt /x\n", &[]);
-    assert!(e.contains("file not found in build context: missing.txt"), "{e}");
+    let e = case(
+        "missing",
+        "ARG BASE\nFROM $BASE\nCOPY missing.txt /x\n",
+        &[],
+    );
+    assert!(
+        e.contains("file not found in build context: missing.txt"),
+        "{e}"
+    );
     let e = case("outside", "ARG BASE\nFROM $BASE\nCOPY ../x /x\n", &[]);
     assert!(e.contains("outside the build context"), "{e}");
     let out = env.kiln(&["build", env.path("nothing-here").to_str().unwrap()]);
@@ -191,7 +256,14 @@ fn kill_9_during_a_build_then_rebuild_completes_and_the_store_verifies() {
     for delay in [300u64, 1500, 2600] {
         let mut child = env
             .cmd()
-            .args(["build", dir.to_str().unwrap(), "--build-arg", &base_arg, "-t", "slow:1"])
+            .args([
+                "build",
+                dir.to_str().unwrap(),
+                "--build-arg",
+                &base_arg,
+                "-t",
+                "slow:1",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -213,10 +285,25 @@ fn kill_9_during_a_build_then_rebuild_completes_and_the_store_verifies() {
 
 #[derive(Debug, PartialEq)]
 enum Node {
-    File { mode: u32, uid: u32, gid: u32, sha: String },
-    Dir { mode: u32, uid: u32, gid: u32 },
-    Symlink { target: PathBuf, uid: u32, gid: u32 },
-    Other { mode: u32 },
+    File {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        sha: String,
+    },
+    Dir {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        target: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
+    Other {
+        mode: u32,
+    },
 }
 
 fn tree(root: &Path) -> BTreeMap<PathBuf, Node> {
@@ -228,13 +315,26 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, Node> {
             let m = fs::symlink_metadata(&p).unwrap();
             let rel = p.strip_prefix(root).unwrap().to_path_buf();
             let node = if m.file_type().is_symlink() {
-                Node::Symlink { target: fs::read_link(&p).unwrap(), uid: m.uid(), gid: m.gid() }
+                Node::Symlink {
+                    target: fs::read_link(&p).unwrap(),
+                    uid: m.uid(),
+                    gid: m.gid(),
+                }
             } else if m.is_dir() {
                 stack.push(p.clone());
-                Node::Dir { mode: m.mode() & 0o7777, uid: m.uid(), gid: m.gid() }
+                Node::Dir {
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                }
             } else if m.is_file() {
                 let bytes = fs::read(&p).unwrap();
-                Node::File { mode: m.mode() & 0o7777, uid: m.uid(), gid: m.gid(), sha: kiln::oci::Digest::of(&bytes).to_string() }
+                Node::File {
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    sha: kiln::oci::Digest::of(&bytes).to_string(),
+                }
             } else {
                 Node::Other { mode: m.mode() }
             };
@@ -245,17 +345,37 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, Node> {
 }
 
 fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e} (run ./scripts/test)"));
-    assert!(out.status.success(), "{cmd} {args:?}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e} (run ./scripts/test)"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Paths buildah's chroot isolation leaves in images that kiln does not
 /// (documented in docs/dockerfile.md): run-time mount points it creates.
-const BUILDAH_ONLY: &[&str] = &["run/.containerenv", "etc/hostname", "etc/hosts", "etc/resolv.conf"];
+const BUILDAH_ONLY: &[&str] = &[
+    "run/.containerenv",
+    "etc/hostname",
+    "etc/hosts",
+    "etc/resolv.conf",
+];
 
 fn config_of(layout: &Path) -> serde_json::Value {
-    let text = run("skopeo", &["inspect", "--config", &format!("oci:{}:latest", layout.display())]);
+    let text = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci:{}:latest", layout.display()),
+        ],
+    );
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let c = &v["config"];
     let mut labels = c["Labels"].as_object().cloned().unwrap_or_default();
@@ -281,12 +401,21 @@ fn corpus_matches_buildah() {
     let mut compared = 0;
     let mut failures = Vec::new();
     let mut refused: Vec<String> = Vec::new();
-    let mut cases: Vec<PathBuf> = fs::read_dir(&corpus).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut cases: Vec<PathBuf> = fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
     cases.sort();
     for case in cases {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let expect: serde_json::Value = fs::read(case.with_extension("expect.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        let text = fs::read_to_string(case.join(expect["dockerfile"].as_str().unwrap_or("Dockerfile"))).unwrap();
+        let expect: serde_json::Value = fs::read(case.with_extension("expect.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let text =
+            fs::read_to_string(case.join(expect["dockerfile"].as_str().unwrap_or("Dockerfile")))
+                .unwrap();
         let started = std::time::Instant::now();
         if !buildah_can_build(&text) || expect["buildah"].as_bool() == Some(false) {
             continue;
@@ -301,11 +430,29 @@ fn corpus_matches_buildah() {
         let dockerfile = case.join(expect["dockerfile"].as_str().unwrap_or("Dockerfile"));
         let secrets: Vec<String> = expect["secrets"]
             .as_object()
-            .map(|m| m.iter().map(|(id, f)| format!("id={id},src={}", case.join(f.as_str().unwrap_or_default()).display())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(id, f)| {
+                        format!(
+                            "id={id},src={}",
+                            case.join(f.as_str().unwrap_or_default()).display()
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         // kiln
         let kdir = env.path(&format!("k-{name}"));
-        let mut kargs: Vec<String> = vec!["--progress".into(), "quiet".into(), "build".into(), case.to_string_lossy().into(), "-t".into(), format!("cmp-{name}:latest"), "-o".into(), format!("type=oci,dest={}", kdir.display())];
+        let mut kargs: Vec<String> = vec![
+            "--progress".into(),
+            "quiet".into(),
+            "build".into(),
+            case.to_string_lossy().into(),
+            "-t".into(),
+            format!("cmp-{name}:latest"),
+            "-o".into(),
+            format!("type=oci,dest={}", kdir.display()),
+        ];
         for a in &args {
             kargs.extend(["--build-arg".into(), a.clone()]);
         }
@@ -318,12 +465,24 @@ fn corpus_matches_buildah() {
         }
         let out = env.cmd().args(&kargs).output().unwrap();
         if !out.status.success() {
-            failures.push(format!("{name}: kiln failed: {}", String::from_utf8_lossy(&out.stderr)));
+            failures.push(format!(
+                "{name}: kiln failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
             continue;
         }
         // buildah, same base, same args
         let tag = format!("localhost/kiln-cmp-{}", name.to_lowercase());
-        let mut bargs: Vec<String> = vec!["bud".into(), "--isolation".into(), "chroot".into(), "--layers".into(), "--tls-verify=false".into(), "-q".into(), "-t".into(), tag.clone()];
+        let mut bargs: Vec<String> = vec![
+            "bud".into(),
+            "--isolation".into(),
+            "chroot".into(),
+            "--layers".into(),
+            "--tls-verify=false".into(),
+            "-q".into(),
+            "-t".into(),
+            tag.clone(),
+        ];
         for a in &args {
             bargs.extend(["--build-arg".into(), a.clone()]);
         }
@@ -335,20 +494,42 @@ fn corpus_matches_buildah() {
             bargs.extend(["--secret".into(), sec.clone()]);
         }
         bargs.push(case.to_string_lossy().into());
-        let bout = Command::new("buildah").args(&bargs).output().expect("buildah: run ./scripts/test");
+        let bout = Command::new("buildah")
+            .args(&bargs)
+            .output()
+            .expect("buildah: run ./scripts/test");
         if !bout.status.success() {
             // buildah 1.28 lags BuildKit's syntax (e.g. ${V+x}); such cases
             // are checked against their expectations by the hermetic corpus test.
             let err = String::from_utf8_lossy(&bout.stderr);
-            eprintln!("{name}: buildah cannot build it, skipped: {}", err.lines().last().unwrap_or_default());
+            eprintln!(
+                "{name}: buildah cannot build it, skipped: {}",
+                err.lines().last().unwrap_or_default()
+            );
             refused.push(name.clone());
             continue;
         }
         let bdir = env.path(&format!("b-{name}"));
-        run("buildah", &["push", "-q", &tag, &format!("oci:{}:latest", bdir.display())]);
+        run(
+            "buildah",
+            &[
+                "push",
+                "-q",
+                &tag,
+                &format!("oci:{}:latest", bdir.display()),
+            ],
+        );
         run("buildah", &["rmi", "-f", &tag]);
         for (layout, bundle) in [(&kdir, "kb"), (&bdir, "bb")] {
-            run("umoci", &["unpack", "--image", &format!("{}:latest", layout.display()), env.path(&format!("{bundle}-{name}")).to_str().unwrap()]);
+            run(
+                "umoci",
+                &[
+                    "unpack",
+                    "--image",
+                    &format!("{}:latest", layout.display()),
+                    env.path(&format!("{bundle}-{name}")).to_str().unwrap(),
+                ],
+            );
         }
         let mut k = tree(&env.path(&format!("kb-{name}/rootfs")));
         let mut b = tree(&env.path(&format!("bb-{name}/rootfs")));
@@ -366,20 +547,46 @@ fn corpus_matches_buildah() {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .filter(|p| k.get(*p) != b.get(*p))
-            .map(|p| format!("  {}: kiln {:?} / buildah {:?}", p.display(), k.get(p), b.get(p)))
+            .map(|p| {
+                format!(
+                    "  {}: kiln {:?} / buildah {:?}",
+                    p.display(),
+                    k.get(p),
+                    b.get(p)
+                )
+            })
             .collect();
         if !diffs.is_empty() {
-            failures.push(format!("{name}: root filesystems differ:\n{}", diffs.join("\n")));
+            failures.push(format!(
+                "{name}: root filesystems differ:\n{}",
+                diffs.join("\n")
+            ));
         }
         let (kc, bc) = (config_of(&kdir), config_of(&bdir));
         if kc != bc {
-            failures.push(format!("{name}: configs differ:\n  kiln    {kc}\n  buildah {bc}"));
+            failures.push(format!(
+                "{name}: configs differ:\n  kiln    {kc}\n  buildah {bc}"
+            ));
         }
         compared += 1;
-        eprintln!("{name}: compared in {:.1}s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "{name}: compared in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
     }
-    eprintln!("compared {compared} cases with buildah; buildah refused {}: {refused:?}", refused.len());
-    assert!(refused.len() <= 5, "buildah refused more cases than expected: {refused:?}");
+    eprintln!(
+        "compared {compared} cases with buildah; buildah refused {}: {refused:?}",
+        refused.len()
+    );
+    assert!(
+        refused.len() <= 5,
+        "buildah refused more cases than expected: {refused:?}"
+    );
     assert!(compared >= 20, "only {compared} corpus cases were compared");
-    assert!(failures.is_empty(), "{} of {compared} cases differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {compared} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

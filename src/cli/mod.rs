@@ -8,21 +8,44 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod build;
 mod graph;
 mod images;
+mod packages;
+mod plan;
 mod registry;
 mod sandbox;
-mod plan;
 
 use crate::error;
-
-pub mod packages;
 use crate::progress::{Progress, ProgressMode};
+
+const EXAMPLES: &str = "\
+Examples:
+  kiln build . -t myapp:1                       build the Dockerfile in . into the local store
+  kiln build . -t reg.example/app:1 --push      build and push (only missing blobs)
+  kiln plan ./app                               print the auto-build plan (Nixpacks schema)
+  kiln detect ./app                             which providers match
+  kiln info ./app                               setup / install / build / start summary
+  kiln dockerfile ./app -o Dockerfile           a Dockerfile equivalent to the plan
+  kiln graph . --keys                           the Dockerfile's build graph as JSON
+  kiln run myapp:1 sh -c 'ls /app'              run a command in an image, in the sandbox
+  kiln images | inspect NAME | rmi NAME         the local image store
+  kiln save myapp:1 -o type=docker,dest=a.tar   export (oci, oci-archive, docker)
+  kiln load a.tar                               import an archive or OCI layout
+  kiln pull debian:bookworm | push NAME REF     talk to registries
+  kiln login reg.example -u me --password-stdin save credentials (docker's config.json)
+  kiln image packages -t node --suite trixie nodejs   an image from Debian packages
+  kiln packages resolve nodejs@20               a package closure, and why
+  kiln lock nodejs@20                           write kiln.lock
+  kiln image from-dir ./rootfs -t base:1        a one-layer image from a directory
+  kiln cache verify | prune | dir               the build cache
+  kiln completions bash                         shell completions
+
+Run `kiln COMMAND --help` for a command's options.";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "kiln",
     version,
     about = "Build OCI container images from source trees and Dockerfiles, without a daemon",
-    after_help = "Run `kiln COMMAND --help` for a command's options and examples."
+    after_help = EXAMPLES
 )]
 pub struct Cli {
     /// How to show progress: auto (tty on a terminal, else plain), plain, tty, json, quiet.
@@ -39,6 +62,30 @@ pub enum Command {
     ///
     /// Example: kiln build . -t myapp:1 --build-arg VERSION=2 --output type=docker,dest=myapp.tar
     Build(Box<build::BuildArgs>),
+    /// Print the build plan for an app (Nixpacks-compatible JSON or TOML).
+    ///
+    /// Example: kiln plan examples/node-npm --format toml
+    Plan(plan::PlanArgs),
+    /// Print the providers that match an app.
+    ///
+    /// Example: kiln detect . --explain
+    Detect(plan::DetectArgs),
+    /// Summarise an app's plan: providers, toolchains, setup/install/build/start.
+    ///
+    /// Example: kiln info examples/python-flask
+    Info(plan::InfoArgs),
+    /// Write a Dockerfile (and assets) equivalent to the plan, for BuildKit/buildah.
+    ///
+    /// Example: kiln dockerfile . -o Dockerfile --base-image debian:trixie-slim
+    Dockerfile(plan::DockerfileArgs),
+    /// Parse a Dockerfile and print its build graph as JSON (no build).
+    ///
+    /// Example: kiln graph . -f Dockerfile --build-arg V=1 --target app --keys
+    Graph(graph::GraphArgs),
+    /// Run a command in an image (or a root filesystem dir) in the sandbox.
+    ///
+    /// Example: kiln run -e DEBUG=1 -w /app -v ./data:/data myapp:latest sh -c 'ls /data'
+    Run(sandbox::RunArgs),
     /// List the images in the local image store.
     ///
     /// Example: kiln images
@@ -59,19 +106,6 @@ pub enum Command {
     ///
     /// Example: kiln save myapp -o type=docker,dest=myapp.tar
     Save(images::SaveArgs),
-    /// Image plumbing (build images from parts).
-    ///
-    /// Example: kiln image from-dir ./rootfs -t base:1
-    #[command(subcommand)]
-    Image(Box<images::ImageCommand>),
-    /// Inspect and clean the build cache.
-    ///
-    /// Example: kiln cache verify
-    #[command(subcommand)]
-    Cache(images::CacheCommand),
-    /// Run a command in an image (or a root filesystem dir) in the sandbox.
-    /// Example: kiln run -e DEBUG=1 -w /app -v ./data:/data myapp:latest sh -c 'ls /data'
-    Run(sandbox::RunArgs),
     /// Pull an image from a registry into the local store.
     ///
     /// Example: kiln pull node:20-slim --platform linux/arm64
@@ -88,10 +122,24 @@ pub enum Command {
     ///
     /// Example: kiln logout ghcr.io
     Logout(registry::LogoutArgs),
-    /// Parse a Dockerfile and print its build graph as JSON (no build).
+    /// Image plumbing (build images from parts).
     ///
-    /// Example: kiln graph . -f Dockerfile --build-arg V=1 --target app --keys
-    Graph(graph::GraphArgs),
+    /// Example: kiln image from-dir ./rootfs -t base:1
+    #[command(subcommand)]
+    Image(Box<images::ImageCommand>),
+    /// Debian packages: resolve closures.
+    ///
+    /// Example: kiln packages resolve nodejs@20
+    Packages(packages::PackagesArgs),
+    /// Resolve Debian packages and write (or update) kiln.lock.
+    ///
+    /// Example: kiln lock nodejs@20 ca-certificates
+    Lock(packages::LockArgs),
+    /// Inspect and clean the build cache.
+    ///
+    /// Example: kiln cache verify
+    #[command(subcommand)]
+    Cache(images::CacheCommand),
     /// Print shell completions.
     ///
     /// Example: kiln completions bash > /etc/bash_completion.d/kiln
@@ -99,28 +147,6 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the build plan for an app (Nixpacks-compatible JSON or TOML).
-    ///
-    /// Example: kiln plan examples/node-npm --format toml
-    Plan(plan::PlanArgs),
-    /// Print the providers that match an app.
-    ///
-    /// Example: kiln detect . --explain
-    Detect(plan::DetectArgs),
-    /// Summarise an app's plan: providers, toolchains, setup/install/build/start.
-    ///
-    /// Example: kiln info examples/python-flask
-    Info(plan::InfoArgs),
-    /// Write a Dockerfile (and assets) equivalent to the plan, for BuildKit/buildah.
-    ///
-    /// Example: kiln dockerfile . -o Dockerfile --base-image debian:trixie-slim
-    Dockerfile(plan::DockerfileArgs),
-    /// Debian packages: resolve closures.
-    /// Example: kiln packages resolve nodejs@20
-    Packages(packages::PackagesArgs),
-    /// Resolve Debian packages and write (or update) kiln.lock.
-    /// Example: kiln lock nodejs@20 ca-certificates
-    Lock(packages::LockArgs),
 }
 
 /// Entry point of the binary.
@@ -149,8 +175,11 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
     match cli.command {
         Command::Build(a) => build::run(*a, progress),
-        Command::Packages(a) => packages::run(a, progress),
-        Command::Lock(a) => packages::lock(a, progress),
+        Command::Plan(a) => plan::run_plan(a, progress),
+        Command::Detect(a) => plan::run_detect(a, progress),
+        Command::Info(a) => plan::run_info(a, progress),
+        Command::Dockerfile(a) => plan::run_dockerfile(a, progress),
+        Command::Graph(a) => graph::run(a, progress),
         Command::Run(args) => match sandbox::run(args, progress)? {
             0 => Ok(()),
             code => Err(error::CodedError::new(
@@ -164,29 +193,18 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Rmi(a) => images::rmi(a),
         Command::Load(a) => images::load(a),
         Command::Save(a) => images::save(a),
-        Command::Image(c) => images::image(*c, progress),
-        Command::Cache(c) => images::cache(c),
-        Command::Run(args) => match sandbox::run(args, progress)? {
-            0 => Ok(()),
-            code => Err(error::CodedError::new(
-                code,
-                format!("the command exited with code {code}"),
-            )
-            .into()),
-        },
         Command::Pull(a) => registry::pull(a, progress),
         Command::Push(a) => registry::push(a, progress),
         Command::Login(a) => registry::login(a, progress),
         Command::Logout(a) => registry::logout(a),
-        Command::Graph(a) => graph::run(a, progress),
+        Command::Image(c) => images::image(*c, progress),
+        Command::Packages(a) => packages::run(a, progress),
+        Command::Lock(a) => packages::lock(a, progress),
+        Command::Cache(c) => images::cache(c),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(())
         }
-        Command::Plan(a) => plan::run_plan(a, progress),
-        Command::Detect(a) => plan::run_detect(a, progress),
-        Command::Info(a) => plan::run_info(a, progress),
-        Command::Dockerfile(a) => plan::run_dockerfile(a, progress),
     }
 }
 

@@ -174,7 +174,14 @@ fn meta_of(host: &Path, m: &fs::Metadata) -> Meta {
     }
 }
 
-fn from_context(ctx: &Context, src: &str, dest: &Path, into_dir: bool, exclude: &Matcher, out: &mut Vec<Item>) -> Result<()> {
+fn from_context(
+    ctx: &Context,
+    src: &str,
+    dest: &Path,
+    into_dir: bool,
+    exclude: &Matcher,
+    out: &mut Vec<Item>,
+) -> Result<()> {
     // `sources` lists each root: a directory as (dir, "") then its contents
     // relative to it; a file as (file, its name).
     let mut dir_root: Option<String> = None;
@@ -183,7 +190,9 @@ fn from_context(ctx: &Context, src: &str, dest: &Path, into_dir: bool, exclude: 
             dir_root = Some(format!("{}/", e.path));
             continue;
         }
-        let in_dir = dir_root.as_ref().is_some_and(|r| e.path.starts_with(r.as_str()) || r == "/");
+        let in_dir = dir_root
+            .as_ref()
+            .is_some_and(|r| e.path.starts_with(r.as_str()) || r == "/");
         if !exclude.is_empty() && exclude.excludes(&rel) {
             continue;
         }
@@ -191,10 +200,15 @@ fn from_context(ctx: &Context, src: &str, dest: &Path, into_dir: bool, exclude: 
             dest.join(&rel)
         } else {
             dir_root = None;
-            if into_dir { dest.join(&rel) } else { dest.to_path_buf() }
+            if into_dir {
+                dest.join(&rel)
+            } else {
+                dest.to_path_buf()
+            }
         };
         let host = ctx.root.join(&e.path);
-        let md = fs::symlink_metadata(&host).with_context(|| format!("reading {}", host.display()))?;
+        let md =
+            fs::symlink_metadata(&host).with_context(|| format!("reading {}", host.display()))?;
         let mut meta = meta_of(&host, &md);
         meta.uid = 0;
         meta.gid = 0;
@@ -203,7 +217,11 @@ fn from_context(ctx: &Context, src: &str, dest: &Path, into_dir: bool, exclude: 
             CtxKind::Dir => EntryKind::Dir,
             CtxKind::Symlink { target } => EntryKind::Symlink(PathBuf::from(target)),
         };
-        out.push(Item { dest: target, kind, meta });
+        out.push(Item {
+            dest: target,
+            kind,
+            meta,
+        });
     }
     Ok(())
 }

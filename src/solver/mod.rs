@@ -133,9 +133,9 @@ impl Solver {
                 }
             }
             for r in refs {
-                if !bases.contains_key(&r) {
-                    let img = self.resolve_image(&r, &stage.platform, opts, progress)?;
-                    bases.insert(r, img);
+                if let std::collections::btree_map::Entry::Vacant(slot) = bases.entry(r) {
+                    let img = self.resolve_image(slot.key(), &stage.platform, opts, progress)?;
+                    slot.insert(img);
                 }
             }
         }
@@ -332,7 +332,9 @@ impl Solver {
                     task.finish("done");
                     l
                 }
-                Op::Run(run) => self.run_step(&st, run, &label, &origin_of(step), opts, progress)?,
+                Op::Run(run) => {
+                    self.run_step(&st, run, &label, &origin_of(step), opts, progress)?
+                }
                 Op::Config(change) => {
                     // WORKDIR creates its directory when missing, as Docker does.
                     st.config.apply(change);
@@ -539,7 +541,10 @@ impl Solver {
             }
         }
         spec.env = env;
-        let out = self.sandbox.run(&spec, progress).with_context(|| format!("{label} ({origin})"))?;
+        let out = self
+            .sandbox
+            .run(&spec, progress)
+            .with_context(|| format!("{label} ({origin})"))?;
         if !out.success() {
             let tail = progress.tail(label);
             let shown = if tail.is_empty() {

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
+use kiln::oci::ImageStore;
 use kiln::oci::image::{ImageBuilder, host_platform, set_env};
 use kiln::oci::layer::{Compression, Layer};
 use kiln::oci::store::BlobInfo;
-use kiln::oci::ImageStore;
 
 use super::debian;
 use super::registry::Registry;
@@ -19,14 +19,24 @@ pub fn local_debian(data_dir: &Path) {
     let store = debian::store();
     let digest = debian::base_layer();
     let size = store.size(&digest).unwrap();
-    let layer = Layer { diff_id: digest.clone(), blob: BlobInfo { digest, size }, compression: Compression::None };
+    let layer = Layer {
+        diff_id: digest.clone(),
+        blob: BlobInfo { digest, size },
+        compression: Compression::None,
+    };
     let mut b = ImageBuilder::scratch(host_platform());
     b.add_layer(&layer, "mmdebstrap --variant=minbase bookworm");
-    set_env(b.config_mut(), "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    set_env(
+        b.config_mut(),
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
     b.config_mut().set_cmd(Some(vec!["bash".into()]));
     let img = b.write(&store, 1).unwrap();
     let images = ImageStore::open(data_dir.join("images")).unwrap();
-    images.import(&store, &img.manifest_desc, "debian:bookworm").unwrap();
+    images
+        .import(&store, &img.manifest_desc, "debian:bookworm")
+        .unwrap();
 }
 
 /// [`local_debian`], then pushes it to `registry` as `debian:bookworm`.
@@ -40,6 +50,10 @@ pub fn push_debian(registry: &Registry, data_dir: &Path, cache_dir: &Path) -> St
         .env("KILN_CACHE_DIR", cache_dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "pushing the base: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pushing the base: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     reference
 }
