@@ -1,45 +1,15 @@
 //! `kiln image from-dir` and friends through the binary: reproducible
 //! digests, the local image store, exports, and bad input.
 
+mod support;
+
 use std::fs;
+
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_CACHE_DIR", self.dir.path().join("cache"))
-            .env("KILN_DATA_DIR", self.dir.path().join("data"))
-            .env("NO_COLOR", "1")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
+use support::kiln::Kiln as Env;
 
 fn app_tree(root: &Path, when: SystemTime, main: &str) {
     fs::create_dir_all(root.join("app/lib")).unwrap();
@@ -70,7 +40,7 @@ fn same_inputs_same_digest_in_other_dirs_and_times_one_byte_differs() {
         let env = Env::new();
         let src = env.dir.path().join("src");
         app_tree(&src, when, main);
-        let out = env.ok(&[
+        let out = env.stdout(&[
             "image",
             "from-dir",
             src.to_str().unwrap(),
@@ -111,7 +81,7 @@ fn images_inspect_save_load_rmi() {
     let env = Env::new();
     let src = env.dir.path().join("src");
     app_tree(&src, SystemTime::now(), "x");
-    let digest = digest_of(&env.ok(&[
+    let digest = digest_of(&env.stdout(&[
         "image",
         "from-dir",
         "src",
@@ -122,12 +92,13 @@ fn images_inspect_save_load_rmi() {
         "--owner",
         "0:0",
     ]));
-    let list = env.ok(&["images"]);
+    let list = env.stdout(&["images"]);
     assert!(
         list.contains("demo:latest") && list.contains(&digest[7..19]),
         "{list}"
     );
-    let inspect: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "demo"])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.stdout(&["inspect", "demo"])).unwrap();
     assert_eq!(inspect["digest"], digest);
     assert_eq!(
         inspect["config"]["config"]["Cmd"],
@@ -136,25 +107,26 @@ fn images_inspect_save_load_rmi() {
     assert_eq!(inspect["config"]["created"], "1970-01-01T00:00:01Z");
 
     // Export both archive kinds, remove the image, load them back.
-    env.ok(&["save", "demo", "-o", "type=docker,dest=d.tar"]);
-    env.ok(&["save", "demo", "-o", "type=oci-archive,dest=o.tar"]);
-    env.ok(&["rmi", "demo"]);
-    assert!(!env.ok(&["images"]).contains("demo"));
+    env.stdout(&["save", "demo", "-o", "type=docker,dest=d.tar"]);
+    env.stdout(&["save", "demo", "-o", "type=oci-archive,dest=o.tar"]);
+    env.stdout(&["rmi", "demo"]);
+    assert!(!env.stdout(&["images"]).contains("demo"));
     let out = env.kiln(&["inspect", "demo"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the local image store"));
 
-    let loaded = env.ok(&["load", "o.tar"]);
+    let loaded = env.stdout(&["load", "o.tar"]);
     assert!(
         loaded.contains(&digest),
         "OCI archive reloads to the same digest: {loaded}"
     );
-    let loaded = env.ok(&["load", "d.tar"]);
+    let loaded = env.stdout(&["load", "d.tar"]);
     assert!(loaded.contains("demo:latest"), "{loaded}");
     // A docker archive carries uncompressed layers: same config, same content.
-    let a: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "demo:latest"])).unwrap();
+    let a: serde_json::Value =
+        serde_json::from_str(&env.stdout(&["inspect", "demo:latest"])).unwrap();
     assert_eq!(a["config"]["rootfs"], inspect["config"]["rootfs"]);
-    let v = env.ok(&["cache", "verify"]);
+    let v = env.stdout(&["cache", "verify"]);
     assert!(v.contains("0 corrupt"), "{v}");
 }
 

@@ -8,12 +8,13 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use support::kiln::run;
 use support::registry::Registry;
 
 /// One registry with the base image for the whole test binary.
@@ -27,40 +28,23 @@ fn base() -> &'static (Registry, String) {
     })
 }
 
-struct Env {
-    dir: tempfile::TempDir,
+/// A kiln home whose image store has `debian:bookworm`.
+struct Env(support::kiln::Kiln);
+
+impl std::ops::Deref for Env {
+    type Target = support::kiln::Kiln;
+    fn deref(&self) -> &support::kiln::Kiln {
+        &self.0
+    }
 }
 
 impl Env {
-    /// A fresh kiln home whose image store has `debian:bookworm`.
     fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        support::base::local_debian(&dir.path().join("data"));
-        Env { dir }
+        let k = support::kiln::Kiln::new();
+        support::base::local_debian(&k.path("data"));
+        Env(k)
     }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        c.env("KILN_CACHE_DIR", self.path("cache"))
-            .env("KILN_DATA_DIR", self.path("data"))
-            .env("NO_COLOR", "1");
-        c
-    }
-    fn kiln(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
+
     /// Builds `dir` with JSON progress; returns (step name → status).
     fn build_events(&self, dir: &Path, extra: &[&str]) -> Vec<(String, String)> {
         let base_arg = "BASE=debian:bookworm".to_string();
@@ -342,20 +326,6 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, Node> {
         }
     }
     out
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e} (run ./scripts/test)"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Paths buildah's chroot isolation leaves in images that kiln does not

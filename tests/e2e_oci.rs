@@ -3,65 +3,15 @@
 //! busybox-static (installed by ./scripts/test).
 #![cfg(feature = "e2e")]
 
+mod support;
+
+use support::kiln::{Kiln as Env, run};
+
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        // Readable by the unprivileged user of the permission test.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        Env { dir }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        c.env("KILN_CACHE_DIR", self.path("cache"))
-            .env("KILN_DATA_DIR", self.path("data"))
-            .env("NO_COLOR", "1")
-            .current_dir(self.dir.path());
-        c
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} is not installed ({e}): run ./scripts/test"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn podman(args: &[&str]) -> String {
     let mut full = vec!["--cgroup-manager", "cgroupfs"];
@@ -89,7 +39,7 @@ fn skopeo_umoci_and_podman_read_every_format() {
     busybox_root(&env.path("root"));
     for compression in ["gzip", "zstd"] {
         let name = format!("kiln-e2e-{compression}:1");
-        env.ok(&[
+        env.stdout(&[
             "image",
             "from-dir",
             "root",
@@ -128,13 +78,13 @@ fn skopeo_umoci_and_podman_read_every_format() {
                 &format!("oci:{}:{name}", env.path("data/images").display()),
             ],
         );
-        env.ok(&[
+        env.stdout(&[
             "save",
             &name,
             "-o",
             &format!("type=docker,dest=docker-{compression}.tar"),
         ]);
-        env.ok(&[
+        env.stdout(&[
             "save",
             &name,
             "-o",
@@ -161,19 +111,16 @@ fn skopeo_umoci_and_podman_read_every_format() {
                 }
                 None => panic!("podman load printed no image for {archive}: {loaded}"),
             }
-            let out = podman(&[
-                "run",
-                "--rm",
-                "--runtime",
-                "runc",
-                "--ulimit",
-                "nofile=20000:20000",
-                "--ulimit",
-                "nproc=4096:4096",
-                "--network",
-                "host",
-                &tag,
-            ]);
+            let out = support::podman::run_cmd()
+                .args(["--rm", &tag])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "podman run {tag}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let out = String::from_utf8_lossy(&out.stdout).into_owned();
             assert_eq!(out, "hello from kiln\n", "{archive}");
             podman(&["rmi", "-f", &tag]);
         }
@@ -246,10 +193,10 @@ fn sigkill_while_writing_blobs_never_corrupts_the_store() {
     }
     // How long a whole build takes, to spread the kills over it.
     let t = Instant::now();
-    env.ok(&["image", "from-dir", "big", "-t", "probe"]);
+    env.stdout(&["image", "from-dir", "big", "-t", "probe"]);
     let full = t.elapsed().as_millis().max(50) as u64;
-    env.ok(&["rmi", "probe"]);
-    env.ok(&["cache", "prune"]);
+    env.stdout(&["rmi", "probe"]);
+    env.stdout(&["cache", "prune"]);
     for i in 0..20 {
         // Vary the content so each run writes new blobs.
         fs::write(src.join("d0/f0"), format!("run {i}")).unwrap();
@@ -264,7 +211,7 @@ fn sigkill_while_writing_blobs_never_corrupts_the_store() {
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
     }
-    let verify = env.ok(&["cache", "verify"]);
+    let verify = env.stdout(&["cache", "verify"]);
     assert!(
         verify
             .lines()
@@ -272,9 +219,9 @@ fn sigkill_while_writing_blobs_never_corrupts_the_store() {
         "{verify}"
     );
     // Every named image is complete.
-    for line in env.ok(&["images"]).lines().skip(1) {
+    for line in env.stdout(&["images"]).lines().skip(1) {
         let name = line.split_whitespace().next().unwrap();
-        env.ok(&["inspect", name]);
+        env.stdout(&["inspect", name]);
         run(
             "skopeo",
             &[
@@ -284,9 +231,9 @@ fn sigkill_while_writing_blobs_never_corrupts_the_store() {
         );
     }
     // The next build succeeds.
-    let out = env.ok(&["image", "from-dir", "big", "-t", "after:1"]);
+    let out = env.stdout(&["image", "from-dir", "big", "-t", "after:1"]);
     assert!(out.contains("after:1 sha256:"), "{out}");
-    env.ok(&["cache", "prune"]);
+    env.stdout(&["cache", "prune"]);
     assert_eq!(
         fs::read_dir(env.path("cache/store/ingest"))
             .unwrap()

@@ -4,6 +4,8 @@
 //! shared by all tests through one cache dir under CARGO_TARGET_TMPDIR, so
 //! each package is fetched once per machine.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -118,23 +120,12 @@ fn load(layout: &Path, tag: &str, name: &str) {
 }
 
 fn podman(image: &str, cmd: &[&str]) -> Output {
-    let mut args = vec![
-        "--cgroup-manager",
-        "cgroupfs",
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=4096:4096",
-        "--network",
-        "host",
-        image,
-    ];
-    args.extend_from_slice(cmd);
-    tool("podman", &args)
+    support::podman::run_cmd()
+        .arg("--rm")
+        .arg(image)
+        .args(cmd)
+        .output()
+        .unwrap_or_else(|e| panic!("podman is required for this test ({e}); run ./scripts/test"))
 }
 
 fn podman_ok(image: &str, cmd: &[&str]) -> String {

@@ -133,18 +133,7 @@ fn build_and_answer(base: &str, example: &str, expect: &str) {
         .args(["-t", &image])
         .arg(&ctx));
     let port = free_port();
-    run(Command::new("podman").args([
-        "--cgroup-manager",
-        "cgroupfs",
-        "run",
-        "--runtime",
-        "runc",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=4096:4096",
-        "--network",
-        "host",
+    run(support::podman::run_cmd().args([
         "-d",
         "--name",
         &container,

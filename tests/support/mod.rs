@@ -3,5 +3,7 @@
 
 pub mod base;
 pub mod debian;
+pub mod kiln;
+pub mod podman;
 pub mod proxy;
 pub mod registry;
