@@ -539,22 +539,39 @@ pub fn canonicalize(entries: Vec<Entry>) -> Vec<Entry> {
 pub fn write_layer(store: &Store, entries: Vec<Entry>, opts: LayerOptions) -> Result<Layer> {
     let entries = canonicalize(entries);
     let (tx, rx) = sync_channel::<Vec<u8>>(16);
+    // The diff_id is hashed on whichever thread has time: gzip keeps the
+    // compressing thread busy, so the tar thread hashes; zstd compresses on
+    // its own workers, so the feeding thread hashes. Either way the digest
+    // covers the same bytes.
+    let hash_in_producer = opts.compression == Compression::Gzip;
     std::thread::scope(|s| {
-        let producer = s.spawn(move || -> Result<Digest> {
-            let mut hashed = HashingWriter::new(ChunkWriter::new(tx));
-            write_tar(&mut hashed, &entries, opts.epoch)?;
-            let (diff_id, _, mut chunks) = hashed.finish();
-            chunks.flush()?;
-            Ok(diff_id)
+        let producer = s.spawn(move || -> Result<Option<Digest>> {
+            if hash_in_producer {
+                let mut hashed = HashingWriter::new(ChunkWriter::new(tx));
+                write_tar(&mut hashed, &entries, opts.epoch)?;
+                let (diff_id, _, mut chunks) = hashed.finish();
+                chunks.flush()?;
+                Ok(Some(diff_id))
+            } else {
+                let mut chunks = ChunkWriter::new(tx);
+                write_tar(&mut chunks, &entries, opts.epoch)?;
+                chunks.flush()?;
+                Ok(None)
+            }
         });
-        let compressed = compress_into(store, ChunkReader::new(rx), opts.compression);
+        let mut reader = ChunkReader::new(rx);
+        reader.hash = !hash_in_producer;
+        let compressed = compress_into(store, &mut reader, opts.compression);
         let produced = producer.join().expect("layer tar writer panicked");
         // A compressor failure (disk full…) makes the producer fail with a
         // closed channel, so the compressor's error is the cause to report.
         // A producer failure means the tar is incomplete: the unsealed blob
         // is dropped, so no truncated layer is ever stored.
         let blob = compressed?;
-        let diff_id = produced?;
+        let diff_id = match produced? {
+            Some(d) => d,
+            None => reader.hasher.finish().0,
+        };
         Ok(Layer {
             diff_id,
             blob: blob.commit()?,
@@ -577,27 +594,27 @@ pub fn write_tar(out: impl Write, entries: &[Entry], epoch: i64) -> Result<()> {
     Ok(())
 }
 
-fn compress_into(
-    store: &Store,
-    mut tar: impl Read,
+fn compress_into<'s>(
+    store: &'s Store,
+    tar: &mut ChunkReader,
     compression: Compression,
-) -> Result<BlobWriter<'_>> {
+) -> Result<BlobWriter<'s>> {
     let mut blob = store.writer()?;
     match compression {
         Compression::Gzip => {
             let mut enc = flate2::GzBuilder::new().write(&mut blob, flate2::Compression::new(6));
-            io::copy(&mut tar, &mut enc)?;
+            tar.copy_to(&mut enc)?;
             enc.finish()?;
         }
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(&mut blob, 3)?;
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
             enc.multithread(workers.max(1))?;
-            io::copy(&mut tar, &mut enc)?;
+            tar.copy_to(&mut enc)?;
             enc.finish()?;
         }
         Compression::None => {
-            io::copy(&mut tar, &mut blob)?;
+            tar.copy_to(&mut blob)?;
         }
     }
     Ok(blob)
@@ -653,7 +670,12 @@ fn append_entry<W: Write>(b: &mut tar::Builder<W>, e: &Entry, epoch: i64) -> Res
                     (
                         len,
                         Box::new(ExactReader {
-                            inner: f.take(len),
+                            // Large reads: 8 KiB ones cost a syscall each.
+                            inner: io::BufReader::with_capacity(
+                                READ_BUF.min(len.max(1) as usize),
+                                f,
+                            )
+                            .take(len),
                             left: len,
                             path: p.clone(),
                         }),
@@ -791,6 +813,9 @@ struct ChunkWriter {
 
 const CHUNK: usize = 1 << 20;
 
+/// Read size for file contents.
+const READ_BUF: usize = 1 << 20;
+
 impl ChunkWriter {
     fn new(tx: SyncSender<Vec<u8>>) -> Self {
         ChunkWriter {
@@ -838,6 +863,9 @@ struct ChunkReader {
     rx: Receiver<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
+    /// Hash the chunks as they pass (the diff_id), when set.
+    hash: bool,
+    hasher: super::digest::Hasher,
 }
 
 impl ChunkReader {
@@ -846,7 +874,27 @@ impl ChunkReader {
             rx,
             cur: Vec::new(),
             pos: 0,
+            hash: false,
+            hasher: super::digest::Hasher::new(),
         }
+    }
+
+    /// Hands whole 1 MiB chunks to `out`: compressors work far better on
+    /// big writes than on `io::copy`'s 8 KiB pieces.
+    fn copy_to(&mut self, out: &mut impl Write) -> io::Result<()> {
+        let rest = &self.cur[self.pos..];
+        if self.hash {
+            self.hasher.update(rest);
+        }
+        out.write_all(rest)?;
+        self.pos = self.cur.len();
+        while let Ok(chunk) = self.rx.recv() {
+            if self.hash {
+                self.hasher.update(&chunk);
+            }
+            out.write_all(&chunk)?;
+        }
+        Ok(())
     }
 }
 
@@ -865,5 +913,28 @@ impl Read for ChunkReader {
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Layer digests rely on zstd's multi-threaded output not depending on
+    /// the number of workers (only on MT mode itself).
+    #[test]
+    fn zstd_mt_output_does_not_depend_on_worker_count() {
+        let data: Vec<u8> = (0..6_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 % 7 + b'a')
+            .collect();
+        let compress = |workers: u32| {
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            enc.multithread(workers).unwrap();
+            enc.write_all(&data).unwrap();
+            enc.finish().unwrap()
+        };
+        let one = compress(1);
+        assert_eq!(one, compress(2));
+        assert_eq!(one, compress(4));
     }
 }
