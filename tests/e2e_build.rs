@@ -371,6 +371,12 @@ fn corpus_matches_buildah() {
     let mut compared = 0;
     let mut failures = Vec::new();
     let mut refused: Vec<String> = Vec::new();
+    // KILN_CORPUS_CASES bounds the run while the comparison is being
+    // completed (issue 7); CI runs the default.
+    let max_cases: usize = std::env::var("KILN_CORPUS_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
     let mut cases: Vec<PathBuf> = fs::read_dir(&corpus)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -541,11 +547,23 @@ fn corpus_matches_buildah() {
                 "{name}: configs differ:\n  kiln    {kc}\n  buildah {bc}"
             ));
         }
+        // Each case unpacks two full root filesystems: free them now.
+        for d in [
+            kdir.clone(),
+            bdir.clone(),
+            env.path(&format!("kb-{name}")),
+            env.path(&format!("bb-{name}")),
+        ] {
+            let _ = fs::remove_dir_all(d);
+        }
         compared += 1;
         eprintln!(
             "{name}: compared in {:.1}s",
             started.elapsed().as_secs_f64()
         );
+        if compared >= max_cases {
+            break;
+        }
     }
     eprintln!(
         "compared {compared} cases with buildah; buildah refused {}: {refused:?}",
@@ -555,7 +573,10 @@ fn corpus_matches_buildah() {
         refused.len() <= 5,
         "buildah refused more cases than expected: {refused:?}"
     );
-    assert!(compared >= 20, "only {compared} corpus cases were compared");
+    assert!(
+        compared >= 20.min(max_cases),
+        "only {compared} corpus cases were compared"
+    );
     assert!(
         failures.is_empty(),
         "{} of {compared} cases differ:\n{}",
