@@ -8,6 +8,9 @@ use anyhow::{Context, bail};
 
 use crate::Result;
 
+/// Extra attempts after a transport failure (backoff 0.3 s, 0.6 s, 1.2 s).
+const RETRIES: u32 = 3;
+
 /// A blocking HTTP client configured for archive mirrors.
 #[derive(Clone)]
 pub struct Http {
@@ -57,11 +60,23 @@ impl Http {
         url: &str,
         headers: &[(&str, &str)],
     ) -> Result<ureq3::http::Response<ureq3::Body>> {
-        let mut req = self.agent.get(url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.call().map_err(|e| {
+        // Transport failures (a DNS hiccup, a reset connection) are retried
+        // with backoff; HTTP answers are judged by the caller.
+        let mut attempt = 0;
+        let result = loop {
+            let mut req = self.agent.get(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            match req.call() {
+                Err(_) if attempt < RETRIES => {
+                    std::thread::sleep(Duration::from_millis(300 << attempt));
+                    attempt += 1;
+                }
+                r => break r,
+            }
+        };
+        result.map_err(|e| {
             anyhow::Error::new(FetchError {
                 url: url.to_string(),
                 status: None,
