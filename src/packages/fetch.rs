@@ -8,8 +8,9 @@ use anyhow::{Context, bail};
 
 use crate::Result;
 
-/// Extra attempts after a transport failure (backoff 0.3 s, 0.6 s, 1.2 s).
-const RETRIES: u32 = 3;
+/// Extra attempts after a transport failure (backoff 0.3 s doubling to
+/// 4.8 s: rides out a DNS hiccup of about ten seconds).
+const RETRIES: u32 = 5;
 
 /// A blocking HTTP client configured for archive mirrors.
 #[derive(Clone)]
