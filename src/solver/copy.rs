@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 
-use super::rootfs::RootView;
+use super::rootfs::{RootView, relative};
 use crate::Result;
 use crate::dockerfile::context::{Context, EntryKind as CtxKind, component_match};
 use crate::dockerfile::ignore::Matcher;
@@ -152,12 +152,6 @@ pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Ve
         out.push(Entry::new(relative(&it.dest), it.kind, it.meta)?);
     }
     Ok(out)
-}
-
-fn relative(p: &Path) -> PathBuf {
-    p.components()
-        .filter(|c| matches!(c, std::path::Component::Normal(_)))
-        .collect()
 }
 
 fn meta_of(host: &Path, m: &fs::Metadata) -> Meta {

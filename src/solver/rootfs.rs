@@ -9,21 +9,17 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, bail};
 
 use crate::Result;
+use crate::sandbox::capture::is_whiteout;
 
 #[derive(Debug, Clone)]
 pub struct RootView {
     /// Bottom-most first.
     lowers: Vec<PathBuf>,
-}
-
-fn is_whiteout(m: &fs::Metadata) -> bool {
-    m.file_type().is_char_device() && m.rdev() == 0
 }
 
 fn is_opaque(p: &Path) -> bool {
@@ -164,7 +160,7 @@ impl RootView {
 }
 
 /// `/a/b` → `a/b`, dropping `.` and leading `/`.
-fn relative(path: &Path) -> PathBuf {
+pub(super) fn relative(path: &Path) -> PathBuf {
     path.components()
         .filter_map(|c| match c {
             Component::Normal(n) => Some(n),
