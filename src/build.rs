@@ -49,6 +49,40 @@ pub struct BuildRequest {
     pub insecure_registries: Vec<String>,
     /// Set to cancel the build (Ctrl-C).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Build from the auto plan even when a Dockerfile is present (`--auto`).
+    pub auto: bool,
+    /// Options for the auto plan (start command override, extra packages,
+    /// `-e` variables): what `kiln plan` takes.
+    pub plan: PlanRequest,
+    /// Print the build summary, the equivalent Dockerfile and every step's
+    /// full output (`--debug`, `--debug-build`).
+    pub debug: bool,
+}
+
+/// Options for auto builds (the plan's CLI-level overrides).
+#[derive(Debug, Clone, Default)]
+pub struct PlanRequest {
+    /// `-s`: replaces the start command (deploy files' `command:`).
+    pub start_cmd: Option<String>,
+    /// `-i`: replaces the install commands.
+    pub install_cmd: Option<String>,
+    /// `-b`: replaces the build commands.
+    pub build_cmd: Option<String>,
+    /// `--apt`: extra Debian packages for the build stage.
+    pub apt: Vec<String>,
+    /// `-e KEY=VALUE` variables given to the plan.
+    pub env: Vec<String>,
+}
+
+/// Which frontend a build used, and why (`kiln build` prints it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildSource {
+    /// Dockerfile text given through the API or `--dockerfile-content`.
+    Inline,
+    /// A Dockerfile on disk.
+    Dockerfile(PathBuf),
+    /// The auto plan, with the providers that matched.
+    Auto { providers: Vec<String> },
 }
 
 /// What a build produced.
@@ -61,6 +95,8 @@ pub struct BuildResult {
     pub stats: SolveStats,
     /// `reference@digest` of each push.
     pub pushed: Vec<String>,
+    /// Which frontend ran.
+    pub source: BuildSource,
 }
 
 /// Resolves base image configs for the Dockerfile frontend (ENV of a base
@@ -155,31 +191,27 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         progress,
         seen: Mutex::new(BTreeMap::new()),
     };
-    let (dockerfile, _tmp): (PathBuf, Option<tempfile::NamedTempFile>) =
-        match &req.dockerfile_content {
-            Some(text) => {
-                let f = tempfile::Builder::new()
-                    .prefix("Dockerfile.inline-")
-                    .tempfile()?;
-                std::fs::write(f.path(), text)?;
-                (f.path().to_path_buf(), Some(f))
-            }
-            None => (
-                req.dockerfile
-                    .clone()
-                    .unwrap_or_else(|| context.join("Dockerfile")),
-                None,
-            ),
-        };
-    if req.dockerfile_content.is_none() && !dockerfile.is_file() {
-        bail!("Dockerfile not found: {}", dockerfile.display());
-    }
+    let source = choose_source(req)?;
+    let (dockerfile, _tmp): (PathBuf, Option<tempfile::NamedTempFile>) = match &source {
+        BuildSource::Inline => {
+            let text = req.dockerfile_content.as_deref().unwrap_or_default();
+            let f = tempfile::Builder::new()
+                .prefix("Dockerfile.inline-")
+                .tempfile()?;
+            std::fs::write(f.path(), text)?;
+            (f.path().to_path_buf(), Some(f))
+        }
+        BuildSource::Dockerfile(p) => (p.clone(), None),
+        BuildSource::Auto { .. } => bail!(
+            "no Dockerfile in {} and auto builds are not available yet",
+            context.display()
+        ),
+    };
     progress.info(format!(
         "building {} with context {}",
-        if req.dockerfile_content.is_some() {
-            "the inline Dockerfile".to_string()
-        } else {
-            dockerfile.display().to_string()
+        match &source {
+            BuildSource::Inline => "the inline Dockerfile".to_string(),
+            _ => dockerfile.display().to_string(),
         },
         context.display()
     ));
@@ -246,6 +278,38 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         names: stored,
         stats: solved.stats,
         pushed,
+        source,
+    })
+}
+
+/// Which frontend runs, as platforms decide: inline Dockerfile content >
+/// the Dockerfile (`-f`, else `CONTEXT/Dockerfile` when present) > the auto
+/// plan. `auto` forces the plan; an explicit `-f` that is missing is an
+/// error, never a fallback.
+pub fn choose_source(req: &BuildRequest) -> Result<BuildSource> {
+    if req.auto {
+        if req.dockerfile_content.is_some() || req.dockerfile.is_some() {
+            bail!("--auto cannot be combined with -f or --dockerfile-content");
+        }
+        return Ok(BuildSource::Auto {
+            providers: Vec::new(),
+        });
+    }
+    if req.dockerfile_content.is_some() {
+        return Ok(BuildSource::Inline);
+    }
+    if let Some(f) = &req.dockerfile {
+        if !f.is_file() {
+            bail!("Dockerfile not found: {}", f.display());
+        }
+        return Ok(BuildSource::Dockerfile(f.clone()));
+    }
+    let default = req.context.join("Dockerfile");
+    if default.is_file() {
+        return Ok(BuildSource::Dockerfile(default));
+    }
+    Ok(BuildSource::Auto {
+        providers: Vec::new(),
     })
 }
 

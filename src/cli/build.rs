@@ -107,6 +107,7 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         compression: a.compression,
         insecure_registries: a.insecure_registry,
         cancel: Some(cancel.clone()),
+        ..BuildRequest::default()
     };
     let result = build(&req, progress);
     if cancel.load(Ordering::SeqCst) {
