@@ -57,6 +57,9 @@ pub struct BuildRequest {
     /// Print the build summary, the equivalent Dockerfile and every step's
     /// full output (`--debug`, `--debug-build`).
     pub debug: bool,
+    /// Auto builds: extra CA certificates (PEM files) the build stage
+    /// trusts, for networks that intercept TLS (`--ca-cert`, `KILN_CA_CERTS`).
+    pub ca_certs: Vec<PathBuf>,
 }
 
 /// Options for auto builds (the plan's CLI-level overrides).
@@ -356,8 +359,34 @@ fn auto_graph(
         None => crate::dockerfile::lower::Platform::host(),
     }
     .to_string();
-    let graph = crate::plan::lower::lower(&plan, &ctx, &platform)?;
+    let build_ca = req
+        .ca_certs
+        .iter()
+        .map(|p| read_ca(p))
+        .collect::<Result<Vec<_>>>()?;
+    let graph = crate::plan::lower::lower(
+        &plan,
+        &ctx,
+        &crate::plan::lower::LowerOptions { platform, build_ca },
+    )?;
     Ok((graph, ctx, providers))
+}
+
+/// A PEM CA certificate file as (file name, text).
+fn read_ca(p: &Path) -> Result<(String, String)> {
+    let pem = std::fs::read_to_string(p)
+        .with_context(|| format!("--ca-cert {}: cannot read it", p.display()))?;
+    if !pem.trim_start().starts_with("-----BEGIN CERTIFICATE-----") {
+        bail!(
+            "--ca-cert {}: not a PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+            p.display()
+        );
+    }
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "extra.crt".into());
+    Ok((name, pem))
 }
 
 /// Which frontend runs, as platforms decide: inline Dockerfile content >

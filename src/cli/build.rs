@@ -79,6 +79,10 @@ pub struct BuildArgs {
     /// Auto builds: plan environment entry NAME=VALUE (or NAME to copy it from here).
     #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
     pub env: Vec<String>,
+    /// Auto builds: trust this CA certificate (PEM) in the build stage, e.g. a
+    /// company proxy's (repeatable; also KILN_CA_CERTS=FILE:FILE). Never in the image.
+    #[arg(long = "ca-cert", value_name = "FILE", env = "KILN_CA_CERTS", value_delimiter = ':')]
+    pub ca_cert: Vec<PathBuf>,
     /// Auto builds: the plan's config file, relative to the context (.toml or .json).
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<String>,
@@ -133,6 +137,7 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         cancel: Some(cancel.clone()),
         auto: a.auto,
         debug: a.debug,
+        ca_certs: a.ca_cert,
         plan: crate::build::PlanRequest {
             start_cmd: a.start_cmd,
             install_cmd: a.install_cmd,

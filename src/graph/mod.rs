@@ -97,6 +97,10 @@ pub struct PackageSet {
     /// Digest of the lockfile section that pins the versions, when locked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<Digest>,
+    /// Extra CA certificates trusted in the set's bundle: (file name, PEM),
+    /// e.g. a company proxy's CA for the build stage's downloads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_ca: Vec<(String, String)>,
 }
 
 impl PackageSet {
@@ -107,12 +111,22 @@ impl PackageSet {
     pub fn reference(&self) -> String {
         let mut pkgs = self.packages.clone();
         pkgs.sort();
-        format!(
+        let mut r = format!(
             "debian-packages:{}/{}/{}",
             self.suite,
             serde_json::to_string(&self.base).unwrap_or_default().trim_matches('"'),
             pkgs.join(",")
-        )
+        );
+        if !self.extra_ca.is_empty() {
+            let mut h = crate::oci::digest::Hasher::new();
+            for (name, pem) in &self.extra_ca {
+                h.update(name.as_bytes());
+                h.update(b"\0");
+                h.update(pem.as_bytes());
+            }
+            r.push_str(&format!("+ca:{}", h.finish().0.hex()));
+        }
+        r
     }
 }
 

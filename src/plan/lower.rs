@@ -43,6 +43,9 @@ pub const APP_DIR: &str = "/app";
 /// Where `staticAssets` are written in the image.
 pub const ASSETS_DIR: &str = "/assets";
 
+/// The runtime image's PID 1 (Debian's `tini`), the start command its child.
+pub const INIT: &[&str] = &["/usr/bin/tini", "--"];
+
 /// The file name progress lines and errors cite for generated steps.
 const ORIGIN_FILE: &str = "plan";
 
@@ -73,8 +76,19 @@ pub fn context_ignore(dir: &std::path::Path) -> Result<(Matcher, Option<std::pat
     Ok((Matcher::new(DEFAULT_IGNORE)?, None))
 }
 
+/// What the caller adds to the plan's graph.
+#[derive(Debug, Clone, Default)]
+pub struct LowerOptions {
+    /// `os/arch[/variant]` of both stages.
+    pub platform: String,
+    /// Extra CA certificates (file name, PEM) trusted in the build stage,
+    /// for networks that intercept TLS; never in the runtime image.
+    pub build_ca: Vec<(String, String)>,
+}
+
 /// The graph for `plan` over the walked source tree `ctx`.
-pub fn lower(plan: &BuildPlan, ctx: &Context, platform: &str) -> Result<Graph> {
+pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Graph> {
+    let platform = opts.platform.as_str();
     let start = plan.start.clone().unwrap_or_default();
     let Some(start_cmd) = start.cmd.clone().filter(|c| !c.trim().is_empty()) else {
         return Err(CodedError::new(
@@ -140,7 +154,11 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, platform: &str) -> Result<Graph> {
             build_pkgs.push(p);
         }
     }
-    let mut b = StageBuilder::new("build", build_base(plan, &suite, build_pkgs), platform);
+    let mut base = build_base(plan, &suite, build_pkgs);
+    if let Base::Packages(p) = &mut base {
+        p.extra_ca = opts.build_ca.clone();
+    }
+    let mut b = StageBuilder::new("build", base, platform);
     b.config(ConfigChange::WorkingDir(APP_DIR.into()), "WORKDIR /app");
     let assets: Vec<(String, String)> = plan
         .static_assets
@@ -193,7 +211,10 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, platform: &str) -> Result<Graph> {
     let build = b.finish();
 
     // Stage 1: runtime.
-    let mut rt_pkgs = vec!["ca-certificates".to_string()];
+    // tini is PID 1: it forwards SIGTERM to the app (a process that is PID
+    // 1 itself ignores every signal it installed no handler for, so a plain
+    // `node server.js` would never stop) and reaps zombies.
+    let mut rt_pkgs = vec!["ca-certificates".to_string(), "tini".to_string()];
     for p in start.apt_pkgs.clone().unwrap_or_default() {
         if !rt_pkgs.contains(&p) {
             rt_pkgs.push(p);
@@ -208,6 +229,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, platform: &str) -> Result<Graph> {
             packages: rt_pkgs,
             base: PackageBase::Minimal,
             lock: None,
+            extra_ca: Vec::new(),
         }),
     };
     let mut r = StageBuilder::new("runtime", rt_base, platform);
@@ -252,6 +274,15 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, platform: &str) -> Result<Graph> {
         r.run(&script, &[], &[], "start");
         r.config(ConfigChange::User(user.to_string()), &format!("USER {user}"));
     }
+    if start.run_image.is_none() {
+        r.config(
+            ConfigChange::Entrypoint {
+                args: INIT.iter().map(|s| s.to_string()).collect(),
+                reset_cmd: false,
+            },
+            "ENTRYPOINT [\"/usr/bin/tini\", \"--\"]",
+        );
+    }
     let cmd = exec_form(&start_cmd);
     r.config(
         ConfigChange::Cmd(Some(cmd.clone())),
@@ -274,6 +305,7 @@ fn build_base(plan: &BuildPlan, suite: &str, packages: Vec<String>) -> Base {
             packages,
             base: PackageBase::Minbase,
             lock: None,
+            extra_ca: Vec::new(),
         }),
     }
 }

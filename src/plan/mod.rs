@@ -211,7 +211,7 @@ fn no_provider(dir: &Path) -> anyhow::Error {
     anyhow::Error::new(CodedError::new(
         code::NO_PROVIDER,
         format!(
-            "No compatible providers found for auto-build in {}\nLooked for:\n{}\n\
+            "No compatible providers found for auto-build. Nothing in {} matched; looked for:\n{}\n\
              Name a provider (`providers = [\"node\"]` in kiln.toml), or give a start command \
              (`-s`, `[start] cmd`, or a Procfile).{hint}",
             dir.display(),

@@ -262,6 +262,11 @@ impl Solver {
             None,
             &ComposeOptions {
                 layer: opts.layer,
+                extra_ca: p
+                    .extra_ca
+                    .iter()
+                    .map(|(n, pem)| (n.clone(), pem.clone().into_bytes()))
+                    .collect(),
                 ..ComposeOptions::default()
             },
             progress,

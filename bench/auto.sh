@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Auto builds, same run, same local base: for the node-npm, python-flask and
+# go-mod examples, `kiln build DIR` (the auto plan, Debian packages composed
+# by kiln) vs `buildah bud --isolation chroot --layers` and BuildKit
+# (dockerd 20.10, DOCKER_BUILDKIT=1) on the Dockerfile `kiln dockerfile`
+# generates, FROM a trixie minbase image served by a local registry.
+#   cold: empty caches / storage on every side
+#   warm: rebuild after a one-line source change
+# Prints wall times, ratios (kiln / peer; goals: cold ≤ 0.7, warm ≤ 1.0),
+# kiln's peak RSS (the kiln process only, sampled; the steps' own
+# processes excluded) and image sizes (uncompressed, as podman counts them).
+#   bench/auto.sh [APP…]      default: node-npm python-flask go-mod
+# Needs root (buildah, podman, dockerd), mmdebstrap, docker-registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+KILN=$PWD/target/release/kiln
+APPS=("${@:-node-npm}")
+[ $# -eq 0 ] && APPS=(node-npm python-flask go-mod)
+work=$(mktemp -d /var/tmp/kiln-bench-auto.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  umount -R "$work"/dockerd/exec 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+
+# A local registry with the base image.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/registry.yml" <<YML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+YML
+docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+pids+=($!)
+reg=127.0.0.1:$port
+cache=${KILN_TEST_CACHE:-$HOME/.cache/kiln-tests}
+mkdir -p "$cache"
+if [ ! -f "$cache/debian-trixie.tar" ]; then
+  mmdebstrap --variant=minbase --format=tar trixie "$cache/debian-trixie.tar.tmp" http://deb.debian.org/debian
+  mv "$cache/debian-trixie.tar.tmp" "$cache/debian-trixie.tar"
+fi
+sleep 1
+podman import -q "$cache/debian-trixie.tar" localhost/kiln-bench-base >/dev/null
+podman push -q --tls-verify=false localhost/kiln-bench-base "docker://$reg/debian:trixie-slim"
+podman rmi -f localhost/kiln-bench-base >/dev/null
+base=$reg/debian:trixie-slim
+
+# BuildKit, when Debian's docker.io is installed (apt-get install docker.io).
+buildkit=0
+if command -v dockerd >/dev/null && [ -x /usr/bin/docker ]; then
+  mkdir -p "$work/dockerd"
+  dockerd --data-root "$work/dockerd/root" --exec-root "$work/dockerd/exec" \
+    -H "unix://$work/dockerd/docker.sock" --bridge=none --iptables=false --ip6tables=false \
+    --insecure-registry "$reg" > "$work/dockerd.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 50); do [ -S "$work/dockerd/docker.sock" ] && break; sleep 0.2; done
+  DOCKER="/usr/bin/docker -H unix://$work/dockerd/docker.sock"
+  $DOCKER info >/dev/null 2>&1 && buildkit=1
+fi
+[ $buildkit = 1 ] || echo "(BuildKit not measured: install docker.io for dockerd)"
+
+# kiln build with its peak RSS (the kiln process only, sampled every 50 ms).
+kiln_build() { # home dir
+  local home=$1 dir=$2 peak=0 rss
+  KILN_CACHE_DIR=$home/cache KILN_DATA_DIR=$home/data "$KILN" --progress quiet build "$dir" -t app:1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${rss:-0}" -gt "$peak" ] && peak=$rss
+    sleep 0.05
+  done
+  wait "$pid"
+  echo "$peak" > "$home/peak"
+}
+
+edit() { # one-line change in the app's main source file
+  local dir=$1
+  for f in index.js app.py main.go; do
+    if [ -f "$dir/$f" ]; then
+      case $f in
+        *.py) echo "# edit $(now)" >> "$dir/$f" ;;
+        *) echo "// edit $(now)" >> "$dir/$f" ;;
+      esac
+      return
+    fi
+  done
+}
+
+printf '%-13s %-5s %9s %9s %7s %9s %7s %9s\n' app run kiln buildah ratio buildkit ratio kiln-rss
+for app in "${APPS[@]}"; do
+  src=examples/$app
+  kdir=$work/$app/kiln/$app; bdir=$work/$app/buildah/$app; ddir=$work/$app/buildkit/$app
+  mkdir -p "$(dirname "$kdir")" "$(dirname "$bdir")" "$(dirname "$ddir")"
+  cp -r "$src" "$kdir"; cp -r "$src" "$bdir"; cp -r "$src" "$ddir"
+  "$KILN" --progress quiet dockerfile "$bdir" -o "$work/$app/Dockerfile" --base-image "$base"
+  broot=$work/$app/bstore; brun=$work/$app/brun
+  for run in cold warm; do
+    if [ $run = warm ]; then edit "$kdir"; edit "$bdir"; edit "$ddir"; fi
+    t=$(now); kiln_build "$work/$app/khome" "$kdir"; tk=$(since "$t")
+    t=$(now)
+    buildah --root "$broot" --runroot "$brun" bud -q --isolation chroot --layers --tls-verify=false \
+      -f "$work/$app/Dockerfile" -t app "$bdir" >/dev/null 2>"$work/$app/buildah.$run.log"
+    tb=$(since "$t")
+    td=-; rd=-
+    if [ $buildkit = 1 ]; then
+      t=$(now)
+      DOCKER_BUILDKIT=1 $DOCKER build -q --network host -f "$work/$app/Dockerfile" -t app "$ddir" \
+        >/dev/null 2>"$work/$app/buildkit.$run.log"
+      td=$(since "$t"); rd=$(echo "scale=2; $tk / $td" | bc)
+    fi
+    printf '%-13s %-5s %8.1fs %8.1fs %7.2f %9s %7s %7d MB\n' "$app" "$run" "$tk" "$tb" \
+      "$(echo "scale=2; $tk / $tb" | bc)" "$([ "$td" = - ] && echo - || printf '%.1fs' "$td")" "$rd" \
+      $(( $(cat "$work/$app/khome/peak") / 1024 ))
+  done
+  # Sizes, uncompressed, as podman reports them.
+  skopeo copy -q "oci:$work/$app/khome/data/images:app:1" "containers-storage:localhost/kiln-bench-$app"
+  ks=$(podman image inspect --format '{{.Size}}' "localhost/kiln-bench-$app")
+  bs=$(podman --root "$broot" --runroot "$brun" image inspect --format '{{.Size}}' localhost/app)
+  podman rmi -f "localhost/kiln-bench-$app" >/dev/null
+  printf '%-13s size  kiln %.1f MB, buildah %.1f MB: %.2fx\n' "$app" \
+    "$(echo "$ks / 1000000" | bc -l)" "$(echo "$bs / 1000000" | bc -l)" "$(echo "$ks / $bs" | bc -l)"
+  buildah --root "$broot" --runroot "$brun" rmi -af >/dev/null 2>&1 || true
+  umount -R "$broot" 2>/dev/null || true
+done
