@@ -13,10 +13,16 @@ fn no_provider_is_exit_code_3_with_what_was_looked_for() {
     let out = k.kiln(&["build", "app", "-t", "x:1"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("No compatible providers found for auto-build."), "{err}");
+    assert!(
+        err.contains("No compatible providers found for auto-build."),
+        "{err}"
+    );
     assert!(err.contains("node: package.json"), "{err}");
     let images = String::from_utf8_lossy(&k.ok(&["images"]).stdout).into_owned();
-    assert!(!images.contains("x:1") && !images.contains("x "), "{images}");
+    assert!(
+        !images.contains("x:1") && !images.contains("x "),
+        "{images}"
+    );
 }
 
 #[test]
@@ -41,5 +47,8 @@ fn auto_with_a_dockerfile_flag_is_refused_and_a_missing_dockerfile_is_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--auto cannot be combined"));
     let out = k.kiln(&["build", "app", "-f", "app/Nope.Dockerfile"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Dockerfile not found: app/Nope.Dockerfile"), "{err}");
+    assert!(
+        err.contains("Dockerfile not found: app/Nope.Dockerfile"),
+        "{err}"
+    );
 }

@@ -81,7 +81,12 @@ pub struct BuildArgs {
     pub env: Vec<String>,
     /// Auto builds: trust this CA certificate (PEM) in the build stage, e.g. a
     /// company proxy's (repeatable; also KILN_CA_CERTS=FILE:FILE). Never in the image.
-    #[arg(long = "ca-cert", value_name = "FILE", env = "KILN_CA_CERTS", value_delimiter = ':')]
+    #[arg(
+        long = "ca-cert",
+        value_name = "FILE",
+        env = "KILN_CA_CERTS",
+        value_delimiter = ':'
+    )]
     pub ca_cert: Vec<PathBuf>,
     /// Auto builds: the plan's config file, relative to the context (.toml or .json).
     #[arg(short = 'c', long, value_name = "FILE")]

@@ -114,7 +114,9 @@ impl PackageSet {
         let mut r = format!(
             "debian-packages:{}/{}/{}",
             self.suite,
-            serde_json::to_string(&self.base).unwrap_or_default().trim_matches('"'),
+            serde_json::to_string(&self.base)
+                .unwrap_or_default()
+                .trim_matches('"'),
             pkgs.join(",")
         );
         if !self.extra_ca.is_empty() {

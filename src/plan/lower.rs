@@ -46,6 +46,18 @@ pub const ASSETS_DIR: &str = "/assets";
 /// The runtime image's PID 1 (Debian's `tini`), the start command its child.
 pub const INIT: &[&str] = &["/usr/bin/tini", "--"];
 
+/// Build-step variables that make language tools trust the system CA
+/// bundle, set when extra CAs are given (`--ca-cert`).
+pub const CA_BUNDLE_VARS: &[(&str, &str)] = &[
+    ("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"),
+    ("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt"),
+    ("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"),
+    ("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"),
+    ("CARGO_HTTP_CAINFO", "/etc/ssl/certs/ca-certificates.crt"),
+    ("GIT_SSL_CAINFO", "/etc/ssl/certs/ca-certificates.crt"),
+    ("UV_NATIVE_TLS", "1"),
+];
+
 /// The file name progress lines and errors cite for generated steps.
 const ORIGIN_FILE: &str = "plan";
 
@@ -108,7 +120,12 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
     // phases' paths first, build-only ones as step arguments.
     let mut paths: Vec<String> = Vec::new();
     for name in &order {
-        for p in plan.phase(name).and_then(|p| p.paths.clone()).into_iter().flatten() {
+        for p in plan
+            .phase(name)
+            .and_then(|p| p.paths.clone())
+            .into_iter()
+            .flatten()
+        {
             if !paths.contains(&p) {
                 paths.push(p);
             }
@@ -126,12 +143,21 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     env.push(("PATH".to_string(), path_value));
-    let build_args: Vec<(String, String)> = plan
+    let mut build_args: Vec<(String, String)> = plan
         .build_variables
         .iter()
         .flatten()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    if !opts.build_ca.is_empty() {
+        // Tools that carry their own CA list (uv, cargo, requests) are
+        // pointed at the system bundle, which holds the extra CAs.
+        for (k, v) in CA_BUNDLE_VARS {
+            if !build_args.iter().any(|(bk, _)| bk == k) {
+                build_args.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
     let secrets: Vec<Mount> = plan
         .secrets
         .iter()
@@ -272,7 +298,10 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             "id -u {user} >/dev/null 2>&1 || {{ echo '{user}:x:1000:1000::/home/{user}:/bin/sh' >> /etc/passwd && echo '{user}:x:1000:' >> /etc/group && mkdir -p /home/{user} && chown 1000:1000 /home/{user}; }}"
         );
         r.run(&script, &[], &[], "start");
-        r.config(ConfigChange::User(user.to_string()), &format!("USER {user}"));
+        r.config(
+            ConfigChange::User(user.to_string()),
+            &format!("USER {user}"),
+        );
     }
     if start.run_image.is_none() {
         r.config(
@@ -345,7 +374,11 @@ struct StageBuilder {
 impl StageBuilder {
     fn new(name: &str, base: Base, platform: &str) -> StageBuilder {
         let text = match &base {
-            Base::Packages(p) => format!("FROM debian packages ({}): {}", p.suite, p.packages.join(" ")),
+            Base::Packages(p) => format!(
+                "FROM debian packages ({}): {}",
+                p.suite,
+                p.packages.join(" ")
+            ),
             Base::Image { reference } => format!("FROM {reference}"),
             _ => "FROM scratch".to_string(),
         };
@@ -389,7 +422,11 @@ impl StageBuilder {
     fn copy_context(&mut self, ctx: &Context, src: &str, dest: &str, phase: &str) -> Result<()> {
         let none = Matcher::new::<&str>(&[])?;
         let digest = ctx.digest_sources(&[src.to_string()], &none)?;
-        let mut c = copy(CopyFrom::Context, vec![CopyItem::Path(src.to_string())], dest);
+        let mut c = copy(
+            CopyFrom::Context,
+            vec![CopyItem::Path(src.to_string())],
+            dest,
+        );
         c.context_digest = Some(digest);
         self.push(graph::Op::Copy(c), phase, format!("COPY {src} {dest}"));
         Ok(())

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: real services on loopback.
 #![allow(dead_code)]
 
+pub mod auto;
 pub mod base;
 pub mod debian;
 pub mod kiln;

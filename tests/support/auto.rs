@@ -1,0 +1,287 @@
+//! Auto-build test helpers: a kiln home (shared warm cache or empty),
+//! example apps copied out of `examples/`, and running an image under
+//! podman until it answers HTTP, then stopping it with SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::registry::free_port;
+
+pub fn test_cache() -> PathBuf {
+    std::env::var_os("KILN_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join(".cache/kiln-tests")
+        })
+}
+
+/// A kiln home: cache and data dirs.
+pub struct Home {
+    pub cache: PathBuf,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Home {
+    /// The shared warm cache (its own data dir per test).
+    pub fn shared() -> Home {
+        let tmp = tempfile::tempdir().unwrap();
+        Home {
+            cache: test_cache().join("auto-cache"),
+            data: tmp.path().join("data"),
+            _tmp: Some(tmp),
+        }
+    }
+
+    /// Empty cache and data dirs.
+    pub fn fresh() -> Home {
+        let tmp = tempfile::tempdir().unwrap();
+        Home {
+            cache: tmp.path().join("cache"),
+            data: tmp.path().join("data"),
+            _tmp: Some(tmp),
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.env("KILN_CACHE_DIR", &self.cache)
+            .env("KILN_DATA_DIR", &self.data)
+            .env("NO_COLOR", "1")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn kiln(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.kiln(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Builds `dir` as `name`, returning the manifest digest and the JSON events.
+    pub fn build(&self, dir: &Path, name: &str) -> (String, Vec<serde_json::Value>) {
+        let mut args = vec![
+            "--progress".to_string(),
+            "json".into(),
+            "build".into(),
+            dir.to_str().unwrap().into(),
+            "-t".into(),
+            name.into(),
+            "--json".into(),
+        ];
+        args.extend(host_ca_args());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.ok(&args);
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "build output is not JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        let events = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (result["digest"].as_str().unwrap().to_string(), events)
+    }
+
+    pub fn layout(&self) -> String {
+        format!("oci:{}", self.data.join("images").display())
+    }
+}
+
+/// Networks that intercept TLS need their CA in the build stage (npm, pip
+/// and cargo downloads): the host's extra CAs, as `--ca-cert` flags.
+pub fn host_ca_args() -> Vec<String> {
+    let mut certs: Vec<PathBuf> = std::fs::read_dir("/usr/local/share/ca-certificates")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "crt"))
+        .collect();
+    certs.sort();
+    certs
+        .into_iter()
+        .flat_map(|c| ["--ca-cert".to_string(), c.display().to_string()])
+        .collect()
+}
+
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is the tool installed? run ./scripts/test)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        let dst = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dst);
+        } else {
+            std::fs::copy(&p, &dst).unwrap();
+        }
+    }
+}
+
+pub fn example(name: &str, parent: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    let dst = parent.join(name);
+    copy_dir(&src, &dst);
+    dst
+}
+
+pub fn http_get(port: u16) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Removes the container and image even when an assertion fails.
+struct Cleanup {
+    container: String,
+    image: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = super::podman::podman()
+            .args(["rm", "-f", &self.container])
+            .output();
+        let _ = super::podman::podman()
+            .args(["rmi", "-f", &self.image])
+            .output();
+    }
+}
+
+/// Loads `name` from the home's image store into podman, runs it with
+/// `PORT`, expects `expect` in the HTTP answer, then SIGTERM and an exit
+/// within 10 s. Returns the image's size in bytes as podman reports it.
+pub fn serve_and_stop(home: &Home, name: &str, expect: &str) -> u64 {
+    let tag = format!("localhost/kiln-e2e-auto-{}", name.replace(':', "-"));
+    let container = format!(
+        "kiln-e2e-auto-{}-{}",
+        name.replace(':', "-"),
+        std::process::id()
+    );
+    let _cleanup = Cleanup {
+        container: container.clone(),
+        image: tag.clone(),
+    };
+    run(Command::new("skopeo").args([
+        "copy",
+        "-q",
+        &format!("{}:{name}", home.layout()),
+        &format!("containers-storage:{tag}"),
+    ]));
+    let port = free_port();
+    run(super::podman::run_cmd().args([
+        "-d",
+        "--name",
+        &container,
+        "-e",
+        &format!("PORT={port}"),
+        &tag,
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(resp) = http_get(port)
+            && resp.starts_with("HTTP/1.")
+            && resp.contains(" 200 ")
+        {
+            assert!(resp.contains(expect), "{name}: unexpected answer:\n{resp}");
+            break;
+        }
+        if Instant::now() > deadline {
+            let logs = super::podman::podman()
+                .args(["logs", &container])
+                .output()
+                .unwrap();
+            panic!(
+                "{name}: no HTTP 200 on port {port} within 90 s; container logs:\n{}{}",
+                String::from_utf8_lossy(&logs.stdout),
+                String::from_utf8_lossy(&logs.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // SIGTERM reaches the app (no login-shell wrapper): it exits in time.
+    let sent = Instant::now();
+    run(super::podman::podman().args(["kill", "--signal", "TERM", &container]));
+    loop {
+        let state = run(super::podman::podman().args([
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            &container,
+        ]));
+        if state.trim() == "false" {
+            break;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "{name}: still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let size =
+        run(super::podman::podman().args(["image", "inspect", "--format", "{{.Size}}", &tag]));
+    size.trim().parse().unwrap_or(0)
+}
+
+/// Layer digests of an image in the home's store.
+pub fn layers(home: &Home, name: &str) -> Vec<String> {
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("{}:{name}", home.layout()),
+    ]));
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn step_status<'a>(events: &'a [serde_json::Value], prefix: &str) -> Vec<&'a str> {
+    let ids: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "start" && e["name"].as_str().is_some_and(|n| n.contains(prefix)))
+        .filter_map(|e| e["id"].as_u64())
+        .collect();
+    events
+        .iter()
+        .filter(|e| e["event"] == "finish" && e["id"].as_u64().is_some_and(|i| ids.contains(&i)))
+        .filter_map(|e| e["status"].as_str())
+        .collect()
+}
