@@ -44,7 +44,7 @@ pub const APP_DIR: &str = "/app";
 pub const ASSETS_DIR: &str = "/assets";
 
 /// The runtime image's PID 1 (Debian's `tini`), the start command its child.
-pub const INIT: &[&str] = &["/usr/bin/tini", "--"];
+pub const INIT: &[&str] = &["/usr/bin/tini", "-s", "--"];
 
 /// Build-step variables that make language tools trust the system CA
 /// bundle, set when extra CAs are given (`--ca-cert`).
@@ -57,6 +57,9 @@ pub const CA_BUNDLE_VARS: &[(&str, &str)] = &[
     ("GIT_SSL_CAINFO", "/etc/ssl/certs/ca-certificates.crt"),
     ("UV_NATIVE_TLS", "1"),
 ];
+
+/// An empty directory the build stage makes for the static runtime's /tmp.
+const EMPTY_DIR: &str = "/.kiln-empty";
 
 /// The file name progress lines and errors cite for generated steps.
 const ORIGIN_FILE: &str = "plan";
@@ -180,6 +183,15 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             build_pkgs.push(p);
         }
     }
+    let static_rt = is_static(plan);
+    if static_rt {
+        // What the scratch runtime copies out of the build stage.
+        for p in ["tzdata", "tini"] {
+            if !build_pkgs.iter().any(|b| b == p) {
+                build_pkgs.push(p.to_string());
+            }
+        }
+    }
     let mut base = build_base(plan, &suite, build_pkgs);
     if let Base::Packages(p) = &mut base {
         p.extra_ca = opts.build_ca.clone();
@@ -234,6 +246,9 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
     if !copied_all {
         b.copy_context(ctx, ".", &format!("{APP_DIR}/"), "source")?;
     }
+    if static_rt {
+        b.run(&format!("mkdir -p {EMPTY_DIR}"), &[], &[], "runtime");
+    }
     let build = b.finish();
 
     // Stage 1: runtime.
@@ -250,6 +265,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         Some(image) => Base::Image {
             reference: image.clone(),
         },
+        None if static_rt => Base::Scratch,
         None => Base::Packages(PackageSet {
             suite: suite.clone(),
             packages: rt_pkgs,
@@ -259,6 +275,21 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         }),
     };
     let mut r = StageBuilder::new("runtime", rt_base, platform);
+    if static_rt {
+        // A static binary needs no libc or shell: the CA bundle, zoneinfo,
+        // tini and a /tmp, from the build stage.
+        for (src, dest) in [
+            (
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/ssl/certs/ca-certificates.crt",
+            ),
+            ("/usr/share/zoneinfo", "/usr/share/zoneinfo"),
+            ("/usr/bin/tini-static", INIT[0]),
+        ] {
+            r.copy_stage_to(0, src, dest, None);
+        }
+        r.copy_stage_to(0, EMPTY_DIR, "/tmp", Some("1777"));
+    }
     if !assets.is_empty() {
         r.copy_inline(&assets)?;
     }
@@ -286,6 +317,11 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         );
     }
     if let Some(user) = start.user.as_deref().filter(|u| !u.is_empty()) {
+        if static_rt {
+            bail!(
+                "start.user {user:?}: the static runtime image has no /etc/passwd; set CGO_ENABLED=1 to get a Debian runtime, or drop start.user"
+            );
+        }
         if !user
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -309,7 +345,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
                 args: INIT.iter().map(|s| s.to_string()).collect(),
                 reset_cmd: false,
             },
-            "ENTRYPOINT [\"/usr/bin/tini\", \"--\"]",
+            "ENTRYPOINT [\"/usr/bin/tini\", \"-s\", \"--\"]",
         );
     }
     let cmd = exec_form(&start_cmd);
@@ -322,6 +358,20 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         stages: vec![build, runtime],
         target: 1,
     })
+}
+
+/// Whether the app is one static binary (Go with `CGO_ENABLED=0`, the Go
+/// provider's default): its runtime stage starts from scratch instead of a
+/// Debian package set.
+pub fn is_static(plan: &BuildPlan) -> bool {
+    let start = plan.start.clone().unwrap_or_default();
+    start.run_image.is_none()
+        && plan.providers.as_deref() == Some(&["go".to_string()][..])
+        && plan
+            .variables
+            .as_ref()
+            .and_then(|v| v.get("CGO_ENABLED"))
+            .is_some_and(|v| v == "0")
 }
 
 fn build_base(plan: &BuildPlan, suite: &str, packages: Vec<String>) -> Base {
@@ -433,15 +483,21 @@ impl StageBuilder {
     }
 
     fn copy_stage(&mut self, stage: usize, path: &str) {
-        let c = copy(
+        self.copy_stage_to(stage, path, path, None);
+    }
+
+    fn copy_stage_to(&mut self, stage: usize, src: &str, dest: &str, chmod: Option<&str>) {
+        let mut c = copy(
             CopyFrom::Stage(stage),
-            vec![CopyItem::Path(path.to_string())],
-            path,
+            vec![CopyItem::Path(src.to_string())],
+            dest,
         );
+        c.chmod = chmod.map(String::from);
+        let flag = chmod.map(|m| format!(" --chmod={m}")).unwrap_or_default();
         self.push(
             graph::Op::Copy(c),
             "runtime",
-            format!("COPY --from=build {path} {path}"),
+            format!("COPY --from=build{flag} {src} {dest}"),
         );
     }
 
