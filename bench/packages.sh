@@ -22,7 +22,7 @@ kiln=$PWD/target/release/kiln
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 now() { date +%s.%N; }
-secs() { echo "$2 - $1" | bc; }
+secs() { echo "scale=2; ($2 - $1) / 1" | bc; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 export KILN_PROGRESS=quiet KILN_DATA_DIR=$work/data
 
@@ -67,7 +67,7 @@ print(sum(l['size'] for l in m['layers']))")
 mm_tar=$(stat -c %s "$work/mm.tar")
 
 mib() { echo "scale=1; $1 / 1048576" | bc; }
-ratio() { echo "scale=2; $1 / $2" | bc; }
+ratio() { printf "%.2f" "$(echo "scale=4; $1 / $2" | bc)"; }
 printf '\n%s: kiln --base minimal vs mmdebstrap --variant=minbase (load now %s)\n' "${pkgs[*]}" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-40s %12s %12s %8s\n' "figure" "kiln" "mmdebstrap" "ratio"
 printf '%-40s %11ss %11ss %8s\n' "cold compose (median of $runs)" "$kiln_cold" "$mm_cold" "$(ratio "$kiln_cold" "$mm_cold")"
