@@ -1,60 +1,77 @@
 #!/usr/bin/env bash
-# Debian package images: kiln vs mmdebstrap, side by side.
+# Debian package images: kiln vs mmdebstrap, side by side, in the same run.
 #
 #   cold compose: empty kiln cache (indexes, .debs, layers) vs
-#                 `mmdebstrap --variant=minbase --include=nodejs trixie` (its own downloads)
-#   warm compose: everything cached (resolve + assemble only)
-#   sizes:        kiln's node image (compressed layers, and unpacked) vs the
-#                 mmdebstrap tarball (uncompressed and gzip)
+#                 `mmdebstrap --variant=minbase --include=PKGS trixie` (its own
+#                 downloads), alternated RUNS times; medians
+#   warm compose: everything cached (resolve + assemble only); median of 5
+#   size:         the same measure on both sides: `du -sb` of the unpacked
+#                 root filesystem (kiln: the image's layers applied by umoci;
+#                 mmdebstrap: its tarball extracted). The mmdebstrap tarball
+#                 size and kiln's compressed layers are printed for reference.
 #
-# Usage: bench/packages.sh [PACKAGE…]   (default: nodejs)
+# Usage: RUNS=3 bench/packages.sh [PACKAGE…]   (default: nodejs; kiln uses --base minimal)
+# The machine is shared: the load average is printed with the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=("${@:-nodejs}")
 include=$(IFS=,; echo "${pkgs[*]}")
+runs=${RUNS:-3}
 cargo build --release --quiet
 kiln=$PWD/target/release/kiln
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 now() { date +%s.%N; }
-secs() { echo "$2 - $1" | bc; }
+secs() { echo "scale=2; ($2 - $1) / 1" | bc; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+export KILN_PROGRESS=quiet KILN_DATA_DIR=$work/data
 
-export KILN_DATA_DIR=$work/data KILN_PROGRESS=quiet
-export KILN_CACHE_DIR=$work/cache
+kiln_colds=() mm_colds=()
+for i in $(seq "$runs"); do
+  export KILN_CACHE_DIR=$work/cache$i
+  echo "== run $i/$runs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+  t0=$(now)
+  "$kiln" image packages -t bench-pkgs --suite trixie --base minimal "${pkgs[@]}" -o "type=oci,dest=$work/oci" >/dev/null
+  t1=$(now)
+  kiln_colds+=("$(secs "$t0" "$t1")")
+  rm -rf "$work/mm.tar"
+  t0=$(now)
+  mmdebstrap --quiet --variant=minbase --include="$include" trixie "$work/mm.tar" http://deb.debian.org/debian >/dev/null 2>&1
+  t1=$(now)
+  mm_colds+=("$(secs "$t0" "$t1")")
+  echo "   kiln ${kiln_colds[-1]} s, mmdebstrap ${mm_colds[-1]} s"
+  [ "$i" = "$runs" ] || rm -rf "$work/cache$i"
+done
+kiln_cold=$(printf '%s\n' "${kiln_colds[@]}" | median)
+mm_cold=$(printf '%s\n' "${mm_colds[@]}" | median)
 
-echo "== cold compose (empty caches): kiln image packages --suite trixie ${pkgs[*]}"
-t0=$(now)
-"$kiln" image packages -t bench-node --suite trixie "${pkgs[@]}" -o "type=oci,dest=$work/oci" >/dev/null
-t1=$(now)
-kiln_cold=$(secs "$t0" "$t1")
-
-echo "== cold: mmdebstrap --variant=minbase --include=$include trixie"
-t0=$(now)
-mmdebstrap --quiet --variant=minbase --include="$include" trixie "$work/mm.tar" http://deb.debian.org/debian >/dev/null 2>&1
-t1=$(now)
-mm_cold=$(secs "$t0" "$t1")
-
-echo "== warm compose (all cached), best of 5"
-warm=999
+warms=()
 for _ in 1 2 3 4 5; do
   t0=$(now)
-  "$kiln" image packages -t bench-node --suite trixie "${pkgs[@]}" >/dev/null
+  "$kiln" image packages -t bench-pkgs --suite trixie --base minimal "${pkgs[@]}" >/dev/null
   t1=$(now)
-  w=$(secs "$t0" "$t1")
-  warm=$(echo "if ($w < $warm) $w else $warm" | bc)
+  warms+=("$(secs "$t0" "$t1")")
 done
+warm=$(printf '%s\n' "${warms[@]}" | median)
 
-kiln_layers=$(du -cb "$work"/oci/blobs/sha256/* | tail -1 | cut -f1)
-mkdir "$work/root"
-umoci raw unpack --rootless --image "$work/oci:latest" "$work/root" >/dev/null 2>&1 \
-  || (cd "$work/root" && for b in $(python3 -c "import json,sys;d=json.load(open('$work/oci/index.json'));m=json.load(open('$work/oci/blobs/sha256/'+d['manifests'][0]['digest'][7:]));print(' '.join(l['digest'][7:] for l in m['layers']))"); do tar -xzf "$work/oci/blobs/sha256/$b" 2>/dev/null || true; done)
-kiln_unpacked=$(du -sb "$work/root" | cut -f1)
+mkdir "$work/root" "$work/mmroot"
+umoci raw unpack --rootless --image "$work/oci:latest" "$work/root" >/dev/null 2>&1
+tar -xf "$work/mm.tar" -C "$work/mmroot" 2>/dev/null || true
+kiln_root=$(du -sb "$work/root" | cut -f1)
+mm_root=$(du -sb "$work/mmroot" | cut -f1)
+kiln_layers=$(python3 -c "
+import json
+d = json.load(open('$work/oci/index.json'))
+m = json.load(open('$work/oci/blobs/sha256/' + d['manifests'][0]['digest'][7:]))
+print(sum(l['size'] for l in m['layers']))")
 mm_tar=$(stat -c %s "$work/mm.tar")
-mm_gz=$(gzip -6 -c "$work/mm.tar" | wc -c)
 
 mib() { echo "scale=1; $1 / 1048576" | bc; }
-printf '\n%-34s %12s %12s %8s\n' "figure" "kiln" "mmdebstrap" "ratio"
-printf '%-34s %11ss %11ss %8s\n' "cold compose" "$kiln_cold" "$mm_cold" "$(echo "scale=2; $kiln_cold / $mm_cold" | bc)"
-printf '%-34s %11ss %12s\n' "warm compose (best of 5)" "$warm" "-"
-printf '%-34s %10sMiB %10sMiB %8s\n' "image, uncompressed" "$(mib "$kiln_unpacked")" "$(mib "$mm_tar")" "$(echo "scale=2; $kiln_unpacked / $mm_tar" | bc)"
-printf '%-34s %10sMiB %10sMiB %8s\n' "image, gzip (kiln: layer blobs)" "$(mib "$kiln_layers")" "$(mib "$mm_gz")" "$(echo "scale=2; $kiln_layers / $mm_gz" | bc)"
+ratio() { printf "%.2f" "$(echo "scale=4; $1 / $2" | bc)"; }
+printf '\n%s: kiln --base minimal vs mmdebstrap --variant=minbase (load now %s)\n' "${pkgs[*]}" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-40s %12s %12s %8s\n' "figure" "kiln" "mmdebstrap" "ratio"
+printf '%-40s %11ss %11ss %8s\n' "cold compose (median of $runs)" "$kiln_cold" "$mm_cold" "$(ratio "$kiln_cold" "$mm_cold")"
+printf '%-40s %11ss %12s\n' "warm compose (median of 5)" "$warm" "-"
+printf '%-40s %9sMiB %9sMiB %8s\n' "rootfs, du -sb of the unpacked tree" "$(mib "$kiln_root")" "$(mib "$mm_root")" "$(ratio "$kiln_root" "$mm_root")"
+printf '%-40s %9sMiB %9sMiB\n' "(kiln gzip layers | mmdebstrap tarball)" "$(mib "$kiln_layers")" "$(mib "$mm_tar")"
+echo "cold runs: kiln ${kiln_colds[*]} | mmdebstrap ${mm_colds[*]}"

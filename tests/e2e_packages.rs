@@ -294,6 +294,56 @@ fn python_image_has_ssl_sqlite_and_an_exact_dpkg_database() {
         &["--suite", "trixie", "--base", "minimal", "python3", "dpkg"],
     );
     assert_eq!(listed, expected);
+    // `dpkg -l` (what people type) shows the same set, all `ii`.
+    let dash_l: BTreeSet<String> = podman_ok(
+        "localhost/kiln-e2e-python:1",
+        &["sh", "-c", "COLUMNS=300 dpkg -l"],
+    )
+    .lines()
+    .filter_map(|l| l.strip_prefix("ii  "))
+    .filter_map(|l| l.split_whitespace().next())
+    .map(|n| n.split(':').next().unwrap_or(n).to_string())
+    .collect();
+    assert_eq!(dash_l, expected);
+    // Docs, manual pages and translations are left out (copyright files
+    // stay), but dpkg still knows which package ships them, as with
+    // dpkg's path-exclude.
+    let docs = podman_ok(
+        "localhost/kiln-e2e-python:1",
+        &[
+            "sh",
+            "-c",
+            "test -f /usr/share/doc/coreutils/copyright && echo copyright; \
+             test -e /usr/share/man/man1/ls.1.gz || echo no-man; \
+             test -e /usr/share/locale/de/LC_MESSAGES/coreutils.mo || echo no-mo; \
+             test -e /usr/share/doc/coreutils/changelog.Debian.gz || echo no-changelog; \
+             dpkg -S /usr/share/man/man1/ls.1.gz",
+        ],
+    );
+    for want in [
+        "copyright",
+        "no-man",
+        "no-mo",
+        "no-changelog",
+        "coreutils: /usr/share/man/man1/ls.1.gz",
+    ] {
+        assert!(docs.contains(want), "{want} in {docs}");
+    }
+    let kept = tmp.path().join("kept");
+    k.build(
+        "e2e-python-docs:1",
+        &["--keep-docs", "--suite", "trixie", "python3", "dpkg"],
+        &kept,
+    );
+    load(&kept, "1", "localhost/kiln-e2e-python-docs:1");
+    podman_ok(
+        "localhost/kiln-e2e-python-docs:1",
+        &[
+            "sh",
+            "-c",
+            "test -f /usr/share/man/man1/ls.1.gz && test -f /usr/share/locale/de/LC_MESSAGES/coreutils.mo",
+        ],
+    );
     let owner = podman_ok(
         "localhost/kiln-e2e-python:1",
         &["dpkg", "-S", "/usr/bin/python3"],

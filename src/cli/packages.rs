@@ -214,6 +214,11 @@ pub struct ImagePackagesArgs {
     /// /usr/local/share/ca-certificates (repeatable; e.g. a company proxy's CA).
     #[arg(long = "ca-cert")]
     pub ca_cert: Vec<std::path::PathBuf>,
+    /// Keep what images leave out by default: /usr/share/doc (copyright
+    /// files are always kept), man and info pages, translations (.mo) and
+    /// lintian overrides. dpkg still lists those files either way.
+    #[arg(long)]
+    pub keep_docs: bool,
     /// Also export the image: type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker,dest=FILE.
     #[arg(short, long)]
     pub output: Option<String>,
@@ -256,6 +261,7 @@ pub fn image_packages(a: ImagePackagesArgs, progress: &Progress) -> Result<()> {
                 Ok((name, pem))
             })
             .collect::<Result<Vec<_>>>()?,
+        keep_docs: a.keep_docs,
         ..Default::default()
     };
     let cache = crate::oci::cache_store()?;

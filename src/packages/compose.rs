@@ -35,7 +35,9 @@ use crate::oci::store::{BlobInfo, Store};
 use crate::progress::Progress;
 
 /// Version of kiln's package → layer mapping; part of every layer cache key.
-pub const COMPOSE_FORMAT: u32 = 1;
+/// 2: documentation, manual pages and translations left out by default
+/// ([`super::exclude`]).
+pub const COMPOSE_FORMAT: u32 = 2;
 
 /// Default layer budget.
 pub const DEFAULT_MAX_LAYERS: usize = 16;
@@ -50,6 +52,9 @@ pub struct ComposeOptions {
     /// Extra CA certificates (file name, PEM) trusted in the image, as
     /// `/usr/local/share/ca-certificates` entries would be.
     pub extra_ca: Vec<(String, Vec<u8>)>,
+    /// Keep what [`super::exclude`] leaves out by default (docs, manual
+    /// pages, info pages, translations, lintian overrides).
+    pub keep_docs: bool,
 }
 
 impl Default for ComposeOptions {
@@ -59,6 +64,7 @@ impl Default for ComposeOptions {
             layer: LayerOptions::default(),
             jobs: 6,
             extra_ca: Vec::new(),
+            keep_docs: false,
         }
     }
 }
@@ -115,9 +121,25 @@ pub fn fetch_debs(
     jobs: usize,
     progress: &Progress,
 ) -> Result<()> {
+    fetch_debs_then(cfg, http, store, pkgs, jobs, progress, &|_| {})
+}
+
+/// [`fetch_debs`], calling `then` with each package as soon as its file is
+/// in the store (cached ones first), so unpacking overlaps the downloads.
+fn fetch_debs_then<'a>(
+    cfg: &RepoConfig,
+    http: &Http,
+    store: &Store,
+    pkgs: &'a [LockedPackage],
+    jobs: usize,
+    progress: &Progress,
+    then: &(dyn Fn(&'a LockedPackage) + Sync),
+) -> Result<()> {
     let mut todo = Vec::new();
     for p in pkgs {
-        if !store.contains(&p.digest()?) {
+        if store.contains(&p.digest()?) {
+            then(p);
+        } else {
             todo.push(p);
         }
     }
@@ -148,6 +170,7 @@ pub fn fetch_debs(
                     };
                     match fetch_one(cfg, http, store, p) {
                         Ok(n) => {
+                            then(p);
                             if let Ok(mut d) = done.lock() {
                                 *d += n;
                                 task.bytes(*d, Some(total));
@@ -304,10 +327,11 @@ pub fn group(edges: &BTreeMap<String, BTreeSet<String>>, max_layers: usize) -> V
 
 fn cache_key(kind: &str, opts: &ComposeOptions, digests: &[&str], extra: &str) -> String {
     let mut s = format!(
-        "kiln-packages {kind} compose={COMPOSE_FORMAT} layer={} compression={:?} epoch={} {extra}\n",
+        "kiln-packages {kind} compose={COMPOSE_FORMAT} layer={} compression={:?} epoch={} keep_docs={} {extra}\n",
         layer::LAYER_FORMAT,
         opts.layer.compression,
-        opts.layer.epoch
+        opts.layer.epoch,
+        opts.keep_docs
     );
     let mut d: Vec<&str> = digests.to_vec();
     d.sort();
@@ -337,6 +361,76 @@ impl LayerCache {
     }
 }
 
+/// Threads for CPU-bound work (unpacking, compressing): the cores, at least two.
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
+}
+
+/// Downloads the missing .debs and reads every package once, a package as
+/// soon as its file is in the store, so xz decompression overlaps the
+/// downloads. Contents are filtered by [`super::exclude`] unless
+/// `keep_docs`; file bytes are shared `Arc`s, so later copies are cheap.
+fn fetch_and_read<'a>(
+    cfg: &RepoConfig,
+    http: &Http,
+    store: &Store,
+    lock: &'a Lockfile,
+    opts: &ComposeOptions,
+    progress: &Progress,
+) -> Result<BTreeMap<String, Deb>> {
+    let task = progress.task(format!("unpack {} packages", lock.packages.len()));
+    let (tx, rx) = std::sync::mpsc::channel::<&'a LockedPackage>();
+    let rx = Mutex::new(rx);
+    let read: Mutex<BTreeMap<String, Deb>> = Mutex::new(BTreeMap::new());
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let fetched = std::thread::scope(|s| {
+        for _ in 0..workers() {
+            s.spawn(|| {
+                loop {
+                    // The sender is dropped when every download ended.
+                    let Some(p) = rx.lock().ok().and_then(|r| r.recv().ok()) else {
+                        return;
+                    };
+                    match read_deb(store, p) {
+                        Ok(mut d) => {
+                            if !opts.keep_docs {
+                                d.entries = super::exclude::filter(std::mem::take(&mut d.entries));
+                            }
+                            if let Ok(mut m) = read.lock() {
+                                m.insert(p.name.clone(), d);
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        let tx = Mutex::new(tx);
+        let then = |p: &'a LockedPackage| {
+            if let Ok(t) = tx.lock() {
+                let _ = t.send(p);
+            }
+        };
+        let r = fetch_debs_then(cfg, http, store, &lock.packages, opts.jobs, progress, &then);
+        drop(tx);
+        r
+    });
+    fetched?;
+    if let Some(e) = failed.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    task.finish("done");
+    read.into_inner()
+        .map_err(|_| anyhow::anyhow!("a package reader panicked"))
+}
+
 /// Turns a locked package set into layers in the store.
 pub fn compose(
     cfg: &RepoConfig,
@@ -361,7 +455,6 @@ pub fn compose(
             opts.max_layers
         );
     }
-    fetch_debs(cfg, http, store, &lock.packages, opts.jobs, progress)?;
     let cache = LayerCache {
         dir: cfg.cache_root()?.join("layers"),
     };
@@ -386,42 +479,7 @@ pub fn compose(
 
     let by_name: BTreeMap<&str, &LockedPackage> =
         lock.packages.iter().map(|p| (p.name.as_str(), p)).collect();
-    // Read (and decompress) every package once, two at a time: control data
-    // for the graph, contents for the layers (file bytes are shared `Arc`s,
-    // so the slim copies for configure cost no extra memory).
-    let task = progress.task(format!("unpack {} packages", lock.packages.len()));
-    let next = Mutex::new(lock.packages.iter());
-    let read: Mutex<BTreeMap<String, Deb>> = Mutex::new(BTreeMap::new());
-    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                loop {
-                    let Some(p) = next.lock().ok().and_then(|mut it| it.next()) else {
-                        return;
-                    };
-                    match read_deb(store, p) {
-                        Ok(d) => {
-                            if let Ok(mut m) = read.lock() {
-                                m.insert(p.name.clone(), d);
-                            }
-                        }
-                        Err(e) => {
-                            if let Ok(mut f) = failed.lock() {
-                                f.get_or_insert(e);
-                            }
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failed.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    let debs = read.into_inner().unwrap_or_default();
-    task.finish("done");
+    let debs = fetch_and_read(cfg, http, store, lock, opts, progress)?;
     let controls: BTreeMap<String, super::control::Paragraph> = debs
         .iter()
         .map(|(n, d)| (n.clone(), d.control.clone()))
@@ -429,8 +487,21 @@ pub fn compose(
     let slims: Vec<Deb> = debs.values().map(|d| slim(d.clone())).collect();
     let groups = group(&edges(&controls, &lock.arch), opts.max_layers);
 
-    let mut layers = Vec::new();
-    for g in &groups {
+    // Layers are written in parallel, largest first, so the big shared
+    // layer's gzip does not run alone at the end (each writer is one
+    // compressing thread; the machine may have more cores).
+    let size_of = |g: &Vec<String>| -> u64 {
+        g.iter()
+            .filter_map(|n| by_name.get(n.as_str()))
+            .map(|p| p.size)
+            .sum()
+    };
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(size_of(&groups[i])));
+    let next = Mutex::new(order.into_iter());
+    let slots: Mutex<Vec<Option<PackageLayer>>> = Mutex::new(vec![None; groups.len()]);
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let write_group = |g: &Vec<String>| -> Result<PackageLayer> {
         let digests: Vec<&str> = g
             .iter()
             .map(|n| by_name[n.as_str()].sha256.as_str())
@@ -439,8 +510,7 @@ pub fn compose(
         if let Some(l) = cache.get::<PackageLayer>(&key)
             && store.contains(&l.blob)
         {
-            layers.push(l);
-            continue;
+            return Ok(l);
         }
         let label = if g.len() == 1 {
             g[0].clone()
@@ -465,9 +535,41 @@ pub fn compose(
         ));
         let pl = PackageLayer::from(&l, g.clone());
         cache.put(&key, &pl)?;
-        layers.push(pl);
+        Ok(pl)
+    };
+    std::thread::scope(|s| {
+        for _ in 0..workers() {
+            s.spawn(|| {
+                loop {
+                    let Some(i) = next.lock().ok().and_then(|mut it| it.next()) else {
+                        return;
+                    };
+                    match write_group(&groups[i]) {
+                        Ok(l) => {
+                            if let Ok(mut v) = slots.lock() {
+                                v[i] = Some(l);
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().ok().flatten() {
+        return Err(e);
     }
-
+    let mut layers = slots
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .context("a layer was not written")?;
     let task = progress.task("configure");
     let refs: Vec<&Deb> = slims.iter().collect();
     let mut entries = dpkg::database_entries(&refs, &lock.arch)?;

@@ -14,6 +14,7 @@
 //! | [`resolve`] | the resolver and version requests |
 //! | [`deb`] | reading .deb files into layer entries |
 //! | [`dpkg`] | the dpkg database in the image |
+//! | [`exclude`] | docs, manual pages and translations left out (dpkg `path-exclude`) |
 //! | [`configure`] | maintainer-script results, emulated |
 //! | [`compose`] | downloads, grouping by the dependency graph, layer cache |
 //! | [`lock`] | `kiln.lock` |
@@ -24,6 +25,7 @@ pub mod configure;
 pub mod control;
 pub mod deb;
 pub mod dpkg;
+pub mod exclude;
 pub mod fetch;
 pub mod image;
 pub mod index;
