@@ -32,9 +32,22 @@ impl Engine {
 
     fn skopeo_dest(self, name: &str) -> String {
         match self {
-            Engine::Podman => format!("containers-storage:{name}"),
+            Engine::Podman => format!("containers-storage:{}", podman_name(name)),
             Engine::Docker => format!("docker-daemon:{name}"),
         }
+    }
+}
+
+/// The name podman gives a local image: `app:1` is `localhost/app:1` (as
+/// `podman build -t app:1` names it); containers-storage would otherwise
+/// file a short name under docker.io/library/.
+pub fn podman_name(name: &str) -> String {
+    let first = name.split('/').next().unwrap_or(name);
+    let has_domain = name.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+    if has_domain {
+        name.to_string()
+    } else {
+        format!("localhost/{name}")
     }
 }
 
@@ -107,4 +120,19 @@ pub fn load(
     task.finish("done");
     progress.info(format!("ran on {target}: {line}"));
     Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn podman_names() {
+        use super::podman_name;
+        assert_eq!(podman_name("app:1"), "localhost/app:1");
+        assert_eq!(podman_name("acme/app:1"), "localhost/acme/app:1");
+        assert_eq!(podman_name("localhost/app:1"), "localhost/app:1");
+        assert_eq!(
+            podman_name("reg.example:5000/app:1"),
+            "reg.example:5000/app:1"
+        );
+    }
 }

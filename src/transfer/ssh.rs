@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -27,6 +28,7 @@ pub struct SshOptions {
 pub struct Connection {
     target: SshTarget,
     opts: SshOptions,
+    master: Option<std::process::Child>,
     dir: tempfile::TempDir,
 }
 
@@ -44,10 +46,10 @@ impl Reply {
 }
 
 impl Connection {
-    /// Starts the master (`ssh -M -N -f`): returns once authenticated.
+    /// Starts the master (`ssh -M -N`, our child): returns once authenticated.
     pub fn open(target: &SshTarget, opts: &SshOptions) -> Result<Connection> {
         if let Some(cfg) = &opts.config
-            && !cfg.is_file()
+            && !cfg.exists()
         {
             bail!(
                 "ssh config {} does not exist: fix -F / KILN_SSH_CONFIG",
@@ -70,38 +72,70 @@ impl Connection {
                     base.display()
                 )
             })?;
-        let conn = Connection {
+        let mut conn = Connection {
             target: target.clone(),
             opts: opts.clone(),
+            master: None,
             dir,
         };
         let log = conn.dir.path().join("master.log");
         let log_file = std::fs::File::create(&log)?;
+        // The master runs in the foreground as our child, and dies with us
+        // (PR_SET_PDEATHSIG): a killed kiln leaves no ssh behind. Ready is
+        // when `ssh -O check` answers; failure is the master exiting.
         let mut cmd = conn.ssh();
         cmd.args([
             "-M",
             "-N",
-            "-f",
             "-o",
             "ControlMaster=yes",
             "-o",
-            "ControlPersist=yes",
+            "ControlPersist=no",
         ])
         .arg("--")
         .arg(&target.host)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);
-        let status = cmd.status().with_context(|| {
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut master = cmd.spawn().with_context(|| {
             format!(
                 "running {}: is OpenSSH's client installed?",
                 conn.program().to_string_lossy()
             )
         })?;
-        if !status.success() {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(connect_error(target, text.trim()));
+        loop {
+            if let Some(status) = master.try_wait()? {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let text = if text.trim().is_empty() {
+                    format!("ssh exited with {status}")
+                } else {
+                    text
+                };
+                return Err(connect_error(target, text.trim()));
+            }
+            let check = conn
+                .ssh()
+                .args(["-O", "check", "--"])
+                .arg(&target.host)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            if check.success() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
         }
+        conn.master = Some(master);
         Ok(conn)
     }
 
@@ -198,6 +232,10 @@ impl Drop for Connection {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        if let Some(mut m) = self.master.take() {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
     }
 }
 
