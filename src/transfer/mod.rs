@@ -99,21 +99,14 @@ pub fn send(
         ),
         _ => bail!(remote_failure(target, "preparing the image store", &reply)),
     }
-    let text = String::from_utf8_lossy(&reply.stdout);
-    let mut lines = text.lines();
-    let remote_path = lines
-        .next()
-        .and_then(|l| l.strip_prefix("root "))
-        .with_context(|| format!("{target}: unexpected answer from the server: {text:?}"))?
-        .to_string();
+    let remote = Prepared::parse(&reply.stdout)
+        .with_context(|| format!("{target}: unexpected answer from the server"))?;
+    let remote_path = remote.root.clone();
     if !remote_path.starts_with('/') {
         bail!(
             "{target}: the remote store path {remote_path:?} is not absolute (is $HOME set for the ssh user?)"
         );
     }
-    let present: HashSet<&str> = lines
-        .filter(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
-        .collect();
 
     let mut summary = TransferSummary {
         target: target.to_string(),
@@ -123,51 +116,36 @@ pub fn send(
         blobs: blobs.iter().map(|(d, _)| d.clone()).collect(),
         ..Default::default()
     };
+    let mut missing = Vec::new();
     for (digest, size) in &blobs {
-        let task = progress.task(format!("send {}", digest.short()));
-        if present.contains(digest.hex()) {
+        if remote.blobs.contains(digest.hex()) {
             summary.blobs_present += 1;
-            task.finish("skipped");
-            continue;
+            progress
+                .task(format!("send {}", digest.short()))
+                .finish("skipped");
+        } else {
+            missing.push((digest.clone(), *size));
         }
-        let file = store.open_blob(digest)?;
-        let mut reader = Progressing {
-            inner: file,
-            done: 0,
-            total: *size,
-            task: &task,
-            last: std::time::Instant::now(),
-        };
-        let reply = conn.run(
-            &script::receive_blob(),
-            &[&remote_path, digest.hex()],
-            Some(&mut reader),
-        )?;
-        match reply.code {
-            Some(0) => {}
-            Some(script::exit::DIGEST_MISMATCH) => bail!(
-                "{target}: blob {digest} arrived corrupted ({}); nothing was renamed into place: rerun the transfer",
-                reply.stderr.trim()
-            ),
-            _ => bail!(remote_failure(
-                target,
-                &format!("sending blob {digest}"),
-                &reply
-            )),
-        }
-        if reader.done != *size {
-            bail!(
-                "blob {digest} in the local store is {} bytes, its descriptor says {size}: run `kiln cache verify`",
-                reader.done
-            );
-        }
-        task.bytes(*size, Some(*size));
-        task.finish("done");
-        summary.blobs_sent += 1;
-        summary.bytes_sent += *size;
     }
+    if remote.gnu_head {
+        send_batch(&conn, target, store, &remote_path, &missing, progress)?;
+    } else {
+        for blob in &missing {
+            send_one(&conn, target, store, &remote_path, blob, progress)?;
+        }
+    }
+    summary.blobs_sent = missing.len();
+    summary.bytes_sent = missing.iter().map(|(_, n)| n).sum();
 
-    tag_remote(&conn, target, &remote_path, &tag, manifest, &blobs)?;
+    tag_remote(
+        &conn,
+        target,
+        &remote_path,
+        &tag,
+        manifest,
+        &blobs,
+        remote.index,
+    )?;
     if let Some(engine) = opts.load {
         summary.loaded = Some(load::load(
             &conn,
@@ -210,6 +188,187 @@ fn blobs_in_order(store: &Store, root: &Descriptor) -> Result<Vec<(Digest, u64)>
     Ok(out)
 }
 
+/// What the prepare script reported.
+struct Prepared {
+    root: String,
+    gnu_head: bool,
+    blobs: HashSet<String>,
+    index: Vec<u8>,
+}
+
+impl Prepared {
+    fn parse(out: &[u8]) -> Result<Prepared> {
+        let text = String::from_utf8_lossy(out);
+        let (head, index) = text
+            .split_once("\nindex\n")
+            .context("no index.json in the answer")?;
+        let (head, listing) = head.split_once("\nblobs\n").unwrap_or((head, ""));
+        let mut lines = head.lines();
+        let root = lines
+            .next()
+            .and_then(|l| l.strip_prefix("root "))
+            .context("no store path in the answer")?
+            .to_string();
+        let gnu_head = lines.any(|l| l == "head gnu");
+        let blobs = listing
+            .lines()
+            .filter(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string)
+            .collect();
+        Ok(Prepared {
+            root,
+            gnu_head,
+            blobs,
+            index: index.as_bytes().to_vec(),
+        })
+    }
+}
+
+/// Sends one blob in its own remote command (servers without GNU head).
+fn send_one(
+    conn: &Connection,
+    target: &SshTarget,
+    store: &Store,
+    root: &str,
+    (digest, size): &(Digest, u64),
+    progress: &Progress,
+) -> Result<()> {
+    let task = progress.task(format!("send {}", digest.short()));
+    let mut reader = Progressing {
+        inner: store.open_blob(digest)?,
+        done: 0,
+        total: *size,
+        task: &task,
+        last: std::time::Instant::now(),
+    };
+    let reply = conn.run(
+        &script::receive_blob(),
+        &[root, digest.hex()],
+        Some(&mut reader),
+    )?;
+    match reply.code {
+        Some(0) => {}
+        Some(script::exit::DIGEST_MISMATCH) => bail!(
+            "{target}: blob {digest} arrived corrupted ({}); nothing was renamed into place: rerun the transfer",
+            reply.stderr.trim()
+        ),
+        _ => bail!(remote_failure(
+            target,
+            &format!("sending blob {digest}"),
+            &reply
+        )),
+    }
+    check_size(digest, *size, reader.done)?;
+    task.bytes(*size, Some(*size));
+    task.finish("done");
+    Ok(())
+}
+
+/// Sends all missing blobs back to back in one remote command.
+fn send_batch(
+    conn: &Connection,
+    target: &SshTarget,
+    store: &Store,
+    root: &str,
+    missing: &[(Digest, u64)],
+    progress: &Progress,
+) -> Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let sizes: Vec<String> = missing.iter().map(|(_, n)| n.to_string()).collect();
+    let mut args = vec![root];
+    for ((d, _), n) in missing.iter().zip(&sizes) {
+        args.push(d.hex());
+        args.push(n);
+    }
+    let mut reader = Batch {
+        store,
+        blobs: missing,
+        next: 0,
+        current: None,
+        progress,
+    };
+    let reply = conn.run(&script::receive_blobs(), &args, Some(&mut reader))?;
+    let placed = String::from_utf8_lossy(&reply.stdout)
+        .lines()
+        .filter(|l| l.starts_with("ok "))
+        .count();
+    match reply.code {
+        Some(0) if placed == missing.len() => Ok(()),
+        Some(script::exit::DIGEST_MISMATCH) => bail!(
+            "{target}: a blob arrived corrupted ({}); {placed} blobs before it were verified and kept, nothing corrupt was renamed into place: rerun the transfer",
+            reply.stderr.trim()
+        ),
+        _ => bail!(remote_failure(
+            target,
+            &format!("sending blobs ({placed} of {} in place)", missing.len()),
+            &reply
+        )),
+    }
+}
+
+fn check_size(digest: &Digest, want: u64, got: u64) -> Result<()> {
+    if got != want {
+        bail!(
+            "blob {digest} in the local store is {got} bytes, its descriptor says {want}: run `kiln cache verify`"
+        );
+    }
+    Ok(())
+}
+
+/// The missing blobs as one stream, with a progress task per blob.
+struct Batch<'a> {
+    store: &'a Store,
+    blobs: &'a [(Digest, u64)],
+    next: usize,
+    current: Option<(std::fs::File, Task, u64, u64, std::time::Instant)>,
+    progress: &'a Progress,
+}
+
+impl Read for Batch<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.current.is_none() {
+                let Some((digest, size)) = self.blobs.get(self.next) else {
+                    return Ok(0);
+                };
+                self.next += 1;
+                let file = self
+                    .store
+                    .open_blob(digest)
+                    .map_err(std::io::Error::other)?;
+                let task = self.progress.task(format!("send {}", digest.short()));
+                self.current = Some((file, task, 0, *size, std::time::Instant::now()));
+            }
+            let Some((file, task, done, size, last)) = self.current.as_mut() else {
+                continue;
+            };
+            // Never more than the descriptor's size: the server splits on it.
+            let room = (*size - *done).min(buf.len() as u64) as usize;
+            let n = if room == 0 {
+                0
+            } else {
+                file.read(&mut buf[..room])?
+            };
+            if n == 0 {
+                let (_, task, done, size, _) = self.current.take().expect("current blob");
+                let digest = &self.blobs[self.next - 1].0;
+                check_size(digest, size, done).map_err(std::io::Error::other)?;
+                task.bytes(size, Some(size));
+                task.finish("done");
+                continue;
+            }
+            *done += n as u64;
+            if last.elapsed().as_millis() >= 100 {
+                *last = std::time::Instant::now();
+                task.bytes(*done, Some(*size));
+            }
+            return Ok(n);
+        }
+    }
+}
+
 /// Points `tag` at `manifest` in the remote index.json: read it, edit it
 /// here, write it back only if every blob is in place and nobody changed
 /// the index meanwhile (retried a few times if somebody did).
@@ -220,6 +379,7 @@ fn tag_remote(
     tag: &str,
     manifest: &Descriptor,
     blobs: &[(Digest, u64)],
+    mut current: Vec<u8>,
 ) -> Result<()> {
     let mut entry = manifest.clone();
     entry.set_annotations(Some(
@@ -228,16 +388,19 @@ fn tag_remote(
             .collect(),
     ));
     let entry = serde_json::to_value(&entry)?;
-    for _ in 0..5 {
-        let reply = conn.run(&script::read_index(), &[root], None)?;
-        if !reply.ok() {
-            bail!(remote_failure(target, "reading index.json", &reply));
+    // The first attempt uses the index read by the prepare step.
+    for attempt in 0..5 {
+        if attempt > 0 {
+            let reply = conn.run(&script::read_index(), &[root], None)?;
+            if !reply.ok() {
+                bail!(remote_failure(target, "reading index.json", &reply));
+            }
+            current = reply.stdout;
         }
-        let old = Digest::of(&reply.stdout);
-        let mut index: serde_json::Value =
-            serde_json::from_slice(&reply.stdout).with_context(|| {
-                format!("{target}: {root}/index.json is not valid JSON; fix or remove it")
-            })?;
+        let old = Digest::of(&current);
+        let mut index: serde_json::Value = serde_json::from_slice(&current).with_context(|| {
+            format!("{target}: {root}/index.json is not valid JSON; fix or remove it")
+        })?;
         let list = index
             .get_mut("manifests")
             .and_then(|m| m.as_array_mut())

@@ -46,8 +46,10 @@ if [ -n "$1" ]; then root=$1; else root=${XDG_DATA_HOME:-$HOME/.local/share}/kil
 blobs=$root/blobs/sha256
 "#;
 
-/// Checks the tools, creates the layout if needed, prints `root PATH` and
-/// the names in `blobs/sha256` (one a line). Args: ROOT.
+/// Checks the tools, creates the layout if needed, prints `root PATH`,
+/// `head gnu` when GNU head is there (it reads exactly N bytes from a
+/// pipe, which [`receive_blobs`] relies on), then `blobs` and the names in
+/// `blobs/sha256` (one a line), then `index` and index.json. Args: ROOT.
 pub fn prepare() -> String {
     format!(
         r#"{ROOT}for c in sha256sum mv mkdir cat ls rm; do
@@ -66,7 +68,11 @@ if [ ! -e "$root/index.json" ]; then
   mv -f "$root/.kiln-index.$$" "$root/index.json"
 fi
 printf 'root %s\n' "$root"
+case "$(head --version 2>/dev/null)" in *GNU*) echo "head gnu" ;; esac
+echo blobs
 ls "$blobs"
+echo index
+cat "$root/index.json"
 "#,
         missing = exit::MISSING_TOOL,
         not_layout = exit::NOT_A_LAYOUT,
@@ -90,6 +96,35 @@ if [ "$sum" != "$2" ]; then
 fi
 mv -f "$tmp" "$blobs/$2"
 trap - EXIT
+"#,
+        mismatch = exit::DIGEST_MISMATCH
+    )
+}
+
+/// Receives several blobs back to back on stdin (GNU `head -c` splits
+/// them), each into a temp name, checked and renamed before the next;
+/// prints `ok HEX` per blob in place. One round trip for the whole batch,
+/// and the server hashes one blob while the next arrives.
+/// Args: ROOT HEX SIZE [HEX SIZE]….
+pub fn receive_blobs() -> String {
+    format!(
+        r#"{ROOT}shift
+while [ $# -ge 2 ]; do
+  h=$1; n=$2; shift 2
+  tmp=$blobs/.kiln-tmp-$h.$$
+  trap 'rm -f "$tmp"' EXIT
+  trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE
+  head -c "$n" > "$tmp"
+  sum=$(sha256sum "$tmp")
+  sum=${{sum%% *}}
+  if [ "$sum" != "$h" ]; then
+    echo "sha256:$h arrived as sha256:$sum" >&2
+    exit {mismatch}
+  fi
+  mv -f "$tmp" "$blobs/$h"
+  trap - EXIT
+  echo "ok $h"
+done
 "#,
         mismatch = exit::DIGEST_MISMATCH
     )
@@ -212,6 +247,34 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec![hex.to_string()], "no temp file left behind");
+
+        // A batch: two blobs back to back (GNU head splits them).
+        let world = "486ea46224d1bb4fb680f34f7c9ad96a8f24ec88be73ea8e5a6c65260e9cb8a7"; // "world"
+        let out = sh(
+            &receive_blobs(),
+            &[root_s, world, "5", hex, "5"],
+            b"worldhello",
+        );
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("ok {world}\nok {hex}\n")
+        );
+        assert_eq!(
+            std::fs::read(root.join("blobs/sha256").join(world)).unwrap(),
+            b"world"
+        );
+        let out = sh(
+            &receive_blobs(),
+            &[root_s, world, "5", hex, "5"],
+            b"worldhellX",
+        );
+        assert_eq!(out.status.code(), Some(exit::DIGEST_MISMATCH));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("ok {world}\n")
+        );
+        std::fs::remove_file(root.join("blobs/sha256").join(world)).unwrap();
 
         let index = std::fs::read(root.join("index.json")).unwrap();
         let old = crate::oci::Digest::of(&index).hex().to_string();
