@@ -82,7 +82,7 @@ impl Connection {
         let log_file = std::fs::File::create(&log)?;
         // The master runs in the foreground as our child, and dies with us
         // (PR_SET_PDEATHSIG): a killed kiln leaves no ssh behind. Ready is
-        // when `ssh -O check` answers; failure is the master exiting.
+        // when its control socket appears; failure is the master exiting.
         let mut cmd = conn.ssh();
         cmd.args([
             "-M",
@@ -106,6 +106,7 @@ impl Connection {
                 Ok(())
             });
         }
+        let socket = conn.dir.path().join("c");
         let mut master = cmd.spawn().with_context(|| {
             format!(
                 "running {}: is OpenSSH's client installed?",
@@ -122,18 +123,12 @@ impl Connection {
                 };
                 return Err(connect_error(target, text.trim()));
             }
-            let check = conn
-                .ssh()
-                .args(["-O", "check", "--"])
-                .arg(&target.host)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
-            if check.success() {
+            // The master creates its socket once authenticated; checking
+            // for the file costs nothing, unlike spawning `ssh -O check`.
+            if socket.exists() {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(25));
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         conn.master = Some(master);
         Ok(conn)
