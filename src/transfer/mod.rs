@@ -127,25 +127,36 @@ pub fn send(
             missing.push((digest.clone(), *size));
         }
     }
-    if remote.gnu_head {
-        send_batch(&conn, target, store, &remote_path, &missing, progress)?;
+    summary.blobs_sent = missing.len();
+    summary.bytes_sent = missing.iter().map(|(_, n)| n).sum();
+    let entry = index_entry(manifest, &tag)?;
+    let tagged = if remote.gnu_head {
+        // Blobs and the tag in one round trip, unless index.json changed.
+        let (old, bytes) = (
+            Digest::of(&remote.index),
+            edit_index(&remote.index, &tag, &entry)
+                .with_context(|| format!("{target}: {remote_path}/index.json"))?,
+        );
+        send_batch(
+            &conn,
+            target,
+            store,
+            &remote_path,
+            &missing,
+            &blobs,
+            &old,
+            &bytes,
+            progress,
+        )?
     } else {
         for blob in &missing {
             send_one(&conn, target, store, &remote_path, blob, progress)?;
         }
+        false
+    };
+    if !tagged {
+        tag_remote(&conn, target, &remote_path, &tag, &entry, &blobs)?;
     }
-    summary.blobs_sent = missing.len();
-    summary.bytes_sent = missing.iter().map(|(_, n)| n).sum();
-
-    tag_remote(
-        &conn,
-        target,
-        &remote_path,
-        &tag,
-        manifest,
-        &blobs,
-        remote.index,
-    )?;
     if let Some(engine) = opts.load {
         summary.loaded = Some(load::load(
             &conn,
@@ -264,48 +275,87 @@ fn send_one(
     Ok(())
 }
 
-/// Sends all missing blobs back to back in one remote command.
+/// Sends all missing blobs back to back, then the edited index.json, in
+/// one remote command. Returns false when index.json changed on the server
+/// meanwhile (the blobs are in place; the caller retags).
+#[allow(clippy::too_many_arguments)]
 fn send_batch(
     conn: &Connection,
     target: &SshTarget,
     store: &Store,
     root: &str,
     missing: &[(Digest, u64)],
+    all: &[(Digest, u64)],
+    old_index: &Digest,
+    index: &[u8],
     progress: &Progress,
-) -> Result<()> {
-    if missing.is_empty() {
-        return Ok(());
-    }
+) -> Result<bool> {
     let sizes: Vec<String> = missing.iter().map(|(_, n)| n.to_string()).collect();
-    let mut args = vec![root];
+    let (isize, count) = (index.len().to_string(), missing.len().to_string());
+    let mut args = vec![root, old_index.hex(), &isize, &count];
     for ((d, _), n) in missing.iter().zip(&sizes) {
         args.push(d.hex());
         args.push(n);
     }
+    args.extend(all.iter().map(|(d, _)| d.hex()));
     let mut reader = Batch {
         store,
         blobs: missing,
         next: 0,
         current: None,
         progress,
-    };
-    let reply = conn.run(&script::receive_blobs(), &args, Some(&mut reader))?;
+    }
+    .chain(index);
+    let reply = conn.run(&script::receive_and_tag(), &args, Some(&mut reader))?;
     let placed = String::from_utf8_lossy(&reply.stdout)
         .lines()
         .filter(|l| l.starts_with("ok "))
         .count();
     match reply.code {
-        Some(0) if placed == missing.len() => Ok(()),
+        Some(0) if placed == missing.len() => Ok(true),
+        Some(script::exit::INDEX_CHANGED) if placed == missing.len() => Ok(false),
         Some(script::exit::DIGEST_MISMATCH) => bail!(
             "{target}: a blob arrived corrupted ({}); {placed} blobs before it were verified and kept, nothing corrupt was renamed into place: rerun the transfer",
             reply.stderr.trim()
         ),
+        Some(script::exit::MISSING_BLOB) => bail!(vanished(target, root, &reply)),
         _ => bail!(remote_failure(
             target,
             &format!("sending blobs ({placed} of {} in place)", missing.len()),
             &reply
         )),
     }
+}
+
+fn vanished(target: &SshTarget, root: &str, reply: &ssh::Reply) -> String {
+    format!(
+        "{target}: blob {} vanished from {root} before the tag was written (another process pruning?); the tag was not written: rerun the transfer",
+        reply.stderr.trim()
+    )
+}
+
+/// The index.json entry naming the image.
+fn index_entry(manifest: &Descriptor, tag: &str) -> Result<serde_json::Value> {
+    let mut entry = manifest.clone();
+    entry.set_annotations(Some(
+        [(REF_NAME.to_string(), tag.to_string())]
+            .into_iter()
+            .collect(),
+    ));
+    Ok(serde_json::to_value(&entry)?)
+}
+
+/// `index` with `tag`'s entry replaced by `entry`, other entries and fields kept.
+fn edit_index(index: &[u8], tag: &str, entry: &serde_json::Value) -> Result<Vec<u8>> {
+    let mut index: serde_json::Value =
+        serde_json::from_slice(index).context("not valid JSON; fix or remove it")?;
+    let list = index
+        .get_mut("manifests")
+        .and_then(|m| m.as_array_mut())
+        .context("no manifests list; fix or remove it")?;
+    list.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag));
+    list.push(entry.clone());
+    Ok(serde_json::to_vec_pretty(&index)?)
 }
 
 fn check_size(digest: &Digest, want: u64, got: u64) -> Result<()> {
@@ -369,7 +419,7 @@ impl Read for Batch<'_> {
     }
 }
 
-/// Points `tag` at `manifest` in the remote index.json: read it, edit it
+/// Points `tag` at the image in the remote index.json: read it, edit it
 /// here, write it back only if every blob is in place and nobody changed
 /// the index meanwhile (retried a few times if somebody did).
 fn tag_remote(
@@ -377,47 +427,24 @@ fn tag_remote(
     target: &SshTarget,
     root: &str,
     tag: &str,
-    manifest: &Descriptor,
+    entry: &serde_json::Value,
     blobs: &[(Digest, u64)],
-    mut current: Vec<u8>,
 ) -> Result<()> {
-    let mut entry = manifest.clone();
-    entry.set_annotations(Some(
-        [(REF_NAME.to_string(), tag.to_string())]
-            .into_iter()
-            .collect(),
-    ));
-    let entry = serde_json::to_value(&entry)?;
-    // The first attempt uses the index read by the prepare step.
-    for attempt in 0..5 {
-        if attempt > 0 {
-            let reply = conn.run(&script::read_index(), &[root], None)?;
-            if !reply.ok() {
-                bail!(remote_failure(target, "reading index.json", &reply));
-            }
-            current = reply.stdout;
+    for _ in 0..5 {
+        let reply = conn.run(&script::read_index(), &[root], None)?;
+        if !reply.ok() {
+            bail!(remote_failure(target, "reading index.json", &reply));
         }
-        let old = Digest::of(&current);
-        let mut index: serde_json::Value = serde_json::from_slice(&current).with_context(|| {
-            format!("{target}: {root}/index.json is not valid JSON; fix or remove it")
-        })?;
-        let list = index
-            .get_mut("manifests")
-            .and_then(|m| m.as_array_mut())
-            .with_context(|| format!("{target}: {root}/index.json has no manifests list"))?;
-        list.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag));
-        list.push(entry.clone());
-        let bytes = serde_json::to_vec_pretty(&index)?;
+        let old = Digest::of(&reply.stdout);
+        let bytes = edit_index(&reply.stdout, tag, entry)
+            .with_context(|| format!("{target}: {root}/index.json"))?;
         let mut args = vec![root, old.hex()];
         args.extend(blobs.iter().map(|(d, _)| d.hex()));
         let reply = conn.run(&script::write_index(), &args, Some(&mut bytes.as_slice()))?;
         match reply.code {
             Some(0) => return Ok(()),
             Some(script::exit::INDEX_CHANGED) => continue,
-            Some(script::exit::MISSING_BLOB) => bail!(
-                "{target}: blob {} vanished from {root} before the tag was written (another process pruning?); the tag was not written: rerun the transfer",
-                reply.stderr.trim()
-            ),
+            Some(script::exit::MISSING_BLOB) => bail!(vanished(target, root, &reply)),
             _ => bail!(remote_failure(target, "writing index.json", &reply)),
         }
     }

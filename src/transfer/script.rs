@@ -48,7 +48,7 @@ blobs=$root/blobs/sha256
 
 /// Checks the tools, creates the layout if needed, prints `root PATH`,
 /// `head gnu` when GNU head is there (it reads exactly N bytes from a
-/// pipe, which [`receive_blobs`] relies on), then `blobs` and the names in
+/// pipe, which [`receive_and_tag`] relies on), then `blobs` and the names in
 /// `blobs/sha256` (one a line), then `index` and index.json. Args: ROOT.
 pub fn prepare() -> String {
     format!(
@@ -101,20 +101,24 @@ trap - EXIT
     )
 }
 
-/// Receives several blobs back to back on stdin (GNU `head -c` splits
-/// them), each into a temp name, checked and renamed before the next;
-/// prints `ok HEX` per blob in place. One round trip for the whole batch,
-/// and the server hashes one blob while the next arrives.
-/// Args: ROOT HEX SIZE [HEX SIZE]….
-pub fn receive_blobs() -> String {
+/// Several blobs back to back on stdin (GNU `head -c` splits them; the
+/// server hashes one while the next arrives), each checked and renamed into
+/// place before the next, then [`write_index`] — one round trip: N blobs, then
+/// index.json (ISIZE bytes) on stdin; the index is written only when every
+/// blob of the image (CLOSURE) is in place and index.json still hashes to
+/// OLD. Prints `ok HEX` per blob, then `tagged`.
+/// Args: ROOT OLD ISIZE N [HEX SIZE]×N CLOSURE….
+pub fn receive_and_tag() -> String {
     format!(
-        r#"{ROOT}shift
-while [ $# -ge 2 ]; do
-  h=$1; n=$2; shift 2
+        r#"{ROOT}old=$2; isize=$3; n=$4
+shift 4
+i=0
+while [ "$i" -lt "$n" ]; do
+  h=$1; sz=$2; shift 2
   tmp=$blobs/.kiln-tmp-$h.$$
   trap 'rm -f "$tmp"' EXIT
   trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE
-  head -c "$n" > "$tmp"
+  head -c "$sz" > "$tmp"
   sum=$(sha256sum "$tmp")
   sum=${{sum%% *}}
   if [ "$sum" != "$h" ]; then
@@ -124,9 +128,24 @@ while [ $# -ge 2 ]; do
   mv -f "$tmp" "$blobs/$h"
   trap - EXIT
   echo "ok $h"
+  i=$((i + 1))
 done
+for b in "$@"; do
+  [ -f "$blobs/$b" ] || {{ echo "sha256:$b" >&2; exit {missing}; }}
+done
+tmp=$root/.kiln-index.$$
+trap 'rm -f "$tmp"' EXIT
+head -c "$isize" > "$tmp"
+cur=$(sha256sum "$root/index.json")
+cur=${{cur%% *}}
+[ "$cur" = "$old" ] || exit {changed}
+mv -f "$tmp" "$root/index.json"
+trap - EXIT
+echo tagged
 "#,
-        mismatch = exit::DIGEST_MISMATCH
+        mismatch = exit::DIGEST_MISMATCH,
+        missing = exit::MISSING_BLOB,
+        changed = exit::INDEX_CHANGED
     )
 }
 
@@ -250,12 +269,11 @@ mod tests {
 
         // A batch: two blobs back to back (GNU head splits them).
         let world = "486ea46224d1bb4fb680f34f7c9ad96a8f24ec88be73ea8e5a6c65260e9cb8a7"; // "world"
-        let out = sh(
-            &receive_blobs(),
-            &[root_s, world, "5", hex, "5"],
-            b"worldhello",
-        );
-        assert!(out.status.success(), "{out:?}");
+        let stale = "1".repeat(64);
+        let args = [root_s, &stale, "0", "2", world, "5", hex, "5"];
+        let out = sh(&receive_and_tag(), &args, b"worldhello");
+        // The blobs are placed; the stale index hash stops the tag.
+        assert_eq!(out.status.code(), Some(exit::INDEX_CHANGED), "{out:?}");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             format!("ok {world}\nok {hex}\n")
@@ -264,16 +282,30 @@ mod tests {
             std::fs::read(root.join("blobs/sha256").join(world)).unwrap(),
             b"world"
         );
-        let out = sh(
-            &receive_blobs(),
-            &[root_s, world, "5", hex, "5"],
-            b"worldhellX",
-        );
+        let out = sh(&receive_and_tag(), &args, b"worldhellX");
         assert_eq!(out.status.code(), Some(exit::DIGEST_MISMATCH));
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             format!("ok {world}\n")
         );
+        std::fs::remove_file(root.join("blobs/sha256").join(world)).unwrap();
+
+        // Blobs and the index in one go; a stale OLD leaves index.json alone.
+        let index = std::fs::read(root.join("index.json")).unwrap();
+        let old = crate::oci::Digest::of(&index).hex().to_string();
+        let args = [root_s, &stale, "2", "1", world, "5", hex, world];
+        let out = sh(&receive_and_tag(), &args, b"world{}");
+        assert_eq!(out.status.code(), Some(exit::INDEX_CHANGED), "{out:?}");
+        assert_eq!(std::fs::read(root.join("index.json")).unwrap(), index);
+        let args = [root_s, &old, "2", "1", world, "5", hex, world];
+        let out = sh(&receive_and_tag(), &args, b"world{}");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("ok {world}\ntagged\n")
+        );
+        assert_eq!(std::fs::read(root.join("index.json")).unwrap(), b"{}");
+        std::fs::write(root.join("index.json"), &index).unwrap();
         std::fs::remove_file(root.join("blobs/sha256").join(world)).unwrap();
 
         let index = std::fs::read(root.join("index.json")).unwrap();

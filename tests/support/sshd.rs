@@ -8,6 +8,7 @@
 //! | `server` | the test user, strict host key checking |
 //! | `root` | root on the same sshd (engines that need root: podman here) |
 //! | `nosum` | the test user with a PATH that lacks `sha256sum` |
+//! | `nohead` | the test user with a PATH without `head` (one command per blob) |
 //! | `badkey` | the test user, but known_hosts holds another host key |
 //!
 //! Stopped (sshd killed, user removed) on drop. Needs root.
@@ -82,6 +83,7 @@ impl Sshd {
         let other_host_key = keygen(&d.join("other_host_key"));
         let client_key = keygen(&d.join("id"));
         let nosum_key = keygen(&d.join("id_nosum"));
+        let nohead_key = keygen(&d.join("id_nohead"));
 
         let user = format!(
             "kilnt{}x{}",
@@ -98,20 +100,24 @@ impl Sshd {
         run(Command::new("usermod").args(["-p", "*"]).arg(&user));
 
         // A PATH with the shell and coreutils the protocol needs, minus sha256sum.
+        // And one without head (no GNU head: kiln sends blob by blob).
+        let tools = ["sh", "mv", "mkdir", "cat", "ls", "rm"];
         let nosum_bin = d.join("nosum-bin");
-        fs::create_dir(&nosum_bin).unwrap();
-        for tool in ["sh", "mv", "mkdir", "cat", "ls", "rm"] {
-            let real = String::from_utf8(
-                run(Command::new("sh").args(["-c", &format!("command -v {tool}")])).stdout,
-            )
-            .unwrap();
-            std::os::unix::fs::symlink(real.trim(), nosum_bin.join(tool)).unwrap();
+        let nohead_bin = d.join("nohead-bin");
+        for (bin, extra) in [(&nosum_bin, None), (&nohead_bin, Some("sha256sum"))] {
+            fs::create_dir(bin).unwrap();
+            for tool in tools.iter().copied().chain(extra) {
+                let found = run(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
+                let real = String::from_utf8(found.stdout).unwrap();
+                std::os::unix::fs::symlink(real.trim(), bin.join(tool)).unwrap();
+            }
         }
         fs::write(
             d.join("authorized_keys"),
             format!(
-                "{client_key}\nenvironment=\"PATH={}\" {nosum_key}\n",
-                nosum_bin.display()
+                "{client_key}\nenvironment=\"PATH={}\" {nosum_key}\nenvironment=\"PATH={}\" {nohead_key}\n",
+                nosum_bin.display(),
+                nohead_bin.display()
             ),
         )
         .unwrap();
@@ -170,6 +176,7 @@ impl Sshd {
         text += &block("server", &user, "id", "known_hosts");
         text += &block("root", "root", "id", "known_hosts");
         text += &block("nosum", &user, "id_nosum", "known_hosts");
+        text += &block("nohead", &user, "id_nohead", "known_hosts");
         text += &block("badkey", &user, "id", "bad_known_hosts");
         text += "Host *\n  IdentitiesOnly yes\n  IdentityAgent none\n  BatchMode yes\n  StrictHostKeyChecking yes\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n";
         fs::File::create(&config)
