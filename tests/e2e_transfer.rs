@@ -411,6 +411,17 @@ fn changed_host_key_and_missing_sha256sum_are_refused() {
         verify_remote(&root),
         BTreeSet::from(["tiny:latest".to_string()])
     );
+
+    // Without GNU head kiln sends blob by blob, then tags in a second step.
+    let root = sshd.home.join("nohead");
+    let url = format!("ssh://nohead{}", root.display());
+    let v = home.push(&sshd, "tiny", &url, &[]);
+    let counts = |v: &Value| (v["blobs_sent"].as_u64(), v["blobs_present"].as_u64());
+    assert_eq!(counts(&v), (Some(3), Some(0)), "{v}");
+    let tags = verify_remote(&root);
+    assert_eq!(tags, BTreeSet::from(["tiny:latest".to_string()]));
+    let v = home.push(&sshd, "tiny", &url, &[]);
+    assert_eq!(counts(&v), (Some(0), Some(3)), "{v}");
 }
 
 #[test]
