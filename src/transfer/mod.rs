@@ -10,6 +10,20 @@
 //! rerun sends only the blobs that did not arrive. The protocol, its
 //! guarantees and what the server needs are in `docs/transfer.md`.
 //!
+//! ```no_run
+//! use kiln::oci::ImageStore;
+//! use kiln::progress::Progress;
+//! use kiln::transfer::{self, Engine, SshTarget, TransferOptions};
+//!
+//! let images = ImageStore::open_default()?;
+//! let manifest = images.resolve("app:1")?;
+//! let target = SshTarget::parse("ssh://deploy@web1:2222/srv/images")?;
+//! let opts = TransferOptions { load: Some(Engine::Podman), ..Default::default() };
+//! let summary = transfer::send(images.blobs(), &manifest, "app:1", &target, &opts, &Progress::quiet())?;
+//! println!("{} blobs sent ({} bytes)", summary.blobs_sent, summary.bytes_sent);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+//!
 //! | module | owns |
 //! |---|---|
 //! | [`target`] | `ssh://[USER@]HOST[:PORT][/PATH]` URLs |
