@@ -219,16 +219,13 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let mut cmd = self.ssh();
-        let _ = cmd
-            .args(["-O", "exit", "--"])
-            .arg(&self.target.host)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // SIGTERM makes the master close the connection and remove its
+        // socket, like `ssh -O exit` but without spawning another ssh.
         if let Some(mut m) = self.master.take() {
-            let _ = m.kill();
+            if let Ok(pid) = i32::try_from(m.id()) {
+                // SAFETY: signalling our own child, which we have not reaped.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
             let _ = m.wait();
         }
     }
