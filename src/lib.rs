@@ -21,6 +21,7 @@ pub mod progress;
 pub mod registry;
 pub mod sandbox;
 pub mod solver;
+pub mod transfer;
 
 pub use build::{BuildRequest, BuildResult, build};
 pub use error::Result;

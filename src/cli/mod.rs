@@ -12,6 +12,7 @@ mod packages;
 mod plan;
 mod registry;
 mod sandbox;
+mod transfer;
 
 use crate::error;
 use crate::progress::{Progress, ProgressMode};
@@ -30,6 +31,7 @@ Examples:
   kiln save myapp:1 -o type=docker,dest=a.tar   export (oci, oci-archive, docker)
   kiln load a.tar                               import an archive or OCI layout
   kiln pull debian:bookworm | push NAME REF     talk to registries
+  kiln push myapp ssh://deploy@web1 --load podman   send to a server over ssh (missing layers only)
   kiln login reg.example -u me --password-stdin save credentials (docker's config.json)
   kiln image packages -t node --suite trixie nodejs   an image from Debian packages
   kiln packages resolve nodejs@20               a package closure, and why
@@ -110,9 +112,9 @@ pub enum Command {
     ///
     /// Example: kiln pull node:20-slim --platform linux/arm64
     Pull(registry::PullArgs),
-    /// Push a local image to a registry (only the blobs it lacks).
+    /// Push a local image to a registry or, over ssh, to a server (only the blobs it lacks).
     ///
-    /// Example: kiln push myapp:1.0 ghcr.io/acme/myapp:1.0
+    /// Example: kiln push myapp:1.0 ghcr.io/acme/myapp:1.0 | kiln push myapp ssh://deploy@web1:2222
     Push(registry::PushArgs),
     /// Save credentials for a registry (docker's config.json format).
     ///

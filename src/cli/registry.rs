@@ -72,16 +72,25 @@ pub fn pull(args: PullArgs, progress: &Progress) -> Result<()> {
 pub struct PushArgs {
     /// The local image (name, name:tag or digest prefix).
     pub name: String,
-    /// Where to push it (default: NAME itself, as `docker push` does).
+    /// Where to push it: a registry reference (default: NAME itself, as
+    /// `docker push` does) or ssh://[USER@]HOST[:PORT][/PATH] for a server.
     pub reference: Option<String>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub registry: RegistryFlags,
+    #[command(flatten)]
+    pub ssh: super::transfer::SshFlags,
 }
 
 pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
+    if let Some(r) = args.reference.as_deref()
+        && crate::transfer::SshTarget::is_ssh_url(r)
+    {
+        return super::transfer::push(&args.name, r, args.json, &args.ssh, progress);
+    }
+    args.ssh.refuse_for_registry()?;
     let images = ImageStore::open_default()?;
     let root = images.resolve(&args.name)?;
     let target = Reference::parse(args.reference.as_deref().unwrap_or(&args.name))?;

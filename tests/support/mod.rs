@@ -8,3 +8,4 @@ pub mod kiln;
 pub mod podman;
 pub mod proxy;
 pub mod registry;
+pub mod sshd;

@@ -1,0 +1,87 @@
+//! `kiln push NAME ssh://…`: the SSH transfer's flags and output.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+
+use crate::Result;
+use crate::oci::ImageStore;
+use crate::progress::{Progress, human_bytes};
+use crate::transfer::{self, Engine, SshOptions, SshTarget, TransferOptions};
+
+/// Flags of `kiln push` that apply to ssh:// targets only.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SshFlags {
+    /// ssh config file for ssh:// targets (as `ssh -F FILE`).
+    #[arg(
+        short = 'F',
+        long = "ssh-config",
+        value_name = "FILE",
+        env = "KILN_SSH_CONFIG"
+    )]
+    pub ssh_config: Option<PathBuf>,
+    /// After an ssh:// transfer, load the image into this engine on the server.
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub load: Option<Engine>,
+}
+
+impl SshFlags {
+    /// `--load` makes no sense for a registry; `-F` from the environment is
+    /// fine (it is only used for ssh targets).
+    pub fn refuse_for_registry(&self) -> Result<()> {
+        if self.load.is_some() {
+            bail!(
+                "--load only applies to ssh:// targets (kiln push NAME ssh://HOST --load podman)"
+            );
+        }
+        Ok(())
+    }
+}
+
+pub fn push(
+    name: &str,
+    url: &str,
+    json: bool,
+    flags: &SshFlags,
+    progress: &Progress,
+) -> Result<()> {
+    let target = SshTarget::parse(url)?;
+    let images = ImageStore::open_default()?;
+    let manifest = images.resolve(name)?;
+    // A digest given as NAME has no tag to carry: name it after the digest.
+    let tag = if images
+        .layout()
+        .find(&crate::oci::images::normalize_name(name)?)?
+        .is_some()
+    {
+        name.to_string()
+    } else {
+        format!("sha256-{}", manifest.digest().digest())
+    };
+    let opts = TransferOptions {
+        ssh: SshOptions {
+            config: flags.ssh_config.clone(),
+            program: None,
+        },
+        load: flags.load,
+    };
+    let summary = transfer::send(images.blobs(), &manifest, &tag, &target, &opts, progress)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "{}: sent {} to {} ({} blobs sent, {} already there, {} sent)",
+            summary.target,
+            summary.tag,
+            summary.remote_path,
+            summary.blobs_sent,
+            summary.blobs_present,
+            human_bytes(summary.bytes_sent)
+        );
+        if let Some(cmd) = &summary.loaded {
+            println!("loaded on the server with: {cmd}");
+        }
+    }
+    Ok(())
+}
