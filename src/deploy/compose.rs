@@ -49,10 +49,20 @@ fn project_name(doc: &Value, naming: &Naming) -> String {
         return sanitize(n);
     }
     let dir = std::fs::canonicalize(naming.base).unwrap_or_else(|_| naming.base.to_path_buf());
-    sanitize(&dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+    sanitize(
+        &dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    )
 }
 
-fn spec(build: &Value, svc: &Fields, project: &str, name: &str, naming: &Naming) -> Result<(BuildSpec, Target)> {
+fn spec(
+    build: &Value,
+    svc: &Fields,
+    project: &str,
+    name: &str,
+    naming: &Naming,
+) -> Result<(BuildSpec, Target)> {
     let path = format!("{}.build", svc.path);
     let spec = match build {
         Value::String(ctx) => BuildSpec {
@@ -84,7 +94,10 @@ fn spec(build: &Value, svc: &Fields, project: &str, name: &str, naming: &Naming)
                 ..BuildSpec::default()
             }
         }
-        other => bail!("{path} must be a path or a mapping, found {}", yaml::kind(other)),
+        other => bail!(
+            "{path} must be a path or a mapping, found {}",
+            yaml::kind(other)
+        ),
     };
     let image = svc.string("image")?;
     let reference = naming.reference(

@@ -25,18 +25,15 @@ pub fn resources(docs: &[Value], naming: &Naming) -> Result<Vec<Resource>> {
         };
         for (j, body) in services.iter().enumerate() {
             let Value::Mapping(body) = body else {
-                bail!(
-                    "{}: services[{j}] must be a mapping",
-                    naming.file.display()
-                );
+                bail!("{}: services[{j}] must be a mapping", naming.file.display());
             };
             let f = Fields::new(body, format!("services[{j}]"));
             if f.get("build").is_none() && f.get("path").is_none() {
                 continue;
             }
-            let name = f
-                .string("name")?
-                .with_context(|| format!("{}: services[{j}].name is missing", naming.file.display()))?;
+            let name = f.string("name")?.with_context(|| {
+                format!("{}: services[{j}].name is missing", naming.file.display())
+            })?;
             let label = format!("{project}/{name}");
             let (spec, target) = spec(&f, &project, &name, naming)
                 .with_context(|| format!("{label} ({})", naming.file.display()))?;
@@ -66,7 +63,13 @@ fn spec(f: &Fields, project: &str, name: &str, naming: &Naming) -> Result<(Build
         },
         Some(Value::Mapping(m)) => {
             let b = Fields::new(m, format!("{}.build", f.path));
-            b.only(&["context", "dockerfile", "args", "target", "dockerfileContent"])?;
+            b.only(&[
+                "context",
+                "dockerfile",
+                "args",
+                "target",
+                "dockerfileContent",
+            ])?;
             let default_ctx = service_dir.clone().unwrap_or_else(|| ".".into());
             let context = naming.path(&b.string("context")?.unwrap_or(default_ctx));
             BuildSpec {

@@ -55,17 +55,19 @@ fn resource(f: &Fields, kind: &str, doc: usize, naming: &Naming) -> Result<Resou
     Ok(Resource {
         file: naming.file.to_path_buf(),
         label,
-        spec: BuildSpec {
-            start_cmd,
-            ..spec
-        },
+        spec: BuildSpec { start_cmd, ..spec },
         target,
         doc,
         at: vec![Seg::Key(kind.to_string())],
     })
 }
 
-fn build_spec(build: &Value, kind: &str, label: &str, naming: &Naming) -> Result<(BuildSpec, Target)> {
+fn build_spec(
+    build: &Value,
+    kind: &str,
+    label: &str,
+    naming: &Naming,
+) -> Result<(BuildSpec, Target)> {
     let path = format!("{kind}.build");
     let modes = "expected build: auto, build: {options: …} or build: {docker: …}";
     let generated = || naming.generated_name(kind, label);
@@ -87,9 +89,9 @@ fn build_spec(build: &Value, kind: &str, label: &str, naming: &Naming) -> Result
             let options = f.get("options");
             let docker = f.get("docker");
             match (options, docker) {
-                (Some(_), Some(_)) => bail!(
-                    "{path} has both options and docker; choose one ({modes})"
-                ),
+                (Some(_), Some(_)) => {
+                    bail!("{path} has both options and docker; choose one ({modes})")
+                }
                 (Some(Value::Mapping(o)), None) => {
                     f.only(&["options"])?;
                     let o = Fields::new(o, format!("{path}.options"));
@@ -98,7 +100,12 @@ fn build_spec(build: &Value, kind: &str, label: &str, naming: &Naming) -> Result
                     let name = o.string("name")?.unwrap_or_else(generated);
                     let tag = o.string("tag")?.unwrap_or_else(|| "latest".into());
                     let image = o.string("image")?;
-                    let reference = naming.reference(image.as_deref(), &name, &tag, &o.path)?;
+                    let reference = naming.reference(
+                        image.as_deref(),
+                        &name,
+                        &tag,
+                        &format!("{}.image", o.path),
+                    )?;
                     Ok((
                         BuildSpec {
                             context: naming.path(&dir),
@@ -122,11 +129,19 @@ fn build_spec(build: &Value, kind: &str, label: &str, naming: &Naming) -> Result
                         "dockerfileContent",
                     ])?;
                     let context = naming.path(&d.string("context")?.unwrap_or_else(|| ".".into()));
-                    let dockerfile = context.join(d.string("dockerfile")?.unwrap_or_else(|| "Dockerfile".into()));
+                    let dockerfile = context.join(
+                        d.string("dockerfile")?
+                            .unwrap_or_else(|| "Dockerfile".into()),
+                    );
                     let name = d.string("name")?.unwrap_or_else(generated);
                     let tag = d.string("tag")?.unwrap_or_else(|| "latest".into());
                     let image = d.string("image")?;
-                    let reference = naming.reference(image.as_deref(), &name, &tag, &d.path)?;
+                    let reference = naming.reference(
+                        image.as_deref(),
+                        &name,
+                        &tag,
+                        &format!("{}.image", d.path),
+                    )?;
                     Ok((
                         BuildSpec {
                             context,
@@ -139,11 +154,21 @@ fn build_spec(build: &Value, kind: &str, label: &str, naming: &Naming) -> Result
                         Target::Registry(reference),
                     ))
                 }
-                (Some(v), None) => bail!("{path}.options must be a mapping, found {}", yaml::kind(v)),
-                (None, Some(v)) => bail!("{path}.docker must be a mapping, found {}", yaml::kind(v)),
+                (Some(v), None) => {
+                    bail!("{path}.options must be a mapping, found {}", yaml::kind(v))
+                }
+                (None, Some(v)) => {
+                    bail!("{path}.docker must be a mapping, found {}", yaml::kind(v))
+                }
                 (None, None) => {
-                    let keys: Vec<String> = m.keys().map(|k| yaml::scalar(k).unwrap_or_default()).collect();
-                    Err(anyhow!("{path}: unknown build mode {:?}; {modes}", keys.join(", ")))
+                    let keys: Vec<String> = m
+                        .keys()
+                        .map(|k| yaml::scalar(k).unwrap_or_default())
+                        .collect();
+                    Err(anyhow!(
+                        "{path}: unknown build mode {:?}; {modes}",
+                        keys.join(", ")
+                    ))
                 }
             }
         }

@@ -35,6 +35,9 @@ pub mod lttle;
 pub mod rewrite;
 pub mod yaml;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -270,23 +273,36 @@ impl Naming<'_> {
     /// The push target: `image` as given when it names a registry host,
     /// `REGISTRY/image` when it does not, else `REGISTRY/NAME:TAG`. A
     /// missing tag is `latest`.
-    pub fn reference(&self, image: Option<&str>, name: &str, tag: &str, field: &str) -> Result<String> {
+    pub fn reference(
+        &self,
+        image: Option<&str>,
+        name: &str,
+        tag: &str,
+        field: &str,
+    ) -> Result<String> {
         let raw = match image {
             Some(i) if has_registry_host(i) => i.to_string(),
             Some(i) => self.under_registry(i, field)?,
             None => self.under_registry(&format!("{name}:{tag}"), field)?,
         };
-        let r = Reference::parse(&raw)
-            .map_err(|e| anyhow!("{}: {field}: {raw:?} is not a valid image reference: {e}", self.file.display()))?;
+        let r = Reference::parse(&raw).map_err(|e| {
+            anyhow!(
+                "{}: {field}: {raw:?} is not a valid image reference: {e}",
+                self.file.display()
+            )
+        })?;
         if r.digest.is_some() {
             bail!(
                 "{}: {field}: {raw:?} has a digest; give a tag (kiln adds the digest it builds)",
                 self.file.display()
             );
         }
-        Ok(match r.tag {
-            Some(_) => raw,
-            None => format!("{raw}:latest"),
+        // Reference::parse fills in `latest`; look at what was written.
+        let last = raw.rsplit('/').next().unwrap_or(&raw);
+        Ok(if last.contains(':') {
+            raw
+        } else {
+            format!("{raw}:latest")
         })
     }
 
@@ -326,7 +342,14 @@ impl Naming<'_> {
         b[6] = (b[6] & 0x0f) | 0x50;
         b[8] = (b[8] & 0x3f) | 0x80;
         let x = hex::encode(b);
-        format!("{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &x[..8],
+            &x[8..12],
+            &x[12..16],
+            &x[16..20],
+            &x[20..]
+        )
     }
 }
 
@@ -353,7 +376,9 @@ pub fn sanitize(s: &str) -> String {
             }
         })
         .collect();
-    let out = out.trim_matches(|c| c == '-' || c == '.' || c == '_').to_string();
+    let out = out
+        .trim_matches(|c| c == '-' || c == '.' || c == '_')
+        .to_string();
     if out.is_empty() { "app".into() } else { out }
 }
 
@@ -385,7 +410,8 @@ pub fn deploy(req: &DeployRequest, progress: &Progress) -> Result<DeployResult> 
     }
     let mut parsed = Vec::new();
     for f in &req.files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         parsed.push(parse(f, &text, &req.registry)?);
     }
     let resources: Vec<Resource> = parsed.iter().flat_map(|p| p.resources.clone()).collect();
@@ -416,9 +442,16 @@ pub fn deploy(req: &DeployRequest, progress: &Progress) -> Result<DeployResult> 
         for (r, e) in &failures {
             msg.push_str(&format!("\n  {}: {e:#}", r.what()));
         }
-        let pushed: Vec<&str> = built.iter().filter(|b| b.pushed).map(|b| b.reference.as_str()).collect();
+        let pushed: Vec<&str> = built
+            .iter()
+            .filter(|b| b.pushed)
+            .map(|b| b.reference.as_str())
+            .collect();
         if !pushed.is_empty() {
-            msg.push_str(&format!("\n  already pushed (valid, unreferenced): {}", pushed.join(", ")));
+            msg.push_str(&format!(
+                "\n  already pushed (valid, unreferenced): {}",
+                pushed.join(", ")
+            ));
         }
         return Err(match failures.into_iter().next() {
             Some((_, first)) if resources.len() == 1 => first.context(msg),
@@ -472,9 +505,14 @@ fn run_all(resources: &[Resource], req: &DeployRequest, progress: &Progress) -> 
                     let Some(r) = resources.get(i) else { break };
                     // After a failure or Ctrl-C, start nothing new: the
                     // output will not be written anyway.
-                    let cancelled = req.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
+                    let cancelled = req
+                        .cancel
+                        .as_ref()
+                        .is_some_and(|c| c.load(Ordering::SeqCst));
                     let res = if stop.load(Ordering::SeqCst) || cancelled {
-                        Err(anyhow!("not built: another resource failed or the deploy was interrupted"))
+                        Err(anyhow!(
+                            "not built: another resource failed or the deploy was interrupted"
+                        ))
                     } else {
                         build_one(r, req, &client, progress)
                     };
@@ -494,12 +532,20 @@ fn run_all(resources: &[Resource], req: &DeployRequest, progress: &Progress) -> 
         .collect()
 }
 
-fn build_one(r: &Resource, req: &DeployRequest, client: &Client, progress: &Progress) -> Result<Built> {
+fn build_one(
+    r: &Resource,
+    req: &DeployRequest,
+    client: &Client,
+    progress: &Progress,
+) -> Result<Built> {
     let name = r.target.name().to_string();
     progress.info(format!("Building image for {}", r.label));
     if req.debug_build {
         progress.info(format!("Generated image reference: {name}"));
-        progress.info(format!("Building image for path: {}", r.spec.context.display()));
+        progress.info(format!(
+            "Building image for path: {}",
+            r.spec.context.display()
+        ));
     }
     let breq = BuildRequest {
         context: r.spec.context.clone(),
@@ -519,14 +565,10 @@ fn build_one(r: &Resource, req: &DeployRequest, client: &Client, progress: &Prog
         debug: req.debug_build,
         ..BuildRequest::default()
     };
-    let res = crate::build::build(&breq, progress).with_context(|| format!("building {}", r.what()))?;
+    let res =
+        crate::build::build(&breq, progress).with_context(|| format!("building {}", r.what()))?;
     let digest = res.digest.clone();
-    let local_ref = |n: &str| -> String {
-        match Reference::parse(n) {
-            Ok(p) => format!("{}@{digest}", p.name()),
-            Err(_) => format!("{n}@{digest}"),
-        }
-    };
+    let local_ref = |n: &str| pinned(n, &digest);
     match &r.target {
         Target::Registry(reference) if !req.skip_push => {
             let target = Reference::parse(reference)
@@ -549,7 +591,7 @@ fn build_one(r: &Resource, req: &DeployRequest, client: &Client, progress: &Prog
             Ok(Built {
                 label: r.label.clone(),
                 file: r.file.clone(),
-                reference: format!("{}@{digest}", target.name()),
+                reference: pinned(reference, &digest),
                 digest,
                 pushed: true,
                 blobs_sent: summary.blobs_sent,
@@ -587,6 +629,13 @@ fn build_one(r: &Resource, req: &DeployRequest, client: &Client, progress: &Prog
             })
         }
     }
+}
+
+/// `NAME:TAG` → `NAME:TAG@DIGEST`, the name as written (no
+/// `docker.io/library/` added). The tag stays for people reading the
+/// document; the digest is what runtimes pull.
+pub fn pinned(reference: &str, digest: &Digest) -> String {
+    format!("{reference}@{digest}")
 }
 
 /// Writes `text` to `path` through a temp file in the same directory and a

@@ -53,6 +53,23 @@ pub fn set_image(doc: &mut Value, at: &[Seg], image: &str) -> Result<()> {
         bail!("expected a mapping");
     };
     let img = Value::String(image.to_string());
+    if !m.contains_key("build") && !m.contains_key("image") {
+        // A service built from `path:` alone: image: goes after name:.
+        let mut out = Mapping::new();
+        let had_name = m.contains_key("name");
+        for (k, v) in std::mem::take(m) {
+            let is_name = k.as_str() == Some("name");
+            out.insert(k, v);
+            if is_name {
+                out.insert(Value::from("image"), img.clone());
+            }
+        }
+        if !had_name {
+            out.insert(Value::from("image"), img);
+        }
+        *m = out;
+        return Ok(());
+    }
     if m.contains_key("image") {
         m.insert(Value::from("image"), img);
         m.shift_remove("build");
@@ -80,15 +97,25 @@ fn edit_text(text: &str, images: &[(&Resource, &Built)]) -> Option<String> {
     for (r, b) in images {
         let &(start, end) = docs.get(r.doc)?;
         let (ms, me, indent) = locate(&lines, start, end, &r.at)?;
-        let build = find_key(&lines, ms, me, indent, "build")?;
+        let build = find_key(&lines, ms, me, indent, "build");
         let image = find_key(&lines, ms, me, indent, "image");
         let line = |at: usize| format!("{}image: {}", &lines[at][..indent], b.reference);
-        match image {
-            Some((il, ie)) => {
+        match (build, image) {
+            (Some(build), Some((il, ie))) => {
                 edits.push((il, ie, vec![line(il)]));
                 edits.push((build.0, build.1, Vec::new()));
             }
-            None => edits.push((build.0, build.1, vec![line(build.0)])),
+            (Some(build), None) => edits.push((build.0, build.1, vec![line(build.0)])),
+            (None, Some((il, ie))) => edits.push((il, ie, vec![line(il)])),
+            (None, None) => {
+                let (_, ne) = find_key(&lines, ms, me, indent, "name")?;
+                // Indented like the keys, without an item's "- ".
+                edits.push((
+                    ne,
+                    ne,
+                    vec![format!("{}image: {}", " ".repeat(indent), b.reference)],
+                ));
+            }
         }
     }
     edits.sort_by_key(|e| e.0);
@@ -193,7 +220,13 @@ fn locate(lines: &[&str], start: usize, end: usize, at: &[Seg]) -> Option<(usize
 /// the key line and every deeper line after it (trailing blank lines and
 /// comments stay outside). A `- ` at the start of an item counts as
 /// indentation.
-fn find_key(lines: &[&str], start: usize, end: usize, indent: usize, key: &str) -> Option<(usize, usize)> {
+fn find_key(
+    lines: &[&str],
+    start: usize,
+    end: usize,
+    indent: usize,
+    key: &str,
+) -> Option<(usize, usize)> {
     let at_indent = |i: usize| -> Option<&str> {
         let l = lines[i];
         if l.len() < indent {
@@ -205,12 +238,20 @@ fn find_key(lines: &[&str], start: usize, end: usize, indent: usize, key: &str) 
                 .strip_suffix("- ")
                 .is_some_and(|p| p.chars().all(|c| c == ' '));
         let pre_ok = pre.chars().all(|c| c == ' ') || item_start;
-        if pre_ok && !rest.starts_with(' ') { Some(rest) } else { None }
+        if pre_ok && !rest.starts_with(' ') {
+            Some(rest)
+        } else {
+            None
+        }
     };
     let mut found = None;
     for i in start..end {
         if let Some(rest) = at_indent(i) {
-            let quoted = [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")];
+            let quoted = [
+                format!("{key}:"),
+                format!("\"{key}\":"),
+                format!("'{key}':"),
+            ];
             if quoted.iter().any(|q| rest.starts_with(q.as_str())) {
                 if found.is_some() {
                     return None;
