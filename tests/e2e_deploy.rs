@@ -133,7 +133,11 @@ fn split(reference: &str) -> (String, String, String) {
 fn skopeo_digest(reference: &str) -> String {
     let out = run(
         "skopeo",
-        &["inspect", "--tls-verify=false", &format!("docker://{reference}")],
+        &[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ],
     );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v["Digest"].as_str().unwrap().to_string()
@@ -143,14 +147,23 @@ fn skopeo_digest(reference: &str) -> String {
 fn assert_resolves(reference: &str, printed_digest: &str) {
     let (repo, tag, digest) = split(reference);
     assert_eq!(digest, printed_digest, "{reference}");
-    assert_eq!(skopeo_digest(&format!("{repo}:{tag}")), digest, "{reference}");
-    assert_eq!(skopeo_digest(&format!("{repo}@{digest}")), digest, "{reference}");
+    assert_eq!(
+        skopeo_digest(&format!("{repo}:{tag}")),
+        digest,
+        "{reference}"
+    );
+    assert_eq!(
+        skopeo_digest(&format!("{repo}@{digest}")),
+        digest,
+        "{reference}"
+    );
 }
 
 fn http_get(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     Some(buf)
@@ -161,8 +174,12 @@ struct Cleanup(String, String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = support::podman::podman().args(["rm", "-f", &self.0]).output();
-        let _ = support::podman::podman().args(["rmi", "-f", &self.1]).output();
+        let _ = support::podman::podman()
+            .args(["rm", "-f", &self.0])
+            .output();
+        let _ = support::podman::podman()
+            .args(["rmi", "-f", &self.1])
+            .output();
     }
 }
 
@@ -186,7 +203,14 @@ fn assert_answers(reference: &str, expect: &str) {
     let name = format!("kiln-e2e-deploy-{}-{port}", std::process::id());
     let _cleanup = Cleanup(name.clone(), by_digest.clone());
     let out = support::podman::run_cmd()
-        .args(["-d", "--name", &name, "-e", &format!("PORT={port}"), &by_digest])
+        .args([
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            &format!("PORT={port}"),
+            &by_digest,
+        ])
         .output()
         .unwrap();
     assert!(
@@ -200,11 +224,17 @@ fn assert_answers(reference: &str, expect: &str) {
             && resp.starts_with("HTTP/1.")
             && resp.contains(" 200 ")
         {
-            assert!(resp.contains(expect), "{reference}: unexpected answer:\n{resp}");
+            assert!(
+                resp.contains(expect),
+                "{reference}: unexpected answer:\n{resp}"
+            );
             return;
         }
         if Instant::now() > deadline {
-            let logs = support::podman::podman().args(["logs", &name]).output().unwrap();
+            let logs = support::podman::podman()
+                .args(["logs", &name])
+                .output()
+                .unwrap();
             panic!(
                 "{reference}: no HTTP 200 on port {port} within 90 s; logs:\n{}{}",
                 String::from_utf8_lossy(&logs.stdout),
@@ -267,18 +297,31 @@ fn lttle_file_builds_auto_options_and_docker_resources() {
     );
     let stderr = ok(&out);
     for l in ["default/web", "default/api", "jobs/worker"] {
-        assert!(stderr.contains(&format!("Building image for {l}\n")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("Building image for {l}\n")),
+            "{stderr}"
+        );
         assert!(
             stderr.contains(&format!("Successfully built and pushed image for {l}")),
             "{stderr}"
         );
     }
-    assert!(stderr.contains("Auto-build using providers: node"), "{stderr}");
+    assert!(
+        stderr.contains("Auto-build using providers: node"),
+        "{stderr}"
+    );
     let text = fs::read_to_string(&out_file).unwrap();
     assert!(!text.contains("build:"), "{text}");
-    assert!(text.starts_with("# the node app\napp:\n  name: web\n  image: "), "{text}");
+    assert!(
+        text.starts_with("# the node app\napp:\n  name: web\n  image: "),
+        "{text}"
+    );
     assert!(text.contains("volume:\n  name: data\n"), "{text}");
-    let refs = check_output(&text, &stderr, &["default/web", "default/api", "jobs/worker"]);
+    let refs = check_output(
+        &text,
+        &stderr,
+        &["default/web", "default/api", "jobs/worker"],
+    );
     assert!(refs["default/api"].contains(":v1@sha256:"));
     assert!(refs["jobs/worker"].starts_with(&format!("{reg}/worker:latest@")));
     assert_answers(&refs["default/web"], "Hello from node-npm");
@@ -310,7 +353,10 @@ fn compose_file_builds_two_services_and_a_rerun_pushes_nothing() {
         ]
     };
     let a1 = args(&first_out);
-    let stderr = ok(&deploy(&k, &a1.iter().map(String::as_str).collect::<Vec<_>>()));
+    let stderr = ok(&deploy(
+        &k,
+        &a1.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
     let text = fs::read_to_string(&first_out).unwrap();
     assert!(text.contains("    ports: [\"8080:8080\"]\n"), "{text}");
     assert!(text.contains("    image: postgres:16\n"), "{text}");
@@ -324,7 +370,10 @@ fn compose_file_builds_two_services_and_a_rerun_pushes_nothing() {
     // Nothing changed: every blob is already there, same documents.
     let second_out = root.join("second.yaml");
     let a2 = args(&second_out);
-    let stderr2 = ok(&deploy(&k, &a2.iter().map(String::as_str).collect::<Vec<_>>()));
+    let stderr2 = ok(&deploy(
+        &k,
+        &a2.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
     let p2 = printed(&stderr2);
     assert_eq!(p2.len(), 2, "{stderr2}");
     for (l, (_, _, sent)) in &p2 {
@@ -354,7 +403,10 @@ fn ftl_file_builds_two_services_and_keeps_one_without_image_locally() {
         ),
     )
     .unwrap();
-    let out = deploy(&k, &[root.join("ftl.yaml").to_str().unwrap(), "--jobs", "3"]);
+    let out = deploy(
+        &k,
+        &[root.join("ftl.yaml").to_str().unwrap(), "--jobs", "3"],
+    );
     let stderr = ok(&out);
     let text = String::from_utf8(out.stdout).unwrap();
     let refs = check_output(&text, &stderr, &["my-project/web", "my-project/backend"]);
@@ -364,7 +416,10 @@ fn ftl_file_builds_two_services_and_keeps_one_without_image_locally() {
         stderr.contains("kept in the local store as my-project-worker:latest"),
         "{stderr}"
     );
-    assert!(text.contains("    image: my-project-worker:latest@sha256:"), "{text}");
+    assert!(
+        text.contains("    image: my-project-worker:latest@sha256:"),
+        "{text}"
+    );
     let images = k.stdout(&["images"]);
     assert!(images.contains("my-project-worker"), "{images}");
     assert_answers(&refs["my-project/web"], "hello from-dockerfile");
@@ -390,7 +445,10 @@ fn assert_fails(k: &Kiln, root: &Path, name: &str, text: &str, needles: &[&str])
     for n in needles {
         assert!(stderr.contains(n), "{name}: no {n:?} in:\n{stderr}");
     }
-    assert!(!stderr.contains("Building image for"), "{name} started a build:\n{stderr}");
+    assert!(
+        !stderr.contains("Building image for"),
+        "{name} started a build:\n{stderr}"
+    );
     assert!(!out_file.exists(), "{name}: output written");
 }
 
@@ -434,7 +492,10 @@ fn bad_input_is_refused_before_anything_is_built() {
         "dockerfile.yaml",
         "app:\n  name: nodf\n  build:\n    docker:\n      context: ./app\n      dockerfile: Dockerfile.prod\n",
         &[
-            &format!("Dockerfile not found: {}", root.join("./app").join("Dockerfile.prod").display()),
+            &format!(
+                "Dockerfile not found: {}",
+                root.join("app/Dockerfile.prod").display()
+            ),
             "default/nodf",
         ],
     );
@@ -470,10 +531,19 @@ fn refused_credentials_leave_pushed_images_valid_and_no_output() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("1 of 2 resources failed; no documents were written"), "{stderr}");
+    assert!(
+        stderr.contains("1 of 2 resources failed; no documents were written"),
+        "{stderr}"
+    );
     assert!(stderr.contains("default/bad"), "{stderr}");
-    assert!(stderr.contains(&format!("pushing the image for default/bad")), "{stderr}");
-    assert!(stderr.contains("401") || stderr.to_lowercase().contains("unauthorized"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pushing the image for default/bad")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("401") || stderr.to_lowercase().contains("unauthorized"),
+        "{stderr}"
+    );
     assert_eq!(fs::read_to_string(&out_file).unwrap(), "previous\n");
     // The resource that was pushed before the failure is intact.
     let line = stderr

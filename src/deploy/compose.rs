@@ -80,7 +80,9 @@ fn spec(
                 "dockerfileContent",
             ])?;
             let context = naming.path(&b.string("context")?.unwrap_or_else(|| ".".into()));
-            let dockerfile = b.string("dockerfile")?.map(|d| context.join(d));
+            let dockerfile = b
+                .string("dockerfile")?
+                .map(|d| super::clean(&context.join(d)));
             let inline = match b.string("dockerfileContent")? {
                 Some(t) => Some(t),
                 None => b.string("dockerfile_inline")?,

@@ -73,7 +73,9 @@ fn spec(f: &Fields, project: &str, name: &str, naming: &Naming) -> Result<(Build
             let default_ctx = service_dir.clone().unwrap_or_else(|| ".".into());
             let context = naming.path(&b.string("context")?.unwrap_or(default_ctx));
             BuildSpec {
-                dockerfile: b.string("dockerfile")?.map(|d| context.join(d)),
+                dockerfile: b
+                    .string("dockerfile")?
+                    .map(|d| super::clean(&context.join(d))),
                 context,
                 dockerfile_content: b.string("dockerfileContent")?,
                 args: b.args("args")?,

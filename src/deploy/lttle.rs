@@ -129,9 +129,11 @@ fn build_spec(
                         "dockerfileContent",
                     ])?;
                     let context = naming.path(&d.string("context")?.unwrap_or_else(|| ".".into()));
-                    let dockerfile = context.join(
-                        d.string("dockerfile")?
-                            .unwrap_or_else(|| "Dockerfile".into()),
+                    let dockerfile = super::clean(
+                        &context.join(
+                            d.string("dockerfile")?
+                                .unwrap_or_else(|| "Dockerfile".into()),
+                        ),
                     );
                     let name = d.string("name")?.unwrap_or_else(generated);
                     let tag = d.string("tag")?.unwrap_or_else(|| "latest".into());

@@ -318,7 +318,7 @@ impl Naming<'_> {
 
     /// A path from the deploy file, relative to its directory.
     pub fn path(&self, p: &str) -> PathBuf {
-        self.base.join(p)
+        clean(&self.base.join(p))
     }
 
     /// The generated name for a resource without `name:`/`image:`: a UUID
@@ -350,6 +350,21 @@ impl Naming<'_> {
             &x[16..20],
             &x[20..]
         )
+    }
+}
+
+/// Drops `.` components (`./app/./x` → `app/x`) so messages show the
+/// path as a person would write it; `..` is kept (symlinks make it
+/// meaningful).
+pub fn clean(p: &Path) -> PathBuf {
+    let out: PathBuf = p
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
     }
 }
 

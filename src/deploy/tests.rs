@@ -98,7 +98,7 @@ fn lttle_resources_and_defaults() {
     let api = &p.resources[1];
     assert_eq!(api.label, "prod/api");
     assert!(!api.spec.auto, "options use the platform priority");
-    assert_eq!(api.spec.context, d.path().join("./apps/api"));
+    assert_eq!(api.spec.context, d.path().join("apps/api"));
     assert!(api.target.name().ends_with(":v1"));
     assert_eq!(api.spec.dockerfile, None);
 
@@ -109,7 +109,7 @@ fn lttle_resources_and_defaults() {
     );
     assert_eq!(
         w.spec.dockerfile,
-        Some(d.path().join("./worker").join("Dockerfile.prod"))
+        Some(d.path().join("worker/Dockerfile.prod"))
     );
     assert_eq!(w.spec.args.get("A").map(String::as_str), Some("one"));
     assert_eq!(w.spec.args.get("B").map(String::as_str), Some("2"));
@@ -238,7 +238,7 @@ fn missing_dir_and_dockerfile_are_reported_before_building() {
     let e = check(&p.resources[0]).unwrap_err();
     let want = format!(
         "Dockerfile not found: {}",
-        d.path().join(".").join("Dockerfile.prod").display()
+        d.path().join("Dockerfile.prod").display()
     );
     assert_eq!(e.root_cause().to_string(), want);
     assert!(format!("{e:#}").contains("default/nodf"), "{e:#}");
@@ -272,7 +272,7 @@ fn compose_services_and_rewrite() {
     let web = &p.resources[0];
     assert_eq!(web.label, "shop/web");
     assert_eq!(web.target.name(), "reg.test:5000/team/shop-web:latest");
-    assert_eq!(web.spec.context, d.path().join("./web"));
+    assert_eq!(web.spec.context, d.path().join("web"));
     assert_eq!(web.spec.dockerfile, None);
     let api = &p.resources[1];
     assert_eq!(api.target.name(), "reg.test:5000/team/api-image:2");
@@ -280,7 +280,7 @@ fn compose_services_and_rewrite() {
     assert_eq!(api.spec.args.get("VERSION").map(String::as_str), Some("3"));
     assert_eq!(
         api.spec.dockerfile,
-        Some(d.path().join("./api/Dockerfile.dev"))
+        Some(d.path().join("api/Dockerfile.dev"))
     );
     let out = resolve_all(&p);
     let digest = format!("sha256:{}", "ab".repeat(32));
@@ -338,7 +338,7 @@ fn ftl_services_and_rewrite() {
         p.resources[0].target,
         Target::Registry("reg.test:5000/team/web-img:1".into())
     );
-    assert_eq!(p.resources[0].spec.context, d.path().join("./web"));
+    assert_eq!(p.resources[0].spec.context, d.path().join("web"));
     assert_eq!(
         p.resources[1].target,
         Target::Local("my-project-backend:latest".into())
