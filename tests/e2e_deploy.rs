@@ -269,18 +269,17 @@ fn check_output(text: &str, stderr: &str, labels: &[&str]) -> BTreeMap<String, S
 fn lttle_file_builds_auto_options_and_docker_resources() {
     let k = home();
     let root = k.path("project");
-    copy_dir(&fixture("examples/node-npm"), &root.join("web"));
+    // A monorepo: the Node app at the root (build: auto builds the deploy
+    // file's directory), a Python app in apps/api, a Dockerfile app in worker/.
+    copy_dir(&fixture("examples/node-npm"), &root);
     copy_dir(&fixture("examples/python-flask"), &root.join("apps/api"));
     perl_app(&root.join("worker"));
-    // Kept apart from the apps: build: auto builds the deploy file's dir.
     fs::write(
-        root.join("web/lttle.yaml"),
-        format!(
-            "# the node app\napp:\n  name: web\n  build: auto\n  resources:\n    cpu: 1\n---\n\
-             machine:\n  name: api\n  build:\n    options:\n      dir: ../apps/api\n      tag: v1\n---\n\
-             machine:\n  name: worker\n  namespace: jobs\n  build:\n    docker:\n      context: ../worker\n      name: worker\n      args:\n        GREETING: hi\n        MESSAGE: from-lttle\n---\n\
-             volume:\n  name: data\n"
-        ),
+        root.join("lttle.yaml"),
+        "# the node app\napp:\n  name: web\n  build: auto\n  resources:\n    cpu: 1\n---\n\
+         machine:\n  name: api\n  build:\n    options:\n      dir: ./apps/api\n      tag: v1\n---\n\
+         machine:\n  name: worker\n  namespace: jobs\n  build:\n    docker:\n      context: ./worker\n      name: worker\n      args:\n        GREETING: hi\n        MESSAGE: from-lttle\n---\n\
+         volume:\n  name: data\n",
     )
     .unwrap();
     let out_file = root.join("resolved.yaml");
@@ -288,7 +287,7 @@ fn lttle_file_builds_auto_options_and_docker_resources() {
     let out = deploy(
         &k,
         &[
-            root.join("web/lttle.yaml").to_str().unwrap(),
+            root.join("lttle.yaml").to_str().unwrap(),
             "--registry",
             &reg,
             "-o",
@@ -537,7 +536,7 @@ fn refused_credentials_leave_pushed_images_valid_and_no_output() {
     );
     assert!(stderr.contains("default/bad"), "{stderr}");
     assert!(
-        stderr.contains(&format!("pushing the image for default/bad")),
+        stderr.contains("pushing the image for default/bad"),
         "{stderr}"
     );
     assert!(

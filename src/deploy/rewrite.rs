@@ -150,10 +150,8 @@ fn doc_ranges(lines: &[&str]) -> Vec<(usize, usize)> {
     let is_sep = |l: &str| l == "---" || l.starts_with("--- ") || l.starts_with("---\t");
     for (i, l) in lines.iter().enumerate() {
         if is_sep(l) {
-            if i > start || !out.is_empty() {
-                if !(out.is_empty() && !has_content(&lines[start..i])) {
-                    out.push((start, i));
-                }
+            if !out.is_empty() || has_content(&lines[start..i]) {
+                out.push((start, i));
             }
             start = i + 1;
         }
@@ -262,8 +260,8 @@ fn find_key(
     }
     let kl = found?;
     let mut last = kl;
-    for i in kl + 1..end {
-        match content_indent(lines[i]) {
+    for (i, l) in lines.iter().enumerate().take(end).skip(kl + 1) {
+        match content_indent(l) {
             Some(n) if n > indent => last = i,
             Some(_) => break,
             None => {}
