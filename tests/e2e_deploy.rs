@@ -186,6 +186,13 @@ impl Drop for Cleanup {
 /// Pulls `reference` (by digest) with podman, runs it with `PORT`, and
 /// waits for an HTTP 200 whose body contains `expect`.
 fn assert_answers(reference: &str, expect: &str) {
+    // One test at a time (nextest runs tests as separate processes): podman
+    // removing one test's image while another pulls the same base layer
+    // fails with "layer not known".
+    let lock = fs::File::create("/var/tmp/kiln-e2e-deploy-podman.lock").unwrap();
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
     let (repo, _, digest) = split(reference);
     let by_digest = format!("{repo}@{digest}");
     run(
@@ -368,7 +375,8 @@ fn compose_file_builds_two_services_and_a_rerun_pushes_nothing() {
 
     // Nothing changed: every blob is already there, same documents.
     let second_out = root.join("second.yaml");
-    let a2 = args(&second_out);
+    let mut a2 = args(&second_out);
+    a2.push("--debug-build".into());
     let stderr2 = ok(&deploy(
         &k,
         &a2.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -379,6 +387,19 @@ fn compose_file_builds_two_services_and_a_rerun_pushes_nothing() {
         assert_eq!(*sent, 0, "{l} pushed blobs on a re-run:\n{stderr2}");
     }
     assert!(stderr2.contains("2 images, 0 blobs sent"), "{stderr2}");
+    assert!(
+        stderr2.contains(&format!(
+            "Generated image reference: {reg}/shop-web:latest\n"
+        )),
+        "{stderr2}"
+    );
+    assert!(
+        stderr2.contains(&format!(
+            "Building image for path: {}",
+            root.join("web").display()
+        )),
+        "{stderr2}"
+    );
     assert_eq!(fs::read_to_string(&second_out).unwrap(), text);
 }
 
@@ -553,4 +574,42 @@ fn refused_credentials_leave_pushed_images_valid_and_no_output() {
     let (_, _, digest) = split(pushed);
     assert!(pushed.starts_with(&good), "{pushed}");
     assert_resolves(pushed, &digest);
+}
+
+/// Needs the auto builder: its no-provider error, wrapped with the
+/// resource and the file.
+#[test]
+fn auto_build_without_providers_names_the_resource_and_file() {
+    let k = home();
+    let root = k.path("empty");
+    fs::create_dir_all(root.join("docs")).unwrap();
+    fs::write(root.join("docs/notes.txt"), "nothing to detect\n").unwrap();
+    let file = root.join("lttle.yaml");
+    fs::write(
+        &file,
+        "app:\n  name: blank\n  build:\n    options:\n      dir: ./docs\n",
+    )
+    .unwrap();
+    let out_file = root.join("out.yaml");
+    let out = deploy(
+        &k,
+        &[
+            file.to_str().unwrap(),
+            "--registry",
+            &registry().addr,
+            "-o",
+            out_file.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("No compatible providers found for auto-build."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("building default/blank ({})", file.display())),
+        "{stderr}"
+    );
+    assert!(!out_file.exists());
 }

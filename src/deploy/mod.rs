@@ -449,29 +449,33 @@ pub fn deploy(req: &DeployRequest, progress: &Progress) -> Result<DeployResult> 
         }
     }
     if !failures.is_empty() {
-        let mut msg = format!(
+        let mut head = format!(
             "{} of {} resources failed; no documents were written",
             failures.len(),
             resources.len()
         );
-        for (r, e) in &failures {
-            msg.push_str(&format!("\n  {}: {e:#}", r.what()));
-        }
         let pushed: Vec<&str> = built
             .iter()
             .filter(|b| b.pushed)
             .map(|b| b.reference.as_str())
             .collect();
         if !pushed.is_empty() {
-            msg.push_str(&format!(
+            head.push_str(&format!(
                 "\n  already pushed (valid, unreferenced): {}",
                 pushed.join(", ")
             ));
         }
-        return Err(match failures.into_iter().next() {
-            Some((_, first)) if resources.len() == 1 => first.context(msg),
-            _ => anyhow!(msg),
-        });
+        // One failure keeps its own error chain (and its exit code); several
+        // are listed one per line.
+        if failures.len() == 1
+            && let Some((_, e)) = failures.pop()
+        {
+            return Err(e.context(head));
+        }
+        for (r, e) in &failures {
+            head.push_str(&format!("\n  {}: {e:#}", r.what()));
+        }
+        bail!(head);
     }
     let mut files = Vec::new();
     for p in &parsed {
