@@ -72,6 +72,8 @@ pub struct PlanRequest {
     pub apt: Vec<String>,
     /// `-e KEY=VALUE` variables given to the plan.
     pub env: Vec<String>,
+    /// `-c`: the plan's config file, relative to the context.
+    pub config: Option<String>,
 }
 
 /// Which frontend a build used, and why (`kiln build` prints it).
@@ -191,36 +193,50 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         progress,
         seen: Mutex::new(BTreeMap::new()),
     };
-    let source = choose_source(req)?;
-    let (dockerfile, _tmp): (PathBuf, Option<tempfile::NamedTempFile>) = match &source {
-        BuildSource::Inline => {
-            let text = req.dockerfile_content.as_deref().unwrap_or_default();
-            let f = tempfile::Builder::new()
-                .prefix("Dockerfile.inline-")
-                .tempfile()?;
-            std::fs::write(f.path(), text)?;
-            (f.path().to_path_buf(), Some(f))
+    let mut source = choose_source(req)?;
+    let (graph, ctx) = match &source {
+        BuildSource::Auto { .. } => {
+            let (graph, ctx, providers) = auto_graph(req, progress)?;
+            source = BuildSource::Auto { providers };
+            (graph, ctx)
         }
-        BuildSource::Dockerfile(p) => (p.clone(), None),
-        BuildSource::Auto { .. } => bail!(
-            "no Dockerfile in {} and auto builds are not available yet",
-            context.display()
-        ),
+        BuildSource::Inline | BuildSource::Dockerfile(_) => {
+            let (dockerfile, _tmp): (PathBuf, Option<tempfile::NamedTempFile>) = match &source {
+                BuildSource::Dockerfile(p) => (p.clone(), None),
+                _ => {
+                    let text = req.dockerfile_content.as_deref().unwrap_or_default();
+                    let f = tempfile::Builder::new()
+                        .prefix("Dockerfile.inline-")
+                        .tempfile()?;
+                    std::fs::write(f.path(), text)?;
+                    (f.path().to_path_buf(), Some(f))
+                }
+            };
+            progress.info(match &source {
+                BuildSource::Inline => format!(
+                    "building the inline Dockerfile (given through the API or --dockerfile-content) with context {}",
+                    context.display()
+                ),
+                _ => format!(
+                    "building {} with context {}{}",
+                    dockerfile.display(),
+                    context.display(),
+                    if req.dockerfile.is_some() {
+                        ""
+                    } else {
+                        " (a Dockerfile is in the context; --auto builds from the plan instead)"
+                    }
+                ),
+            });
+            let loaded = crate::dockerfile::load_with(context, &dockerfile, &args, &resolver)?;
+            for w in &loaded.lowered.warnings {
+                progress.warn(w.clone());
+            }
+            (loaded.lowered.graph, loaded.context)
+        }
     };
-    progress.info(format!(
-        "building {} with context {}",
-        match &source {
-            BuildSource::Inline => "the inline Dockerfile".to_string(),
-            _ => dockerfile.display().to_string(),
-        },
-        context.display()
-    ));
-    let loaded = crate::dockerfile::load_with(context, &dockerfile, &args, &resolver)?;
-    for w in &loaded.lowered.warnings {
-        progress.warn(w.clone());
-    }
-    let graph = &loaded.lowered.graph;
-    let ctx = Mutex::new(loaded.context);
+    let graph = &graph;
+    let ctx = Mutex::new(ctx);
     let opts = solve_options(Some(&ctx), &client, req)?;
     let solved = solver.solve(graph, graph.target, &opts, progress)?;
     let image = solved.image;
@@ -280,6 +296,68 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         pushed,
         source,
     })
+}
+
+/// The auto plan for the context, lowered to the graph. Says which
+/// providers matched and why the plan (not a Dockerfile) is used.
+fn auto_graph(
+    req: &BuildRequest,
+    progress: &Progress,
+) -> Result<(crate::graph::Graph, crate::dockerfile::context::Context, Vec<String>)> {
+    let dir = &req.context;
+    let opts = crate::plan::Options {
+        install_cmd: req.plan.install_cmd.clone(),
+        build_cmd: req.plan.build_cmd.clone(),
+        start_cmd: req.plan.start_cmd.clone(),
+        apt: req.plan.apt.clone(),
+        config: req.plan.config.clone(),
+        secrets: req.secrets.keys().cloned().collect(),
+        progress: Some(progress.clone()),
+        ..Default::default()
+    };
+    let plan = crate::plan::generate(dir, &req.plan.env, &opts)?;
+    let providers = plan.providers.clone().unwrap_or_default();
+    progress.info(format!(
+        "Auto-build using providers: {} ({})",
+        if providers.is_empty() {
+            "none".to_string()
+        } else {
+            providers.join(", ")
+        },
+        if req.auto {
+            "--auto given"
+        } else {
+            "no Dockerfile in the context"
+        }
+    ));
+    if req.debug {
+        progress.info(format!(
+            "build summary:\n{}",
+            crate::plan::lower::summary(&plan)?
+        ));
+        let generated = crate::dockerfile::generate::generate(&plan, &Default::default())?;
+        progress.info(format!(
+            "equivalent Dockerfile (`kiln dockerfile {}`):\n{}",
+            dir.display(),
+            generated.dockerfile
+        ));
+    }
+    let (matcher, ignore_file) = crate::plan::lower::context_ignore(dir)?;
+    if ignore_file.is_none() {
+        progress.info(format!(
+            "no .dockerignore: leaving out {} (add a .dockerignore to choose)",
+            crate::plan::lower::DEFAULT_IGNORE.join(" ")
+        ));
+    }
+    let ctx = crate::dockerfile::context::Context::open(dir, matcher)?;
+    let platform = match &req.platform {
+        Some(p) => crate::dockerfile::lower::Platform::parse(p)
+            .map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
+        None => crate::dockerfile::lower::Platform::host(),
+    }
+    .to_string();
+    let graph = crate::plan::lower::lower(&plan, &ctx, &platform)?;
+    Ok((graph, ctx, providers))
 }
 
 /// Which frontend runs, as platforms decide: inline Dockerfile content >

@@ -58,6 +58,30 @@ pub struct BuildArgs {
     /// Print the build result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Build from the auto plan even when the context has a Dockerfile.
+    #[arg(long)]
+    pub auto: bool,
+    /// Print the build summary, the equivalent Dockerfile and every step's full output.
+    #[arg(long, visible_alias = "debug-build")]
+    pub debug: bool,
+    /// Auto builds: replace the start command.
+    #[arg(short = 's', long, value_name = "CMD")]
+    pub start_cmd: Option<String>,
+    /// Auto builds: replace the install commands.
+    #[arg(short = 'i', long, value_name = "CMD")]
+    pub install_cmd: Option<String>,
+    /// Auto builds: replace the build commands.
+    #[arg(short = 'b', long, value_name = "CMD")]
+    pub build_cmd: Option<String>,
+    /// Auto builds: add Debian packages to the build stage.
+    #[arg(short = 'a', long = "apt", value_name = "PKG")]
+    pub apt: Vec<String>,
+    /// Auto builds: plan environment entry NAME=VALUE (or NAME to copy it from here).
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
+    pub env: Vec<String>,
+    /// Auto builds: the plan's config file, relative to the context (.toml or .json).
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<String>,
 }
 
 pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
@@ -107,7 +131,16 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         compression: a.compression,
         insecure_registries: a.insecure_registry,
         cancel: Some(cancel.clone()),
-        ..BuildRequest::default()
+        auto: a.auto,
+        debug: a.debug,
+        plan: crate::build::PlanRequest {
+            start_cmd: a.start_cmd,
+            install_cmd: a.install_cmd,
+            build_cmd: a.build_cmd,
+            apt: a.apt,
+            env: a.env,
+            config: a.config,
+        },
     };
     let result = build(&req, progress);
     if cancel.load(Ordering::SeqCst) {

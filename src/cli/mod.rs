@@ -169,7 +169,12 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    let progress = Progress::new(cli.progress);
+    // --debug shows every step's full output: plain lines on a terminal.
+    let mode = match &cli.command {
+        Command::Build(a) if a.debug && cli.progress == ProgressMode::Auto => ProgressMode::Plain,
+        _ => cli.progress,
+    };
+    let progress = Progress::new(mode);
     match run(cli, &progress) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

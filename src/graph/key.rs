@@ -96,6 +96,11 @@ pub fn compute(graph: &Graph, target: usize, images: &ImageDigests) -> Result<Ca
                 let mut h = hasher("packages");
                 field(&mut h, stage.platform.as_bytes());
                 field(&mut h, &serde_json::to_vec(p)?);
+                let resolved = images.get(&p.reference());
+                field(
+                    &mut h,
+                    resolved.map(|d| d.to_string()).unwrap_or_default().as_bytes(),
+                );
                 h.finish().0
             }
             Base::Stage(i) => result_of(*i, &keys)?,

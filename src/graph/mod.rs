@@ -91,9 +91,29 @@ pub enum Base {
 pub struct PackageSet {
     pub suite: String,
     pub packages: Vec<String>,
+    /// The base set under the packages (`minimal` by default).
+    #[serde(default)]
+    pub base: crate::packages::resolve::Base,
     /// Digest of the lockfile section that pins the versions, when locked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<Digest>,
+}
+
+impl PackageSet {
+    /// The name the solver files the composed image under (in
+    /// [`key::ImageDigests`]): the cache key of a package base is the
+    /// digest of the image it resolves to today, so a new Debian point
+    /// release misses the cache instead of reusing stale layers.
+    pub fn reference(&self) -> String {
+        let mut pkgs = self.packages.clone();
+        pkgs.sort();
+        format!(
+            "debian-packages:{}/{}/{}",
+            self.suite,
+            serde_json::to_string(&self.base).unwrap_or_default().trim_matches('"'),
+            pkgs.join(",")
+        )
+    }
 }
 
 /// One step of a stage.

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod context;
 pub mod debian;
+pub mod lower;
 pub mod merge;
 pub mod model;
 pub mod order;

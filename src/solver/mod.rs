@@ -105,6 +105,33 @@ impl Solver {
         let order = graph::deps::build_order(g, target)?;
         // Resolve every image the needed stages read, then key the graph.
         let mut bases: BTreeMap<String, Image> = BTreeMap::new();
+        // Package bases compose in parallel (index reads and .deb
+        // downloads of a build and a runtime stage overlap).
+        let mut sets: BTreeMap<String, (&graph::PackageSet, &str)> = BTreeMap::new();
+        for &i in &order {
+            if let Base::Packages(p) = &g.stages[i].base {
+                sets.entry(p.reference())
+                    .or_insert((p, g.stages[i].platform.as_str()));
+            }
+        }
+        let composed: Vec<(String, Result<Image>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = sets
+                .iter()
+                .map(|(r, (p, platform))| {
+                    (
+                        r.clone(),
+                        s.spawn(move || self.compose_packages(p, platform, opts, progress)),
+                    )
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(r, h)| (r, h.join().expect("compose thread panicked")))
+                .collect()
+        });
+        for (r, img) in composed {
+            bases.insert(r, img?);
+        }
         for &i in &order {
             let stage = &g.stages[i];
             let mut refs = Vec::new();
@@ -201,6 +228,55 @@ impl Solver {
         })
     }
 
+    /// A stage base made of Debian packages, composed (or found in the
+    /// package layer cache) into the store.
+    fn compose_packages(
+        &self,
+        p: &graph::PackageSet,
+        platform: &str,
+        opts: &SolveOptions<'_>,
+        progress: &Progress,
+    ) -> Result<Image> {
+        use crate::packages::{compose::ComposeOptions, image, repo::RepoConfig};
+        let mut repo = RepoConfig::from_env();
+        let plat = parse_platform(platform).unwrap_or_else(|_| host_platform());
+        repo.arch = match plat.architecture().to_string().as_str() {
+            "arm64" => "arm64".to_string(),
+            _ => "amd64".to_string(),
+        };
+        let req = image::PackagesRequest {
+            repo,
+            suite: Some(p.suite.clone()),
+            base: p.base,
+            recommends: false,
+            packages: p.packages.clone(),
+        };
+        let task = progress.task(format!(
+            "[packages] {} ({})",
+            one_line(&p.packages.join(" ")),
+            p.suite
+        ));
+        let built = image::build(
+            &self.store,
+            &req,
+            None,
+            &ComposeOptions {
+                layer: opts.layer,
+                ..ComposeOptions::default()
+            },
+            progress,
+        )
+        .with_context(|| {
+            format!(
+                "composing Debian packages {} from {}",
+                p.packages.join(" "),
+                p.suite
+            )
+        })?;
+        task.finish(if built.composed.cached { "cached" } else { "done" });
+        Ok(built.image)
+    }
+
     /// A base image: the local image store first, else the registry.
     pub(crate) fn resolve_image(
         &self,
@@ -270,12 +346,16 @@ impl Solver {
                     layers: layer_records(img)?,
                 }
             }
-            Base::Packages(p) => bail!(
-                "stage {}: Debian package bases ({} from {}) are not supported by the solver yet",
-                stage.display_name(idx),
-                p.packages.join(" "),
-                p.suite
-            ),
+            Base::Packages(p) => {
+                let img = bases
+                    .get(&p.reference())
+                    .context("package base not composed")?;
+                StageState {
+                    builder: ImageBuilder::from_image(img),
+                    config: ImageConfig::from_oci(&img.config.config().clone().unwrap_or_default()),
+                    layers: layer_records(img)?,
+                }
+            }
         };
         let name = stage.display_name(idx);
         let total = stage.steps.len();

@@ -354,7 +354,17 @@ fn next_standalone(ctx: &Ctx) -> bool {
 fn start_cmd(ctx: &Ctx, app: &App) -> Option<String> {
     let pm = app.pm;
     if let Some(s) = app.script("start") {
-        let _ = s;
+        // `"start": "node server.js"` runs as itself: the runtime image
+        // needs no package manager (npm alone is ~400 Debian packages) and
+        // node is PID 1's direct process. Anything else goes through the
+        // package manager, which also runs pre/post scripts.
+        let plain = s.starts_with("node ")
+            && !s.contains(['$', '&', '|', ';', '<', '>', '(', ')', '`', '*', '"', '\'', '\\'])
+            && app.script("prestart").is_none()
+            && app.script("poststart").is_none();
+        if plain {
+            return Some(s.trim().to_string());
+        }
         return Some(format!("{} run start", pm.cmd()));
     }
     if app.has("nuxt") {

@@ -29,12 +29,11 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates nodejs npm
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates nodejs
 WORKDIR /app
 COPY --from=build /app /app
-COPY --from=build /usr/local /usr/local
 ENV CI="true"
 ENV NODE_ENV="production"
 ENV NPM_CONFIG_PRODUCTION="false"
 ENV PATH="/app/node_modules/.bin:$PATH"
-CMD ["yarn","run","start"]
+CMD ["node","index.js"]

@@ -1,0 +1,462 @@
+//! A [`BuildPlan`] lowered to the build graph: the auto builder's frontend.
+//!
+//! Two stages, the shape `kiln dockerfile` writes for BuildKit users, but
+//! with Debian package bases instead of `apt-get` in a container:
+//!
+//! 1. `build`: a `minbase` package set (a shell, coreutils, tar, grep…
+//!    that build scripts expect) plus every phase's `aptPkgs`. Each phase
+//!    copies its inputs just before it runs: `onlyIncludeFiles` (manifests
+//!    and lockfiles, so a source edit keeps the install step cached), or the
+//!    whole source for the first phase without a list. `cacheDirectories`
+//!    become cache mounts, build secrets are given as variables of the
+//!    steps that may read them, build-only variables as step arguments
+//!    (never in the image config).
+//! 2. `runtime`: a `minimal` package set with the start phase's `aptPkgs`
+//!    (or the plan's `runImage`), then only what the start command needs
+//!    (`start.onlyIncludeFiles`, default the app dir), the plan's
+//!    variables, `start.user` and the start command as the process.
+//!
+//! The start command runs as PID 1's direct child or as PID 1: exec form
+//! when it is a plain command line, `sh -c 'exec …'` otherwise
+//! ([`crate::dockerfile::generate::exec_form`]), never a login shell.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail};
+
+use super::BuildPlan;
+use crate::Result;
+use crate::dockerfile::context::Context;
+use crate::dockerfile::generate::exec_form;
+use crate::dockerfile::ignore::Matcher;
+use crate::error::{CodedError, code};
+use crate::graph::{
+    self, Base, ConfigChange, Copy, CopyFrom, CopyItem, Graph, Mount, Network, Origin, PackageSet,
+    Run, Security, Sharing, Stage, Step,
+};
+use crate::packages::image::PATH;
+use crate::packages::resolve::Base as PackageBase;
+
+/// Where the app lives in both stages (Nixpacks' `/app`).
+pub const APP_DIR: &str = "/app";
+
+/// Where `staticAssets` are written in the image.
+pub const ASSETS_DIR: &str = "/assets";
+
+/// The file name progress lines and errors cite for generated steps.
+const ORIGIN_FILE: &str = "plan";
+
+/// Paths excluded from the build context of an auto build when the app has
+/// no `.dockerignore`: the VCS dir and what the install phase recreates.
+/// A `.dockerignore` replaces this list entirely (as it would for Docker).
+pub const DEFAULT_IGNORE: &[&str] = &[
+    ".git",
+    "**/node_modules",
+    ".venv",
+    "**/__pycache__",
+    "target",
+    ".kiln",
+];
+
+/// The context matcher for an auto build of `dir`: its `.dockerignore`, or
+/// [`DEFAULT_IGNORE`].
+pub fn context_ignore(dir: &std::path::Path) -> Result<(Matcher, Option<std::path::PathBuf>)> {
+    let dockerignore = dir.join(".dockerignore");
+    if dockerignore.is_file() {
+        let text = std::fs::read_to_string(&dockerignore)
+            .with_context(|| format!("reading {}", dockerignore.display()))?;
+        return Ok((
+            Matcher::parse(&text, &dockerignore.display().to_string())?,
+            Some(dockerignore),
+        ));
+    }
+    Ok((Matcher::new(DEFAULT_IGNORE)?, None))
+}
+
+/// The graph for `plan` over the walked source tree `ctx`.
+pub fn lower(plan: &BuildPlan, ctx: &Context, platform: &str) -> Result<Graph> {
+    let start = plan.start.clone().unwrap_or_default();
+    let Some(start_cmd) = start.cmd.clone().filter(|c| !c.trim().is_empty()) else {
+        return Err(CodedError::new(
+            code::FAILURE,
+            format!(
+                "no start command for the app in {} (providers: {}): set one with `[start] cmd = \"…\"` in kiln.toml, NIXPACKS_START_CMD=… (or KILN_START_CMD), a Procfile `web:` line, or `kiln build -s CMD`",
+                ctx.root.display(),
+                plan.providers.clone().unwrap_or_default().join(", ")
+            ),
+        )
+        .into());
+    };
+    let suite = plan.suite.clone().unwrap_or_else(|| "trixie".to_string());
+    let order = super::phase_order(plan)?;
+
+    // Variables: the plan's (image config and steps), PATH with the
+    // phases' paths first, build-only ones as step arguments.
+    let mut paths: Vec<String> = Vec::new();
+    for name in &order {
+        for p in plan.phase(name).and_then(|p| p.paths.clone()).into_iter().flatten() {
+            if !paths.contains(&p) {
+                paths.push(p);
+            }
+        }
+    }
+    let path_value = if paths.is_empty() {
+        PATH.to_string()
+    } else {
+        format!("{}:{PATH}", paths.join(":"))
+    };
+    let mut env: Vec<(String, String)> = plan
+        .variables
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.push(("PATH".to_string(), path_value));
+    let build_args: Vec<(String, String)> = plan
+        .build_variables
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let secrets: Vec<Mount> = plan
+        .secrets
+        .iter()
+        .flatten()
+        .map(|id| Mount::Secret {
+            id: id.clone(),
+            target: None,
+            env: Some(id.clone()),
+            required: false,
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        })
+        .collect();
+
+    // Stage 0: build.
+    let mut build_pkgs = vec!["ca-certificates".to_string()];
+    for p in plan.all_apt_pkgs() {
+        if !build_pkgs.contains(&p) {
+            build_pkgs.push(p);
+        }
+    }
+    let mut b = StageBuilder::new("build", build_base(plan, &suite, build_pkgs), platform);
+    b.config(ConfigChange::WorkingDir(APP_DIR.into()), "WORKDIR /app");
+    let assets: Vec<(String, String)> = plan
+        .static_assets
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    b.config(ConfigChange::Env(env.clone()), "ENV (plan variables)");
+    let mut copied_all = false;
+    for name in &order {
+        let Some(phase) = plan.phase(name) else {
+            continue;
+        };
+        let cmds = phase.cmds.clone().unwrap_or_default();
+        if cmds.is_empty() {
+            continue;
+        }
+        let is_setup = name == "setup" || name.ends_with(":setup");
+        match &phase.only_include_files {
+            Some(files) if !copied_all => {
+                for f in files {
+                    let f = f.trim_start_matches("./").trim_end_matches('/');
+                    // Lists name what a provider may read; copy what exists.
+                    if f.is_empty() || ctx.resolve(f).is_none() {
+                        continue;
+                    }
+                    b.copy_context(ctx, f, &format!("{APP_DIR}/{f}"), name)?;
+                }
+            }
+            None if !copied_all && !is_setup => {
+                b.copy_context(ctx, ".", &format!("{APP_DIR}/"), name)?;
+                copied_all = true;
+            }
+            _ => {}
+        }
+        let mut mounts: Vec<Mount> = phase
+            .cache_directories
+            .iter()
+            .flatten()
+            .map(|c| cache_mount(&abs(c)))
+            .collect();
+        mounts.extend(secrets.iter().cloned());
+        for c in cmds {
+            b.run(&c, &build_args, &mounts, name);
+        }
+    }
+    if !copied_all {
+        b.copy_context(ctx, ".", &format!("{APP_DIR}/"), "source")?;
+    }
+    let build = b.finish();
+
+    // Stage 1: runtime.
+    let mut rt_pkgs = vec!["ca-certificates".to_string()];
+    for p in start.apt_pkgs.clone().unwrap_or_default() {
+        if !rt_pkgs.contains(&p) {
+            rt_pkgs.push(p);
+        }
+    }
+    let rt_base = match &start.run_image {
+        Some(image) => Base::Image {
+            reference: image.clone(),
+        },
+        None => Base::Packages(PackageSet {
+            suite: suite.clone(),
+            packages: rt_pkgs,
+            base: PackageBase::Minimal,
+            lock: None,
+        }),
+    };
+    let mut r = StageBuilder::new("runtime", rt_base, platform);
+    if !assets.is_empty() {
+        r.copy_inline(&assets)?;
+    }
+    let include = start
+        .only_include_files
+        .clone()
+        .unwrap_or_else(|| vec![".".into()]);
+    for f in include {
+        let f = f.trim_end_matches('/');
+        let src = if f == "." || f.is_empty() {
+            APP_DIR.to_string()
+        } else {
+            abs(f)
+        };
+        r.copy_stage(0, &src);
+    }
+    r.config(ConfigChange::WorkingDir(APP_DIR.into()), "WORKDIR /app");
+    r.config(ConfigChange::Env(env), "ENV (plan variables)");
+    if let Some(port) = plan.variables.as_ref().and_then(|v| v.get("PORT"))
+        && port.parse::<u16>().is_ok()
+    {
+        r.config(
+            ConfigChange::ExposedPorts(vec![format!("{port}/tcp")]),
+            &format!("EXPOSE {port}"),
+        );
+    }
+    if let Some(user) = start.user.as_deref().filter(|u| !u.is_empty()) {
+        if !user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!("start.user {user:?}: a user name may hold only letters, digits, '_' and '-'");
+        }
+        // `minimal` has no useradd: append the account the way useradd
+        // would (uid/gid 1000, a home dir), unless the base has it.
+        let script = format!(
+            "id -u {user} >/dev/null 2>&1 || {{ echo '{user}:x:1000:1000::/home/{user}:/bin/sh' >> /etc/passwd && echo '{user}:x:1000:' >> /etc/group && mkdir -p /home/{user} && chown 1000:1000 /home/{user}; }}"
+        );
+        r.run(&script, &[], &[], "start");
+        r.config(ConfigChange::User(user.to_string()), &format!("USER {user}"));
+    }
+    let cmd = exec_form(&start_cmd);
+    r.config(
+        ConfigChange::Cmd(Some(cmd.clone())),
+        &format!("CMD {}", serde_json::to_string(&cmd)?),
+    );
+    let runtime = r.finish();
+    Ok(Graph {
+        stages: vec![build, runtime],
+        target: 1,
+    })
+}
+
+fn build_base(plan: &BuildPlan, suite: &str, packages: Vec<String>) -> Base {
+    match &plan.build_image {
+        Some(image) => Base::Image {
+            reference: image.clone(),
+        },
+        None => Base::Packages(PackageSet {
+            suite: suite.to_string(),
+            packages,
+            base: PackageBase::Minbase,
+            lock: None,
+        }),
+    }
+}
+
+/// A cache directory as an absolute path (Nixpacks' rules: `~/` is root's
+/// home, relative paths are under the app dir).
+fn abs(dir: &str) -> String {
+    if dir.starts_with('/') {
+        dir.to_string()
+    } else if let Some(rest) = dir.strip_prefix("~/") {
+        format!("/root/{rest}")
+    } else {
+        format!("{APP_DIR}/{}", dir.trim_start_matches("./"))
+    }
+}
+
+fn cache_mount(target: &str) -> Mount {
+    Mount::Cache {
+        target: target.to_string(),
+        id: target.to_string(),
+        sharing: Sharing::Locked,
+        from: None,
+        source: String::new(),
+        readonly: false,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+/// Accumulates one stage's steps, each with a Dockerfile-like origin text
+/// so progress lines read like BuildKit's.
+struct StageBuilder {
+    stage: Stage,
+}
+
+impl StageBuilder {
+    fn new(name: &str, base: Base, platform: &str) -> StageBuilder {
+        let text = match &base {
+            Base::Packages(p) => format!("FROM debian packages ({}): {}", p.suite, p.packages.join(" ")),
+            Base::Image { reference } => format!("FROM {reference}"),
+            _ => "FROM scratch".to_string(),
+        };
+        StageBuilder {
+            stage: Stage {
+                name: Some(name.to_string()),
+                base,
+                platform: platform.to_string(),
+                steps: Vec::new(),
+                origin: Some(origin(name, &text)),
+            },
+        }
+    }
+
+    fn push(&mut self, op: graph::Op, phase: &str, text: String) {
+        self.stage.steps.push(Step {
+            op,
+            origin: Some(origin(phase, &text)),
+        });
+    }
+
+    fn config(&mut self, change: ConfigChange, text: &str) {
+        self.push(graph::Op::Config(change), "config", text.to_string());
+    }
+
+    fn run(&mut self, cmd: &str, build_args: &[(String, String)], mounts: &[Mount], phase: &str) {
+        self.push(
+            graph::Op::Run(Run {
+                command: vec!["/bin/sh".into(), "-c".into(), cmd.to_string()],
+                build_args: build_args.to_vec(),
+                mounts: mounts.to_vec(),
+                network: Network::Default,
+                security: Security::Sandbox,
+                context_digest: None,
+            }),
+            phase,
+            format!("RUN {cmd}"),
+        );
+    }
+
+    fn copy_context(&mut self, ctx: &Context, src: &str, dest: &str, phase: &str) -> Result<()> {
+        let none = Matcher::new::<&str>(&[])?;
+        let digest = ctx.digest_sources(&[src.to_string()], &none)?;
+        let mut c = copy(CopyFrom::Context, vec![CopyItem::Path(src.to_string())], dest);
+        c.context_digest = Some(digest);
+        self.push(graph::Op::Copy(c), phase, format!("COPY {src} {dest}"));
+        Ok(())
+    }
+
+    fn copy_stage(&mut self, stage: usize, path: &str) {
+        let c = copy(
+            CopyFrom::Stage(stage),
+            vec![CopyItem::Path(path.to_string())],
+            path,
+        );
+        self.push(
+            graph::Op::Copy(c),
+            "runtime",
+            format!("COPY --from=build {path} {path}"),
+        );
+    }
+
+    fn copy_inline(&mut self, files: &[(String, String)]) -> Result<()> {
+        for (name, _) in files {
+            if name.contains('/') || name == ".." || name.is_empty() {
+                bail!("staticAssets: {name:?} must be a plain file name");
+            }
+        }
+        let items = files
+            .iter()
+            .map(|(name, content)| CopyItem::Inline {
+                name: name.clone(),
+                content: content.clone(),
+            })
+            .collect();
+        let c = copy(CopyFrom::Context, items, &format!("{ASSETS_DIR}/"));
+        self.push(
+            graph::Op::Copy(c),
+            "assets",
+            format!("COPY (static assets) {ASSETS_DIR}/"),
+        );
+        Ok(())
+    }
+
+    fn finish(self) -> Stage {
+        self.stage
+    }
+}
+
+fn copy(from: CopyFrom, items: Vec<CopyItem>, dest: &str) -> Copy {
+    Copy {
+        from,
+        items,
+        dest: dest.to_string(),
+        chown: None,
+        chmod: None,
+        link: false,
+        exclude: Vec::new(),
+        parents: false,
+        add: None,
+        context_digest: None,
+    }
+}
+
+fn origin(phase: &str, text: &str) -> Origin {
+    Origin {
+        file: format!("{ORIGIN_FILE}:{phase}"),
+        line: 0,
+        text: text.to_string(),
+    }
+}
+
+/// The build summary `--debug` prints (Nixpacks' box, as plain lines).
+pub fn summary(plan: &BuildPlan) -> Result<String> {
+    let mut rows: BTreeMap<usize, (String, String)> = BTreeMap::new();
+    let order = super::phase_order(plan)?;
+    for (i, name) in order.iter().enumerate() {
+        let Some(p) = plan.phase(name) else { continue };
+        let mut parts = Vec::new();
+        if let Some(pk) = &p.apt_pkgs
+            && !pk.is_empty()
+        {
+            parts.push(format!("packages: {}", pk.join(", ")));
+        }
+        if let Some(c) = &p.cmds {
+            parts.extend(c.iter().cloned());
+        }
+        if !parts.is_empty() {
+            rows.insert(i, (name.clone(), parts.join(" | ")));
+        }
+    }
+    let mut out = format!(
+        "providers: {}\n",
+        plan.providers.clone().unwrap_or_default().join(", ")
+    );
+    for (name, text) in rows.values() {
+        out.push_str(&format!("{name:<8} │ {text}\n"));
+    }
+    let start = plan.start.clone().unwrap_or_default();
+    out.push_str(&format!(
+        "{:<8} │ {}\n",
+        "start",
+        start.cmd.unwrap_or_else(|| "(none)".into())
+    ));
+    Ok(out)
+}
