@@ -279,12 +279,12 @@ fn lttle_file_builds_auto_options_and_docker_resources() {
     // A monorepo: the Node app at the root (build: auto builds the deploy
     // file's directory), a Python app in apps/api, a Dockerfile app in worker/.
     copy_dir(&fixture("examples/node-npm"), &root);
-    copy_dir(&fixture("examples/python-flask"), &root.join("apps/api"));
+    copy_dir(&fixture("tests/deploy/py-http"), &root.join("apps/api"));
     perl_app(&root.join("worker"));
     fs::write(
         root.join("lttle.yaml"),
         "# the node app\napp:\n  name: web\n  build: auto\n  resources:\n    cpu: 1\n---\n\
-         machine:\n  name: api\n  build:\n    options:\n      dir: ./apps/api\n      tag: v1\n---\n\
+         machine:\n  name: api\n  build:\n    options:\n      dir: ./apps/api\n      tag: v1\n  command: [python3, main.py]\n---\n\
          machine:\n  name: worker\n  namespace: jobs\n  build:\n    docker:\n      context: ./worker\n      name: worker\n      args:\n        GREETING: hi\n        MESSAGE: from-lttle\n---\n\
          volume:\n  name: data\n",
     )
@@ -331,7 +331,19 @@ fn lttle_file_builds_auto_options_and_docker_resources() {
     assert!(refs["default/api"].contains(":v1@sha256:"));
     assert!(refs["jobs/worker"].starts_with(&format!("{reg}/worker:latest@")));
     assert_answers(&refs["default/web"], "Hello from node-npm");
-    assert_answers(&refs["default/api"], "Hello from python-flask");
+    // command: became the start command.
+    let (repo, _, digest) = split(&refs["default/api"]);
+    let config = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            "--tls-verify=false",
+            &format!("docker://{repo}@{digest}"),
+        ],
+    );
+    assert!(config.contains("python3 main.py"), "{config}");
+    assert_answers(&refs["default/api"], "Hello from py-http");
     assert_answers(&refs["jobs/worker"], "hi from-lttle");
 }
 
@@ -604,7 +616,7 @@ fn auto_build_without_providers_names_the_resource_and_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("No compatible providers found for auto-build."),
+        stderr.contains("No compatible providers found for auto-build"),
         "{stderr}"
     );
     assert!(

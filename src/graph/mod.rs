@@ -110,7 +110,9 @@ impl PackageSet {
         format!(
             "debian-packages:{}/{}/{}",
             self.suite,
-            serde_json::to_string(&self.base).unwrap_or_default().trim_matches('"'),
+            serde_json::to_string(&self.base)
+                .unwrap_or_default()
+                .trim_matches('"'),
             pkgs.join(",")
         )
     }
