@@ -303,11 +303,7 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
 fn auto_graph(
     req: &BuildRequest,
     progress: &Progress,
-) -> Result<(
-    crate::graph::Graph,
-    crate::dockerfile::context::Context,
-    Vec<String>,
-)> {
+) -> Result<(crate::graph::Graph, crate::dockerfile::context::Context, Vec<String>)> {
     let dir = &req.context;
     let opts = crate::plan::Options {
         install_cmd: req.plan.install_cmd.clone(),

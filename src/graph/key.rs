@@ -99,10 +99,7 @@ pub fn compute(graph: &Graph, target: usize, images: &ImageDigests) -> Result<Ca
                 let resolved = images.get(&p.reference());
                 field(
                     &mut h,
-                    resolved
-                        .map(|d| d.to_string())
-                        .unwrap_or_default()
-                        .as_bytes(),
+                    resolved.map(|d| d.to_string()).unwrap_or_default().as_bytes(),
                 );
                 h.finish().0
             }

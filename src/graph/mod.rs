@@ -110,9 +110,7 @@ impl PackageSet {
         format!(
             "debian-packages:{}/{}/{}",
             self.suite,
-            serde_json::to_string(&self.base)
-                .unwrap_or_default()
-                .trim_matches('"'),
+            serde_json::to_string(&self.base).unwrap_or_default().trim_matches('"'),
             pkgs.join(",")
         )
     }

@@ -94,12 +94,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, platform: &str) -> Result<Graph> {
     // phases' paths first, build-only ones as step arguments.
     let mut paths: Vec<String> = Vec::new();
     for name in &order {
-        for p in plan
-            .phase(name)
-            .and_then(|p| p.paths.clone())
-            .into_iter()
-            .flatten()
-        {
+        for p in plan.phase(name).and_then(|p| p.paths.clone()).into_iter().flatten() {
             if !paths.contains(&p) {
                 paths.push(p);
             }
@@ -255,10 +250,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, platform: &str) -> Result<Graph> {
             "id -u {user} >/dev/null 2>&1 || {{ echo '{user}:x:1000:1000::/home/{user}:/bin/sh' >> /etc/passwd && echo '{user}:x:1000:' >> /etc/group && mkdir -p /home/{user} && chown 1000:1000 /home/{user}; }}"
         );
         r.run(&script, &[], &[], "start");
-        r.config(
-            ConfigChange::User(user.to_string()),
-            &format!("USER {user}"),
-        );
+        r.config(ConfigChange::User(user.to_string()), &format!("USER {user}"));
     }
     let cmd = exec_form(&start_cmd);
     r.config(
@@ -321,11 +313,7 @@ struct StageBuilder {
 impl StageBuilder {
     fn new(name: &str, base: Base, platform: &str) -> StageBuilder {
         let text = match &base {
-            Base::Packages(p) => format!(
-                "FROM debian packages ({}): {}",
-                p.suite,
-                p.packages.join(" ")
-            ),
+            Base::Packages(p) => format!("FROM debian packages ({}): {}", p.suite, p.packages.join(" ")),
             Base::Image { reference } => format!("FROM {reference}"),
             _ => "FROM scratch".to_string(),
         };
@@ -369,11 +357,7 @@ impl StageBuilder {
     fn copy_context(&mut self, ctx: &Context, src: &str, dest: &str, phase: &str) -> Result<()> {
         let none = Matcher::new::<&str>(&[])?;
         let digest = ctx.digest_sources(&[src.to_string()], &none)?;
-        let mut c = copy(
-            CopyFrom::Context,
-            vec![CopyItem::Path(src.to_string())],
-            dest,
-        );
+        let mut c = copy(CopyFrom::Context, vec![CopyItem::Path(src.to_string())], dest);
         c.context_digest = Some(digest);
         self.push(graph::Op::Copy(c), phase, format!("COPY {src} {dest}"));
         Ok(())

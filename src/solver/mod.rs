@@ -273,11 +273,7 @@ impl Solver {
                 p.suite
             )
         })?;
-        task.finish(if built.composed.cached {
-            "cached"
-        } else {
-            "done"
-        });
+        task.finish(if built.composed.cached { "cached" } else { "done" });
         Ok(built.image)
     }
 

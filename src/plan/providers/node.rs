@@ -359,9 +359,7 @@ fn start_cmd(ctx: &Ctx, app: &App) -> Option<String> {
         // node is PID 1's direct process. Anything else goes through the
         // package manager, which also runs pre/post scripts.
         let plain = s.starts_with("node ")
-            && !s.contains([
-                '$', '&', '|', ';', '<', '>', '(', ')', '`', '*', '"', '\'', '\\',
-            ])
+            && !s.contains(['$', '&', '|', ';', '<', '>', '(', ')', '`', '*', '"', '\'', '\\'])
             && app.script("prestart").is_none()
             && app.script("poststart").is_none();
         if plain {
