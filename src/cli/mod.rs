@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod build;
+mod deploy;
 mod graph;
 mod images;
 mod packages;
@@ -25,6 +26,7 @@ Examples:
   kiln detect ./app                             which providers match
   kiln info ./app                               setup / install / build / start summary
   kiln dockerfile ./app -o Dockerfile           a Dockerfile equivalent to the plan
+  kiln deploy lttle.yaml --registry reg.example/team -o out.yaml   build every build:, push, write image: refs
   kiln graph . --keys                           the Dockerfile's build graph as JSON
   kiln run myapp:1 sh -c 'ls /app'              run a command in an image, in the sandbox
   kiln images | inspect NAME | rmi NAME         the local image store
@@ -80,6 +82,11 @@ pub enum Command {
     ///
     /// Example: kiln dockerfile . -o Dockerfile --base-image debian:trixie-slim
     Dockerfile(plan::DockerfileArgs),
+    /// Build every resource of deploy files that asks for it, push, and write
+    /// the documents with `image: REF@sha256:…` in place of `build:`.
+    ///
+    /// Example: kiln deploy lttle.yaml compose.yaml --registry reg.example/team -o resolved.yaml
+    Deploy(deploy::DeployArgs),
     /// Parse a Dockerfile and print its build graph as JSON (no build).
     ///
     /// Example: kiln graph . -f Dockerfile --build-arg V=1 --target app --keys
@@ -186,6 +193,7 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Detect(a) => plan::run_detect(a, progress),
         Command::Info(a) => plan::run_info(a, progress),
         Command::Dockerfile(a) => plan::run_dockerfile(a, progress),
+        Command::Deploy(a) => deploy::run(a, progress),
         Command::Graph(a) => graph::run(a, progress),
         Command::Run(args) => match sandbox::run(args, progress)? {
             0 => Ok(()),

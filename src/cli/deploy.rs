@@ -1,0 +1,78 @@
+//! `kiln deploy`: flags over [`crate::deploy`]; writes the resolved
+//! documents to `-o` (atomically) or stdout.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::Result;
+use crate::deploy::{DeployRequest, deploy, write_atomic};
+use crate::progress::Progress;
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// Deploy files: lttle-style resources, compose files, ftl.yaml.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Where generated image names are pushed: HOST[/NAMESPACE].
+    #[arg(long, default_value = "")]
+    pub registry: String,
+    /// Write the resolved documents here (default: stdout); written only
+    /// when every resource succeeded.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Show the build summary, the generated Dockerfile and full logs.
+    #[arg(long)]
+    pub debug_build: bool,
+    /// Run every build step, ignoring the cache.
+    #[arg(long)]
+    pub no_build_cache: bool,
+    /// Build and name the images but push nothing.
+    #[arg(long)]
+    pub skip_push: bool,
+    /// How many resources build at once.
+    #[arg(long, short = 'j', default_value_t = 2)]
+    pub jobs: usize,
+    /// A registry that may be reached over plain HTTP (repeatable; loopback always may).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registry: Vec<String>,
+}
+
+pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, cancel.clone()).context("installing a signal handler")?;
+    }
+    let req = DeployRequest {
+        files: a.files,
+        registry: a.registry,
+        debug_build: a.debug_build,
+        no_cache: a.no_build_cache,
+        skip_push: a.skip_push,
+        jobs: a.jobs.max(1),
+        insecure_registries: a.insecure_registry,
+        cancel: Some(cancel.clone()),
+        ..DeployRequest::default()
+    };
+    let result = deploy(&req, progress);
+    if cancel.load(Ordering::SeqCst) {
+        anyhow::bail!("interrupted; no documents were written");
+    }
+    let r = result?;
+    for b in &r.images {
+        eprintln!(
+            "{}: {} ({} blobs sent, {} already there)",
+            b.label, b.reference, b.blobs_sent, b.blobs_skipped
+        );
+    }
+    eprintln!("{} images, {} blobs sent", r.images.len(), r.blobs_sent());
+    let text = r.combined();
+    match &a.output {
+        Some(p) => write_atomic(p, &text)?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
