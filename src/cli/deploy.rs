@@ -39,6 +39,16 @@ pub struct DeployArgs {
     /// A registry that may be reached over plain HTTP (repeatable; loopback always may).
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
+    /// Send images of services without `image:` (FTL) to this server over
+    /// SSH: [ssh://][USER@]HOST[:PORT][/PATH], only the layers it lacks.
+    #[arg(long, value_name = "HOST")]
+    pub ssh: Option<String>,
+    #[command(flatten)]
+    pub ssh_flags: super::transfer::SshFlags,
+    /// Auto builds: trust this CA certificate (PEM) in build stages
+    /// (repeatable; also KILN_CA_CERTS=FILE:FILE). Never in the images.
+    #[arg(long = "ca-cert", value_name = "FILE", env = "KILN_CA_CERTS", value_delimiter = ':')]
+    pub ca_cert: Vec<PathBuf>,
 }
 
 pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
@@ -55,7 +65,23 @@ pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
         jobs: a.jobs.max(1),
         insecure_registries: a.insecure_registry,
         cancel: Some(cancel.clone()),
-        ..DeployRequest::default()
+        ca_certs: a.ca_cert,
+        unpushed: match &a.ssh {
+            Some(host) => crate::deploy::Destination::ssh(
+                host,
+                crate::transfer::TransferOptions {
+                    ssh: crate::transfer::SshOptions {
+                        config: a.ssh_flags.ssh_config.clone(),
+                        ..Default::default()
+                    },
+                    load: a.ssh_flags.load,
+                },
+            )?,
+            None => {
+                a.ssh_flags.refuse_for_registry()?;
+                crate::deploy::Destination::LocalStore
+            }
+        },
     };
     let result = deploy(&req, progress);
     if cancel.load(Ordering::SeqCst) {

@@ -76,6 +76,8 @@ pub struct DeployRequest {
     pub unpushed: Destination,
     /// Set to stop the builds (Ctrl-C).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Extra CA certificates for auto builds' build stages (`--ca-cert`).
+    pub ca_certs: Vec<PathBuf>,
 }
 
 impl Default for DeployRequest {
@@ -90,6 +92,7 @@ impl Default for DeployRequest {
             insecure_registries: Vec::new(),
             unpushed: Destination::LocalStore,
             cancel: None,
+            ca_certs: Vec::new(),
         }
     }
 }
@@ -99,9 +102,29 @@ impl Default for DeployRequest {
 pub enum Destination {
     /// Kept in kiln's local image store under its name.
     LocalStore,
-    /// Sent to a server over SSH (`--ssh HOST`): the hook for the transfer
-    /// module; refused until it exists.
-    Ssh(String),
+    /// Sent to a server over SSH (`--ssh [ssh://][USER@]HOST[:PORT][/PATH]`)
+    /// with [`crate::transfer::send`]: only the layers the server lacks.
+    Ssh {
+        target: crate::transfer::SshTarget,
+        options: crate::transfer::TransferOptions,
+    },
+}
+
+impl Destination {
+    /// `--ssh HOST`: a host as ssh takes it (`web1`, `deploy@web1`) or a
+    /// full `ssh://` URL.
+    pub fn ssh(host: &str, options: crate::transfer::TransferOptions) -> Result<Destination> {
+        let url = if host.starts_with("ssh://") {
+            host.to_string()
+        } else {
+            format!("ssh://{host}")
+        };
+        Ok(Destination::Ssh {
+            target: crate::transfer::SshTarget::parse(&url)
+                .with_context(|| format!("--ssh {host}"))?,
+            options,
+        })
+    }
 }
 
 /// Where a resource's image goes.
@@ -432,12 +455,6 @@ pub fn deploy(req: &DeployRequest, progress: &Progress) -> Result<DeployResult> 
     let resources: Vec<Resource> = parsed.iter().flat_map(|p| p.resources.clone()).collect();
     for r in &resources {
         check(r)?;
-        if let (Target::Local(_), Destination::Ssh(host)) = (&r.target, &req.unpushed) {
-            bail!(
-                "{}: sending images over SSH to {host} is not available yet; give the service an image: to push it",
-                r.what()
-            );
-        }
     }
     let results = run_all(&resources, req, progress);
     let mut built = Vec::new();
@@ -582,6 +599,7 @@ fn build_one(
             ..PlanRequest::default()
         },
         debug: req.debug_build,
+        ca_certs: req.ca_certs.clone(),
         ..BuildRequest::default()
     };
     let res =
@@ -630,6 +648,35 @@ fn build_one(
                 pushed: false,
                 blobs_sent: 0,
                 blobs_skipped: 0,
+            })
+        }
+        Target::Local(n) if !req.skip_push && matches!(req.unpushed, Destination::Ssh { .. }) => {
+            let Destination::Ssh { target, options } = &req.unpushed else {
+                unreachable!()
+            };
+            progress.info(format!("Sending image for {} → {target}", r.label));
+            let store = crate::oci::cache_store()?;
+            let summary = crate::transfer::send(
+                &store,
+                &res.image.manifest_desc,
+                n,
+                target,
+                options,
+                progress,
+            )
+            .with_context(|| format!("sending the image for {} to {target}", r.what()))?;
+            progress.info(format!(
+                "Successfully built and sent image for {} to {target} ({} blobs sent, {} already there)",
+                r.label, summary.blobs_sent, summary.blobs_present
+            ));
+            Ok(Built {
+                label: r.label.clone(),
+                file: r.file.clone(),
+                reference: local_ref(n),
+                digest,
+                pushed: true,
+                blobs_sent: summary.blobs_sent,
+                blobs_skipped: summary.blobs_present,
             })
         }
         Target::Local(n) => {

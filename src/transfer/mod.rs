@@ -53,7 +53,7 @@ pub use ssh::{Connection, SshOptions};
 pub use target::{DEFAULT_REMOTE_STORE, SshTarget};
 
 /// How to transfer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransferOptions {
     pub ssh: SshOptions,
     /// Make the image available to this engine on the server afterwards.

@@ -16,7 +16,7 @@ use super::target::SshTarget;
 use crate::Result;
 
 /// How to reach the server.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SshOptions {
     /// `ssh -F FILE`.
     pub config: Option<PathBuf>,
