@@ -553,8 +553,9 @@ enum Outcome {
     Skipped,
     /// buildah 1.28 refused to build it.
     Refused,
-    /// Compared; the differences found (none when they match).
-    Compared(Vec<String>),
+    /// Compared: the paths kiln's image changes above the base, and the
+    /// differences found (none when they match).
+    Compared(usize, Vec<String>),
     /// kiln failed to build it.
     KilnFailed(String),
 }
@@ -711,7 +712,8 @@ fn compare_case(env: &Env, case: &Path, base_ref: &str, buildah_layout: &Path) -
         ));
     }
     let _ = fs::remove_dir_all(&kdir);
-    Outcome::Compared(failures)
+    let changed = k.iter().filter(|(p, n)| base.get(*p) != Some(*n)).count();
+    Outcome::Compared(changed, failures)
 }
 
 #[test]
@@ -764,9 +766,12 @@ fn corpus_matches_buildah() {
                     let t = std::time::Instant::now();
                     let name = case.file_name().unwrap().to_string_lossy().into_owned();
                     let outcome = compare_case(&env, &case, &base_ref, &buildah_layout);
-                    if matches!(outcome, Outcome::Compared(_)) {
+                    if let Outcome::Compared(changed, _) = &outcome {
                         compared_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        eprintln!("{name}: compared in {:.1}s", t.elapsed().as_secs_f64());
+                        eprintln!(
+                            "{name}: compared in {:.1}s ({changed} paths above the base)",
+                            t.elapsed().as_secs_f64()
+                        );
                     }
                     results.lock().unwrap().push((name, outcome));
                 }
@@ -783,7 +788,7 @@ fn corpus_matches_buildah() {
             Outcome::Skipped => {}
             Outcome::Refused => refused.push(name),
             Outcome::KilnFailed(err) => failures.push(format!("{name}: kiln failed: {err}")),
-            Outcome::Compared(f) => {
+            Outcome::Compared(_, f) => {
                 compared += 1;
                 failures.extend(f);
             }
