@@ -97,6 +97,9 @@ cat >"$app/Dockerfile" <<'EOF'
 ARG BASE
 FROM $BASE AS build
 WORKDIR /app
+# The host's CA bundle: npm must trust whatever proxy the host's TLS goes through.
+COPY host-ca.crt /etc/ssl/host-ca.crt
+ENV NODE_EXTRA_CA_CERTS=/etc/ssl/host-ca.crt
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY build.js ./
@@ -110,6 +113,7 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 CMD ["node", "dist/index.js"]
 EOF
+cp "${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}" "$app/host-ca.crt"
 (cd "$app" && npm install --package-lock-only --no-audit --no-fund -q >/dev/null)
 
 # A variant whose RUN steps do almost nothing, for kiln's own memory on the
