@@ -116,11 +116,12 @@ EOF
 cp "${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}" "$app/host-ca.crt"
 (cd "$app" && npm install --package-lock-only --no-audit --no-fund -q >/dev/null)
 
-# A variant whose RUN steps do almost nothing, for kiln's own memory on the
-# same layers: the COPY steps still move node_modules between stages.
+# A variant whose RUN steps do almost nothing (no npm, no node), for kiln's
+# own memory on the same base: pulling and unpacking its 16 layers, the
+# COPY steps, the layer writes and the export are all kiln's.
 memapp="$work/memapp"
 rm -rf "$memapp" && cp -a "$app" "$memapp"
-sed -i 's/^RUN npm ci.*/RUN mkdir -p node_modules \&\& cp -a \/usr\/share\/nodejs node_modules\/lib/; s/^RUN npm run build.*/RUN mkdir dist \&\& cp src\/index.js dist\//' "$memapp/Dockerfile"
+sed -i 's/^RUN npm ci.*/RUN mkdir -p node_modules\/ms \&\& cp package.json node_modules\/ms\//; s/^RUN npm run build.*/RUN mkdir dist \&\& cp src\/index.js dist\//' "$memapp/Dockerfile"
 
 now() { date +%s.%N; }
 # Runs "$@" in the background, polling kiln's VmHWM; prints seconds and peak kB.
@@ -194,8 +195,10 @@ if [ "${BENCH_BUILDKIT:-1}" = 1 ]; then
         --pidfile "$d/docker.pid" --bridge=none --iptables=false --ip6tables=false \
         --insecure-registry "127.0.0.1:$port" >"$d/log" 2>&1 &
     pids+=($!)
-    for _ in $(seq 100); do [ -S "$d/docker.sock" ] && docker -H "unix://$d/docker.sock" info >/dev/null 2>&1 && break; sleep 0.2; done
-    dk() { DOCKER_BUILDKIT=1 docker -H "unix://$d/docker.sock" build --network host -q --build-arg "BASE=$base" -t "$1" "$app"; }
+    # Debian's client: another `docker` may come first in PATH.
+    docker=/usr/bin/docker
+    for _ in $(seq 100); do [ -S "$d/docker.sock" ] && "$docker" -H "unix://$d/docker.sock" info >/dev/null 2>&1 && break; sleep 0.2; done
+    dk() { DOCKER_BUILDKIT=1 "$docker" -H "unix://$d/docker.sock" build --network host -q --build-arg "BASE=$base" -t "$1" "$app"; }
     bump "$app" 1
     if bk_cold=$(timed "$work/buildkit-cold.log" dk bench-app:1); then
         bump "$app" 2
