@@ -7,6 +7,7 @@
 #
 #   bench/dockerfile.sh            (BENCH_DIR, default /var/tmp/kiln-bench-dockerfile)
 #   BENCH_BUILDKIT=0 bench/dockerfile.sh   to skip BuildKit
+#   BENCH_ONLY=buildkit bench/dockerfile.sh   one builder (kiln|buildah|buildkit)
 #
 # Cold: empty caches for every builder (fresh KILN_CACHE_DIR/KILN_DATA_DIR,
 # fresh buildah --root/--runroot, fresh dockerd --data-root), base pulled from
@@ -156,7 +157,12 @@ timed() {
 }
 bump() { sed -i "s/version [0-9]*/version $2/" "$1/src/index.js"; }
 
+want() { [ -z "${BENCH_ONLY:-}" ] || [ "$BENCH_ONLY" = "$1" ]; }
+k_cold=nan k_warm=nan b_cold=nan b_warm=nan
+k_cold_hwm=0 k_warm_hwm=0 k_mem_hwm=0 k_cold_rss=0 k_warm_rss=0 k_mem_rss=0
+
 # --- kiln ------------------------------------------------------------------
+if want kiln; then
 khome="$work/kiln-home"
 rm -rf "$khome"
 export KILN_CACHE_DIR="$khome/cache" KILN_DATA_DIR="$khome/data"
@@ -170,6 +176,7 @@ rm -rf "$khome"
 read -r _ k_mem_hwm k_mem_rss < <(timed_kiln "$work/kiln-mem.log" "$kiln" --progress plain build "$memapp" --build-arg "BASE=$base" -t bench-mem:1)
 rm -rf "$khome"
 unset KILN_CACHE_DIR KILN_DATA_DIR
+fi
 
 # --- buildah -----------------------------------------------------------------
 broot="$work/buildah"
@@ -179,16 +186,18 @@ bud() {
         bud --isolation chroot --layers --tls-verify=false -q \
         --build-arg "BASE=$base" -t "$1" "$app"
 }
+if want buildah; then
 bump "$app" 1
 b_cold=$(timed "$work/buildah-cold.log" bud bench-app:1)
 bump "$app" 2
 b_warm=$(timed "$work/buildah-warm.log" bud bench-app:2)
 buildah --root "$broot/root" --runroot "$broot/run" --storage-driver overlay rmi -a -f >/dev/null 2>&1 || true
 rm -rf "$broot"
+fi
 
 # --- BuildKit (a private dockerd) -------------------------------------------
 bk_cold=nan bk_warm=nan
-if [ "${BENCH_BUILDKIT:-1}" = 1 ]; then
+if [ "${BENCH_BUILDKIT:-1}" = 1 ] && want buildkit; then
     d="$work/docker"
     rm -rf "$d" && mkdir -p "$d"
     dockerd --data-root "$d/root" --exec-root "$d/exec" -H "unix://$d/docker.sock" \
@@ -219,10 +228,12 @@ print(f"{'':22}{'cold s':>10}{'warm s':>10}")
 for name, c, w in [("kiln", kc, kw), ("buildah --layers", bc, bw), ("BuildKit (docker.io)", xc, xw)]:
     if not math.isnan(c):
         print(f"{name:22}{c:10.2f}{w:10.2f}")
-print(f"ratio kiln/buildah  cold = {kc / bc:.2f} (goal <= 0.8)   warm = {kw / bw:.2f} (goal <= 1.0)")
-if not math.isnan(xc):
+if not (math.isnan(kc) or math.isnan(bc)):
+    print(f"ratio kiln/buildah  cold = {kc / bc:.2f} (goal <= 0.8)   warm = {kw / bw:.2f} (goal <= 1.0)")
+if not (math.isnan(kc) or math.isnan(xc)):
     print(f"ratio kiln/BuildKit cold = {kc / xc:.2f}   warm = {kw / xw:.2f}")
-print(f"kiln peak RSS (VmHWM of kiln itself): cold {ch:.0f} MB, warm {wh:.0f} MB, "
+if not math.isnan(kc):
+  print(f"kiln peak RSS (VmHWM of kiln itself): cold {ch:.0f} MB, warm {wh:.0f} MB, "
       f"no-op steps {mh:.0f} MB (goal < 150 MB)")
-print(f"  /usr/bin/time -v max RSS (kiln or its largest child): cold {cr:.0f} MB, warm {wr:.0f} MB, no-op steps {mr:.0f} MB")
+  print(f"  /usr/bin/time -v max RSS (kiln or its largest child): cold {cr:.0f} MB, warm {wr:.0f} MB, no-op steps {mr:.0f} MB")
 PY
