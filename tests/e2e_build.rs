@@ -499,6 +499,11 @@ fn config_of(image: &str) -> serde_json::Value {
 /// issue 7; any other difference fails the test.
 const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
     (
+        "12-user-env-workdir-interplay",
+        "home/app",
+        "buildah creates a WORKDIR when a step first runs in it, owned by that step's USER; BuildKit and kiln create it at WORKDIR, owned by the USER then (root here)",
+    ),
+    (
         "09-workdir-relative",
         "a/b",
         "kiln gap: WORKDIR of a relative path creates an extra directory",
@@ -800,17 +805,17 @@ fn corpus_matches_buildah() {
         refused.len()
     );
     assert!(
+        failures.is_empty(),
+        "{} of {compared} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
         refused.len() <= 5,
         "buildah refused more cases than expected: {refused:?}"
     );
     assert!(
         compared >= if only.is_some() { 1 } else { 20.min(max_cases) },
         "only {compared} corpus cases were compared"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {compared} cases differ:\n{}",
-        failures.len(),
-        failures.join("\n")
     );
 }

@@ -120,6 +120,8 @@ case("workdir-creates-dir", 'WORKDIR /created/deep\nRUN touch here\n', {"config"
 case("arg-multiple-per-line", 'ARG A=1 B=2 C\nENV ALL="$A $B ${C:-none}"\n', {"config": {"env": {"ALL": "1 2 none"}}})
 case("add-compressed-tars", 'ADD a.tar.gz /gz/\nADD b.tbz /bz/\nADD c.txz /xz\nADD d.tar.zst /zst/\nADD not-really.tar.gz /raw/\n',
      {"add": [True] * 5, "ops": ["copy"] * 5}, files={"not-really.tar.gz": "just text\n"})
+case("workdir-after-user", 'USER 1000:1000\nWORKDIR /srv/data/app\nRUN touch written-by-user\n',
+     {"config": {"user": "1000:1000", "workdir": "/srv/data/app"}})
 
 # A tar for add-local-tar, deterministic.
 def tar_bytes():
