@@ -38,6 +38,9 @@ struct Item {
     dest: PathBuf,
     kind: EntryKind,
     meta: Meta,
+    /// Named by the source itself (not found inside a source directory):
+    /// ADD extracts such a file when it is an archive.
+    named: bool,
 }
 
 /// The entries COPY/ADD writes into the stage whose files `dest_view` shows.
@@ -57,7 +60,10 @@ pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Ve
                 .unwrap_or_default();
             let u = crate::sandbox::user::resolve(spec, &passwd, &group)
                 .with_context(|| format!("--chown={spec}"))?;
-            Some((u.uid, u.gid))
+            // Docker: a user without a group (`--chown=1000`, `--chown=app`)
+            // gets GID = UID, not the user's primary group.
+            let gid = if spec.contains(':') { u.gid } else { u.uid };
+            Some((u.uid, gid))
         }
         None => None,
     };
@@ -94,6 +100,7 @@ pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Ve
                     dest,
                     kind: EntryKind::File(FileSource::Bytes(Arc::from(content.as_bytes()))),
                     meta: Meta::root(0o644),
+                    named: true,
                 });
             }
             CopyItem::Url { .. } => unreachable!("checked above"),
@@ -136,10 +143,49 @@ pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Ve
                     .filter(|m| m.is_dir())
                     .map(|m| meta_of(&h, &m))
             })
-            .unwrap_or_else(|| Meta::root(0o755));
+            .unwrap_or_else(|| {
+                // Directories the copy creates belong to --chown's user, as
+                // in Docker; existing ones keep their metadata.
+                let mut m = Meta::root(0o755);
+                if let Some((u, g)) = owner {
+                    (m.uid, m.gid) = (u, g);
+                }
+                m
+            });
         out.push(Entry::new(&anc, EntryKind::Dir, meta)?);
     }
+    let unpack = copy.add.as_ref().is_some_and(|a| a.unpack) && matches!(src, Source::Context(_));
+    // An archive extracts into the destination as a directory, even when
+    // it was written without a trailing `/`.
+    let mut dest_dir_written = dest_parent_count == dest_rel.components().count();
     for mut it in items {
+        if unpack
+            && it.named
+            && let EntryKind::File(FileSource::Path(host)) = &it.kind
+            && super::add::is_archive(host)?
+        {
+            let label = host.file_name().unwrap_or_default().to_string_lossy();
+            if !dest_dir_written && !dest_rel.as_os_str().is_empty() {
+                let mut m = Meta::root(0o755);
+                if let Some((u, g)) = owner {
+                    (m.uid, m.gid) = (u, g);
+                }
+                out.push(Entry::new(&dest_rel, EntryKind::Dir, m)?);
+                dest_dir_written = true;
+            }
+            for mut e in super::add::extract(host, &dest_root, &label)? {
+                if let Some((u, g)) = owner {
+                    (e.meta.uid, e.meta.gid) = (u, g);
+                }
+                if let Some(m) = chmod
+                    && !matches!(e.kind, EntryKind::Symlink(_))
+                {
+                    e.meta.mode = m;
+                }
+                out.push(e);
+            }
+            continue;
+        }
         if let Some((u, g)) = owner {
             it.meta.uid = u;
             it.meta.gid = g;
@@ -215,6 +261,7 @@ fn from_context(
             dest: target,
             kind,
             meta,
+            named: !in_dir && !src_is_whole_context(src),
         });
     }
     Ok(())
@@ -312,5 +359,10 @@ fn item_from_host(host: &Path, md: &fs::Metadata, dest: PathBuf) -> Result<Item>
             dest.display()
         );
     };
-    Ok(Item { dest, kind, meta })
+    Ok(Item {
+        dest,
+        kind,
+        meta,
+        named: false,
+    })
 }

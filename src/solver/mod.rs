@@ -6,15 +6,19 @@
 //! | [`cache`] | the step cache (key → layer) |
 //! | [`rootfs`] | a read-only union view of a stage's layers |
 //! | [`copy`] | COPY/ADD → layer entries, Docker's destination rules |
+//! | [`workdir`] | WORKDIR's directory, owned by the current USER |
+//! | [`add`] | ADD's archive extraction (tar, gzip, bzip2, xz, zstd) |
 //!
 //! Each stage's state is an [`ImageBuilder`] (layers + history), the graph
 //! config the steps build up, and the layers as cache records (for
 //! snapshots). `Run` steps run in the sandbox on the stage's snapshots;
 //! `Copy` steps read the context or another stage through [`rootfs::RootView`].
 
+pub mod add;
 pub mod cache;
 pub mod copy;
 pub mod rootfs;
+pub mod workdir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -29,7 +33,7 @@ use crate::error::{CodedError, code};
 use crate::graph::key::{CacheKeys, ImageDigests};
 use crate::graph::{self, Base, ConfigChange, CopyFrom, Graph, ImageConfig, Op, Step};
 use crate::oci::image::{Image, ImageBuilder, host_platform, parse_platform, read_image};
-use crate::oci::layer::{Entry, EntryKind, LayerOptions, Meta, write_layer};
+use crate::oci::layer::{Entry, LayerOptions, write_layer};
 use crate::oci::{Digest, ImageStore, Store};
 use crate::progress::{Progress, TAIL_LINES};
 use crate::sandbox::{self, Sandbox, Snapshots};
@@ -431,13 +435,12 @@ impl Solver {
                         unreachable!()
                     };
                     let view = self.view(&st)?;
-                    if view.lookup(Path::new(dir)).is_some() {
+                    let entries = workdir::entries(&view, dir, &st.config.user)
+                        .with_context(|| format!("{label} ({})", origin_of(step)))?;
+                    if entries.is_empty() {
                         None
                     } else {
-                        self.write(
-                            vec![Entry::new(dir, EntryKind::Dir, Meta::root(0o755))?],
-                            opts,
-                        )?
+                        self.write(entries, opts)?
                     }
                 }
                 Op::Packages(p) => bail!(

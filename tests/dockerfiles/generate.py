@@ -118,6 +118,10 @@ case("env-in-copy-dest", 'ENV D=/dst\nCOPY file.txt $D/\nCOPY file.txt ${D}/name
 case("instructions-case-insensitive", 'run echo lower > /lower\nenv A=1\ncopy file.txt /f\n', {"ops": ["run", "config", "copy"]}, files={"file.txt": "x"})
 case("workdir-creates-dir", 'WORKDIR /created/deep\nRUN touch here\n', {"config": {"workdir": "/created/deep"}})
 case("arg-multiple-per-line", 'ARG A=1 B=2 C\nENV ALL="$A $B ${C:-none}"\n', {"config": {"env": {"ALL": "1 2 none"}}})
+case("add-compressed-tars", 'ADD a.tar.gz /gz/\nADD b.tbz /bz/\nADD c.txz /xz\nADD d.tar.zst /zst/\nADD not-really.tar.gz /raw/\n',
+     {"add": [True] * 5, "ops": ["copy"] * 5}, files={"not-really.tar.gz": "just text\n"})
+case("workdir-after-user", 'USER 1000:1000\nWORKDIR /srv/data/app\nRUN touch written-by-user\n',
+     {"config": {"user": "1000:1000", "workdir": "/srv/data/app"}})
 
 # A tar for add-local-tar, deterministic.
 def tar_bytes():
@@ -126,6 +130,18 @@ def tar_bytes():
         for name, data in [("inner/a.txt", b"from tar\n"), ("b.txt", b"b\n")]:
             ti = tarfile.TarInfo(name); ti.size = len(data); ti.mtime = 1; ti.mode = 0o644
             t.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+# A tar with owners, modes, a directory and a symlink, for add-compressed-tars.
+def owned_tar_bytes():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        ti = tarfile.TarInfo("pkg"); ti.type = tarfile.DIRTYPE; ti.mode = 0o750; ti.uid = 1234; ti.gid = 5678; ti.mtime = 1
+        t.addfile(ti)
+        ti = tarfile.TarInfo("pkg/secret"); data = b"private\n"; ti.size = len(data); ti.mode = 0o600; ti.uid = 1234; ti.gid = 5678; ti.mtime = 1
+        t.addfile(ti, io.BytesIO(data))
+        ti = tarfile.TarInfo("pkg/link"); ti.type = tarfile.SYMTYPE; ti.linkname = "secret"; ti.mtime = 1
+        t.addfile(ti)
     return buf.getvalue()
 
 for i, (name, df, expect, files, links, extra) in enumerate(cases, 1):
@@ -143,5 +159,13 @@ for i, (name, df, expect, files, links, extra) in enumerate(cases, 1):
         os.symlink(t, fp)
     if name == "add-local-tar":
         with open(os.path.join(d, "archive.tar"), "wb") as f: f.write(tar_bytes())
+    if name == "add-compressed-tars":
+        # Recognised by content, not by name: the names only look right.
+        import gzip, bz2, lzma, subprocess
+        raw = owned_tar_bytes()
+        for fname, data in [("a.tar.gz", gzip.compress(raw, mtime=0)), ("b.tbz", bz2.compress(raw)),
+                            ("c.txz", lzma.compress(raw)),
+                            ("d.tar.zst", subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True).stdout)]:
+            with open(os.path.join(d, fname), "wb") as f: f.write(data)
     with open(d + ".expect.json", "w") as f: json.dump(expect, f, indent=2, sort_keys=True); f.write("\n")
 print(len(cases))
