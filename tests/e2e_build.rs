@@ -221,8 +221,20 @@ fn bad_dockerfiles_give_located_errors() {
     assert!(!out.status.success());
     let dir = env.path("nodockerfile");
     fs::create_dir_all(&dir).unwrap();
+    // No Dockerfile in the context: the auto plan runs, and an empty dir
+    // has no provider (exit code 3).
     let out = env.kiln(&["build", dir.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Dockerfile not found"));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No compatible providers found"));
+    // An explicit -f that is missing is an error, never a fallback.
+    let missing = dir.join("Dockerfile.missing");
+    let out = env.kiln(&["build", dir.to_str().unwrap(), "-f", missing.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("Dockerfile not found: {}", missing.display())),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

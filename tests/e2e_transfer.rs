@@ -461,3 +461,46 @@ fn bad_input_is_refused_clearly() {
     let err = home.fails(&["push", "tiny", "reg.example/tiny", "--load", "podman"]);
     assert!(err.contains("--load only applies to ssh://"), "{err}");
 }
+
+/// `kiln deploy ftl.yaml --ssh HOST`: the service without `image:` goes to
+/// the server over SSH (the one with `image:` would be pushed), and the
+/// output document names the image the server now has.
+#[test]
+fn deploy_sends_ftl_services_without_image_over_ssh() {
+    need_sshd!();
+    let sshd = Sshd::start();
+    let home = Home::new();
+    home.ok(&[
+        "image", "packages", "-t", "node", "--suite", "trixie", "nodejs",
+    ]);
+    let app = node_app(&home, "hello from deploy");
+    let root = home.dir.path();
+    std::fs::write(
+        root.join("ftl.yaml"),
+        format!(
+            "project:\n  name: shop\nservices:\n  - name: worker\n    path: {}\n",
+            app.display()
+        ),
+    )
+    .unwrap();
+    let config = sshd.config.to_str().unwrap();
+    let out = home.run(&["deploy", "ftl.yaml", "--ssh", "server", "-F", config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Sending image for shop/worker"), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let image = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("image: "))
+        .unwrap_or_else(|| panic!("no image: in\n{text}"));
+    let (name, digest) = image.split_once('@').unwrap();
+    let remote = sshd.home.join(".local/share/kiln/images");
+    assert!(verify_remote(&remote).contains(name), "{name} not on the server");
+    let raw_sum = skopeo_inspect(&sshd, remote.to_str().unwrap(), name);
+    assert_eq!(format!("sha256:{}", raw_sum.as_str().unwrap()), digest);
+    // A second deploy with nothing changed sends no blob.
+    let out = home.run(&["deploy", "ftl.yaml", "--ssh", "server", "-F", config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("(0 blobs sent"), "{stderr}");
+}
