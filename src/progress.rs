@@ -353,6 +353,45 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// `1536` → `1.5 KiB`.
+/// A reader that reports the bytes read through it as a task's progress
+/// (an upload or a transfer), at most every 100 ms.
+pub struct Reading<'a, R> {
+    inner: R,
+    done: u64,
+    total: u64,
+    task: &'a Task,
+    last: std::time::Instant,
+}
+
+impl<'a, R> Reading<'a, R> {
+    pub fn new(inner: R, total: u64, task: &'a Task) -> Reading<'a, R> {
+        Reading {
+            inner,
+            done: 0,
+            total,
+            task,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Reading<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.last.elapsed().as_millis() >= 100 {
+            self.last = std::time::Instant::now();
+            self.task.bytes(self.done, Some(self.total));
+        }
+        Ok(n)
+    }
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;

@@ -13,12 +13,9 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Output;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use support::kiln::{Kiln, run};
 use support::registry::{Registry, free_port};
@@ -173,16 +170,6 @@ fn assert_resolves(reference: &str, printed_digest: &str) {
     );
 }
 
-fn http_get(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    Some(buf)
-}
-
 /// Removes the container and image even when an assertion fails.
 struct Cleanup(String, String);
 
@@ -203,10 +190,7 @@ fn assert_answers(reference: &str, expect: &str) {
     // One test at a time (nextest runs tests as separate processes): podman
     // removing one test's image while another pulls the same base layer
     // fails with "layer not known".
-    let lock = fs::File::create("/var/tmp/kiln-e2e-deploy-podman.lock").unwrap();
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap();
+    let _lock = support::podman::lock();
     let (repo, _, digest) = split(reference);
     let by_digest = format!("{repo}@{digest}");
     run(
@@ -239,31 +223,7 @@ fn assert_answers(reference: &str, expect: &str) {
         "podman run {by_digest}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(resp) = http_get(port)
-            && resp.starts_with("HTTP/1.")
-            && resp.contains(" 200 ")
-        {
-            assert!(
-                resp.contains(expect),
-                "{reference}: unexpected answer:\n{resp}"
-            );
-            return;
-        }
-        if Instant::now() > deadline {
-            let logs = support::podman::podman()
-                .args(["logs", &name])
-                .output()
-                .unwrap();
-            panic!(
-                "{reference}: no HTTP 200 on port {port} within 90 s; logs:\n{}{}",
-                String::from_utf8_lossy(&logs.stdout),
-                String::from_utf8_lossy(&logs.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    support::podman::wait_for_http(&name, port, expect, reference);
 }
 
 /// Checks that the output references exactly what kiln printed, each

@@ -13,27 +13,11 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use support::auto::{copy_dir, run};
 use support::registry::{Registry, free_port};
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is the tool installed? run ./scripts/test)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("KILN_TEST_CACHE")
@@ -57,29 +41,6 @@ fn base_tarball() -> PathBuf {
         std::fs::rename(&tmp, &tar).unwrap();
     }
     tar
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        let dst = to.join(e.file_name());
-        if p.is_dir() {
-            copy_dir(&p, &dst);
-        } else {
-            std::fs::copy(&p, &dst).unwrap();
-        }
-    }
-}
-
-fn http_get(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    Some(buf)
 }
 
 /// Removes the container and image even when an assertion fails.
@@ -115,6 +76,7 @@ fn build_and_answer(base: &str, example: &str, expect: &str) {
         .args(["--base-image", base]));
     let image = format!("localhost/kiln-e2e-plan-{example}:{}", std::process::id());
     let container = format!("kiln-e2e-plan-{example}-{}", std::process::id());
+    let _podman = support::podman::lock();
     let _cleanup = Cleanup {
         container: container.clone(),
         image: image.clone(),
@@ -141,31 +103,7 @@ fn build_and_answer(base: &str, example: &str, expect: &str) {
         &format!("PORT={port}"),
         &image,
     ]));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(resp) = http_get(port)
-            && resp.starts_with("HTTP/1.")
-            && resp.contains(" 200 ")
-        {
-            assert!(
-                resp.contains(expect),
-                "{example}: unexpected answer:\n{resp}"
-            );
-            return;
-        }
-        if Instant::now() > deadline {
-            let logs = Command::new("podman")
-                .args(["logs", &container])
-                .output()
-                .unwrap();
-            panic!(
-                "{example}: no HTTP 200 on port {port} within 60 s; container logs:\n{}{}",
-                String::from_utf8_lossy(&logs.stdout),
-                String::from_utf8_lossy(&logs.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    support::podman::wait_for_http(&container, port, expect, example);
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
+use crate::plan::lower::abs;
 use crate::plan::{self, BuildPlan};
 
 /// Generator options.
@@ -105,15 +106,6 @@ fn apt_install(out: &mut String, pkgs: &[String]) {
     );
 }
 
-fn abs(dir: &str) -> String {
-    if dir.starts_with('/') {
-        dir.to_string()
-    } else if let Some(rest) = dir.strip_prefix("~/") {
-        format!("/root/{rest}")
-    } else {
-        format!("/app/{}", dir.trim_start_matches("./"))
-    }
-}
 
 /// Generates the Dockerfile for a finished plan.
 pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
@@ -157,19 +149,7 @@ pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
     for (k, v) in plan.build_variables.iter().flatten() {
         let _ = writeln!(d, "ARG {k}={}", quote(v));
     }
-    let mut paths: Vec<String> = Vec::new();
-    for name in &order {
-        for p in plan
-            .phase(name)
-            .and_then(|p| p.paths.clone())
-            .into_iter()
-            .flatten()
-        {
-            if !paths.contains(&p) {
-                paths.push(p);
-            }
-        }
-    }
+    let paths = plan.phase_paths(&order);
     let path_env = (!paths.is_empty()).then(|| format!("ENV PATH=\"{}:$PATH\"", paths.join(":")));
     if let Some(p) = &path_env {
         let _ = writeln!(d, "{p}");

@@ -121,19 +121,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
 
     // Variables: the plan's (image config and steps), PATH with the
     // phases' paths first, build-only ones as step arguments.
-    let mut paths: Vec<String> = Vec::new();
-    for name in &order {
-        for p in plan
-            .phase(name)
-            .and_then(|p| p.paths.clone())
-            .into_iter()
-            .flatten()
-        {
-            if !paths.contains(&p) {
-                paths.push(p);
-            }
-        }
-    }
+    let paths = plan.phase_paths(&order);
     let path_value = if paths.is_empty() {
         PATH.to_string()
     } else {
@@ -389,9 +377,9 @@ fn build_base(plan: &BuildPlan, suite: &str, packages: Vec<String>) -> Base {
     }
 }
 
-/// A cache directory as an absolute path (Nixpacks' rules: `~/` is root's
-/// home, relative paths are under the app dir).
-fn abs(dir: &str) -> String {
+/// A cache directory or start include as an absolute path (Nixpacks'
+/// rules: `~/` is root's home, relative paths are under the app dir).
+pub fn abs(dir: &str) -> String {
     if dir.starts_with('/') {
         dir.to_string()
     } else if let Some(rest) = dir.strip_prefix("~/") {

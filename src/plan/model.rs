@@ -285,6 +285,20 @@ impl BuildPlan {
     }
 
     /// Every build-stage apt package, in phase order, de-duplicated.
+    /// Every phase's `paths`, in phase order, without repeats: what goes
+    /// before `PATH` in the image.
+    pub fn phase_paths(&self, order: &[String]) -> Vec<String> {
+        let mut paths: Vec<String> = Vec::new();
+        for name in order {
+            for p in self.phase(name).and_then(|p| p.paths.clone()).into_iter().flatten() {
+                if !paths.contains(&p) {
+                    paths.push(p);
+                }
+            }
+        }
+        paths
+    }
+
     pub fn all_apt_pkgs(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for p in self.phases.iter().flat_map(|m| m.values()) {

@@ -11,7 +11,6 @@
 //! their index), so a tag never points at missing blobs.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use anyhow::{Context, bail};
 use oci_spec::image::Descriptor;
@@ -289,13 +288,7 @@ fn push_blob(
     };
     let location = absolute(s, &location);
     let file = store.open_blob(digest)?;
-    let reader = Progressing {
-        inner: file,
-        done: 0,
-        total: size,
-        task,
-        last: std::time::Instant::now(),
-    };
+    let reader = crate::progress::Reading::new(file, size, task);
     let octet = ("Content-Type", "application/octet-stream");
     let put_url = if size <= opts.monolithic_max {
         with_query(&location, "digest", &digest.to_string())
@@ -326,25 +319,4 @@ fn push_blob(
     )?;
     task.bytes(size, Some(size));
     Ok(Outcome::Sent(size))
-}
-
-/// Reports bytes read through it (the upload's progress).
-struct Progressing<'a, R> {
-    inner: R,
-    done: u64,
-    total: u64,
-    task: &'a Task,
-    last: std::time::Instant,
-}
-
-impl<R: Read> Read for Progressing<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        if self.last.elapsed().as_millis() >= 100 {
-            self.last = std::time::Instant::now();
-            self.task.bytes(self.done, Some(self.total));
-        }
-        Ok(n)
-    }
 }

@@ -259,13 +259,7 @@ fn send_one(
     progress: &Progress,
 ) -> Result<()> {
     let task = progress.task(format!("send {}", digest.short()));
-    let mut reader = Progressing {
-        inner: store.open_blob(digest)?,
-        done: 0,
-        total: *size,
-        task: &task,
-        last: std::time::Instant::now(),
-    };
+    let mut reader = crate::progress::Reading::new(store.open_blob(digest)?, *size, &task);
     let reply = conn.run(
         &script::receive_blob(),
         &[root, digest.hex()],
@@ -283,7 +277,7 @@ fn send_one(
             &reply
         )),
     }
-    check_size(digest, *size, reader.done)?;
+    check_size(digest, *size, reader.done())?;
     task.bytes(*size, Some(*size));
     task.finish("done");
     Ok(())
@@ -475,25 +469,4 @@ fn remote_failure(target: &SshTarget, what: &str, reply: &ssh::Reply) -> String 
         "{target}: {what} failed on the server (exit {code}): {}",
         reply.stderr.trim()
     )
-}
-
-/// Reports bytes read through it (the blob's progress).
-struct Progressing<'a, R> {
-    inner: R,
-    done: u64,
-    total: u64,
-    task: &'a Task,
-    last: std::time::Instant,
-}
-
-impl<R: Read> Read for Progressing<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        if self.last.elapsed().as_millis() >= 100 {
-            self.last = std::time::Instant::now();
-            self.task.bytes(self.done, Some(self.total));
-        }
-        Ok(n)
-    }
 }

@@ -192,6 +192,7 @@ pub fn serve_and_stop(home: &Home, name: &str, expect: &str) -> u64 {
         name.replace(':', "-"),
         std::process::id()
     );
+    let _podman = super::podman::lock();
     let _cleanup = Cleanup {
         container: container.clone(),
         image: tag.clone(),
@@ -211,28 +212,7 @@ pub fn serve_and_stop(home: &Home, name: &str, expect: &str) -> u64 {
         &format!("PORT={port}"),
         &tag,
     ]));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(resp) = http_get(port)
-            && resp.starts_with("HTTP/1.")
-            && resp.contains(" 200 ")
-        {
-            assert!(resp.contains(expect), "{name}: unexpected answer:\n{resp}");
-            break;
-        }
-        if Instant::now() > deadline {
-            let logs = super::podman::podman()
-                .args(["logs", &container])
-                .output()
-                .unwrap();
-            panic!(
-                "{name}: no HTTP 200 on port {port} within 90 s; container logs:\n{}{}",
-                String::from_utf8_lossy(&logs.stdout),
-                String::from_utf8_lossy(&logs.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    super::podman::wait_for_http(&container, port, expect, name);
     // SIGTERM reaches the app (no login-shell wrapper): it exits in time.
     let sent = Instant::now();
     run(super::podman::podman().args(["kill", "--signal", "TERM", &container]));
