@@ -65,7 +65,7 @@ fn deploy(k: &Kiln, args: &[&str]) -> Output {
 /// auto builds download Node and Python from Debian (minutes on a shared
 /// machine the first time), which a re-run of the suite need not repeat.
 fn deploy_cached(k: &Kiln, args: &[&str]) -> Output {
-    let cache = Path::new(support::debian::CACHE).join("deploy-build-cache");
+    let cache = support::shared_cache();
     let mut all = vec!["--progress", "plain", "deploy"];
     all.extend_from_slice(args);
     k.cmd()

@@ -1,8 +1,8 @@
 #![cfg(feature = "e2e")]
 //! End-to-end tests of Debian package images against the real archive
 //! (deb.debian.org), run under podman. Downloaded .debs and indexes are
-//! shared by all tests through one cache dir under CARGO_TARGET_TMPDIR, so
-//! each package is fetched once per machine.
+//! shared by all tests (and the other suites) through
+//! `support::shared_cache()`, so each package is fetched once per machine.
 
 mod support;
 
@@ -14,9 +14,7 @@ use std::process::{Command, Output};
 
 use kiln::oci::store::Store;
 
-fn shared_cache() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-packages-cache")
-}
+use support::shared_cache;
 
 struct Kiln {
     cache: PathBuf,

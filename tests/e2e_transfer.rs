@@ -49,7 +49,7 @@ impl Home {
             .args(args)
             .env(
                 "KILN_CACHE_DIR",
-                PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-packages-cache"),
+                support::shared_cache(),
             )
             .env("KILN_DATA_DIR", self.data())
             .env("NO_COLOR", "1")

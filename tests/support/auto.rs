@@ -10,14 +10,6 @@ use std::time::{Duration, Instant};
 
 use super::registry::free_port;
 
-pub fn test_cache() -> PathBuf {
-    std::env::var_os("KILN_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or("/root".into())).join(".cache/kiln-tests")
-        })
-}
-
 /// A kiln home: cache and data dirs.
 pub struct Home {
     pub cache: PathBuf,
@@ -30,7 +22,7 @@ impl Home {
     pub fn shared() -> Home {
         let tmp = tempfile::tempdir().unwrap();
         Home {
-            cache: test_cache().join("auto-cache"),
+            cache: super::shared_cache(),
             data: tmp.path().join("data"),
             _tmp: Some(tmp),
         }
