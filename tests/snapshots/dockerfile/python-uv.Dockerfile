@@ -43,4 +43,4 @@ ENV PYTHONUNBUFFERED="1"
 ENV UV_PROJECT_ENVIRONMENT="/opt/venv"
 ENV VIRTUAL_ENV="/opt/venv"
 ENV PATH="/opt/venv/bin:$PATH"
-CMD ["python","main.py"]
+CMD ["/bin/sh","-c","exec uvicorn main:app --host 0.0.0.0 --port ${PORT:-8000}"]
