@@ -1,6 +1,6 @@
 //! End to end: the example apps of issue 8 beyond the basic ones in
 //! `e2e_auto.rs` — a Vite React SPA served by Caddy, a Next.js server,
-//! FastAPI + uvicorn with uv, Django + gunicorn, and a Rust HTTP server
+//! FastAPI + uvicorn with uv and with poetry, Django + gunicorn, and a Rust HTTP server
 //! with crates.io dependencies. Each is built by kiln with no Dockerfile,
 //! loaded into podman, started with `--network host -e PORT=…`, asked
 //! over HTTP, then sent SIGTERM and expected to exit within 10 s.
@@ -21,6 +21,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("node-vite-react", "<title>Hello from node-vite-react</title>"),
     ("node-nextjs", "Hello from node-nextjs"),
     ("python-uv", "Hello from python-uv"),
+    ("python-poetry", "Hello from python-poetry"),
     ("python-django", "Hello from python-django"),
     ("rust-cargo", "Hello from rust-cargo"),
 ];
