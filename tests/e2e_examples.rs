@@ -18,7 +18,10 @@ use support::auto::{Home, example, serve_and_stop};
 
 /// (example, text the HTTP answer must contain)
 const EXAMPLES: &[(&str, &str)] = &[
-    ("node-vite-react", "<title>Hello from node-vite-react</title>"),
+    (
+        "node-vite-react",
+        "<title>Hello from node-vite-react</title>",
+    ),
     ("node-nextjs", "Hello from node-nextjs"),
     ("python-uv", "Hello from python-uv"),
     ("python-poetry", "Hello from python-poetry"),
