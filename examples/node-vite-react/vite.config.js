@@ -1,1 +1,4 @@
-import { defineConfig } from 'vite'; export default defineConfig({ build: { outDir: 'build' } });
+import { defineConfig } from 'vite';
+import react from '@vitejs/plugin-react';
+
+export default defineConfig({ plugins: [react()], build: { outDir: 'build' } });

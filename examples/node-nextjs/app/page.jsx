@@ -1,1 +1,3 @@
-export default function Page() { return <h1>Hello</h1>; }
+export default function Page() {
+  return <h1>Hello from node-nextjs</h1>;
+}

@@ -15,7 +15,8 @@ ENV PATH="/app/node_modules/.bin:$PATH"
 
 # phase: install
 COPY package.json ./package.json
-RUN --mount=type=cache,target=/root/.npm npm i
+COPY package-lock.json ./package-lock.json
+RUN --mount=type=cache,target=/root/.npm npm ci
 
 # phase: build
 COPY . .

@@ -41,4 +41,4 @@ ENV PYTHONHASHSEED="random"
 ENV PYTHONUNBUFFERED="1"
 ENV VIRTUAL_ENV="/opt/venv"
 ENV PATH="/opt/venv/bin:$PATH"
-CMD ["python","main.py"]
+CMD ["/bin/sh","-c","exec uvicorn main:app --host 0.0.0.0 --port ${PORT:-8000}"]
