@@ -51,6 +51,18 @@ if [ ! -f "$cache/debian-trixie.tar" ]; then
 fi
 sleep 1
 podman import -q "$cache/debian-trixie.tar" localhost/kiln-bench-base >/dev/null
+# Networks that intercept TLS: the host's extra CAs go into the peers' base
+# (as a company base image carries them) and to kiln as --ca-cert.
+ca_args=()
+for c in /usr/local/share/ca-certificates/*.crt; do
+  [ -f "$c" ] || continue
+  ca_args+=(--ca-cert "$c")
+done
+if [ ${#ca_args[@]} -gt 0 ]; then
+  ctr=$(buildah from -q localhost/kiln-bench-base)
+  buildah copy -q "$ctr" /usr/local/share/ca-certificates/ /usr/local/share/ca-certificates/ >/dev/null
+  buildah commit -q --rm "$ctr" localhost/kiln-bench-base >/dev/null
+fi
 podman push -q --tls-verify=false localhost/kiln-bench-base "docker://$reg/debian:trixie-slim"
 podman rmi -f localhost/kiln-bench-base >/dev/null
 base=$reg/debian:trixie-slim
@@ -72,7 +84,7 @@ fi
 # kiln build with its peak RSS (the kiln process only, sampled every 50 ms).
 kiln_build() { # home dir
   local home=$1 dir=$2 peak=0 rss
-  KILN_CACHE_DIR=$home/cache KILN_DATA_DIR=$home/data "$KILN" --progress quiet build "$dir" -t app:1 &
+  KILN_CACHE_DIR=$home/cache KILN_DATA_DIR=$home/data "$KILN" --progress quiet build "$dir" -t app:1 "${ca_args[@]}" &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)

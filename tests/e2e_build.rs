@@ -228,7 +228,12 @@ fn bad_dockerfiles_give_located_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("No compatible providers found"));
     // An explicit -f that is missing is an error, never a fallback.
     let missing = dir.join("Dockerfile.missing");
-    let out = env.kiln(&["build", dir.to_str().unwrap(), "-f", missing.to_str().unwrap()]);
+    let out = env.kiln(&[
+        "build",
+        dir.to_str().unwrap(),
+        "-f",
+        missing.to_str().unwrap(),
+    ]);
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains(&format!("Dockerfile not found: {}", missing.display())),

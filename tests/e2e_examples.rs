@@ -5,8 +5,8 @@
 //! loaded into podman, started with `--network host -e PORT=…`, asked
 //! over HTTP, then sent SIGTERM and expected to exit within 10 s.
 //!
-//! The builds share one kiln cache (`$KILN_TEST_CACHE`, default
-//! `~/.cache/kiln-tests`) and run one after another. `KILN_EXAMPLES=a,b`
+//! The builds share one kiln cache (`support::shared_cache()`) and run
+//! one after another. `KILN_EXAMPLES=a,b`
 //! runs only some of them (and the optional ones, such as python-poetry).
 #![cfg(feature = "e2e")]
 

@@ -47,10 +47,7 @@ impl Home {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
         c.args(["--progress", "plain"])
             .args(args)
-            .env(
-                "KILN_CACHE_DIR",
-                support::shared_cache(),
-            )
+            .env("KILN_CACHE_DIR", support::shared_cache())
             .env("KILN_DATA_DIR", self.data())
             .env("NO_COLOR", "1")
             .env_remove("KILN_SSH_CONFIG")
@@ -495,7 +492,10 @@ fn deploy_sends_ftl_services_without_image_over_ssh() {
         .unwrap_or_else(|| panic!("no image: in\n{text}"));
     let (name, digest) = image.split_once('@').unwrap();
     let remote = sshd.home.join(".local/share/kiln/images");
-    assert!(verify_remote(&remote).contains(name), "{name} not on the server");
+    assert!(
+        verify_remote(&remote).contains(name),
+        "{name} not on the server"
+    );
     let raw_sum = skopeo_inspect(&sshd, remote.to_str().unwrap(), name);
     assert_eq!(format!("sha256:{}", raw_sum.as_str().unwrap()), digest);
     // A second deploy with nothing changed sends no blob.

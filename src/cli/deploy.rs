@@ -47,7 +47,12 @@ pub struct DeployArgs {
     pub ssh_flags: super::transfer::SshFlags,
     /// Auto builds: trust this CA certificate (PEM) in build stages
     /// (repeatable; also KILN_CA_CERTS=FILE:FILE). Never in the images.
-    #[arg(long = "ca-cert", value_name = "FILE", env = "KILN_CA_CERTS", value_delimiter = ':')]
+    #[arg(
+        long = "ca-cert",
+        value_name = "FILE",
+        env = "KILN_CA_CERTS",
+        value_delimiter = ':'
+    )]
     pub ca_cert: Vec<PathBuf>,
 }
 

@@ -106,7 +106,6 @@ fn apt_install(out: &mut String, pkgs: &[String]) {
     );
 }
 
-
 /// Generates the Dockerfile for a finished plan.
 pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
     let suite = plan.suite.as_deref().unwrap_or("trixie");

@@ -140,6 +140,14 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         .flatten()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // Tools that follow reproducible-builds.org (pip's and compileall's
+    // hash-based .pyc files, gzip, many compilers) take the layers' epoch.
+    if !build_args.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH") {
+        build_args.push((
+            "SOURCE_DATE_EPOCH".to_string(),
+            crate::oci::layer::source_date_epoch()?.to_string(),
+        ));
+    }
     if !opts.build_ca.is_empty() {
         // Tools that carry their own CA list (uv, cargo, requests) are
         // pointed at the system bundle, which holds the extra CAs.

@@ -290,7 +290,12 @@ impl BuildPlan {
     pub fn phase_paths(&self, order: &[String]) -> Vec<String> {
         let mut paths: Vec<String> = Vec::new();
         for name in order {
-            for p in self.phase(name).and_then(|p| p.paths.clone()).into_iter().flatten() {
+            for p in self
+                .phase(name)
+                .and_then(|p| p.paths.clone())
+                .into_iter()
+                .flatten()
+            {
                 if !paths.contains(&p) {
                     paths.push(p);
                 }
