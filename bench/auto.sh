@@ -84,14 +84,14 @@ fi
 # kiln build with its peak RSS (the kiln process only, sampled every 50 ms).
 kiln_build() { # home dir
   local home=$1 dir=$2 peak=0 rss
-  KILN_CACHE_DIR=$home/cache KILN_DATA_DIR=$home/data "$KILN" --progress quiet build "$dir" -t app:1 "${ca_args[@]}" &
+  KILN_CACHE_DIR=$home/cache KILN_DATA_DIR=$home/data "$KILN" --progress quiet build "$dir" -t app:1 "${ca_args[@]}" >/dev/null &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
     [ "${rss:-0}" -gt "$peak" ] && peak=$rss
     sleep 0.05
   done
-  wait "$pid"
+  wait "$pid" || { echo "kiln build $dir failed"; exit 1; }
   echo "$peak" > "$home/peak"
 }
 
@@ -114,20 +114,24 @@ for app in "${APPS[@]}"; do
   kdir=$work/$app/kiln/$app; bdir=$work/$app/buildah/$app; ddir=$work/$app/buildkit/$app
   mkdir -p "$(dirname "$kdir")" "$(dirname "$bdir")" "$(dirname "$ddir")"
   cp -r "$src" "$kdir"; cp -r "$src" "$bdir"; cp -r "$src" "$ddir"
-  "$KILN" --progress quiet dockerfile "$bdir" -o "$work/$app/Dockerfile" --base-image "$base"
+  "$KILN" --progress quiet dockerfile "$bdir" -o "$work/$app/Dockerfile" --base-image "$base" >/dev/null
+  # dockerd's built-in frontend: a `# syntax=` line would fetch one from Docker Hub.
+  grep -v '^# syntax=' "$work/$app/Dockerfile" > "$work/$app/Dockerfile.buildkit"
   broot=$work/$app/bstore; brun=$work/$app/brun
   for run in cold warm; do
     if [ $run = warm ]; then edit "$kdir"; edit "$bdir"; edit "$ddir"; fi
     t=$(now); kiln_build "$work/$app/khome" "$kdir"; tk=$(since "$t")
     t=$(now)
     buildah --root "$broot" --runroot "$brun" bud -q --isolation chroot --layers --tls-verify=false \
-      -f "$work/$app/Dockerfile" -t app "$bdir" >/dev/null 2>"$work/$app/buildah.$run.log"
+      -f "$work/$app/Dockerfile" -t app "$bdir" >/dev/null 2>"$work/$app/buildah.$run.log" \
+      || { tail -30 "$work/$app/buildah.$run.log"; exit 1; }
     tb=$(since "$t")
     td=-; rd=-
     if [ $buildkit = 1 ]; then
       t=$(now)
-      DOCKER_BUILDKIT=1 $DOCKER build -q --network host -f "$work/$app/Dockerfile" -t app "$ddir" \
-        >/dev/null 2>"$work/$app/buildkit.$run.log"
+      DOCKER_BUILDKIT=1 $DOCKER build -q --network host -f "$work/$app/Dockerfile.buildkit" -t app "$ddir" \
+        >/dev/null 2>"$work/$app/buildkit.$run.log" \
+        || { tail -30 "$work/$app/buildkit.$run.log"; exit 1; }
       td=$(since "$t"); rd=$(echo "scale=2; $tk / $td" | bc)
     fi
     printf '%-13s %-5s %8.1fs %8.1fs %7.2f %9s %7s %7d MB\n' "$app" "$run" "$tk" "$tb" \
