@@ -115,8 +115,13 @@ for app in "${APPS[@]}"; do
   mkdir -p "$(dirname "$kdir")" "$(dirname "$bdir")" "$(dirname "$ddir")"
   cp -r "$src" "$kdir"; cp -r "$src" "$bdir"; cp -r "$src" "$ddir"
   "$KILN" --progress quiet dockerfile "$bdir" -o "$work/$app/Dockerfile" --base-image "$base" >/dev/null
-  # dockerd's built-in frontend: a `# syntax=` line would fetch one from Docker Hub.
-  grep -v '^# syntax=' "$work/$app/Dockerfile" > "$work/$app/Dockerfile.buildkit"
+  # dockerd's built-in frontend: a `# syntax=` line would fetch one from
+  # Docker Hub. BuildKit runs both stages' apt at once: lock its caches
+  # (the generated file leaves them shared because buildah 1.28 hangs on
+  # two locked mounts).
+  grep -v '^# syntax=' "$work/$app/Dockerfile" \
+    | sed -E 's#--mount=type=cache,target=/var/(cache/apt|lib/apt/lists)#&,sharing=locked#' \
+    > "$work/$app/Dockerfile.buildkit"
   broot=$work/$app/bstore; brun=$work/$app/brun
   for run in cold warm; do
     if [ $run = warm ]; then edit "$kdir"; edit "$bdir"; edit "$ddir"; fi
