@@ -11,9 +11,9 @@
 
 mod support;
 
-use std::time::Instant;
-
-use support::auto::{Home, example, host_ca_args, layers, serve_and_stop, step_status};
+use support::auto::{
+    Home, build_and_serve, example, host_ca_args, layers, serve_and_stop, step_status,
+};
 
 const EXAMPLES: &[(&str, &str)] = &[
     ("node-npm", "Hello from node-npm"),
@@ -29,7 +29,6 @@ fn examples_build_and_answer_http() {
     let home = Home::shared();
     let tmp = tempfile::tempdir().unwrap();
     let only = std::env::var("KILN_AUTO_EXAMPLES").ok();
-    let mut sizes = Vec::new();
     for (name, expect) in EXAMPLES {
         if only
             .as_deref()
@@ -37,17 +36,7 @@ fn examples_build_and_answer_http() {
         {
             continue;
         }
-        let dir = example(name, tmp.path());
-        let started = Instant::now();
-        let (digest, _) = home.build(&dir, &format!("{name}:1"));
-        let built = started.elapsed();
-        let size = serve_and_stop(&home, &format!("{name}:1"), expect);
-        eprintln!(
-            "{name}: {digest} built in {:.1}s, {:.1} MB",
-            built.as_secs_f64(),
-            size as f64 / 1e6
-        );
-        sizes.push((name, size));
+        let size = build_and_serve(&home, tmp.path(), name, expect);
         if *name == "go-mod" {
             assert!(size <= 30_000_000, "go image is {size} bytes, goal ≤ 30 MB");
         }

@@ -14,7 +14,7 @@ mod support;
 
 use std::time::Instant;
 
-use support::auto::{Home, example, serve_and_stop};
+use support::auto::{Home, build_and_serve};
 
 /// (example, text the HTTP answer must contain)
 const EXAMPLES: &[(&str, &str)] = &[
@@ -48,16 +48,7 @@ fn more_examples_build_and_answer_http() {
         if (only.is_some() || optional) && !named(name) {
             continue;
         }
-        let dir = example(name, tmp.path());
-        let started = Instant::now();
-        let (digest, _) = home.build(&dir, &format!("{name}:1"));
-        let built = started.elapsed();
-        let size = serve_and_stop(&home, &format!("{name}:1"), expect);
-        eprintln!(
-            "{name}: {digest} built in {:.1}s, {:.1} MB",
-            built.as_secs_f64(),
-            size as f64 / 1e6
-        );
+        build_and_serve(&home, tmp.path(), name, expect);
         ran += 1;
     }
     assert!(ran > 0, "KILN_EXAMPLES={only:?} matches no example");

@@ -229,6 +229,23 @@ pub fn serve_and_stop(home: &Home, name: &str, expect: &str) -> u64 {
     size.trim().parse().unwrap_or(0)
 }
 
+/// Copies the example `name` under `parent`, builds it as `name:1`, and
+/// [`serve_and_stop`]s it; prints the digest, build time and image size,
+/// and returns the size in bytes.
+pub fn build_and_serve(home: &Home, parent: &Path, name: &str, expect: &str) -> u64 {
+    let dir = example(name, parent);
+    let started = Instant::now();
+    let (digest, _) = home.build(&dir, &format!("{name}:1"));
+    let built = started.elapsed();
+    let size = serve_and_stop(home, &format!("{name}:1"), expect);
+    eprintln!(
+        "{name}: {digest} built in {:.1}s, {:.1} MB",
+        built.as_secs_f64(),
+        size as f64 / 1e6
+    );
+    size
+}
+
 /// Layer digests of an image in the home's store.
 pub fn layers(home: &Home, name: &str) -> Vec<String> {
     let raw = run(Command::new("skopeo").args([
