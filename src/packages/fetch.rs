@@ -52,7 +52,11 @@ impl Http {
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build();
         Http {
-            agent: config.into(),
+            agent: ureq3::Agent::with_parts(
+                config,
+                ureq3::unversioned::transport::DefaultConnector::new(),
+                super::dns::CachingResolver::default(),
+            ),
         }
     }
 

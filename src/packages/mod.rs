@@ -7,6 +7,7 @@
 //! | [`repo`] | suites, mirrors, `InRelease`/`Packages` fetching, verification, cache |
 //! | [`verify`] | OpenPGP checks of `InRelease` with the shipped archive keys |
 //! | [`fetch`] | HTTP (conditional GETs, streams) |
+//! | [`dns`] | one DNS lookup per host, not per download |
 //! | [`index`] | a suite's package index and lookups |
 //! | [`control`] | deb822 paragraphs |
 //! | [`relation`] | `Depends`-style relation fields |
@@ -24,6 +25,7 @@ pub mod compose;
 pub mod configure;
 pub mod control;
 pub mod deb;
+mod dns;
 pub mod dpkg;
 pub mod exclude;
 pub mod fetch;
