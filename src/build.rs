@@ -153,6 +153,7 @@ fn solve_options<'a>(
         secrets: req.secrets.clone(),
         cancel: req.cancel.clone(),
         registry: Some(client),
+        package_locks: BTreeMap::new(),
     })
 }
 
@@ -197,10 +198,20 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         seen: Mutex::new(BTreeMap::new()),
     };
     let mut source = choose_source(req)?;
+    let mut package_locks = BTreeMap::new();
     let (graph, ctx) = match &source {
         BuildSource::Auto { .. } => {
-            let (graph, ctx, providers) = auto_graph(req, progress)?;
+            let (mut graph, ctx, providers) = auto_graph(req, progress)?;
             source = BuildSource::Auto { providers };
+            let lock_path = req.context.join(LOCK_FILE);
+            if lock_path.is_file() {
+                package_locks = lock_package_bases(&mut graph, &lock_path)?;
+                progress.info(format!(
+                    "using {} for the Debian packages ({} sets)",
+                    lock_path.display(),
+                    package_locks.len()
+                ));
+            }
             (graph, ctx)
         }
         BuildSource::Inline | BuildSource::Dockerfile(_) => {
@@ -240,7 +251,8 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     };
     let graph = &graph;
     let ctx = Mutex::new(ctx);
-    let opts = solve_options(Some(&ctx), &client, req)?;
+    let mut opts = solve_options(Some(&ctx), &client, req)?;
+    opts.package_locks = package_locks;
     let solved = solver.solve(graph, graph.target, &opts, progress)?;
     let image = solved.image;
     let digest = image.digest()?;
@@ -298,6 +310,69 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         stats: solved.stats,
         pushed,
         source,
+    })
+}
+
+/// The lockfile of an auto build's package sets, in the context.
+pub const LOCK_FILE: &str = "kiln.lock";
+
+/// Points every package base of `g` at its set in the lockfile at `path`.
+/// A set the lockfile lacks is an error (the plan changed since `kiln lock
+/// --auto`), never a silent resolution against today's archive.
+fn lock_package_bases(
+    g: &mut crate::graph::Graph,
+    path: &Path,
+) -> Result<BTreeMap<crate::oci::Digest, crate::packages::lock::Lockfile>> {
+    let locks = crate::packages::lock::Locks::read(path)?;
+    let mut used = BTreeMap::new();
+    for stage in &mut g.stages {
+        let crate::graph::Base::Packages(p) = &mut stage.base else {
+            continue;
+        };
+        let req = crate::solver::packages_request(p, &stage.platform);
+        let Some(set) = locks.find(&p.suite, &req.repo.arch, p.base, &p.packages) else {
+            bail!(
+                "{}: no set for the {} stage's packages {} ({} {}): the plan changed since it was written; run `kiln lock --auto {}` (with the same -a/-e/-c flags) to update it",
+                path.display(),
+                stage.name.as_deref().unwrap_or("unnamed"),
+                p.packages.join(" "),
+                p.suite,
+                req.repo.arch,
+                path.parent()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|| ".".into())
+            );
+        };
+        let digest = set.digest()?;
+        p.lock = Some(digest.clone());
+        used.insert(digest, set.clone());
+    }
+    Ok(used)
+}
+
+/// Resolves the package sets of the context's auto plan (today's Debian
+/// archive) into a [`Locks`](crate::packages::lock::Locks): what `kiln lock
+/// --auto DIR` writes to `DIR/kiln.lock` so that auto builds compose exactly
+/// these package files on every machine.
+pub fn lock_auto(req: &BuildRequest, progress: &Progress) -> Result<crate::packages::lock::Locks> {
+    let (graph, _, _) = auto_graph(req, progress)?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut sets = Vec::new();
+    for stage in &graph.stages {
+        let crate::graph::Base::Packages(p) = &stage.base else {
+            continue;
+        };
+        let mut p = p.clone();
+        p.extra_ca.clear();
+        if !seen.insert(p.reference()) {
+            continue;
+        }
+        let preq = crate::solver::packages_request(&p, &stage.platform);
+        sets.push(crate::packages::image::lock(&preq, progress)?);
+    }
+    Ok(crate::packages::lock::Locks {
+        version: crate::packages::lock::LOCK_VERSION,
+        sets,
     })
 }
 

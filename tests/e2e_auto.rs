@@ -95,18 +95,55 @@ fn one_line_change_reuses_the_install_step() {
     );
 }
 
-/// Same source, empty caches, different directories ⇒ same digest.
+/// Same source, same kiln.lock, empty caches, different directories ⇒
+/// same digest; a kiln.lock the plan no longer matches is an error.
 #[test]
 fn clean_builds_are_reproducible() {
     for name in ["node-npm"] {
+        // The package sets are locked once (`kiln lock --auto`), as a
+        // project commits its kiln.lock; both builds compose exactly those
+        // files.
+        let locker = Home::fresh();
+        let tmp = tempfile::tempdir().unwrap();
+        let locked = example(name, tmp.path());
+        locker.ok(&[
+            "--progress",
+            "quiet",
+            "lock",
+            "--auto",
+            locked.to_str().unwrap(),
+        ]);
+        let lock = std::fs::read_to_string(locked.join("kiln.lock")).unwrap();
+        assert_eq!(lock.matches("[[set]]").count(), 2, "{lock}");
         let mut digests = Vec::new();
+        let mut last = None;
         for _ in 0..2 {
             let home = Home::fresh();
             let tmp = tempfile::tempdir().unwrap();
             let dir = example(name, tmp.path());
+            std::fs::write(dir.join("kiln.lock"), &lock).unwrap();
             digests.push(home.build(&dir, "repro:1").0);
+            last = Some((home, tmp, dir));
         }
         assert_eq!(digests[0], digests[1], "{name}: two clean builds differ");
+        // A plan that no longer matches the lock is refused, not resolved
+        // silently against today's archive.
+        let (home, _tmp, dir) = last.unwrap();
+        let out = home.kiln(&[
+            "build",
+            dir.to_str().unwrap(),
+            "-a",
+            "curl",
+            "-t",
+            "stale:1",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a stale kiln.lock was accepted");
+        assert!(
+            err.contains("kiln.lock: no set for the build stage's packages")
+                && err.contains("kiln lock --auto"),
+            "{err}"
+        );
     }
 }
 

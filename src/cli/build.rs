@@ -64,6 +64,22 @@ pub struct BuildArgs {
     /// Print the build summary, the equivalent Dockerfile and every step's full output.
     #[arg(long, visible_alias = "debug-build")]
     pub debug: bool,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Auto builds: trust this CA certificate (PEM) in the build stage, e.g. a
+    /// company proxy's (repeatable; also KILN_CA_CERTS=FILE:FILE). Never in the image.
+    #[arg(
+        long = "ca-cert",
+        value_name = "FILE",
+        env = "KILN_CA_CERTS",
+        value_delimiter = ':'
+    )]
+    pub ca_cert: Vec<PathBuf>,
+}
+
+/// The auto plan's flags, as `kiln plan` takes them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PlanArgs {
     /// Auto builds: replace the start command.
     #[arg(short = 's', long, value_name = "CMD")]
     pub start_cmd: Option<String>,
@@ -79,18 +95,22 @@ pub struct BuildArgs {
     /// Auto builds: plan environment entry NAME=VALUE (or NAME to copy it from here).
     #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
     pub env: Vec<String>,
-    /// Auto builds: trust this CA certificate (PEM) in the build stage, e.g. a
-    /// company proxy's (repeatable; also KILN_CA_CERTS=FILE:FILE). Never in the image.
-    #[arg(
-        long = "ca-cert",
-        value_name = "FILE",
-        env = "KILN_CA_CERTS",
-        value_delimiter = ':'
-    )]
-    pub ca_cert: Vec<PathBuf>,
     /// Auto builds: the plan's config file, relative to the context (.toml or .json).
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<String>,
+}
+
+impl PlanArgs {
+    pub fn request(self) -> crate::build::PlanRequest {
+        crate::build::PlanRequest {
+            start_cmd: self.start_cmd,
+            install_cmd: self.install_cmd,
+            build_cmd: self.build_cmd,
+            apt: self.apt,
+            env: self.env,
+            config: self.config,
+        }
+    }
 }
 
 pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
@@ -143,14 +163,7 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         auto: a.auto,
         debug: a.debug,
         ca_certs: a.ca_cert,
-        plan: crate::build::PlanRequest {
-            start_cmd: a.start_cmd,
-            install_cmd: a.install_cmd,
-            build_cmd: a.build_cmd,
-            apt: a.apt,
-            env: a.env,
-            config: a.config,
-        },
+        plan: a.plan.request(),
     };
     let result = build(&req, progress);
     if cancel.load(Ordering::SeqCst) {

@@ -159,18 +159,54 @@ impl SetArgs {
 pub struct LockArgs {
     #[command(flatten)]
     pub set: SetArgs,
-    /// The lockfile to write.
-    #[arg(short = 'o', long, default_value = "kiln.lock")]
-    pub output: std::path::PathBuf,
+    /// The lockfile to write (default: kiln.lock, or DIR/kiln.lock with --auto).
+    #[arg(short = 'o', long)]
+    pub output: Option<std::path::PathBuf>,
+    /// Lock the package sets of DIR's auto build (its build stage and its
+    /// runtime), which `kiln build DIR` then uses.
+    #[arg(long, value_name = "DIR", conflicts_with = "packages")]
+    pub auto: Option<std::path::PathBuf>,
+    /// With --auto: the platform whose packages are locked (default: this machine's).
+    #[arg(long, requires = "auto")]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub plan: super::build::PlanArgs,
     /// Packages (NAME, NAME@VERSION-PREFIX, NAME=VERSION); without any, the
     /// requests of the existing lockfile are resolved again (an update).
     pub packages: Vec<String>,
 }
 
 pub fn lock(a: LockArgs, progress: &Progress) -> Result<()> {
+    if let Some(dir) = a.auto {
+        let output = a
+            .output
+            .unwrap_or_else(|| dir.join(crate::build::LOCK_FILE));
+        let req = crate::build::BuildRequest {
+            context: dir,
+            auto: true,
+            platform: a.platform,
+            plan: a.plan.request(),
+            ..Default::default()
+        };
+        let locks = crate::build::lock_auto(&req, progress)?;
+        locks.write(&output)?;
+        for l in &locks.sets {
+            println!(
+                "{}: {} packages for {} from {} ({}), Release {}",
+                output.display(),
+                l.packages.len(),
+                l.requests.join(" "),
+                l.suite,
+                l.arch,
+                l.release_date
+            );
+        }
+        return Ok(());
+    }
+    let output = a.output.unwrap_or_else(|| "kiln.lock".into());
     let mut set = a.set.clone();
     let packages = if a.packages.is_empty() {
-        let old = crate::packages::lock::Lockfile::read(&a.output).map_err(|e| {
+        let old = crate::packages::lock::Lockfile::read(&output).map_err(|e| {
             e.context("no packages given and no lockfile to update: run `kiln lock PKG…`")
         })?;
         set.base = old.base;
@@ -181,10 +217,10 @@ pub fn lock(a: LockArgs, progress: &Progress) -> Result<()> {
     };
     let req = set.request(packages)?;
     let l = crate::packages::image::lock(&req, progress)?;
-    l.write(&a.output)?;
+    l.write(&output)?;
     println!(
         "{}: {} packages from {} ({}), Release {}",
-        a.output.display(),
+        output.display(),
         l.packages.len(),
         l.suite,
         l.arch,

@@ -119,6 +119,9 @@ impl PackageSet {
                 .trim_matches('"'),
             pkgs.join(",")
         );
+        if let Some(lock) = &self.lock {
+            r.push_str(&format!("+lock:{}", lock.hex()));
+        }
         if !self.extra_ca.is_empty() {
             let mut h = crate::oci::digest::Hasher::new();
             for (name, pem) in &self.extra_ca {

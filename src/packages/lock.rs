@@ -4,6 +4,11 @@
 //! verified by sha256) without reading any index, so two machines build
 //! identical layers; a file the mirror no longer has is a clear error
 //! (point `KILN_DEBIAN_MIRROR` at snapshot.debian.org to rebuild an old lock).
+//!
+//! An auto build composes two package sets (the build stage's toolchain,
+//! the runtime's packages), so its `kiln.lock` holds one `[[set]]` per set
+//! ([`Locks`]); a lockfile of one set (`kiln lock PKG…`) is read as a
+//! [`Locks`] of one.
 
 use std::path::Path;
 
@@ -150,6 +155,101 @@ impl Lockfile {
     }
 }
 
+/// The package sets of one `kiln.lock`: one per composed package base.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locks {
+    pub version: u32,
+    #[serde(rename = "set")]
+    pub sets: Vec<Lockfile>,
+}
+
+impl Locks {
+    /// Reads either form: `[[set]]` sections, or one set at the top level.
+    pub fn parse(text: &str, origin: &str) -> Result<Locks> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!("{origin}: not a valid kiln.lock: {e}. Regenerate it with `kiln lock`")
+        })?;
+        if !table.contains_key("set") {
+            return Ok(Locks {
+                version: LOCK_VERSION,
+                sets: vec![Lockfile::parse(text, origin)?],
+            });
+        }
+        let locks: Locks = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!("{origin}: not a valid kiln.lock: {e}. Regenerate it with `kiln lock`")
+        })?;
+        if locks.version != LOCK_VERSION {
+            bail!(
+                "{origin}: lockfile version {} is not supported (this kiln writes version {LOCK_VERSION}): regenerate it with `kiln lock`",
+                locks.version
+            );
+        }
+        for (i, set) in locks.sets.iter().enumerate() {
+            if set.version != LOCK_VERSION {
+                bail!(
+                    "{origin}: set {} has version {}, not {LOCK_VERSION}: regenerate it with `kiln lock`",
+                    i + 1,
+                    set.version
+                );
+            }
+            for p in &set.packages {
+                p.digest().with_context(|| origin.to_string())?;
+            }
+        }
+        Ok(locks)
+    }
+
+    pub fn read(path: &Path) -> Result<Locks> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Locks::parse(&text, &path.display().to_string())
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        let body = toml::to_string(self).context("serialising kiln.lock")?;
+        Ok(format!(
+            "# kiln.lock: the exact Debian package files of this build's package sets. Written by `kiln lock --auto`; do not edit.\n{body}"
+        ))
+    }
+
+    /// Written to a temp file next to `path`, then renamed.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("lock.tmp");
+        std::fs::write(&tmp, self.to_toml()?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The set made for these requests (any order), base, suite and
+    /// architecture.
+    pub fn find(
+        &self,
+        suite: &str,
+        arch: &str,
+        base: Base,
+        requests: &[String],
+    ) -> Option<&Lockfile> {
+        let mut want = requests.to_vec();
+        want.sort();
+        self.sets.iter().find(|l| {
+            l.suite == suite
+                && l.arch == arch
+                && l.base == base
+                && !l.recommends
+                && l.requests == want
+        })
+    }
+}
+
+impl Lockfile {
+    /// The digest of the set's canonical TOML: what a locked package base
+    /// is keyed by.
+    pub fn digest(&self) -> Result<Digest> {
+        Ok(Digest::of(toml::to_string(self)?.as_bytes()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +284,49 @@ mod tests {
         assert_eq!(
             l.packages[0].url(&cfg),
             "http://deb.debian.org/debian-security/pool/updates/main/g/glibc/libc6_2.41-12_amd64.deb"
+        );
+    }
+
+    #[test]
+    fn sets_and_single_lockfiles() {
+        let one = sample();
+        let locks = Locks::parse(&one.to_toml().unwrap(), "kiln.lock").unwrap();
+        assert_eq!(locks.sets, vec![one.clone()]);
+        let mut two = one.clone();
+        two.requests = vec!["ca-certificates".into(), "tini".into()];
+        let locks = Locks {
+            version: LOCK_VERSION,
+            sets: vec![one.clone(), two.clone()],
+        };
+        let text = locks.to_toml().unwrap();
+        assert_eq!(Locks::parse(&text, "kiln.lock").unwrap(), locks);
+        let found = locks.find(
+            "trixie",
+            "amd64",
+            Base::Minimal,
+            &["tini".into(), "ca-certificates".into()],
+        );
+        assert_eq!(found, Some(&two));
+        assert_eq!(
+            locks.find("trixie", "arm64", Base::Minimal, &["nodejs".into()]),
+            None
+        );
+        assert_eq!(
+            locks.find("trixie", "amd64", Base::Minbase, &["nodejs".into()]),
+            None
+        );
+        assert_ne!(one.digest().unwrap(), two.digest().unwrap());
+        let e = format!(
+            "{:#}",
+            Locks::parse(
+                &text.replacen("version = 1", "version = 3", 1),
+                "app/kiln.lock"
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("app/kiln.lock") && e.contains("version 3"),
+            "{e}"
         );
     }
 

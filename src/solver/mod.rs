@@ -54,6 +54,9 @@ pub struct SolveOptions<'a> {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Where base images are pulled from when not in the local store.
     pub registry: Option<&'a crate::registry::Client>,
+    /// The `kiln.lock` sets that locked package bases name (by
+    /// [`graph::PackageSet::lock`] digest).
+    pub package_locks: BTreeMap<Digest, crate::packages::lock::Lockfile>,
 }
 
 /// What a finished build step did, for tests and summaries.
@@ -241,19 +244,16 @@ impl Solver {
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Image> {
-        use crate::packages::{compose::ComposeOptions, image, repo::RepoConfig};
-        let mut repo = RepoConfig::from_env();
-        let plat = parse_platform(platform).unwrap_or_else(|_| host_platform());
-        repo.arch = match plat.architecture().to_string().as_str() {
-            "arm64" => "arm64".to_string(),
-            _ => "amd64".to_string(),
-        };
-        let req = image::PackagesRequest {
-            repo,
-            suite: Some(p.suite.clone()),
-            base: p.base,
-            recommends: false,
-            packages: p.packages.clone(),
+        use crate::packages::{compose::ComposeOptions, image};
+        let req = packages_request(p, platform);
+        let lock = match &p.lock {
+            Some(d) => Some(opts.package_locks.get(d).cloned().with_context(|| {
+                format!(
+                    "the package set {} names lock {d}, which the build was not given",
+                    p.packages.join(" ")
+                )
+            })?),
+            None => None,
         };
         let task = progress.task(format!(
             "[packages] {} ({})",
@@ -263,7 +263,7 @@ impl Solver {
         let built = image::build(
             &self.store,
             &req,
-            None,
+            lock,
             &ComposeOptions {
                 layer: opts.layer,
                 extra_ca: p
@@ -657,6 +657,26 @@ impl Solver {
         }
         let entries = out.entries()?;
         self.write(entries, opts)
+    }
+}
+
+/// The package request a package base stands for, on the stage's platform.
+pub(crate) fn packages_request(
+    p: &graph::PackageSet,
+    platform: &str,
+) -> crate::packages::image::PackagesRequest {
+    let mut repo = crate::packages::repo::RepoConfig::from_env();
+    let plat = parse_platform(platform).unwrap_or_else(|_| host_platform());
+    repo.arch = match plat.architecture().to_string().as_str() {
+        "arm64" => "arm64".to_string(),
+        _ => "amd64".to_string(),
+    };
+    crate::packages::image::PackagesRequest {
+        repo,
+        suite: Some(p.suite.clone()),
+        base: p.base,
+        recommends: false,
+        packages: p.packages.clone(),
     }
 }
 
