@@ -66,7 +66,14 @@ pub struct BuildArgs {
     pub debug: bool,
     #[command(flatten)]
     pub plan: PlanArgs,
-    /// Auto builds: trust this CA certificate (PEM) in the build stage, e.g. a
+    #[command(flatten)]
+    pub ca: BuildCaArgs,
+}
+
+/// `--ca-cert` of the commands that run auto builds.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BuildCaArgs {
+    /// Auto builds: trust this CA certificate (PEM) in build stages, e.g. a
     /// company proxy's (repeatable; also KILN_CA_CERTS=FILE:FILE). Never in the image.
     #[arg(
         long = "ca-cert",
@@ -162,7 +169,7 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         cancel: Some(cancel.clone()),
         auto: a.auto,
         debug: a.debug,
-        ca_certs: a.ca_cert,
+        ca_certs: a.ca.ca_cert,
         plan: a.plan.request(),
     };
     let result = build(&req, progress);

@@ -45,15 +45,8 @@ pub struct DeployArgs {
     pub ssh: Option<String>,
     #[command(flatten)]
     pub ssh_flags: super::transfer::SshFlags,
-    /// Auto builds: trust this CA certificate (PEM) in build stages
-    /// (repeatable; also KILN_CA_CERTS=FILE:FILE). Never in the images.
-    #[arg(
-        long = "ca-cert",
-        value_name = "FILE",
-        env = "KILN_CA_CERTS",
-        value_delimiter = ':'
-    )]
-    pub ca_cert: Vec<PathBuf>,
+    #[command(flatten)]
+    pub ca: super::build::BuildCaArgs,
 }
 
 pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
@@ -70,7 +63,7 @@ pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
         jobs: a.jobs.max(1),
         insecure_registries: a.insecure_registry,
         cancel: Some(cancel.clone()),
-        ca_certs: a.ca_cert,
+        ca_certs: a.ca.ca_cert,
         unpushed: match &a.ssh {
             Some(host) => crate::deploy::Destination::ssh(
                 host,

@@ -129,16 +129,17 @@ impl Lockfile {
         let lock: Lockfile = toml::from_str(text).map_err(|e| {
             anyhow::anyhow!("{origin}: not a valid kiln.lock: {e}. Regenerate it with `kiln lock`")
         })?;
-        if lock.version != LOCK_VERSION {
-            bail!(
-                "{origin}: lockfile version {} is not supported (this kiln writes version {LOCK_VERSION}): regenerate it with `kiln lock`",
-                lock.version
-            );
-        }
-        for p in &lock.packages {
+        lock.check(origin)?;
+        Ok(lock)
+    }
+
+    /// A version this kiln reads, and well-formed digests.
+    fn check(&self, origin: &str) -> Result<()> {
+        check_version(self.version, origin)?;
+        for p in &self.packages {
             p.digest().with_context(|| origin.to_string())?;
         }
-        Ok(lock)
+        Ok(())
     }
 
     pub fn read(path: &Path) -> Result<Lockfile> {
@@ -148,11 +149,25 @@ impl Lockfile {
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("lock.tmp");
-        std::fs::write(&tmp, self.to_toml()?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        write_atomic(path, &self.to_toml()?)
     }
+}
+
+fn check_version(version: u32, origin: &str) -> Result<()> {
+    if version != LOCK_VERSION {
+        bail!(
+            "{origin}: lockfile version {version} is not supported (this kiln writes version {LOCK_VERSION}): regenerate it with `kiln lock`"
+        );
+    }
+    Ok(())
+}
+
+/// Written to a temp file next to `path`, then renamed, so a failed write
+/// never leaves half a lockfile.
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("lock.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The package sets of one `kiln.lock`: one per composed package base.
@@ -179,23 +194,9 @@ impl Locks {
         let locks: Locks = toml::from_str(text).map_err(|e| {
             anyhow::anyhow!("{origin}: not a valid kiln.lock: {e}. Regenerate it with `kiln lock`")
         })?;
-        if locks.version != LOCK_VERSION {
-            bail!(
-                "{origin}: lockfile version {} is not supported (this kiln writes version {LOCK_VERSION}): regenerate it with `kiln lock`",
-                locks.version
-            );
-        }
+        check_version(locks.version, origin)?;
         for (i, set) in locks.sets.iter().enumerate() {
-            if set.version != LOCK_VERSION {
-                bail!(
-                    "{origin}: set {} has version {}, not {LOCK_VERSION}: regenerate it with `kiln lock`",
-                    i + 1,
-                    set.version
-                );
-            }
-            for p in &set.packages {
-                p.digest().with_context(|| origin.to_string())?;
-            }
+            set.check(&format!("{origin}: set {}", i + 1))?;
         }
         Ok(locks)
     }
@@ -213,12 +214,8 @@ impl Locks {
         ))
     }
 
-    /// Written to a temp file next to `path`, then renamed.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("lock.tmp");
-        std::fs::write(&tmp, self.to_toml()?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        write_atomic(path, &self.to_toml()?)
     }
 
     /// The set made for these requests (any order), base, suite and
