@@ -8,10 +8,11 @@
 //!   the signed Release gives for them, re-hashed on every read;
 //! - `keyrings/`: the shipped archive keys, written for gpgv.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -454,9 +455,33 @@ impl Repo {
         String::from_utf8(text).context("Packages index is not UTF-8")
     }
 
-    /// Loads every archive of a suite into one index.
-    pub fn load_suite(&self, suite: &str) -> Result<SuiteIndex> {
+    /// Loads every archive of a suite into one index. Builds that compose
+    /// several package sets at once (an auto build's build stage and
+    /// runtime) share one parse: the index is fetched and parsed once, the
+    /// other callers wait for it and get the same `Arc`. Only a weak
+    /// reference is kept, so the index is freed when its last user is done
+    /// (its ~150 MB are not held through the .deb unpacking that follows).
+    pub fn load_suite(&self, suite: &str) -> Result<Arc<SuiteIndex>> {
+        /// One slot per suite and repository configuration.
+        type Slot = Arc<Mutex<Weak<SuiteIndex>>>;
+        static LOADED: LazyLock<Mutex<HashMap<String, Slot>>> = LazyLock::new(Default::default);
         let suite = canonical_suite(suite)?;
+        let slot = LOADED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(format!("{suite}\0{:?}", self.config))
+            .or_default()
+            .clone();
+        let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(idx) = held.upgrade() {
+            return Ok(idx);
+        }
+        let idx = Arc::new(self.read_suite(suite)?);
+        *held = Arc::downgrade(&idx);
+        Ok(idx)
+    }
+
+    fn read_suite(&self, suite: &'static str) -> Result<SuiteIndex> {
         let mut idx = SuiteIndex::new(suite, &self.config.arch);
         let archives = self.config.archives(suite)?;
         let http = &self.http;

@@ -643,7 +643,7 @@ pub fn resolve_in_repo(
     suite: Option<&str>,
     requests: &[Request],
     opts: &ResolveOptions,
-) -> Result<(SuiteIndex, Resolution)> {
+) -> Result<(std::sync::Arc<SuiteIndex>, Resolution)> {
     if let Some(s) = suite {
         let idx = repo.load_suite(s)?;
         let res = resolve(&idx, requests, opts)?;

@@ -71,12 +71,15 @@ impl StepCache {
         Ok(StepCache::new(crate::paths::cache_dir()?.join("steps")))
     }
 
-    /// The record for `key`, if it exists and its layer is in `store`.
-    pub fn get(&self, key: &Digest, store: &Store) -> Option<StepRecord> {
+    /// The record for `key`, if it exists, its layer is in `store` and is
+    /// compressed as `compression` asks (a layer cached for a stage that is
+    /// not exported is zstd; reusing it in an exported stage would mix
+    /// compressions the user did not ask for, so that is a miss).
+    pub fn get(&self, key: &Digest, store: &Store, compression: Compression) -> Option<StepRecord> {
         let text = fs::read(self.dir.join(key.hex())).ok()?;
         let rec: StepRecord = serde_json::from_slice(&text).ok()?;
         match &rec.layer {
-            Some(l) if !store.contains(&l.blob) => None,
+            Some(l) if !store.contains(&l.blob) || l.compression != compression => None,
             _ => Some(rec),
         }
     }
