@@ -135,8 +135,12 @@ pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Ve
     };
     for c in dest_rel.components().take(dest_parent_count) {
         anc.push(c);
-        let meta = dest_view
-            .lookup(&anc)
+        // A `--link` layer does not depend on the layers below (its cache
+        // key leaves them out), so it must not read their metadata either:
+        // its parents are created fresh, as BuildKit's are.
+        let meta = (!copy.link)
+            .then(|| dest_view.lookup(&anc))
+            .flatten()
             .and_then(|h| {
                 fs::symlink_metadata(&h)
                     .ok()
