@@ -8,6 +8,7 @@
 //! | [`copy`] | COPY/ADD → layer entries, Docker's destination rules |
 //! | [`workdir`] | WORKDIR's directory, owned by the current USER |
 //! | [`add`] | ADD's archive extraction (tar, gzip, bzip2, xz, zstd) |
+//! | [`download`] | ADD's URL downloads, verified against `--checksum` |
 //!
 //! Each stage's state is an [`ImageBuilder`] (layers + history), the graph
 //! config the steps build up, and the layers as cache records (for
@@ -17,6 +18,7 @@
 pub mod add;
 pub mod cache;
 pub mod copy;
+pub mod download;
 pub mod rootfs;
 pub mod workdir;
 
@@ -170,6 +172,16 @@ impl Solver {
                 }
             }
         }
+        // `ADD <url>` without `--checksum` is keyed by what the URL serves
+        // now (as in BuildKit): download before keying.
+        let resolved;
+        let g = match self.download_unpinned(g, &order, progress)? {
+            Some(owned) => {
+                resolved = owned;
+                &resolved
+            }
+            None => g,
+        };
         let digests: ImageDigests = bases
             .iter()
             .map(|(r, img)| Ok((r.clone(), img.digest()?)))
@@ -230,6 +242,68 @@ impl Solver {
             image,
             stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()),
         })
+    }
+
+    /// A copy of `g` whose `ADD <url>` items without a checksum carry the
+    /// digest of their content, downloaded into the store; `None` when
+    /// there are none.
+    fn download_unpinned(
+        &self,
+        g: &Graph,
+        order: &[usize],
+        progress: &Progress,
+    ) -> Result<Option<Graph>> {
+        let mut out: Option<Graph> = None;
+        let http = crate::packages::fetch::Http::new();
+        for &i in order {
+            for j in 0..g.stages[i].steps.len() {
+                let step = &g.stages[i].steps[j];
+                let Op::Copy(c) = &step.op else { continue };
+                for (k, item) in c.items.iter().enumerate() {
+                    let graph::CopyItem::Url {
+                        url,
+                        checksum: None,
+                        digest: None,
+                    } = item
+                    else {
+                        continue;
+                    };
+                    let task = progress.task(format!("[download] {url}"));
+                    let d = download::fetch(&self.store, &http, url, None)
+                        .with_context(|| format!("ADD {url} ({})", origin_of(step)))?;
+                    task.finish("done");
+                    let owned = out.get_or_insert_with(|| g.clone());
+                    if let Op::Copy(c) = &mut owned.stages[i].steps[j].op
+                        && let graph::CopyItem::Url { digest, .. } = &mut c.items[k]
+                    {
+                        *digest = Some(d);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The files holding the content of the URLs `c` adds: blobs in the
+    /// store, downloaded (and verified against `--checksum`) when missing.
+    fn downloads(&self, c: &graph::Copy) -> Result<BTreeMap<String, PathBuf>> {
+        let mut out = BTreeMap::new();
+        let http = crate::packages::fetch::Http::new();
+        for item in &c.items {
+            if let graph::CopyItem::Url {
+                url,
+                checksum,
+                digest,
+            } = item
+            {
+                let d = match digest {
+                    Some(d) if self.store.contains(d) => d.clone(),
+                    _ => download::fetch(&self.store, &http, url, checksum.as_deref())?,
+                };
+                out.insert(url.clone(), self.store.blob_path(&d));
+            }
+        }
+        Ok(out)
     }
 
     /// A stage base made of Debian packages, composed (or found in the
@@ -402,22 +476,25 @@ impl Solver {
                 Op::Copy(c) => {
                     let task = progress.task(label.clone());
                     let dest_view = self.view(&st)?;
+                    let downloads = self
+                        .downloads(c)
+                        .with_context(|| format!("{label} ({})", origin_of(step)))?;
                     let entries = match &c.from {
                         CopyFrom::Context => {
                             let ctx = opts.context.context(
                                 "COPY from the build context, but the build has no context",
                             )?;
                             let ctx = ctx.lock().unwrap_or_else(|e| e.into_inner());
-                            copy::entries(c, &copy::Source::Context(&ctx), &dest_view)
+                            copy::entries(c, &copy::Source::Context(&ctx), &dest_view, &downloads)
                         }
                         CopyFrom::Stage(i) => {
                             let view = self.view(&state_of(*i)?)?;
-                            copy::entries(c, &copy::Source::View(&view), &dest_view)
+                            copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads)
                         }
                         CopyFrom::Image(r) => {
                             let img = bases.get(r).context("image not resolved")?;
                             let view = RootView::new(self.snapshots.for_image(&self.store, img)?);
-                            copy::entries(c, &copy::Source::View(&view), &dest_view)
+                            copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads)
                         }
                     }
                     .with_context(|| format!("{label} ({})", origin_of(step)))?;
