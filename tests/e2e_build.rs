@@ -1038,3 +1038,73 @@ fn copy_link_layer_is_cached_across_a_change_below_it() {
         other => panic!("/after: {other:?}"),
     }
 }
+
+#[test]
+fn run_mounts_from_another_stage_and_image() {
+    let env = Env::new();
+    let dir = env.path("mounts");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        "ARG BASE\nFROM $BASE AS tools\nRUN mkdir -p /opt/t && echo tool-x > /opt/t/x && ln -s x /opt/t/link\n\
+         FROM $BASE\n\
+         RUN --mount=type=bind,from=tools,source=/opt/t,target=/mnt cat /mnt/x /mnt/link > /out\n\
+         RUN --mount=type=bind,from=tools,source=/opt/t,target=/mnt,rw echo changed > /mnt/x && cat /mnt/x > /rw-saw\n\
+         RUN --mount=type=bind,from=tools,source=/opt/t,target=/mnt cat /mnt/x > /out2 && ! touch /mnt/y 2>/dev/null\n\
+         RUN --mount=type=bind,from=tools,source=/opt/t/x,target=/one.txt cat /one.txt > /single\n\
+         RUN --mount=type=cache,id=seeded,target=/c,from=tools,source=/opt/t cat /c/x > /cached && echo more > /c/new\n\
+         RUN --mount=type=bind,from=debian:bookworm,source=/etc/debian_version,target=/dv cat /dv > /dv-copy\n",
+    )
+    .unwrap();
+    let layout = env.path("mounts-layout");
+    let o = format!("type=oci,dest={}", layout.display());
+    let events = env.build_events(&dir, &["-t", "mounts:latest", "-o", &o]);
+    assert!(events.iter().all(|(_, s)| s == "done"), "{events:?}");
+    let (_, tree) = image_layers(&layout, "latest");
+    let sha = |p: &str| match tree.get(Path::new(p)) {
+        Some(Node::File { sha, .. }) => sha.clone(),
+        other => panic!("/{p}: {other:?}"),
+    };
+    let of = |b: &[u8]| kiln::oci::Digest::of(b).to_string();
+    assert_eq!(sha("out"), of(b"tool-x\ntool-x\n"));
+    assert_eq!(sha("rw-saw"), of(b"changed\n"));
+    // The rw write was discarded: neither the stage nor the next mount saw it.
+    assert_eq!(sha("out2"), of(b"tool-x\n"));
+    assert_eq!(sha("single"), of(b"tool-x\n"));
+    // A new cache mount starts with the stage's files.
+    assert_eq!(sha("cached"), of(b"tool-x\n"));
+    let dv = fs::read(base_debian_version(&env)).unwrap();
+    assert_eq!(sha("dv-copy"), of(&dv));
+    // Mount points and their contents stay out of the image.
+    assert!(!tree.contains_key(Path::new("mnt/x")), "mnt/x leaked");
+    assert!(!tree.contains_key(Path::new("c/x")), "c/x leaked");
+
+    // A missing source names itself, the stage and the line.
+    fs::write(
+        dir.join("Dockerfile"),
+        "ARG BASE\nFROM $BASE AS tools\nRUN mkdir -p /opt/t\nFROM $BASE\nRUN --mount=type=bind,from=tools,source=/opt/nope,target=/mnt true\n",
+    )
+    .unwrap();
+    let base_arg = "BASE=debian:bookworm".to_string();
+    let out = env.kiln(&["build", dir.to_str().unwrap(), "--build-arg", &base_arg]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/opt/nope: not found in stage tools"), "{err}");
+    assert!(err.contains("Dockerfile:5"), "{err}");
+}
+
+/// `/etc/debian_version` of the test base, read through a build.
+fn base_debian_version(env: &Env) -> PathBuf {
+    let dir = env.path("dv");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM debian:bookworm\nCMD [\"cat\", \"/etc/debian_version\"]\n",
+    )
+    .unwrap();
+    env.ok(&["build", dir.to_str().unwrap(), "-t", "dv:1"]);
+    let out = env.ok(&["run", "dv:1"]);
+    let p = env.path("dv/version");
+    fs::write(&p, out.stdout).unwrap();
+    p
+}

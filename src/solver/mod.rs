@@ -9,6 +9,7 @@
 //! | [`workdir`] | WORKDIR's directory, owned by the current USER |
 //! | [`add`] | ADD's archive extraction (tar, gzip, bzip2, xz, zstd) |
 //! | [`download`] | ADD's URL downloads, verified against `--checksum` |
+//! | [`mounts`] | `RUN --mount` sources from another stage or image |
 //!
 //! Each stage's state is an [`ImageBuilder`] (layers + history), the graph
 //! config the steps build up, and the layers as cache records (for
@@ -19,6 +20,7 @@ pub mod add;
 pub mod cache;
 pub mod copy;
 pub mod download;
+pub mod mounts;
 pub mod rootfs;
 pub mod workdir;
 
@@ -155,6 +157,10 @@ impl Solver {
                         for m in &r.mounts {
                             if let graph::Mount::Bind {
                                 from: CopyFrom::Image(img),
+                                ..
+                            }
+                            | graph::Mount::Cache {
+                                from: Some(CopyFrom::Image(img)),
                                 ..
                             } = m
                             {
@@ -503,7 +509,23 @@ impl Solver {
                     l
                 }
                 Op::Run(run) => {
-                    self.run_step(&st, run, &label, &origin_of(step), opts, progress)?
+                    let view_of = |from: &CopyFrom| -> Result<(RootView, String)> {
+                        match from {
+                            CopyFrom::Stage(i) => Ok((
+                                self.view(&state_of(*i)?)?,
+                                format!("stage {}", g.stages[*i].display_name(*i)),
+                            )),
+                            CopyFrom::Image(r) => {
+                                let img = bases.get(r).context("image not resolved")?;
+                                Ok((
+                                    RootView::new(self.snapshots.for_image(&self.store, img)?),
+                                    format!("image {r}"),
+                                ))
+                            }
+                            CopyFrom::Context => bail!("the build context is not a stage"),
+                        }
+                    };
+                    self.run_step(&st, run, &label, &origin_of(step), &view_of, opts, progress)?
                 }
                 Op::Config(change) => {
                     // WORKDIR creates its directory when missing, as Docker does.
@@ -565,12 +587,14 @@ impl Solver {
         Ok(RootView::new(self.lowers(st)?))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_step(
         &self,
         st: &StageState,
         run: &graph::Run,
         label: &str,
         origin: &str,
+        view_of: &dyn Fn(&CopyFrom) -> Result<(RootView, String)>,
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Option<LayerRecord>> {
@@ -597,6 +621,9 @@ impl Solver {
         };
         spec.cancel = opts.cancel.clone();
         let mut _inline_files = Vec::new();
+        // Stage and image sources of mounts, removed after the run.
+        let mut _materialised = Vec::new();
+        let mounts_dir = crate::paths::cache_dir()?.join("mounts");
         for m in &run.mounts {
             match m {
                 graph::Mount::Cache {
@@ -604,17 +631,12 @@ impl Solver {
                     id,
                     sharing,
                     from,
+                    source,
                     readonly: _,
                     mode,
                     uid,
                     gid,
-                    ..
                 } => {
-                    if from.is_some() {
-                        bail!(
-                            "{label}: cache mounts seeded from= another stage are not supported yet"
-                        );
-                    }
                     let mut c = sandbox::CacheMount::new(
                         if id.is_empty() {
                             target.clone()
@@ -629,6 +651,26 @@ impl Solver {
                         graph::Sharing::Private => sandbox::Sharing::Private,
                     };
                     (c.mode, c.uid, c.gid) = (*mode, *uid, *gid);
+                    if let Some(from) = from {
+                        // Only read when the cache dir is new, but cheap to
+                        // prepare (hard links): the sandbox copies it then.
+                        let (view, what) = view_of(from).with_context(|| label.to_string())?;
+                        let (tmp, path) = mounts::materialise(
+                            &view,
+                            source,
+                            &what,
+                            &mounts_dir,
+                            mounts::Files::Linked,
+                        )
+                        .with_context(|| format!("{label} ({origin}): cache mount from={what}"))?;
+                        if !path.is_dir() {
+                            bail!(
+                                "{label} ({origin}): cache mount source={source} in {what} is not a directory"
+                            );
+                        }
+                        c.seed = Some(path);
+                        _materialised.push(tmp);
+                    }
                     spec.mounts.push(sandbox::Mount::Cache(c));
                 }
                 graph::Mount::Secret {
@@ -685,8 +727,31 @@ impl Solver {
                         readwrite: *readwrite,
                     }));
                 }
-                graph::Mount::Bind { .. } => {
-                    bail!("{label}: bind mounts from another stage or image are not supported yet")
+                graph::Mount::Bind {
+                    target,
+                    from,
+                    source,
+                    readwrite,
+                } => {
+                    let (view, what) = view_of(from).with_context(|| label.to_string())?;
+                    let (tmp, path) = mounts::materialise(
+                        &view,
+                        source,
+                        &what,
+                        &mounts_dir,
+                        if *readwrite {
+                            mounts::Files::Copied
+                        } else {
+                            mounts::Files::Linked
+                        },
+                    )
+                    .with_context(|| format!("{label} ({origin}): bind mount from={what}"))?;
+                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount {
+                        source: path,
+                        target: target.into(),
+                        readwrite: *readwrite,
+                    }));
+                    _materialised.push(tmp);
                 }
                 graph::Mount::Inline {
                     target,
