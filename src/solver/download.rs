@@ -82,7 +82,20 @@ pub fn fetch(store: &Store, http: &Http, url: &str, checksum: Option<&str>) -> R
             return Ok(d);
         }
     }
-    let (_, mut body) = http.open(url)?;
+    let (_, mut body) = http.open(url).map_err(|e| {
+        // The archive client's hints are about Debian mirrors; say what
+        // failed in ADD's terms instead.
+        match e.downcast_ref::<crate::packages::fetch::FetchError>() {
+            Some(f) => match f.status {
+                Some(s) => anyhow::anyhow!("GET {url}: HTTP {s}"),
+                None => anyhow::anyhow!(
+                    "GET {url}: {} (is the server reachable from this machine?)",
+                    f.what.split(" (is the mirror").next().unwrap_or(&f.what)
+                ),
+            },
+            None => e,
+        }
+    })?;
     let mut w = store.writer()?;
     let mut extra = match expected.as_ref().map(|e| e.algorithm) {
         Some("sha256") => Extra::Sha256(sha2::Sha256::new()),
@@ -171,6 +184,52 @@ mod tests {
         assert_eq!(file_name("http://x.org"), "index");
         assert_eq!(file_name("http://x.org/a%20b"), "a b");
         assert_eq!(file_name("http://x.org/a/%2F"), "index");
+    }
+
+    /// Answers every request on a loopback port with `body`.
+    fn serve(body: &'static [u8]) -> String {
+        use std::io::BufRead;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = c.write_all(body);
+            }
+        });
+        format!("http://127.0.0.1:{port}/f")
+    }
+
+    #[test]
+    fn downloads_are_verified_before_they_are_stored() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let url = serve(b"payload");
+        let http = Http::new();
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        let err = fetch(&store, &http, &url, Some(&wrong))
+            .unwrap_err()
+            .to_string();
+        let got = Digest::of(b"payload");
+        assert!(
+            err.contains(&format!("expected {wrong}, got {got}")),
+            "{err}"
+        );
+        assert!(store.list().unwrap().is_empty(), "nothing stored");
+        let sha512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(b"payload")));
+        assert_eq!(fetch(&store, &http, &url, Some(&sha512)).unwrap(), got);
+        assert_eq!(fetch(&store, &http, &url, None).unwrap(), got);
+        assert!(fetch(&store, &http, "git@host:repo.git", None).is_err());
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn copy_dir(view: &RootView, dir: &Path, out: &Path, files: Files) -> Result<()>
             set_meta(&dst, &md)?;
         } else if ft.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&host)?, &dst)?;
-            std::os::unix::fs::lchown(&dst, Some(md.uid()), Some(md.gid()))?;
+            chown(&dst, &md)?;
         } else if ft.is_file() {
             place_file(&host, &md, &dst, files)?;
         }
@@ -93,11 +93,20 @@ fn place_file(host: &Path, md: &fs::Metadata, dst: &Path, files: Files) -> Resul
 }
 
 fn set_meta(dst: &Path, md: &fs::Metadata) -> Result<()> {
-    std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid()))
-        .with_context(|| format!("chown of {}", dst.display()))?;
+    chown(dst, md)?;
     fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
         .with_context(|| format!("chmod of {}", dst.display()))?;
     Ok(())
+}
+
+/// Keeps the snapshot's owner. Rootless, ids outside the user's own
+/// cannot be given (EPERM): the copy then stays the user's, which the
+/// sandbox maps to root.
+fn chown(dst: &Path, md: &fs::Metadata) -> Result<()> {
+    match std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid())) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(()),
+        r => r.with_context(|| format!("chown of {}", dst.display())),
+    }
 }
 
 #[cfg(test)]
