@@ -261,6 +261,8 @@ impl Solver {
     ) -> Result<Option<Graph>> {
         let mut out: Option<Graph> = None;
         let http = crate::packages::fetch::Http::new();
+        // One download per URL and build, however many steps name it.
+        let mut seen: BTreeMap<String, Digest> = BTreeMap::new();
         for &i in order {
             for j in 0..g.stages[i].steps.len() {
                 let step = &g.stages[i].steps[j];
@@ -274,10 +276,17 @@ impl Solver {
                     else {
                         continue;
                     };
-                    let task = progress.task(format!("[download] {url}"));
-                    let d = download::fetch(&self.store, &http, url, None)
-                        .with_context(|| format!("ADD {url} ({})", origin_of(step)))?;
-                    task.finish("done");
+                    let d = match seen.get(url) {
+                        Some(d) => d.clone(),
+                        None => {
+                            let task = progress.task(format!("[download] {url}"));
+                            let d = download::fetch(&self.store, &http, url, None)
+                                .with_context(|| format!("ADD {url} ({})", origin_of(step)))?;
+                            task.finish("done");
+                            seen.insert(url.clone(), d.clone());
+                            d
+                        }
+                    };
                     let owned = out.get_or_insert_with(|| g.clone());
                     if let Op::Copy(c) = &mut owned.stages[i].steps[j].op
                         && let graph::CopyItem::Url { digest, .. } = &mut c.items[k]
