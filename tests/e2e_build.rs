@@ -1079,6 +1079,29 @@ fn run_mounts_from_another_stage_and_image() {
     assert!(!tree.contains_key(Path::new("mnt/x")), "mnt/x leaked");
     assert!(!tree.contains_key(Path::new("c/x")), "c/x leaked");
 
+    // A seeded cache is one per id and source (as BuildKit): the same
+    // stage finds its cache as the last step left it, not reseeded; another
+    // stage under the same id gets its own, seeded from it.
+    fs::write(
+        dir.join("Dockerfile"),
+        "ARG BASE\nFROM $BASE AS tools\nRUN mkdir -p /opt/t && echo tool-x > /opt/t/x && ln -s x /opt/t/link\n\
+         FROM $BASE AS tools2\nRUN mkdir -p /opt/t && echo tool-z > /opt/t/x\n\
+         FROM $BASE\n\
+         RUN --mount=type=cache,id=seeded,target=/c,from=tools,source=/opt/t cat /c/new > /kept\n\
+         RUN --mount=type=cache,id=seeded,target=/c,from=tools2,source=/opt/t cat /c/x > /other && ! test -e /c/new\n",
+    )
+    .unwrap();
+    let layout = env.path("mounts-layout-2");
+    let o = format!("type=oci,dest={}", layout.display());
+    env.build_events(&dir, &["-t", "mounts:2", "-o", &o]);
+    let (_, tree) = image_layers(&layout, "2");
+    let sha = |p: &str| match tree.get(Path::new(p)) {
+        Some(Node::File { sha, .. }) => sha.clone(),
+        other => panic!("/{p}: {other:?}"),
+    };
+    assert_eq!(sha("kept"), of(b"more\n"));
+    assert_eq!(sha("other"), of(b"tool-z\n"));
+
     // A missing source names itself, the stage and the line.
     fs::write(
         dir.join("Dockerfile"),

@@ -518,18 +518,25 @@ impl Solver {
                     l
                 }
                 Op::Run(run) => {
-                    let view_of = |from: &CopyFrom| -> Result<(RootView, String)> {
+                    let view_of = |from: &CopyFrom| -> Result<mounts::SourceFs> {
                         match from {
-                            CopyFrom::Stage(i) => Ok((
-                                self.view(&state_of(*i)?)?,
-                                format!("stage {}", g.stages[*i].display_name(*i)),
-                            )),
+                            CopyFrom::Stage(i) => Ok(mounts::SourceFs {
+                                view: self.view(&state_of(*i)?)?,
+                                name: format!("stage {}", g.stages[*i].display_name(*i)),
+                                key: keys.stages[*i]
+                                    .as_ref()
+                                    .map(|k| k.result().to_string())
+                                    .context("stage without keys")?,
+                            }),
                             CopyFrom::Image(r) => {
                                 let img = bases.get(r).context("image not resolved")?;
-                                Ok((
-                                    RootView::new(self.snapshots.for_image(&self.store, img)?),
-                                    format!("image {r}"),
-                                ))
+                                Ok(mounts::SourceFs {
+                                    view: RootView::new(
+                                        self.snapshots.for_image(&self.store, img)?,
+                                    ),
+                                    name: format!("image {r}"),
+                                    key: img.digest()?.to_string(),
+                                })
                             }
                             CopyFrom::Context => bail!("the build context is not a stage"),
                         }
@@ -603,7 +610,7 @@ impl Solver {
         run: &graph::Run,
         label: &str,
         origin: &str,
-        view_of: &dyn Fn(&CopyFrom) -> Result<(RootView, String)>,
+        view_of: &dyn Fn(&CopyFrom) -> Result<mounts::SourceFs>,
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Option<LayerRecord>> {
@@ -661,13 +668,18 @@ impl Solver {
                     };
                     (c.mode, c.uid, c.gid) = (*mode, *uid, *gid);
                     if let Some(from) = from {
+                        let src = view_of(from).with_context(|| label.to_string())?;
+                        let what = &src.name;
+                        // As in BuildKit, a seeded cache is one per id *and*
+                        // source: another version of the stage starts its
+                        // own cache, seeded with its files.
+                        c.id = format!("{} from {}", c.id, src.key);
                         // Only read when the cache dir is new, but cheap to
                         // prepare (hard links): the sandbox copies it then.
-                        let (view, what) = view_of(from).with_context(|| label.to_string())?;
                         let (tmp, path) = mounts::materialise(
-                            &view,
+                            &src.view,
                             source,
-                            &what,
+                            what,
                             &mounts_dir,
                             mounts::Files::Linked,
                         )
@@ -742,11 +754,12 @@ impl Solver {
                     source,
                     readwrite,
                 } => {
-                    let (view, what) = view_of(from).with_context(|| label.to_string())?;
+                    let src = view_of(from).with_context(|| label.to_string())?;
+                    let what = &src.name;
                     let (tmp, path) = mounts::materialise(
-                        &view,
+                        &src.view,
                         source,
-                        &what,
+                        what,
                         &mounts_dir,
                         if *readwrite {
                             mounts::Files::Copied

@@ -18,6 +18,15 @@ use anyhow::{Context as _, bail};
 use super::rootfs::RootView;
 use crate::Result;
 
+/// The filesystem a mount reads from.
+pub struct SourceFs {
+    pub view: RootView,
+    /// `stage NAME` or `image REF`, for errors.
+    pub name: String,
+    /// The stage's result key or the image's digest.
+    pub key: String,
+}
+
 /// How the files of a materialised tree relate to the snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Files {
