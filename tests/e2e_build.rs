@@ -836,3 +836,298 @@ fn corpus_matches_buildah() {
         "only {compared} corpus cases were compared"
     );
 }
+
+/// A loopback HTTP server for `ADD <url>`: serves `files` (path → body),
+/// 404 otherwise, and counts the requests it answered.
+fn serve(
+    files: Vec<(&'static str, Vec<u8>)>,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (status, body) = match files.iter().find(|(p, _)| *p == path) {
+                Some((_, b)) => ("200 OK", b.clone()),
+                None => ("404 Not Found", b"not found\n".to_vec()),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    (port, hits)
+}
+
+/// The layer digests and root filesystem of the image tagged `tag` in
+/// the OCI layout `layout` (every layer applied, from empty).
+fn image_layers(layout: &Path, tag: &str) -> (Vec<String>, Tree) {
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .unwrap()
+    };
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let index = json(layout.join("index.json"));
+    let manifest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(tag))
+        .unwrap_or_else(|| panic!("{}: no image tagged {tag}", layout.display()));
+    let manifest = json(blob(manifest["digest"].as_str().unwrap()));
+    let mut t = Tree::new();
+    let mut digests = Vec::new();
+    for l in manifest["layers"].as_array().unwrap() {
+        let d = l["digest"].as_str().unwrap();
+        digests.push(d.to_string());
+        apply_layer(&mut t, fs::File::open(blob(d)).unwrap());
+    }
+    (digests, t)
+}
+
+#[test]
+fn add_url_downloads_verifies_the_checksum_and_is_keyed_by_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let env = Env::new();
+    let body = b"echo hi\n".to_vec();
+    let sum = kiln::oci::Digest::of(&body).to_string();
+    let (port, hits) = serve(vec![
+        ("/files/tool.sh", body.clone()),
+        ("/other.bin", b"other\n".to_vec()),
+    ]);
+    let url = format!("http://127.0.0.1:{port}/files/tool.sh");
+    let dir = env.path("add");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM scratch\nADD --checksum={sum} {url} /opt/\nADD {url} /named\nADD --chmod=0755 --chown=1000:1000 {url} /x/run\n"
+        ),
+    )
+    .unwrap();
+    let layout = env.path("add-layout");
+    let o = format!("type=oci,dest={}", layout.display());
+    let first = env.build_events(&dir, &["-t", "add:latest", "-o", &o]);
+    assert!(first.iter().all(|(_, s)| s == "done"), "{first:?}");
+    let (_, tree) = image_layers(&layout, "latest");
+    let file = |mode, uid| Node::File {
+        mode,
+        uid,
+        gid: uid,
+        sha: sum.clone(),
+    };
+    // Into a directory: the URL's file name; mode 0600 unless --chmod.
+    assert_eq!(tree.get(Path::new("opt/tool.sh")), Some(&file(0o600, 0)));
+    assert_eq!(tree.get(Path::new("named")), Some(&file(0o600, 0)));
+    assert_eq!(tree.get(Path::new("x/run")), Some(&file(0o755, 1000)));
+    // Unpinned: one download per URL, before keying; the pinned step finds
+    // its content (the same bytes) already stored and downloads nothing.
+    assert_eq!(hits.load(SeqCst), 1);
+    // Warm: the pinned ADD needs no download; unpinned ones are re-read
+    // (their key is their content) and hit the cache.
+    let warm = env.build_events(&dir, &["-t", "add:latest"]);
+    let steps: Vec<_> = warm
+        .iter()
+        .filter(|(n, _)| !n.starts_with("[download]"))
+        .collect();
+    assert!(steps.iter().all(|(_, s)| s == "cached"), "{warm:?}");
+    assert_eq!(hits.load(SeqCst), 2);
+
+    // A mismatch names the line, the URL and both digests; nothing is
+    // tagged and the bytes are not stored.
+    let other = format!("http://127.0.0.1:{port}/other.bin");
+    let got = kiln::oci::Digest::of(b"other\n");
+    // (A checksum whose content is already stored needs no download, as
+    // in BuildKit: name content that is not.)
+    let sum = kiln::oci::Digest::of(b"what the author expected").to_string();
+    fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM scratch\nADD --checksum={sum} {other} /o\n"),
+    )
+    .unwrap();
+    let out = env.kiln(&["build", dir.to_str().unwrap(), "-t", "bad:latest"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains(&other), "{err}");
+    assert!(err.contains(&format!("expected {sum}")), "{err}");
+    assert!(err.contains(&format!("got {got}")), "{err}");
+    let images = String::from_utf8_lossy(&env.ok(&["images"]).stdout).into_owned();
+    assert!(!images.contains("bad"), "{images}");
+    assert!(
+        !env.path("cache/store/blobs/sha256")
+            .join(got.hex())
+            .exists(),
+        "a mismatching download is not stored"
+    );
+    // --checksum on a local source is refused when parsing.
+    fs::write(dir.join("local.txt"), "x").unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM scratch\nADD --checksum={sum} local.txt /l\n"),
+    )
+    .unwrap();
+    let out = env.kiln(&["build", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--checksum can only be used"), "{err}");
+}
+
+#[test]
+fn copy_link_layer_is_cached_across_a_change_below_it() {
+    let env = Env::new();
+    let dir = env.path("link");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("f.txt"), "linked\n").unwrap();
+    let dockerfile = |v: &str| {
+        format!(
+            "ARG BASE\nFROM $BASE\nRUN echo {v} > /before\nCOPY --link --chmod=0640 f.txt /opt/app/\nRUN cat /before /opt/app/f.txt > /after\n"
+        )
+    };
+    fs::write(dir.join("Dockerfile"), dockerfile("one")).unwrap();
+    let layout = |n: &str| env.path(&format!("link-{n}"));
+    let o1 = format!("type=oci,dest={}", layout("1").display());
+    let first = env.build_events(&dir, &["-t", "link:latest", "-o", &o1]);
+    assert!(first.iter().all(|(_, s)| s == "done"), "{first:?}");
+    fs::write(dir.join("Dockerfile"), dockerfile("two")).unwrap();
+    let o2 = format!("type=oci,dest={}", layout("2").display());
+    let second = env.build_events(&dir, &["-t", "link:latest", "-o", &o2]);
+    let status = |needle: &str| {
+        second
+            .iter()
+            .find(|(n, _)| n.contains(needle))
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("{needle}: {second:?}"))
+    };
+    assert_eq!(status("RUN echo two"), "done");
+    assert_eq!(status("COPY --link"), "cached");
+    // The step after it still sees the change below.
+    assert_eq!(status("RUN cat"), "done");
+    let (l1, _) = image_layers(&layout("1"), "latest");
+    let (l2, t2) = image_layers(&layout("2"), "latest");
+    // base, RUN, COPY --link, RUN: the linked layer is the same blob.
+    assert_eq!(l1.len(), 4, "{l1:?}");
+    assert_eq!(l1[2], l2[2]);
+    assert_ne!(l1[1], l2[1]);
+    match t2.get(Path::new("after")) {
+        Some(Node::File { sha, .. }) => {
+            assert_eq!(*sha, kiln::oci::Digest::of(b"two\nlinked\n").to_string())
+        }
+        other => panic!("/after: {other:?}"),
+    }
+}
+
+#[test]
+fn run_mounts_from_another_stage_and_image() {
+    let env = Env::new();
+    let dir = env.path("mounts");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        "ARG BASE\nFROM $BASE AS tools\nRUN mkdir -p /opt/t && echo tool-x > /opt/t/x && ln -s x /opt/t/link\n\
+         FROM $BASE\n\
+         RUN --mount=type=bind,from=tools,source=/opt/t,target=/mnt cat /mnt/x /mnt/link > /out\n\
+         RUN --mount=type=bind,from=tools,source=/opt/t,target=/mnt,rw echo changed > /mnt/x && cat /mnt/x > /rw-saw\n\
+         RUN --mount=type=bind,from=tools,source=/opt/t,target=/mnt cat /mnt/x > /out2 && ! touch /mnt/y 2>/dev/null\n\
+         RUN --mount=type=bind,from=tools,source=/opt/t/x,target=/one.txt cat /one.txt > /single\n\
+         RUN --mount=type=cache,id=seeded,target=/c,from=tools,source=/opt/t cat /c/x > /cached && echo more > /c/new\n\
+         RUN --mount=type=bind,from=debian:bookworm,source=/etc/debian_version,target=/dv cat /dv > /dv-copy\n",
+    )
+    .unwrap();
+    let layout = env.path("mounts-layout");
+    let o = format!("type=oci,dest={}", layout.display());
+    let events = env.build_events(&dir, &["-t", "mounts:latest", "-o", &o]);
+    assert!(events.iter().all(|(_, s)| s == "done"), "{events:?}");
+    let (_, tree) = image_layers(&layout, "latest");
+    let sha = |p: &str| match tree.get(Path::new(p)) {
+        Some(Node::File { sha, .. }) => sha.clone(),
+        other => panic!("/{p}: {other:?}"),
+    };
+    let of = |b: &[u8]| kiln::oci::Digest::of(b).to_string();
+    assert_eq!(sha("out"), of(b"tool-x\ntool-x\n"));
+    assert_eq!(sha("rw-saw"), of(b"changed\n"));
+    // The rw write was discarded: neither the stage nor the next mount saw it.
+    assert_eq!(sha("out2"), of(b"tool-x\n"));
+    assert_eq!(sha("single"), of(b"tool-x\n"));
+    // A new cache mount starts with the stage's files.
+    assert_eq!(sha("cached"), of(b"tool-x\n"));
+    let dv = fs::read(base_debian_version(&env)).unwrap();
+    assert_eq!(sha("dv-copy"), of(&dv));
+    // Mount points and their contents stay out of the image.
+    assert!(!tree.contains_key(Path::new("mnt/x")), "mnt/x leaked");
+    assert!(!tree.contains_key(Path::new("c/x")), "c/x leaked");
+
+    // A seeded cache is one per id and source (as BuildKit): the same
+    // stage finds its cache as the last step left it, not reseeded; another
+    // stage under the same id gets its own, seeded from it.
+    fs::write(
+        dir.join("Dockerfile"),
+        "ARG BASE\nFROM $BASE AS tools\nRUN mkdir -p /opt/t && echo tool-x > /opt/t/x && ln -s x /opt/t/link\n\
+         FROM $BASE AS tools2\nRUN mkdir -p /opt/t && echo tool-z > /opt/t/x\n\
+         FROM $BASE\n\
+         RUN --mount=type=cache,id=seeded,target=/c,from=tools,source=/opt/t cat /c/new > /kept\n\
+         RUN --mount=type=cache,id=seeded,target=/c,from=tools2,source=/opt/t cat /c/x > /other && ! test -e /c/new\n",
+    )
+    .unwrap();
+    let layout = env.path("mounts-layout-2");
+    let o = format!("type=oci,dest={}", layout.display());
+    env.build_events(&dir, &["-t", "mounts:2", "-o", &o]);
+    let (_, tree) = image_layers(&layout, "2");
+    let sha = |p: &str| match tree.get(Path::new(p)) {
+        Some(Node::File { sha, .. }) => sha.clone(),
+        other => panic!("/{p}: {other:?}"),
+    };
+    assert_eq!(sha("kept"), of(b"more\n"));
+    assert_eq!(sha("other"), of(b"tool-z\n"));
+
+    // A missing source names itself, the stage and the line.
+    fs::write(
+        dir.join("Dockerfile"),
+        "ARG BASE\nFROM $BASE AS tools\nRUN mkdir -p /opt/t\nFROM $BASE\nRUN --mount=type=bind,from=tools,source=/opt/nope,target=/mnt true\n",
+    )
+    .unwrap();
+    let base_arg = "BASE=debian:bookworm".to_string();
+    let out = env.kiln(&["build", dir.to_str().unwrap(), "--build-arg", &base_arg]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/opt/nope: not found in stage tools"), "{err}");
+    assert!(err.contains("Dockerfile:5"), "{err}");
+}
+
+/// `/etc/debian_version` of the test base, read through a build.
+fn base_debian_version(env: &Env) -> PathBuf {
+    let dir = env.path("dv");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM debian:bookworm\nCMD [\"cat\", \"/etc/debian_version\"]\n",
+    )
+    .unwrap();
+    env.ok(&["build", dir.to_str().unwrap(), "-t", "dv:1"]);
+    let out = env.ok(&["run", "dv:1"]);
+    let p = env.path("dv/version");
+    fs::write(&p, out.stdout).unwrap();
+    p
+}

@@ -1081,6 +1081,7 @@ impl StageLowering<'_> {
                         items.push(CopyItem::Url {
                             url: p,
                             checksum: checksum.clone(),
+                            digest: None,
                         });
                         continue;
                     }

@@ -22,14 +22,35 @@ pub const KEY_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageKeys {
     pub base: Digest,
-    /// One per step.
+    /// One per step: the key its result is cached under.
     pub steps: Vec<Digest>,
+    /// The key of the stage's result: the chain through every step. It
+    /// equals the last step's key unless a `COPY --link` step (keyed
+    /// without its parent) is involved.
+    pub result: Digest,
 }
 
 impl StageKeys {
     /// The key of the stage's result.
     pub fn result(&self) -> &Digest {
-        self.steps.last().unwrap_or(&self.base)
+        &self.result
+    }
+}
+
+/// Whether a step's layer is independent of the layers below it, so its
+/// cache key leaves the parent out (`COPY --link`, as in BuildKit). A
+/// `--chown` by name is resolved in the parent's /etc/passwd, so that
+/// layer does depend on the parent and keeps it in its key.
+fn independent_of_parent(op: &Op) -> bool {
+    match op {
+        Op::Copy(c) => {
+            c.link
+                && c.chown.as_deref().is_none_or(|spec| {
+                    spec.split(':')
+                        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                })
+        }
+        _ => false,
     }
 }
 
@@ -111,8 +132,11 @@ pub fn compute(graph: &Graph, target: usize, images: &ImageDigests) -> Result<Ca
         let mut parent = base.clone();
         let mut steps = Vec::with_capacity(stage.steps.len());
         for step in &stage.steps {
-            let mut h = hasher("step");
-            field(&mut h, parent.to_string().as_bytes());
+            let linked = independent_of_parent(&step.op);
+            let mut h = hasher(if linked { "linked step" } else { "step" });
+            if !linked {
+                field(&mut h, parent.to_string().as_bytes());
+            }
             field(&mut h, &serde_json::to_vec(&step.op)?);
             // What the step reads from other stages and images.
             let mut reads: Vec<&CopyFrom> = Vec::new();
@@ -147,9 +171,22 @@ pub fn compute(graph: &Graph, target: usize, images: &ImageDigests) -> Result<Ca
             }
             let k = h.finish().0;
             steps.push(k.clone());
-            parent = k;
+            parent = if linked {
+                // The steps after a linked layer still see everything
+                // below it: chain the parent back in.
+                let mut h = hasher("after linked step");
+                field(&mut h, parent.to_string().as_bytes());
+                field(&mut h, k.to_string().as_bytes());
+                h.finish().0
+            } else {
+                k
+            };
         }
-        keys[idx] = Some(StageKeys { base, steps });
+        keys[idx] = Some(StageKeys {
+            base,
+            steps,
+            result: parent,
+        });
     }
     Ok(CacheKeys { stages: keys })
 }
@@ -249,6 +286,41 @@ mod tests {
             a.stages[0].as_ref().unwrap().base,
             b.stages[0].as_ref().unwrap().base
         );
+    }
+
+    #[test]
+    fn a_linked_copy_is_keyed_without_its_parent_but_what_follows_is_not() {
+        let none = ImageDigests::new();
+        let with_link = |env: &str, chown: Option<&str>| {
+            let mut g = graph(b"one", env);
+            let Op::Copy(c) = &mut g.stages[0].steps[1].op else {
+                unreachable!()
+            };
+            c.link = true;
+            c.chown = chown.map(str::to_string);
+            g.stages[0].steps.push(Step {
+                op: Op::Config(ConfigChange::Env(vec![("B".into(), "1".into())])),
+                origin: None,
+            });
+            compute(&g, 1, &none).unwrap()
+        };
+        let (a, b) = (with_link("x", None), with_link("y", None));
+        let s0 = |k: &CacheKeys| k.stages[0].clone().unwrap();
+        // The ENV before it changed; the linked COPY keeps its key...
+        assert_ne!(s0(&a).steps[0], s0(&b).steps[0]);
+        assert_eq!(s0(&a).steps[1], s0(&b).steps[1]);
+        // ...and the step after it, the stage result and its readers do not.
+        assert_ne!(s0(&a).steps[2], s0(&b).steps[2]);
+        assert_ne!(s0(&a).result, s0(&b).result);
+        assert_ne!(a.stages[1], b.stages[1]);
+        // Numeric --chown stays independent; a name is resolved in the parent.
+        let (n1, n2) = (
+            with_link("x", Some("1000:1000")),
+            with_link("y", Some("1000:1000")),
+        );
+        assert_eq!(s0(&n1).steps[1], s0(&n2).steps[1]);
+        let (u1, u2) = (with_link("x", Some("app")), with_link("y", Some("app")));
+        assert_ne!(s0(&u1).steps[1], s0(&u2).steps[1]);
     }
 
     #[test]

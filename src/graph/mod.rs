@@ -180,6 +180,10 @@ pub enum CopyItem {
     Url {
         url: String,
         checksum: Option<String>,
+        /// Without a checksum: the sha256 of the content, filled in by the
+        /// solver (which downloads before keying) so the key follows it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<Digest>,
     },
 }
 

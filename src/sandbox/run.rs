@@ -125,6 +125,27 @@ fn sanitize_id(id: &str) -> String {
     format!("{}-{}", clean.trim_start_matches('.'), &h.hex()[..12])
 }
 
+/// Fills a new cache dir with a copy of `seed`'s contents (owners, modes,
+/// links kept). A failed seed removes the dir, so the next run seeds again.
+fn seed_cache(seed: &Path, dir: &Path) -> Result<()> {
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", seed.display()))
+        .arg(dir)
+        .output()
+        .context("running cp")?;
+    if !out.status.success() {
+        let _ = fs::remove_dir_all(dir);
+        bail!(
+            "cp -a {} {}: {}",
+            seed.display(),
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 fn plan_mounts(
     sandbox: &Sandbox,
     spec: &RunSpec,
@@ -170,6 +191,10 @@ fn plan_mounts(
                 if fresh {
                     fs::create_dir_all(&source)
                         .with_context(|| format!("creating cache dir {}", source.display()))?;
+                    if let Some(seed) = &c.seed {
+                        seed_cache(seed, &source)
+                            .with_context(|| format!("seeding cache mount {:?}", c.id))?;
+                    }
                 }
                 PlannedMount::Bind {
                     source,

@@ -82,6 +82,9 @@ pub struct CacheMount {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
+    /// A directory whose contents fill the cache dir when it is first
+    /// created (`from=`/`source=`, as BuildKit); ignored afterwards.
+    pub seed: Option<PathBuf>,
 }
 
 impl CacheMount {
@@ -93,6 +96,7 @@ impl CacheMount {
             uid: 0,
             gid: 0,
             mode: 0o755,
+            seed: None,
         }
     }
 }

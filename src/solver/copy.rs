@@ -11,6 +11,7 @@
 //!   the stage (so `COPY x /tmp/` does not reset /tmp's mode), and are
 //!   created 0755 root-owned when missing.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -44,12 +45,15 @@ struct Item {
 }
 
 /// The entries COPY/ADD writes into the stage whose files `dest_view` shows.
-pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Vec<Entry>> {
-    if copy.add.is_some() && copy.items.iter().any(|i| matches!(i, CopyItem::Url { .. })) {
-        bail!(
-            "ADD from a URL is not supported yet: download the file in a RUN step (curl/wget) or add it to the build context"
-        );
-    }
+///
+/// `downloads` maps each URL an `ADD` names to the file holding its
+/// verified content (the solver downloads them first).
+pub fn entries(
+    copy: &Copy,
+    src: &Source<'_>,
+    dest_view: &RootView,
+    downloads: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<Entry>> {
     let owner = match &copy.chown {
         Some(spec) => {
             let passwd = dest_view
@@ -103,7 +107,24 @@ pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Ve
                     named: true,
                 });
             }
-            CopyItem::Url { .. } => unreachable!("checked above"),
+            CopyItem::Url { url, .. } => {
+                let host = downloads
+                    .get(url)
+                    .with_context(|| format!("{url} was not downloaded (solver bug)"))?;
+                let dest = if dest_is_dir || several {
+                    dest_root.join(super::download::file_name(url))
+                } else {
+                    dest_root.clone()
+                };
+                items.push(Item {
+                    dest,
+                    kind: EntryKind::File(FileSource::Path(host.clone())),
+                    // Docker gives downloaded files 0600.
+                    meta: Meta::root(0o600),
+                    // Downloaded archives are never extracted (Docker).
+                    named: false,
+                });
+            }
             CopyItem::Path(p) => match src {
                 Source::Context(ctx) => from_context(
                     ctx,
@@ -135,8 +156,12 @@ pub fn entries(copy: &Copy, src: &Source<'_>, dest_view: &RootView) -> Result<Ve
     };
     for c in dest_rel.components().take(dest_parent_count) {
         anc.push(c);
-        let meta = dest_view
-            .lookup(&anc)
+        // A `--link` layer does not depend on the layers below (its cache
+        // key leaves them out), so it must not read their metadata either:
+        // its parents are created fresh, as BuildKit's are.
+        let meta = (!copy.link)
+            .then(|| dest_view.lookup(&anc))
+            .flatten()
             .and_then(|h| {
                 fs::symlink_metadata(&h)
                     .ok()

@@ -8,6 +8,8 @@
 //! | [`copy`] | COPY/ADD → layer entries, Docker's destination rules |
 //! | [`workdir`] | WORKDIR's directory, owned by the current USER |
 //! | [`add`] | ADD's archive extraction (tar, gzip, bzip2, xz, zstd) |
+//! | [`download`] | ADD's URL downloads, verified against `--checksum` |
+//! | [`mounts`] | `RUN --mount` sources from another stage or image |
 //!
 //! Each stage's state is an [`ImageBuilder`] (layers + history), the graph
 //! config the steps build up, and the layers as cache records (for
@@ -17,6 +19,8 @@
 pub mod add;
 pub mod cache;
 pub mod copy;
+pub mod download;
+pub mod mounts;
 pub mod rootfs;
 pub mod workdir;
 
@@ -202,6 +206,10 @@ impl Solver {
                             if let graph::Mount::Bind {
                                 from: CopyFrom::Image(img),
                                 ..
+                            }
+                            | graph::Mount::Cache {
+                                from: Some(CopyFrom::Image(img)),
+                                ..
                             } = m
                             {
                                 refs.push(img.clone());
@@ -218,6 +226,16 @@ impl Solver {
                 }
             }
         }
+        // `ADD <url>` without `--checksum` is keyed by what the URL serves
+        // now (as in BuildKit): download before keying.
+        let resolved;
+        let g = match self.download_unpinned(g, &order, progress)? {
+            Some(owned) => {
+                resolved = owned;
+                &resolved
+            }
+            None => g,
+        };
         let digests: ImageDigests = bases
             .iter()
             .map(|(r, img)| Ok((r.clone(), img.digest()?)))
@@ -281,6 +299,77 @@ impl Solver {
             image,
             stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()),
         })
+    }
+
+    /// A copy of `g` whose `ADD <url>` items without a checksum carry the
+    /// digest of their content, downloaded into the store; `None` when
+    /// there are none.
+    fn download_unpinned(
+        &self,
+        g: &Graph,
+        order: &[usize],
+        progress: &Progress,
+    ) -> Result<Option<Graph>> {
+        let mut out: Option<Graph> = None;
+        let http = crate::packages::fetch::Http::new();
+        // One download per URL and build, however many steps name it.
+        let mut seen: BTreeMap<String, Digest> = BTreeMap::new();
+        for &i in order {
+            for j in 0..g.stages[i].steps.len() {
+                let step = &g.stages[i].steps[j];
+                let Op::Copy(c) = &step.op else { continue };
+                for (k, item) in c.items.iter().enumerate() {
+                    let graph::CopyItem::Url {
+                        url,
+                        checksum: None,
+                        digest: None,
+                    } = item
+                    else {
+                        continue;
+                    };
+                    let d = match seen.get(url) {
+                        Some(d) => d.clone(),
+                        None => {
+                            let task = progress.task(format!("[download] {url}"));
+                            let d = download::fetch(&self.store, &http, url, None)
+                                .with_context(|| format!("ADD {url} ({})", origin_of(step)))?;
+                            task.finish("done");
+                            seen.insert(url.clone(), d.clone());
+                            d
+                        }
+                    };
+                    let owned = out.get_or_insert_with(|| g.clone());
+                    if let Op::Copy(c) = &mut owned.stages[i].steps[j].op
+                        && let graph::CopyItem::Url { digest, .. } = &mut c.items[k]
+                    {
+                        *digest = Some(d);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The files holding the content of the URLs `c` adds: blobs in the
+    /// store, downloaded (and verified against `--checksum`) when missing.
+    fn downloads(&self, c: &graph::Copy) -> Result<BTreeMap<String, PathBuf>> {
+        let mut out = BTreeMap::new();
+        let http = crate::packages::fetch::Http::new();
+        for item in &c.items {
+            if let graph::CopyItem::Url {
+                url,
+                checksum,
+                digest,
+            } = item
+            {
+                let d = match digest {
+                    Some(d) if self.store.contains(d) => d.clone(),
+                    _ => download::fetch(&self.store, &http, url, checksum.as_deref())?,
+                };
+                out.insert(url.clone(), self.store.blob_path(&d));
+            }
+        }
+        Ok(out)
     }
 
     /// A stage base made of Debian packages, composed (or found in the
@@ -458,22 +547,25 @@ impl Solver {
                 Op::Copy(c) => {
                     let task = progress.task(label.clone());
                     let dest_view = self.view(&st)?;
+                    let downloads = self
+                        .downloads(c)
+                        .with_context(|| format!("{label} ({})", origin_of(step)))?;
                     let entries = match &c.from {
                         CopyFrom::Context => {
                             let ctx = opts.context.context(
                                 "COPY from the build context, but the build has no context",
                             )?;
                             let ctx = ctx.lock().unwrap_or_else(|e| e.into_inner());
-                            copy::entries(c, &copy::Source::Context(&ctx), &dest_view)
+                            copy::entries(c, &copy::Source::Context(&ctx), &dest_view, &downloads)
                         }
                         CopyFrom::Stage(i) => {
                             let view = self.view(&state_of(*i)?)?;
-                            copy::entries(c, &copy::Source::View(&view), &dest_view)
+                            copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads)
                         }
                         CopyFrom::Image(r) => {
                             let img = bases.get(r).context("image not resolved")?;
                             let view = RootView::new(self.snapshots.for_image(&self.store, img)?);
-                            copy::entries(c, &copy::Source::View(&view), &dest_view)
+                            copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads)
                         }
                     }
                     .with_context(|| format!("{label} ({})", origin_of(step)))?;
@@ -482,7 +574,30 @@ impl Solver {
                     l
                 }
                 Op::Run(run) => {
-                    self.run_step(&st, run, &label, &origin_of(step), opts, progress)?
+                    let view_of = |from: &CopyFrom| -> Result<mounts::SourceFs> {
+                        match from {
+                            CopyFrom::Stage(i) => Ok(mounts::SourceFs {
+                                view: self.view(&state_of(*i)?)?,
+                                name: format!("stage {}", g.stages[*i].display_name(*i)),
+                                key: keys.stages[*i]
+                                    .as_ref()
+                                    .map(|k| k.result().to_string())
+                                    .context("stage without keys")?,
+                            }),
+                            CopyFrom::Image(r) => {
+                                let img = bases.get(r).context("image not resolved")?;
+                                Ok(mounts::SourceFs {
+                                    view: RootView::new(
+                                        self.snapshots.for_image(&self.store, img)?,
+                                    ),
+                                    name: format!("image {r}"),
+                                    key: img.digest()?.to_string(),
+                                })
+                            }
+                            CopyFrom::Context => bail!("the build context is not a stage"),
+                        }
+                    };
+                    self.run_step(&st, run, &label, &origin_of(step), &view_of, opts, progress)?
                 }
                 Op::Config(change) => {
                     // WORKDIR creates its directory when missing, as Docker does.
@@ -544,12 +659,14 @@ impl Solver {
         Ok(RootView::new(self.lowers(st)?))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_step(
         &self,
         st: &StageState,
         run: &graph::Run,
         label: &str,
         origin: &str,
+        view_of: &dyn Fn(&CopyFrom) -> Result<mounts::SourceFs>,
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Option<LayerRecord>> {
@@ -576,6 +693,9 @@ impl Solver {
         };
         spec.cancel = opts.cancel.clone();
         let mut _inline_files = Vec::new();
+        // Stage and image sources of mounts, removed after the run.
+        let mut _materialised = Vec::new();
+        let mounts_dir = crate::paths::cache_dir()?.join("mounts");
         for m in &run.mounts {
             match m {
                 graph::Mount::Cache {
@@ -583,17 +703,12 @@ impl Solver {
                     id,
                     sharing,
                     from,
+                    source,
                     readonly: _,
                     mode,
                     uid,
                     gid,
-                    ..
                 } => {
-                    if from.is_some() {
-                        bail!(
-                            "{label}: cache mounts seeded from= another stage are not supported yet"
-                        );
-                    }
                     let mut c = sandbox::CacheMount::new(
                         if id.is_empty() {
                             target.clone()
@@ -608,6 +723,31 @@ impl Solver {
                         graph::Sharing::Private => sandbox::Sharing::Private,
                     };
                     (c.mode, c.uid, c.gid) = (*mode, *uid, *gid);
+                    if let Some(from) = from {
+                        let src = view_of(from).with_context(|| label.to_string())?;
+                        let what = &src.name;
+                        // As in BuildKit, a seeded cache is one per id *and*
+                        // source: another version of the stage starts its
+                        // own cache, seeded with its files.
+                        c.id = format!("{} from {}", c.id, src.key);
+                        // Only read when the cache dir is new, but cheap to
+                        // prepare (hard links): the sandbox copies it then.
+                        let (tmp, path) = mounts::materialise(
+                            &src.view,
+                            source,
+                            what,
+                            &mounts_dir,
+                            mounts::Files::Linked,
+                        )
+                        .with_context(|| format!("{label} ({origin}): cache mount from={what}"))?;
+                        if !path.is_dir() {
+                            bail!(
+                                "{label} ({origin}): cache mount source={source} in {what} is not a directory"
+                            );
+                        }
+                        c.seed = Some(path);
+                        _materialised.push(tmp);
+                    }
                     spec.mounts.push(sandbox::Mount::Cache(c));
                 }
                 graph::Mount::Secret {
@@ -664,8 +804,32 @@ impl Solver {
                         readwrite: *readwrite,
                     }));
                 }
-                graph::Mount::Bind { .. } => {
-                    bail!("{label}: bind mounts from another stage or image are not supported yet")
+                graph::Mount::Bind {
+                    target,
+                    from,
+                    source,
+                    readwrite,
+                } => {
+                    let src = view_of(from).with_context(|| label.to_string())?;
+                    let what = &src.name;
+                    let (tmp, path) = mounts::materialise(
+                        &src.view,
+                        source,
+                        what,
+                        &mounts_dir,
+                        if *readwrite {
+                            mounts::Files::Copied
+                        } else {
+                            mounts::Files::Linked
+                        },
+                    )
+                    .with_context(|| format!("{label} ({origin}): bind mount from={what}"))?;
+                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount {
+                        source: path,
+                        target: target.into(),
+                        readwrite: *readwrite,
+                    }));
+                    _materialised.push(tmp);
                 }
                 graph::Mount::Inline {
                     target,
