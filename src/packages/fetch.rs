@@ -2,6 +2,7 @@
 //! downloads of indexes and .debs (ureq, blocking; parallelism is threads).
 
 use std::io::Read;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -37,6 +38,23 @@ pub struct FetchError {
     pub what: String,
 }
 
+/// The system's trust store (`/etc/ssl/certs`, as curl, apt and the
+/// registry client use it), so an https mirror or `ADD https://…` works
+/// behind a TLS-intercepting proxy whose CA the host trusts; ureq's bundled
+/// web roots when the system has none.
+static SYSTEM_ROOTS: LazyLock<ureq3::tls::RootCerts> = LazyLock::new(|| {
+    let system: Vec<ureq3::tls::Certificate<'static>> = rustls_native_certs::load_native_certs()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| ureq3::tls::Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    if system.is_empty() {
+        ureq3::tls::RootCerts::WebPki
+    } else {
+        ureq3::tls::RootCerts::new_with_certs(&system)
+    }
+});
+
 impl Default for Http {
     fn default() -> Self {
         Http::new()
@@ -50,6 +68,11 @@ impl Http {
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .tls_config(
+                ureq3::tls::TlsConfig::builder()
+                    .root_certs(SYSTEM_ROOTS.clone())
+                    .build(),
+            )
             .build();
         Http {
             agent: ureq3::Agent::with_parts(

@@ -159,9 +159,9 @@ impl Solver {
         for &i in &order {
             if let Base::Packages(p) = &g.stages[i].base {
                 let layer = stage_layer(opts, output.contains(&i));
-                let set = sets
-                    .entry(p.reference())
-                    .or_insert((p, g.stages[i].platform.as_str(), layer));
+                let set =
+                    sets.entry(p.reference())
+                        .or_insert((p, g.stages[i].platform.as_str(), layer));
                 // A set an output stage stands on is written as asked.
                 if output.contains(&i) {
                     set.2 = layer;
@@ -174,9 +174,7 @@ impl Solver {
                 .map(|(r, (p, platform, layer))| {
                     (
                         r.clone(),
-                        s.spawn(move || {
-                            self.compose_packages(p, platform, *layer, opts, progress)
-                        }),
+                        s.spawn(move || self.compose_packages(p, platform, *layer, opts, progress)),
                     )
                 })
                 .collect();
