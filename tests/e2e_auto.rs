@@ -99,7 +99,10 @@ fn one_line_change_reuses_the_install_step() {
 /// same digest; a kiln.lock the plan no longer matches is an error.
 #[test]
 fn clean_builds_are_reproducible() {
-    for name in ["node-npm"] {
+    // KILN_REPRO_EXAMPLES=a,b narrows the set (each example is two cold builds).
+    let names = std::env::var("KILN_REPRO_EXAMPLES")
+        .unwrap_or_else(|_| "node-npm,python-flask,go-mod,staticfile".into());
+    for name in names.split(',').filter(|n| !n.is_empty()) {
         // The package sets are locked once (`kiln lock --auto`), as a
         // project commits its kiln.lock; both builds compose exactly those
         // files.
@@ -114,7 +117,7 @@ fn clean_builds_are_reproducible() {
             locked.to_str().unwrap(),
         ]);
         let lock = std::fs::read_to_string(locked.join("kiln.lock")).unwrap();
-        assert_eq!(lock.matches("[[set]]").count(), 2, "{lock}");
+        assert!(lock.contains("[[set]]"), "{name}: {lock}");
         let mut digests = Vec::new();
         let mut last = None;
         for _ in 0..2 {
@@ -126,6 +129,9 @@ fn clean_builds_are_reproducible() {
             last = Some((home, tmp, dir));
         }
         assert_eq!(digests[0], digests[1], "{name}: two clean builds differ");
+        if name != "node-npm" {
+            continue;
+        }
         // A plan that no longer matches the lock is refused, not resolved
         // silently against today's archive.
         let (home, _tmp, dir) = last.unwrap();
