@@ -28,11 +28,11 @@
 //! whiteouts, so its snapshots differ from any upper dir), or an upper dir
 //! on another filesystem than the snapshots.
 //!
-//! Crash safety is the unpacker's: entries are moved into a temp dir under
-//! the snapshots dir, fixed there, and that dir is renamed into place, so
-//! the snapshot appears whole or not at all (a kill leaves a `.tmp-*` dir,
-//! like an interrupted unpack); a build that loses the race for the same
-//! blob keeps the winner's snapshot.
+//! Crash safety: entries are moved into a fresh dir inside the run dir,
+//! fixed there, and that dir is renamed into place, so the snapshot
+//! appears whole or not at all; a kill leaves it in the run dir, which the
+//! next run removes with the rest of a dead kiln's run dirs. A build that
+//! loses the race for the same blob keeps the winner's snapshot.
 //!
 //! [`unpack_blob`]: crate::oci::unpack::unpack_blob
 
@@ -66,19 +66,20 @@ pub enum Adoption {
     Fallback(&'static str),
 }
 
-/// Makes `upper` the snapshot of `blob`, the layer written from `entries`
-/// (canonical, as [`crate::oci::layer::write_canonical_layer`] wrote them)
-/// with `epoch`; `dropped` are the upper-relative paths the capture left
-/// out. The upper dir is emptied unless the result is a fallback decided
-/// before anything moved.
+/// Makes `run_dir`'s upper dir the snapshot of `blob`, the layer written
+/// from `entries` (canonical, as [`crate::oci::layer::write_canonical_layer`]
+/// wrote them) with `epoch`; `dropped` are the upper-relative paths the
+/// capture left out. The upper dir is emptied unless the result is a
+/// fallback decided before anything moved.
 pub(crate) fn adopt(
-    upper: &Path,
+    run_dir: &Path,
     dropped: &[PathBuf],
     entries: &[Entry],
     snapshots: &Snapshots,
     blob: &Digest,
     epoch: i64,
 ) -> Result<Adoption> {
+    let upper = &run_dir.join("upper");
     let dest = snapshots.path(blob);
     if dest.is_dir() {
         return Ok(Adoption::AlreadyThere);
@@ -98,14 +99,10 @@ pub(crate) fn adopt(
             .map(|m| m.dev())
             .with_context(|| format!("inspecting {}", p.display()))
     };
-    if dev(upper)? != dev(root)? {
+    if dev(run_dir)? != dev(root)? {
         return Ok(Adoption::Fallback("the run dir is on another filesystem"));
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".tmp-{}-", blob.short()))
-        .tempdir_in(root)
-        .with_context(|| format!("creating a temp dir in {}", root.display()))?;
-    let into = tmp.path().join("fs");
+    let into = run_dir.join("snapshot");
     let result = (|| -> Result<Adoption> {
         // As the unpacker makes its destination.
         fs::create_dir_all(&into).with_context(|| format!("creating {}", into.display()))?;
@@ -130,7 +127,7 @@ pub(crate) fn adopt(
             Err(e) => Err(e).with_context(|| format!("moving a snapshot to {}", dest.display())),
         }
     })();
-    super::run::remove_tree(tmp.path());
+    super::run::remove_tree(&into);
     result
 }
 

@@ -156,7 +156,7 @@ impl RunOutput {
         epoch: i64,
     ) -> Result<Adoption> {
         adopt::adopt(
-            &self.upper(),
+            &self.dir.path,
             &captured.dropped,
             entries,
             snapshots,
