@@ -1168,3 +1168,32 @@ fn snapshot_written_with_its_layer_equals_the_unpacked_layer() {
     // No temp dirs left beside the snapshot.
     assert_eq!(fs::read_dir(snapshots.root()).unwrap().count(), 1);
 }
+
+/// A file named `.wh.*` is a whiteout to the unpacker, so such an upper
+/// dir cannot be the snapshot: nothing is kept, the blob is unpacked later.
+#[test]
+fn upper_dir_that_cannot_match_its_unpack_is_not_kept() {
+    use kiln::oci::layer::{canonicalize, write_canonical_layer};
+    use kiln::sandbox::{Adoption, Snapshots};
+    let e = env();
+    let store = Store::open(e.dir.path().join("store")).unwrap();
+    let snapshots = Snapshots::new(e.dir.path().join("snapshots"));
+    let out = e
+        .sandbox
+        .run(
+            &sh("mkdir /x && touch /x/.wh.y /x/z"),
+            &Progress::recording(),
+        )
+        .unwrap();
+    let mut captured = out.capture().unwrap();
+    let entries = canonicalize(std::mem::take(&mut captured.entries));
+    let opts = LayerOptions::default();
+    let layer = write_canonical_layer(&store, &entries, opts).unwrap();
+    let blob = &layer.blob.digest;
+    let adopted = out
+        .into_snapshot(&snapshots, &captured, &entries, blob, opts.epoch)
+        .unwrap();
+    assert!(matches!(adopted, Adoption::Fallback(_)), "{adopted:?}");
+    assert!(!snapshots.path(blob).exists());
+    assert_eq!(fs::read_dir(&e.sandbox.runs).unwrap().count(), 0);
+}
