@@ -372,11 +372,6 @@ impl Solver {
         };
         let name = stage.display_name(idx);
         let total = stage.steps.len();
-        // Another stage builds on this one or copies from it: it reads all
-        // of this stage's layers.
-        let read_by_others =
-            (0..g.stages.len()).any(|k| k != idx && graph::deps::direct_deps(g, k).contains(&idx));
-        let snapshot_after = |j: usize| read_by_others || fs_needed_after(stage, j);
         for (j, step) in stage.steps.iter().enumerate() {
             let key = &stage_keys.steps[j];
             let text = step
@@ -426,7 +421,7 @@ impl Solver {
                         }
                     }
                     .with_context(|| format!("{label} ({})", origin_of(step)))?;
-                    let l = self.write(entries, opts, snapshot_after(j))?;
+                    let l = self.write(entries, opts, fs_needed_after(stage, j))?;
                     task.finish("done");
                     l
                 }
@@ -445,7 +440,7 @@ impl Solver {
                     if entries.is_empty() {
                         None
                     } else {
-                        self.write(entries, opts, snapshot_after(j))?
+                        self.write(entries, opts, fs_needed_after(stage, j))?
                     }
                 }
                 Op::Packages(p) => bail!(
