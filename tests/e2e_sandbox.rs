@@ -1121,54 +1121,6 @@ fn kept_upper_dir_equals_the_unpacked_layer() {
     );
 }
 
-/// A layer kiln writes from entries (COPY, WORKDIR) gets its snapshot
-/// from the tar stream as it is written: it must equal a fresh unpack of
-/// the blob.
-#[test]
-fn snapshot_written_with_its_layer_equals_the_unpacked_layer() {
-    use kiln::oci::layer::{Entry, EntryKind, Meta, ScanOptions, scan_dir};
-    use kiln::oci::unpack::{UnpackOptions, Whiteouts, unpack_blob};
-    use kiln::sandbox::Snapshots;
-    use std::os::unix::fs::{PermissionsExt, symlink};
-    let e = env();
-    let store = Store::open(e.dir.path().join("store")).unwrap();
-    let snapshots = Snapshots::new(e.dir.path().join("snapshots"));
-    let src = e.dir.path().join("src");
-    fs::create_dir_all(src.join("d/sub")).unwrap();
-    fs::write(src.join("d/sub/f"), "x\n").unwrap();
-    fs::write(src.join("new.txt"), "hi\n").unwrap();
-    fs::set_permissions(src.join("new.txt"), fs::Permissions::from_mode(0o4755)).unwrap();
-    fs::hard_link(src.join("d/sub/f"), src.join("d/sub/g")).unwrap();
-    symlink("../new.txt", src.join("d/link")).unwrap();
-    std::os::unix::fs::lchown(src.join("d/sub"), Some(1000), Some(1001)).unwrap();
-    let mut entries = scan_dir(&src, &ScanOptions::default()).unwrap().entries;
-    entries.push(Entry::new("etc/issue", EntryKind::Whiteout, Meta::root(0)).unwrap());
-    entries.push(Entry::new("d", EntryKind::Opaque, Meta::root(0)).unwrap());
-    let opts = LayerOptions {
-        compression: Compression::Gzip,
-        epoch: 1_700_000_000,
-    };
-    let layer = snapshots.write_layer(&store, entries, opts).unwrap();
-    let blob = &layer.blob.digest;
-    assert!(snapshots.path(blob).is_dir(), "no snapshot written");
-    let fresh = e.dir.path().join("fresh");
-    unpack_blob(
-        &store,
-        blob,
-        layer.compression,
-        &fresh,
-        UnpackOptions::new(Whiteouts::Overlay),
-    )
-    .unwrap();
-    let (kept, want) = (snapshot_tree(&snapshots.path(blob)), snapshot_tree(&fresh));
-    assert_eq!(kept, want);
-    assert!(kept["d"].contains("trusted.overlay.opaque=y"), "{kept:#?}");
-    assert!(kept["etc/issue"].contains("whiteout"), "{kept:#?}");
-    assert!(kept["d/sub/g"].contains("nlink 2"), "{kept:#?}");
-    // No temp dirs left beside the snapshot.
-    assert_eq!(fs::read_dir(snapshots.root()).unwrap().count(), 1);
-}
-
 /// A file named `.wh.*` is a whiteout to the unpacker, so such an upper
 /// dir cannot be the snapshot: nothing is kept, the blob is unpacked later.
 #[test]

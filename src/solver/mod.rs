@@ -421,7 +421,7 @@ impl Solver {
                         }
                     }
                     .with_context(|| format!("{label} ({})", origin_of(step)))?;
-                    let l = self.write(entries, opts, fs_needed_after(stage, j))?;
+                    let l = self.write(entries, opts)?;
                     task.finish("done");
                     l
                 }
@@ -440,7 +440,7 @@ impl Solver {
                     if entries.is_empty() {
                         None
                     } else {
-                        self.write(entries, opts, fs_needed_after(stage, j))?
+                        self.write(entries, opts)?
                     }
                 }
                 Op::Packages(p) => bail!(
@@ -460,25 +460,16 @@ impl Solver {
         Ok(st)
     }
 
-    /// Writes entries as a layer; no entries, no layer. With `snapshot`
-    /// (a later step will read the stage's files) its snapshot is made
-    /// from the same tar stream, instead of unpacking the blob then.
-    fn write(
-        &self,
-        entries: Vec<Entry>,
-        opts: &SolveOptions<'_>,
-        snapshot: bool,
-    ) -> Result<Option<LayerRecord>> {
+    /// Writes entries as a layer; no entries, no layer.
+    fn write(&self, entries: Vec<Entry>, opts: &SolveOptions<'_>) -> Result<Option<LayerRecord>> {
         if entries.is_empty() {
             return Ok(None);
         }
-        let layer = if snapshot {
-            self.snapshots
-                .write_layer(&self.store, entries, opts.layer)?
-        } else {
-            write_layer(&self.store, entries, opts.layer)?
-        };
-        Ok(Some(LayerRecord::from(&layer)))
+        Ok(Some(LayerRecord::from(&write_layer(
+            &self.store,
+            entries,
+            opts.layer,
+        )?)))
     }
 
     fn lowers(&self, st: &StageState) -> Result<Vec<PathBuf>> {
@@ -713,15 +704,6 @@ fn add_layer(st: &mut StageState, layer: Option<&LayerRecord>, text: &str) {
         }
         None => st.builder.add_empty_history(text),
     }
-}
-
-/// Whether a step after step `j` of `stage` reads the stage's files
-/// (RUN, COPY, WORKDIR do; ENV, CMD… do not).
-fn fs_needed_after(stage: &graph::Stage, j: usize) -> bool {
-    stage.steps[j + 1..].iter().any(|s| match &s.op {
-        Op::Config(c) => matches!(c, ConfigChange::WorkingDir(_)),
-        _ => true,
-    })
 }
 
 fn origin_of(step: &Step) -> String {
