@@ -918,3 +918,234 @@ fn cache_sharing_locked_and_private() {
         assert!(dir.join("one").exists() && !dir.join("three").exists());
     });
 }
+
+/// A tree as comparable lines: path → type, mode, owner, links, device,
+/// xattrs, mtime (not for whiteouts: the unpacker makes them "now"),
+/// contents or symlink target.
+fn snapshot_tree(root: &Path) -> BTreeMap<String, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let p = dir.join(&n);
+            let md = fs::symlink_metadata(&p).unwrap();
+            let ft = md.file_type();
+            let whiteout = ft.is_char_device() && md.rdev() == 0;
+            let what = if ft.is_dir() {
+                "dir".to_string()
+            } else if ft.is_symlink() {
+                format!("symlink → {}", fs::read_link(&p).unwrap().display())
+            } else if ft.is_file() {
+                format!("file {:?}", String::from_utf8_lossy(&fs::read(&p).unwrap()))
+            } else if whiteout {
+                "whiteout".to_string()
+            } else {
+                format!("special {:o} rdev {}", md.mode() & 0o170000, md.rdev())
+            };
+            let xattrs: Vec<String> = kiln::oci::layer::read_xattrs(&p)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| format!("{}={}", k.to_string_lossy(), String::from_utf8_lossy(&v)))
+                .collect();
+            let mtime = if whiteout {
+                String::new()
+            } else {
+                format!(" mtime {}.{:09}", md.mtime(), md.mtime_nsec())
+            };
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            out.insert(
+                rel,
+                format!(
+                    "{what} mode {:o} {}:{} nlink {} xattrs {xattrs:?}{mtime}",
+                    md.mode() & 0o7777,
+                    md.uid(),
+                    md.gid(),
+                    md.nlink()
+                ),
+            );
+            if ft.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// A RUN step's upper dir kept as its layer's snapshot must be exactly
+/// what unpacking the layer blob gives (a later build that has no
+/// snapshot unpacks the blob): files, deletions, an opaque dir, links,
+/// owners, setuid, old and clamped mtimes, a fifo, a socket (not in
+/// layers), and the mount targets of cache, bind and tmpfs mounts.
+#[test]
+fn kept_upper_dir_equals_the_unpacked_layer() {
+    use kiln::oci::layer::{canonicalize, write_canonical_layer};
+    use kiln::oci::unpack::{UnpackOptions, Whiteouts, unpack_blob};
+    use kiln::sandbox::{Adoption, BindMount, Snapshots, TmpfsMount};
+    let e = env();
+    let store = Store::open(e.dir.path().join("store")).unwrap();
+    let snapshots = Snapshots::new(e.dir.path().join("snapshots"));
+    let ctx = e.dir.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("in"), "from the context\n").unwrap();
+    let mut spec = sh("set -e
+        echo hi > /new.txt && chmod 4755 /new.txt
+        mkdir -p /d/sub && echo x > /d/sub/f && chown 1000:1001 /d/sub/f /d/sub
+        touch -d @1000 /d/old
+        ln -s ../new.txt /d/link
+        ln /new.txt /d/hard
+        rm /etc/issue /etc/issue.net
+        rm -rf /usr/share/doc/apt && mkdir /usr/share/doc/apt && touch /usr/share/doc/apt/new
+        chmod 700 /root && echo r > /root/file
+        mkfifo /d/fifo
+        perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Local => \"/d/sock\", Listen => 1) or die \"socket: $!\"'
+        echo cached > /root/.cache/tool/c
+        cat /opt/ctx/src/in > /d/from-ctx
+        echo t > /scratch/t
+        pwd > /d/pwd");
+    spec.workdir = "/work/here".into();
+    spec.mounts.push(Mount::Cache(CacheMount::new(
+        "adopt-test",
+        "/root/.cache/tool",
+    )));
+    spec.mounts.push(Mount::Bind(BindMount {
+        source: ctx.clone(),
+        target: "/opt/ctx/src".into(),
+        readwrite: false,
+    }));
+    spec.mounts.push(Mount::Tmpfs(TmpfsMount {
+        target: "/scratch".into(),
+        size: None,
+    }));
+    let p = Progress::recording();
+    let out = e.sandbox.run(&spec, &p).unwrap();
+    assert_eq!(out.exit_code, 0, "{:?}", logs(&p));
+    assert!(
+        out.upper().join("d/sock").exists(),
+        "the socket was not made"
+    );
+    let mut captured = out.capture().unwrap();
+    let entries = canonicalize(std::mem::take(&mut captured.entries));
+    // Files made now are clamped to the epoch, /d/old is older than it.
+    let opts = LayerOptions {
+        compression: Compression::Gzip,
+        epoch: 1_700_000_000,
+    };
+    let layer = write_canonical_layer(&store, &entries, opts).unwrap();
+    let blob = &layer.blob.digest;
+    let adopted = out
+        .into_snapshot(&snapshots, &captured, &entries, blob, opts.epoch)
+        .unwrap();
+    assert_eq!(adopted, Adoption::Adopted);
+    assert_eq!(
+        fs::read_dir(&e.sandbox.runs).unwrap().count(),
+        0,
+        "run dir left"
+    );
+    let fresh = e.dir.path().join("fresh");
+    unpack_blob(
+        &store,
+        blob,
+        layer.compression,
+        &fresh,
+        UnpackOptions::new(Whiteouts::Overlay),
+    )
+    .unwrap();
+    let (kept, want) = (snapshot_tree(&snapshots.path(blob)), snapshot_tree(&fresh));
+    let diff: Vec<String> = kept
+        .keys()
+        .chain(want.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| kept.get(*k) != want.get(*k))
+        .map(|k| {
+            format!(
+                "{k}:\n  kept   {:?}\n  unpack {:?}",
+                kept.get(k),
+                want.get(k)
+            )
+        })
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "snapshot differs from the unpack:\n{}",
+        diff.join("\n")
+    );
+    // What the step did is there, what the sandbox mounted is not.
+    for (path, what) in [
+        ("etc/issue", "whiteout"),
+        ("etc/issue.net", "whiteout"),
+        ("d/link", "symlink → ../new.txt"),
+        ("d/hard", "nlink 2"),
+        ("new.txt", "mode 4755"),
+        ("d/sub/f", "1000:1001"),
+        ("d/old", "mtime 1000.0"),
+        ("d/fifo", "special"),
+        ("usr/share/doc/apt", "trusted.overlay.opaque=y"),
+        ("root", "mode 700"),
+        ("d/pwd", "/work/here"),
+        ("d/from-ctx", "from the context"),
+    ] {
+        let got = kept
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing: {kept:#?}"));
+        assert!(got.contains(what), "{path}: {got}");
+    }
+    assert!(
+        kept["new.txt"].contains("mtime 1700000000.0"),
+        "{}",
+        kept["new.txt"]
+    );
+    for gone in [
+        "d/sock",
+        "root/.cache/tool",
+        "opt/ctx/src",
+        "scratch",
+        "proc",
+        "dev",
+        "etc/hosts",
+    ] {
+        assert!(!kept.contains_key(gone), "{gone} is in the snapshot");
+    }
+    // Copied-up dirs carried overlay's own xattrs in the upper dir.
+    assert!(
+        !kept
+            .values()
+            .any(|v| v.contains("overlay.") && !v.contains("overlay.opaque=y")),
+        "overlay xattrs left: {kept:#?}"
+    );
+}
+
+/// A file named `.wh.*` is a whiteout to the unpacker, so such an upper
+/// dir cannot be the snapshot: nothing is kept, the blob is unpacked later.
+#[test]
+fn upper_dir_that_cannot_match_its_unpack_is_not_kept() {
+    use kiln::oci::layer::{canonicalize, write_canonical_layer};
+    use kiln::sandbox::{Adoption, Snapshots};
+    let e = env();
+    let store = Store::open(e.dir.path().join("store")).unwrap();
+    let snapshots = Snapshots::new(e.dir.path().join("snapshots"));
+    let out = e
+        .sandbox
+        .run(
+            &sh("mkdir /x && touch /x/.wh.y /x/z"),
+            &Progress::recording(),
+        )
+        .unwrap();
+    let mut captured = out.capture().unwrap();
+    let entries = canonicalize(std::mem::take(&mut captured.entries));
+    let opts = LayerOptions::default();
+    let layer = write_canonical_layer(&store, &entries, opts).unwrap();
+    let blob = &layer.blob.digest;
+    let adopted = out
+        .into_snapshot(&snapshots, &captured, &entries, blob, opts.epoch)
+        .unwrap();
+    assert!(matches!(adopted, Adoption::Fallback(_)), "{adopted:?}");
+    assert!(!snapshots.path(blob).exists());
+    assert_eq!(fs::read_dir(&e.sandbox.runs).unwrap().count(), 0);
+}

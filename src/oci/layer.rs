@@ -399,7 +399,7 @@ pub(crate) fn minor(dev: u64) -> u32 {
 /// Extended attributes worth keeping in a layer. `security.selinux` is host
 /// policy and `system.*` are ACLs the runtime recomputes: both are dropped,
 /// as BuildKit does.
-fn keep_xattr(name: &[u8]) -> bool {
+pub(crate) fn keep_xattr(name: &[u8]) -> bool {
     !(name == b"security.selinux" || name.starts_with(b"system."))
 }
 
@@ -537,7 +537,17 @@ pub fn canonicalize(entries: Vec<Entry>) -> Vec<Entry> {
 
 /// Writes entries as a layer blob into the store.
 pub fn write_layer(store: &Store, entries: Vec<Entry>, opts: LayerOptions) -> Result<Layer> {
-    let entries = canonicalize(entries);
+    write_canonical_layer(store, &canonicalize(entries), opts)
+}
+
+/// [`write_layer`] for entries already in [`canonicalize`]d form, for
+/// callers that need the exact list the tar was made of afterwards (a
+/// step's upper dir turned into the layer's snapshot).
+pub fn write_canonical_layer(
+    store: &Store,
+    entries: &[Entry],
+    opts: LayerOptions,
+) -> Result<Layer> {
     let (tx, rx) = sync_channel::<Vec<u8>>(16);
     // The diff_id is hashed on whichever thread has time: gzip keeps the
     // compressing thread busy, so the tar thread hashes; zstd compresses on
@@ -548,13 +558,13 @@ pub fn write_layer(store: &Store, entries: Vec<Entry>, opts: LayerOptions) -> Re
         let producer = s.spawn(move || -> Result<Option<Digest>> {
             if hash_in_producer {
                 let mut hashed = HashingWriter::new(ChunkWriter::new(tx));
-                write_tar(&mut hashed, &entries, opts.epoch)?;
+                write_tar(&mut hashed, entries, opts.epoch)?;
                 let (diff_id, _, mut chunks) = hashed.finish();
                 chunks.flush()?;
                 Ok(Some(diff_id))
             } else {
                 let mut chunks = ChunkWriter::new(tx);
-                write_tar(&mut chunks, &entries, opts.epoch)?;
+                write_tar(&mut chunks, entries, opts.epoch)?;
                 chunks.flush()?;
                 Ok(None)
             }
@@ -633,8 +643,7 @@ fn append_entry<W: Write>(b: &mut tar::Builder<W>, e: &Entry, epoch: i64) -> Res
         k => (e.path.clone(), k),
     };
     let mut h = tar::Header::new_ustar();
-    let mtime = e.meta.mtime.clamp(0, epoch.max(0));
-    h.set_mtime(mtime as u64);
+    h.set_mtime(clamped_mtime(e.meta.mtime, epoch) as u64);
     let (uid, gid) = (e.meta.uid as u64, e.meta.gid as u64);
     const USTAR_ID_MAX: u64 = 0o7777777;
     if uid > USTAR_ID_MAX {
@@ -753,6 +762,12 @@ fn append_entry<W: Write>(b: &mut tar::Builder<W>, e: &Entry, epoch: i64) -> Res
     h.set_cksum();
     b.append(&h, data)?;
     Ok(())
+}
+
+/// The mtime an entry gets in the tar (and so in every unpack of it):
+/// clamped to `[0, epoch]`, whole seconds.
+pub fn clamped_mtime(mtime: i64, epoch: i64) -> i64 {
+    mtime.clamp(0, epoch.max(0))
 }
 
 /// Sets a ustar name, splitting it into prefix + name when it is over 100 bytes.

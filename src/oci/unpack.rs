@@ -273,17 +273,18 @@ fn finish_meta(
         fs::set_permissions(path, fs::Permissions::from_mode(mode))
             .with_context(|| format!("chmod {}", path.display()))?;
     }
-    let mtime = h.mtime().unwrap_or(0) as libc::time_t;
-    let times = [
-        libc::timespec {
-            tv_sec: mtime,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: mtime,
-            tv_nsec: 0,
-        },
-    ];
+    set_times(path, h.mtime().unwrap_or(0) as i64)
+}
+
+/// Sets a path's atime and mtime to `secs` (whole seconds), without
+/// following a symlink: what every unpacked entry gets from its header.
+pub(crate) fn set_times(path: &Path, secs: i64) -> Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    let t = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: 0,
+    };
+    let times = [t, t];
     // SAFETY: valid path and a two-element times array.
     let rc = unsafe {
         libc::utimensat(
@@ -300,7 +301,7 @@ fn finish_meta(
     Ok(())
 }
 
-fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> Result<()> {
+pub(crate) fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())?;
     let n = CString::new(name)?;
     // SAFETY: valid strings and a value buffer of the given length.
@@ -325,7 +326,7 @@ fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn mknod(path: &Path, kind: libc::mode_t, dev: libc::dev_t) -> Result<()> {
+pub(crate) fn mknod(path: &Path, kind: libc::mode_t, dev: libc::dev_t) -> Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: valid path string.
     if unsafe { libc::mknod(c.as_ptr(), kind | 0o600, dev) } != 0 {
@@ -336,7 +337,7 @@ fn mknod(path: &Path, kind: libc::mode_t, dev: libc::dev_t) -> Result<()> {
 }
 
 /// Removes a file, symlink or directory tree if it exists.
-fn remove_any(path: &Path) -> Result<()> {
+pub(crate) fn remove_any(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
             make_removable(path);

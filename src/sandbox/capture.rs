@@ -19,7 +19,7 @@ pub(crate) fn rel(p: &Path) -> PathBuf {
         .collect()
 }
 
-fn is_overlay_xattr(name: &[u8]) -> bool {
+pub(crate) fn is_overlay_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
@@ -34,12 +34,37 @@ fn is_opaque(xattrs: &[(std::ffi::OsString, Vec<u8>)]) -> bool {
 /// The entries of an upper dir. `excluded` are layer-relative mount
 /// targets: they and everything below them are left out.
 pub fn upper_entries(upper: &Path, excluded: &[PathBuf]) -> Result<Vec<Entry>> {
+    Ok(upper_capture(upper, excluded)?.entries)
+}
+
+/// What an upper dir holds, as a layer.
+#[derive(Debug, Default)]
+pub struct Capture {
+    /// The layer's entries (not yet canonical).
+    pub entries: Vec<Entry>,
+    /// Upper-relative paths that are in the upper dir but not in the layer
+    /// (mount targets with what is below them, sockets), top-most only.
+    pub dropped: Vec<PathBuf>,
+}
+
+/// [`upper_entries`], plus what was left out.
+pub fn upper_capture(upper: &Path, excluded: &[PathBuf]) -> Result<Capture> {
     use std::os::unix::ffi::OsStrExt;
     let scan = scan_dir(upper, &ScanOptions::default())?;
     let mut whiteouts: HashSet<PathBuf> = HashSet::new();
     let mut out = Vec::with_capacity(scan.entries.len());
+    let mut dropped: Vec<PathBuf> = scan
+        .skipped
+        .iter()
+        .filter_map(|(host, _)| host.strip_prefix(upper).ok().map(Path::to_path_buf))
+        .collect();
+    let mut dropped_dirs: Vec<PathBuf> = Vec::new();
     for mut e in scan.entries {
         if excluded.iter().any(|x| e.path.starts_with(x)) {
+            // The scan is depth-first: what is below a dropped path follows it.
+            if !dropped_dirs.last().is_some_and(|d| e.path.starts_with(d)) {
+                dropped_dirs.push(e.path.clone());
+            }
             continue;
         }
         let opaque = matches!(e.kind, EntryKind::Dir) && is_opaque(&e.meta.xattrs);
@@ -67,9 +92,8 @@ pub fn upper_entries(upper: &Path, excluded: &[PathBuf]) -> Result<Vec<Entry>> {
             _ if opaque => {
                 let path = e.path.clone();
                 out.push(e);
-                // Note: `canonicalize` keys entries by path, so this marker
-                // replaces the directory's own header (its mode/owner fall
-                // back to the extractor's defaults). Semantics win.
+                // `canonicalize` keys the marker as `DIR/.wh..wh..opq`, so
+                // the directory keeps its own header too.
                 out.push(Entry {
                     path,
                     kind: EntryKind::Opaque,
@@ -79,7 +103,11 @@ pub fn upper_entries(upper: &Path, excluded: &[PathBuf]) -> Result<Vec<Entry>> {
             _ => out.push(e),
         }
     }
-    Ok(out)
+    dropped.extend(dropped_dirs);
+    Ok(Capture {
+        entries: out,
+        dropped,
+    })
 }
 
 /// The metadata of `rel` in the top-most lower dir that has it.

@@ -12,6 +12,7 @@
 //! | [`idmap`] | rootless id mappings (newuidmap/newgidmap, /etc/subuid) |
 //! | [`capture`] | upper dir → layer entries (whiteouts, opaque dirs) |
 //! | [`snapshot`] | layers unpacked once per digest as overlay lower dirs |
+//! | `adopt` | a step's upper dir made the snapshot of its own layer |
 //!
 //! Namespaces, mounts and processes are set up by hand with `nix` rather
 //! than by an OCI runtime (runc/crun) because a build step needs far less
@@ -19,6 +20,7 @@
 //! a runtime per step costs more than the step often does. See
 //! `docs/sandbox.md` for the isolation model and its limits.
 
+mod adopt;
 pub mod caps;
 pub mod capture;
 mod child;
@@ -31,10 +33,13 @@ pub mod user;
 use std::path::PathBuf;
 
 use crate::Result;
+use crate::oci::Digest;
 use crate::oci::layer::{Entry, Layer, LayerOptions, write_layer};
 use crate::oci::store::Store;
 use crate::progress::Progress;
 
+pub use adopt::Adoption;
+pub use capture::Capture;
 pub use idmap::IdMap;
 pub use snapshot::Snapshots;
 pub use spec::{
@@ -126,8 +131,37 @@ impl RunOutput {
         capture::upper_entries(&self.upper(), &self.excluded)
     }
 
+    /// The changes as layer entries, with what was left out.
+    pub fn capture(&self) -> Result<Capture> {
+        capture::upper_capture(&self.upper(), &self.excluded)
+    }
+
     /// Writes the changes as a layer into `store`.
     pub fn write_layer(&self, store: &Store, opts: LayerOptions) -> Result<Layer> {
         write_layer(store, self.entries()?, opts)
+    }
+
+    /// Turns the upper dir into the snapshot of `blob`, the layer written
+    /// (with `epoch`) from `entries`: the canonical form of `captured`'s
+    /// entries, exactly as [`crate::oci::layer::write_canonical_layer`]
+    /// got them. The snapshot is then what unpacking the blob would make;
+    /// when that cannot be guaranteed nothing is made (see
+    /// [`Adoption::Fallback`]) and the blob is unpacked when needed.
+    pub fn into_snapshot(
+        self,
+        snapshots: &Snapshots,
+        captured: &Capture,
+        entries: &[Entry],
+        blob: &Digest,
+        epoch: i64,
+    ) -> Result<Adoption> {
+        adopt::adopt(
+            &self.dir.path,
+            &captured.dropped,
+            entries,
+            snapshots,
+            blob,
+            epoch,
+        )
     }
 }

@@ -37,7 +37,7 @@ use crate::error::{CodedError, code};
 use crate::graph::key::{CacheKeys, ImageDigests};
 use crate::graph::{self, Base, ConfigChange, CopyFrom, Graph, ImageConfig, Op, Step};
 use crate::oci::image::{Image, ImageBuilder, host_platform, parse_platform, read_image};
-use crate::oci::layer::{Entry, LayerOptions, write_layer};
+use crate::oci::layer::{Entry, LayerOptions, canonicalize, write_canonical_layer, write_layer};
 use crate::oci::{Digest, ImageStore, Store};
 use crate::progress::{Progress, TAIL_LINES};
 use crate::sandbox::{self, Sandbox, Snapshots};
@@ -873,8 +873,24 @@ impl Solver {
             )
             .into());
         }
-        let entries = out.entries()?;
-        self.write(entries, st.layer)
+        let mut captured = out.capture()?;
+        let entries = canonicalize(std::mem::take(&mut captured.entries));
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let layer = write_canonical_layer(&self.store, &entries, st.layer)?;
+        // The upper dir already holds the layer's files: it becomes the
+        // layer's snapshot, so the next step does not unpack the blob.
+        let blob = &layer.blob.digest;
+        if let Err(e) =
+            out.into_snapshot(&self.snapshots, &captured, &entries, blob, st.layer.epoch)
+        {
+            progress.warn(format!(
+                "{label}: keeping the step's files as the snapshot of layer {} failed, it will be unpacked instead: {e:#}",
+                blob.short()
+            ));
+        }
+        Ok(Some(LayerRecord::from(&layer)))
     }
 }
 
