@@ -315,24 +315,8 @@ type Tree = BTreeMap<PathBuf, Node>;
 /// from the same base layer (asserted by diff_id), so only the layers they
 /// wrote are read.
 fn layout_tree(layout: &Path, tag: &str, base: &Tree, base_diff_id: &str) -> Tree {
-    let json = |p: PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-            .unwrap()
-    };
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let index = json(layout.join("index.json"));
-    let manifest = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(tag))
-        .unwrap_or_else(|| panic!("{}: no image tagged {tag}", layout.display()));
-    let manifest = json(blob(manifest["digest"].as_str().unwrap()));
-    let config = json(blob(manifest["config"]["digest"].as_str().unwrap()));
+    let (manifest, config) = layout_image(layout, tag);
+    let blob = |d: &str| layout_blob(layout, d);
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
     assert_eq!(
         diff_ids[0].as_str(),
@@ -348,6 +332,34 @@ fn layout_tree(layout: &Path, tag: &str, base: &Tree, base_diff_id: &str) -> Tre
         );
     }
     t
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+/// A blob of an OCI layout, by digest.
+fn layout_blob(layout: &Path, digest: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// The manifest and config of the image tagged `tag` in an OCI layout.
+fn layout_image(layout: &Path, tag: &str) -> (serde_json::Value, serde_json::Value) {
+    let index = read_json(&layout.join("index.json"));
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(tag))
+        .unwrap_or_else(|| panic!("{}: no image tagged {tag}", layout.display()));
+    let manifest = read_json(&layout_blob(layout, entry["digest"].as_str().unwrap()));
+    let config = read_json(&layout_blob(
+        layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    (manifest, config)
 }
 
 /// A layer blob's tar stream (uncompressed, gzip or zstd, by content).
@@ -880,23 +892,8 @@ fn serve(
 /// The layer digests and root filesystem of the image tagged `tag` in
 /// the OCI layout `layout` (every layer applied, from empty).
 fn image_layers(layout: &Path, tag: &str) -> (Vec<String>, Tree) {
-    let json = |p: PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-            .unwrap()
-    };
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let index = json(layout.join("index.json"));
-    let manifest = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(tag))
-        .unwrap_or_else(|| panic!("{}: no image tagged {tag}", layout.display()));
-    let manifest = json(blob(manifest["digest"].as_str().unwrap()));
+    let (manifest, _) = layout_image(layout, tag);
+    let blob = |d: &str| layout_blob(layout, d);
     let mut t = Tree::new();
     let mut digests = Vec::new();
     for l in manifest["layers"].as_array().unwrap() {
