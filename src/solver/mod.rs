@@ -641,7 +641,38 @@ impl Solver {
         )?)))
     }
 
+    /// The stage's layers as snapshot dirs, bottom-most first. Missing
+    /// snapshots are unpacked in parallel (a fresh package base is a dozen
+    /// layers; each unpack is one decompressing thread plus file creation).
     fn lowers(&self, st: &StageState) -> Result<Vec<PathBuf>> {
+        let missing: Vec<&LayerRecord> = st
+            .layers
+            .iter()
+            .filter(|l| !self.snapshots.path(&l.blob).is_dir())
+            .collect();
+        if missing.len() > 1 {
+            let queue = Mutex::new(missing.into_iter());
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|_| {
+                        s.spawn(|| -> Result<()> {
+                            loop {
+                                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                                let Some(l) = next else {
+                                    return Ok(());
+                                };
+                                self.snapshots.ensure(&self.store, &l.blob, l.compression)?;
+                            }
+                        })
+                    })
+                    .collect();
+                handles.into_iter().try_for_each(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| bail!("a snapshot unpacker panicked"))
+                })
+            })?;
+        }
         st.layers
             .iter()
             .map(|l| {
