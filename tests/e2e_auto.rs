@@ -11,9 +11,9 @@
 
 mod support;
 
-use support::auto::{
-    Home, build_and_serve, example, host_ca_args, layers, serve_and_stop, step_status,
-};
+use support::kiln::Kiln;
+
+use support::auto::{build_and_serve, example, host_ca_args, layers, serve_and_stop, step_status};
 
 const EXAMPLES: &[(&str, &str)] = &[
     ("node-npm", "Hello from node-npm"),
@@ -26,7 +26,7 @@ const EXAMPLES: &[(&str, &str)] = &[
 
 #[test]
 fn examples_build_and_answer_http() {
-    let home = Home::shared();
+    let home = Kiln::shared();
     let tmp = tempfile::tempdir().unwrap();
     let only = std::env::var("KILN_AUTO_EXAMPLES").ok();
     for (name, expect) in EXAMPLES {
@@ -47,7 +47,7 @@ fn examples_build_and_answer_http() {
 /// exactly one layer (the app's) changes.
 #[test]
 fn one_line_change_reuses_the_install_step() {
-    let home = Home::shared();
+    let home = Kiln::shared();
     let tmp = tempfile::tempdir().unwrap();
     let dir = example("node-npm", tmp.path());
     let (first, _) = home.build(&dir, "edit:1");
@@ -106,7 +106,7 @@ fn clean_builds_are_reproducible() {
         // The package sets are locked once (`kiln lock --auto`), as a
         // project commits its kiln.lock; both builds compose exactly those
         // files.
-        let locker = Home::fresh();
+        let locker = Kiln::new();
         let tmp = tempfile::tempdir().unwrap();
         let locked = example(name, tmp.path());
         locker.ok(&[
@@ -121,7 +121,7 @@ fn clean_builds_are_reproducible() {
         let mut digests = Vec::new();
         let mut last = None;
         for _ in 0..2 {
-            let home = Home::fresh();
+            let home = Kiln::new();
             let tmp = tempfile::tempdir().unwrap();
             let dir = example(name, tmp.path());
             std::fs::write(dir.join("kiln.lock"), &lock).unwrap();
@@ -157,7 +157,7 @@ fn clean_builds_are_reproducible() {
 /// tagged, and the rerun resumes from the cached steps.
 #[test]
 fn failing_build_script_reports_and_resumes() {
-    let home = Home::shared();
+    let home = Kiln::shared();
     let tmp = tempfile::tempdir().unwrap();
     let dir = example("node-npm", tmp.path());
     let pkg = std::fs::read_to_string(dir.join("package.json")).unwrap();

@@ -14,7 +14,8 @@ mod support;
 
 use std::time::Instant;
 
-use support::auto::{Home, build_and_serve};
+use support::auto::build_and_serve;
+use support::kiln::Kiln;
 
 /// (example, text the HTTP answer must contain)
 const EXAMPLES: &[(&str, &str)] = &[
@@ -34,7 +35,7 @@ const OPTIONAL: &[(&str, &str)] = &[("python-poetry", "Hello from python-poetry"
 
 #[test]
 fn more_examples_build_and_answer_http() {
-    let home = Home::shared();
+    let home = Kiln::shared();
     let tmp = tempfile::tempdir().unwrap();
     let only = std::env::var("KILN_EXAMPLES").ok();
     let all = Instant::now();

@@ -117,13 +117,7 @@ fn generated_dockerfiles_build_with_buildah_and_serve_http() {
         .args(["import"])
         .arg(&tar)
         .arg(&local));
-    let certs: Vec<PathBuf> = std::fs::read_dir("/usr/local/share/ca-certificates")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "crt"))
-        .collect();
+    let certs = support::auto::host_ca_certs();
     if !certs.is_empty() {
         let ctr = run(Command::new("buildah").args(["from", &local]))
             .trim()

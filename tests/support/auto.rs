@@ -5,63 +5,14 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::kiln::Kiln;
 use super::registry::free_port;
 
-/// A kiln home: cache and data dirs.
-pub struct Home {
-    pub cache: PathBuf,
-    pub data: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
-}
-
-impl Home {
-    /// The shared warm cache (its own data dir per test).
-    pub fn shared() -> Home {
-        let tmp = tempfile::tempdir().unwrap();
-        Home {
-            cache: super::shared_cache(),
-            data: tmp.path().join("data"),
-            _tmp: Some(tmp),
-        }
-    }
-
-    /// Empty cache and data dirs.
-    pub fn fresh() -> Home {
-        let tmp = tempfile::tempdir().unwrap();
-        Home {
-            cache: tmp.path().join("cache"),
-            data: tmp.path().join("data"),
-            _tmp: Some(tmp),
-        }
-    }
-
-    pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        c.env("KILN_CACHE_DIR", &self.cache)
-            .env("KILN_DATA_DIR", &self.data)
-            .env("NO_COLOR", "1")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .stdin(Stdio::null());
-        c
-    }
-
-    pub fn kiln(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    pub fn ok(&self, args: &[&str]) -> Output {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
+/// Auto builds and their images, on the shared kiln runner.
+impl Kiln {
     /// Builds `dir` as `name`, returning the manifest digest and the JSON events.
     pub fn build(&self, dir: &Path, name: &str) -> (String, Vec<serde_json::Value>) {
         let mut args = vec![
@@ -90,13 +41,13 @@ impl Home {
     }
 
     pub fn layout(&self) -> String {
-        format!("oci:{}", self.data.join("images").display())
+        format!("oci:{}", self.data().join("images").display())
     }
 }
 
-/// Networks that intercept TLS need their CA in the build stage (npm, pip
-/// and cargo downloads): the host's extra CAs, as `--ca-cert` flags.
-pub fn host_ca_args() -> Vec<String> {
+/// The host's extra CA certificates (`/usr/local/share/ca-certificates/*.crt`),
+/// sorted.
+pub fn host_ca_certs() -> Vec<PathBuf> {
     let mut certs: Vec<PathBuf> = std::fs::read_dir("/usr/local/share/ca-certificates")
         .into_iter()
         .flatten()
@@ -106,6 +57,12 @@ pub fn host_ca_args() -> Vec<String> {
         .collect();
     certs.sort();
     certs
+}
+
+/// Networks that intercept TLS need their CA in the build stage (npm, pip
+/// and cargo downloads): the host's extra CAs, as `--ca-cert` flags.
+pub fn host_ca_args() -> Vec<String> {
+    host_ca_certs()
         .into_iter()
         .flat_map(|c| ["--ca-cert".to_string(), c.display().to_string()])
         .collect()
@@ -177,7 +134,7 @@ impl Drop for Cleanup {
 /// Loads `name` from the home's image store into podman, runs it with
 /// `PORT`, expects `expect` in the HTTP answer, then SIGTERM and an exit
 /// within 10 s. Returns the image's size in bytes as podman reports it.
-pub fn serve_and_stop(home: &Home, name: &str, expect: &str) -> u64 {
+pub fn serve_and_stop(home: &Kiln, name: &str, expect: &str) -> u64 {
     let tag = format!("localhost/kiln-e2e-auto-{}", name.replace(':', "-"));
     let container = format!(
         "kiln-e2e-auto-{}-{}",
@@ -232,7 +189,7 @@ pub fn serve_and_stop(home: &Home, name: &str, expect: &str) -> u64 {
 /// Copies the example `name` under `parent`, builds it as `name:1`, and
 /// [`serve_and_stop`]s it; prints the digest, build time and image size,
 /// and returns the size in bytes.
-pub fn build_and_serve(home: &Home, parent: &Path, name: &str, expect: &str) -> u64 {
+pub fn build_and_serve(home: &Kiln, parent: &Path, name: &str, expect: &str) -> u64 {
     let dir = example(name, parent);
     let started = Instant::now();
     let (digest, _) = home.build(&dir, &format!("{name}:1"));
@@ -247,7 +204,7 @@ pub fn build_and_serve(home: &Home, parent: &Path, name: &str, expect: &str) -> 
 }
 
 /// Layer digests of an image in the home's store.
-pub fn layers(home: &Home, name: &str) -> Vec<String> {
+pub fn layers(home: &Kiln, name: &str) -> Vec<String> {
     let raw = run(Command::new("skopeo").args([
         "inspect",
         "--raw",

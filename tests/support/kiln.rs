@@ -1,21 +1,41 @@
-//! Running the `kiln` binary in a throw-away home: its own cache and data
-//! dirs, no colour, no inherited `SOURCE_DATE_EPOCH`.
+//! Running the `kiln` binary in a throw-away home: its own data dir, its
+//! own cache dir (or the suites' shared warm one), no colour, no inherited
+//! `SOURCE_DATE_EPOCH`, no stdin.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 pub struct Kiln {
     pub dir: tempfile::TempDir,
+    cache: PathBuf,
 }
 
 impl Kiln {
-    /// A fresh home, readable by other users (tests that drop privileges).
+    /// A fresh home with empty cache and data dirs, readable by other users
+    /// (tests that drop privileges).
     pub fn new() -> Kiln {
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        Kiln { dir }
+        let cache = dir.path().join("cache");
+        Kiln { dir, cache }
+    }
+
+    /// A fresh data dir over the shared warm cache ([`super::shared_cache`]).
+    pub fn shared() -> Kiln {
+        Kiln {
+            cache: super::shared_cache(),
+            ..Kiln::new()
+        }
+    }
+
+    pub fn cache(&self) -> &Path {
+        &self.cache
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.path("data")
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -29,10 +49,11 @@ impl Kiln {
     /// `kiln` with this home's dirs, run from the home.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        c.env("KILN_CACHE_DIR", self.path("cache"))
-            .env("KILN_DATA_DIR", self.path("data"))
+        c.env("KILN_CACHE_DIR", &self.cache)
+            .env("KILN_DATA_DIR", self.data())
             .env("NO_COLOR", "1")
             .env_remove("SOURCE_DATE_EPOCH")
+            .stdin(Stdio::null())
             .current_dir(self.dir.path());
         c
     }
