@@ -4,7 +4,8 @@
 # by kiln) vs `buildah bud --isolation chroot --layers` and BuildKit
 # (dockerd 20.10, DOCKER_BUILDKIT=1) on the Dockerfile `kiln dockerfile`
 # generates, FROM a trixie minbase image served by a local registry.
-#   cold: empty caches / storage on every side
+#   cold: empty caches / storage on every side (buildah's cache mounts
+#         live in $TMPDIR, so it gets a fresh one per app)
 #   warm: rebuild after a one-line source change
 # Prints wall times, ratios (kiln / peer; goals: cold ≤ 0.7, warm ≤ 1.0),
 # kiln's peak RSS (the kiln process only, sampled; the steps' own
@@ -123,11 +124,15 @@ for app in "${APPS[@]}"; do
     | sed -E 's#--mount=type=cache,target=/var/(cache/apt|lib/apt/lists)#&,sharing=locked#' \
     > "$work/$app/Dockerfile.buildkit"
   broot=$work/$app/bstore; brun=$work/$app/brun
+  # buildah keeps RUN --mount=type=cache dirs in $TMPDIR/buildah-cache
+  # (/var/tmp by default), outside --root: without a fresh TMPDIR its
+  # "cold" build reuses the apt, npm and Go build caches of earlier runs.
+  btmp=$work/$app/btmp; mkdir -p "$btmp"
   for run in cold warm; do
     if [ $run = warm ]; then edit "$kdir"; edit "$bdir"; edit "$ddir"; fi
     t=$(now); kiln_build "$work/$app/khome" "$kdir"; tk=$(since "$t")
     t=$(now)
-    buildah --root "$broot" --runroot "$brun" bud -q --isolation chroot --layers --tls-verify=false \
+    TMPDIR=$btmp buildah --root "$broot" --runroot "$brun" bud -q --isolation chroot --layers --tls-verify=false \
       -f "$work/$app/Dockerfile" -t app "$bdir" >/dev/null 2>"$work/$app/buildah.$run.log" \
       || { tail -30 "$work/$app/buildah.$run.log"; exit 1; }
     tb=$(since "$t")

@@ -126,6 +126,12 @@ fn clean_builds_are_reproducible() {
             let dir = example(name, tmp.path());
             std::fs::write(dir.join("kiln.lock"), &lock).unwrap();
             digests.push(home.build(&dir, "repro:1").0);
+            if last.is_none() {
+                // Package bases snapshot as they compress, RUN steps keep
+                // their upper dirs: all of it must be what an unpack gives.
+                let n = support::snapshot::assert_all_match_their_blobs(home.cache());
+                assert!(n > 2, "{name}: only {n} snapshots");
+            }
             last = Some((home, tmp, dir));
         }
         assert_eq!(digests[0], digests[1], "{name}: two clean builds differ");

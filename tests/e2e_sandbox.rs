@@ -919,64 +919,6 @@ fn cache_sharing_locked_and_private() {
     });
 }
 
-/// A tree as comparable lines: path → type, mode, owner, links, device,
-/// xattrs, mtime (not for whiteouts: the unpacker makes them "now"),
-/// contents or symlink target.
-fn snapshot_tree(root: &Path) -> BTreeMap<String, String> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let p = dir.join(&n);
-            let md = fs::symlink_metadata(&p).unwrap();
-            let ft = md.file_type();
-            let whiteout = ft.is_char_device() && md.rdev() == 0;
-            let what = if ft.is_dir() {
-                "dir".to_string()
-            } else if ft.is_symlink() {
-                format!("symlink → {}", fs::read_link(&p).unwrap().display())
-            } else if ft.is_file() {
-                format!("file {:?}", String::from_utf8_lossy(&fs::read(&p).unwrap()))
-            } else if whiteout {
-                "whiteout".to_string()
-            } else {
-                format!("special {:o} rdev {}", md.mode() & 0o170000, md.rdev())
-            };
-            let xattrs: Vec<String> = kiln::oci::layer::read_xattrs(&p)
-                .unwrap()
-                .into_iter()
-                .map(|(k, v)| format!("{}={}", k.to_string_lossy(), String::from_utf8_lossy(&v)))
-                .collect();
-            let mtime = if whiteout {
-                String::new()
-            } else {
-                format!(" mtime {}.{:09}", md.mtime(), md.mtime_nsec())
-            };
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            out.insert(
-                rel,
-                format!(
-                    "{what} mode {:o} {}:{} nlink {} xattrs {xattrs:?}{mtime}",
-                    md.mode() & 0o7777,
-                    md.uid(),
-                    md.gid(),
-                    md.nlink()
-                ),
-            );
-            if ft.is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
 /// A RUN step's upper dir kept as its layer's snapshot must be exactly
 /// what unpacking the layer blob gives (a later build that has no
 /// snapshot unpacks the blob): files, deletions, an opaque dir, links,
@@ -1056,7 +998,10 @@ fn kept_upper_dir_equals_the_unpacked_layer() {
         UnpackOptions::new(Whiteouts::Overlay),
     )
     .unwrap();
-    let (kept, want) = (snapshot_tree(&snapshots.path(blob)), snapshot_tree(&fresh));
+    let (kept, want) = (
+        support::snapshot::tree(&snapshots.path(blob)),
+        support::snapshot::tree(&fresh),
+    );
     let diff: Vec<String> = kept
         .keys()
         .chain(want.keys())
@@ -1119,6 +1064,57 @@ fn kept_upper_dir_equals_the_unpacked_layer() {
             .any(|v| v.contains("overlay.") && !v.contains("overlay.opaque=y")),
         "overlay xattrs left: {kept:#?}"
     );
+}
+
+/// A layer kiln writes from entries (a Debian package base) gets its snapshot
+/// from the tar stream as it is written: it must equal a fresh unpack of
+/// the blob.
+#[test]
+fn snapshot_written_with_its_layer_equals_the_unpacked_layer() {
+    use kiln::oci::layer::{Entry, EntryKind, Meta, ScanOptions, scan_dir};
+    use kiln::oci::unpack::{UnpackOptions, Whiteouts, unpack_blob};
+    use kiln::sandbox::Snapshots;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let e = env();
+    let store = Store::open(e.dir.path().join("store")).unwrap();
+    let snapshots = Snapshots::new(e.dir.path().join("snapshots"));
+    let src = e.dir.path().join("src");
+    fs::create_dir_all(src.join("d/sub")).unwrap();
+    fs::write(src.join("d/sub/f"), "x\n").unwrap();
+    fs::write(src.join("new.txt"), "hi\n").unwrap();
+    fs::set_permissions(src.join("new.txt"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::hard_link(src.join("d/sub/f"), src.join("d/sub/g")).unwrap();
+    symlink("../new.txt", src.join("d/link")).unwrap();
+    std::os::unix::fs::lchown(src.join("d/sub"), Some(1000), Some(1001)).unwrap();
+    let mut entries = scan_dir(&src, &ScanOptions::default()).unwrap().entries;
+    entries.push(Entry::new("etc/issue", EntryKind::Whiteout, Meta::root(0)).unwrap());
+    entries.push(Entry::new("d", EntryKind::Opaque, Meta::root(0)).unwrap());
+    let opts = LayerOptions {
+        compression: Compression::Gzip,
+        epoch: 1_700_000_000,
+    };
+    let layer = snapshots.write_layer(&store, entries, opts).unwrap();
+    let blob = &layer.blob.digest;
+    assert!(snapshots.path(blob).is_dir(), "no snapshot written");
+    let fresh = e.dir.path().join("fresh");
+    unpack_blob(
+        &store,
+        blob,
+        layer.compression,
+        &fresh,
+        UnpackOptions::new(Whiteouts::Overlay),
+    )
+    .unwrap();
+    let (kept, want) = (
+        support::snapshot::tree(&snapshots.path(blob)),
+        support::snapshot::tree(&fresh),
+    );
+    assert_eq!(kept, want);
+    assert!(kept["d"].contains("trusted.overlay.opaque=y"), "{kept:#?}");
+    assert!(kept["etc/issue"].contains("whiteout"), "{kept:#?}");
+    assert!(kept["d/sub/g"].contains("nlink 2"), "{kept:#?}");
+    // No temp dirs left beside the snapshot.
+    assert_eq!(fs::read_dir(snapshots.root()).unwrap().count(), 1);
 }
 
 /// A file named `.wh.*` is a whiteout to the unpacker, so such an upper

@@ -548,6 +548,19 @@ pub fn write_canonical_layer(
     entries: &[Entry],
     opts: LayerOptions,
 ) -> Result<Layer> {
+    write_canonical_layer_tee(store, entries, opts, None)
+}
+
+/// [`write_canonical_layer`] that also sends the uncompressed tar, in
+/// chunks, to `tee` (read them with [`tar_stream`]). The tar is sent
+/// whole or, if the receiver goes away, not further; the layer does not
+/// depend on it.
+pub fn write_canonical_layer_tee(
+    store: &Store,
+    entries: &[Entry],
+    opts: LayerOptions,
+    tee: Option<SyncSender<Vec<u8>>>,
+) -> Result<Layer> {
     let (tx, rx) = sync_channel::<Vec<u8>>(16);
     // The diff_id is hashed on whichever thread has time: gzip keeps the
     // compressing thread busy, so the tar thread hashes; zstd compresses on
@@ -571,6 +584,7 @@ pub fn write_canonical_layer(
         });
         let mut reader = ChunkReader::new(rx);
         reader.hash = !hash_in_producer;
+        reader.tee = tee;
         let compressed = compress_into(store, &mut reader, opts.compression);
         let produced = producer.join().expect("layer tar writer panicked");
         // A compressor failure (disk full…) makes the producer fail with a
@@ -881,6 +895,8 @@ struct ChunkReader {
     /// Hash the chunks as they pass (the diff_id), when set.
     hash: bool,
     hasher: super::digest::Hasher,
+    /// Where a copy of every chunk goes, when set.
+    tee: Option<SyncSender<Vec<u8>>>,
 }
 
 impl ChunkReader {
@@ -891,26 +907,41 @@ impl ChunkReader {
             pos: 0,
             hash: false,
             hasher: super::digest::Hasher::new(),
+            tee: None,
         }
     }
 
     /// Hands whole 1 MiB chunks to `out`: compressors work far better on
     /// big writes than on `io::copy`'s 8 KiB pieces.
     fn copy_to(&mut self, out: &mut impl Write) -> io::Result<()> {
-        let rest = &self.cur[self.pos..];
-        if self.hash {
-            self.hasher.update(rest);
-        }
-        out.write_all(rest)?;
+        let rest = self.cur[self.pos..].to_vec();
         self.pos = self.cur.len();
+        self.pass(&rest, out)?;
         while let Ok(chunk) = self.rx.recv() {
-            if self.hash {
-                self.hasher.update(&chunk);
-            }
-            out.write_all(&chunk)?;
+            self.pass(&chunk, out)?;
         }
         Ok(())
     }
+
+    fn pass(&mut self, chunk: &[u8], out: &mut impl Write) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if self.hash {
+            self.hasher.update(chunk);
+        }
+        if let Some(tee) = &self.tee
+            && tee.send(chunk.to_vec()).is_err()
+        {
+            self.tee = None; // the receiver stopped reading
+        }
+        out.write_all(chunk)
+    }
+}
+
+/// The reading end of [`write_canonical_layer_tee`]'s tee: the tar bytes.
+pub fn tar_stream(rx: Receiver<Vec<u8>>) -> impl Read {
+    ChunkReader::new(rx)
 }
 
 impl Read for ChunkReader {

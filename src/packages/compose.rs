@@ -33,6 +33,7 @@ use crate::oci::digest::Digest;
 use crate::oci::layer::{self, Entry, EntryKind, FileSource, Layer, LayerOptions};
 use crate::oci::store::{BlobInfo, Store};
 use crate::progress::Progress;
+use crate::sandbox::Snapshots;
 
 /// Version of kiln's package → layer mapping; part of every layer cache key.
 /// 2: documentation, manual pages and translations left out by default
@@ -55,6 +56,11 @@ pub struct ComposeOptions {
     /// Keep what [`super::exclude`] leaves out by default (docs, manual
     /// pages, info pages, translations, lintian overrides).
     pub keep_docs: bool,
+    /// Where the layers' snapshots go when a build will run steps on them:
+    /// each new layer is unpacked from its tar stream as it is written
+    /// (the toolchain's files are written once, while the layer
+    /// compresses, instead of unpacking the blob afterwards).
+    pub snapshots: Option<Snapshots>,
 }
 
 impl Default for ComposeOptions {
@@ -65,6 +71,7 @@ impl Default for ComposeOptions {
             jobs: 6,
             extra_ca: Vec::new(),
             keep_docs: false,
+            snapshots: None,
         }
     }
 }
@@ -526,7 +533,7 @@ pub fn compose(
             entries.extend(dpkg::info_entries(d)?);
             entries.extend(d.entries.iter().cloned());
         }
-        let l = layer::write_layer(store, entries, opts.layer)
+        let l = write_layer(store, entries, opts)
             .with_context(|| format!("writing the layer of {label}"))?;
         task.finish(&format!(
             "{} {}",
@@ -579,8 +586,7 @@ pub fn compose(
         &opts.extra_ca,
         progress,
     )?);
-    let l =
-        layer::write_layer(store, entries, opts.layer).context("writing the configure layer")?;
+    let l = write_layer(store, entries, opts).context("writing the configure layer")?;
     task.finish(l.blob.digest.short());
     layers.push(PackageLayer::from(&l, Vec::new()));
     let composed = Composed {
@@ -589,6 +595,14 @@ pub fn compose(
     };
     cache.put(&image_key, &composed)?;
     Ok(composed)
+}
+
+/// Writes one layer, and its snapshot when asked for.
+fn write_layer(store: &Store, entries: Vec<Entry>, opts: &ComposeOptions) -> Result<Layer> {
+    match &opts.snapshots {
+        Some(s) => s.write_layer(store, entries, opts.layer),
+        None => layer::write_layer(store, entries, opts.layer),
+    }
 }
 
 /// Reads a layer blob back as (path → entry) — used by tests and `--why`-style tooling.

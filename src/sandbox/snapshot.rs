@@ -3,6 +3,13 @@
 //! `cache_dir()/snapshots/<blob hex>`, and reused by every later step and
 //! build. Unpacking goes to a temp dir renamed into place, so a crash or a
 //! concurrent build never leaves or sees a half snapshot.
+//!
+//! Layers kiln writes itself from entries (the Debian package bases) can
+//! get their snapshot as they are written ([`Snapshots::write_layer`]):
+//! the unpacker reads the very tar bytes the compressor gets, so the
+//! snapshot is the unpack of the blob, made while the blob compresses
+//! instead of decompressing it afterwards. A RUN step's snapshot is its
+//! upper dir (see `adopt`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,9 +18,11 @@ use anyhow::Context;
 
 use crate::Result;
 use crate::oci::Digest;
-use crate::oci::layer::Compression;
+use crate::oci::layer::{
+    Compression, Entry, Layer, LayerOptions, canonicalize, tar_stream, write_canonical_layer_tee,
+};
 use crate::oci::store::Store;
-use crate::oci::unpack::{UnpackOptions, Whiteouts, unpack_blob};
+use crate::oci::unpack::{UnpackOptions, Whiteouts, unpack, unpack_blob};
 
 /// The snapshot directory.
 #[derive(Debug, Clone)]
@@ -77,6 +86,47 @@ impl Snapshots {
         }
         super::run::remove_tree(tmp.path());
         Ok((dest, false))
+    }
+
+    /// Writes entries as a layer into `store` and, from the same tar
+    /// stream, the layer's snapshot. A failed unpack costs only the
+    /// snapshot (it is unpacked from the blob when needed).
+    pub fn write_layer(
+        &self,
+        store: &Store,
+        entries: Vec<Entry>,
+        opts: LayerOptions,
+    ) -> Result<Layer> {
+        let entries = canonicalize(entries);
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-new-")
+            .tempdir_in(&self.root)
+            .with_context(|| format!("creating a temp dir in {}", self.root.display()))?;
+        let into = tmp.path().join("fs");
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let (layer, unpacked) = std::thread::scope(|s| {
+            let unpacker = s.spawn(|| {
+                unpack(
+                    tar_stream(rx),
+                    &into,
+                    UnpackOptions::new(Whiteouts::Overlay),
+                )
+            });
+            let layer = write_canonical_layer_tee(store, &entries, opts, Some(tx));
+            (layer, unpacker.join().expect("snapshot unpacker panicked"))
+        });
+        // The unpack read the whole tar only if the layer was written.
+        if let (Ok(l), Ok(_)) = (&layer, unpacked) {
+            let dest = self.path(&l.blob.digest);
+            // Losing a race (or an existing snapshot) is fine: same files.
+            if !dest.is_dir() {
+                let _ = fs::rename(&into, &dest);
+            }
+        }
+        super::run::remove_tree(tmp.path());
+        layer
     }
 
     /// Snapshots of an image's layers, bottom-most first (ready for

@@ -407,6 +407,9 @@ impl Solver {
                     .iter()
                     .map(|(n, pem)| (n.clone(), pem.clone().into_bytes()))
                     .collect(),
+                // Every stage on a package base runs steps on it (a COPY
+                // reads its dirs too): snapshot the layers as they are written.
+                snapshots: Some(self.snapshots.clone()),
                 ..ComposeOptions::default()
             },
             progress,

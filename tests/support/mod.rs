@@ -8,6 +8,7 @@ pub mod kiln;
 pub mod podman;
 pub mod proxy;
 pub mod registry;
+pub mod snapshot;
 pub mod sshd;
 
 /// One kiln cache dir (blob store, .debs, step cache) for every suite whose
