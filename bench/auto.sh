@@ -11,6 +11,7 @@
 # kiln's peak RSS (the kiln process only, sampled; the steps' own
 # processes excluded) and image sizes (uncompressed, as podman counts them).
 #   bench/auto.sh [APP…]      default: node-npm python-flask go-mod
+#   BENCH_LOGS=DIR bench/auto.sh   also keep kiln's build logs (step timings)
 # Needs root (buildah, podman, dockerd), mmdebstrap, docker-registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,11 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   umount -R "$work"/dockerd/exec 2>/dev/null || true
+  # BENCH_LOGS=DIR keeps kiln's step logs (plain progress, with timings).
+  if [ -n "${BENCH_LOGS:-}" ]; then
+    mkdir -p "$BENCH_LOGS"
+    for l in "$work"/*/khome/build.log; do [ -f "$l" ] && cp "$l" "$BENCH_LOGS/$(basename "$(dirname "$(dirname "$l")")").log"; done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -85,7 +91,8 @@ fi
 # kiln build with its peak RSS (the kiln process only, sampled every 50 ms).
 kiln_build() { # home dir
   local home=$1 dir=$2 peak=0 rss
-  KILN_CACHE_DIR=$home/cache KILN_DATA_DIR=$home/data "$KILN" --progress quiet build "$dir" -t app:1 "${ca_args[@]}" >/dev/null &
+  KILN_CACHE_DIR=$home/cache KILN_DATA_DIR=$home/data "$KILN" --progress plain build "$dir" -t app:1 "${ca_args[@]}" \
+    >/dev/null 2>>"$home/build.log" &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
@@ -130,15 +137,17 @@ for app in "${APPS[@]}"; do
   btmp=$work/$app/btmp; mkdir -p "$btmp"
   for run in cold warm; do
     if [ $run = warm ]; then edit "$kdir"; edit "$bdir"; edit "$ddir"; fi
-    t=$(now); kiln_build "$work/$app/khome" "$kdir"; tk=$(since "$t")
-    t=$(now)
+    # Each timed build starts with no dirty pages of the previous one
+    # (or of the base image import) left to write back.
+    sync; t=$(now); kiln_build "$work/$app/khome" "$kdir"; tk=$(since "$t")
+    sync; t=$(now)
     TMPDIR=$btmp buildah --root "$broot" --runroot "$brun" bud -q --isolation chroot --layers --tls-verify=false \
       -f "$work/$app/Dockerfile" -t app "$bdir" >/dev/null 2>"$work/$app/buildah.$run.log" \
       || { tail -30 "$work/$app/buildah.$run.log"; exit 1; }
     tb=$(since "$t")
     td=-; rd=-
     if [ $buildkit = 1 ]; then
-      t=$(now)
+      sync; t=$(now)
       DOCKER_BUILDKIT=1 $DOCKER build -q --network host -f "$work/$app/Dockerfile.buildkit" -t app "$ddir" \
         >/dev/null 2>"$work/$app/buildkit.$run.log" \
         || { tail -30 "$work/$app/buildkit.$run.log"; exit 1; }

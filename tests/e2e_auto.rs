@@ -37,6 +37,24 @@ fn examples_build_and_answer_http() {
             continue;
         }
         let size = build_and_serve(&home, tmp.path(), name, expect);
+        if *name == "node-npm" {
+            // The prune phase: Express (a dependency) is in the image,
+            // nodemon (a dev dependency) and its own dependencies are not.
+            let ls = home.stdout(&[
+                "--progress",
+                "quiet",
+                "run",
+                "node-npm:1",
+                "ls",
+                "/app/node_modules",
+            ]);
+            let mods: Vec<&str> = ls.lines().collect();
+            assert!(mods.contains(&"express"), "{ls}");
+            assert!(
+                !mods.contains(&"nodemon") && !mods.contains(&"chokidar"),
+                "dev dependencies in the image:\n{ls}"
+            );
+        }
         if *name == "go-mod" {
             assert!(size <= 30_000_000, "go image is {size} bytes, goal ≤ 30 MB");
         }

@@ -410,3 +410,69 @@ fn cli_detect_info_plan_and_dockerfile() {
         "{df}"
     );
 }
+
+#[test]
+fn node_dev_dependencies_are_pruned_unless_the_start_needs_them() {
+    let pkg = |start: &str| {
+        format!(
+            r#"{{"scripts": {{"build": "tsc", "start": "{start}"}},
+               "dependencies": {{"express": "4"}},
+               "devDependencies": {{"typescript": "5", "@types/node": "20", "ts-node": "10"}}}}"#
+        )
+    };
+    let prune =
+        |d: &Path, env: &[&str]| cmds(&make_plan(d, env, &Options::default()).unwrap(), "prune");
+    let d = app(&[
+        ("package.json", &pkg("node dist/index.js")),
+        ("package-lock.json", "{}"),
+    ]);
+    assert_eq!(
+        prune(d.path(), &[]),
+        ["NPM_CONFIG_PRODUCTION=true npm prune --omit=dev --no-audit --no-fund"]
+    );
+    let p = make_plan(d.path(), &[], &Options::default()).unwrap();
+    assert_eq!(
+        p.phase("prune").unwrap().depends_on.as_deref(),
+        Some(&["build".to_string()][..])
+    );
+    // Opt-out, a custom command.
+    assert!(prune(d.path(), &["KILN_NODE_PRUNE_DEPS=false"]).is_empty());
+    assert_eq!(
+        prune(d.path(), &["KILN_NODE_PRUNE_CMD=npm prune --production"]),
+        ["npm prune --production"]
+    );
+    // A start that runs a dev dependency keeps them: the start script, or a
+    // start command given outside package.json.
+    let d = app(&[("package.json", &pkg("ts-node src/index.ts"))]);
+    assert!(prune(d.path(), &[]).is_empty());
+    let d = app(&[
+        ("package.json", &pkg("node dist/index.js")),
+        ("Procfile", "web: npx ts-node src/index.ts\n"),
+    ]);
+    assert!(prune(d.path(), &[]).is_empty());
+    let d = app(&[("package.json", &pkg("node dist/index.js"))]);
+    assert!(
+        prune(
+            d.path(),
+            &["NIXPACKS_START_CMD=node -r ts-node/register src/index.ts"]
+        )
+        .is_empty()
+    );
+    // Package managers.
+    let d = app(&[
+        ("package.json", &pkg("node dist/index.js")),
+        ("pnpm-lock.yaml", ""),
+    ]);
+    assert_eq!(prune(d.path(), &[]), ["pnpm prune --prod"]);
+    let d = app(&[
+        ("package.json", &pkg("node dist/index.js")),
+        ("yarn.lock", ""),
+    ]);
+    assert_eq!(
+        prune(d.path(), &[]),
+        ["yarn install --production --frozen-lockfile --ignore-scripts --prefer-offline"]
+    );
+    // Nothing to prune.
+    let d = app(&[("package.json", r#"{"scripts": {"start": "node index.js"}}"#)]);
+    assert!(prune(d.path(), &[]).is_empty());
+}

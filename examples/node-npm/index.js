@@ -1,8 +1,5 @@
-const http = require("http");
+const express = require("express");
 const port = process.env.PORT || 3000;
-http
-  .createServer((req, res) => {
-    res.writeHead(200, { "content-type": "text/plain" });
-    res.end("Hello from node-npm\n");
-  })
-  .listen(port, () => console.log(`listening on ${port}`));
+const app = express();
+app.get("/", (req, res) => res.type("text/plain").send("Hello from node-npm\n"));
+app.listen(port, () => console.log(`listening on ${port}`));

@@ -145,6 +145,7 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
         return Err(no_provider(dir));
     }
 
+    let user_prune = before.phase("prune").is_some();
     let mut plan = merge_all([
         provider_plan,
         procfile,
@@ -154,6 +155,11 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
         },
     ]);
     plan.providers = Some(names.into_iter().map(|(n, _)| n).collect());
+    // The node provider prunes dev dependencies unless the final start
+    // command needs one; a `prune` phase the user wrote stays as written.
+    if plan.providers.iter().flatten().any(|p| p == "node") && !user_prune {
+        providers::node::keep_dev_deps_for(&mut plan, &ctx)?;
+    }
 
     // --env values: an override of a plan variable stays a variable; the
     // rest are build-only. Option variables configure kiln and are dropped.

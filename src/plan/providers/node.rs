@@ -572,6 +572,8 @@ impl Provider for Node {
         } else {
             None
         };
+        let is_mono = mono.is_some();
+        let mut copies_app = true;
         let start = if let Some(cmd) = mono {
             let mut s = StartPhase::cmd(cmd).runtime(&["nodejs", "npm"]);
             if global_pm {
@@ -579,6 +581,7 @@ impl Provider for Node {
             }
             s
         } else if let Some(s) = spa(ctx, &app) {
+            copies_app = false;
             plan.add_asset(
                 "Caddyfile",
                 super::staticfile::caddyfile(&format!("/app/{}", s.out_dir), true, false),
@@ -587,6 +590,7 @@ impl Provider for Node {
                 .runtime(&["caddy"])
                 .include(&[s.out_dir.as_str()])
         } else if standalone {
+            copies_app = false;
             plan.set_var("HOSTNAME", "0.0.0.0");
             StartPhase::cmd("node .next/standalone/server.js")
                 .runtime(&["nodejs"])
@@ -607,7 +611,113 @@ impl Provider for Node {
                 None => StartPhase::default().runtime(&["nodejs"]),
             }
         };
+        if copies_app
+            && !is_mono
+            && let Some(prune) = prune_phase(ctx, &app, start.cmd.as_deref())
+        {
+            plan.add_phase(prune);
+        }
         plan.set_start(start);
         Ok(plan)
     }
+}
+
+/// The `prune` phase: once the build has used them, dev dependencies are
+/// removed, so the runtime's copy of `/app` holds production dependencies
+/// only (Nixpacks ships them: PROVIDERS.md defect 13). Heroku's Node
+/// buildpack does the same by default. `KILN_NODE_PRUNE_DEPS=false` keeps
+/// them, `KILN_NODE_PRUNE_CMD` replaces the command. There is no prune
+/// when it cannot help or could break the start: no `devDependencies`, a
+/// start command or `start` script that names one (`vite preview`,
+/// `nodemon`, `ts-node`), and package managers without an offline prune
+/// that works across their versions (Yarn Berry, Bun). The caller skips
+/// monorepo task runners and starts that copy only build outputs.
+fn prune_phase(ctx: &Ctx, app: &App, start: Option<&str>) -> Option<Phase> {
+    if ctx
+        .env
+        .opt("NODE_PRUNE_DEPS")
+        .is_some_and(|v| v == "0" || v == "false")
+    {
+        return None;
+    }
+    if dev_dependencies(app).is_empty() || start_names_a_dev_dependency(app, start) {
+        return None;
+    }
+    let (cmd, cache) = match (ctx.env.opt("NODE_PRUNE_CMD"), app.pm) {
+        (Some(c), _) => (c, None),
+        // The plan's NPM_CONFIG_PRODUCTION=false (for the install) would
+        // make npm keep dev dependencies despite --omit=dev.
+        (None, Pm::Npm) => (
+            "NPM_CONFIG_PRODUCTION=true npm prune --omit=dev --no-audit --no-fund".into(),
+            None,
+        ),
+        (None, Pm::Pnpm) => (
+            "pnpm prune --prod".into(),
+            Some("/root/.local/share/pnpm/store"),
+        ),
+        (None, Pm::Yarn) => (
+            "yarn install --production --frozen-lockfile --ignore-scripts --prefer-offline".into(),
+            Some("/usr/local/share/.cache/yarn/v6"),
+        ),
+        (None, Pm::YarnBerry | Pm::Bun) => return None,
+    };
+    let mut phase = Phase::new("prune").depends(&["build"]).cmd(cmd);
+    if let Some(c) = cache {
+        phase = phase.cache(&[c]);
+    }
+    Some(phase)
+}
+
+fn dev_dependencies(app: &App) -> Vec<&String> {
+    app.pkg
+        .get("devDependencies")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().collect())
+        .unwrap_or_default()
+}
+
+/// Whether the start command or the `start` script names a dev
+/// dependency: a word that is the package's name, or starts with it as a
+/// path (`ts-node/register`), or ends with it (`node_modules/.bin/nodemon`).
+fn start_names_a_dev_dependency(app: &App, start: Option<&str>) -> bool {
+    let started = format!(
+        "{} {}",
+        start.unwrap_or(""),
+        app.script("start").unwrap_or("")
+    );
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    for w in started
+        .split(|c: char| !(c.is_ascii_alphanumeric() || "@/._-".contains(c)))
+        .filter(|w| !w.is_empty())
+    {
+        names.insert(w);
+        let parts: Vec<&str> = w.split('/').collect();
+        names.insert(parts[parts.len() - 1]);
+        let head = if w.starts_with('@') { 2 } else { 1 };
+        if parts.len() > head {
+            let end: usize = parts[..head].iter().map(|p| p.len()).sum::<usize>() + head - 1;
+            names.insert(&w[..end]);
+        }
+    }
+    dev_dependencies(app)
+        .iter()
+        .any(|d| names.contains(d.as_str()))
+}
+
+/// Drops the provider's `prune` phase when the plan's final start command
+/// (a Procfile, `NIXPACKS_START_CMD` or `kiln.toml` may have replaced the
+/// provider's) names a dev dependency.
+pub fn keep_dev_deps_for(plan: &mut BuildPlan, ctx: &Ctx) -> crate::Result<()> {
+    let Some(phases) = plan.phases.as_mut() else {
+        return Ok(());
+    };
+    if !phases.contains_key("prune") {
+        return Ok(());
+    }
+    let app = App::load(ctx)?;
+    let start = plan.start.as_ref().and_then(|s| s.cmd.as_deref());
+    if start_names_a_dev_dependency(&app, start) {
+        phases.remove("prune");
+    }
+    Ok(())
 }

@@ -18,7 +18,9 @@ COPY package.json ./package.json
 COPY package-lock.json ./package-lock.json
 RUN --mount=type=cache,target=/root/.npm npm ci
 
+# phase: prune
 COPY . .
+RUN NPM_CONFIG_PRODUCTION=true npm prune --omit=dev --no-audit --no-fund
 
 FROM debian:trixie-slim AS runtime
 RUN --mount=type=cache,target=/var/cache/apt \

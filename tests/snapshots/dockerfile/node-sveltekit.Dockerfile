@@ -21,6 +21,9 @@ RUN --mount=type=cache,target=/root/.npm npm i
 COPY . .
 RUN --mount=type=cache,target=/app/node_modules/.cache npm run build
 
+# phase: prune
+RUN NPM_CONFIG_PRODUCTION=true npm prune --omit=dev --no-audit --no-fund
+
 FROM debian:trixie-slim AS runtime
 RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
