@@ -203,6 +203,9 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         BuildSource::Auto { .. } => {
             let (mut graph, ctx, providers) = auto_graph(req, progress)?;
             source = BuildSource::Auto { providers };
+            if let Some(t) = &req.target {
+                graph.target = auto_target(&graph, t)?;
+            }
             let lock_path = req.context.join(LOCK_FILE);
             if lock_path.is_file() {
                 package_locks = lock_package_bases(&mut graph, &lock_path)?;
@@ -378,6 +381,27 @@ pub fn lock_auto(req: &BuildRequest, progress: &Progress) -> Result<crate::packa
 
 /// The auto plan for the context, lowered to the graph. Says which
 /// providers matched and why the plan (not a Dockerfile) is used.
+/// `--target` of an auto build: one of the plan's stages (`build`,
+/// `runtime`), as a Dockerfile's `AS` names are for a Dockerfile build.
+fn auto_target(graph: &crate::graph::Graph, target: &str) -> Result<usize> {
+    let want = target.to_ascii_lowercase();
+    graph
+        .stages
+        .iter()
+        .position(|s| s.name.as_deref() == Some(want.as_str()))
+        .with_context(|| {
+            let names: Vec<&str> = graph
+                .stages
+                .iter()
+                .filter_map(|s| s.name.as_deref())
+                .collect();
+            format!(
+                "--target {target}: the auto build has no such stage (its stages: {})",
+                names.join(", ")
+            )
+        })
+}
+
 fn auto_graph(
     req: &BuildRequest,
     progress: &Progress,

@@ -52,3 +52,23 @@ fn auto_with_a_dockerfile_flag_is_refused_and_a_missing_dockerfile_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn auto_target_must_name_one_of_the_plan_stages() {
+    let k = Kiln::new();
+    std::fs::create_dir_all(k.path("app")).unwrap();
+    std::fs::write(
+        k.path("app/package.json"),
+        r#"{"name":"x","scripts":{"start":"node index.js"}}"#,
+    )
+    .unwrap();
+    let out = k.kiln(&["build", "app", "--target", "tests", "-t", "x:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "--target tests: the auto build has no such stage (its stages: build, runtime)"
+        ),
+        "{err}"
+    );
+}

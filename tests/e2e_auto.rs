@@ -61,6 +61,52 @@ fn examples_build_and_answer_http() {
     }
 }
 
+/// `--target build` stops at the plan's build stage: the toolchain (npm)
+/// and the pruned app, not the runtime image.
+#[test]
+fn target_build_gives_the_build_stage() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("node-npm", tmp.path());
+    let mut args: Vec<String> = ["--progress", "quiet", "build", dir.to_str().unwrap()]
+        .map(String::from)
+        .to_vec();
+    args.extend(host_ca_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut build = args.clone();
+    build.extend(["--target", "build", "-t", "stage-build:1"]);
+    home.ok(&build);
+    let out = home.stdout(&[
+        "--progress",
+        "quiet",
+        "run",
+        "-w",
+        "/app",
+        "stage-build:1",
+        "sh",
+        "-c",
+        "npm --version && test -d node_modules/express && test ! -d node_modules/nodemon && echo pruned",
+    ]);
+    assert!(out.trim_end().ends_with("pruned"), "{out}");
+    let mut runtime = args.clone();
+    runtime.extend(["-t", "stage-runtime:1"]);
+    home.ok(&runtime);
+    let out = home.kiln(&[
+        "--progress",
+        "quiet",
+        "run",
+        "stage-runtime:1",
+        "sh",
+        "-c",
+        "command -v node && ! command -v npm",
+    ]);
+    assert!(
+        out.status.success(),
+        "the runtime image must have node and no npm: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// A one-line source change: the dependency install step is CACHED and
 /// exactly one layer (the app's) changes.
 #[test]

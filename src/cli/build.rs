@@ -31,7 +31,7 @@ pub struct BuildArgs {
     /// Build argument KEY=VALUE, or KEY to take it from the environment (repeatable).
     #[arg(long = "build-arg")]
     pub build_arg: Vec<String>,
-    /// The stage to build.
+    /// The stage to build (an auto build has `build` and `runtime`).
     #[arg(long)]
     pub target: Option<String>,
     /// Target platform, os/arch[/variant].
