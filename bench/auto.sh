@@ -12,7 +12,7 @@
 # processes excluded) and image sizes (uncompressed, as podman counts them).
 #   bench/auto.sh [APP…]      default: node-npm python-flask go-mod
 #   BENCH_LOGS=DIR bench/auto.sh   also keep kiln's build logs (step timings)
-# Needs root (buildah, podman, dockerd), mmdebstrap, docker-registry.
+# Needs root (buildah, podman, dockerd, a loop mount), mmdebstrap, docker-registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -20,6 +20,20 @@ KILN=$PWD/target/release/kiln
 APPS=("${@:-node-npm}")
 [ $# -eq 0 ] && APPS=(node-npm python-flask go-mod)
 work=$(mktemp -d /var/tmp/kiln-bench-auto.XXXXXX)
+# Every builder's storage (kiln's homes, buildah's --root and TMPDIR,
+# dockerd's data root) lives on a fresh journaled ext4 made for this run
+# (BENCH_FS=host: on /var/tmp itself). This machine's root ext4 has no
+# journal, and without one the inode allocator skips every inode freed in
+# the last minutes one by one (ext4's recently_deleted(), 30% of a cold
+# compose's samples in perf after a bench's cleanup): creating the Go
+# toolchain's 21k files took 3.5 s or 10–18 s depending on what the
+# previous runs had deleted, which made the ratios depend on app order.
+fs=${BENCH_FS:-fresh}
+if [ "$fs" = fresh ]; then
+  truncate -s 32G "$work.img"
+  mkfs.ext4 -q -F "$work.img"
+  mount -o loop "$work.img" "$work"
+fi
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -29,6 +43,10 @@ cleanup() {
   if [ -n "${BENCH_LOGS:-}" ]; then
     mkdir -p "$BENCH_LOGS"
     for l in "$work"/*/khome/build.log; do [ -f "$l" ] && cp "$l" "$BENCH_LOGS/$(basename "$(dirname "$(dirname "$l")")").log"; done
+  fi
+  if [ "$fs" = fresh ]; then
+    umount -R "$work" 2>/dev/null || umount -l "$work" 2>/dev/null || true
+    rm -f "$work.img"
   fi
   rm -rf "$work"
 }
@@ -105,15 +123,11 @@ kiln_build() { # home dir
 }
 
 # Each timed build starts with no dirty pages of the previous one left to
-# write back and, before a cold build, BENCH_SETTLE seconds (default 30)
-# after the last big deletion: on an ext4 without a journal (this
-# machine's) the inode allocator skips inodes freed in the last 30 s
-# (vm.dirty_expire_centisecs) one by one, so a build that follows the
-# previous app's cleanup creates its files several times slower (a cold
-# go-mod compose: 8.9 s settled, 23 s right after `buildah rmi -a`).
+# write back and, with BENCH_FS=host, BENCH_SETTLE seconds (default 30)
+# before a cold build, after the previous app's deletions.
 settle() { # cold|warm
   sync
-  if [ "$1" = cold ]; then sleep "${BENCH_SETTLE:-30}"; fi
+  if [ "$fs" = host ] && [ "$1" = cold ]; then sleep "${BENCH_SETTLE:-30}"; fi
 }
 
 edit() { # one-line change in the app's main source file

@@ -76,34 +76,31 @@ fn target_build_gives_the_build_stage() {
     let mut build = args.clone();
     build.extend(["--target", "build", "-t", "stage-build:1"]);
     home.ok(&build);
-    let out = home.stdout(&[
-        "--progress",
-        "quiet",
-        "run",
-        "-w",
-        "/app",
+    let run_sh = |image: &str, script: &str| {
+        home.kiln(&[
+            "--progress",
+            "quiet",
+            "run",
+            "-w",
+            "/app",
+            image,
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    let out = run_sh(
         "stage-build:1",
-        "sh",
-        "-c",
-        "npm --version && test -d node_modules/express && test ! -d node_modules/nodemon && echo pruned",
-    ]);
-    assert!(out.trim_end().ends_with("pruned"), "{out}");
+        "npm --version && test -d node_modules/express && test ! -d node_modules/nodemon",
+    );
+    assert!(out.status.success(), "not the pruned build stage: {out:?}");
     let mut runtime = args.clone();
     runtime.extend(["-t", "stage-runtime:1"]);
     home.ok(&runtime);
-    let out = home.kiln(&[
-        "--progress",
-        "quiet",
-        "run",
-        "stage-runtime:1",
-        "sh",
-        "-c",
-        "command -v node && ! command -v npm",
-    ]);
+    let out = run_sh("stage-runtime:1", "command -v node && ! command -v npm");
     assert!(
         out.status.success(),
-        "the runtime image must have node and no npm: {}",
-        String::from_utf8_lossy(&out.stdout)
+        "the runtime image must have node and no npm: {out:?}"
     );
 }
 

@@ -74,6 +74,43 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// A snapshot dir against a fresh unpack (into `scratch`) of the blob it
+/// claims to be: the snapshot's tree and the paths that differ (none when
+/// it is exactly the unpack).
+pub fn compare_with_unpack(
+    store: &Store,
+    blob: &Digest,
+    compression: Compression,
+    snapshot: &Path,
+    scratch: &Path,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    unpack_blob(
+        store,
+        blob,
+        compression,
+        scratch,
+        UnpackOptions::new(Whiteouts::Overlay),
+    )
+    .unwrap();
+    let (kept, want) = (tree(snapshot), tree(scratch));
+    let diff = kept
+        .keys()
+        .chain(want.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| kept.get(*k) != want.get(*k))
+        .take(20)
+        .map(|k| {
+            format!(
+                "{k}:\n  snapshot {:?}\n  unpack   {:?}",
+                kept.get(k),
+                want.get(k)
+            )
+        })
+        .collect();
+    (kept, diff)
+}
+
 /// Every snapshot under `cache/snapshots` equals a fresh unpack of its
 /// blob from `cache/store`, however it was made (unpacked, written with
 /// its layer, a kept upper dir). Returns how many were compared.
@@ -100,30 +137,7 @@ pub fn assert_all_match_their_blobs(cache: &Path) -> usize {
             _ => Compression::None,
         };
         let fresh = scratch.path().join(&name);
-        unpack_blob(
-            &store,
-            &digest,
-            compression,
-            &fresh,
-            UnpackOptions::new(Whiteouts::Overlay),
-        )
-        .unwrap();
-        let (kept, want) = (tree(&e.path()), tree(&fresh));
-        let diff: Vec<String> = kept
-            .keys()
-            .chain(want.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .filter(|k| kept.get(*k) != want.get(*k))
-            .take(20)
-            .map(|k| {
-                format!(
-                    "{k}:\n  snapshot {:?}\n  unpack   {:?}",
-                    kept.get(k),
-                    want.get(k)
-                )
-            })
-            .collect();
+        let (_, diff) = compare_with_unpack(&store, &digest, compression, &e.path(), &fresh);
         assert!(
             diff.is_empty(),
             "snapshot {name} differs from its blob:\n{}",
