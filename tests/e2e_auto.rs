@@ -187,9 +187,11 @@ fn clean_builds_are_reproducible() {
             let dir = example(name, tmp.path());
             std::fs::write(dir.join("kiln.lock"), &lock).unwrap();
             digests.push(home.build(&dir, "repro:1").0);
-            if last.is_none() {
+            if last.is_none() && name == "node-npm" {
                 // Package bases snapshot as they compress, RUN steps keep
-                // their upper dirs: all of it must be what an unpack gives.
+                // their upper dirs (npm ci, the prune): all of it must be
+                // what an unpack gives. One example: each check unpacks
+                // every blob again.
                 let n = support::snapshot::assert_all_match_their_blobs(home.cache());
                 assert!(n > 2, "{name}: only {n} snapshots");
             }
