@@ -120,12 +120,11 @@ pub(crate) fn adopt(
         if let Some(reason) = normalize(&into, entries, epoch)? {
             return Ok(Adoption::Fallback(reason));
         }
-        match fs::rename(&into, &dest) {
-            Ok(()) => Ok(Adoption::Adopted),
-            // Another build won the race: keep its snapshot.
-            Err(_) if dest.is_dir() => Ok(Adoption::AlreadyThere),
-            Err(e) => Err(e).with_context(|| format!("moving a snapshot to {}", dest.display())),
-        }
+        Ok(if super::snapshot::publish(&into, &dest)? {
+            Adoption::Adopted
+        } else {
+            Adoption::AlreadyThere
+        })
     })();
     super::run::remove_tree(&into);
     result

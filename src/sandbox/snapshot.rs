@@ -61,13 +61,7 @@ impl Snapshots {
         if dest.is_dir() {
             return Ok((dest, true));
         }
-        fs::create_dir_all(&self.root)
-            .with_context(|| format!("creating {}", self.root.display()))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".tmp-{}-", blob.short()))
-            .tempdir_in(&self.root)
-            .with_context(|| format!("creating a temp dir in {}", self.root.display()))?;
-        let into = tmp.path().join("fs");
+        let (tmp, into) = self.staging(blob.short())?;
         unpack_blob(
             store,
             blob,
@@ -76,16 +70,23 @@ impl Snapshots {
             UnpackOptions::new(Whiteouts::Overlay),
         )
         .with_context(|| format!("unpacking layer {blob} as a snapshot"))?;
-        match fs::rename(&into, &dest) {
-            Ok(()) => {}
-            // Another build won the race: use its snapshot.
-            Err(_) if dest.is_dir() => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("moving a snapshot to {}", dest.display()));
-            }
-        }
+        publish(&into, &dest)?;
         super::run::remove_tree(tmp.path());
         Ok((dest, false))
+    }
+
+    /// A temp dir under the root, and the path in it to fill (not yet
+    /// created) before [`publish`]ing it: on the same filesystem, so the
+    /// rename is atomic, and named `.tmp-*`, which readers skip.
+    fn staging(&self, label: &str) -> Result<(tempfile::TempDir, PathBuf)> {
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".tmp-{label}-"))
+            .tempdir_in(&self.root)
+            .with_context(|| format!("creating a temp dir in {}", self.root.display()))?;
+        let into = tmp.path().join("fs");
+        Ok((tmp, into))
     }
 
     /// Writes entries as a layer into `store` and, from the same tar
@@ -98,13 +99,7 @@ impl Snapshots {
         opts: LayerOptions,
     ) -> Result<Layer> {
         let entries = canonicalize(entries);
-        fs::create_dir_all(&self.root)
-            .with_context(|| format!("creating {}", self.root.display()))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-new-")
-            .tempdir_in(&self.root)
-            .with_context(|| format!("creating a temp dir in {}", self.root.display()))?;
-        let into = tmp.path().join("fs");
+        let (tmp, into) = self.staging("new")?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
         let (layer, unpacked) = std::thread::scope(|s| {
             let unpacker = s.spawn(|| {
@@ -117,13 +112,11 @@ impl Snapshots {
             let layer = write_canonical_layer_tee(store, &entries, opts, Some(tx));
             (layer, unpacker.join().expect("snapshot unpacker panicked"))
         });
-        // The unpack read the whole tar only if the layer was written.
+        // The unpack read the whole tar only if the layer was written. A
+        // snapshot that cannot be moved in is only a missed shortcut: the
+        // blob is unpacked when a step needs it.
         if let (Ok(l), Ok(_)) = (&layer, unpacked) {
-            let dest = self.path(&l.blob.digest);
-            // Losing a race (or an existing snapshot) is fine: same files.
-            if !dest.is_dir() {
-                let _ = fs::rename(&into, &dest);
-            }
+            let _ = publish(&into, &self.path(&l.blob.digest));
         }
         super::run::remove_tree(tmp.path());
         layer
@@ -149,5 +142,19 @@ impl Snapshots {
             out.push(self.ensure(store, &digest, compression)?.0);
         }
         Ok(out)
+    }
+}
+
+/// Moves a filled snapshot dir into place. Returns whether it was moved;
+/// `false` when `dest` is already there (another step or build made the
+/// same layer first; its files are the same).
+pub(crate) fn publish(into: &Path, dest: &Path) -> Result<bool> {
+    if dest.is_dir() {
+        return Ok(false);
+    }
+    match fs::rename(into, dest) {
+        Ok(()) => Ok(true),
+        Err(_) if dest.is_dir() => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("moving a snapshot to {}", dest.display())),
     }
 }
