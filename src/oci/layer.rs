@@ -914,28 +914,30 @@ impl ChunkReader {
     /// Hands whole 1 MiB chunks to `out`: compressors work far better on
     /// big writes than on `io::copy`'s 8 KiB pieces.
     fn copy_to(&mut self, out: &mut impl Write) -> io::Result<()> {
-        let rest = self.cur[self.pos..].to_vec();
-        self.pos = self.cur.len();
-        self.pass(&rest, out)?;
+        let rest = std::mem::take(&mut self.cur).split_off(self.pos);
+        self.pos = 0;
+        self.pass(rest, out)?;
         while let Ok(chunk) = self.rx.recv() {
-            self.pass(&chunk, out)?;
+            self.pass(chunk, out)?;
         }
         Ok(())
     }
 
-    fn pass(&mut self, chunk: &[u8], out: &mut impl Write) -> io::Result<()> {
+    /// Hashes a chunk, writes it, then hands it (moved, not copied) to the tee.
+    fn pass(&mut self, chunk: Vec<u8>, out: &mut impl Write) -> io::Result<()> {
         if chunk.is_empty() {
             return Ok(());
         }
         if self.hash {
-            self.hasher.update(chunk);
+            self.hasher.update(&chunk);
         }
+        out.write_all(&chunk)?;
         if let Some(tee) = &self.tee
-            && tee.send(chunk.to_vec()).is_err()
+            && tee.send(chunk).is_err()
         {
             self.tee = None; // the receiver stopped reading
         }
-        out.write_all(chunk)
+        Ok(())
     }
 }
 
