@@ -403,37 +403,41 @@ pub(crate) fn keep_xattr(name: &[u8]) -> bool {
     !(name == b"security.selinux" || name.starts_with(b"system."))
 }
 
+/// The names of a path's extended attributes, without following
+/// symlinks; none on a filesystem without xattr support.
+pub(crate) fn xattr_names(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let mut names = vec![0u8; 1024];
+    let len = loop {
+        // SAFETY: valid path string and a buffer of the given length.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            // The list outgrew the buffer (or grew meanwhile): retry larger.
+            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => {
+                return Err(err)
+                    .with_context(|| format!("listing extended attributes of {}", path.display()));
+            }
+        }
+    };
+    Ok(names[..len]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
 /// Reads a path's extended attributes without following symlinks.
 pub fn read_xattrs(path: &Path) -> Result<Vec<(OsString, Vec<u8>)>> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: c is a valid NUL-terminated string; a null buffer asks for the size.
-    let size = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
-    if size < 0 {
-        let err = io::Error::last_os_error();
-        // Filesystems without xattr support simply have none.
-        if matches!(err.raw_os_error(), Some(libc::ENOTSUP)) {
-            return Ok(Vec::new());
-        }
-        return Err(err)
-            .with_context(|| format!("listing extended attributes of {}", path.display()));
-    }
-    if size == 0 {
-        return Ok(Vec::new());
-    }
-    let mut names = vec![0u8; size as usize];
-    // SAFETY: the buffer has `size` bytes.
-    let size = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if size < 0 {
-        return Err(io::Error::last_os_error())
-            .with_context(|| format!("listing xattrs of {}", path.display()));
-    }
-    names.truncate(size as usize);
     let mut out = Vec::new();
-    for name in names
-        .split(|b| *b == 0)
-        .filter(|n| !n.is_empty() && keep_xattr(n))
-    {
-        let cname = std::ffi::CString::new(name)?;
+    for name in xattr_names(path)?.into_iter().filter(|n| keep_xattr(n)) {
+        let cname = std::ffi::CString::new(name.as_slice())?;
         // SAFETY: valid strings; a null buffer asks for the size.
         let len = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) };
         if len < 0 {
@@ -453,7 +457,7 @@ pub fn read_xattrs(path: &Path) -> Result<Vec<(OsString, Vec<u8>)>> {
             continue;
         }
         value.truncate(len as usize);
-        out.push((OsString::from_vec(name.to_vec()), value));
+        out.push((OsString::from_vec(name), value));
     }
     out.sort();
     Ok(out)

@@ -50,7 +50,7 @@ use super::capture::{is_overlay_xattr, is_whiteout};
 use super::snapshot::Snapshots;
 use crate::Result;
 use crate::oci::Digest;
-use crate::oci::layer::{Entry, EntryKind, clamped_mtime, keep_xattr};
+use crate::oci::layer::{Entry, EntryKind, clamped_mtime, keep_xattr, xattr_names};
 use crate::oci::unpack::{UnpackOptions, Whiteouts, mknod, remove_any, set_times, set_xattr};
 
 /// What became of an upper dir.
@@ -233,32 +233,15 @@ fn same_kind(kind: &EntryKind, md: &fs::Metadata) -> bool {
 /// [`keep_xattr`] drops. The rest are the entry's, as captured.
 fn strip_xattrs(p: &Path) -> Result<()> {
     let c = CString::new(p.as_os_str().as_bytes())?;
-    let mut names = vec![0u8; 1024];
-    let len = loop {
-        // SAFETY: valid path string and a buffer of the given length.
-        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
-            Some(libc::ENOTSUP) => return Ok(()),
-            _ => {
-                return Err(err)
-                    .with_context(|| format!("listing extended attributes of {}", p.display()));
-            }
-        }
-    };
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if is_overlay_xattr(name) || !keep_xattr(name) {
-            let n = CString::new(name)?;
+    for name in xattr_names(p)? {
+        if is_overlay_xattr(&name) || !keep_xattr(&name) {
+            let n = CString::new(name.as_slice())?;
             // SAFETY: valid strings.
             if unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) } != 0 {
                 return Err(io::Error::last_os_error()).with_context(|| {
                     format!(
                         "removing xattr {} from {}",
-                        String::from_utf8_lossy(name),
+                        String::from_utf8_lossy(&name),
                         p.display()
                     )
                 });
