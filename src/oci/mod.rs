@@ -19,6 +19,7 @@ pub mod from_dir;
 pub mod image;
 pub mod images;
 pub mod import;
+pub mod inroot;
 pub mod layer;
 pub mod layout;
 pub mod store;

@@ -9,22 +9,27 @@
 //!   device and `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr, which is
 //!   how overlayfs itself records deletions.
 //!
-//! Paths never escape the destination: `..` is refused, and symlinks met on
-//! the way to an entry are resolved inside the destination (as
-//! containerd's and umoci's secure joins do). Ownership, devices and
-//! `trusted.*` xattrs need root; without it they are skipped and counted.
+//! Paths never escape the destination: `..` and absolute names are refused,
+//! and every entry is placed through [`InRoot`] (the kernel resolves its
+//! parent inside the destination with `openat2(RESOLVE_IN_ROOT)`; the entry
+//! itself is never followed), whatever symlinks this layer or an earlier
+//! one put on the way. Ownership, devices and `trusted.*` xattrs need root;
+//! without it they are skipped and counted.
 
 use std::collections::HashSet;
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{Context, bail};
+use nix::sys::stat::SFlag;
 
 use super::digest::Digest;
+use super::inroot::{Dir, InRoot, stat_is_dir};
 use super::layer::{Compression, normalize};
 use super::store::Store;
 use crate::Result;
@@ -80,51 +85,54 @@ pub fn unpack_blob(
 }
 
 /// Unpacks an uncompressed layer tar stream into `dest` (created if missing).
+///
+/// Every entry is placed through [`InRoot`]: its parent is resolved by the
+/// kernel inside `dest`, and the entry itself is made relative to that
+/// parent's descriptor, so no symlink in the layer (or in `dest` already)
+/// can take a write, a deletion or a metadata change outside `dest`.
 pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<UnpackStats> {
     fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let root = InRoot::open(dest)?;
     let mut archive = tar::Archive::new(reader);
     let mut stats = UnpackStats::default();
     // Paths this layer wrote: an opaque marker must not delete them.
     let mut written: HashSet<PathBuf> = HashSet::new();
     // Directory metadata is applied last so that read-only dirs can be filled.
     let mut dirs: Vec<(PathBuf, tar::Header, Xattrs)> = Vec::new();
+    // The last parent resolved: a tar lists siblings together. Dropped
+    // whenever this layer removes anything or makes a symlink, either of
+    // which may change what a path resolves to.
+    let mut parents = ParentCache::default();
     for entry in archive.entries().context("reading the layer tar")? {
         let mut entry = entry.context("reading the layer tar")?;
         let raw = entry.path().context("reading an entry path")?.into_owned();
         // Some tools write an entry for the root itself (`./`): nothing to do.
-        if raw.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::CurDir | std::path::Component::RootDir
-            )
-        }) {
+        if raw
+            .components()
+            .all(|c| matches!(c, Component::CurDir | Component::RootDir))
+        {
             continue;
         }
         let rel = normalize(&raw).with_context(|| format!("layer entry {}", raw.display()))?;
         let xattrs = pax_xattrs(&mut entry)?;
         let header = entry.header().clone();
         stats.entries += 1;
-        let name = rel
-            .file_name()
-            .map(|n| n.as_bytes().to_vec())
-            .unwrap_or_default();
+        let name = rel.file_name().context("entry without a name")?.to_owned();
         let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        let parent = secure_join(dest, &parent_rel)?;
-        if name == b".wh..wh..opq" {
-            fs::create_dir_all(&parent)?;
+        if name.as_bytes() == b".wh..wh..opq" {
+            let parent = parents.get(&root, &parent_rel)?;
             match opts.whiteouts {
                 Whiteouts::Apply => {
-                    for child in fs::read_dir(&parent)? {
-                        let child = child?.path();
-                        let child_rel = parent_rel.join(child.file_name().unwrap_or_default());
-                        if !written.contains(&child_rel) {
-                            remove_any(&child)?;
+                    for child in parent.list()? {
+                        if !written.contains(&parent_rel.join(&child)) {
+                            parent.remove(&child)?;
                         }
                     }
+                    parents.clear();
                 }
                 Whiteouts::Overlay => {
                     if opts.privileged {
-                        set_xattr(&parent, b"trusted.overlay.opaque", b"y")?;
+                        parent.set_xattr(None, b"trusted.overlay.opaque", b"y")?;
                     } else {
                         stats.skipped_unprivileged += 1;
                     }
@@ -132,80 +140,90 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<Unp
             }
             continue;
         }
-        if let Some(hidden) = name.strip_prefix(b".wh.") {
-            let target = parent.join(std::ffi::OsStr::from_bytes(hidden));
+        if let Some(hidden) = name.as_bytes().strip_prefix(b".wh.") {
+            let hidden = OsStr::from_bytes(hidden);
             match opts.whiteouts {
-                Whiteouts::Apply => remove_any(&target)?,
+                Whiteouts::Apply => {
+                    // Nothing to delete under a parent that does not exist.
+                    if let Some(parent) = root.open_dir(&parent_rel)? {
+                        parent.remove(hidden)?;
+                    }
+                }
                 Whiteouts::Overlay => {
-                    fs::create_dir_all(&parent)?;
-                    remove_any(&target)?;
+                    let parent = parents.get(&root, &parent_rel)?;
+                    parent.remove(hidden)?;
                     if opts.privileged {
-                        mknod(&target, libc::S_IFCHR, 0)?;
+                        parent.mknod(hidden, SFlag::S_IFCHR, 0)?;
                     } else {
                         stats.skipped_unprivileged += 1;
                     }
                 }
             }
-            written.insert(parent_rel.join(std::ffi::OsStr::from_bytes(hidden)));
+            parents.clear();
+            written.insert(parent_rel.join(hidden));
             continue;
         }
-        fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-        let path = parent.join(rel.file_name().context("entry without a name")?);
+        let parent = parents.get(&root, &parent_rel)?;
         let kind = header.entry_type();
         // Replace what is there unless both are directories (they merge).
-        if let Ok(existing) = fs::symlink_metadata(&path)
-            && !(existing.is_dir() && kind.is_dir())
+        if let Some(existing) = parent.lstat(&name)?
+            && !(stat_is_dir(&existing) && kind.is_dir())
         {
-            remove_any(&path)?;
+            parent.remove(&name)?;
+            parents.clear();
         }
         match kind {
             tar::EntryType::Directory => {
-                if !path.is_dir() {
-                    fs::create_dir(&path)
-                        .with_context(|| format!("creating {}", path.display()))?;
+                match parent.lstat(&name)? {
+                    // Writable by us until the end, when the real mode is set.
+                    Some(_) => parent.chmod(&name, 0o700)?,
+                    None => parent.mkdir(&name, 0o700)?,
                 }
-                // Writable by us until the end, when the real mode is set.
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
-                dirs.push((path, header, xattrs));
+                dirs.push((rel.clone(), header, xattrs));
                 written.insert(rel);
                 continue;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .with_context(|| format!("creating {}", path.display()))?;
+                let mut f = parent.create_file(&name, 0o600)?;
                 io::copy(&mut entry, &mut f)
-                    .with_context(|| format!("writing {}", path.display()))?;
+                    .with_context(|| format!("writing {}", rel.display()))?;
             }
             tar::EntryType::Symlink => {
                 let target = entry.link_name()?.context("symlink without a target")?;
-                symlink(&target, &path)
-                    .with_context(|| format!("creating symlink {}", path.display()))?;
+                parent.symlink(&name, &target)?;
+                parents.clear();
             }
             tar::EntryType::Link => {
                 let target = entry.link_name()?.context("hard link without a target")?;
-                let target = secure_join(dest, &normalize(&target)?)?;
-                fs::hard_link(&target, &path).with_context(|| {
-                    format!("hard-linking {} to {}", path.display(), target.display())
-                })?;
+                let target =
+                    normalize(&target).with_context(|| format!("hard link {}", rel.display()))?;
+                let target_name = target
+                    .file_name()
+                    .with_context(|| format!("hard link {} to the root", rel.display()))?;
+                let Some(target_dir) = root.open_dir(target.parent().unwrap_or(Path::new("")))?
+                else {
+                    bail!(
+                        "hard link {} to {}: no such file in this layer or below",
+                        rel.display(),
+                        target.display()
+                    );
+                };
+                parent.link(&name, &target_dir, target_name)?;
                 written.insert(rel);
                 // A hard link shares the target's metadata: nothing more to set.
                 continue;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let (ty, dev) = match kind {
-                    tar::EntryType::Char => (libc::S_IFCHR, device(&header)),
-                    tar::EntryType::Block => (libc::S_IFBLK, device(&header)),
-                    _ => (libc::S_IFIFO, 0),
+                    tar::EntryType::Char => (SFlag::S_IFCHR, device(&header)),
+                    tar::EntryType::Block => (SFlag::S_IFBLK, device(&header)),
+                    _ => (SFlag::S_IFIFO, 0),
                 };
-                if ty != libc::S_IFIFO && !opts.privileged {
+                if ty != SFlag::S_IFIFO && !opts.privileged {
                     stats.skipped_unprivileged += 1;
                     continue;
                 }
-                mknod(&path, ty, dev)?;
+                parent.mknod(&name, ty, dev)?;
             }
             // PAX/GNU metadata entries are consumed by the tar crate.
             other => bail!(
@@ -214,14 +232,55 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<Unp
             ),
         }
         written.insert(rel);
-        finish_meta(&path, &header, &xattrs, kind.is_symlink(), opts, &mut stats)?;
+        finish_meta(
+            &parent,
+            &name,
+            &header,
+            &xattrs,
+            kind.is_symlink(),
+            opts,
+            &mut stats,
+        )?;
     }
     // Deepest first, so setting a parent's mtime is not undone by its children.
     dirs.sort_by(|a, b| b.0.cmp(&a.0));
-    for (path, header, xattrs) in dirs {
-        finish_meta(&path, &header, &xattrs, false, opts, &mut stats)?;
+    for (rel, header, xattrs) in dirs {
+        let name = rel.file_name().context("entry without a name")?;
+        // A later entry may have replaced the directory: its own metadata
+        // was set then.
+        let Some(parent) = root.open_dir(rel.parent().unwrap_or(Path::new("")))? else {
+            continue;
+        };
+        if !parent.lstat(name)?.is_some_and(|st| stat_is_dir(&st)) {
+            continue;
+        }
+        finish_meta(&parent, name, &header, &xattrs, false, opts, &mut stats)?;
     }
     Ok(stats)
+}
+
+/// The directory of the previous entry, kept while nothing could have
+/// changed what its path resolves to.
+#[derive(Default)]
+struct ParentCache {
+    last: Option<(PathBuf, Rc<Dir>)>,
+}
+
+impl ParentCache {
+    fn get(&mut self, root: &InRoot, rel: &Path) -> Result<Rc<Dir>> {
+        if let Some((p, d)) = &self.last
+            && p == rel
+        {
+            return Ok(d.clone());
+        }
+        let d = Rc::new(root.mkdir_all(rel)?);
+        self.last = Some((rel.to_path_buf(), d.clone()));
+        Ok(d)
+    }
+
+    fn clear(&mut self) {
+        self.last = None;
+    }
 }
 
 fn device(h: &tar::Header) -> libc::dev_t {
@@ -244,36 +303,31 @@ fn pax_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Result<Vec<(Vec<u8>, Vec<u8
 }
 
 fn finish_meta(
-    path: &Path,
+    parent: &Dir,
+    name: &OsStr,
     h: &tar::Header,
     xattrs: &[(Vec<u8>, Vec<u8>)],
     is_symlink: bool,
     opts: UnpackOptions,
     stats: &mut UnpackStats,
 ) -> Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())?;
     if opts.privileged {
         let (uid, gid) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
-        // SAFETY: c is a valid path string.
-        if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("chown {}", path.display()));
-        }
+        parent.chown(name, uid, gid)?;
     }
-    for (name, value) in xattrs {
-        if !opts.privileged && name.starts_with(b"trusted.") {
+    for (key, value) in xattrs {
+        if !opts.privileged && key.starts_with(b"trusted.") {
             stats.skipped_unprivileged += 1;
             continue;
         }
-        set_xattr(path, name, value)?;
+        parent.set_xattr(Some(name), key, value)?;
     }
     if !is_symlink {
         // After chown: chown clears setuid bits.
         let mode = h.mode().unwrap_or(0o644) & 0o7777;
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("chmod {}", path.display()))?;
+        parent.chmod(name, mode)?;
     }
-    set_times(path, h.mtime().unwrap_or(0) as i64)
+    parent.set_times(name, h.mtime().unwrap_or(0) as i64)
 }
 
 /// Sets a path's atime and mtime to `secs` (whole seconds), without
@@ -361,54 +415,10 @@ fn make_removable(dir: &Path) {
     }
 }
 
-/// Joins `rel` onto `root`, resolving symlinks met along the way inside
-/// `root` (an absolute link target means `root`-relative), so the result is
-/// always below `root`. The last component is not resolved.
+/// Joins `rel` onto `root`, resolving the symlinks met before its last
+/// component inside `root` with the kernel's help ([`InRoot`]); the last
+/// component is not followed. For callers that need a path (a mount
+/// point), and check the last component themselves.
 pub fn secure_join(root: &Path, rel: &Path) -> Result<PathBuf> {
-    let mut parts: Vec<PathBuf> = rel
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(PathBuf::from(n)),
-            _ => None,
-        })
-        .collect();
-    let mut cur = PathBuf::new();
-    let mut hops = 0;
-    while let Some(part) = parts.pop() {
-        let candidate = cur.join(&part);
-        let host = root.join(&candidate);
-        let is_last = parts.is_empty();
-        match fs::symlink_metadata(&host) {
-            Ok(m) if m.file_type().is_symlink() && !is_last => {
-                hops += 1;
-                if hops > 40 {
-                    bail!(
-                        "too many levels of symbolic links under {}",
-                        root.join(rel).display()
-                    );
-                }
-                let target = fs::read_link(&host)?;
-                if target.is_absolute() {
-                    cur = PathBuf::new();
-                }
-                let mut pending: Vec<PathBuf> = Vec::new();
-                for c in target.components() {
-                    match c {
-                        Component::Normal(n) => pending.push(PathBuf::from(n)),
-                        Component::ParentDir => pending.push(PathBuf::from("..")),
-                        _ => {}
-                    }
-                }
-                for p in pending.into_iter().rev() {
-                    parts.push(p);
-                }
-            }
-            _ if part.as_os_str() == ".." => {
-                cur.pop();
-            }
-            _ => cur = candidate,
-        }
-    }
-    Ok(root.join(cur))
+    InRoot::open(root)?.join_nofollow(rel)
 }

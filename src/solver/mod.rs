@@ -825,11 +825,16 @@ impl Solver {
                         "bind mount from the build context, but the build has no context",
                     )?;
                     let root = ctx.lock().unwrap_or_else(|e| e.into_inner()).root.clone();
-                    let src = crate::oci::unpack::secure_join(
-                        &root,
-                        &crate::oci::layer::normalize(Path::new(&format!("./{source}/.")))
-                            .unwrap_or_default(),
-                    )?;
+                    // The context is untrusted: a symlink in it (even the
+                    // source itself) resolves inside the context, never to
+                    // a host path.
+                    let rel = crate::oci::layer::normalize(Path::new(&format!("./{source}/.")))
+                        .unwrap_or_default();
+                    let src = crate::oci::inroot::InRoot::open(&root)?
+                        .real_path(&rel)?
+                        .with_context(|| {
+                            format!("RUN --mount=type=bind,source={source}: not found in the build context")
+                        })?;
                     spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount {
                         source: src,
                         target: target.into(),

@@ -4,6 +4,7 @@
 pub mod auto;
 pub mod base;
 pub mod debian;
+pub mod hostile;
 pub mod kiln;
 pub mod podman;
 pub mod proxy;
