@@ -302,6 +302,7 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         rootless: sandbox.idmap.is_rootless(),
         single_id: matches!(sandbox.idmap, IdMap::Single { .. }),
         network: spec.network,
+        privileged: spec.privileged,
         hostname: spec.hostname.clone(),
         dir: dir.path.clone(),
         lower_count: lowers.len(),
