@@ -60,6 +60,17 @@ pub struct BuildRequest {
     /// Auto builds: extra CA certificates (PEM files) the build stage
     /// trusts, for networks that intercept TLS (`--ca-cert`, `KILN_CA_CERTS`).
     pub ca_certs: Vec<PathBuf>,
+    /// Entitlements granted to the build (`--allow`, as buildx).
+    pub allow: Vec<Entitlement>,
+}
+
+/// A privilege a build must be granted explicitly (buildx's `--allow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Entitlement {
+    /// `RUN --security=insecure` runs its step privileged: every
+    /// capability, /proc unmasked and writable; root on the host.
+    #[value(name = "security.insecure")]
+    SecurityInsecure,
 }
 
 /// Options for auto builds (the plan's CLI-level overrides).
@@ -154,6 +165,7 @@ fn solve_options<'a>(
         cancel: req.cancel.clone(),
         registry: Some(client),
         package_locks: BTreeMap::new(),
+        allow_insecure: req.allow.contains(&Entitlement::SecurityInsecure),
     })
 }
 

@@ -7,6 +7,9 @@
 
 use std::path::PathBuf;
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
 use anyhow::{Context, bail};
 
 use crate::Result;
@@ -42,4 +45,58 @@ pub fn data_dir() -> Result<PathBuf> {
         return Ok(PathBuf::from(d));
     }
     Ok(xdg("XDG_DATA_HOME", ".local/share")?.join("kiln"))
+}
+
+/// Creates `dir` (and its parents) if needed and makes it mode 0700, also
+/// when an older kiln made it 0755. For the dirs that hold trees from
+/// images and steps (snapshots, run dirs, cache mounts, mount sources):
+/// their setuid-root binaries and device nodes must not be reachable by
+/// the host's other users (containerd keeps its snapshots 0700 too).
+pub fn private_dir(dir: &Path) -> Result<()> {
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(
+            || {
+                format!(
+                    "making {} private (mode 0700): it holds image files other users must not reach; chmod 700 it or use another KILN_CACHE_DIR",
+                    dir.display()
+                )
+            },
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_dir_is_made_0700_and_fixes_an_open_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("a/b");
+        private_dir(&d).unwrap();
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&d).unwrap();
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+    }
 }

@@ -376,7 +376,7 @@ fn isolation_as_unprivileged_user() {
     fs::write(MARKER, "host-only").unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let rootfs = debian::base_rootfs();
+    let rootfs = debian::rootfs_for_users();
     let out = Command::new("runuser")
         .args(["-u", TEST_USER, "--"])
         .arg("env")

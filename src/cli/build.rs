@@ -55,6 +55,10 @@ pub struct BuildArgs {
     /// A registry that may be reached over plain HTTP (repeatable).
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
+    /// Grant an entitlement: security.insecure lets `RUN --security=insecure`
+    /// steps run privileged, as root on the host (repeatable).
+    #[arg(long, value_enum, value_name = "ENTITLEMENT")]
+    pub allow: Vec<crate::build::Entitlement>,
     /// Print the build result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -170,6 +174,7 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         auto: a.auto,
         debug: a.debug,
         ca_certs: a.ca.ca_cert,
+        allow: a.allow,
         plan: a.plan.request(),
     };
     let result = build(&req, progress);

@@ -66,6 +66,9 @@ pub(crate) struct Plan {
     /// Only uid/gid 0 are mapped (no setgroups, no other ids).
     pub single_id: bool,
     pub network: Network,
+    /// `RUN --security=insecure` with the entitlement granted: every
+    /// capability and an unmasked, writable /proc (see `docs/sandbox.md`).
+    pub privileged: bool,
     pub hostname: String,
     /// The run dir: `l/` (lower symlinks), `upper/`, `work/`, `merged/`,
     /// `files/` (hosts, resolv.conf), `secrets/` (staging mount point).
@@ -206,6 +209,15 @@ pub(crate) fn run_a(plan: &Plan) -> ! {
 /// Process B: PID 1. Never returns.
 fn run_b(plan: &Plan) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // A session of its own, without a controlling terminal, for B and so
+    // for the step: otherwise the step shares kiln's terminal, can open it
+    // as /dev/tty and push input into it with TIOCSTI (bubblewrap's
+    // CVE-2017-5226). B is not a process group leader (a fresh fork), so
+    // setsid cannot fail; C is then not a session leader and cannot take
+    // a terminal as its controlling one (TIOCSCTTY) either.
+    if let Err(e) = nix::unistd::setsid() {
+        die(plan, 125, &format!("setsid: {e}"));
+    }
     let root = plan.dir.join("merged");
     if let Err(e) = setup_root(plan, &root) {
         die(plan, 125, &e);
@@ -335,7 +347,10 @@ fn stub(plan: &Plan, root: &Path, host: &Path) {
     }
 }
 
-fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), String> {
+/// Bind-mounts `source` on `target`, then remounts the bind with `flags`
+/// (`MS_NODEV`, `MS_RDONLY`…) when there are any. Host device nodes are
+/// bound with no flags; every other bind gets at least `MS_NODEV`.
+fn bind(source: &Path, target: &Path, flags: MsFlags) -> Result<(), String> {
     mount(
         Some(source),
         target,
@@ -344,13 +359,14 @@ fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(err(format!("bind-mounting {}", source.display())))?;
-    if readonly {
+    if !flags.is_empty() {
         // A remount must keep the flags the kernel locked on the source
         // mount (in a user namespace), so read them first.
         let st = nix::sys::statvfs::statvfs(target).map_err(err("statvfs"))?;
-        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        let mut all = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags;
         use nix::sys::statvfs::FsFlags;
         for (f, m) in [
+            (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
             (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
             (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
             (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
@@ -359,11 +375,75 @@ fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), String> {
             (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
         ] {
             if st.flags().contains(f) {
-                flags |= m;
+                all |= m;
             }
         }
-        mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-            .map_err(err(format!("making {} read-only", target.display())))?;
+        mount(None::<&str>, target, None::<&str>, all, None::<&str>)
+            .map_err(err(format!("remounting {} ({flags:?})", target.display())))?;
+    }
+    Ok(())
+}
+
+/// Flags of a bind of data (not a device): never `dev`, read-only if asked.
+fn data_flags(readonly: bool) -> MsFlags {
+    if readonly {
+        MsFlags::MS_NODEV | MsFlags::MS_RDONLY
+    } else {
+        MsFlags::MS_NODEV
+    }
+}
+
+/// /proc files and dirs bound read-only onto themselves: runc's (and
+/// containerd's, which BuildKit uses) `readonlyPaths`. `sys` is the one
+/// that matters: a root step could otherwise set host sysctls
+/// (`kernel.core_pattern` runs a program as host root).
+const PROC_READONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
+/// /proc entries hidden (runc's and containerd's `maskedPaths`): files get
+/// /dev/null bound over them, dirs an empty read-only tmpfs. They show
+/// host kernel state (keyrings, kernel memory, timers, hardware).
+const PROC_MASKED: [&str; 9] = [
+    "acpi",
+    "asound",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "sched_debug",
+    "scsi",
+    "timer_list",
+    "timer_stats",
+];
+
+/// Applies [`PROC_READONLY`] and [`PROC_MASKED`] to the step's /proc
+/// (`proc_` is its host path, before pivot_root). Entries this kernel does
+/// not have are skipped.
+fn harden_proc(proc_: &Path) -> Result<(), String> {
+    for name in PROC_READONLY {
+        let p = proc_.join(name);
+        if fs::symlink_metadata(&p).is_err() {
+            continue;
+        }
+        bind(&p, &p, MsFlags::MS_RDONLY | MsFlags::MS_NODEV)
+            .map_err(|e| format!("making /proc/{name} read-only: {e}"))?;
+    }
+    for name in PROC_MASKED {
+        let p = proc_.join(name);
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            mount(
+                Some("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=0555"),
+            )
+            .map_err(err(format!("masking /proc/{name}")))?;
+        } else {
+            bind(Path::new("/dev/null"), &p, MsFlags::empty())
+                .map_err(|e| format!("masking /proc/{name}: {e}"))?;
+        }
     }
     Ok(())
 }
@@ -381,15 +461,15 @@ fn setup_root(plan: &Plan, root: &Path) -> Result<(), String> {
 
     // The overlay. Lower dirs are short relative names of symlinks in l/
     // ("0" is the top-most), so hundreds of layers fit in one page of
-    // mount options.
+    // mount options. The upper and work dirs are relative too: the step
+    // reads these options in /proc/self/mountinfo and must not learn the
+    // host's paths from them.
     let ldir = plan.dir.join("l");
     nix::unistd::chdir(&ldir).map_err(err(format!("entering {}", ldir.display())))?;
     let lowers: Vec<String> = (0..plan.lower_count).map(|i| i.to_string()).collect();
     let mut opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir=../upper,workdir=../work",
         lowers.join(":"),
-        plan.dir.join("upper").display(),
-        plan.dir.join("work").display()
     );
     if plan.rootless {
         opts.push_str(",userxattr");
@@ -397,11 +477,15 @@ fn setup_root(plan: &Plan, root: &Path) -> Result<(), String> {
         // Plain copy-ups only, so the upper dir is a simple diff to read.
         opts.push_str(",index=off,redirect_dir=off,metacopy=off");
     }
+    // nodev: a device node the step makes (it keeps CAP_MKNOD, as in
+    // Docker) or an image ships cannot be opened, so `mknod /tmp/disk b 254
+    // 0` gives no access to the host's disk. This, with nodev on every
+    // other writable mount, stands in for runc's device cgroup.
     mount(
         Some("overlay"),
         root,
         Some("overlay"),
-        MsFlags::empty(),
+        MsFlags::MS_NODEV,
         Some(opts.as_str()),
     )
     .map_err(err(format!(
@@ -420,9 +504,13 @@ fn setup_root(plan: &Plan, root: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(err("mounting /proc"))?;
+    if !plan.privileged {
+        harden_proc(&proc_)?;
+    }
 
     setup_dev(plan, root)?;
 
+    files_to_tmpfs(plan)?;
     // /etc/hosts and /etc/resolv.conf: copies of the host's (made by the
     // parent), bound over the image's. An image whose file is a symlink
     // keeps it (mounting on it would follow the link outside the root).
@@ -441,7 +529,7 @@ fn setup_root(plan: &Plan, root: &Path) -> Result<(), String> {
         let Ok(target) = ensure(plan, root, &rel, Stub::File) else {
             continue;
         };
-        bind(&src, &target, false)?;
+        bind(&src, &target, data_flags(false))?;
     }
 
     // The step's own mounts, parents before children.
@@ -466,7 +554,7 @@ fn setup_root(plan: &Plan, root: &Path) -> Result<(), String> {
                     Stub::File
                 };
                 let t = ensure(plan, root, target, kind)?;
-                bind(source, &t, *readonly)?;
+                bind(source, &t, data_flags(*readonly))?;
                 if let Some((uid, gid, mode)) = chown {
                     std::os::unix::fs::chown(&t, Some(*uid), Some(*gid))
                         .map_err(err(format!("chown of cache dir {}", target.display())))?;
@@ -525,7 +613,7 @@ fn setup_root(plan: &Plan, root: &Path) -> Result<(), String> {
                 fs::set_permissions(&file, fs::Permissions::from_mode(*mode))
                     .map_err(err("chmod of a secret"))?;
                 let t = ensure(plan, root, target, Stub::File)?;
-                bind(&file, &t, true)?;
+                bind(&file, &t, data_flags(true))?;
             }
         }
     }
@@ -544,22 +632,52 @@ fn setup_root(plan: &Plan, root: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Moves the run dir's `files/` (hosts, resolv.conf) into a tmpfs of the
+/// step's mount namespace before they are bound: /proc/self/mountinfo
+/// shows a bind's source path within its filesystem, and on the host's
+/// disk that is the path of kiln's cache dir; in the tmpfs it is `/hosts`.
+fn files_to_tmpfs(plan: &Plan) -> Result<(), String> {
+    let dir = plan.dir.join("files");
+    let mut files = Vec::new();
+    for e in fs::read_dir(&dir).map_err(err("reading files/"))?.flatten() {
+        let data = fs::read(e.path()).map_err(err(format!("reading {}", e.path().display())))?;
+        files.push((e.file_name(), data));
+    }
+    mount(
+        Some("tmpfs"),
+        &dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=1m"),
+    )
+    .map_err(err("mounting a tmpfs on files/"))?;
+    for (name, data) in files {
+        fs::write(dir.join(&name), data).map_err(err(format!("writing files/{name:?}")))?;
+    }
+    Ok(())
+}
+
 fn setup_dev(plan: &Plan, root: &Path) -> Result<(), String> {
     let dev = ensure(plan, root, Path::new("dev"), Stub::Dir)?;
     mount(
         Some("tmpfs"),
         &dev,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        // nodev: the only usable devices are the binds below (each its
+        // own mount, with the host /dev's flags) and /dev/pts; a node the
+        // step makes here cannot be opened.
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )
     .map_err(err("mounting /dev"))?;
     // Host devices are bound rather than created, which also works in a
-    // user namespace where mknod is not allowed.
+    // user namespace where mknod is not allowed. runc's default set; /dev/tty
+    // is the opener's controlling terminal, and the step has none (see
+    // run_b), so opening it fails with ENXIO as in runc without a tty.
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let t = dev.join(name);
         fs::File::create(&t).map_err(err(format!("creating /dev/{name}")))?;
-        bind(&Path::new("/dev").join(name), &t, false)?;
+        bind(&Path::new("/dev").join(name), &t, MsFlags::empty())?;
     }
     let pts = dev.join("pts");
     fs::create_dir(&pts).map_err(err("creating /dev/pts"))?;
@@ -688,7 +806,11 @@ fn run_c(plan: &Plan, user: super::user::User, workdir: &Path) -> ! {
             libc::dup2(out, 2);
         }
     }
-    if let Err(e) = super::caps::drop_bounding() {
+    // A privileged step (granted `security.insecure`) keeps every
+    // capability kiln has; otherwise only Docker's default set survives.
+    if !plan.privileged
+        && let Err(e) = super::caps::drop_bounding()
+    {
         die(plan, 125, &e);
     }
     if !plan.single_id {
@@ -717,6 +839,7 @@ fn run_c(plan: &Plan, user: super::user::User, workdir: &Path) -> ! {
         );
     }
     if user.uid == 0
+        && !plan.privileged
         && let Err(e) = super::caps::set_root_caps()
     {
         die(plan, 125, &e);

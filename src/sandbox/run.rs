@@ -158,8 +158,7 @@ fn plan_mounts(
             Mount::Cache(c) => {
                 let base = sandbox.cache_mounts.join(sanitize_id(&c.id));
                 let lock_path = PathBuf::from(format!("{}.lock", base.display()));
-                fs::create_dir_all(&sandbox.cache_mounts)
-                    .with_context(|| format!("creating {}", sandbox.cache_mounts.display()))?;
+                crate::paths::private_dir(&sandbox.cache_mounts)?;
                 let mut source = base.clone();
                 if c.sharing != Sharing::Shared {
                     let f = fs::OpenOptions::new()
@@ -239,8 +238,7 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
             );
         }
     }
-    fs::create_dir_all(&sandbox.runs)
-        .with_context(|| format!("creating {}", sandbox.runs.display()))?;
+    crate::paths::private_dir(&sandbox.runs)?;
     remove_stale(&sandbox.runs);
     let path = tempfile::Builder::new()
         .prefix("run-")
@@ -302,6 +300,7 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         rootless: sandbox.idmap.is_rootless(),
         single_id: matches!(sandbox.idmap, IdMap::Single { .. }),
         network: spec.network,
+        privileged: spec.privileged,
         hostname: spec.hostname.clone(),
         dir: dir.path.clone(),
         lower_count: lowers.len(),

@@ -57,6 +57,9 @@ impl Snapshots {
         blob: &Digest,
         compression: Compression,
     ) -> Result<(PathBuf, bool)> {
+        // Checked on every use, not only when a snapshot is made: a cache
+        // made by an older kiln (0755) becomes private on its next build.
+        crate::paths::private_dir(&self.root)?;
         let dest = self.path(blob);
         if dest.is_dir() {
             return Ok((dest, true));
@@ -79,8 +82,7 @@ impl Snapshots {
     /// created) before [`publish`]ing it: on the same filesystem, so the
     /// rename is atomic, and named `.tmp-*`, which readers skip.
     fn staging(&self, label: &str) -> Result<(tempfile::TempDir, PathBuf)> {
-        fs::create_dir_all(&self.root)
-            .with_context(|| format!("creating {}", self.root.display()))?;
+        crate::paths::private_dir(&self.root)?;
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".tmp-{label}-"))
             .tempdir_in(&self.root)

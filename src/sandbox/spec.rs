@@ -37,13 +37,17 @@ pub enum Network {
     None,
 }
 
-/// Where the step's stdout/stderr go.
+/// Where the step's stdout/stderr go. Either way the step runs in a
+/// session of its own with no controlling terminal: it cannot open kiln's
+/// terminal as /dev/tty nor push input into it (TIOCSTI).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Io {
     /// Both streams, merged, line by line to the step's progress task; stdin is /dev/null.
     #[default]
     Log,
-    /// The step shares kiln's stdin, stdout and stderr (`kiln run`).
+    /// The step shares kiln's stdin, stdout and stderr (`kiln run`): it
+    /// reads and writes a terminal kiln has, but as `docker run -i`
+    /// without `-t` (no job control, Ctrl-C stops kiln, which kills it).
     Inherit,
 }
 
@@ -199,6 +203,11 @@ pub struct RunSpec {
     pub mounts: Vec<Mount>,
     pub network: Network,
     pub io: Io,
+    /// `RUN --security=insecure` with the `security.insecure` entitlement:
+    /// a root step keeps every capability (CAP_SYS_ADMIN included) and sees
+    /// /proc unmasked and writable. It is root on the host; the caller
+    /// must have been allowed to grant that.
+    pub privileged: bool,
     /// Set it (e.g. from a SIGINT handler) to kill the step's process tree.
     pub cancel: Option<Arc<AtomicBool>>,
 }
@@ -227,6 +236,7 @@ impl RunSpec {
             mounts: Vec::new(),
             network: Network::Host,
             io: Io::Log,
+            privileged: false,
             cancel: None,
         }
     }

@@ -61,6 +61,10 @@ pub struct SolveOptions<'a> {
     /// The `kiln.lock` sets that locked package bases name (by
     /// [`graph::PackageSet::lock`] digest).
     pub package_locks: BTreeMap<Digest, crate::packages::lock::Lockfile>,
+    /// The `security.insecure` entitlement (`--allow security.insecure`):
+    /// `RUN --security=insecure` steps run privileged. Without it such a
+    /// step fails the build before anything runs.
+    pub allow_insecure: bool,
 }
 
 /// What a finished build step did, for tests and summaries.
@@ -150,6 +154,9 @@ impl Solver {
         progress: &Progress,
     ) -> Result<Solved> {
         let order = graph::deps::build_order(g, target)?;
+        if !opts.allow_insecure {
+            check_entitlements(g, &order)?;
+        }
         // Resolve every image the needed stages read, then key the graph.
         let mut bases: BTreeMap<String, Image> = BTreeMap::new();
         // Package bases compose in parallel (index reads and .deb
@@ -723,6 +730,8 @@ impl Solver {
             graph::Network::None => sandbox::Network::None,
             _ => sandbox::Network::Host,
         };
+        // Only reachable when allowed (see check_entitlements).
+        spec.privileged = run.security == graph::Security::Insecure && opts.allow_insecure;
         spec.cancel = opts.cancel.clone();
         let mut _inline_files = Vec::new();
         // Stage and image sources of mounts, removed after the run.
@@ -981,6 +990,25 @@ fn add_layer(st: &mut StageState, layer: Option<&LayerRecord>, text: &str) {
         }
         None => st.builder.add_empty_history(text),
     }
+}
+
+/// Refuses a `RUN --security=insecure` in the needed stages (BuildKit's
+/// entitlement check): it would run as root on the host, which only an
+/// explicit `--allow security.insecure` may grant.
+fn check_entitlements(g: &Graph, order: &[usize]) -> Result<()> {
+    for &i in order {
+        for step in &g.stages[i].steps {
+            if let Op::Run(r) = &step.op
+                && r.security == graph::Security::Insecure
+            {
+                bail!(
+                    "{}: RUN --security=insecure needs the security.insecure entitlement: the step would run privileged (every capability, /proc writable), i.e. as root on the host; pass --allow security.insecure to grant it, or remove --security=insecure",
+                    origin_of(step)
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn origin_of(step: &Step) -> String {

@@ -51,7 +51,7 @@ pub fn materialise(
     let Some(host) = view.lookup(&resolved) else {
         bail!("{source}: not found in {what} (the mount's source= must exist there)");
     };
-    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    crate::paths::private_dir(parent)?;
     let tmp = tempfile::Builder::new()
         .prefix("mount-")
         .tempdir_in(parent)

@@ -99,3 +99,29 @@ pub fn base_rootfs() -> PathBuf {
         .expect("snapshot of the base layer");
     dir
 }
+
+/// [`base_rootfs`] where other users can reach it (for `kiln run --rootfs`
+/// as an unprivileged user): kiln keeps its snapshots dir 0700, so this is
+/// a hard-linked copy (`cp -al`, made once) under the world-readable cache.
+pub fn rootfs_for_users() -> PathBuf {
+    let dest = Path::new(CACHE).join("rootfs-for-users");
+    if dest.is_dir() {
+        return dest;
+    }
+    let src = base_rootfs();
+    locked(|| {
+        if !dest.is_dir() {
+            let part = Path::new(CACHE).join("rootfs-for-users.part");
+            let _ = fs::remove_dir_all(&part);
+            let st = Command::new("cp")
+                .arg("-al")
+                .arg(&src)
+                .arg(&part)
+                .status()
+                .expect("cp");
+            assert!(st.success(), "cp -al of the base rootfs failed");
+            fs::rename(&part, &dest).expect("rename the users' rootfs");
+        }
+    });
+    dest
+}
