@@ -184,3 +184,129 @@ fn link(b: &mut tar::Builder<Vec<u8>>, mut h: tar::Header, name: &str, target: &
     h.set_mode(0o777);
     b.append_link(&mut h, name, target).unwrap();
 }
+
+/// A static busybox at `/bin/busybox` with `/bin/sh` → it, as a layer tar:
+/// the base under hostile layers, so that `kiln run` and `RUN` have
+/// something to execute.
+pub fn busybox_layer() -> Vec<u8> {
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static: run ./scripts/test");
+    let data = fs::read(bb).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_mtime(1_000_000);
+    b.append_data(&mut h, "bin", std::io::empty()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(data.len() as u64);
+    h.set_mtime(1_000_000);
+    b.append_data(&mut h, "bin/busybox", &data[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_size(0);
+    h.set_mtime(1_000_000);
+    b.append_link(&mut h, "bin/sh", "busybox").unwrap();
+    b.into_inner().unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn config_json(layers: &[Vec<u8>]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha256_hex(l)))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap()
+}
+
+/// Writes an OCI image layout at `dir` with `layers` (uncompressed tars,
+/// stored gzipped), its one manifest named `name` in index.json. Written
+/// by hand, not by kiln: the image is the attacker's.
+pub fn oci_layout(dir: &Path, layers: &[Vec<u8>], name: &str) {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = sha256_hex(bytes);
+        fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let mut descs = Vec::new();
+    for l in layers {
+        let (digest, size) = put(&gzip(l));
+        descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": digest, "size": size,
+        }));
+    }
+    let (cdigest, csize) = put(&config_json(layers));
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest, "size": csize},
+        "layers": descs,
+    }))
+    .unwrap();
+    let (mdigest, msize) = put(&manifest);
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": mdigest, "size": msize,
+                "annotations": {"org.opencontainers.image.ref.name": name},
+            }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+}
+
+/// Writes a docker archive (`docker save` format) of `layers` tagged `tag`.
+pub fn docker_archive(path: &Path, layers: &[Vec<u8>], tag: &str) {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(bytes.len() as u64);
+        b.append_data(&mut h, name, bytes).unwrap();
+    };
+    let mut names = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let n = format!("layer{i}.tar");
+        add(&n, l);
+        names.push(n);
+    }
+    add("config.json", &config_json(layers));
+    add(
+        "manifest.json",
+        &serde_json::to_vec(&serde_json::json!([{
+            "Config": "config.json", "RepoTags": [tag], "Layers": names,
+        }]))
+        .unwrap(),
+    );
+    fs::write(path, b.into_inner().unwrap()).unwrap();
+}
