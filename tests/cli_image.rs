@@ -240,3 +240,93 @@ fn odd_trees_have_documented_behaviour() {
         ]
     );
 }
+
+/// The size of a file `pid` has open under `dir`, if any.
+fn open_file_under(pid: u32, dir: &Path) -> Option<u64> {
+    for fd in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        if target.starts_with(dir) {
+            // Through the fd: works for an unnamed (O_TMPFILE) file too.
+            return fs::metadata(fd.path()).ok().map(|m| m.len());
+        }
+    }
+    None
+}
+
+#[test]
+fn killed_export_leaves_no_file_behind() {
+    let env = Env::new();
+    let src = env.path("big");
+    fs::create_dir_all(&src).unwrap();
+    // 160 MiB that do not compress, stored uncompressed: the export takes
+    // long enough to be killed in the middle.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut data = Vec::with_capacity(160 << 20);
+    while data.len() < 160 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    fs::write(src.join("blob.bin"), &data).unwrap();
+    drop(data);
+    env.ok(&[
+        "image",
+        "from-dir",
+        src.to_str().unwrap(),
+        "-t",
+        "big:1",
+        "--compression",
+        "none",
+    ]);
+    for ty in ["oci-archive", "docker"] {
+        let out = env.path(&format!("out-{ty}"));
+        fs::create_dir_all(&out).unwrap();
+        let dest = out.join("img.tar");
+        let mut child = env
+            .cmd()
+            .args([
+                "save",
+                "big:1",
+                "-o",
+                &format!("type={ty},dest={}", dest.display()),
+            ])
+            .spawn()
+            .unwrap();
+        // Kill it once it has written a good part of the archive.
+        let killed = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{ty}: the export ended ({status}) before it could be killed");
+            }
+            if open_file_under(child.id(), &out).is_some_and(|n| n > 16 << 20) {
+                // SAFETY: our own child, not yet reaped.
+                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed),
+            Some(libc::SIGKILL)
+        );
+        let left: Vec<_> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{ty}: a killed export left {left:?}");
+        // And the next export works.
+        env.ok(&[
+            "save",
+            "big:1",
+            "-o",
+            &format!("type={ty},dest={}", dest.display()),
+        ]);
+        let left: Vec<_> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["img.tar"], "{ty}");
+    }
+}
