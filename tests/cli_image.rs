@@ -330,3 +330,96 @@ fn killed_export_leaves_no_file_behind() {
         assert_eq!(left, ["img.tar"], "{ty}");
     }
 }
+
+#[test]
+fn cache_prune_says_what_it_waits_for_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let env = Env::new();
+    let store = env.cache().join("store");
+    fs::create_dir_all(&store).unwrap();
+    let lock = store.join("lock");
+    fs::write(&lock, "").unwrap();
+    // Stands for a running build: holds the store lock shared (no fork:
+    // killing it releases the lock).
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut holder = KillOnDrop(
+        Command::new("flock")
+            .args(["--no-fork", "-s", lock.to_str().unwrap(), "sleep", "120"])
+            .spawn()
+            .unwrap(),
+    );
+    let holder_pid = holder.0.id();
+    // Wait until the lock is really held.
+    let start = std::time::Instant::now();
+    while !fs::read_to_string("/proc/locks")
+        .unwrap()
+        .contains(&format!(" {holder_pid} "))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "flock did not lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let prune = |env: &Env| {
+        let mut c = env
+            .cmd()
+            .args(["cache", "prune"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = c.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines() {
+                let _ = tx.send(line.unwrap());
+            }
+        });
+        (c, rx)
+    };
+    let (waiting, lines) = prune(&env);
+    let mut waiting = KillOnDrop(waiting);
+    let line = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("kiln cache prune said nothing while waiting for the lock");
+    assert!(
+        line.contains("waiting for the build cache lock")
+            && line.contains(&format!("pid {holder_pid}: sleep 120"))
+            && line.contains("Ctrl-C"),
+        "{line}"
+    );
+    // Ctrl-C ends the wait.
+    // SAFETY: our own child, not yet reaped.
+    unsafe { libc::kill(waiting.0.id() as i32, libc::SIGINT) };
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = waiting.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "kiln cache prune ignored SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    // Once the build is gone, prune runs.
+    let (waiting, _lines) = prune(&env);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(holder);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed 0 blobs"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
