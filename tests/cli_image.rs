@@ -349,7 +349,7 @@ fn cache_prune_says_what_it_waits_for_and_stops_on_ctrl_c() {
             let _ = self.0.wait();
         }
     }
-    let mut holder = KillOnDrop(
+    let holder = KillOnDrop(
         Command::new("flock")
             .args(["--no-fork", "-s", lock.to_str().unwrap(), "sleep", "120"])
             .spawn()

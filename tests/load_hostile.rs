@@ -434,7 +434,7 @@ fn oci_layout_names_must_be_image_references() {
         fx.refused(
             &l,
             &[
-                &format!("index.json: manifests[0]"),
+                "index.json: manifests[0]",
                 &format!("annotation {key} is not an image name"),
                 "\"../../x:1\"",
             ],

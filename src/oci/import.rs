@@ -98,10 +98,33 @@ fn check_blob(src: &Members, desc: &Descriptor, what: &str) -> Result<Digest> {
     Ok(want)
 }
 
+/// JSON documents (index, manifest, config) are read into memory: a
+/// hostile size must not exhaust it. Real configs are a few KiB.
+const MAX_JSON: u64 = 16 << 20;
+
 /// Reads a small JSON blob after checking it against its descriptor.
 fn read_checked(src: &Members, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
+    if desc.size() > MAX_JSON {
+        bail!(
+            "{what}: a {}-byte JSON document is beyond kiln's limit of {MAX_JSON} bytes",
+            desc.size()
+        );
+    }
     let d = check_blob(src, desc, what)?;
     src.read(&blob_name(&d))
+}
+
+/// Reads a JSON member (manifest.json, index.json, a docker config),
+/// refusing one beyond [`MAX_JSON`].
+fn read_json_member(src: &Members, name: &str) -> Result<Vec<u8>> {
+    let f = src.open(name)?;
+    let size = f.metadata()?.len();
+    if size > MAX_JSON {
+        bail!("{name}: {size} bytes, beyond kiln's limit of {MAX_JSON} bytes for a JSON document");
+    }
+    let mut buf = Vec::new();
+    f.take(MAX_JSON).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Checks a layer's uncompressed content against the config's diff_id.
@@ -194,7 +217,7 @@ fn load_layout(src: &Members, images: &ImageStore) -> Result<Vec<Loaded>> {
     {
         bail!("{shown}: oci-layout lacks imageLayoutVersion");
     }
-    let text = src.read("index.json")?;
+    let text = read_json_member(src, "index.json")?;
     let index: ImageIndex = serde_json::from_slice(&text)
         .with_context(|| format!("{shown}: index.json is not a valid OCI index"))?;
     // Phase 1: check every name and blob; nothing is written yet.
@@ -266,7 +289,7 @@ fn field_member(i: usize, field: &str, value: &str) -> Result<String> {
 }
 
 fn load_docker(src: &Members, images: &ImageStore) -> Result<Vec<Loaded>> {
-    let text = src.read("manifest.json")?;
+    let text = read_json_member(src, "manifest.json")?;
     let manifests: Vec<DockerManifest> = serde_json::from_slice(&text)
         .context("manifest.json of the archive is not docker's format")?;
     // Phase 1: check names, members and diff_ids.
@@ -283,8 +306,7 @@ fn load_docker(src: &Members, images: &ImageStore) -> Result<Vec<Loaded>> {
             })
             .collect::<Result<Vec<_>>>()?;
         let config_name = field_member(i, "Config", &dm.config)?;
-        let config_bytes = src
-            .read(&config_name)
+        let config_bytes = read_json_member(src, &config_name)
             .with_context(|| format!("manifest.json: [{i}].Config {:?}", dm.config))?;
         let config: ImageConfiguration =
             serde_json::from_slice(&config_bytes).with_context(|| {

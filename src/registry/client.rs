@@ -91,8 +91,8 @@ impl Default for ClientOptions {
             parallel: 6,
             attempts: 8,
             backoff: Duration::from_millis(200),
-            // A malformed variable is reported by the CLI before this runs
-            // (`net_timeout_from_env`); a library user gets the default.
+            // `kiln push/pull/login` refuse a malformed variable (clap
+            // parses it for --net-timeout); here it falls back to 30 s.
             stall_timeout: net_timeout_from_env().unwrap_or(DEFAULT_NET_TIMEOUT),
             stall_attempts: 3,
         }
