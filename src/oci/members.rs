@@ -13,6 +13,10 @@
 //! followed, and only regular files are read (a FIFO or device would block
 //! or leak). The standard library and the `tar` crate do not offer either
 //! rule, hence this module.
+//!
+//! The temp dir (`.load-*` next to the image store's blobs) holds a `lock`
+//! file locked for as long as the load runs; a later load removes dirs
+//! whose lock nobody holds (left by a killed `kiln load`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -41,7 +45,9 @@ pub enum Members {
 pub struct Extracted {
     /// What the archive is called in errors.
     archive: String,
+    // Field order: the lock is released after the dir is removed.
     _dir: tempfile::TempDir,
+    _lock: File,
     /// Normalised member name → its bytes on disk.
     files: HashMap<String, PathBuf>,
     /// Normalised link member name → the normalised member it points at.
@@ -90,10 +96,13 @@ impl Members {
     /// Extracts the members of the tar file `path` into a temp dir in `tmp_in`.
     pub fn extract(path: &Path, tmp_in: &Path) -> Result<Members> {
         let archive = path.display().to_string();
+        remove_stale_dirs(tmp_in, STALE_AFTER);
         let dir = tempfile::Builder::new()
-            .prefix(".load-")
+            .prefix(TEMP_PREFIX)
             .tempdir_in(tmp_in)
             .context("creating a temp dir for loading")?;
+        let lock = File::create(dir.path().join("lock")).context("creating the load's lock")?;
+        lock.lock().context("locking the load's temp dir")?;
         let file = File::open(path).with_context(|| format!("cannot open {archive}"))?;
         let mut tar = tar::Archive::new(BufReader::new(file));
         let mut files = HashMap::new();
@@ -160,6 +169,7 @@ impl Members {
         Ok(Members::Archive(Extracted {
             archive,
             _dir: dir,
+            _lock: lock,
             files,
             links,
         }))
@@ -211,6 +221,43 @@ impl Members {
             Members::Archive(x) => x.archive.clone(),
         }
     }
+}
+
+/// The prefix of the temp dirs archives are extracted into.
+const TEMP_PREFIX: &str = ".load-";
+
+/// A `.load-*` dir without a lock file (just created, or from an older
+/// kiln) is a leftover only when it is this old.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes `.load-*` dirs in `dir` that no running load holds. Best effort.
+fn remove_stale_dirs(dir: &Path, min_age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            || !e.file_type().is_ok_and(|t| t.is_dir())
+        {
+            continue;
+        }
+        let path = e.path();
+        let stale = match File::open(path.join("lock")) {
+            // Unlocked: its load is gone (a load never reuses a dir).
+            Ok(f) => f.try_lock().is_ok(),
+            Err(_) => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age),
+        };
+        if stale && std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Opens `root/name` without following a symbolic link at any component
@@ -349,6 +396,37 @@ mod tests {
         }))
         .unwrap();
         assert!(m.read("a").unwrap_err().to_string().contains("loop"));
+    }
+
+    #[test]
+    fn leftovers_of_killed_loads_are_removed_but_not_running_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mk = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::create_dir(&p).unwrap();
+            std::fs::write(p.join("m0"), b"member").unwrap();
+            p
+        };
+        // A killed load: lock file, nobody holds it.
+        let killed = mk(".load-killed");
+        File::create(killed.join("lock")).unwrap();
+        // A running load holds its lock.
+        let running = mk(".load-running");
+        let held = File::create(running.join("lock")).unwrap();
+        held.lock().unwrap();
+        // No lock file yet: kept while young.
+        mk(".load-young");
+        mk("not-a-load");
+        assert_eq!(remove_stale_dirs(dir.path(), STALE_AFTER), 1);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".load-running", ".load-young", "not-a-load"]);
+        assert_eq!(remove_stale_dirs(dir.path(), std::time::Duration::ZERO), 1);
+        drop(held);
+        assert_eq!(remove_stale_dirs(dir.path(), STALE_AFTER), 1);
     }
 
     #[test]
