@@ -379,11 +379,21 @@ fn oci_layout_wrong_sizes_are_refused() {
             m["layers"][0]["size"] = json!(s - 1);
         },
     );
-    fx.refused(&l, &["→ layers[0]", "but its descriptor says"]);
+    fx.refused(
+        &l,
+        &[
+            "→ layers[0]",
+            "is larger than the",
+            "bytes its descriptor says",
+        ],
+    );
     // The config's size in the manifest.
     let l = layout_copy(&fx, "bad-config-size");
     edit_image(&l, |_| {}, |m| m["config"]["size"] = json!(3));
-    fx.refused(&l, &["→ config", "but its descriptor says 3"]);
+    fx.refused(
+        &l,
+        &["→ config", "is larger than the 3 bytes its descriptor says"],
+    );
 }
 
 #[test]

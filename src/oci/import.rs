@@ -81,14 +81,15 @@ fn check_blob(src: &Members, desc: &Descriptor, what: &str) -> Result<Digest> {
         .with_context(|| format!("{what}: blob {want} is missing"))?;
     let (got, size) = hash_stream(BufReader::new(f), desc.size())
         .with_context(|| format!("{what}: reading blob {want}"))?;
-    if size != desc.size() {
-        let actual = if size > desc.size() {
-            "more".to_string()
-        } else {
-            size.to_string()
-        };
+    if size > desc.size() {
         bail!(
-            "{what}: blob {want} has {actual} bytes but its descriptor says {}: the layout is corrupt",
+            "{what}: blob {want} is larger than the {} bytes its descriptor says: the layout is corrupt",
+            desc.size()
+        );
+    }
+    if size < desc.size() {
+        bail!(
+            "{what}: blob {want} has {size} bytes but its descriptor says {}: the layout is corrupt",
             desc.size()
         );
     }
