@@ -520,3 +520,41 @@ fn good_archives_and_layouts_still_load() {
     assert!(out.contains("Loaded image: app:1"), "{out}");
     fx.env.ok(&["cache", "verify"]);
 }
+
+/// Adds an in-toto "layer" (as in buildx's attestation manifests) whose
+/// descriptor claims `size_delta` more bytes than it has.
+fn add_attestation(layout: &Path, size_delta: u64) {
+    let statement = br#"{"_type":"https://in-toto.io/Statement/v0.1"}"#;
+    let (d, size) = put_blob(layout, statement);
+    let diff = d.clone();
+    edit_image(
+        layout,
+        |c| {
+            c["rootfs"]["diff_ids"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(diff))
+        },
+        |m| {
+            m["layers"].as_array_mut().unwrap().push(json!({
+                "mediaType": "application/vnd.in-toto+json",
+                "digest": d,
+                "size": size + size_delta,
+            }))
+        },
+    );
+}
+
+#[test]
+fn oci_layout_with_a_non_tar_layer_loads_and_is_still_checked() {
+    let fx = Fixture::new();
+    let l = layout_copy(&fx, "attested");
+    add_attestation(&l, 0);
+    fx.env.ok(&["rmi", "app:1"]);
+    let out = fx.env.stdout(&["load", l.to_str().unwrap()]);
+    assert!(out.contains("Loaded image: app:1"), "{out}");
+    // Its digest and size are still checked.
+    let l = layout_copy(&fx, "attested-bad");
+    add_attestation(&l, 5);
+    fx.refused(&l, &["→ layers[1]", "its descriptor says"]);
+}
