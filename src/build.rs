@@ -196,7 +196,8 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     let client = Client::new(ClientOptions {
         insecure_registries: req.insecure_registries.clone(),
         ..ClientOptions::default()
-    });
+    })
+    .with_progress(progress);
     let args = BuildArgs {
         args: req.build_args.clone(),
         target: req.target.clone(),

@@ -240,3 +240,186 @@ fn odd_trees_have_documented_behaviour() {
         ]
     );
 }
+
+/// The size of a file `pid` has open under `dir`, if any.
+fn open_file_under(pid: u32, dir: &Path) -> Option<u64> {
+    for fd in fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        if target.starts_with(dir) {
+            // Through the fd: works for an unnamed (O_TMPFILE) file too.
+            return fs::metadata(fd.path()).ok().map(|m| m.len());
+        }
+    }
+    None
+}
+
+#[test]
+fn killed_export_leaves_no_file_behind() {
+    let env = Env::new();
+    let src = env.path("big");
+    fs::create_dir_all(&src).unwrap();
+    // 160 MiB that do not compress, stored uncompressed: the export takes
+    // long enough to be killed in the middle.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut data = Vec::with_capacity(160 << 20);
+    while data.len() < 160 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    fs::write(src.join("blob.bin"), &data).unwrap();
+    drop(data);
+    env.ok(&[
+        "image",
+        "from-dir",
+        src.to_str().unwrap(),
+        "-t",
+        "big:1",
+        "--compression",
+        "none",
+    ]);
+    for ty in ["oci-archive", "docker"] {
+        let out = env.path(&format!("out-{ty}"));
+        fs::create_dir_all(&out).unwrap();
+        let dest = out.join("img.tar");
+        let mut child = env
+            .cmd()
+            .args([
+                "save",
+                "big:1",
+                "-o",
+                &format!("type={ty},dest={}", dest.display()),
+            ])
+            .spawn()
+            .unwrap();
+        // Kill it once it has written a good part of the archive.
+        let killed = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{ty}: the export ended ({status}) before it could be killed");
+            }
+            if open_file_under(child.id(), &out).is_some_and(|n| n > 16 << 20) {
+                // SAFETY: our own child, not yet reaped.
+                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed),
+            Some(libc::SIGKILL)
+        );
+        let left: Vec<_> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{ty}: a killed export left {left:?}");
+        // And the next export works.
+        env.ok(&[
+            "save",
+            "big:1",
+            "-o",
+            &format!("type={ty},dest={}", dest.display()),
+        ]);
+        let left: Vec<_> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["img.tar"], "{ty}");
+    }
+}
+
+#[test]
+fn cache_prune_says_what_it_waits_for_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let env = Env::new();
+    let store = env.cache().join("store");
+    fs::create_dir_all(&store).unwrap();
+    let lock = store.join("lock");
+    fs::write(&lock, "").unwrap();
+    // Stands for a running build: holds the store lock shared (no fork:
+    // killing it releases the lock).
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = KillOnDrop(
+        Command::new("flock")
+            .args(["--no-fork", "-s", lock.to_str().unwrap(), "sleep", "120"])
+            .spawn()
+            .unwrap(),
+    );
+    let holder_pid = holder.0.id();
+    // Wait until the lock is really held.
+    let start = std::time::Instant::now();
+    while !fs::read_to_string("/proc/locks")
+        .unwrap()
+        .contains(&format!(" {holder_pid} "))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "flock did not lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let prune = |env: &Env| {
+        let mut c = env
+            .cmd()
+            .args(["cache", "prune"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = c.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines() {
+                let _ = tx.send(line.unwrap());
+            }
+        });
+        (c, rx)
+    };
+    let (waiting, lines) = prune(&env);
+    let mut waiting = KillOnDrop(waiting);
+    let line = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("kiln cache prune said nothing while waiting for the lock");
+    assert!(
+        line.contains("waiting for the build cache lock")
+            && line.contains(&format!("pid {holder_pid}: sleep 120"))
+            && line.contains("Ctrl-C"),
+        "{line}"
+    );
+    // Ctrl-C ends the wait.
+    // SAFETY: our own child, not yet reaped.
+    unsafe { libc::kill(waiting.0.id() as i32, libc::SIGINT) };
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = waiting.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "kiln cache prune ignored SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    // Once the build is gone, prune runs.
+    let (waiting, _lines) = prune(&env);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(holder);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed 0 blobs"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

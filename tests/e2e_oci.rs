@@ -294,3 +294,79 @@ fn unreadable_file_is_a_clear_error_and_leaves_nothing() {
         0
     );
 }
+
+#[test]
+fn kiln_loads_what_podman_and_skopeo_save() {
+    // Real producers' archives pass kiln load's checks: podman's docker
+    // archive links its layer under `ID/layer.tar` to `../DIGEST.tar` (a
+    // symlink inside the archive), its OCI archive and skopeo's layout
+    // carry descriptors and diff_ids kiln verifies.
+    let _podman = support::podman::lock();
+    let env = Env::new();
+    busybox_root(&env.path("root"));
+    env.stdout(&[
+        "image",
+        "from-dir",
+        "root",
+        "-t",
+        "kiln-e2e-roundtrip:1",
+        "--cmd",
+        r#"["/bin/sh","-c","cat /etc/greeting"]"#,
+    ]);
+    env.stdout(&[
+        "save",
+        "kiln-e2e-roundtrip:1",
+        "-o",
+        "type=docker,dest=k.tar",
+    ]);
+    let tag = "localhost/kiln-e2e-roundtrip:1";
+    podman(&["load", "-i", env.path("k.tar").to_str().unwrap()]);
+    podman(&[
+        "save",
+        "-o",
+        env.path("p-docker.tar").to_str().unwrap(),
+        tag,
+    ]);
+    podman(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        env.path("p-oci.tar").to_str().unwrap(),
+        tag,
+    ]);
+    podman(&["rmi", "-f", tag]);
+    let listing = run("tar", &["tvf", env.path("p-docker.tar").to_str().unwrap()]);
+    assert!(
+        listing.contains("/layer.tar -> ../"),
+        "podman's archive changed shape:\n{listing}"
+    );
+    run(
+        "skopeo",
+        &[
+            "copy",
+            &format!("docker-archive:{}", env.path("k.tar").display()),
+            &format!("oci:{}:v1", env.path("sk-layout").display()),
+        ],
+    );
+    let want = env.stdout(&["inspect", "kiln-e2e-roundtrip:1"]);
+    let want: serde_json::Value = serde_json::from_str(&want).unwrap();
+    for (source, name) in [
+        ("p-docker.tar", tag),
+        ("p-oci.tar", tag),
+        ("sk-layout", "v1:latest"),
+    ] {
+        let out = env.stdout(&["load", source]);
+        assert!(
+            out.contains(&format!("Loaded image: {name} (sha256:")),
+            "{source}: {out}"
+        );
+        let got: serde_json::Value = serde_json::from_str(&env.stdout(&["inspect", name])).unwrap();
+        assert_eq!(
+            got["config"]["rootfs"], want["config"]["rootfs"],
+            "{source}: other layers"
+        );
+        env.ok(&["rmi", name]);
+    }
+    env.ok(&["cache", "verify"]);
+}

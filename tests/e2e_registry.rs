@@ -1255,3 +1255,140 @@ fn cli_push_pull_with_a_credential_helper_and_no_secret_in_json_progress() {
     kiln("d1", &["logout", &reg.addr], "");
     assert!(!helper_state.join("creds.json").exists());
 }
+
+// ---------- stalls ----------
+
+/// Runs `kiln` to completion, killing it (and failing the test) if it is
+/// still running after `limit`; returns (exit ok, stderr, elapsed).
+fn kiln_within(cmd: &mut Command, limit: Duration) -> (bool, String, Duration) {
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain stderr on a thread so a chatty child cannot block on the pipe.
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.success(), reader.join().unwrap(), start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kiln hung for more than {limit:?} (no stall timeout?):\n{}",
+                reader.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A home with `app:1` (one small layer) in its local image store.
+fn home_with_app() -> support::kiln::Kiln {
+    let env = support::kiln::Kiln::new();
+    let root = env.path("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello"), noise(7, 64 * 1024)).unwrap();
+    env.ok(&["image", "from-dir", root.to_str().unwrap(), "-t", "app:1"]);
+    env
+}
+
+#[test]
+fn push_to_a_registry_that_never_answers_fails_within_the_stall_timeout() {
+    // Accepts connections, reads nothing, answers nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let env = home_with_app();
+    let target = format!("{addr}/app:1");
+    let (ok, err, took) = kiln_within(
+        env.cmd()
+            .args(["push", "app:1", &target])
+            .env("KILN_NET_TIMEOUT", "1"),
+        Duration::from_secs(60),
+    );
+    assert!(!ok, "push to a silent server succeeded:\n{err}");
+    assert!(
+        err.contains(&format!("waiting for {addr}: no bytes for 1 s")) && err.contains("retry 2/3"),
+        "no stall progress:\n{err}"
+    );
+    assert!(
+        err.contains("gave up after 3 attempts") && err.contains("no answer for 1 s"),
+        "{err}"
+    );
+    // 3 attempts × (HTTPS + HTTP) × 1 s, plus backoff.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+#[test]
+fn push_through_a_proxy_that_stalls_uploads_fails_and_tags_nothing() {
+    let reg = Registry::start();
+    for (what, stall) in [
+        ("blob upload", "/blobs/uploads/"),
+        ("manifest", "/manifests/"),
+    ] {
+        let stalled = Arc::new(AtomicUsize::new(0));
+        let seen = stalled.clone();
+        let proxy = Proxy::start(&reg.addr, move |req: &Request| {
+            if matches!(req.method.as_str(), "PUT" | "PATCH") && req.path().contains(stall) {
+                seen.fetch_add(1, Ordering::SeqCst);
+                Action::Stall
+            } else {
+                Action::Forward
+            }
+        });
+        let env = home_with_app();
+        let target = format!("{}/stall/app:1", proxy.addr);
+        let (ok, err, took) = kiln_within(
+            env.cmd()
+                .args(["push", "app:1", &target, "--net-timeout", "1"]),
+            Duration::from_secs(90),
+        );
+        assert!(
+            !ok,
+            "{what}: push through a stalling proxy succeeded:\n{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "waiting for {}: no bytes for 1 s (PUT",
+                proxy.addr
+            )) && err.contains("retry 3/3"),
+            "{what}: no stall progress:\n{err}"
+        );
+        assert!(err.contains("gave up after 3 attempts"), "{what}: {err}");
+        assert!(
+            stalled.load(Ordering::SeqCst) >= 3,
+            "{what}: the proxy stalled nothing"
+        );
+        assert!(took < Duration::from_secs(40), "{what}: took {took:?}");
+        // Nothing is tagged in the registry behind the proxy.
+        let tags = reg
+            .storage()
+            .join("docker/registry/v2/repositories/stall/_manifests/tags");
+        assert!(!tags.join("1").exists(), "{what}: the tag was pushed");
+        let out = env
+            .cmd()
+            .args(["pull", &format!("{}/stall/app:1", reg.addr)])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{what}: the registry has the tag");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not found"),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -504,3 +504,55 @@ fn deploy_sends_ftl_services_without_image_over_ssh() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("(0 blobs sent"), "{stderr}");
 }
+
+#[test]
+fn a_server_that_accepts_and_never_speaks_fails_within_the_timeout() {
+    // Not sshd: accepts TCP connections and stays silent (no SSH banner).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let env = support::kiln::Kiln::new();
+    let root = env.path("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello"), "hi\n").unwrap();
+    env.ok(&["image", "from-dir", root.to_str().unwrap(), "-t", "app:1"]);
+    let start = Instant::now();
+    let mut child = env
+        .cmd()
+        .args([
+            "push",
+            "app:1",
+            &format!("ssh://127.0.0.1:{port}/srv/images"),
+            "--net-timeout",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kiln push to a silent ssh server hung for 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = start.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("did not speak SSH within the timeout") && err.contains("--net-timeout"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+}

@@ -282,7 +282,7 @@ pub fn cache(cmd: CacheCommand) -> Result<()> {
         }
         CacheCommand::Prune => {
             let dir = crate::paths::cache_dir()?.join("store");
-            let store = crate::oci::Store::open_exclusive(&dir)?;
+            let store = open_for_prune(&dir)?;
             let r = store.prune(&BTreeSet::new(), std::time::Duration::ZERO)?;
             println!(
                 "removed {} blobs ({}) and {} temp files",
@@ -296,5 +296,60 @@ pub fn cache(cmd: CacheCommand) -> Result<()> {
             println!("{}", crate::paths::cache_dir()?.display());
             Ok(())
         }
+    }
+}
+
+/// Opens the cache store exclusively. While builds (or other kiln
+/// commands) hold it, says who and keeps trying; Ctrl-C stops the wait
+/// (no handler is installed, so SIGINT ends the process as usual).
+fn open_for_prune(dir: &std::path::Path) -> Result<crate::oci::Store> {
+    use crate::oci::Store;
+    let mut said: Option<Vec<u32>> = None;
+    loop {
+        if let Some(store) = Store::try_open_exclusive(dir)? {
+            return Ok(store);
+        }
+        let holders = Store::lock_holders(dir);
+        if said.as_ref() != Some(&holders) {
+            let who = if holders.is_empty() {
+                "another kiln process".to_string()
+            } else {
+                holders
+                    .iter()
+                    .map(|p| format!("pid {p}{}", command_of(*p)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            eprintln!(
+                "waiting for the build cache lock ({}) held by a running build ({who})… (Ctrl-C to stop)",
+                dir.join("lock").display()
+            );
+            said = Some(holders);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// `: kiln build` for a pid, from /proc (empty when unreadable). Only the
+/// program and its first argument: the rest may hold build-arg values.
+fn command_of(pid: u32) -> String {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return String::new();
+    };
+    let mut words: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|w| !w.is_empty())
+        .take(2)
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    if let Some(first) = words.first_mut()
+        && let Some(base) = first.rsplit('/').next()
+    {
+        *first = base.to_string();
+    }
+    if words.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", words.join(" "))
     }
 }

@@ -8,6 +8,7 @@ use clap::Args;
 use crate::Result;
 use crate::oci::ImageStore;
 use crate::progress::{Progress, human_bytes};
+use crate::registry::client::parse_timeout;
 use crate::registry::{
     Client, ClientOptions, CredentialSource, Credentials, Platform, PullOptions, PushOptions,
     Reference, credentials, origins, pull, push,
@@ -20,15 +21,23 @@ pub struct RegistryFlags {
     /// Loopback registries (localhost, 127.0.0.1, ::1) are allowed anyway.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registry: Vec<String>,
+    /// Fail a request when the registry sends (or accepts) nothing for this
+    /// many seconds; stalled requests are retried 3 times [default: 30].
+    #[arg(long, value_name = "SECONDS", env = "KILN_NET_TIMEOUT", value_parser = parse_timeout)]
+    pub net_timeout: Option<std::time::Duration>,
 }
 
 impl RegistryFlags {
-    fn client(&self, credentials: CredentialSource) -> Client {
-        Client::new(ClientOptions {
+    fn client(&self, credentials: CredentialSource, progress: &Progress) -> Client {
+        let mut opts = ClientOptions {
             insecure_registries: self.insecure_registry.clone(),
             credentials,
             ..ClientOptions::default()
-        })
+        };
+        if let Some(t) = self.net_timeout {
+            opts.stall_timeout = t;
+        }
+        Client::new(opts).with_progress(progress)
     }
 }
 
@@ -47,7 +56,7 @@ pub fn pull(args: PullArgs, progress: &Progress) -> Result<()> {
     let reference = Reference::parse(&args.reference)?;
     let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
     let images = ImageStore::open_default()?;
-    let client = args.registry.client(CredentialSource::Files);
+    let client = args.registry.client(CredentialSource::Files, progress);
     let result = pull::pull(
         &client,
         images.blobs(),
@@ -88,7 +97,14 @@ pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
     if let Some(r) = args.reference.as_deref()
         && crate::transfer::SshTarget::is_ssh_url(r)
     {
-        return super::transfer::push(&args.name, r, args.json, &args.ssh, progress);
+        return super::transfer::push(
+            &args.name,
+            r,
+            args.json,
+            &args.ssh,
+            args.registry.net_timeout,
+            progress,
+        );
     }
     args.ssh.refuse_for_registry()?;
     let images = ImageStore::open_default()?;
@@ -110,7 +126,7 @@ pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
             .collect::<Vec<_>>();
         opts.mount_sources = origins::lookup(&path, &target.registry, &target.repository, &blobs);
     }
-    let client = args.registry.client(CredentialSource::Files);
+    let client = args.registry.client(CredentialSource::Files, progress);
     let summary = push::push(&client, images.blobs(), &root, &target, &opts, progress)?;
     remember(&target, &summary.blobs, progress);
     if args.json {
@@ -191,7 +207,7 @@ pub fn login(args: LoginArgs, progress: &Progress) -> Result<()> {
     let creds = Credentials::basic(username, password);
     let client = args
         .registry
-        .client(CredentialSource::Fixed(Some(creds.clone())));
+        .client(CredentialSource::Fixed(Some(creds.clone())), progress);
     client
         .verify_login(&registry)
         .with_context(|| format!("logging in to {registry}"))?;

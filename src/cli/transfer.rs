@@ -44,6 +44,7 @@ pub fn push(
     url: &str,
     json: bool,
     flags: &SshFlags,
+    net_timeout: Option<std::time::Duration>,
     progress: &Progress,
 ) -> Result<()> {
     let target = SshTarget::parse(url)?;
@@ -63,6 +64,7 @@ pub fn push(
         ssh: SshOptions {
             config: flags.ssh_config.clone(),
             program: None,
+            timeout: net_timeout,
         },
         load: flags.load,
     };

@@ -527,7 +527,8 @@ fn run_all(resources: &[Resource], req: &DeployRequest, progress: &Progress) -> 
     let client = Client::new(ClientOptions {
         insecure_registries: req.insecure_registries.clone(),
         ..ClientOptions::default()
-    });
+    })
+    .with_progress(progress);
     std::thread::scope(|s| {
         for _ in 0..req.jobs.clamp(1, resources.len().max(1)) {
             s.spawn(|| {

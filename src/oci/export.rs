@@ -10,13 +10,22 @@
 //!
 //! The OCI layout entry is named with the tag (`org.opencontainers.image.ref.name`,
 //! so `skopeo inspect oci:DIR:TAG` works) and the full name
-//! (`io.containerd.image.name`), as buildx does. Archives are written to a
-//! temp file and renamed, so a failed export leaves no partial file.
+//! (`io.containerd.image.name`), as buildx does.
+//!
+//! Archives are written to an unnamed file (`O_TMPFILE`) in the destination's
+//! directory and linked under their name only when complete, so neither a
+//! failed nor a killed export (even `SIGKILL`) leaves a partial file. On a
+//! filesystem without `O_TMPFILE` a named `.kiln-export-*` file is used,
+//! locked while it is written; the next export to that directory removes
+//! such files once they are unlocked and more than a minute old.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use oci_spec::image::Descriptor;
@@ -207,18 +216,148 @@ fn write_archive(
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".kiln-export-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    let mut tar = tar::Builder::new(BufWriter::new(tmp.reopen()?));
+    remove_stale_temp_files(&dir, STALE_AFTER);
+    let pending = Pending::create(&dir)?;
+    let mut tar = tar::Builder::new(BufWriter::new(pending.file().try_clone()?));
     body(&mut tar)?;
     let mut out = tar.into_inner()?;
     out.flush()?;
     out.get_ref().sync_all()?;
-    tmp.persist(dest)
-        .with_context(|| format!("writing {}", dest.display()))?;
-    Ok(())
+    drop(out);
+    pending
+        .persist(&dir, dest)
+        .with_context(|| format!("writing {}", dest.display()))
+}
+
+/// The prefix of kiln's temp files next to an exported archive.
+const TEMP_PREFIX: &str = ".kiln-export-";
+
+/// A `.kiln-export-*` file unlocked for this long is a leftover.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// An archive being written.
+enum Pending {
+    /// An `O_TMPFILE` file: it has no name until [`Pending::persist`], so a
+    /// killed process leaves nothing behind.
+    Unnamed(File),
+    /// A named temp file (filesystems without `O_TMPFILE`), locked while
+    /// written so [`remove_stale_temp_files`] can tell it is in use.
+    Named(tempfile::NamedTempFile),
+}
+
+impl Pending {
+    fn create(dir: &Path) -> Result<Pending> {
+        let unnamed = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o666)
+            .open(dir);
+        let file = match unnamed {
+            Ok(f) => f,
+            // EOPNOTSUPP/EISDIR/EINVAL: no O_TMPFILE on this filesystem.
+            Err(_) => {
+                let tmp = tempfile::Builder::new()
+                    .prefix(TEMP_PREFIX)
+                    .tempfile_in(dir)
+                    .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+                tmp.as_file()
+                    .lock()
+                    .with_context(|| format!("locking {}", tmp.path().display()))?;
+                return Ok(Pending::Named(tmp));
+            }
+        };
+        // Locked too: between linkat and rename it has a temp name.
+        file.lock().context("locking the export's temp file")?;
+        Ok(Pending::Unnamed(file))
+    }
+
+    fn file(&self) -> &File {
+        match self {
+            Pending::Unnamed(f) => f,
+            Pending::Named(t) => t.as_file(),
+        }
+    }
+
+    /// Gives the complete file its name (replacing an existing `dest`).
+    fn persist(self, dir: &Path, dest: &Path) -> Result<()> {
+        let file = match self {
+            Pending::Named(t) => {
+                t.persist(dest)?;
+                return Ok(());
+            }
+            Pending::Unnamed(f) => f,
+        };
+        let link = |to: &Path| {
+            // linkat of /proc/self/fd/N works without privileges (the
+            // AT_EMPTY_PATH form needs CAP_DAC_READ_SEARCH).
+            let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+            nix::unistd::linkat(
+                nix::fcntl::AT_FDCWD,
+                proc.as_str(),
+                nix::fcntl::AT_FDCWD,
+                to,
+                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+            )
+        };
+        match link(dest) {
+            Ok(()) => {}
+            Err(nix::Error::EEXIST) => {
+                // Replace the old file atomically: link under a temp name
+                // (locked: a concurrent export will not remove it), rename.
+                let tmp = dir.join(format!(
+                    "{TEMP_PREFIX}{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos()
+                ));
+                link(&tmp).with_context(|| format!("linking {}", tmp.display()))?;
+                if let Err(e) = fs::rename(&tmp, dest) {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e.into());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+/// Removes `.kiln-export-*` files left in `dir` by killed exports: those
+/// no process holds locked and older than `min_age` (a file just created
+/// by another export may not be locked yet). Best effort.
+fn remove_stale_temp_files(dir: &Path, min_age: Duration) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(f) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        let old = f
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= min_age);
+        if old && f.try_lock().is_ok() && fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn header(path: &str, len: u64) -> Result<tar::Header> {
@@ -284,6 +423,69 @@ mod tests {
         let err = Output::parse("type=zip,dest=x").unwrap_err().to_string();
         assert!(err.contains("not supported"), "{err}");
         assert!(Output::parse("type=oci,dest=x,color=red").is_err());
+    }
+
+    #[test]
+    fn archives_appear_complete_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a.tar");
+        let names = || -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        // While the body runs, nothing is visible in the directory.
+        write_archive(&dest, |tar| {
+            append_bytes(tar, "x", &[7u8; 100_000])?;
+            tar.get_mut().flush()?;
+            assert!(names().is_empty(), "{:?}", names());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(names(), ["a.tar"]);
+        // Replacing an existing archive; a failing body leaves the old one.
+        write_archive(&dest, |tar| append_bytes(tar, "y", b"new")).unwrap();
+        let err = write_archive(&dest, |tar| {
+            append_bytes(tar, "z", b"partial")?;
+            bail!("interrupted")
+        });
+        assert!(err.is_err());
+        assert_eq!(names(), ["a.tar"]);
+        let mut a = tar::Archive::new(File::open(&dest).unwrap());
+        let first = a.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(first.path().unwrap().to_str(), Some("y"));
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_but_not_locked_or_fresh_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        let make = |name: &str, when| {
+            let p = dir.path().join(name);
+            let f = File::create(&p).unwrap();
+            f.set_modified(when).unwrap();
+            f
+        };
+        drop(make(".kiln-export-stale", old));
+        let held = make(".kiln-export-in-use", old);
+        held.lock().unwrap();
+        drop(make(".kiln-export-fresh", std::time::SystemTime::now()));
+        drop(make("other.tar", old));
+        assert_eq!(remove_stale_temp_files(dir.path(), STALE_AFTER), 1);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [".kiln-export-fresh", ".kiln-export-in-use", "other.tar"]
+        );
+        drop(held);
+        assert_eq!(remove_stale_temp_files(dir.path(), STALE_AFTER), 1);
     }
 
     #[test]

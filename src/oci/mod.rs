@@ -10,7 +10,8 @@
 //! | [`layout`] | OCI image layout directories |
 //! | [`images`] | the local image store (named images) |
 //! | [`export`] | `--output` destinations: OCI dir, OCI archive, docker archive |
-//! | [`import`] | `kiln load`: layouts and archives into the image store |
+//! | [`import`] | `kiln load`: layouts and archives into the image store, verified |
+//! | [`members`] | the files of a loaded layout or archive, read as data only |
 //! | [`from_dir`] | one-layer images from a directory |
 
 pub mod digest;
@@ -22,6 +23,7 @@ pub mod import;
 pub mod inroot;
 pub mod layer;
 pub mod layout;
+pub mod members;
 pub mod store;
 pub mod unpack;
 

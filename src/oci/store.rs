@@ -81,18 +81,72 @@ impl Store {
         Store::open_with(root.into(), true)
     }
 
-    fn open_with(root: PathBuf, exclusive: bool) -> Result<Store> {
+    /// [`Store::open_exclusive`] without waiting: `None` while other
+    /// processes use the store (see [`Store::lock_holders`]).
+    pub fn try_open_exclusive(root: impl Into<PathBuf>) -> Result<Option<Store>> {
+        let root = root.into();
+        let lock = Store::lock_file(&root)?;
+        match lock.try_lock() {
+            Ok(()) => Ok(Some(Store {
+                root,
+                _lock: Some(lock),
+                exclusive: true,
+            })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking the blob store {}", root.display()))
+            }
+        }
+    }
+
+    /// The processes holding the store's lock (from `/proc/locks`; empty
+    /// where that is not readable).
+    pub fn lock_holders(root: &Path) -> Vec<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(md) = fs::metadata(root.join("lock")) else {
+            return Vec::new();
+        };
+        let dev = format!(
+            "{:02x}:{:02x}:{}",
+            libc::major(md.dev()),
+            libc::minor(md.dev()),
+            md.ino()
+        );
+        let me = std::process::id();
+        let mut pids: Vec<u32> = fs::read_to_string("/proc/locks")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                // `1: FLOCK  ADVISORY  READ  1234 fd:01:5678 0 EOF`; waiters
+                // have a `->` field and are skipped.
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 6 && f[1] == "FLOCK" && f[5] == dev)
+                    .then(|| f[4].parse().ok())
+                    .flatten()
+            })
+            .filter(|p| *p != me)
+            .collect();
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+
+    fn lock_file(root: &Path) -> Result<File> {
         for dir in [root.join("blobs/sha256"), root.join("ingest")] {
             fs::create_dir_all(&dir)
                 .with_context(|| format!("creating the blob store directory {}", dir.display()))?;
         }
         let lock_path = root.join("lock");
-        let lock = fs::OpenOptions::new()
+        fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .with_context(|| format!("opening the store lock {}", lock_path.display()))?;
+            .with_context(|| format!("opening the store lock {}", lock_path.display()))
+    }
+
+    fn open_with(root: PathBuf, exclusive: bool) -> Result<Store> {
+        let lock = Store::lock_file(&root)?;
         let locked = if exclusive {
             lock.lock()
         } else {

@@ -13,6 +13,14 @@
 //! connect and the host is loopback (`localhost`, `127.0.0.0/8`, `::1`) or
 //! named with `--insecure-registry`, as docker does.
 //!
+//! Stalls: every read and write on a registry connection has a stall
+//! timeout ([`ClientOptions::stall_timeout`], `KILN_NET_TIMEOUT` /
+//! `--net-timeout`, 30 s by default): a registry that accepts a connection
+//! and then sends nothing fails that request after the timeout instead of
+//! hanging. A stalled request is retried at most
+//! [`ClientOptions::stall_attempts`] times, each retry announced as a warning
+//! (`waiting for REGISTRY: no bytes for 30 s, retry 2/3`).
+//!
 //! Secrets: credentials and tokens go only into `Authorization` headers.
 //! Errors carry the registry, method, URL path (no query: upload URLs hold
 //! session state) and the registry's own error message.
@@ -42,6 +50,37 @@ pub struct ClientOptions {
     pub attempts: u32,
     /// First backoff delay; doubled on each retry, capped at 10 s.
     pub backoff: Duration,
+    /// How long a connection may stay silent (no byte received or accepted)
+    /// before the request fails as stalled. Also the connect timeout.
+    pub stall_timeout: Duration,
+    /// Attempts per request when the registry stalls (at most `attempts`).
+    pub stall_attempts: u32,
+}
+
+/// The environment variable with the network stall timeout in seconds.
+pub const NET_TIMEOUT_ENV: &str = "KILN_NET_TIMEOUT";
+
+/// The stall timeout when neither `--net-timeout` nor `KILN_NET_TIMEOUT` is set.
+pub const DEFAULT_NET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Parses a timeout in seconds (`30`, `2.5`) as given to `--net-timeout`
+/// or `KILN_NET_TIMEOUT`.
+pub fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "{s:?} is not a timeout: give seconds, more than 0 (e.g. 30 or 2.5)"
+        )),
+    }
+}
+
+/// The stall timeout from `KILN_NET_TIMEOUT`, or the default. A value that
+/// does not parse is an error, not silently ignored.
+pub fn net_timeout_from_env() -> Result<Duration> {
+    match std::env::var(NET_TIMEOUT_ENV) {
+        Ok(v) => parse_timeout(&v).map_err(|e| anyhow::anyhow!("{NET_TIMEOUT_ENV}: {e}")),
+        Err(_) => Ok(DEFAULT_NET_TIMEOUT),
+    }
 }
 
 impl Default for ClientOptions {
@@ -52,6 +91,10 @@ impl Default for ClientOptions {
             parallel: 6,
             attempts: 8,
             backoff: Duration::from_millis(200),
+            // `kiln push/pull/login` refuse a malformed variable (clap
+            // parses it for --net-timeout); here it falls back to 30 s.
+            stall_timeout: net_timeout_from_env().unwrap_or(DEFAULT_NET_TIMEOUT),
+            stall_attempts: 3,
         }
     }
 }
@@ -68,10 +111,12 @@ pub struct RegistryError {
     pub status: Option<u16>,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// The registry sent nothing for the stall timeout.
+    pub stalled: bool,
 }
 
 impl RegistryError {
-    /// 5xx, 429, 408 and connection failures are worth another try.
+    /// 5xx, 429, 408, stalls and connection failures are worth another try.
     pub fn retryable(&self) -> bool {
         match self.status {
             None => true,
@@ -88,6 +133,36 @@ pub fn is_retryable(err: &anyhow::Error) -> bool {
     })
 }
 
+/// The stalled [`RegistryError`] in an error chain, if any.
+fn stall_of(err: &anyhow::Error) -> Option<&RegistryError> {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<RegistryError>())
+        .find(|r| r.stalled)
+}
+
+/// Is this I/O error a read or write timeout (ureq sets socket timeouts, so
+/// a silent peer surfaces as `WouldBlock` or `TimedOut`)?
+pub fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
+/// Does a ureq transport error come from a stall timeout?
+fn transport_stalled(t: &ureq::Transport) -> bool {
+    let mut src = std::error::Error::source(t);
+    while let Some(e) = src {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && is_timeout(io)
+        {
+            return true;
+        }
+        src = e.source();
+    }
+    t.kind() == ureq::ErrorKind::Io && t.to_string().contains("timed out")
+}
+
 /// The HTTP status in an error chain, if any.
 pub fn status_of(err: &anyhow::Error) -> Option<u16> {
     err.chain()
@@ -99,6 +174,8 @@ pub struct Client {
     agent: ureq::Agent,
     opts: ClientOptions,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Where retries after a stall are announced.
+    progress: crate::progress::Progress,
 }
 
 /// What kiln knows about one registry.
@@ -127,10 +204,13 @@ pub enum Body<'a> {
 
 impl Client {
     pub fn new(opts: ClientOptions) -> Client {
+        // Per read/write timeouts: a registry that stops sending (or
+        // accepting) bytes fails the request after `stall_timeout`, however
+        // long a healthy transfer takes.
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(30))
-            .timeout_read(Duration::from_secs(300))
-            .timeout_write(Duration::from_secs(300))
+            .timeout_connect(opts.stall_timeout)
+            .timeout_read(opts.stall_timeout)
+            .timeout_write(opts.stall_timeout)
             // One idle connection per host (ureq's default) would make
             // parallel blob transfers reconnect on every request.
             .max_idle_connections_per_host(32)
@@ -140,7 +220,15 @@ impl Client {
             agent,
             opts,
             sessions: Mutex::new(HashMap::new()),
+            progress: crate::progress::Progress::quiet(),
         }
+    }
+
+    /// Announces stalls and retries on `progress` (warnings are shown even
+    /// when it is quiet).
+    pub fn with_progress(mut self, progress: &crate::progress::Progress) -> Client {
+        self.progress = progress.clone();
+        self
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -152,12 +240,27 @@ impl Client {
     }
 
     /// The session for a registry: picks the scheme and learns the auth
-    /// challenge with `GET /v2/` on first use.
+    /// challenge with `GET /v2/` on first use (retried when it stalls).
     pub fn session(&self, registry: &str) -> Result<Arc<Session>> {
+        if let Some(s) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(registry)
+        {
+            return Ok(s.clone());
+        }
+        self.retry(&format!("connecting to registry {registry}"), || {
+            self.open_session(registry)
+        })
+    }
+
+    fn open_session(&self, registry: &str) -> Result<Arc<Session>> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = sessions.get(registry) {
             return Ok(s.clone());
         }
+        let mut stalled = true;
         let host = api_host(registry);
         let mut schemes = vec!["https"];
         if self.insecure_allowed(registry) {
@@ -171,6 +274,7 @@ impl Client {
                 Ok(r) => r,
                 Err(ureq::Error::Status(_, r)) => r,
                 Err(ureq::Error::Transport(t)) => {
+                    stalled &= transport_stalled(&t);
                     last_err = Some(t.to_string());
                     continue;
                 }
@@ -223,6 +327,22 @@ impl Client {
             return Ok(s);
         }
         let why = last_err.unwrap_or_default();
+        if stalled {
+            // Every scheme connected and then heard nothing: a stall, which
+            // the caller's retry loop announces and retries.
+            return Err(anyhow::Error::new(RegistryError {
+                registry: registry.to_string(),
+                method: "GET".into(),
+                path: "/v2/".into(),
+                status: None,
+                message: format!(
+                    "no answer for {} (the registry accepts connections but does not respond; raise --net-timeout / {NET_TIMEOUT_ENV} if it is just slow)",
+                    secs(self.opts.stall_timeout)
+                ),
+                retry_after: None,
+                stalled: true,
+            }));
+        }
         if self.insecure_allowed(registry) {
             anyhow::bail!("cannot reach registry {registry} over HTTPS or HTTP: {why}")
         } else {
@@ -337,6 +457,7 @@ impl Client {
                     status: Some(code),
                     message: what,
                     retry_after: None,
+                    stalled: false,
                 }));
             }
             Err(e) => return Err(self.to_error(registry, "GET", realm, e)),
@@ -461,8 +582,21 @@ impl Client {
                     status: Some(code),
                     message,
                     retry_after,
+                    stalled: false,
                 }
             }
+            ureq::Error::Transport(t) if transport_stalled(&t) => RegistryError {
+                registry: registry.to_string(),
+                method: method.to_string(),
+                path,
+                status: None,
+                message: format!(
+                    "no bytes for {} (stalled; raise --net-timeout / {NET_TIMEOUT_ENV} if the registry is just slow)",
+                    secs(self.opts.stall_timeout)
+                ),
+                retry_after: None,
+                stalled: true,
+            },
             ureq::Error::Transport(t) => RegistryError {
                 registry: registry.to_string(),
                 method: method.to_string(),
@@ -470,20 +604,39 @@ impl Client {
                 status: None,
                 message: format!("connection failed: {}", transport_reason(&t)),
                 retry_after: None,
+                stalled: false,
             },
         };
         anyhow::Error::new(err)
     }
 
     /// Runs `f` until it succeeds, retrying retryable failures with
-    /// exponential backoff (and `Retry-After`, capped at 30 s).
+    /// exponential backoff (and `Retry-After`, capped at 30 s). A stall is
+    /// retried at most `stall_attempts` times, each retry announced.
     pub fn retry<T>(&self, what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
         let mut delay = self.opts.backoff;
         let mut attempt = 1;
+        let attempts = self.opts.attempts.max(1);
+        let stall_attempts = self.opts.stall_attempts.clamp(1, attempts);
         loop {
             match f() {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt < self.opts.attempts.max(1) && is_retryable(&e) => {
+                Err(e) if stall_of(&e).is_some() && attempt < stall_attempts => {
+                    let r = stall_of(&e).expect("checked above");
+                    self.progress.warn(format!(
+                        "waiting for {}: no bytes for {} ({} {}), retry {}/{}",
+                        r.registry,
+                        secs(self.opts.stall_timeout),
+                        r.method,
+                        r.path,
+                        attempt + 1,
+                        stall_attempts
+                    ));
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                    attempt += 1;
+                }
+                Err(e) if attempt < attempts && stall_of(&e).is_none() && is_retryable(&e) => {
                     let hinted = e.chain().find_map(|x| {
                         x.downcast_ref::<RegistryError>()
                             .and_then(|r| r.retry_after)
@@ -505,6 +658,11 @@ impl Client {
             }
         }
     }
+}
+
+/// `30 s`, `2.5 s`.
+pub fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }
 
 /// May `registry` be reached over plain HTTP? Loopback always; others only
@@ -650,6 +808,7 @@ mod tests {
             status,
             message: String::new(),
             retry_after: None,
+            stalled: false,
         };
         assert!(e(None).retryable());
         assert!(e(Some(500)).retryable());

@@ -2,12 +2,21 @@
 //! started once (so the user's config, agent, known_hosts and jump hosts
 //! apply as usual, and authentication happens once), and commands run over
 //! its control socket in a private temp dir.
+//!
+//! Stalls: the master gets `ConnectTimeout` (which also bounds ssh's wait
+//! for the server's banner, so a server that accepts and never speaks
+//! fails) and `ServerAliveInterval`/`ServerAliveCountMax` (so a connection
+//! that goes silent later is closed, failing the commands running over
+//! it), both from [`SshOptions::timeout`] (`--net-timeout` /
+//! `KILN_NET_TIMEOUT`, 30 s by default). They override the same options of
+//! the user's ssh config.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -22,6 +31,17 @@ pub struct SshOptions {
     pub config: Option<PathBuf>,
     /// The ssh program (default: `ssh` on PATH).
     pub program: Option<PathBuf>,
+    /// How long the server may stay silent (default: `KILN_NET_TIMEOUT` or 30 s).
+    pub timeout: Option<Duration>,
+}
+
+impl SshOptions {
+    fn stall_timeout(&self) -> Duration {
+        self.timeout.unwrap_or_else(|| {
+            crate::registry::client::net_timeout_from_env()
+                .unwrap_or(crate::registry::client::DEFAULT_NET_TIMEOUT)
+        })
+    }
 }
 
 /// An open master connection; closed (and its socket dir removed) on drop.
@@ -84,6 +104,11 @@ impl Connection {
         // (PR_SET_PDEATHSIG): a killed kiln leaves no ssh behind. Ready is
         // when its control socket appears; failure is the master exiting.
         let mut cmd = conn.ssh();
+        // ssh takes whole seconds; keep-alives every third of the timeout,
+        // three unanswered ones close the connection.
+        let timeout = opts.stall_timeout();
+        let connect = timeout.as_secs_f64().ceil().max(1.0) as u64;
+        let alive = (timeout.as_secs_f64() / 3.0).ceil().max(1.0) as u64;
         cmd.args([
             "-M",
             "-N",
@@ -92,6 +117,11 @@ impl Connection {
             "-o",
             "ControlPersist=no",
         ])
+        .arg("-o")
+        .arg(format!("ConnectTimeout={connect}"))
+        .arg("-o")
+        .arg(format!("ServerAliveInterval={alive}"))
+        .args(["-o", "ServerAliveCountMax=3"])
         .arg("--")
         .arg(&target.host)
         .stdin(Stdio::null())
@@ -241,6 +271,8 @@ fn connect_error(target: &SshTarget, stderr: &str) -> anyhow::Error {
         "authentication failed: check the user, your keys or agent (ssh-add -l) and the server's authorized_keys"
     } else if stderr.contains("Could not resolve hostname") {
         "the host name does not resolve: check the URL or the Host entries of your ssh config"
+    } else if stderr.contains("banner exchange") {
+        "the server accepted the connection but did not speak SSH within the timeout: check that sshd (not another service) listens on that port, or raise --net-timeout / KILN_NET_TIMEOUT"
     } else if stderr.contains("Connection refused")
         || stderr.contains("timed out")
         || stderr.contains("No route")

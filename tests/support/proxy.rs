@@ -111,6 +111,9 @@ pub enum Action {
     /// Forward, but cut both connections after this many body bytes
     /// (request body first, then response).
     ForwardCut(u64),
+    /// Take the request body, then never answer (a stalled registry); the
+    /// connection is held until the client closes it.
+    Stall,
 }
 
 impl Action {
@@ -251,6 +254,10 @@ fn handle(
         body_len = 0;
     }
     match policy(&req) {
+        Action::Stall => {
+            conn_stall(&mut reader);
+            Ok(())
+        }
         Action::Drop => {
             let _ = client.shutdown(Shutdown::Both);
             Ok(())
@@ -353,4 +360,10 @@ pub fn repository_of(path: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Reads (and discards) whatever the client sends until it closes.
+fn conn_stall(reader: &mut BufReader<TcpStream>) {
+    let _ = reader.get_ref().set_read_timeout(None);
+    let _ = std::io::copy(reader, &mut std::io::sink());
 }
