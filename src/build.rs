@@ -171,6 +171,10 @@ fn solve_options<'a>(
 
 /// Builds an image from a Dockerfile.
 pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
+    // Masked in everything shown from here on, whichever frontend runs.
+    for value in req.secrets.values() {
+        progress.add_secret(value);
+    }
     let context = &req.context;
     if !context.is_dir() {
         bail!("build context {} is not a directory", context.display());

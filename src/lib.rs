@@ -19,6 +19,7 @@ pub mod packages;
 pub mod paths;
 pub mod plan;
 pub mod progress;
+pub mod redact;
 pub mod registry;
 pub mod sandbox;
 pub mod solver;

@@ -6,12 +6,20 @@
 //! `json` (one JSON object per line on stderr, for machines) and `quiet`
 //! (library default: nothing). `auto` picks `tty` on a terminal, else `plain`.
 //! `NO_COLOR` turns colours off in every mode.
+//!
+//! Every piece of text a handle is given (task names, log lines, messages,
+//! warnings) is passed through its [`Redactor`] first, so the secrets
+//! registered with [`Progress::add_secret`] are shown as `****` in every
+//! mode, in recorded events and in the tails kept for failure reports. The
+//! CLI passes error messages through [`Progress::redact`] too.
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use crate::redact::Redactor;
 
 /// How progress is shown. `Auto` is resolved by [`ProgressMode::resolve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -83,6 +91,8 @@ struct Inner {
     /// The last lines of output of finished tasks, by task name, so a
     /// failure report can show them (see [`Progress::tail`]).
     tails: Mutex<std::collections::HashMap<String, Vec<String>>>,
+    /// The secrets masked in everything shown or recorded.
+    redactor: std::sync::RwLock<Redactor>,
 }
 
 /// How many output lines of a task are kept for failure reports.
@@ -102,6 +112,7 @@ impl Progress {
                 bars,
                 recorded: None,
                 tails: Mutex::new(std::collections::HashMap::new()),
+                redactor: std::sync::RwLock::new(Redactor::new()),
             }),
         }
     }
@@ -128,13 +139,36 @@ impl Progress {
 
     /// The last [`TAIL_LINES`] lines of output of the finished task named `name`.
     pub fn tail(&self, name: &str) -> Vec<String> {
+        // Tasks are kept under their shown (redacted) name.
+        let name = self.redact(name);
         self.inner
             .tails
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(name)
+            .get(&name)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Masks `value` (a secret) in everything this handle and its clones
+    /// show or record from now on (see [`crate::redact`] for the forms).
+    pub fn add_secret(&self, value: &[u8]) {
+        self.inner
+            .redactor
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(value);
+    }
+
+    /// `text` with the registered secrets masked: for output that does not
+    /// go through this handle (the CLI's error messages).
+    pub fn redact(&self, text: &str) -> String {
+        self.inner
+            .redactor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .redact(text)
+            .into_owned()
     }
 
     pub fn mode(&self) -> ProgressMode {
@@ -169,7 +203,7 @@ impl Progress {
     }
 
     pub fn info(&self, text: impl Into<String>) {
-        let text = text.into();
+        let text = self.redact(&text.into());
         self.print(&text);
         self.emit(Event::Message {
             level: Level::Info,
@@ -178,7 +212,7 @@ impl Progress {
     }
 
     pub fn warn(&self, text: impl Into<String>) {
-        let text = text.into();
+        let text = self.redact(&text.into());
         let shown = if self.inner.color {
             format!("\x1b[33mwarning\x1b[0m: {text}")
         } else {
@@ -198,7 +232,7 @@ impl Progress {
 
     /// Starts a task; the returned [`Task`] reports its output and end.
     pub fn task(&self, name: impl Into<String>) -> Task {
-        let name = name.into();
+        let name = self.redact(&name.into());
         let id = {
             let mut n = self.inner.next_id.lock().unwrap_or_else(|e| e.into_inner());
             *n += 1;
@@ -251,6 +285,7 @@ impl Task {
 
     /// A line of output (a build step's stdout/stderr).
     pub fn log(&self, line: &str) {
+        let line = &self.progress.redact(line);
         {
             let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
             if tail.len() == TAIL_LINES {
@@ -404,5 +439,59 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_text_entry_point_masks_the_secrets() {
+        let p = Progress::recording();
+        p.add_secret(b"file-secret\n");
+        p.add_secret(b"-----BEGIN KEY-----\nAAAAB3NzaC1yc2E\n-----END KEY-----\n");
+        let clone = p.clone();
+        clone.add_secret(b"env-secret");
+        let task = p.task("RUN echo env-secret");
+        task.log("file-secret");
+        task.log("AAAAB3NzaC1yc2E");
+        task.log("before env-secret after");
+        task.log("an ordinary line");
+        task.finish("failed");
+        p.info("value: file-secret");
+        p.warn("warned about env-secret");
+        let shown = format!("{:?}", p.events());
+        for secret in ["file-secret", "env-secret", "AAAAB3NzaC1yc2E"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(
+            p.tail("RUN echo env-secret"),
+            vec!["****", "****", "before **** after", "an ordinary line"]
+        );
+        let texts: Vec<String> = p
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Start { name, .. } => Some(name),
+                Event::Message { text, .. } => Some(text),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            vec!["RUN echo ****", "value: ****", "warned about ****"]
+        );
+        // The JSON a machine reads is made from the masked event.
+        let json: Vec<String> = p
+            .events()
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        assert!(
+            json.iter().any(|l| l.contains(r#""line":"****""#)),
+            "{json:?}"
+        );
+        assert_eq!(p.redact("a file-secret b"), "a **** b");
     }
 }

@@ -225,13 +225,41 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
 
 /// Prints an error chain as `error: what` + `  caused by: …` lines.
 fn report(err: &anyhow::Error, progress: &Progress) {
+    eprint!("{}", render_error(err, progress));
+}
+
+/// The text [`report`] prints, with the build's secrets masked: a message
+/// may quote a step's output (the failure summary) or a value.
+fn render_error(err: &anyhow::Error, progress: &Progress) -> String {
     let red = progress.color();
     let head = if red { "\x1b[31merror\x1b[0m" } else { "error" };
-    let mut chain = err.chain();
-    if let Some(first) = chain.next() {
-        eprintln!("{head}: {first}");
+    let mut out = String::new();
+    for (i, cause) in err.chain().enumerate() {
+        let text = progress.redact(&cause.to_string());
+        if i == 0 {
+            out.push_str(&format!("{head}: {text}\n"));
+        } else {
+            out.push_str(&format!("  caused by: {text}\n"));
+        }
     }
-    for cause in chain {
-        eprintln!("  caused by: {cause}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_mask_the_build_secrets() {
+        let progress = Progress::quiet();
+        progress.add_secret(b"pem-line-one\npem-line-two\n");
+        progress.add_secret(b"token-value\n");
+        let err = anyhow::anyhow!("step printed token-value and pem-line-two")
+            .context("[1/2] RUN cat /run/secrets/key failed: pem-line-one");
+        let text = render_error(&err, &progress);
+        assert_eq!(
+            text,
+            "error: [1/2] RUN cat /run/secrets/key failed: ****\n  caused by: step printed **** and ****\n"
+        );
     }
 }

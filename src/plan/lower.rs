@@ -8,9 +8,10 @@
 //!    copies its inputs just before it runs: `onlyIncludeFiles` (manifests
 //!    and lockfiles, so a source edit keeps the install step cached), or the
 //!    whole source for the first phase without a list. `cacheDirectories`
-//!    become cache mounts, build secrets are given as variables of the
-//!    steps that may read them, build-only variables as step arguments
-//!    (never in the image config).
+//!    become cache mounts, build secrets are mounted at
+//!    `/run/secrets/NAME` and given as the variable `NAME` to the steps that
+//!    may read them, build-only variables as step arguments (never in the
+//!    image config).
 //! 2. `runtime`: a `minimal` package set with the start phase's `aptPkgs`
 //!    (or the plan's `runImage`), then only what the start command needs
 //!    (`start.onlyIncludeFiles`, default the app dir), the plan's
@@ -161,9 +162,12 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         .secrets
         .iter()
         .flatten()
+        // Both forms, as docs/plan.md promises: the file (what the Dockerfile
+        // `kiln dockerfile` writes mounts) and the variable (Nixpacks'
+        // way). Neither is in the graph: the values come at run time.
         .map(|id| Mount::Secret {
             id: id.clone(),
-            target: None,
+            target: Some(format!("/run/secrets/{id}")),
             env: Some(id.clone()),
             required: false,
             mode: 0o400,
@@ -580,4 +584,65 @@ pub fn summary(plan: &BuildPlan) -> Result<String> {
         start.cmd.unwrap_or_else(|| "(none)".into())
     ));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/plan.md: a `--secret` is at `/run/secrets/NAME` (and in the
+    /// variable `NAME`) in every build `RUN`; the graph has no value.
+    #[test]
+    fn secrets_are_files_and_variables_of_every_build_run() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Procfile"), "web: sh -c 'echo hi'\n").unwrap();
+        let opts = crate::plan::Options {
+            build_cmd: Some("cat /run/secrets/tok".into()),
+            install_cmd: Some("echo $tok".into()),
+            secrets: vec!["tok".into()],
+            ..Default::default()
+        };
+        let plan = crate::plan::generate(dir.path(), &[], &opts).unwrap();
+        let (matcher, _) = context_ignore(dir.path()).unwrap();
+        let ctx = Context::open(dir.path(), matcher).unwrap();
+        let lowered = lower(
+            &plan,
+            &ctx,
+            &LowerOptions {
+                platform: "linux/amd64".into(),
+                build_ca: Vec::new(),
+            },
+        )
+        .unwrap();
+        let build = &lowered.stages[0];
+        let runs: Vec<&Run> = build
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                graph::Op::Run(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        for r in runs {
+            let secrets: Vec<&Mount> = r
+                .mounts
+                .iter()
+                .filter(|m| matches!(m, Mount::Secret { .. }))
+                .collect();
+            assert_eq!(
+                secrets,
+                vec![&Mount::Secret {
+                    id: "tok".into(),
+                    target: Some("/run/secrets/tok".into()),
+                    env: Some("tok".into()),
+                    required: false,
+                    mode: 0o400,
+                    uid: 0,
+                    gid: 0,
+                }],
+                "{r:?}"
+            );
+        }
+    }
 }

@@ -95,6 +95,13 @@ impl Sandbox {
     /// files are removed when the [`RunOutput`] is dropped; a setup failure
     /// or cancellation leaves nothing behind.
     pub fn run(&self, spec: &RunSpec, progress: &Progress) -> Result<RunOutput> {
+        // The step's secret files are masked in its output, and in
+        // everything else the handle shows from now on.
+        for m in &spec.mounts {
+            if let Mount::Secret(s) = m {
+                progress.add_secret(&s.value);
+            }
+        }
         let task = progress.task(spec.name.clone());
         match run::run(self, spec, &task) {
             Ok(out) => {

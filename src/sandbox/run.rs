@@ -82,17 +82,6 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating a pipe")
 }
 
-/// Replaces every secret value in a log line.
-fn redact(line: &str, secrets: &[String]) -> String {
-    let mut out = line.to_string();
-    for s in secrets {
-        if !s.is_empty() && out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), "****");
-        }
-    }
-    out
-}
-
 fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
     // nix has no pidfd_open yet.
     // SAFETY: plain syscall; a non-negative result is a new fd we own.
@@ -314,15 +303,6 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         err_w: err_w.as_raw_fd(),
         out_w: out_w.as_ref().map(|f| f.as_raw_fd()),
     };
-    let secrets: Vec<String> = spec
-        .mounts
-        .iter()
-        .filter_map(|m| match m {
-            Mount::Secret(s) => Some(String::from_utf8_lossy(&s.value).into_owned()),
-            _ => None,
-        })
-        .filter(|s| s.trim().len() >= 3)
-        .collect();
 
     // SAFETY: the child only runs child::run_a, which ends in exec or _exit.
     let a = match unsafe { nix::unistd::fork() }.context("fork")? {
@@ -375,11 +355,12 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=pos).collect();
             let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-            task.log(&redact(text.trim_end_matches('\r'), &secrets));
+            // Secrets are masked by the task (the progress handle's redactor).
+            task.log(text.trim_end_matches('\r'));
         }
         if all && !buf.is_empty() {
             let text = String::from_utf8_lossy(buf).into_owned();
-            task.log(&redact(&text, &secrets));
+            task.log(&text);
             buf.clear();
         }
     };

@@ -52,7 +52,8 @@ pub struct SolveOptions<'a> {
     pub layer: LayerOptions,
     /// Run every step even when its key is cached.
     pub no_cache: bool,
-    /// Secret values by id (`--secret id=X,src=FILE`); never stored.
+    /// Secret values by id (`--secret id=X,src=FILE`); never stored, and
+    /// masked in everything the solve's progress handle shows.
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// Set to cancel running steps (Ctrl-C).
     pub cancel: Option<Arc<AtomicBool>>,
@@ -153,6 +154,11 @@ impl Solver {
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Solved> {
+        // Masked from the start: a secret given to a step as a variable
+        // (`env=`) is no file mount the sandbox could know about.
+        for value in opts.secrets.values() {
+            progress.add_secret(value);
+        }
         let order = graph::deps::build_order(g, target)?;
         if !opts.allow_insecure {
             check_entitlements(g, &order)?;
