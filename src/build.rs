@@ -60,6 +60,11 @@ pub struct BuildRequest {
     /// Auto builds: extra CA certificates (PEM files) the build stage
     /// trusts, for networks that intercept TLS (`--ca-cert`, `KILN_CA_CERTS`).
     pub ca_certs: Vec<PathBuf>,
+    /// The network of RUN steps that do not choose one (`--network`):
+    /// private with outbound access unless the caller opts into `Host`.
+    pub network: crate::sandbox::Network,
+    /// `--allow network.host`: `RUN --network=host` may run.
+    pub allow_host_network: bool,
 }
 
 /// Options for auto builds (the plan's CLI-level overrides).
@@ -154,6 +159,8 @@ fn solve_options<'a>(
         cancel: req.cancel.clone(),
         registry: Some(client),
         package_locks: BTreeMap::new(),
+        network: req.network,
+        allow_host_network: req.allow_host_network,
     })
 }
 

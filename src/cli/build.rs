@@ -55,6 +55,15 @@ pub struct BuildArgs {
     /// A registry that may be reached over plain HTTP (repeatable).
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
+    /// Network of RUN steps: default (own network namespace with outbound
+    /// access; the host's loopback services are out of reach), none
+    /// (loopback only) or host (the host's network: an explicit opt-in).
+    #[arg(long, value_enum, default_value_t = crate::sandbox::Network::Private)]
+    pub network: crate::sandbox::Network,
+    /// Grant an entitlement: network.host lets `RUN --network=host` steps
+    /// use the host's network (repeatable).
+    #[arg(long, value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     /// Print the build result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -152,6 +161,15 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         signal_hook::flag::register(signal_hook::consts::SIGTERM, flag)
             .context("installing the SIGTERM handler")?;
     }
+    let mut allow_host_network = a.network == crate::sandbox::Network::Host;
+    for e in &a.allow {
+        match e.as_str() {
+            "network.host" => allow_host_network = true,
+            other => anyhow::bail!(
+                "--allow {other}: unknown entitlement; kiln grants network.host (for RUN --network=host)"
+            ),
+        }
+    }
     let req = BuildRequest {
         context: a.context,
         dockerfile: a.file,
@@ -171,6 +189,8 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         debug: a.debug,
         ca_certs: a.ca.ca_cert,
         plan: a.plan.request(),
+        network: a.network,
+        allow_host_network,
     };
     let result = build(&req, progress);
     if cancel.load(Ordering::SeqCst) {
