@@ -148,7 +148,7 @@ fn find_in(path: Option<&OsStr>, program: &str) -> Option<PathBuf> {
 }
 
 fn missing_message() -> String {
-    "RUN steps get their own network namespace, with outbound access through pasta or slirp4netns, and neither is installed: install them (apt-get install passt slirp4netns), or opt into the host's network with --network host (kiln build: --network host for every step, or --allow network.host for RUN --network=host)".to_string()
+    "steps (RUN, kiln run) get their own network namespace, with outbound access through pasta or slirp4netns, and neither is installed: install them (apt-get install passt slirp4netns), or opt into the host's network with --network host (kiln build: --network host for every step, or --allow network.host for RUN --network=host)".to_string()
 }
 
 fn choose_in(
