@@ -62,6 +62,9 @@ pub struct BuildRequest {
     pub ca_certs: Vec<PathBuf>,
     /// Entitlements granted to the build (`--allow`, as buildx).
     pub allow: Vec<Entitlement>,
+    /// The network of RUN steps that do not choose one (`--network`):
+    /// private with outbound access unless the caller opts into `Host`.
+    pub network: crate::sandbox::Network,
 }
 
 /// A privilege a build must be granted explicitly (buildx's `--allow`).
@@ -71,6 +74,10 @@ pub enum Entitlement {
     /// capability, /proc unmasked and writable; root on the host.
     #[value(name = "security.insecure")]
     SecurityInsecure,
+    /// `RUN --network=host` runs on the host's network (its loopback
+    /// services included) instead of failing.
+    #[value(name = "network.host")]
+    NetworkHost,
 }
 
 /// Options for auto builds (the plan's CLI-level overrides).
@@ -166,6 +173,9 @@ fn solve_options<'a>(
         registry: Some(client),
         package_locks: BTreeMap::new(),
         allow_insecure: req.allow.contains(&Entitlement::SecurityInsecure),
+        network: req.network,
+        allow_host_network: req.allow.contains(&Entitlement::NetworkHost)
+            || req.network == crate::sandbox::Network::Host,
     })
 }
 

@@ -295,9 +295,10 @@ fn isolation_as_root() {
     assert_eq!(lines, vec!["ISOLATED"]);
     check_host_untouched(&debian::base_rootfs());
     // With the host network the same connection works (the check can fail).
-    let spec = sh(&format!(
+    let mut spec = sh(&format!(
         "bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' && echo connected"
     ));
+    spec.network = Network::Host;
     assert_eq!(run_ok(&e, &spec), vec!["connected"]);
     // Capabilities: Docker's set, no CAP_SYS_ADMIN (bit 21) even in the bounding set.
     let lines = run_ok(&e, &sh("grep -E '^Cap(Eff|Bnd)' /proc/self/status"));
@@ -404,7 +405,15 @@ fn isolation_as_unprivileged_user() {
         .args(["-u", TEST_USER, "--", "env"])
         .arg(format!("KILN_CACHE_DIR={}", cache.display()))
         .arg(&kiln)
-        .args(["--progress", "quiet", "run", "--rootfs"])
+        // The rootless private network has its own tests (e2e_network).
+        .args([
+            "--progress",
+            "quiet",
+            "run",
+            "--network",
+            "none",
+            "--rootfs",
+        ])
         .arg(&rootfs)
         .args([
             "sh",
@@ -841,7 +850,9 @@ fn rootless_kiln_run_of_an_image() {
         .arg(format!("KILN_CACHE_DIR={}", cache.display()))
         .arg(format!("KILN_DATA_DIR={}", data.display()))
         .arg(&kiln)
-        .args(["--progress", "quiet", "run", "rootless:1", "sh", "-c"])
+        // The rootless private network has its own tests (e2e_network).
+        .args(["--progress", "quiet", "run", "--network", "none"])
+        .args(["rootless:1", "sh", "-c"])
         .arg("rm /etc/issue && echo hi > /a && cat /a && id -u && echo $GREETING")
         .output()
         .unwrap();

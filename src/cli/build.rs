@@ -55,8 +55,14 @@ pub struct BuildArgs {
     /// A registry that may be reached over plain HTTP (repeatable).
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
-    /// Grant an entitlement: security.insecure lets `RUN --security=insecure`
-    /// steps run privileged, as root on the host (repeatable).
+    /// Network of RUN steps: default (own network namespace with outbound
+    /// access; the host's loopback services are out of reach), none
+    /// (loopback only) or host (the host's network: an explicit opt-in).
+    #[arg(long, value_enum, default_value_t = crate::sandbox::Network::Private)]
+    pub network: crate::sandbox::Network,
+    /// Grant an entitlement (repeatable): security.insecure lets `RUN
+    /// --security=insecure` steps run privileged, as root on the host;
+    /// network.host lets `RUN --network=host` steps use the host's network.
     #[arg(long, value_enum, value_name = "ENTITLEMENT")]
     pub allow: Vec<crate::build::Entitlement>,
     /// Print the build result as JSON on stdout.
@@ -176,6 +182,7 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         ca_certs: a.ca.ca_cert,
         allow: a.allow,
         plan: a.plan.request(),
+        network: a.network,
     };
     let result = build(&req, progress);
     if cancel.load(Ordering::SeqCst) {

@@ -26,8 +26,9 @@ pub struct RunArgs {
     /// Bind mount HOST:TARGET[:ro|rw] (read-only unless :rw).
     #[arg(short = 'v', long = "volume", value_name = "HOST:TARGET[:rw]")]
     pub volumes: Vec<String>,
-    /// host (default) or none (loopback only).
-    #[arg(long, value_enum, default_value_t = Network::Host)]
+    /// default (own network namespace with outbound access; the host's
+    /// loopback services are out of reach), none (loopback only) or host.
+    #[arg(long, value_enum, default_value_t = Network::Private)]
     pub network: Network,
     /// Hostname inside.
     #[arg(long, default_value = "kiln")]

@@ -171,7 +171,7 @@ pub(crate) fn run_a(plan: &Plan) -> ! {
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
-    if plan.network == Network::None {
+    if plan.network != Network::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     if let Err(e) = unshare(flags) {
@@ -180,6 +180,16 @@ pub(crate) fn run_a(plan: &Plan) -> ! {
             125,
             &format!("cannot create the sandbox namespaces: {e}"),
         );
+    }
+    if plan.network == Network::Private {
+        // The parent attaches the network helper to the new namespace; the
+        // step must not start before its network is up.
+        write_all(plan.ready_w, b"n");
+        let mut b = [0u8; 1];
+        // SAFETY: reading one byte into a valid buffer.
+        if unsafe { libc::read(plan.go_r, b.as_mut_ptr().cast(), 1) } != 1 {
+            die(plan, 125, "the step's network could not be set up");
+        }
     }
     // SAFETY: this process is single-threaded (a fork child).
     match unsafe { nix::unistd::fork() } {
@@ -618,7 +628,7 @@ fn setup_root(plan: &Plan, root: &Path) -> Result<(), String> {
         }
     }
 
-    if plan.network == Network::None {
+    if plan.network != Network::Host {
         loopback_up().map_err(err("bringing up lo in the private network"))?;
     }
     nix::unistd::sethostname(&plan.hostname).map_err(err("setting the hostname"))?;

@@ -13,6 +13,7 @@
 //! | [`capture`] | upper dir → layer entries (whiteouts, opaque dirs) |
 //! | [`snapshot`] | layers unpacked once per digest as overlay lower dirs |
 //! | `adopt` | a step's upper dir made the snapshot of its own layer |
+//! | `network` | the private network's helper (pasta / slirp4netns), resolv.conf |
 //!
 //! Namespaces, mounts and processes are set up by hand with `nix` rather
 //! than by an OCI runtime (runc/crun) because a build step needs far less
@@ -25,6 +26,7 @@ pub mod caps;
 pub mod capture;
 mod child;
 pub mod idmap;
+mod network;
 mod run;
 pub mod snapshot;
 pub mod spec;
@@ -41,6 +43,7 @@ use crate::progress::Progress;
 pub use adopt::Adoption;
 pub use capture::Capture;
 pub use idmap::IdMap;
+pub use network::HELPER_ENV as NETWORK_HELPER_ENV;
 pub use snapshot::Snapshots;
 pub use spec::{
     BindMount, CacheMount, Io, Mount, Network, RunSpec, SecretMount, Sharing, StepCommand,

@@ -20,7 +20,8 @@ use nix::unistd::{ForkResult, Pid};
 
 use super::child::{self, Plan, PlannedMount};
 use super::idmap::IdMap;
-use super::spec::{Io, Mount, RunSpec, Sharing};
+use super::network;
+use super::spec::{Io, Mount, Network, RunSpec, Sharing};
 use super::{Cancelled, RunOutput, Sandbox, SetupError};
 use crate::Result;
 use crate::progress::Task;
@@ -82,7 +83,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating a pipe")
 }
 
-fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
+pub(super) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
     // nix has no pidfd_open yet.
     // SAFETY: plain syscall; a non-negative result is a new fd we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
@@ -257,7 +258,23 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         hosts.push_str(&format!("127.0.1.1\t{}\n", spec.hostname));
         fs::write(files.join("hosts"), hosts)?;
     }
-    if let Ok(resolv) = fs::read("/etc/resolv.conf") {
+    // The private network's helper is chosen now, so that a missing one
+    // fails the step before anything is started.
+    let backend = match spec.network {
+        Network::Private => Some(network::Backend::choose(sandbox.idmap.is_rootless())?),
+        Network::None | Network::Host => None,
+    };
+    if let Ok(resolv) = fs::read_to_string("/etc/resolv.conf") {
+        let resolv = match &backend {
+            Some((b, _)) => network::resolv_conf(
+                &resolv,
+                fs::read_to_string("/run/systemd/resolve/resolv.conf")
+                    .ok()
+                    .as_deref(),
+                *b,
+            ),
+            None => resolv,
+        };
         fs::write(files.join("resolv.conf"), resolv)?;
     }
 
@@ -315,6 +332,9 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
     let mut ready = fs::File::from(ready_r);
     let mut go = fs::File::from(go_w);
     let mut step_pid: Option<Pid> = None;
+    // Stops the network helper when dropped: at the end of this function,
+    // whichever way it ends.
+    let mut _net: Option<network::Helper> = None;
     let handshake = (|| -> Result<()> {
         if sandbox.idmap.is_rootless() {
             let mut b = [0u8; 1];
@@ -322,6 +342,20 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
                 return Ok(()); // A failed; its error is in the error pipe.
             }
             sandbox.idmap.apply(a.as_raw())?;
+            std::io::Write::write_all(&mut go, b"g")?;
+        }
+        if let Some((backend, program)) = &backend {
+            let mut b = [0u8; 1];
+            if ready.read(&mut b)? != 1 {
+                return Ok(());
+            }
+            _net = Some(network::Helper::start(
+                *backend,
+                program,
+                a,
+                sandbox.idmap.is_rootless(),
+                &dir.path,
+            )?);
             std::io::Write::write_all(&mut go, b"g")?;
         }
         let mut pid = [0u8; 4];
@@ -334,7 +368,7 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
     if let Err(e) = handshake {
         let _ = kill(a, Signal::SIGKILL);
         let _ = waitpid(a, None);
-        return Err(e.context("setting up the user namespace"));
+        return Err(e.context("setting up the sandbox's namespaces"));
     }
 
     // From here on, an error must not leave the sandbox running.

@@ -30,11 +30,16 @@ impl StepCommand {
 /// The step's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Network {
-    /// The host's network (package managers reach their registries).
+    /// Its own network namespace with outbound access through a user-mode
+    /// network stack (pasta or slirp4netns); the host's loopback services
+    /// are out of reach. BuildKit's and `docker run`'s default.
     #[default]
-    Host,
+    #[value(name = "default", alias = "private")]
+    Private,
     /// A private network namespace with only loopback.
     None,
+    /// The host's network, loopback services included: an explicit opt-in.
+    Host,
 }
 
 /// Where the step's stdout/stderr go. Either way the step runs in a
@@ -234,7 +239,7 @@ impl RunSpec {
             user: None,
             hostname: "kiln".into(),
             mounts: Vec::new(),
-            network: Network::Host,
+            network: Network::Private,
             io: Io::Log,
             privileged: false,
             cancel: None,

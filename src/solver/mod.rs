@@ -66,6 +66,12 @@ pub struct SolveOptions<'a> {
     /// `RUN --security=insecure` steps run privileged. Without it such a
     /// step fails the build before anything runs.
     pub allow_insecure: bool,
+    /// The network of `RUN --network=default` steps (and of every step of
+    /// an auto build).
+    pub network: sandbox::Network,
+    /// BuildKit's `network.host` entitlement: `RUN --network=host` runs on
+    /// the host's network instead of failing.
+    pub allow_host_network: bool,
 }
 
 /// What a finished build step did, for tests and summaries.
@@ -733,8 +739,12 @@ impl Solver {
         });
         spec.user = (!st.config.user.is_empty()).then(|| st.config.user.clone());
         spec.network = match run.network {
+            graph::Network::Default => opts.network,
             graph::Network::None => sandbox::Network::None,
-            _ => sandbox::Network::Host,
+            graph::Network::Host if opts.allow_host_network => sandbox::Network::Host,
+            graph::Network::Host => bail!(
+                "{label}: RUN --network=host needs the network.host entitlement (the step would reach the host's loopback services): pass --allow network.host to kiln build"
+            ),
         };
         // Only reachable when allowed (see check_entitlements).
         spec.privileged = run.security == graph::Security::Insecure && opts.allow_insecure;

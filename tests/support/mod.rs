@@ -9,6 +9,7 @@ pub mod kiln;
 pub mod podman;
 pub mod proxy;
 pub mod registry;
+pub mod rootless;
 pub mod snapshot;
 pub mod sshd;
 
