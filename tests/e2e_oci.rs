@@ -370,3 +370,91 @@ fn kiln_loads_what_podman_and_skopeo_save() {
     }
     env.ok(&["cache", "verify"]);
 }
+
+/// npm writes `node_modules/turbo-linux-64/bin/turbo` and
+/// `node_modules/turbo/bin/turbo` as one inode. In a layer the first sorts
+/// before the second (`-` < `/`), though a directory walk meets the second
+/// first: the earlier entry must carry the content and the later one be
+/// the link, or no unpacker can make the link. kiln itself (a `RUN` on the
+/// image, which unpacks it as a snapshot), umoci and podman read it.
+#[test]
+fn a_hard_link_that_sorts_before_its_target_unpacks_everywhere() {
+    let env = Env::new();
+    let root = env.path("root");
+    busybox_root(&root);
+    let nm = root.join("node_modules");
+    fs::create_dir_all(nm.join("turbo/bin")).unwrap();
+    fs::create_dir_all(nm.join("turbo-linux-64/bin")).unwrap();
+    fs::write(nm.join("turbo/bin/turbo"), "turbo binary\n").unwrap();
+    fs::hard_link(
+        nm.join("turbo/bin/turbo"),
+        nm.join("turbo-linux-64/bin/turbo"),
+    )
+    .unwrap();
+    env.stdout(&[
+        "image",
+        "from-dir",
+        "root",
+        "-t",
+        "kiln-e2e-hardlink:1",
+        "--owner",
+        "0:0",
+        "-o",
+        "type=oci,dest=layout",
+    ]);
+    // kiln: a build step on the image unpacks it as a snapshot.
+    let ctx = env.path("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM kiln-e2e-hardlink:1\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"test $(/bin/busybox stat -c %i /node_modules/turbo/bin/turbo) = $(/bin/busybox stat -c %i /node_modules/turbo-linux-64/bin/turbo) && /bin/busybox cat /node_modules/turbo-linux-64/bin/turbo\"]\n",
+    )
+    .unwrap();
+    env.ok(&["build", "ctx", "--progress", "plain"]);
+    // umoci: an independent unpacker.
+    let bundle = env.path("bundle");
+    run(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:1", env.path("layout").display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    let a = fs::metadata(bundle.join("rootfs/node_modules/turbo/bin/turbo")).unwrap();
+    let b = fs::metadata(bundle.join("rootfs/node_modules/turbo-linux-64/bin/turbo")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(a.ino(), b.ino(), "umoci made one inode");
+    assert_eq!(
+        fs::read_to_string(bundle.join("rootfs/node_modules/turbo-linux-64/bin/turbo")).unwrap(),
+        "turbo binary\n"
+    );
+    // podman runs it.
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &format!("oci:{}:1", env.path("layout").display()),
+            "containers-storage:localhost/kiln-e2e-hardlink:1",
+        ],
+    );
+    let out = support::podman::run_cmd()
+        .args([
+            "--rm",
+            "localhost/kiln-e2e-hardlink:1",
+            "/bin/busybox",
+            "cat",
+            "/node_modules/turbo/bin/turbo",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "turbo binary\n");
+    podman(&["rmi", "-f", "localhost/kiln-e2e-hardlink:1"]);
+}

@@ -32,6 +32,9 @@ enum Node {
 fn name() -> impl Strategy<Value = OsString> {
     prop_oneof![
         4 => "[a-e]{1,3}".prop_map(OsString::from),
+        // `-` and `.` sort before `/`: `t-x/f` comes before `t/f` in a
+        // layer, though a directory walk meets `t/f` first.
+        3 => "[a-c](-[a-c]|\\.[a-c])?".prop_map(OsString::from),
         1 => Just(OsString::from("x".repeat(120))),
         1 => Just(OsString::from_vec(vec![b'n', 0xff, b'8'])), // not UTF-8
         1 => Just(OsString::from("ü ñ")),

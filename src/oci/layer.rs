@@ -536,7 +536,54 @@ pub fn canonicalize(entries: Vec<Entry>) -> Vec<Entry> {
             meta: Meta::root(0o755),
         });
     }
+    first_of_each_link_group_is_the_file(&mut by_path);
     by_path.into_values().collect()
+}
+
+/// A hard link must follow its target in the tar: an unpacker links to
+/// what it has already written. Producers name the target they met first
+/// (a directory walk is depth-first, so `turbo/bin/turbo` comes before
+/// `turbo-linux-64/bin/turbo`), which byte order may put last (`-` sorts
+/// before `/`). For each group whose target is in this layer, the entry
+/// that sorts first becomes the file (the target's kind, content and
+/// metadata) and every other member a link to it. Links to a lower
+/// layer's file are left as they are.
+fn first_of_each_link_group_is_the_file(by_path: &mut BTreeMap<Vec<u8>, Entry>) {
+    let mut groups: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+    for (key, e) in by_path.iter() {
+        if let EntryKind::Hardlink(t) = &e.kind {
+            let t = t.as_os_str().as_bytes().to_vec();
+            if by_path
+                .get(&t)
+                .is_some_and(|te| !matches!(te.kind, EntryKind::Hardlink(_)))
+            {
+                groups.entry(t).or_default().push(key.clone());
+            }
+        }
+    }
+    for (target, links) in groups {
+        let first = links.iter().min().cloned().unwrap_or_default();
+        if first.is_empty() || first > target {
+            continue;
+        }
+        // `first` sorts before the target: it takes the target's content.
+        let Some(target_entry) = by_path.get(&target).cloned() else {
+            continue;
+        };
+        let first_path = by_path[&first].path.clone();
+        if let Some(e) = by_path.get_mut(&first) {
+            e.kind = target_entry.kind.clone();
+            e.meta = target_entry.meta.clone();
+        }
+        if let Some(e) = by_path.get_mut(&target) {
+            e.kind = EntryKind::Hardlink(first_path.clone());
+        }
+        for l in links.iter().filter(|l| **l != first) {
+            if let Some(e) = by_path.get_mut(l) {
+                e.kind = EntryKind::Hardlink(first_path.clone());
+            }
+        }
+    }
 }
 
 /// Writes entries as a layer blob into the store.
