@@ -423,3 +423,32 @@ fn cache_prune_says_what_it_waits_for_and_stops_on_ctrl_c() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// `-o type=oci,dest=DIR` into an existing directory someone else made: a
+/// symlink where kiln writes is refused, and nothing lands where it points.
+#[test]
+fn an_existing_layout_with_symlinked_dirs_is_refused() {
+    let env = Env::new();
+    app_tree(&env.path("app"), SystemTime::UNIX_EPOCH, "x");
+    let canary = env.path("canary");
+    fs::create_dir_all(&canary).unwrap();
+    for (name, link) in [("blobs", "blobs"), ("index", "index.json")] {
+        let dest = env.path(&format!("dest-{name}"));
+        fs::create_dir_all(&dest).unwrap();
+        fs::write(dest.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        std::os::unix::fs::symlink(&canary, dest.join(link)).unwrap();
+        let out = env.kiln(&[
+            "image",
+            "from-dir",
+            "app",
+            "-t",
+            "linked:1",
+            "-o",
+            &format!("type=oci,dest={}", dest.display()),
+        ]);
+        assert!(!out.status.success(), "{name}: kiln wrote through a symlink");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert_eq!(fs::read_dir(&canary).unwrap().count(), 0, "{name}");
+    }
+}

@@ -32,6 +32,7 @@ impl Layout {
     /// Opens a layout, creating it (and its `oci-layout` file) if needed.
     pub fn open_or_create(root: impl Into<PathBuf>) -> Result<Layout> {
         let root = root.into();
+        refuse_symlinks(&root)?;
         let marker = root.join("oci-layout");
         if !marker.exists() {
             if root.is_dir()
@@ -184,5 +185,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// A layout kiln adds to may have been made by someone else (`-o
+/// type=oci,dest=DIR` into an existing directory): a symlink where kiln
+/// writes (`blobs` → `/etc`…) would take its writes out of the directory.
+/// kiln writes only into real directories and files it can replace.
+fn refuse_symlinks(root: &Path) -> Result<()> {
+    for rel in [
+        "oci-layout",
+        "index.json",
+        "index.lock",
+        "lock",
+        "blobs",
+        "blobs/sha256",
+        "ingest",
+    ] {
+        let p = root.join(rel);
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "{} is a symbolic link: kiln writes an OCI layout only into real directories \
+                 (remove the link or give another dest)",
+                p.display()
+            );
+        }
+    }
     Ok(())
 }

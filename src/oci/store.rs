@@ -180,7 +180,9 @@ impl Store {
     }
 
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+        // Not following a symlink: in a layout kiln did not make, a link
+        // named like a blob is not that blob.
+        fs::symlink_metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file())
     }
 
     /// The size of a stored blob.
