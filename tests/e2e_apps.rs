@@ -6,7 +6,12 @@
 
 mod support;
 
-use support::auto::build_and_serve;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use support::auto::{build_and_serve, example, run};
 use support::kiln::Kiln;
 
 /// A Cargo workspace whose binary is a glob member (`crates/*`) next to a
@@ -17,4 +22,138 @@ fn rust_workspace_builds_and_answers() {
     let home = Kiln::shared();
     let tmp = tempfile::tempdir().unwrap();
     build_and_serve(&home, tmp.path(), "rust-workspace", "Hello from rust-workspace (/)");
+}
+
+/// A container of an image in the home's store, removed on drop.
+struct Running {
+    container: String,
+    tag: String,
+    port: u16,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Running {
+    /// Loads `name` into podman and runs it with `PORT`, until it answers
+    /// HTTP 200 with `expect` in the body.
+    fn start(home: &Kiln, name: &str, expect: &str) -> Running {
+        let slug = name.replace(':', "-");
+        let tag = format!("localhost/kiln-e2e-apps-{slug}");
+        let container = format!("kiln-e2e-apps-{slug}-{}", std::process::id());
+        let lock = support::podman::lock();
+        run(Command::new("skopeo").args([
+            "copy",
+            "-q",
+            &format!("{}:{name}", home.layout()),
+            &format!("containers-storage:{tag}"),
+        ]));
+        let port = support::registry::free_port();
+        let running = Running {
+            container,
+            tag,
+            port,
+            _lock: lock,
+        };
+        run(support::podman::run_cmd().args([
+            "-d",
+            "--name",
+            &running.container,
+            "-e",
+            &format!("PORT={port}"),
+            &running.tag,
+        ]));
+        support::podman::wait_for_http(&running.container, port, expect, name);
+        running
+    }
+
+    /// `GET path` with extra request header lines; the raw response.
+    fn get(&self, path: &str, headers: &[String]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n");
+        for h in headers {
+            req.push_str(&format!("{h}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        buf
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = support::podman::podman()
+            .args(["rm", "-f", &self.container])
+            .output();
+        let _ = support::podman::podman()
+            .args(["rmi", "-f", &self.tag])
+            .output();
+    }
+}
+
+/// The value of response header `name` (case-insensitive).
+fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+    resp.split("\r\n\r\n")
+        .next()?
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+}
+
+fn status(resp: &str) -> &str {
+    resp.lines().next().unwrap_or("")
+}
+
+/// Every file of an image has the reproducible mtime, so Caddy's own
+/// validators (ETag `mtime-size`, `Last-Modified`) are the same before and
+/// after a same-size change. A browser or CDN revalidating with the first
+/// image's validators must get the new content from the second image,
+/// not a 304.
+#[test]
+fn static_site_change_of_the_same_size_is_not_served_stale() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("staticfile", tmp.path());
+    home.build(&dir, "stale:1");
+    let first = {
+        let c = Running::start(&home, "stale:1", "Hello from staticfile");
+        c.get("/index.html", &[])
+    };
+    assert!(first.contains("Hello from staticfile"), "{first}");
+    let index = dir.join("site/index.html");
+    let old = std::fs::read_to_string(&index).unwrap();
+    let new = old.replace("Hello", "Howdy");
+    assert_eq!(old.len(), new.len());
+    std::fs::write(&index, new).unwrap();
+    home.build(&dir, "stale:2");
+    let c = Running::start(&home, "stale:2", "Howdy from staticfile");
+    // What a cache holding the first answer sends: its validators, or
+    // (when the server gave none) the ones Caddy would have given.
+    let mut conditional = Vec::new();
+    if let Some(etag) = header(&first, "ETag") {
+        conditional.push(format!("If-None-Match: {etag}"));
+    }
+    if let Some(lm) = header(&first, "Last-Modified") {
+        conditional.push(format!("If-Modified-Since: {lm}"));
+    }
+    let plain = c.get("/index.html", &[]);
+    if let (Some(a), Some(b)) = (header(&first, "ETag"), header(&plain, "ETag")) {
+        assert_ne!(a, b, "same ETag for different content");
+    }
+    if conditional.is_empty() {
+        conditional.push("If-None-Match: *".to_string());
+    }
+    let again = c.get("/index.html", &conditional);
+    assert!(
+        status(&again).contains(" 200 ") && again.contains("Howdy from staticfile"),
+        "revalidation with the old validators ({conditional:?}) must give the new content:\n{again}"
+    );
+    assert!(
+        header(&plain, "Last-Modified").is_none(),
+        "Last-Modified is the reproducible epoch, not a change time:\n{plain}"
+    );
 }
