@@ -21,7 +21,12 @@ use support::kiln::Kiln;
 fn rust_workspace_builds_and_answers() {
     let home = Kiln::shared();
     let tmp = tempfile::tempdir().unwrap();
-    build_and_serve(&home, tmp.path(), "rust-workspace", "Hello from rust-workspace (/)");
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "rust-workspace",
+        "Hello from rust-workspace (/)",
+    );
 }
 
 /// A container of an image in the home's store, removed on drop.
@@ -155,5 +160,35 @@ fn static_site_change_of_the_same_size_is_not_served_stale() {
     assert!(
         header(&plain, "Last-Modified").is_none(),
         "Last-Modified is the reproducible epoch, not a change time:\n{plain}"
+    );
+}
+
+/// A Node app whose build runs Python (`providers = ["...", "python"]`, no
+/// Python manifest): Python gives its toolchain only (before: the runtime
+/// copied a `/opt/venv` nothing made).
+#[test]
+fn node_app_with_python_named_builds_with_python() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "node-python",
+        "Hello from node-python (built by Python 3)",
+    );
+}
+
+/// A Python app that runs Node (`providers = ["node", "python"]`, no
+/// package.json): Node gives its toolchain and runtime only (before: `npm
+/// i` failed on the missing package.json).
+#[test]
+fn python_app_with_node_named_runs_node() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "python-node",
+        "Hello from python-node, node v",
     );
 }

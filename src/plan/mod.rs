@@ -102,21 +102,33 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
 
     let names = provider_names(&ctx, before.providers.clone())?;
     let mut provider_plans = Vec::new();
+    // Whether each provider's manifest is there (else it gives setup only).
+    let mut manifest = Vec::new();
     for (i, (name, _)) in names.iter().enumerate() {
         let p = providers::by_name(name).ok_or_else(|| anyhow!("Provider {name} not found"))?;
-        let plan = p
+        let mut plan = p
             .plan(&ctx)
             .with_context(|| format!("planning with the {name} provider"))?;
+        manifest.push(p.detect(&ctx)?.is_some());
+        if !manifest[i] {
+            // Named in `providers` without its manifest (`"node"` and no
+            // package.json): the toolchain only, as Nixpacks gives, not an
+            // install that fails on the missing file.
+            plan = setup_only(plan);
+        }
         provider_plans.push(if i == 0 { plan } else { prefixed(plan, name) });
     }
     // Every provider's toolchains and runtime needs count, in provider order.
     let mut toolchains: Vec<Toolchain> = Vec::new();
     let mut runtime: Vec<String> = Vec::new();
     let mut include: Vec<String> = Vec::new();
-    for p in &provider_plans {
+    for (p, has_manifest) in provider_plans.iter().zip(&manifest) {
         toolchains.extend(p.toolchains.iter().flatten().cloned());
         let start = p.start.clone().unwrap_or_default();
         runtime.extend(start.apt_pkgs.unwrap_or_default());
+        if !has_manifest {
+            continue;
+        }
         // Unset means the whole app.
         for f in start.only_include_files.unwrap_or_else(|| vec![".".into()]) {
             if !include.contains(&f) {
@@ -384,6 +396,28 @@ fn provider_names(
         }
     }
     Ok(out)
+}
+
+/// What a provider named without its manifest contributes: its `setup`
+/// phase (toolchain packages), its toolchain requests, and its runtime
+/// packages (the language's runtime, for an app that runs it). No
+/// install/build phases, start command, variables, assets, or start files
+/// (Python's `/opt/venv` would not exist).
+fn setup_only(plan: BuildPlan) -> BuildPlan {
+    let phases = plan.phases.map(|mut p| {
+        p.retain(|name, _| name == "setup");
+        p
+    });
+    let apt_pkgs = plan.start.and_then(|s| s.apt_pkgs);
+    BuildPlan {
+        phases,
+        toolchains: plan.toolchains,
+        start: Some(StartPhase {
+            apt_pkgs,
+            ..StartPhase::default()
+        }),
+        ..BuildPlan::default()
+    }
 }
 
 /// Prefixes a later provider's phases (and their dependencies) with `name:`.
