@@ -192,3 +192,108 @@ fn python_app_with_node_named_runs_node() {
         "Hello from python-node, node v",
     );
 }
+
+/// The output of an image's own command (`podman run --rm IMAGE`).
+fn image_output(home: &Kiln, name: &str) -> String {
+    let tag = format!("localhost/kiln-e2e-apps-{}", name.replace(':', "-"));
+    let _lock = support::podman::lock();
+    run(Command::new("skopeo").args([
+        "copy",
+        "-q",
+        &format!("{}:{name}", home.layout()),
+        &format!("containers-storage:{tag}"),
+    ]));
+    let out = support::podman::run_cmd()
+        .args(["--rm", &tag])
+        .output()
+        .unwrap();
+    let _ = support::podman::podman().args(["rmi", "-f", &tag]).output();
+    assert!(out.status.success(), "{name}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Swift from Debian's swiftlang, whose tools are in /usr/libexec/swift/bin
+/// (before: `swift: not found` in the install step).
+#[test]
+fn swift_package_builds_and_runs() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("swift", tmp.path());
+    home.build(&dir, "swift:1");
+    assert_eq!(image_output(&home, "swift:1"), "hello\n");
+}
+
+/// No plan that fails later because its toolchain was never installed: for
+/// every example and every Debian suite kiln plans for, either planning
+/// fails (with the message naming the suites that have the toolchain), or
+/// every package of the build stage and of the runtime stage is in that
+/// suite's index. The indexes are Debian's (fetched once into the shared
+/// cache).
+#[test]
+fn every_planned_package_exists_in_its_suite() {
+    use kiln::packages::repo::{Repo, RepoConfig};
+    let config = RepoConfig {
+        cache: Some(support::shared_cache().join("packages")),
+        ..RepoConfig::from_env()
+    };
+    let repo = Repo::new(config, &kiln::progress::Progress::quiet()).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut examples: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    examples.sort();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for suite in kiln::plan::versions::SUITES {
+        let idx = repo.load_suite(suite).unwrap();
+        for dir in &examples {
+            let name = dir.file_name().unwrap().to_string_lossy();
+            let env = [format!("KILN_SUITE={suite}")];
+            let plan = match kiln::plan::generate(dir, &env, &Default::default()) {
+                Ok(p) => p,
+                Err(e) => {
+                    // A toolchain the suite lacks is refused when planning.
+                    let msg = format!("{e:#}");
+                    assert!(
+                        msg.contains("does not satisfy the toolchain requests")
+                            || msg.contains("is not available"),
+                        "{name} ({suite}): {msg}"
+                    );
+                    continue;
+                }
+            };
+            let runtime = plan
+                .start
+                .as_ref()
+                .and_then(|s| s.apt_pkgs.clone())
+                .unwrap_or_default();
+            for (stage, pkgs) in [("build", plan.all_apt_pkgs()), ("runtime", runtime)] {
+                for p in pkgs {
+                    checked += 1;
+                    if !idx.knows(&p) {
+                        missing.push(format!("{name} ({suite}, {stage} stage): {p}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 300, "only {checked} packages checked");
+    assert!(
+        missing.is_empty(),
+        "packages not in the suite:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// PHP's generated `/assets/start.sh` (nginx template rendered with `sed`,
+/// php-fpm next to nginx) runs in the runtime image and the app answers
+/// (before: `/assets/start.sh: sed: not found`).
+#[test]
+fn php_start_script_runs_in_the_runtime_image() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(&home, tmp.path(), "php-vanilla", "Hello from php");
+}

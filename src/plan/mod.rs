@@ -587,6 +587,9 @@ fn suite_package(name: &str, suite: &str) -> Option<&'static str> {
     match (name, suite) {
         ("libssl3t64", "bookworm") => Some("libssl3"),
         ("libasound2t64", "bookworm") => Some("libasound2"),
+        ("libcob4t64", "bookworm") => Some("libcob4"),
+        ("libevent-2.1-7t64", "bookworm") => Some("libevent-2.1-7"),
+        ("libicu76", "bookworm") => Some("libicu72"),
         ("openjdk-21-jdk-headless", "bookworm") => Some("openjdk-17-jdk-headless"),
         ("openjdk-21-jre-headless", "bookworm") => Some("openjdk-17-jre-headless"),
         _ => None,
