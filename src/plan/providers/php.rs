@@ -156,7 +156,9 @@ impl Provider for Php {
         plan.add_asset("nginx.conf", nginx_conf(root, laravel));
         plan.add_asset("php-fpm.conf", FPM_CONF);
         plan.add_asset("start.sh", START_SH);
-        let mut runtime: Vec<&str> = vec!["php-cli", "php-fpm", "nginx"];
+        // `sed` renders the nginx template in start.sh; the runtime base
+        // (`minimal`) has coreutils and dash but no sed.
+        let mut runtime: Vec<&str> = vec!["php-cli", "php-fpm", "nginx", "sed"];
         runtime.extend(ext_refs.iter());
         let cmd = if template == "/assets/nginx.conf" {
             "sh /assets/start.sh".to_string()
