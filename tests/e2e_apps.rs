@@ -297,3 +297,18 @@ fn php_start_script_runs_in_the_runtime_image() {
     let tmp = tempfile::tempdir().unwrap();
     build_and_serve(&home, tmp.path(), "php-vanilla", "Hello from php");
 }
+
+/// A package the config asks for (`aptPkgs = ["...", "cowsay"]`) is in the
+/// runtime image and on `PATH` (Debian puts cowsay in /usr/games); before,
+/// it reached the build stage only.
+#[test]
+fn requested_packages_reach_the_runtime_image() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "python-cowsay",
+        "< Hello from python-cowsay >",
+    );
+}

@@ -158,6 +158,7 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
     }
 
     let user_prune = before.phase("prune").is_some();
+    let user_runtime = requested_runtime_pkgs(&before)?;
     let mut plan = merge_all([
         provider_plan,
         procfile,
@@ -197,8 +198,62 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
         s.extend(opts.secrets.iter().cloned());
     }
 
+    if !user_runtime.is_empty() {
+        let start = plan.start.get_or_insert_with(StartPhase::default);
+        start
+            .apt_pkgs
+            .get_or_insert_with(Vec::new)
+            .extend(user_runtime);
+    }
+
     finalize(&mut plan, &env_all, &progress)?;
     Ok(plan)
+}
+
+/// The runtime packages for what the user asked for in any phase of the
+/// config file, `KILN_PKGS`/`KILN_APT_PKGS` (and `NIXPACKS_*`), `-p`/`-a`:
+/// an app that shells out to `ffmpeg` or a start command that runs
+/// `cowsay` needs them at run time, not only in the build. Debian names
+/// as given; Nix names as mapped for the runtime (`nodejs_20` →
+/// `nodejs`), or as for the build when the table has no runtime entry
+/// (`cowsay`). `buildOnlyPkgs` / `KILN_BUILD_ONLY_PKGS` keep some out,
+/// by either name.
+fn requested_runtime_pkgs(user: &BuildPlan) -> crate::Result<Vec<String>> {
+    let build_only: Vec<&String> = user
+        .build_only_pkgs
+        .iter()
+        .flatten()
+        .filter(|p| !model::is_marker(p))
+        .collect();
+    let kept = |name: &str| !build_only.iter().any(|b| *b == name);
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |p: &str| {
+        if kept(p) && !out.iter().any(|o| o == p) {
+            out.push(p.to_string());
+        }
+    };
+    for (name, phase) in user.phases.iter().flatten() {
+        for p in phase.apt_pkgs.iter().flatten() {
+            if !model::is_marker(p) {
+                push(p);
+            }
+        }
+        for n in [&phase.nix_pkgs, &phase.nix_libs]
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if model::is_marker(n) || !kept(n) {
+                continue;
+            }
+            let (build, run) = debian::map(n)
+                .with_context(|| format!("phase `{name}`: mapping nixPkgs/nixLibs to Debian"))?;
+            for p in if run.is_empty() { build } else { run } {
+                push(p);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The phase names of a finished plan in execution order.
@@ -319,6 +374,7 @@ fn env_plan(env: &Env) -> BuildPlan {
     if let Some(s) = env.opt("SUITE") {
         plan.suite = Some(s);
     }
+    plan.build_only_pkgs = extend_list(env.list("BUILD_ONLY_PKGS"));
     plan
 }
 
