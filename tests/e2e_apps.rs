@@ -312,3 +312,28 @@ fn requested_packages_reach_the_runtime_image() {
         "< Hello from python-cowsay >",
     );
 }
+
+/// The script kiln writes for `start.user` (the account appended to
+/// /etc/passwd, as `minimal` has no useradd) runs in the runtime image,
+/// and the app runs as that user.
+#[test]
+fn start_user_script_runs_in_the_runtime_image() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("python-node", tmp.path());
+    let config = dir.join("nixpacks.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[start]\nuser = \"app\"\n")).unwrap();
+    home.build(&dir, "user:1");
+    let who = home.stdout(&[
+        "--progress",
+        "quiet",
+        "run",
+        "user:1",
+        "sh",
+        "-c",
+        "id -un; echo ~",
+    ]);
+    assert_eq!(who, "app\n/home/app\n");
+    support::auto::serve_and_stop(&home, "user:1", "Hello from python-node, node v");
+}
