@@ -113,31 +113,44 @@ fn status(resp: &str) -> &str {
     resp.lines().next().unwrap_or("")
 }
 
-/// Every file of an image has the reproducible mtime, so Caddy's own
-/// validators (ETag `mtime-size`, `Last-Modified`) are the same before and
-/// after a same-size change. A browser or CDN revalidating with the first
-/// image's validators must get the new content from the second image,
-/// not a 304.
-#[test]
-fn static_site_change_of_the_same_size_is_not_served_stale() {
+/// Builds `example` (after `prepare`), then again after `file` changes
+/// `old` → `new` (same size), and asks `path` of the second image with the
+/// validators the first image gave (when it gave none: `If-Modified-Since`
+/// the layers' epoch, what they would have been). Every file of an image has the
+/// reproducible mtime, so a server's own `mtime-size` ETag and
+/// `Last-Modified` are the same before and after: a browser or CDN
+/// revalidating must still get the new content, not a 304.
+fn assert_same_size_change_is_served(
+    example_name: &str,
+    prepare: impl Fn(&std::path::Path),
+    file: &str,
+    path: &str,
+    (old, new): (&str, &str),
+) {
+    assert_eq!(old.len(), new.len());
     let home = Kiln::shared();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = example("staticfile", tmp.path());
-    home.build(&dir, "stale:1");
-    let first = {
-        let c = Running::start(&home, "stale:1", "Hello from staticfile");
-        c.get("/index.html", &[])
-    };
-    assert!(first.contains("Hello from staticfile"), "{first}");
-    let index = dir.join("site/index.html");
-    let old = std::fs::read_to_string(&index).unwrap();
-    let new = old.replace("Hello", "Howdy");
-    assert_eq!(old.len(), new.len());
-    std::fs::write(&index, new).unwrap();
-    home.build(&dir, "stale:2");
-    let c = Running::start(&home, "stale:2", "Howdy from staticfile");
-    // What a cache holding the first answer sends: its validators, or
-    // (when the server gave none) the ones Caddy would have given.
+    let dir = example(example_name, tmp.path());
+    prepare(&dir);
+    let tag = |n: u8| format!("stale-{example_name}:{n}");
+    home.build(&dir, &tag(1));
+    let first = Running::start(&home, &tag(1), "").get(path, &[]);
+    assert!(
+        status(&first).contains(" 200 ") && first.contains(old),
+        "{first}"
+    );
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    std::fs::write(dir.join(file), text.replace(old, new)).unwrap();
+    home.build(&dir, &tag(2));
+    let c = Running::start(&home, &tag(2), "");
+    let plain = c.get(path, &[]);
+    if let (Some(a), Some(b)) = (header(&first, "ETag"), header(&plain, "ETag")) {
+        assert_ne!(a, b, "same ETag for different content");
+    }
+    assert!(
+        header(&plain, "Last-Modified").is_none(),
+        "Last-Modified is the reproducible epoch, not a change time:\n{plain}"
+    );
     let mut conditional = Vec::new();
     if let Some(etag) = header(&first, "ETag") {
         conditional.push(format!("If-None-Match: {etag}"));
@@ -145,21 +158,43 @@ fn static_site_change_of_the_same_size_is_not_served_stale() {
     if let Some(lm) = header(&first, "Last-Modified") {
         conditional.push(format!("If-Modified-Since: {lm}"));
     }
-    let plain = c.get("/index.html", &[]);
-    if let (Some(a), Some(b)) = (header(&first, "ETag"), header(&plain, "ETag")) {
-        assert_ne!(a, b, "same ETag for different content");
-    }
     if conditional.is_empty() {
-        conditional.push("If-None-Match: *".to_string());
+        // The server's own validator would have been the layers' epoch.
+        let epoch = kiln::oci::layer::source_date_epoch().unwrap();
+        let date = chrono::DateTime::from_timestamp(epoch, 0).unwrap();
+        conditional.push(format!(
+            "If-Modified-Since: {}",
+            date.format("%a, %d %b %Y %H:%M:%S GMT")
+        ));
     }
-    let again = c.get("/index.html", &conditional);
+    let again = c.get(path, &conditional);
     assert!(
-        status(&again).contains(" 200 ") && again.contains("Howdy from staticfile"),
+        status(&again).contains(" 200 ") && again.contains(new),
         "revalidation with the old validators ({conditional:?}) must give the new content:\n{again}"
     );
-    assert!(
-        header(&plain, "Last-Modified").is_none(),
-        "Last-Modified is the reproducible epoch, not a change time:\n{plain}"
+}
+
+/// Caddy (the staticfile provider; Node SPAs share its Caddyfile).
+#[test]
+fn static_site_change_of_the_same_size_is_not_served_stale() {
+    assert_same_size_change_is_served(
+        "staticfile",
+        |_| {},
+        "site/index.html",
+        "/index.html",
+        ("Hello from staticfile", "Howdy from staticfile"),
+    );
+}
+
+/// nginx in front of php-fpm serves the app's static files.
+#[test]
+fn php_static_file_change_of_the_same_size_is_not_served_stale() {
+    assert_same_size_change_is_served(
+        "php-vanilla",
+        |dir| std::fs::write(dir.join("style.css"), "h1 { color: red; }\n").unwrap(),
+        "style.css",
+        "/style.css",
+        ("red;", "tan;"),
     );
 }
 

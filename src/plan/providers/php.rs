@@ -15,6 +15,12 @@ use crate::plan::versions::Kind;
 
 pub struct Php;
 
+/// The nginx config template (`__PORT__` is replaced at start). Static
+/// files are served with no validators and conditional requests are not
+/// answered 304: every file in the image has the reproducible mtime, so
+/// nginx's `mtime-size` ETag and `Last-Modified` would not change with a
+/// same-size edit (and a 1970 `Last-Modified` invites years of heuristic
+/// caching).
 fn nginx_conf(root: &str, laravel: bool) -> String {
     let fallback = if laravel {
         "/index.php?$query_string"
@@ -23,7 +29,7 @@ fn nginx_conf(root: &str, laravel: bool) -> String {
     };
     format!(
         "worker_processes 5;\ndaemon off;\nerror_log /dev/stderr;\nevents {{ worker_connections 1024; }}\n\
-http {{\n  include /etc/nginx/mime.types;\n  access_log /dev/stdout;\n  server {{\n    listen __PORT__;\n    listen [::]:__PORT__;\n    root {root};\n    index index.php index.html;\n    charset utf-8;\n\
+http {{\n  include /etc/nginx/mime.types;\n  access_log /dev/stdout;\n  etag off;\n  if_modified_since off;\n  add_header Last-Modified \"\";\n  server {{\n    listen __PORT__;\n    listen [::]:__PORT__;\n    root {root};\n    index index.php index.html;\n    charset utf-8;\n\
     location / {{ try_files $uri $uri/ {fallback}; }}\n    location ~ /\\.(?!well-known).* {{ deny all; }}\n\
     location ~ \\.php$ {{\n      fastcgi_pass 127.0.0.1:9000;\n      fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;\n      include /etc/nginx/fastcgi_params;\n    }}\n  }}\n}}\n"
     )
