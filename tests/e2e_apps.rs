@@ -372,3 +372,31 @@ fn start_user_script_runs_in_the_runtime_image() {
     assert_eq!(who, "app\n/home/app\n");
     support::auto::serve_and_stop(&home, "user:1", "Hello from python-node, node v");
 }
+
+/// A Node app with its own native addon (`binding.gyp`): node-gyp runs at
+/// `npm install` with Python named without a manifest, over the whole
+/// source; python3, g++ and make stay out of the runtime (`buildOnlyPkgs`).
+#[test]
+fn node_gyp_addon_builds_with_python_and_runs() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "node-gyp-addon",
+        "Hello from node-gyp-addon (native)",
+    );
+    let out = home.kiln(&[
+        "--progress",
+        "quiet",
+        "run",
+        "node-gyp-addon:1",
+        "sh",
+        "-c",
+        "command -v python3 g++ make",
+    ]);
+    assert!(
+        out.stdout.is_empty(),
+        "build-only packages in the runtime image: {out:?}"
+    );
+}

@@ -205,6 +205,19 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
             .get_or_insert_with(Vec::new)
             .extend(user_runtime);
     }
+    // `buildOnlyPkgs` are never in the runtime stage, whoever added them
+    // (the user's packages, or a provider named for its toolchain only,
+    // such as Python for node-gyp).
+    let build_only: Vec<String> = plan
+        .build_only_pkgs
+        .iter()
+        .flatten()
+        .filter(|p| !model::is_marker(p))
+        .cloned()
+        .collect();
+    if let Some(pkgs) = plan.start.as_mut().and_then(|s| s.apt_pkgs.as_mut()) {
+        pkgs.retain(|p| !build_only.contains(p));
+    }
 
     finalize(&mut plan, &env_all, &progress)?;
     Ok(plan)
