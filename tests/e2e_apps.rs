@@ -280,6 +280,50 @@ fn every_planned_package_exists_in_its_suite() {
         .filter(|p| p.is_dir())
         .collect();
     examples.sort();
+    // Provider branches the examples do not take: PHP extensions, Node
+    // native-module dependencies, Rust with OpenSSL.
+    let synthetic = tempfile::tempdir().unwrap();
+    let apps: &[(&str, &[(&str, &str)])] = &[
+        (
+            "php-extensions",
+            &[(
+                "composer.json",
+                r#"{"require": {"php": ">=8.1", "ext-pdo_mysql": "*", "ext-pdo_pgsql": "*",
+                   "ext-pdo_sqlite": "*", "ext-mbstring": "*", "ext-intl": "*", "ext-gd": "*",
+                   "ext-zip": "*", "ext-bcmath": "*", "ext-curl": "*", "ext-dom": "*",
+                   "ext-xml": "*", "ext-redis": "*", "ext-sodium": "*", "ext-iconv": "*",
+                   "ext-json": "*", "ext-openssl": "*", "ext-zlib": "*", "ext-gmp": "*",
+                   "ext-imagick": "*", "ext-soap": "*", "ext-mysqli": "*", "ext-exif": "*"}}"#,
+            )],
+        ),
+        (
+            "node-native",
+            &[(
+                "package.json",
+                r#"{"name": "x", "scripts": {"start": "node index.js"},
+                   "dependencies": {"canvas": "2", "puppeteer": "22", "prisma": "5"}}"#,
+            )],
+        ),
+        (
+            "rust-openssl",
+            &[
+                (
+                    "Cargo.toml",
+                    "[package]\nname = \"x\"\nversion = \"0.1.0\"\n[dependencies]\nopenssl = \"0.10\"\n",
+                ),
+                ("src/main.rs", "fn main() {}\n"),
+            ],
+        ),
+    ];
+    for (name, files) in apps {
+        let dir = synthetic.path().join(name);
+        for (f, text) in *files {
+            let p = dir.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        examples.push(dir);
+    }
     let mut missing = Vec::new();
     let mut checked = 0;
     for suite in kiln::plan::versions::SUITES {

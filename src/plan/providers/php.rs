@@ -15,6 +15,59 @@ use crate::plan::versions::Kind;
 
 pub struct Php;
 
+/// Extensions in every Debian PHP (php-cli, php-common and their
+/// dependencies), by `ext-*` name with `_` as `-`.
+const BUILTIN_EXTS: &[&str] = &[
+    "core",
+    "ctype",
+    "date",
+    "filter",
+    "gettext",
+    "hash",
+    "json",
+    "libxml",
+    "opcache",
+    "zend-opcache",
+    "openssl",
+    "pcre",
+    "pdo",
+    "random",
+    "readline",
+    "reflection",
+    "session",
+    "sodium",
+    "spl",
+    "standard",
+    "tokenizer",
+    "fileinfo",
+    "zlib",
+    // Provided by php-common.
+    "calendar",
+    "exif",
+    "ffi",
+    "ftp",
+    "iconv",
+    "phar",
+    "posix",
+    "shmop",
+    "sockets",
+    "sysvmsg",
+    "sysvsem",
+    "sysvshm",
+];
+
+/// The Debian package of an extension (`pdo-mysql` is in `php-mysql`).
+fn ext_package(ext: &str) -> String {
+    let pkg = match ext {
+        "pdo-mysql" | "mysqli" | "mysqlnd" => "mysql",
+        "pdo-pgsql" => "pgsql",
+        "pdo-sqlite" => "sqlite3",
+        "dom" | "simplexml" | "xmlreader" | "xmlwriter" | "xsl" => "xml",
+        e => e,
+    };
+    format!("php-{pkg}")
+}
+
 /// The nginx config template (`__PORT__` is replaced at start). Static
 /// files are served with no validators and conditional requests are not
 /// answered 304: every file in the image has the reproducible mtime, so
@@ -63,35 +116,23 @@ impl Provider for Php {
             VersionReq::new(r, src, Kind::Range)
         });
         plan.add_toolchain("php", req);
+        // `ext-pdo_mysql` → Debian's `php-pdo-mysql` (a name php8.x-mysql
+        // provides); extensions compiled into php-cli/php-common, or
+        // pulled in by them (opcache, readline, sodium), need nothing.
         let mut exts: Vec<String> = composer
             .get("require")
             .and_then(Value::as_object)
             .map(|m| {
                 m.keys()
                     .filter_map(|k| k.strip_prefix("ext-"))
-                    .map(|e| format!("php-{}", e.to_ascii_lowercase()))
+                    .map(|e| e.to_ascii_lowercase().replace('_', "-"))
+                    .filter(|e| !BUILTIN_EXTS.contains(&e.as_str()))
+                    .map(|e| ext_package(&e))
                     .collect()
             })
             .unwrap_or_default();
-        // Built into Debian's php-cli/php-common.
-        exts.retain(|e| {
-            !matches!(
-                e.as_str(),
-                "php-json"
-                    | "php-zend-opcache"
-                    | "php-opcache"
-                    | "php-ctype"
-                    | "php-tokenizer"
-                    | "php-fileinfo"
-                    | "php-pdo"
-                    | "php-openssl"
-                    | "php-session"
-                    | "php-filter"
-                    | "php-hash"
-                    | "php-pcre"
-            )
-        });
         exts.sort();
+        exts.dedup();
         let ext_refs: Vec<&str> = exts.iter().map(String::as_str).collect();
         let mut setup = Phase::new("setup")
             .apt(&["php-cli", "php-fpm", "composer", "nginx", "unzip", "git"])
@@ -173,5 +214,31 @@ impl Provider for Php {
         };
         plan.set_start(StartPhase::cmd(cmd).runtime(&runtime));
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::context::Env;
+
+    #[test]
+    fn extensions_map_to_debian_packages() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("composer.json"),
+            r#"{"require": {"ext-pdo_mysql": "*", "ext-mysqli": "*", "ext-DOM": "*",
+                "ext-sodium": "*", "ext-zlib": "*", "ext-redis": "*"}}"#,
+        )
+        .unwrap();
+        let env = Env::default();
+        let plan = Php.plan(&Ctx::new(tmp.path(), &env)).unwrap();
+        let apt = plan.phase("setup").unwrap().apt_pkgs.clone().unwrap();
+        let exts: Vec<&str> = apt
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !["php-cli", "php-fpm", "composer", "nginx", "unzip", "git"].contains(p))
+            .collect();
+        assert_eq!(exts, ["php-mysql", "php-redis", "php-xml"]);
     }
 }
