@@ -280,8 +280,8 @@ fn every_planned_package_exists_in_its_suite() {
         .filter(|p| p.is_dir())
         .collect();
     examples.sort();
-    // Provider branches the examples do not take: PHP extensions, Node
-    // native-module dependencies, Rust with OpenSSL.
+    // Provider branches the examples do not take: PHP extensions, native
+    // dependencies of Node, Python and Ruby apps, Rust with OpenSSL.
     let synthetic = tempfile::tempdir().unwrap();
     let apps: &[(&str, &[(&str, &str)])] = &[
         (
@@ -303,6 +303,24 @@ fn every_planned_package_exists_in_its_suite() {
                 r#"{"name": "x", "scripts": {"start": "node index.js"},
                    "dependencies": {"canvas": "2", "puppeteer": "22", "prisma": "5"}}"#,
             )],
+        ),
+        (
+            "python-native",
+            &[(
+                "requirements.txt",
+                "psycopg2\nmysqlclient\npycairo\npydub\npdf2image\nflask\n",
+            )],
+        ),
+        (
+            "ruby-native",
+            &[
+                (
+                    "Gemfile",
+                    "source \"https://rubygems.org\"\ngem \"pg\"\ngem \"mysql2\"\ngem \"mini_magick\"\n\
+                     gem \"ruby-vips\"\ngem \"charlock_holmes\"\ngem \"sqlite3\"\ngem \"execjs\"\n",
+                ),
+                ("config.ru", "run ->(_) { [200, {}, [\"ok\"]] }\n"),
+            ],
         ),
         (
             "rust-openssl",

@@ -659,6 +659,7 @@ fn suite_package(name: &str, suite: &str) -> Option<&'static str> {
         ("libcob4t64", "bookworm") => Some("libcob4"),
         ("libevent-2.1-7t64", "bookworm") => Some("libevent-2.1-7"),
         ("libicu76", "bookworm") => Some("libicu72"),
+        ("libvips42t64", "bookworm") => Some("libvips42"),
         ("openjdk-21-jdk-headless", "bookworm") => Some("openjdk-17-jdk-headless"),
         ("openjdk-21-jre-headless", "bookworm") => Some("openjdk-17-jre-headless"),
         _ => None,
