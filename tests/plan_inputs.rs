@@ -476,3 +476,86 @@ fn node_dev_dependencies_are_pruned_unless_the_start_needs_them() {
     let d = app(&[("package.json", r#"{"scripts": {"start": "node index.js"}}"#)]);
     assert!(prune(d.path(), &[]).is_empty());
 }
+
+fn runtime(p: &BuildPlan) -> Vec<String> {
+    p.start
+        .as_ref()
+        .and_then(|s| s.apt_pkgs.clone())
+        .unwrap_or_default()
+}
+
+/// Packages the user asks for, by any channel, are run-time needs too:
+/// they reach the runtime stage (Nix names as mapped for the runtime),
+/// unless listed in `buildOnlyPkgs` / `KILN_BUILD_ONLY_PKGS`.
+#[test]
+fn requested_packages_reach_the_runtime_stage() {
+    let d = app(&[
+        ("main.py", ""),
+        (
+            "nixpacks.toml",
+            "[phases.setup]\naptPkgs = [\"...\", \"cowsay\"]\nnixPkgs = [\"...\", \"sl\"]\n",
+        ),
+    ]);
+    let opts = Options {
+        apt: vec!["curl".into()],
+        pkgs: vec!["nodejs_20".into()],
+        ..Options::default()
+    };
+    let p = make_plan(
+        d.path(),
+        &["NIXPACKS_APT_PKGS=fortune-mod", "NIXPACKS_PKGS=ffmpeg"],
+        &opts,
+    )
+    .unwrap();
+    let rt = runtime(&p);
+    for want in [
+        "python3",
+        "cowsay",
+        "sl",
+        "curl",
+        "nodejs",
+        "fortune-mod",
+        "ffmpeg",
+    ] {
+        assert!(rt.iter().any(|r| r == want), "{want} missing: {rt:?}");
+    }
+    // nodejs_20 is npm too in the build, not at run time.
+    assert!(!rt.iter().any(|r| r == "npm"), "{rt:?}");
+    assert!(apt(&p, "setup").iter().any(|a| a == "npm"));
+
+    let p = make_plan(
+        d.path(),
+        &["KILN_BUILD_ONLY_PKGS=cowsay,ffmpeg"],
+        &Options::default(),
+    )
+    .unwrap();
+    let rt = runtime(&p);
+    assert!(rt.iter().any(|r| r == "sl"), "{rt:?}");
+    assert!(!rt.iter().any(|r| r == "cowsay" || r == "ffmpeg"), "{rt:?}");
+    assert!(apt(&p, "setup").iter().any(|a| a == "cowsay"));
+
+    let d = app(&[
+        ("main.py", ""),
+        (
+            "kiln.toml",
+            "buildOnlyPkgs = [\"libpq-dev\"]\n[phases.setup]\naptPkgs = [\"...\", \"libpq-dev\", \"libpq5\"]\n",
+        ),
+    ]);
+    let rt = runtime(&make_plan(d.path(), &[], &Options::default()).unwrap());
+    assert!(rt.iter().any(|r| r == "libpq5"), "{rt:?}");
+    assert!(!rt.iter().any(|r| r == "libpq-dev"), "{rt:?}");
+}
+
+/// A static Go binary runs from scratch, unless the user asked for a
+/// package the app needs at run time: then the runtime is Debian.
+#[test]
+fn requested_packages_give_go_a_debian_runtime() {
+    let d = app(&[
+        ("go.mod", "module example.com/app\n\ngo 1.22\n"),
+        ("main.go", "package main\nfunc main() {}\n"),
+    ]);
+    let p = make_plan(d.path(), &[], &Options::default()).unwrap();
+    assert!(kiln::plan::lower::is_static(&p));
+    let p = make_plan(d.path(), &["KILN_APT_PKGS=ffmpeg"], &Options::default()).unwrap();
+    assert!(!kiln::plan::lower::is_static(&p));
+}

@@ -26,6 +26,7 @@ pub const TOP_KEYS: &[&str] = &[
     "suite",
     "buildVariables",
     "secrets",
+    "buildOnlyPkgs",
 ];
 pub const PHASE_KEYS: &[&str] = &[
     "name",

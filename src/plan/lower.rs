@@ -59,6 +59,9 @@ pub const CA_BUNDLE_VARS: &[(&str, &str)] = &[
     ("UV_NATIVE_TLS", "1"),
 ];
 
+/// Appended to `PATH` in both stages (Debian's games directory).
+const GAMES: &str = "/usr/games";
+
 /// An empty directory the build stage makes for the static runtime's /tmp.
 const EMPTY_DIR: &str = "/.kiln-empty";
 
@@ -122,11 +125,13 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
 
     // Variables: the plan's (image config and steps), PATH with the
     // phases' paths first, build-only ones as step arguments.
+    // Debian installs some commands (cowsay, fortune, sl) in /usr/games,
+    // which root's default PATH leaves out.
     let paths = plan.phase_paths(&order);
     let path_value = if paths.is_empty() {
-        PATH.to_string()
+        format!("{PATH}:{GAMES}")
     } else {
-        format!("{}:{PATH}", paths.join(":"))
+        format!("{}:{PATH}:{GAMES}", paths.join(":"))
     };
     let mut env: Vec<(String, String)> = plan
         .variables
@@ -365,7 +370,15 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
 /// Debian package set.
 pub fn is_static(plan: &BuildPlan) -> bool {
     let start = plan.start.clone().unwrap_or_default();
-    start.run_image.is_none()
+    // Runtime packages beyond what the scratch stage copies (a package the
+    // user asked for) need a Debian runtime.
+    let only_copied = start
+        .apt_pkgs
+        .iter()
+        .flatten()
+        .all(|p| p == "ca-certificates" || p == "tzdata");
+    only_copied
+        && start.run_image.is_none()
         && plan.providers.as_deref() == Some(&["go".to_string()][..])
         && plan
             .variables

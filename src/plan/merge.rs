@@ -151,6 +151,7 @@ pub fn merge(lower: BuildPlan, higher: BuildPlan) -> BuildPlan {
         toolchains: merge_toolchains(lower.toolchains, higher.toolchains),
         build_variables: map_union(lower.build_variables, higher.build_variables),
         secrets: fill(lower.secrets, higher.secrets),
+        build_only_pkgs: fill(lower.build_only_pkgs, higher.build_only_pkgs),
     }
 }
 

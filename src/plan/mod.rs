@@ -102,21 +102,33 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
 
     let names = provider_names(&ctx, before.providers.clone())?;
     let mut provider_plans = Vec::new();
+    // Whether each provider's manifest is there (else it gives setup only).
+    let mut manifest = Vec::new();
     for (i, (name, _)) in names.iter().enumerate() {
         let p = providers::by_name(name).ok_or_else(|| anyhow!("Provider {name} not found"))?;
-        let plan = p
+        let mut plan = p
             .plan(&ctx)
             .with_context(|| format!("planning with the {name} provider"))?;
+        manifest.push(p.detect(&ctx)?.is_some());
+        if !manifest[i] {
+            // Named in `providers` without its manifest (`"node"` and no
+            // package.json): the toolchain only, as Nixpacks gives, not an
+            // install that fails on the missing file.
+            plan = setup_only(plan);
+        }
         provider_plans.push(if i == 0 { plan } else { prefixed(plan, name) });
     }
     // Every provider's toolchains and runtime needs count, in provider order.
     let mut toolchains: Vec<Toolchain> = Vec::new();
     let mut runtime: Vec<String> = Vec::new();
     let mut include: Vec<String> = Vec::new();
-    for p in &provider_plans {
+    for (p, has_manifest) in provider_plans.iter().zip(&manifest) {
         toolchains.extend(p.toolchains.iter().flatten().cloned());
         let start = p.start.clone().unwrap_or_default();
         runtime.extend(start.apt_pkgs.unwrap_or_default());
+        if !has_manifest {
+            continue;
+        }
         // Unset means the whole app.
         for f in start.only_include_files.unwrap_or_else(|| vec![".".into()]) {
             if !include.contains(&f) {
@@ -146,6 +158,7 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
     }
 
     let user_prune = before.phase("prune").is_some();
+    let user_runtime = requested_runtime_pkgs(&before)?;
     let mut plan = merge_all([
         provider_plan,
         procfile,
@@ -185,8 +198,75 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
         s.extend(opts.secrets.iter().cloned());
     }
 
+    if !user_runtime.is_empty() {
+        let start = plan.start.get_or_insert_with(StartPhase::default);
+        start
+            .apt_pkgs
+            .get_or_insert_with(Vec::new)
+            .extend(user_runtime);
+    }
+    // `buildOnlyPkgs` are never in the runtime stage, whoever added them
+    // (the user's packages, or a provider named for its toolchain only,
+    // such as Python for node-gyp).
+    let build_only: Vec<String> = plan
+        .build_only_pkgs
+        .iter()
+        .flatten()
+        .filter(|p| !model::is_marker(p))
+        .cloned()
+        .collect();
+    if let Some(pkgs) = plan.start.as_mut().and_then(|s| s.apt_pkgs.as_mut()) {
+        pkgs.retain(|p| !build_only.contains(p));
+    }
+
     finalize(&mut plan, &env_all, &progress)?;
     Ok(plan)
+}
+
+/// The runtime packages for what the user asked for in any phase of the
+/// config file, `KILN_PKGS`/`KILN_APT_PKGS` (and `NIXPACKS_*`), `-p`/`-a`:
+/// an app that shells out to `ffmpeg` or a start command that runs
+/// `cowsay` needs them at run time, not only in the build. Debian names
+/// as given; Nix names as mapped for the runtime (`nodejs_20` →
+/// `nodejs`), or as for the build when the table has no runtime entry
+/// (`cowsay`). `buildOnlyPkgs` / `KILN_BUILD_ONLY_PKGS` keep some out,
+/// by either name.
+fn requested_runtime_pkgs(user: &BuildPlan) -> crate::Result<Vec<String>> {
+    let build_only: Vec<&String> = user
+        .build_only_pkgs
+        .iter()
+        .flatten()
+        .filter(|p| !model::is_marker(p))
+        .collect();
+    let kept = |name: &str| !build_only.iter().any(|b| *b == name);
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |p: &str| {
+        if kept(p) && !out.iter().any(|o| o == p) {
+            out.push(p.to_string());
+        }
+    };
+    for (name, phase) in user.phases.iter().flatten() {
+        for p in phase.apt_pkgs.iter().flatten() {
+            if !model::is_marker(p) {
+                push(p);
+            }
+        }
+        for n in [&phase.nix_pkgs, &phase.nix_libs]
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if model::is_marker(n) || !kept(n) {
+                continue;
+            }
+            let (build, run) = debian::map(n)
+                .with_context(|| format!("phase `{name}`: mapping nixPkgs/nixLibs to Debian"))?;
+            for p in if run.is_empty() { build } else { run } {
+                push(p);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The phase names of a finished plan in execution order.
@@ -307,6 +387,7 @@ fn env_plan(env: &Env) -> BuildPlan {
     if let Some(s) = env.opt("SUITE") {
         plan.suite = Some(s);
     }
+    plan.build_only_pkgs = extend_list(env.list("BUILD_ONLY_PKGS"));
     plan
 }
 
@@ -384,6 +465,28 @@ fn provider_names(
         }
     }
     Ok(out)
+}
+
+/// What a provider named without its manifest contributes: its `setup`
+/// phase (toolchain packages), its toolchain requests, and its runtime
+/// packages (the language's runtime, for an app that runs it). No
+/// install/build phases, start command, variables, assets, or start files
+/// (Python's `/opt/venv` would not exist).
+fn setup_only(plan: BuildPlan) -> BuildPlan {
+    let phases = plan.phases.map(|mut p| {
+        p.retain(|name, _| name == "setup");
+        p
+    });
+    let apt_pkgs = plan.start.and_then(|s| s.apt_pkgs);
+    BuildPlan {
+        phases,
+        toolchains: plan.toolchains,
+        start: Some(StartPhase {
+            apt_pkgs,
+            ..StartPhase::default()
+        }),
+        ..BuildPlan::default()
+    }
 }
 
 /// Prefixes a later provider's phases (and their dependencies) with `name:`.
@@ -553,6 +656,10 @@ fn suite_package(name: &str, suite: &str) -> Option<&'static str> {
     match (name, suite) {
         ("libssl3t64", "bookworm") => Some("libssl3"),
         ("libasound2t64", "bookworm") => Some("libasound2"),
+        ("libcob4t64", "bookworm") => Some("libcob4"),
+        ("libevent-2.1-7t64", "bookworm") => Some("libevent-2.1-7"),
+        ("libicu76", "bookworm") => Some("libicu72"),
+        ("libvips42t64", "bookworm") => Some("libvips42"),
         ("openjdk-21-jdk-headless", "bookworm") => Some("openjdk-17-jdk-headless"),
         ("openjdk-21-jre-headless", "bookworm") => Some("openjdk-17-jre-headless"),
         _ => None,

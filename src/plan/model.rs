@@ -55,6 +55,11 @@ pub struct BuildPlan {
     /// plan, a layer or the image config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<String>>,
+    /// Packages the user asked for (`aptPkgs`/`nixPkgs` in the config,
+    /// `*_PKGS`, `-p`/`-a`) that stay out of the runtime image: the build
+    /// needs them, the app does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_only_pkgs: Option<Vec<String>>,
 }
 
 /// One build phase.

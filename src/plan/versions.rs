@@ -17,8 +17,11 @@ use anyhow::{Context, bail};
 /// A Debian suite kiln installs packages from, in preference order.
 pub const SUITES: [&str; 3] = ["trixie", "bookworm", "sid"];
 
-/// Upstream version of a toolchain in each suite, `SUITES` order. The
-/// values were read with `apt-cache policy` against deb.debian.org.
+/// Upstream version of a toolchain in each suite, `SUITES` order (`""`: the
+/// suite lacks it, or lacks a package the provider needs with it). The
+/// values were read with `apt-cache policy` against deb.debian.org; the
+/// e2e test `every_planned_package_exists_in_its_suite` checks every
+/// example's packages against each suite's index.
 pub fn suite_versions(tool: &str) -> Option<[&'static str; 3]> {
     Some(match tool {
         "node" => ["20.19.2", "18.20.4", "24.22.2"],
@@ -29,10 +32,14 @@ pub fn suite_versions(tool: &str) -> Option<[&'static str; 3]> {
         "php" => ["8.4.27", "8.2.29", "8.4.27"],
         "java" => ["21.0.13", "17.0.21", "25.0.5"],
         "elixir" => ["1.18.3", "1.14.0", "1.20.4"],
-        "crystal" => ["1.14.0", "1.6.0", "1.21.0"],
+        // bookworm has crystal 1.6 but no `shards`, which every Crystal
+        // build runs.
+        "crystal" => ["1.14.0", "", "1.21.0"],
         "swift" => ["6.0.3", "", "6.2.3"],
         "haskell-stack" => ["2.15.7", "2.7.5", "3.7.1"],
         "guile" => ["3.0.10", "3.0.8", "3.0.11"],
+        // Only sid has the `haunt` package.
+        "haunt" => ["", "", "0.4.0"],
         "clojure" => ["1.12.0", "1.11.1", "1.12.5"],
         "gnucobol" => ["3.2", "3.1.2", "3.2"],
         _ => return None,

@@ -243,8 +243,13 @@ pub fn setup_and_install(ctx: &Ctx, app: &App) -> (Phase, Phase) {
     let mut install = Phase::new("install")
         .cmd(install_cmd)
         .cache(&[cache])
-        .path("/app/node_modules/.bin")
-        .files(files);
+        .path("/app/node_modules/.bin");
+    // A native addon of the app itself (`binding.gyp` at the root) is
+    // compiled by the install (node-gyp), from sources only the whole app
+    // holds.
+    if !ctx.is_file("binding.gyp") {
+        install = install.files(files);
+    }
     if app.has("cypress") {
         install = install.cache(&["/root/.cache/Cypress"]);
     }

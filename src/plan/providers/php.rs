@@ -15,6 +15,65 @@ use crate::plan::versions::Kind;
 
 pub struct Php;
 
+/// Extensions in every Debian PHP (php-cli, php-common and their
+/// dependencies), by `ext-*` name with `_` as `-`.
+const BUILTIN_EXTS: &[&str] = &[
+    "core",
+    "ctype",
+    "date",
+    "filter",
+    "gettext",
+    "hash",
+    "json",
+    "libxml",
+    "opcache",
+    "zend-opcache",
+    "openssl",
+    "pcre",
+    "pdo",
+    "random",
+    "readline",
+    "reflection",
+    "session",
+    "sodium",
+    "spl",
+    "standard",
+    "tokenizer",
+    "fileinfo",
+    "zlib",
+    // Provided by php-common.
+    "calendar",
+    "exif",
+    "ffi",
+    "ftp",
+    "iconv",
+    "phar",
+    "posix",
+    "shmop",
+    "sockets",
+    "sysvmsg",
+    "sysvsem",
+    "sysvshm",
+];
+
+/// The Debian package of an extension (`pdo-mysql` is in `php-mysql`).
+fn ext_package(ext: &str) -> String {
+    let pkg = match ext {
+        "pdo-mysql" | "mysqli" | "mysqlnd" => "mysql",
+        "pdo-pgsql" => "pgsql",
+        "pdo-sqlite" => "sqlite3",
+        "dom" | "simplexml" | "xmlreader" | "xmlwriter" | "xsl" => "xml",
+        e => e,
+    };
+    format!("php-{pkg}")
+}
+
+/// The nginx config template (`__PORT__` is replaced at start). Static
+/// files are served with no validators and conditional requests are not
+/// answered 304: every file in the image has the reproducible mtime, so
+/// nginx's `mtime-size` ETag and `Last-Modified` would not change with a
+/// same-size edit (and a 1970 `Last-Modified` invites years of heuristic
+/// caching).
 fn nginx_conf(root: &str, laravel: bool) -> String {
     let fallback = if laravel {
         "/index.php?$query_string"
@@ -23,7 +82,7 @@ fn nginx_conf(root: &str, laravel: bool) -> String {
     };
     format!(
         "worker_processes 5;\ndaemon off;\nerror_log /dev/stderr;\nevents {{ worker_connections 1024; }}\n\
-http {{\n  include /etc/nginx/mime.types;\n  access_log /dev/stdout;\n  server {{\n    listen __PORT__;\n    listen [::]:__PORT__;\n    root {root};\n    index index.php index.html;\n    charset utf-8;\n\
+http {{\n  include /etc/nginx/mime.types;\n  access_log /dev/stdout;\n  etag off;\n  if_modified_since off;\n  add_header Last-Modified \"\";\n  server {{\n    listen __PORT__;\n    listen [::]:__PORT__;\n    root {root};\n    index index.php index.html;\n    charset utf-8;\n\
     location / {{ try_files $uri $uri/ {fallback}; }}\n    location ~ /\\.(?!well-known).* {{ deny all; }}\n\
     location ~ \\.php$ {{\n      fastcgi_pass 127.0.0.1:9000;\n      fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;\n      include /etc/nginx/fastcgi_params;\n    }}\n  }}\n}}\n"
     )
@@ -57,35 +116,23 @@ impl Provider for Php {
             VersionReq::new(r, src, Kind::Range)
         });
         plan.add_toolchain("php", req);
+        // `ext-pdo_mysql` → Debian's `php-pdo-mysql` (a name php8.x-mysql
+        // provides); extensions compiled into php-cli/php-common, or
+        // pulled in by them (opcache, readline, sodium), need nothing.
         let mut exts: Vec<String> = composer
             .get("require")
             .and_then(Value::as_object)
             .map(|m| {
                 m.keys()
                     .filter_map(|k| k.strip_prefix("ext-"))
-                    .map(|e| format!("php-{}", e.to_ascii_lowercase()))
+                    .map(|e| e.to_ascii_lowercase().replace('_', "-"))
+                    .filter(|e| !BUILTIN_EXTS.contains(&e.as_str()))
+                    .map(|e| ext_package(&e))
                     .collect()
             })
             .unwrap_or_default();
-        // Built into Debian's php-cli/php-common.
-        exts.retain(|e| {
-            !matches!(
-                e.as_str(),
-                "php-json"
-                    | "php-zend-opcache"
-                    | "php-opcache"
-                    | "php-ctype"
-                    | "php-tokenizer"
-                    | "php-fileinfo"
-                    | "php-pdo"
-                    | "php-openssl"
-                    | "php-session"
-                    | "php-filter"
-                    | "php-hash"
-                    | "php-pcre"
-            )
-        });
         exts.sort();
+        exts.dedup();
         let ext_refs: Vec<&str> = exts.iter().map(String::as_str).collect();
         let mut setup = Phase::new("setup")
             .apt(&["php-cli", "php-fpm", "composer", "nginx", "unzip", "git"])
@@ -156,7 +203,9 @@ impl Provider for Php {
         plan.add_asset("nginx.conf", nginx_conf(root, laravel));
         plan.add_asset("php-fpm.conf", FPM_CONF);
         plan.add_asset("start.sh", START_SH);
-        let mut runtime: Vec<&str> = vec!["php-cli", "php-fpm", "nginx"];
+        // `sed` renders the nginx template in start.sh; the runtime base
+        // (`minimal`) has coreutils and dash but no sed.
+        let mut runtime: Vec<&str> = vec!["php-cli", "php-fpm", "nginx", "sed"];
         runtime.extend(ext_refs.iter());
         let cmd = if template == "/assets/nginx.conf" {
             "sh /assets/start.sh".to_string()
@@ -165,5 +214,31 @@ impl Provider for Php {
         };
         plan.set_start(StartPhase::cmd(cmd).runtime(&runtime));
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::context::Env;
+
+    #[test]
+    fn extensions_map_to_debian_packages() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("composer.json"),
+            r#"{"require": {"ext-pdo_mysql": "*", "ext-mysqli": "*", "ext-DOM": "*",
+                "ext-sodium": "*", "ext-zlib": "*", "ext-redis": "*"}}"#,
+        )
+        .unwrap();
+        let env = Env::default();
+        let plan = Php.plan(&Ctx::new(tmp.path(), &env)).unwrap();
+        let apt = plan.phase("setup").unwrap().apt_pkgs.clone().unwrap();
+        let exts: Vec<&str> = apt
+            .iter()
+            .map(String::as_str)
+            .filter(|p| !["php-cli", "php-fpm", "composer", "nginx", "unzip", "git"].contains(p))
+            .collect();
+        assert_eq!(exts, ["php-mysql", "php-redis", "php-xml"]);
     }
 }

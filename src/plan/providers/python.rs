@@ -340,6 +340,9 @@ impl Provider for Python {
             ),
             Pm::Skip => (None, vec![], vec![]),
         };
+        // No dependencies to install (a lone main.py): no /opt/venv, so
+        // Debian's `python3` runs the app.
+        let venv = cmd.is_some();
         if let Some(cmd) = cmd {
             plan.add_phase(
                 Phase::new("install")
@@ -367,7 +370,14 @@ impl Provider for Python {
         } else if let Some(app) = flask.then(|| find_app(ctx, "Flask(")).flatten() {
             Some(format!("gunicorn --bind {BIND} {app}"))
         } else if ctx.is_file("main.py") {
-            Some("python main.py".to_string())
+            Some(
+                if venv {
+                    "python main.py"
+                } else {
+                    "python3 main.py"
+                }
+                .to_string(),
+            )
         } else if let Some(p) = &pyproject {
             let project = p.get("project");
             let first = |k: &str| {
@@ -395,7 +405,11 @@ impl Provider for Python {
             ..StartPhase::default()
         }
         .runtime(&runtime);
-        s = s.include(&[".", "/opt/venv"]);
+        s = if venv {
+            s.include(&[".", "/opt/venv"])
+        } else {
+            s.include(&["."])
+        };
         plan.set_start(s);
 
         for (k, v) in [
@@ -405,9 +419,11 @@ impl Provider for Python {
             ("PYTHONDONTWRITEBYTECODE", "1"),
             ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
             ("PIP_DEFAULT_TIMEOUT", "100"),
-            ("VIRTUAL_ENV", "/opt/venv"),
         ] {
             plan.set_var(k, v);
+        }
+        if venv {
+            plan.set_var("VIRTUAL_ENV", "/opt/venv");
         }
         Ok(plan)
     }

@@ -19,6 +19,7 @@ impl Provider for Scheme {
     fn plan(&self, _ctx: &Ctx) -> crate::Result<BuildPlan> {
         let mut plan = BuildPlan::default();
         plan.add_toolchain("guile", None);
+        plan.add_toolchain("haunt", None);
         plan.add_phase(Phase::new("setup").apt(&["guile-3.0", "haunt"]));
         plan.add_phase(Phase::new("build").cmd("haunt build"));
         plan.set_start(

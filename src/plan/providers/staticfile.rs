@@ -10,11 +10,20 @@ use crate::plan::model::{BuildPlan, StartPhase};
 
 pub struct Staticfile;
 
+/// What makes Caddy serve every request in full: no validators out, none
+/// honoured in. Every file of a kiln image has the reproducible mtime, and
+/// Caddy's validators are that mtime (`Last-Modified`) and `mtime-size`
+/// (`ETag`), so they stay the same across a same-size change: a browser or
+/// CDN revalidating would get a 304 and keep the old page. Caddy (Debian's
+/// 2.6) has no content-hash ETag, so there are no validators at all; the
+/// deletes are deferred to the response, after `file_server` set them.
+const NO_STALE_VALIDATORS: &str = "\trequest_header -If-None-Match\n\trequest_header -If-Modified-Since\n\trequest_header -If-Range\n\theader {\n\t\t-ETag\n\t\t-Last-Modified\n\t\tdefer\n\t}\n";
+
 /// A Caddyfile serving `root`; `spa` falls back to `/index.html`.
 pub fn caddyfile(root: &str, spa: bool, browse: bool) -> String {
     let port = if spa { 3000 } else { 80 };
     let mut s = format!(
-        "{{\n\tadmin off\n\tauto_https off\n}}\n\n:{{$PORT:{port}}} {{\n\tlog {{\n\t\toutput stdout\n\t\tformat json\n\t}}\n\troot * {root}\n\tencode gzip\n"
+        "{{\n\tadmin off\n\tauto_https off\n}}\n\n:{{$PORT:{port}}} {{\n\tlog {{\n\t\toutput stdout\n\t\tformat json\n\t}}\n\troot * {root}\n\tencode gzip\n{NO_STALE_VALIDATORS}"
     );
     if spa {
         s.push_str("\ttry_files {path} /index.html\n");
@@ -84,5 +93,22 @@ impl Provider for Staticfile {
                 .include(&[root.as_str()]),
         );
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Static sites and SPAs (Node providers) share the Caddyfile: both
+    /// drop Caddy's mtime-based validators (the e2e test
+    /// `static_site_change_of_the_same_size_is_not_served_stale` runs it).
+    #[test]
+    fn every_caddyfile_drops_mtime_validators() {
+        for spa in [false, true] {
+            let c = caddyfile("/app/dist", spa, false);
+            let at = c.find(NO_STALE_VALIDATORS).expect(&c);
+            assert!(at < c.find("file_server").unwrap(), "{c}");
+        }
     }
 }

@@ -10,6 +10,9 @@ use crate::plan::versions::Kind;
 
 pub struct Swift;
 
+/// Where Debian's swiftlang puts `swift`, `swiftc` and `swift-build`.
+pub const SWIFT_BIN: &str = "/usr/libexec/swift/bin";
+
 fn exe_name(ctx: &Ctx) -> Option<String> {
     let text = ctx.read("Package.swift")?;
     if let Some(i) = text.find(".executableTarget(") {
@@ -59,13 +62,20 @@ impl Provider for Swift {
         });
         let mut plan = BuildPlan::default();
         plan.add_toolchain("swift", req);
-        plan.add_phase(Phase::new("setup").apt(&[
-            "swiftlang",
-            "clang",
-            "zlib1g-dev",
-            "libcurl4-openssl-dev",
-            "libxml2-dev",
-        ]));
+        // Debian's swiftlang installs its tools in /usr/libexec/swift/bin;
+        // its postinst (which kiln does not run) would link only `swift`
+        // into /usr/bin, so the directory goes on PATH.
+        plan.add_phase(
+            Phase::new("setup")
+                .apt(&[
+                    "swiftlang",
+                    "clang",
+                    "zlib1g-dev",
+                    "libcurl4-openssl-dev",
+                    "libxml2-dev",
+                ])
+                .path(SWIFT_BIN),
+        );
         plan.add_phase(
             Phase::new("install")
                 .cmd("swift package resolve")
@@ -78,7 +88,12 @@ impl Provider for Swift {
                     "cp ./.build/release/{name} ./{name} && rm -rf ./.build"
                 )),
         );
-        plan.set_start(StartPhase::cmd(format!("./{name}")).include(&[&name]));
+        // `--static-swift-stdlib` still links the C++ runtime dynamically.
+        plan.set_start(
+            StartPhase::cmd(format!("./{name}"))
+                .include(&[&name])
+                .runtime(&["libstdc++6"]),
+        );
         Ok(plan)
     }
 }

@@ -30,7 +30,7 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates php-cli php-fpm nginx php-mbstring
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates php-cli php-fpm nginx sed php-mbstring
 WORKDIR /app
 COPY --from=build /assets /assets
 COPY --from=build /app /app

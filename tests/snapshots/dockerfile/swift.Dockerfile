@@ -8,6 +8,7 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates swiftlang clang zlib1g-dev libcurl4-openssl-dev libxml2-dev
 WORKDIR /app
+ENV PATH="/usr/libexec/swift/bin:$PATH"
 
 # phase: install
 COPY Package.swift ./Package.swift
@@ -23,7 +24,8 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates libstdc++6
 WORKDIR /app
 COPY --from=build /app/hello /app/hello
+ENV PATH="/usr/libexec/swift/bin:$PATH"
 CMD ["./hello"]

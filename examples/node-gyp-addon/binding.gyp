@@ -1,0 +1,8 @@
+{
+  "targets": [
+    {
+      "target_name": "greeting",
+      "sources": ["greeting.c"]
+    }
+  ]
+}

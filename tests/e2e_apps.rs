@@ -1,0 +1,464 @@
+//! End to end: real apps that Nixpacks builds and runs, built by kiln and
+//! run under podman (issue 16). Each test builds one example (or a variant
+//! of one) with the suites' shared warm cache and asserts what the app
+//! does at run time, not only that the build succeeded.
+#![cfg(feature = "e2e")]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use support::auto::{build_and_serve, example, run};
+use support::kiln::Kiln;
+
+/// A Cargo workspace whose binary is a glob member (`crates/*`) next to a
+/// library member: kiln builds it with `--package server` and starts it
+/// (before: `error: no start command`).
+#[test]
+fn rust_workspace_builds_and_answers() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "rust-workspace",
+        "Hello from rust-workspace (/)",
+    );
+}
+
+/// A container of an image in the home's store, removed on drop.
+struct Running {
+    container: String,
+    tag: String,
+    port: u16,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Running {
+    /// Loads `name` into podman and runs it with `PORT`, until it answers
+    /// HTTP 200 with `expect` in the body.
+    fn start(home: &Kiln, name: &str, expect: &str) -> Running {
+        let slug = name.replace(':', "-");
+        let tag = format!("localhost/kiln-e2e-apps-{slug}");
+        let container = format!("kiln-e2e-apps-{slug}-{}", std::process::id());
+        let lock = support::podman::lock();
+        run(Command::new("skopeo").args([
+            "copy",
+            "-q",
+            &format!("{}:{name}", home.layout()),
+            &format!("containers-storage:{tag}"),
+        ]));
+        let port = support::registry::free_port();
+        let running = Running {
+            container,
+            tag,
+            port,
+            _lock: lock,
+        };
+        run(support::podman::run_cmd().args([
+            "-d",
+            "--name",
+            &running.container,
+            "-e",
+            &format!("PORT={port}"),
+            &running.tag,
+        ]));
+        support::podman::wait_for_http(&running.container, port, expect, name);
+        running
+    }
+
+    /// `GET path` with extra request header lines; the raw response.
+    fn get(&self, path: &str, headers: &[String]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n");
+        for h in headers {
+            req.push_str(&format!("{h}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        buf
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = support::podman::podman()
+            .args(["rm", "-f", &self.container])
+            .output();
+        let _ = support::podman::podman()
+            .args(["rmi", "-f", &self.tag])
+            .output();
+    }
+}
+
+/// The value of response header `name` (case-insensitive).
+fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+    resp.split("\r\n\r\n")
+        .next()?
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+}
+
+fn status(resp: &str) -> &str {
+    resp.lines().next().unwrap_or("")
+}
+
+/// Builds `example` (after `prepare`), then again after `file` changes
+/// `old` → `new` (same size), and asks `path` of the second image with the
+/// validators the first image gave (when it gave none: `If-Modified-Since`
+/// the layers' epoch, what they would have been). Every file of an image has the
+/// reproducible mtime, so a server's own `mtime-size` ETag and
+/// `Last-Modified` are the same before and after: a browser or CDN
+/// revalidating must still get the new content, not a 304.
+fn assert_same_size_change_is_served(
+    example_name: &str,
+    prepare: impl Fn(&std::path::Path),
+    file: &str,
+    path: &str,
+    (old, new): (&str, &str),
+) {
+    assert_eq!(old.len(), new.len());
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example(example_name, tmp.path());
+    prepare(&dir);
+    let tag = |n: u8| format!("stale-{example_name}:{n}");
+    home.build(&dir, &tag(1));
+    let first = Running::start(&home, &tag(1), "").get(path, &[]);
+    assert!(
+        status(&first).contains(" 200 ") && first.contains(old),
+        "{first}"
+    );
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    std::fs::write(dir.join(file), text.replace(old, new)).unwrap();
+    home.build(&dir, &tag(2));
+    let c = Running::start(&home, &tag(2), "");
+    let plain = c.get(path, &[]);
+    if let (Some(a), Some(b)) = (header(&first, "ETag"), header(&plain, "ETag")) {
+        assert_ne!(a, b, "same ETag for different content");
+    }
+    assert!(
+        header(&plain, "Last-Modified").is_none(),
+        "Last-Modified is the reproducible epoch, not a change time:\n{plain}"
+    );
+    let mut conditional = Vec::new();
+    if let Some(etag) = header(&first, "ETag") {
+        conditional.push(format!("If-None-Match: {etag}"));
+    }
+    if let Some(lm) = header(&first, "Last-Modified") {
+        conditional.push(format!("If-Modified-Since: {lm}"));
+    }
+    if conditional.is_empty() {
+        // The server's own validator would have been the layers' epoch.
+        let epoch = kiln::oci::layer::source_date_epoch().unwrap();
+        let date = chrono::DateTime::from_timestamp(epoch, 0).unwrap();
+        conditional.push(format!(
+            "If-Modified-Since: {}",
+            date.format("%a, %d %b %Y %H:%M:%S GMT")
+        ));
+    }
+    let again = c.get(path, &conditional);
+    assert!(
+        status(&again).contains(" 200 ") && again.contains(new),
+        "revalidation with the old validators ({conditional:?}) must give the new content:\n{again}"
+    );
+}
+
+/// Caddy (the staticfile provider; Node SPAs share its Caddyfile).
+#[test]
+fn static_site_change_of_the_same_size_is_not_served_stale() {
+    assert_same_size_change_is_served(
+        "staticfile",
+        |_| {},
+        "site/index.html",
+        "/index.html",
+        ("Hello from staticfile", "Howdy from staticfile"),
+    );
+}
+
+/// nginx in front of php-fpm serves the app's static files.
+#[test]
+fn php_static_file_change_of_the_same_size_is_not_served_stale() {
+    assert_same_size_change_is_served(
+        "php-vanilla",
+        |dir| std::fs::write(dir.join("style.css"), "h1 { color: red; }\n").unwrap(),
+        "style.css",
+        "/style.css",
+        ("red;", "tan;"),
+    );
+}
+
+/// A Node app whose build runs Python (`providers = ["...", "python"]`, no
+/// Python manifest): Python gives its toolchain only (before: the runtime
+/// copied a `/opt/venv` nothing made).
+#[test]
+fn node_app_with_python_named_builds_with_python() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "node-python",
+        "Hello from node-python (built by Python 3)",
+    );
+}
+
+/// A Python app that runs Node (`providers = ["node", "python"]`, no
+/// package.json): Node gives its toolchain and runtime only (before: `npm
+/// i` failed on the missing package.json).
+#[test]
+fn python_app_with_node_named_runs_node() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "python-node",
+        "Hello from python-node, node v",
+    );
+}
+
+/// The output of an image's own command (`podman run --rm IMAGE`).
+fn image_output(home: &Kiln, name: &str) -> String {
+    let tag = format!("localhost/kiln-e2e-apps-{}", name.replace(':', "-"));
+    let _lock = support::podman::lock();
+    run(Command::new("skopeo").args([
+        "copy",
+        "-q",
+        &format!("{}:{name}", home.layout()),
+        &format!("containers-storage:{tag}"),
+    ]));
+    let out = support::podman::run_cmd()
+        .args(["--rm", &tag])
+        .output()
+        .unwrap();
+    let _ = support::podman::podman().args(["rmi", "-f", &tag]).output();
+    assert!(out.status.success(), "{name}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Swift from Debian's swiftlang, whose tools are in /usr/libexec/swift/bin
+/// (before: `swift: not found` in the install step).
+#[test]
+fn swift_package_builds_and_runs() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("swift", tmp.path());
+    home.build(&dir, "swift:1");
+    assert_eq!(image_output(&home, "swift:1"), "hello\n");
+}
+
+/// No plan that fails later because its toolchain was never installed: for
+/// every example and every Debian suite kiln plans for, either planning
+/// fails (with the message naming the suites that have the toolchain), or
+/// every package of the build stage and of the runtime stage is in that
+/// suite's index. The indexes are Debian's (fetched once into the shared
+/// cache).
+#[test]
+fn every_planned_package_exists_in_its_suite() {
+    use kiln::packages::repo::{Repo, RepoConfig};
+    let config = RepoConfig {
+        cache: Some(support::shared_cache().join("packages")),
+        ..RepoConfig::from_env()
+    };
+    let repo = Repo::new(config, &kiln::progress::Progress::quiet()).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut examples: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    examples.sort();
+    // Provider branches the examples do not take: PHP extensions, native
+    // dependencies of Node, Python and Ruby apps, Rust with OpenSSL.
+    let synthetic = tempfile::tempdir().unwrap();
+    let apps: &[(&str, &[(&str, &str)])] = &[
+        (
+            "php-extensions",
+            &[(
+                "composer.json",
+                r#"{"require": {"php": ">=8.1", "ext-pdo_mysql": "*", "ext-pdo_pgsql": "*",
+                   "ext-pdo_sqlite": "*", "ext-mbstring": "*", "ext-intl": "*", "ext-gd": "*",
+                   "ext-zip": "*", "ext-bcmath": "*", "ext-curl": "*", "ext-dom": "*",
+                   "ext-xml": "*", "ext-redis": "*", "ext-sodium": "*", "ext-iconv": "*",
+                   "ext-json": "*", "ext-openssl": "*", "ext-zlib": "*", "ext-gmp": "*",
+                   "ext-imagick": "*", "ext-soap": "*", "ext-mysqli": "*", "ext-exif": "*"}}"#,
+            )],
+        ),
+        (
+            "node-native",
+            &[(
+                "package.json",
+                r#"{"name": "x", "scripts": {"start": "node index.js"},
+                   "dependencies": {"canvas": "2", "puppeteer": "22", "prisma": "5"}}"#,
+            )],
+        ),
+        (
+            "python-native",
+            &[(
+                "requirements.txt",
+                "psycopg2\nmysqlclient\npycairo\npydub\npdf2image\nflask\n",
+            )],
+        ),
+        (
+            "ruby-native",
+            &[
+                (
+                    "Gemfile",
+                    "source \"https://rubygems.org\"\ngem \"pg\"\ngem \"mysql2\"\ngem \"mini_magick\"\n\
+                     gem \"ruby-vips\"\ngem \"charlock_holmes\"\ngem \"sqlite3\"\ngem \"execjs\"\n",
+                ),
+                ("config.ru", "run ->(_) { [200, {}, [\"ok\"]] }\n"),
+            ],
+        ),
+        (
+            "rust-openssl",
+            &[
+                (
+                    "Cargo.toml",
+                    "[package]\nname = \"x\"\nversion = \"0.1.0\"\n[dependencies]\nopenssl = \"0.10\"\n",
+                ),
+                ("src/main.rs", "fn main() {}\n"),
+            ],
+        ),
+    ];
+    for (name, files) in apps {
+        let dir = synthetic.path().join(name);
+        for (f, text) in *files {
+            let p = dir.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        examples.push(dir);
+    }
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for suite in kiln::plan::versions::SUITES {
+        let idx = repo.load_suite(suite).unwrap();
+        for dir in &examples {
+            let name = dir.file_name().unwrap().to_string_lossy();
+            let env = [format!("KILN_SUITE={suite}")];
+            let plan = match kiln::plan::generate(dir, &env, &Default::default()) {
+                Ok(p) => p,
+                Err(e) => {
+                    // A toolchain the suite lacks is refused when planning.
+                    let msg = format!("{e:#}");
+                    assert!(
+                        msg.contains("does not satisfy the toolchain requests")
+                            || msg.contains("is not available"),
+                        "{name} ({suite}): {msg}"
+                    );
+                    continue;
+                }
+            };
+            let runtime = plan
+                .start
+                .as_ref()
+                .and_then(|s| s.apt_pkgs.clone())
+                .unwrap_or_default();
+            for (stage, pkgs) in [("build", plan.all_apt_pkgs()), ("runtime", runtime)] {
+                for p in pkgs {
+                    checked += 1;
+                    if !idx.knows(&p) {
+                        missing.push(format!("{name} ({suite}, {stage} stage): {p}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 300, "only {checked} packages checked");
+    assert!(
+        missing.is_empty(),
+        "packages not in the suite:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// PHP's generated `/assets/start.sh` (nginx template rendered with `sed`,
+/// php-fpm next to nginx) runs in the runtime image and the app answers
+/// (before: `/assets/start.sh: sed: not found`).
+#[test]
+fn php_start_script_runs_in_the_runtime_image() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(&home, tmp.path(), "php-vanilla", "Hello from php");
+}
+
+/// A package the config asks for (`aptPkgs = ["...", "cowsay"]`) is in the
+/// runtime image and on `PATH` (Debian puts cowsay in /usr/games); before,
+/// it reached the build stage only.
+#[test]
+fn requested_packages_reach_the_runtime_image() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "python-cowsay",
+        "< Hello from python-cowsay >",
+    );
+}
+
+/// The script kiln writes for `start.user` (the account appended to
+/// /etc/passwd, as `minimal` has no useradd) runs in the runtime image,
+/// and the app runs as that user.
+#[test]
+fn start_user_script_runs_in_the_runtime_image() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("python-node", tmp.path());
+    let config = dir.join("nixpacks.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[start]\nuser = \"app\"\n")).unwrap();
+    home.build(&dir, "user:1");
+    let who = home.stdout(&[
+        "--progress",
+        "quiet",
+        "run",
+        "user:1",
+        "sh",
+        "-c",
+        "id -un; echo ~",
+    ]);
+    assert_eq!(who, "app\n/home/app\n");
+    support::auto::serve_and_stop(&home, "user:1", "Hello from python-node, node v");
+}
+
+/// A Node app with its own native addon (`binding.gyp`): node-gyp runs at
+/// `npm install` with Python named without a manifest, over the whole
+/// source; python3, g++ and make stay out of the runtime (`buildOnlyPkgs`).
+#[test]
+fn node_gyp_addon_builds_with_python_and_runs() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "node-gyp-addon",
+        "Hello from node-gyp-addon (native)",
+    );
+    let out = home.kiln(&[
+        "--progress",
+        "quiet",
+        "run",
+        "node-gyp-addon:1",
+        "sh",
+        "-c",
+        "command -v python3 g++ make",
+    ]);
+    assert!(
+        out.stdout.is_empty(),
+        "build-only packages in the runtime image: {out:?}"
+    );
+}
