@@ -446,7 +446,10 @@ fn an_existing_layout_with_symlinked_dirs_is_refused() {
             "-o",
             &format!("type=oci,dest={}", dest.display()),
         ]);
-        assert!(!out.status.success(), "{name}: kiln wrote through a symlink");
+        assert!(
+            !out.status.success(),
+            "{name}: kiln wrote through a symlink"
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("is a symbolic link"), "{err}");
         assert_eq!(fs::read_dir(&canary).unwrap().count(), 0, "{name}");

@@ -17,6 +17,15 @@ use support::registry::Registry;
 
 use Item::*;
 
+/// A path of 300 directories below `deep` (a link to the canary).
+const LONG: &str = concat!(
+    "deep/",
+    "d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/",
+    "d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/",
+    "d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/",
+    "f"
+);
+
 /// The corpus: name → layers above the busybox base.
 fn corpus() -> Vec<(&'static str, Vec<Vec<Item>>)> {
     vec![
@@ -75,6 +84,20 @@ fn corpus() -> Vec<(&'static str, Vec<Vec<Item>>)> {
         (
             "magic-link",
             vec![vec![Symlink("m", "/proc/self/root"), File("m/pwned", b"x")]],
+        ),
+        (
+            // Not escapes by themselves: a host disk's node, a setuid-root
+            // file and a deep path under a link to the canary must stay
+            // inside kiln's 0700 dirs and nodev mounts.
+            "devices-setuid-long",
+            vec![vec![
+                Dir("dev"),
+                Device("dev/disk", true, 254, 0),
+                Device("dev/mem", false, 1, 1),
+                FileMode("setuid-sh", b"#!/bin/sh\n", 0o4755),
+                SymlinkToCanary("deep"),
+                File(LONG, b"x"),
+            ]],
         ),
         (
             "link-to-victim-file",

@@ -314,55 +314,7 @@ fn kiln_bin() -> &'static str {
     env!("CARGO_BIN_EXE_kiln")
 }
 
-const TEST_USER: &str = "kilnsbx";
-
-/// An unprivileged user with subordinate id ranges (made once).
-fn unprivileged_user() -> (u32, u32) {
-    let ok = Command::new("id")
-        .arg(TEST_USER)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !ok {
-        let st = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", TEST_USER])
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd failed");
-    }
-    let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
-    if !subuid
-        .lines()
-        .any(|l| l.starts_with(&format!("{TEST_USER}:")))
-    {
-        let st = Command::new("usermod")
-            .args([
-                "--add-subuids",
-                "300000-365535",
-                "--add-subgids",
-                "300000-365535",
-                TEST_USER,
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "usermod --add-subuids failed");
-    }
-    let id = |flag: &str| -> u32 {
-        let o = Command::new("id").args([flag, TEST_USER]).output().unwrap();
-        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
-    };
-    (id("-u"), id("-g"))
-}
-
-/// A copy of the kiln binary the unprivileged user can execute.
-fn kiln_for(dir: &Path) -> PathBuf {
-    let dest = dir.join("kiln");
-    fs::copy(kiln_bin(), &dest).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).unwrap();
-    dest
-}
+use support::rootless::{USER as TEST_USER, kiln_in as kiln_for, user as unprivileged_user};
 
 #[test]
 fn isolation_as_unprivileged_user() {

@@ -31,6 +31,10 @@ pub enum Item {
     Whiteout(&'static str),
     /// `.wh..wh..opq` in directory `dir`.
     Opaque(&'static str),
+    /// A regular file with this mode (setuid, world-writable…).
+    FileMode(&'static str, &'static [u8], u32),
+    /// A character (`false`) or block (`true`) device node.
+    Device(&'static str, bool, u32, u32),
 }
 
 pub struct Canary {
@@ -159,6 +163,23 @@ pub fn tar_of(items: &[Item], canary: &Canary) -> Vec<u8> {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_mode(0o644);
                 b.append_data(&mut h, marker, std::io::empty()).unwrap();
+            }
+            Item::FileMode(name, data, mode) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, name, &data[..]).unwrap();
+            }
+            Item::Device(name, block, major, minor) => {
+                h.set_entry_type(if *block {
+                    tar::EntryType::Block
+                } else {
+                    tar::EntryType::Char
+                });
+                h.set_mode(0o666);
+                h.set_device_major(*major).unwrap();
+                h.set_device_minor(*minor).unwrap();
+                b.append_data(&mut h, name, std::io::empty()).unwrap();
             }
             Item::Opaque(dir) => {
                 h.set_entry_type(tar::EntryType::Regular);
