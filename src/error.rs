@@ -7,7 +7,7 @@
 
 pub type Result<T, E = anyhow::Error> = std::result::Result<T, E>;
 
-/// Exit codes of the `kiln` binary, documented in `docs/cli.md`.
+/// Exit codes of the `kiln` binary, documented in the README ("Exit codes").
 pub mod code {
     /// Any failure without a more specific code.
     pub const FAILURE: u8 = 1;
@@ -17,6 +17,8 @@ pub mod code {
     pub const NO_PROVIDER: u8 = 3;
     /// A build step ran and failed.
     pub const STEP_FAILED: u8 = 4;
+    /// Interrupted by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// An error that carries its own exit code. Modules wrap their typed errors

@@ -186,7 +186,9 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
     };
     let result = build(&req, progress);
     if cancel.load(Ordering::SeqCst) {
-        anyhow::bail!("interrupted");
+        return Err(
+            crate::error::CodedError::new(crate::error::code::INTERRUPTED, "interrupted").into(),
+        );
     }
     let r = result?;
     if a.json {

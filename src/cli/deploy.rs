@@ -83,7 +83,11 @@ pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
     };
     let result = deploy(&req, progress);
     if cancel.load(Ordering::SeqCst) {
-        anyhow::bail!("interrupted; no documents were written");
+        return Err(crate::error::CodedError::new(
+            crate::error::code::INTERRUPTED,
+            "interrupted; no documents were written",
+        )
+        .into());
     }
     let r = result?;
     for b in &r.images {

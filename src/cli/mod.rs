@@ -62,9 +62,11 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Build an image from a Dockerfile, without a daemon.
+    /// Build an image from an app's source, without a daemon: detected and
+    /// planned like Nixpacks, or from its Dockerfile when it has one.
     ///
-    /// Example: kiln build . -t myapp:1 --build-arg VERSION=2 --output type=docker,dest=myapp.tar
+    /// Examples: kiln build . -t myapp:1 (auto plan or ./Dockerfile);
+    /// kiln build . -f Dockerfile.prod --build-arg VERSION=2 --output type=docker,dest=myapp.tar
     Build(Box<build::BuildArgs>),
     /// Print the build plan for an app (Nixpacks-compatible JSON or TOML).
     ///
@@ -217,8 +219,14 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Lock(a) => packages::lock(a, progress),
         Command::Cache(c) => images::cache(c),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
-            Ok(())
+            // Into a buffer first: clap_complete panics on a write error,
+            // and `kiln completions bash | head` closes the pipe early.
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut out);
+            match std::io::Write::write_all(&mut std::io::stdout(), &out) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => anyhow::Context::context(r, "writing the completions"),
+            }
         }
     }
 }

@@ -142,9 +142,11 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
     let quiet = Progress::quiet();
     match sandbox.run(&spec, &quiet) {
         Ok(out) => Ok(out.exit_code.clamp(0, 255) as u8),
-        Err(e) if e.downcast_ref::<crate::sandbox::Cancelled>().is_some() => {
-            Err(CodedError::new(130, format!("kiln run was interrupted: {e}")).into())
-        }
+        Err(e) if e.downcast_ref::<crate::sandbox::Cancelled>().is_some() => Err(CodedError::new(
+            crate::error::code::INTERRUPTED,
+            format!("kiln run was interrupted: {e}"),
+        )
+        .into()),
         Err(e) => Err(e),
     }
 }

@@ -1,0 +1,88 @@
+//! The binary's manners: pipes closed early, interruption, help text.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::kiln::Kiln;
+
+/// `kiln completions bash | head -1`: the reader goes away after one line;
+/// kiln stops quietly instead of panicking on the broken pipe.
+#[test]
+fn a_pipe_closed_early_is_not_a_panic() {
+    let k = Kiln::new();
+    let mut child = k
+        .cmd()
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader (and the pipe) is dropped here.
+    let out = child.wait_with_output().unwrap();
+    assert!(first.contains("kiln"), "{first}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{:?} {err}", out.status);
+}
+
+/// Ctrl-C during a build exits 130, as shells and docs/sandbox.md say.
+/// (Needs root for the step's sandbox.)
+#[cfg(feature = "e2e")]
+#[test]
+fn an_interrupted_build_exits_130() {
+    use support::hostile::{busybox_layer, oci_layout};
+    let k = Kiln::new();
+    oci_layout(&k.path("bb"), &[busybox_layer()], "bb:1");
+    k.ok(&["load", k.path("bb").to_str().unwrap()]);
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb:1\nRUN echo started && /bin/busybox sleep 60\n",
+    )
+    .unwrap();
+    let mut child = k
+        .cmd()
+        .args(["build", "ctx", "--progress", "plain"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the step runs.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let start = Instant::now();
+    let mut seen = String::new();
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap_or(0) > 0 {
+        seen.push_str(&line);
+        if line.contains("started") {
+            break;
+        }
+        line.clear();
+        assert!(start.elapsed() < Duration::from_secs(60), "{seen}");
+    }
+    assert!(seen.contains("started"), "the step never ran: {seen}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(
+        start.elapsed() < Duration::from_secs(50),
+        "kiln waited for the step"
+    );
+}
+
+#[test]
+fn build_help_leads_with_the_auto_build() {
+    let k = Kiln::new();
+    let help = k.stdout(&["build", "--help"]);
+    let first = help.lines().next().unwrap_or_default();
+    assert!(first.contains("app's source"), "{first}");
+}
