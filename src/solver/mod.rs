@@ -52,6 +52,9 @@ pub struct SolveOptions<'a> {
     pub layer: LayerOptions,
     /// Run every step even when its key is cached.
     pub no_cache: bool,
+    /// Resolve package bases again (not the sets earlier builds resolved)
+    /// and pull base images even when the local store has them.
+    pub pull: bool,
     /// Secret values by id (`--secret id=X,src=FILE`); never stored.
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// Set to cancel running steps (Ctrl-C).
@@ -388,7 +391,8 @@ impl Solver {
         progress: &Progress,
     ) -> Result<Image> {
         use crate::packages::{compose::ComposeOptions, image};
-        let req = packages_request(p, platform);
+        let mut req = packages_request(p, platform);
+        req.pull = opts.pull;
         let lock = match &p.lock {
             Some(d) => Some(opts.package_locks.get(d).cloned().with_context(|| {
                 format!(
@@ -428,6 +432,12 @@ impl Solver {
                 p.suite
             )
         })?;
+        if let Some(note) = built.set.stale_note() {
+            progress.info(format!(
+                "[packages] {}: {note}",
+                one_line(&p.packages.join(" "))
+            ));
+        }
         task.finish(if built.composed.cached {
             "cached"
         } else {
@@ -445,7 +455,9 @@ impl Solver {
         progress: &Progress,
     ) -> Result<Image> {
         let platform = parse_platform(platform_str).unwrap_or_else(|_| host_platform());
-        if let Ok(desc) = self.images.resolve(reference) {
+        if !(opts.pull && opts.registry.is_some())
+            && let Ok(desc) = self.images.resolve(reference)
+        {
             for (d, _) in crate::oci::image::closure(self.images.blobs(), &desc)? {
                 self.store.import_from(self.images.blobs(), &d)?;
             }
@@ -959,6 +971,7 @@ pub(crate) fn packages_request(
         base: p.base,
         recommends: false,
         packages: p.packages.clone(),
+        pull: false,
     }
 }
 
