@@ -90,6 +90,12 @@ fn warm_rebuild_without_network_reuses_the_package_sets() {
         sets.iter().all(|s| *s == "cached"),
         "package sets: {sets:?}"
     );
+    // The runtime copies the app, then the virtualenv: the app changed,
+    // the virtualenv did not, so its copy is cached by content.
+    assert_eq!(
+        step_status(&events, "COPY --from=build /opt/venv"),
+        vec!["cached"]
+    );
 }
 
 #[test]
@@ -117,4 +123,84 @@ fn pull_resolves_the_package_sets_again() {
     let read = started(&events, "[index]");
     assert!(!read.is_empty(), "--pull reads the suite's index");
     assert!(read.iter().all(|n| n == "[index] trixie"), "{read:?}");
+}
+
+/// `kiln --progress json build DIR -t NAME --json` with the network.
+fn build(home: &Kiln, dir: &Path, name: &str) -> (String, Vec<serde_json::Value>) {
+    home.build(dir, name)
+}
+
+#[test]
+fn copy_from_a_stage_is_keyed_by_what_it_copies() {
+    let home = Kiln::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    for (f, c) in [
+        ("venv/lib/site.py", "import os\n"),
+        ("venv/bin/python", "#!/bin/sh\n"),
+        ("src/main.py", "print('one')\n"),
+    ] {
+        let p = dir.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+    // The source stage copies the app before the venv, and so does the
+    // final stage: a change to the app changes every key after it.
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch AS build\n\
+         COPY src /app\n\
+         COPY venv /opt/venv\n\
+         FROM scratch\n\
+         COPY --from=build /app /app\n\
+         COPY --from=build /opt/venv /opt/venv\n\
+         ENV A=1\n",
+    )
+    .unwrap();
+    let (first, events) = build(&home, &dir, "copy:1");
+    assert_eq!(
+        step_status(&events, "COPY --from=build /opt/venv"),
+        vec!["done"]
+    );
+
+    // Only the app changed: the venv copy is cached (same layer), the app
+    // copy is not.
+    std::fs::write(dir.join("src/main.py"), "print('two')\n").unwrap();
+    let (second, events) = build(&home, &dir, "copy:2");
+    assert_ne!(first, second);
+    assert_eq!(step_status(&events, "COPY --from=build /app"), vec!["done"]);
+    assert_eq!(
+        step_status(&events, "COPY --from=build /opt/venv"),
+        vec!["cached"],
+        "an unchanged subtree of the source stage is cached"
+    );
+    let (l1, l2) = (
+        support::auto::layers(&home, "copy:1"),
+        support::auto::layers(&home, "copy:2"),
+    );
+    assert_ne!(l1[0], l2[0], "the app layer changes");
+    assert_eq!(l1[1], l2[1], "the venv layer is the same blob");
+
+    // No change: everything cached, the same image.
+    let (third, events) = build(&home, &dir, "copy:3");
+    assert_eq!(third, second);
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["event"] == "finish")
+            .all(|e| e["status"] != "done"),
+        "an unchanged rebuild runs nothing"
+    );
+
+    // A change inside the copied subtree is copied.
+    std::fs::write(dir.join("venv/lib/site.py"), "import sys\n").unwrap();
+    let (_, events) = build(&home, &dir, "copy:4");
+    assert_eq!(
+        step_status(&events, "COPY --from=build /opt/venv"),
+        vec!["done"]
+    );
+    assert_eq!(
+        step_status(&events, "COPY --from=build /app"),
+        vec!["cached"]
+    );
 }
