@@ -308,6 +308,9 @@ pub fn image_packages(a: ImagePackagesArgs, progress: &Progress) -> Result<()> {
     };
     let cache = crate::oci::cache_store()?;
     let built = crate::packages::image::build(&cache, &req, lock, &opts, progress)?;
+    if let Some(note) = built.set.stale_note() {
+        progress.info(note);
+    }
     let images = crate::oci::ImageStore::open_default()?;
     images.import(&cache, &built.image.manifest_desc, &name)?;
     if let Some(out) = output {
