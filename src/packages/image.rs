@@ -205,3 +205,21 @@ pub fn assemble(
     config.set_labels(Some(labels));
     b.write(store, opts.layer.epoch)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_a_reused_set_older_than_a_week_is_named_stale() {
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(SetSource::Reused(6 * day).stale_note(), None);
+        assert_eq!(SetSource::Resolved.stale_note(), None);
+        assert_eq!(SetSource::Lockfile.stale_note(), None);
+        assert_eq!(
+            SetSource::Reused(9 * day + Duration::from_secs(5)).stale_note(),
+            Some("package set resolved 9 days ago; --pull for newer packages".to_string())
+        );
+    }
+}
