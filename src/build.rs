@@ -40,6 +40,10 @@ pub struct BuildRequest {
     /// Names for the image in the local store (and push targets).
     pub tags: Vec<String>,
     pub no_cache: bool,
+    /// Resolve package bases against the archive again instead of reusing
+    /// the sets earlier builds resolved, and pull base images from their
+    /// registry even when the local store has them (`--pull`).
+    pub pull: bool,
     /// Secret values by id.
     pub secrets: BTreeMap<String, Vec<u8>>,
     pub outputs: Vec<Output>,
@@ -168,6 +172,7 @@ fn solve_options<'a>(
             epoch: source_date_epoch()?,
         },
         no_cache: req.no_cache,
+        pull: req.pull,
         secrets: req.secrets.clone(),
         cancel: req.cancel.clone(),
         registry: Some(client),
@@ -482,7 +487,7 @@ fn auto_graph(
             crate::plan::lower::DEFAULT_IGNORE.join(" ")
         ));
     }
-    let ctx = crate::dockerfile::context::Context::open(dir, matcher)?;
+    let ctx = crate::dockerfile::context::Context::open_cached(dir, matcher)?;
     let platform = match &req.platform {
         Some(p) => crate::dockerfile::lower::Platform::parse(p)
             .map_err(|e| anyhow::anyhow!("--platform: {e}"))?,

@@ -43,6 +43,11 @@ pub struct BuildArgs {
     /// Run every step, ignoring the step cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Resolve Debian package sets against the archive again (they are
+    /// otherwise reused, like pulled base images) and pull base images
+    /// even when the local store has them.
+    #[arg(long)]
+    pub pull: bool,
     /// Export: type=oci,dest=DIR | type=oci-archive,dest=F.tar | type=docker,dest=F.tar | type=registry (repeatable).
     #[arg(short, long)]
     pub output: Vec<String>,
@@ -171,6 +176,7 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         platform: a.platform,
         tags: a.tag,
         no_cache: a.no_cache,
+        pull: a.pull,
         secrets,
         outputs,
         push: a.push,

@@ -150,6 +150,7 @@ impl SetArgs {
             base: self.base,
             recommends: self.with_recommends,
             packages,
+            pull: false,
         })
     }
 }
@@ -240,6 +241,10 @@ pub struct ImagePackagesArgs {
     /// Use exactly the files of this lockfile (see `kiln lock`).
     #[arg(long)]
     pub lock: Option<std::path::PathBuf>,
+    /// Resolve against the archive again instead of reusing the set an
+    /// earlier build of the same request resolved.
+    #[arg(long)]
+    pub pull: bool,
     /// At most this many layers.
     #[arg(long, default_value_t = crate::packages::compose::DEFAULT_MAX_LAYERS)]
     pub max_layers: usize,
@@ -274,7 +279,8 @@ pub fn image_packages(a: ImagePackagesArgs, progress: &Progress) -> Result<()> {
     if lock.is_none() && a.packages.is_empty() && a.set.base == Base::None {
         anyhow::bail!("nothing to install: give packages, a --base, or --lock");
     }
-    let req = a.set.request(a.packages)?;
+    let mut req = a.set.request(a.packages)?;
+    req.pull = a.pull;
     let opts = crate::packages::compose::ComposeOptions {
         max_layers: a.max_layers,
         layer: crate::oci::LayerOptions {
@@ -302,6 +308,9 @@ pub fn image_packages(a: ImagePackagesArgs, progress: &Progress) -> Result<()> {
     };
     let cache = crate::oci::cache_store()?;
     let built = crate::packages::image::build(&cache, &req, lock, &opts, progress)?;
+    if let Some(note) = built.set.stale_note() {
+        progress.info(note);
+    }
     let images = crate::oci::ImageStore::open_default()?;
     images.import(&cache, &built.image.manifest_desc, &name)?;
     if let Some(out) = output {

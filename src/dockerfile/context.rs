@@ -6,8 +6,11 @@
 //! Docker sends them. A COPY source that names a symlink is followed, scoped
 //! to the context root, as BuildKit does; symlinks inside copied
 //! directories stay symlinks. Sockets, FIFOs and devices are skipped.
+//!
+//! [`Context::open_cached`] remembers digests across builds in a stat cache
+//! ([`super::statcache`]), so a rebuild reads only the files that changed.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -18,6 +21,7 @@ use anyhow::{Context as _, bail};
 
 use super::ignore::{Matcher, clean};
 use super::shell::glob_match;
+use super::statcache::{self, FileStat, Known};
 use crate::Result;
 use crate::oci::digest::{Digest, Hasher};
 
@@ -37,7 +41,11 @@ pub struct Entry {
     pub kind: EntryKind,
     /// Permission bits (including setuid/setgid/sticky).
     pub mode: u32,
+    /// For files: the stat seen while walking, which the stat cache checks.
+    stat: Option<FileStat>,
     digest: OnceCell<Digest>,
+    /// For files: how the digest is known, to write the stat cache.
+    known: OnceCell<Known>,
 }
 
 /// Error for a COPY source that is not in the context.
@@ -55,6 +63,10 @@ pub struct Context {
     pub root: PathBuf,
     entries: BTreeMap<String, Entry>,
     ignore: Matcher,
+    /// The stat cache: where it lives, what it held, and whether a file
+    /// was hashed since (it is written back when the context is dropped).
+    stat_cache: Option<(PathBuf, BTreeMap<String, Known>)>,
+    hashed: Cell<bool>,
 }
 
 impl Context {
@@ -69,9 +81,56 @@ impl Context {
             root: root.to_path_buf(),
             entries: BTreeMap::new(),
             ignore,
+            stat_cache: None,
+            hashed: Cell::new(false),
         };
         ctx.walk(root, "")?;
         Ok(ctx)
+    }
+
+    /// [`Context::open`] with the stat cache of `root` in the cache dir.
+    pub fn open_cached(root: &Path, ignore: Matcher) -> Result<Context> {
+        let path = statcache::default_path(root)?;
+        Context::open_with_stat_cache(root, ignore, path)
+    }
+
+    /// [`Context::open`] with the stat cache in `cache_file`.
+    pub fn open_with_stat_cache(
+        root: &Path,
+        ignore: Matcher,
+        cache_file: PathBuf,
+    ) -> Result<Context> {
+        let mut ctx = Context::open(root, ignore)?;
+        let known = statcache::load(&cache_file);
+        ctx.stat_cache = Some((cache_file, known));
+        Ok(ctx)
+    }
+
+    /// Writes the stat cache back (when a file was hashed since it was
+    /// read): every file whose digest is known now, or was known and is
+    /// still vouched for.
+    pub fn save_stat_cache(&self) -> Result<()> {
+        let Some((path, old)) = &self.stat_cache else {
+            return Ok(());
+        };
+        if !self.hashed.get() {
+            return Ok(());
+        }
+        let mut files = BTreeMap::new();
+        for e in self.entries.values() {
+            let Some(stat) = &e.stat else { continue };
+            let k = match e.known.get() {
+                Some(k) => k.clone(),
+                None => match old.get(&e.path) {
+                    Some(k) if k.vouches_for(stat) => k.clone(),
+                    _ => continue,
+                },
+            };
+            files.insert(e.path.clone(), k);
+        }
+        statcache::save(path, files)?;
+        self.hashed.set(false);
+        Ok(())
     }
 
     /// Returns whether anything under `dir` was included.
@@ -109,7 +168,7 @@ impl Context {
                 // Insert first so the entry exists while children are added.
                 let inner = self.walk(&full, &path)?;
                 if !excluded || inner {
-                    self.insert(path, EntryKind::Dir, mode);
+                    self.insert(path, EntryKind::Dir, mode, None);
                     any = true;
                 }
                 continue;
@@ -117,6 +176,7 @@ impl Context {
             if excluded {
                 continue;
             }
+            let stat = ft.is_file().then(|| FileStat::of(&md));
             let kind = if ft.is_file() {
                 EntryKind::File { size: md.len() }
             } else if ft.is_symlink() {
@@ -129,20 +189,22 @@ impl Context {
                 // Sockets, FIFOs and devices are not sent, as with Docker.
                 continue;
             };
-            self.insert(path, kind, mode);
+            self.insert(path, kind, mode, stat);
             any = true;
         }
         Ok(any)
     }
 
-    fn insert(&mut self, path: String, kind: EntryKind, mode: u32) {
+    fn insert(&mut self, path: String, kind: EntryKind, mode: u32, stat: Option<FileStat>) {
         self.entries.insert(
             path.clone(),
             Entry {
                 path,
                 kind,
                 mode,
+                stat,
                 digest: OnceCell::new(),
+                known: OnceCell::new(),
             },
         );
     }
@@ -156,11 +218,20 @@ impl Context {
         self.entries.get(path)
     }
 
-    /// The sha256 of a file's contents (computed once).
+    /// The sha256 of a file's contents (computed once; not at all when the
+    /// stat cache vouches for it).
     pub fn file_digest(&self, entry: &Entry) -> Result<Digest> {
         if let Some(d) = entry.digest.get() {
             return Ok(d.clone());
         }
+        if let (Some((_, known)), Some(stat)) = (&self.stat_cache, &entry.stat)
+            && let Some(k) = known.get(&entry.path)
+            && k.vouches_for(stat)
+        {
+            let _ = entry.digest.set(k.digest.clone());
+            return Ok(k.digest.clone());
+        }
+        let hashed_ns = statcache::now_ns();
         let full = self.root.join(&entry.path);
         let mut f = fs::File::open(&full).with_context(|| format!("opening {}", full.display()))?;
         let mut h = Hasher::new();
@@ -176,6 +247,14 @@ impl Context {
         }
         let d = h.finish().0;
         let _ = entry.digest.set(d.clone());
+        if let Some(stat) = entry.stat {
+            let _ = entry.known.set(Known {
+                stat,
+                digest: d.clone(),
+                hashed_ns,
+            });
+            self.hashed.set(true);
+        }
         Ok(d)
     }
 
@@ -319,6 +398,13 @@ impl Context {
             }
         }
         Ok(h.finish().0)
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // Best effort: a cache not written only costs the next build hashing.
+        let _ = self.save_stat_cache();
     }
 }
 
@@ -489,6 +575,88 @@ mod tests {
             ctx(&t, "")
                 .digest_sources(&["a.txt".into()], &none)
                 .unwrap()
+        );
+    }
+
+    /// Rewrites the stat cache at `path`, giving `file` the digest `fake`:
+    /// a build that returns `fake` took the digest from the cache.
+    fn forge(path: &Path, file: &str, fake: &Digest) {
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        v["files"][file]["digest"] = serde_json::Value::String(fake.to_string());
+        fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    fn set_mtime(p: &Path, t: std::time::SystemTime) {
+        fs::File::options()
+            .append(true)
+            .open(p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    #[test]
+    fn stat_cache_skips_unchanged_files_and_sees_every_change() {
+        let t = tree();
+        let cache = tempfile::tempdir().unwrap();
+        let cache_file = cache.path().join("ctx.json");
+        let open = || {
+            Context::open_with_stat_cache(t.path(), Matcher::default(), cache_file.clone()).unwrap()
+        };
+        let f = t.path().join("a.txt");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        set_mtime(&f, old);
+        // The ctime (which cannot be set back) must be older than the
+        // hashing by the racy margin for the cache to vouch for the file.
+        std::thread::sleep(statcache::RACY_MARGIN + std::time::Duration::from_millis(100));
+        let a = open();
+        let real = a.file_digest(a.get("a.txt").unwrap()).unwrap();
+        assert_eq!(real, Digest::of(b"a"));
+        drop(a);
+        // Unchanged stat, old enough: the digest comes from the cache
+        // (forged here to tell a hit from a read).
+        let fake = Digest::of(b"forged");
+        forge(&cache_file, "a.txt", &fake);
+        let b = open();
+        assert_eq!(b.file_digest(b.get("a.txt").unwrap()).unwrap(), fake);
+        drop(b);
+        // Same size, mtime set back to the same nanosecond: the ctime moved,
+        // so the file is read again.
+        fs::write(&f, "z").unwrap();
+        set_mtime(&f, old);
+        // Size, mtime and inode are back and older than the margin: only
+        // the ctime tells.
+        std::thread::sleep(statcache::RACY_MARGIN + std::time::Duration::from_millis(100));
+        let c = open();
+        assert_eq!(
+            c.file_digest(c.get("a.txt").unwrap()).unwrap(),
+            Digest::of(b"z")
+        );
+    }
+
+    #[test]
+    fn stat_cache_rehashes_a_file_as_new_as_the_cache() {
+        let t = tree();
+        let cache = tempfile::tempdir().unwrap();
+        let cache_file = cache.path().join("ctx.json");
+        let open = || {
+            Context::open_with_stat_cache(t.path(), Matcher::default(), cache_file.clone()).unwrap()
+        };
+        // b.txt was just written: its digest is recorded, but a rewrite in
+        // the same timestamp tick could keep every stat field but ctime's
+        // nanoseconds on a coarse filesystem, so it is not trusted yet.
+        let a = open();
+        assert_eq!(
+            a.file_digest(a.get("b.txt").unwrap()).unwrap(),
+            Digest::of(b"b")
+        );
+        drop(a);
+        forge(&cache_file, "b.txt", &Digest::of(b"forged"));
+        let b = open();
+        assert_eq!(
+            b.file_digest(b.get("b.txt").unwrap()).unwrap(),
+            Digest::of(b"b"),
+            "a racily clean entry must be read again"
         );
     }
 

@@ -24,6 +24,7 @@ pub mod lower;
 pub mod mounts;
 pub mod parse;
 pub mod shell;
+pub mod statcache;
 
 use std::path::{Path, PathBuf};
 
@@ -80,7 +81,7 @@ pub fn load_with(
     let name = dockerfile.display().to_string();
     let df = parse(&name, &text)?;
     let (matcher, ignore_file) = ignore::load(context_dir, dockerfile)?;
-    let ctx = context::Context::open(context_dir, matcher)?;
+    let ctx = context::Context::open_cached(context_dir, matcher)?;
     let lowered = lower::lower(&df, &text, Some(&ctx), args, resolver)?;
     Ok(Loaded {
         lowered,

@@ -4,6 +4,12 @@
 //! digests of context files it reads), and the keys/digests of the stages
 //! and images it reads. Locations and comments are not part of keys, so
 //! editing a comment or moving a line re-runs nothing.
+//!
+//! A `COPY --from=<stage>` is also known by the content it writes
+//! ([`content_copy_key`]): the solver keys its layer by a digest of its
+//! entries once the source stage is built, so an unchanged subtree stays
+//! cached whatever else changed in the source stage (BuildKit keys such
+//! copies by content too), and the steps after it chain from that key.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +34,10 @@ pub struct StageKeys {
     /// equals the last step's key unless a `COPY --link` step (keyed
     /// without its parent) is involved.
     pub result: Digest,
+    /// One per step: the keys of the stages and images it reads, to key it
+    /// again over another parent ([`step_key`]).
+    #[serde(default)]
+    pub reads: Vec<Vec<Digest>>,
 }
 
 impl StageKeys {
@@ -41,7 +51,7 @@ impl StageKeys {
 /// cache key leaves the parent out (`COPY --link`, as in BuildKit). A
 /// `--chown` by name is resolved in the parent's /etc/passwd, so that
 /// layer does depend on the parent and keeps it in its key.
-fn independent_of_parent(op: &Op) -> bool {
+pub fn independent_of_parent(op: &Op) -> bool {
     match op {
         Op::Copy(c) => {
             c.link
@@ -94,6 +104,58 @@ fn image_key(reference: &str, platform: &str, images: &ImageDigests) -> Digest {
     h.finish().0
 }
 
+/// The key of a step over `parent`, given the keys of what it reads.
+pub fn step_key(parent: &Digest, op: &Op, reads: &[Digest]) -> Result<Digest> {
+    let linked = independent_of_parent(op);
+    let mut h = hasher(if linked { "linked step" } else { "step" });
+    if !linked {
+        field(&mut h, parent.to_string().as_bytes());
+    }
+    field(&mut h, &serde_json::to_vec(op)?);
+    for r in reads {
+        field(&mut h, r.to_string().as_bytes());
+    }
+    Ok(h.finish().0)
+}
+
+/// What the steps after a step with key `k` chain from.
+pub fn after_step(parent: &Digest, op: &Op, k: &Digest) -> Digest {
+    if independent_of_parent(op) {
+        // The steps after a linked layer still see everything below it:
+        // chain the parent back in.
+        let mut h = hasher("after linked step");
+        field(&mut h, parent.to_string().as_bytes());
+        field(&mut h, k.to_string().as_bytes());
+        h.finish().0
+    } else {
+        k.clone()
+    }
+}
+
+/// The key of a `COPY --from=<stage>` layer by what it writes: `content`
+/// is the digest of its entries (paths, metadata, link targets, file
+/// contents, and the destination's parent directories as the stage below
+/// has them), which is everything the layer is made of. So the key is a
+/// pure function of content, the same on every machine, and needs no
+/// parent key: an unchanged subtree is cached even after an earlier step
+/// of the stage changed (BuildKit re-copies it then). The steps after it
+/// chain from [`after_content_copy`].
+pub fn content_copy_key(op: &Op, content: &Digest) -> Result<Digest> {
+    let mut h = hasher("content copy");
+    field(&mut h, &serde_json::to_vec(op)?);
+    field(&mut h, content.to_string().as_bytes());
+    Ok(h.finish().0)
+}
+
+/// What the steps after a copy keyed by content chain from: the layers
+/// below it (`parent`) and its own.
+pub fn after_content_copy(parent: &Digest, k: &Digest) -> Digest {
+    let mut h = hasher("after content copy");
+    field(&mut h, parent.to_string().as_bytes());
+    field(&mut h, k.to_string().as_bytes());
+    h.finish().0
+}
+
 /// Computes keys for every stage `target` needs.
 pub fn compute(graph: &Graph, target: usize, images: &ImageDigests) -> Result<CacheKeys> {
     let order = deps::build_order(graph, target)?;
@@ -131,13 +193,8 @@ pub fn compute(graph: &Graph, target: usize, images: &ImageDigests) -> Result<Ca
         };
         let mut parent = base.clone();
         let mut steps = Vec::with_capacity(stage.steps.len());
+        let mut all_reads = Vec::with_capacity(stage.steps.len());
         for step in &stage.steps {
-            let linked = independent_of_parent(&step.op);
-            let mut h = hasher(if linked { "linked step" } else { "step" });
-            if !linked {
-                field(&mut h, parent.to_string().as_bytes());
-            }
-            field(&mut h, &serde_json::to_vec(&step.op)?);
             // What the step reads from other stages and images.
             let mut reads: Vec<&CopyFrom> = Vec::new();
             match &step.op {
@@ -155,37 +212,26 @@ pub fn compute(graph: &Graph, target: usize, images: &ImageDigests) -> Result<Ca
                 }
                 _ => {}
             }
+            let mut read_keys = Vec::with_capacity(reads.len());
             for r in reads {
                 match r {
                     CopyFrom::Context => {}
-                    CopyFrom::Stage(i) => {
-                        field(&mut h, result_of(*i, &keys)?.to_string().as_bytes())
+                    CopyFrom::Stage(i) => read_keys.push(result_of(*i, &keys)?),
+                    CopyFrom::Image(reference) => {
+                        read_keys.push(image_key(reference, &stage.platform, images))
                     }
-                    CopyFrom::Image(reference) => field(
-                        &mut h,
-                        image_key(reference, &stage.platform, images)
-                            .to_string()
-                            .as_bytes(),
-                    ),
                 }
             }
-            let k = h.finish().0;
-            steps.push(k.clone());
-            parent = if linked {
-                // The steps after a linked layer still see everything
-                // below it: chain the parent back in.
-                let mut h = hasher("after linked step");
-                field(&mut h, parent.to_string().as_bytes());
-                field(&mut h, k.to_string().as_bytes());
-                h.finish().0
-            } else {
-                k
-            };
+            let k = step_key(&parent, &step.op, &read_keys)?;
+            parent = after_step(&parent, &step.op, &k);
+            steps.push(k);
+            all_reads.push(read_keys);
         }
         keys[idx] = Some(StageKeys {
             base,
             steps,
             result: parent,
+            reads: all_reads,
         });
     }
     Ok(CacheKeys { stages: keys })

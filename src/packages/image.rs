@@ -26,6 +26,10 @@ pub struct PackagesRequest {
     pub recommends: bool,
     /// `name`, `name@prefix` or `name=version`.
     pub packages: Vec<String>,
+    /// Resolve against the archive again even when this request's set was
+    /// resolved before (`--pull`); otherwise the stored set is reused
+    /// without reading an index ([`super::resolved`]).
+    pub pull: bool,
 }
 
 impl PackagesRequest {
@@ -51,15 +55,17 @@ pub fn resolve(req: &PackagesRequest, progress: &Progress) -> Result<Resolution>
     Ok(res)
 }
 
-/// Resolves a request into a lockfile.
+/// Resolves a request into a lockfile (always against the archive), and
+/// keeps it as the request's resolved set for later builds.
 pub fn lock(req: &PackagesRequest, progress: &Progress) -> Result<Lockfile> {
     let res = resolve(req, progress)?;
-    Ok(Lockfile::from_resolution(
-        &res,
-        req.base,
-        req.recommends,
-        &req.sorted_requests(),
-    ))
+    let lock = Lockfile::from_resolution(&res, req.base, req.recommends, &req.sorted_requests());
+    // With `--suite` unset the suite is picked from the versions; the set
+    // is stored under the request as given, so the same request finds it.
+    if let Err(e) = super::resolved::put(req, &lock) {
+        progress.warn(format!("{e:#}"));
+    }
+    Ok(lock)
 }
 
 /// A built image.
@@ -68,11 +74,39 @@ pub struct Built {
     pub image: Image,
     pub lock: Lockfile,
     pub composed: Composed,
+    /// Where the package set came from.
+    pub set: SetSource,
+}
+
+/// Where a built image's package set came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetSource {
+    /// The lockfile the caller gave.
+    Lockfile,
+    /// Resolved against the archive now.
+    Resolved,
+    /// The set resolved by an earlier build, this long ago (no index read).
+    Reused(std::time::Duration),
+}
+
+impl SetSource {
+    /// A note for the progress line when a reused set is older than
+    /// [`super::resolved::STALE_AFTER`].
+    pub fn stale_note(&self) -> Option<String> {
+        match self {
+            SetSource::Reused(age) if *age >= super::resolved::STALE_AFTER => Some(format!(
+                "package set resolved {} ago; --pull for newer packages",
+                super::resolved::age_text(*age)
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Builds an image into `store`. With `lock`, exactly its files are used
-/// (after checking it was made for this request); otherwise the request is
-/// resolved against the indexes.
+/// (after checking it was made for this request); otherwise the set
+/// resolved for this request by an earlier build is reused, or (the first
+/// time, or with `req.pull`) the request is resolved against the indexes.
 pub fn build(
     store: &Store,
     req: &PackagesRequest,
@@ -80,7 +114,7 @@ pub fn build(
     opts: &ComposeOptions,
     progress: &Progress,
 ) -> Result<Built> {
-    let lock = match lock {
+    let (lock, set) = match lock {
         Some(l) => {
             let want = req.sorted_requests();
             if !req.packages.is_empty()
@@ -104,7 +138,7 @@ pub fn build(
                     l.suite
                 );
             }
-            l
+            (l, SetSource::Lockfile)
         }
         None => lock_or_resolve(req, progress)?,
     };
@@ -115,11 +149,17 @@ pub fn build(
         image,
         lock,
         composed,
+        set,
     })
 }
 
-fn lock_or_resolve(req: &PackagesRequest, progress: &Progress) -> Result<Lockfile> {
-    lock(req, progress)
+fn lock_or_resolve(req: &PackagesRequest, progress: &Progress) -> Result<(Lockfile, SetSource)> {
+    if !req.pull
+        && let Some(r) = super::resolved::get(req)?
+    {
+        return Ok((r.lock, SetSource::Reused(r.age)));
+    }
+    Ok((lock(req, progress)?, SetSource::Resolved))
 }
 
 /// Image config + manifest over composed layers.
@@ -164,4 +204,22 @@ pub fn assemble(
     );
     config.set_labels(Some(labels));
     b.write(store, opts.layer.epoch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_a_reused_set_older_than_a_week_is_named_stale() {
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(SetSource::Reused(6 * day).stale_note(), None);
+        assert_eq!(SetSource::Resolved.stale_note(), None);
+        assert_eq!(SetSource::Lockfile.stale_note(), None);
+        assert_eq!(
+            SetSource::Reused(9 * day + Duration::from_secs(5)).stale_note(),
+            Some("package set resolved 9 days ago; --pull for newer packages".to_string())
+        );
+    }
 }

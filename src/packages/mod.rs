@@ -19,6 +19,7 @@
 //! | [`configure`] | maintainer-script results, emulated |
 //! | [`compose`] | downloads, grouping by the dependency graph, layer cache |
 //! | [`lock`] | `kiln.lock` |
+//! | [`resolved`] | resolved sets reused by later builds (like pulled base images) |
 //! | [`image`] | the library API: request → lockfile → image |
 
 pub mod compose;
@@ -35,5 +36,6 @@ pub mod lock;
 pub mod relation;
 pub mod repo;
 pub mod resolve;
+pub mod resolved;
 pub mod verify;
 pub mod version;

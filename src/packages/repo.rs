@@ -482,6 +482,15 @@ impl Repo {
     }
 
     fn read_suite(&self, suite: &'static str) -> Result<SuiteIndex> {
+        // A task of its own: the index read is the slow part of resolving,
+        // and tests assert from the events that a warm build has none.
+        let task = self.progress.task(format!("[index] {suite}"));
+        let idx = self.read_suite_inner(suite)?;
+        task.finish("done");
+        Ok(idx)
+    }
+
+    fn read_suite_inner(&self, suite: &'static str) -> Result<SuiteIndex> {
         let mut idx = SuiteIndex::new(suite, &self.config.arch);
         let archives = self.config.archives(suite)?;
         let http = &self.http;

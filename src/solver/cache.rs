@@ -53,6 +53,12 @@ impl LayerRecord {
 pub struct StepRecord {
     /// `None` for a step that changed only the config (or nothing).
     pub layer: Option<LayerRecord>,
+    /// For a `COPY --from=<stage>` recorded under its source-stage key: the
+    /// content key it resolved to ([`crate::graph::key::content_copy_key`]),
+    /// which the steps after it chain from. A rebuild whose source stage
+    /// did not change finds it here without hashing the copied files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_key: Option<Digest>,
 }
 
 /// Step records by cache key.

@@ -24,6 +24,7 @@ use crate::Result;
 use crate::dockerfile::context::{Context, EntryKind as CtxKind, component_match};
 use crate::dockerfile::ignore::Matcher;
 use crate::graph::{Copy, CopyItem};
+use crate::oci::digest::{Digest, Hasher};
 use crate::oci::layer::{Entry, EntryKind, FileSource, Meta, read_xattrs};
 
 /// Where a copy reads from.
@@ -225,6 +226,77 @@ pub fn entries(
     Ok(out)
 }
 
+/// A digest of exactly what `entries` write into a layer: paths, kinds,
+/// metadata (mode, owner, mtime, xattrs), link targets and file contents.
+/// A `COPY --from=<stage>` is keyed by it ([`crate::graph::key::content_copy_key`]),
+/// so it is a pure function of content.
+pub fn content_digest(entries: &[Entry]) -> Result<Digest> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let field = |h: &mut Hasher, b: &[u8]| {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    for e in entries {
+        field(&mut h, e.path.as_os_str().as_bytes());
+        let m = &e.meta;
+        field(
+            &mut h,
+            format!("{:o} {} {} {}", m.mode, m.uid, m.gid, m.mtime).as_bytes(),
+        );
+        let mut xattrs: Vec<_> = m.xattrs.iter().collect();
+        xattrs.sort();
+        h.update(&(xattrs.len() as u64).to_le_bytes());
+        for (k, v) in xattrs {
+            field(&mut h, k.as_bytes());
+            field(&mut h, v);
+        }
+        match &e.kind {
+            EntryKind::File(FileSource::Bytes(b)) => {
+                field(&mut h, b"F");
+                field(&mut h, b);
+            }
+            EntryKind::File(FileSource::Path(p)) => {
+                field(&mut h, b"F");
+                let mut f =
+                    fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
+                let mut file = Hasher::new();
+                loop {
+                    let n = f
+                        .read(&mut buf)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    file.update(&buf[..n]);
+                }
+                field(&mut h, file.finish().0.to_string().as_bytes());
+            }
+            EntryKind::Dir => field(&mut h, b"D"),
+            EntryKind::Symlink(t) => {
+                field(&mut h, b"L");
+                field(&mut h, t.as_os_str().as_bytes());
+            }
+            EntryKind::Hardlink(t) => {
+                field(&mut h, b"H");
+                field(&mut h, t.as_os_str().as_bytes());
+            }
+            EntryKind::CharDevice { major, minor } => {
+                field(&mut h, format!("C {major} {minor}").as_bytes())
+            }
+            EntryKind::BlockDevice { major, minor } => {
+                field(&mut h, format!("B {major} {minor}").as_bytes())
+            }
+            EntryKind::Fifo => field(&mut h, b"P"),
+            EntryKind::Whiteout => field(&mut h, b"W"),
+            EntryKind::Opaque => field(&mut h, b"O"),
+        }
+    }
+    Ok(h.finish().0)
+}
+
 fn meta_of(host: &Path, m: &fs::Metadata) -> Meta {
     Meta {
         mode: m.mode() & 0o7777,
@@ -390,4 +462,62 @@ fn item_from_host(host: &Path, md: &fs::Metadata, dest: PathBuf) -> Result<Item>
         meta,
         named: false,
     })
+}
+
+#[cfg(test)]
+mod content_tests {
+    use super::*;
+
+    fn file(path: &str, host: &Path, mode: u32, mtime: i64) -> Entry {
+        Entry::new(
+            path,
+            EntryKind::File(FileSource::Path(host.to_path_buf())),
+            Meta {
+                mtime,
+                ..Meta::root(mode)
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn content_digest_follows_every_byte_of_the_layer_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        fs::write(&a, "same").unwrap();
+        fs::write(&b, "same").unwrap();
+        let base = content_digest(&[file("opt/x", &a, 0o644, 5)]).unwrap();
+        // Where the bytes come from on the host does not matter.
+        assert_eq!(
+            base,
+            content_digest(&[file("opt/x", &b, 0o644, 5)]).unwrap()
+        );
+        // Content, path, mode and mtime do.
+        fs::write(&b, "diff").unwrap();
+        for other in [
+            file("opt/x", &b, 0o644, 5),
+            file("opt/y", &a, 0o644, 5),
+            file("opt/x", &a, 0o755, 5),
+            file("opt/x", &a, 0o644, 6),
+        ] {
+            assert_ne!(base, content_digest(&[other]).unwrap());
+        }
+        // A file is not a symlink with the same text.
+        let link = Entry::new(
+            "opt/x",
+            EntryKind::Symlink("same".into()),
+            Meta::root(0o644),
+        )
+        .unwrap();
+        assert_ne!(
+            content_digest(&[link]).unwrap(),
+            content_digest(&[Entry::new(
+                "opt/x",
+                EntryKind::File(FileSource::Bytes(Arc::from(&b"same"[..]))),
+                Meta::root(0o644)
+            )
+            .unwrap()])
+            .unwrap()
+        );
+    }
 }

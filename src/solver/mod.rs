@@ -52,6 +52,9 @@ pub struct SolveOptions<'a> {
     pub layer: LayerOptions,
     /// Run every step even when its key is cached.
     pub no_cache: bool,
+    /// Resolve package bases again (not the sets earlier builds resolved)
+    /// and pull base images even when the local store has them.
+    pub pull: bool,
     /// Secret values by id (`--secret id=X,src=FILE`); never stored, and
     /// masked in everything the solve's progress handle shows.
     pub secrets: BTreeMap<String, Vec<u8>>,
@@ -400,7 +403,8 @@ impl Solver {
         progress: &Progress,
     ) -> Result<Image> {
         use crate::packages::{compose::ComposeOptions, image};
-        let req = packages_request(p, platform);
+        let mut req = packages_request(p, platform);
+        req.pull = opts.pull;
         let lock = match &p.lock {
             Some(d) => Some(opts.package_locks.get(d).cloned().with_context(|| {
                 format!(
@@ -440,6 +444,12 @@ impl Solver {
                 p.suite
             )
         })?;
+        if let Some(note) = built.set.stale_note() {
+            progress.info(format!(
+                "[packages] {}: {note}",
+                one_line(&p.packages.join(" "))
+            ));
+        }
         task.finish(if built.composed.cached {
             "cached"
         } else {
@@ -457,7 +467,9 @@ impl Solver {
         progress: &Progress,
     ) -> Result<Image> {
         let platform = parse_platform(platform_str).unwrap_or_else(|_| host_platform());
-        if let Ok(desc) = self.images.resolve(reference) {
+        if !(opts.pull && opts.registry.is_some())
+            && let Ok(desc) = self.images.resolve(reference)
+        {
             for (d, _) in crate::oci::image::closure(self.images.blobs(), &desc)? {
                 self.store.import_from(self.images.blobs(), &d)?;
             }
@@ -537,8 +549,18 @@ impl Solver {
         };
         let name = stage.display_name(idx);
         let total = stage.steps.len();
+        // The chain of keys as built: it leaves the precomputed one after a
+        // COPY --from=<stage> keyed by content, and the later steps are
+        // keyed again over it.
+        let mut parent = stage_keys.base.clone();
+        let mut diverged = false;
         for (j, step) in stage.steps.iter().enumerate() {
-            let key = &stage_keys.steps[j];
+            let own_key = if diverged {
+                graph::key::step_key(&parent, &step.op, &stage_keys.reads[j])?
+            } else {
+                stage_keys.steps[j].clone()
+            };
+            let key = &own_key;
             let text = step
                 .origin
                 .as_ref()
@@ -550,6 +572,28 @@ impl Solver {
             {
                 st.config.apply(change);
                 st.builder.add_empty_history(&text);
+                parent = graph::key::after_step(&parent, &step.op, key);
+                continue;
+            }
+            if !opts.no_cache
+                && let Op::Copy(c) = &step.op
+                && let CopyFrom::Stage(from) = &c.from
+            {
+                let ck = self
+                    .copy_by_content(
+                        &mut st,
+                        c,
+                        &state_of(*from)?,
+                        key,
+                        &step.op,
+                        &label,
+                        &text,
+                        stats,
+                        progress,
+                    )
+                    .with_context(|| format!("{label} ({})", origin_of(step)))?;
+                parent = graph::key::after_content_copy(&parent, &ck);
+                diverged = true;
                 continue;
             }
             if !opts.no_cache
@@ -561,6 +605,7 @@ impl Solver {
                 }
                 add_layer(&mut st, rec.layer.as_ref(), &text);
                 stats.lock().unwrap_or_else(|e| e.into_inner()).steps_cached += 1;
+                parent = graph::key::after_step(&parent, &step.op, key);
                 continue;
             }
             let layer = match &step.op {
@@ -643,12 +688,78 @@ impl Solver {
                 key,
                 &StepRecord {
                     layer: layer.clone(),
+                    content_key: None,
                 },
             )?;
             add_layer(&mut st, layer.as_ref(), &text);
             stats.lock().unwrap_or_else(|e| e.into_inner()).steps_run += 1;
+            parent = graph::key::after_step(&parent, &step.op, key);
         }
         Ok(st)
+    }
+
+    /// A `COPY --from=<stage>` keyed by the content it writes: cached when
+    /// the same layer was written before, whatever else changed in the
+    /// source stage or in the steps below. `key` is the step's key by the
+    /// source stage; its record names the content key, so a rebuild whose
+    /// source stage did not change hashes nothing. Returns the content key.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_by_content(
+        &self,
+        st: &mut StageState,
+        c: &graph::Copy,
+        source: &StageState,
+        key: &Digest,
+        op: &Op,
+        label: &str,
+        text: &str,
+        stats: &Mutex<SolveStats>,
+        progress: &Progress,
+    ) -> Result<Digest> {
+        let compression = st.layer.compression;
+        if let Some(rec) = self.steps.get(key, &self.store, compression)
+            && let Some(ck) = rec.content_key
+        {
+            progress.task(label).finish("cached");
+            add_layer(st, rec.layer.as_ref(), text);
+            stats.lock().unwrap_or_else(|e| e.into_inner()).steps_cached += 1;
+            return Ok(ck);
+        }
+        let task = progress.task(label);
+        let dest_view = self.view(st)?;
+        let downloads = self.downloads(c)?;
+        let view = self.view(source)?;
+        let entries = copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads)?;
+        let ck = graph::key::content_copy_key(op, &copy::content_digest(&entries)?)?;
+        let layer = match self.steps.get(&ck, &self.store, compression) {
+            Some(rec) => {
+                task.finish("cached");
+                stats.lock().unwrap_or_else(|e| e.into_inner()).steps_cached += 1;
+                rec.layer
+            }
+            None => {
+                let layer = self.write(entries, st.layer)?;
+                self.steps.put(
+                    &ck,
+                    &StepRecord {
+                        layer: layer.clone(),
+                        content_key: None,
+                    },
+                )?;
+                task.finish("done");
+                stats.lock().unwrap_or_else(|e| e.into_inner()).steps_run += 1;
+                layer
+            }
+        };
+        self.steps.put(
+            key,
+            &StepRecord {
+                layer: layer.clone(),
+                content_key: Some(ck.clone()),
+            },
+        )?;
+        add_layer(st, layer.as_ref(), text);
+        Ok(ck)
     }
 
     /// Writes entries as a layer; no entries, no layer.
@@ -975,6 +1086,7 @@ pub(crate) fn packages_request(
         base: p.base,
         recommends: false,
         packages: p.packages.clone(),
+        pull: false,
     }
 }
 
