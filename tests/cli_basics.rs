@@ -86,3 +86,39 @@ fn build_help_leads_with_the_auto_build() {
     let first = help.lines().next().unwrap_or_default();
     assert!(first.contains("app's source"), "{first}");
 }
+
+/// `KILN_START_CMD='node server.js' kiln build .` (Nixpacks reads its
+/// variables from the environment); `-e` still wins over the environment.
+#[test]
+fn plan_options_come_from_the_environment_and_e_wins() {
+    let k = Kiln::new();
+    let app = k.path("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("package.json"),
+        r#"{"name":"a","version":"1.0.0"}"#,
+    )
+    .unwrap();
+    let plan = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["plan", "app", "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = k
+            .cmd()
+            .args(&args)
+            .env("KILN_START_CMD", "node server.js")
+            .env("NIXPACKS_APT_PKGS", "cowsay")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let p = plan(&[]);
+    assert_eq!(p["start"]["cmd"], "node server.js", "{p}");
+    assert!(p.to_string().contains("cowsay"), "{p}");
+    let p = plan(&["-e", "KILN_START_CMD=node other.js"]);
+    assert_eq!(p["start"]["cmd"], "node other.js", "{p}");
+}

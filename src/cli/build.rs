@@ -129,7 +129,7 @@ impl PlanArgs {
             install_cmd: self.install_cmd,
             build_cmd: self.build_cmd,
             apt: self.apt,
-            env: self.env,
+            env: super::plan::with_process_options(&self.env),
             config: self.config,
         }
     }
