@@ -78,6 +78,8 @@ pub const DEFAULT_IGNORE: &[&str] = &[
     "**/__pycache__",
     "target",
     ".kiln",
+    // What `kiln dockerfile` writes into the app dir: not the app.
+    "Dockerfile.kiln",
 ];
 
 /// The context matcher for an auto build of `dir`: its `.dockerignore`, or
@@ -601,6 +603,15 @@ pub fn summary(plan: &BuildPlan) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_generated_dockerfile_is_not_part_of_the_apps_context() {
+        let t = tempfile::tempdir().unwrap();
+        let (m, file) = context_ignore(t.path()).unwrap();
+        assert!(file.is_none());
+        assert!(m.excludes("Dockerfile.kiln"));
+        assert!(!m.excludes("Dockerfile"));
+    }
     use super::*;
 
     /// docs/plan.md: a `--secret` is at `/run/secrets/NAME` (and in the
