@@ -122,3 +122,59 @@ fn plan_options_come_from_the_environment_and_e_wins() {
     let p = plan(&["-e", "KILN_START_CMD=node other.js"]);
     assert_eq!(p["start"]["cmd"], "node other.js", "{p}");
 }
+
+/// `--progress json`: every line has a time; the last one is the result,
+/// on success and on failure (docs/build.md, "JSON progress").
+#[test]
+fn json_progress_has_times_and_ends_with_the_result() {
+    let k = Kiln::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a"), "a\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY a /a\n").unwrap();
+    let events = |out: &std::process::Output| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let out = k.kiln(&["build", "ctx", "-t", "json-result:1", "--progress", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&out);
+    assert!(ev.len() > 2);
+    for e in &ev {
+        let t = e["time"].as_str().unwrap_or_else(|| panic!("no time: {e}"));
+        assert!(t.ends_with('Z') && t.contains('T'), "{t}");
+    }
+    let last = ev.last().unwrap();
+    assert_eq!(last["event"], "result", "{last}");
+    assert_eq!(last["ok"], true);
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(last["digest"], digest.as_str());
+    assert!(last["size"].as_u64().unwrap() > 0);
+    assert!(
+        last["names"].to_string().contains("json-result:1"),
+        "{last}"
+    );
+    assert!(last["seconds"].as_f64().is_some());
+
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY missing /m\n").unwrap();
+    let out = k.kiln(&["build", "ctx", "--progress", "json"]);
+    assert!(!out.status.success());
+    let last = events(&out).pop().unwrap();
+    assert_eq!(last["event"], "result", "{last}");
+    assert_eq!(last["ok"], false);
+    assert!(
+        last["error"].as_str().unwrap().contains("missing"),
+        "{last}"
+    );
+    assert_eq!(
+        last["exit_code"].as_i64(),
+        out.status.code().map(i64::from),
+        "{last}"
+    );
+}

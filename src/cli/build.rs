@@ -190,12 +190,32 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         plan: a.plan.request(),
         network: a.network,
     };
-    let result = build(&req, progress);
+    let started = std::time::Instant::now();
+    let mut result = build(&req, progress);
     if cancel.load(Ordering::SeqCst) {
-        return Err(
+        result = Err(
             crate::error::CodedError::new(crate::error::code::INTERRUPTED, "interrupted").into(),
         );
     }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.result(match &result {
+        Ok(r) => crate::progress::BuildOutcome {
+            ok: true,
+            seconds,
+            digest: Some(r.digest.to_string()),
+            size: Some(r.image.size()),
+            names: r.names.clone(),
+            pushed: r.pushed.clone(),
+            ..Default::default()
+        },
+        Err(e) => crate::progress::BuildOutcome {
+            ok: false,
+            seconds,
+            error: Some(format!("{e:#}")),
+            exit_code: Some(crate::error::exit_code(e)),
+            ..Default::default()
+        },
+    });
     let r = result?;
     if a.json {
         let v = serde_json::json!({
