@@ -66,6 +66,9 @@ pub struct BuildRequest {
     pub ca_certs: Vec<PathBuf>,
     /// Entitlements granted to the build (`--allow`, as buildx).
     pub allow: Vec<Entitlement>,
+    /// Labels set on the image (`--label K=V`, as buildx and Nixpacks),
+    /// after the Dockerfile's or plan's own: these win.
+    pub labels: Vec<(String, String)>,
     /// The network of RUN steps that do not choose one (`--network`):
     /// private with outbound access unless the caller opts into `Host`.
     pub network: crate::sandbox::Network,
@@ -284,6 +287,16 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             (loaded.lowered.graph, loaded.context)
         }
     };
+    let mut graph = graph;
+    if !req.labels.is_empty() {
+        let target = graph.target;
+        graph.stages[target].steps.push(crate::graph::Step {
+            op: crate::graph::Op::Config(crate::graph::config::ConfigChange::Labels(
+                req.labels.clone(),
+            )),
+            origin: None,
+        });
+    }
     let graph = &graph;
     let ctx = Mutex::new(ctx);
     let mut opts = solve_options(Some(&ctx), &client, req)?;

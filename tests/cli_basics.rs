@@ -178,3 +178,45 @@ fn json_progress_has_times_and_ends_with_the_result() {
         "{last}"
     );
 }
+
+/// buildx's `--label`, `--iidfile` and `--metadata-file` on `kiln build`.
+#[test]
+fn labels_iidfile_and_metadata_file() {
+    let k = Kiln::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a"), "a\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nLABEL team=web stage=dockerfile\nCOPY a /a\n",
+    )
+    .unwrap();
+    let digest = k.stdout(&[
+        "build",
+        "ctx",
+        "-t",
+        "labelled:1",
+        "--label",
+        "stage=cli",
+        "--label",
+        "org.opencontainers.image.source=https://example.invalid/app",
+        "--iidfile",
+        "iid",
+        "--metadata-file",
+        "meta.json",
+    ]);
+    let digest = digest.trim();
+    assert_eq!(std::fs::read_to_string(k.path("iid")).unwrap(), digest);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(k.path("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], digest);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&k.stdout(&["inspect", "labelled:1"])).unwrap();
+    let labels = inspect.to_string();
+    assert!(labels.contains(r#""stage":"cli""#), "{labels}");
+    assert!(labels.contains(r#""team":"web""#), "{labels}");
+    assert!(labels.contains("example.invalid/app"), "{labels}");
+    let bad = k.kiln(&["build", "ctx", "--label", "novalue"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("KEY=VALUE"));
+}

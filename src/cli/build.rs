@@ -70,6 +70,17 @@ pub struct BuildArgs {
     /// network.host lets `RUN --network=host` steps use the host's network.
     #[arg(long, value_enum, value_name = "ENTITLEMENT")]
     pub allow: Vec<crate::build::Entitlement>,
+    /// Set a label on the image, KEY=VALUE (repeatable; wins over the
+    /// Dockerfile's LABEL and the plan's).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+    /// Write the image's manifest digest to FILE (buildx's --iidfile).
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write the build result as JSON to FILE (buildx's --metadata-file:
+    /// `containerimage.digest`, `image.name`, and kiln's fields).
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     /// Print the build result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -189,6 +200,7 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         allow: a.allow,
         plan: a.plan.request(),
         network: a.network,
+        labels: a.label,
     };
     let started = std::time::Instant::now();
     let mut result = build(&req, progress);
@@ -217,6 +229,21 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         },
     });
     let r = result?;
+    if let Some(f) = &a.iidfile {
+        std::fs::write(f, r.digest.to_string())
+            .with_context(|| format!("--iidfile: writing {}", f.display()))?;
+    }
+    if let Some(f) = &a.metadata_file {
+        let v = serde_json::json!({
+            "containerimage.digest": r.digest.to_string(),
+            "image.name": r.names.join(","),
+            "kiln.names": r.names,
+            "kiln.pushed": r.pushed,
+            "kiln.size": r.image.size(),
+        });
+        std::fs::write(f, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("--metadata-file: writing {}", f.display()))?;
+    }
     if a.json {
         let v = serde_json::json!({
             "digest": r.digest.to_string(),
@@ -230,4 +257,14 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         println!("{}", r.digest);
     }
     Ok(())
+}
+
+/// `KEY=VALUE` of `--label`.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "{s:?} is not KEY=VALUE (e.g. --label org.opencontainers.image.source=https://…)"
+        )),
+    }
 }
