@@ -462,3 +462,32 @@ fn node_gyp_addon_builds_with_python_and_runs() {
         "build-only packages in the runtime image: {out:?}"
     );
 }
+
+/// A start command that runs npx and pnpm (a Procfile over the pnpm
+/// example: `npx --version && pnpm start`) keeps npm and the global pnpm
+/// install in the runtime image (before: `npx: not found`, the runtime
+/// had `nodejs` only).
+#[test]
+fn start_command_running_npx_and_pnpm_keeps_them_in_the_runtime() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("node-pnpm", tmp.path());
+    std::fs::write(dir.join("Procfile"), "web: npx --version && pnpm start\n").unwrap();
+    home.build(&dir, "pnpm-start:1");
+    support::auto::serve_and_stop(&home, "pnpm-start:1", "Hello from node-npm");
+}
+
+/// `[start] runtime = "build"`: the image is the build stage, so an app
+/// that runs npm from its code (not its start command) has it (before:
+/// kiln.toml's unknown key `runtime` was an error).
+#[test]
+fn runtime_build_switch_ships_the_build_stage() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "node-runtime-build",
+        "Hello from node-runtime-build, npm 9.",
+    );
+}

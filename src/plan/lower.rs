@@ -189,6 +189,11 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         }
     }
     let static_rt = is_static(plan);
+    let build_rt = start.is_build_runtime();
+    if build_rt && !build_pkgs.iter().any(|b| b == "tini") {
+        // The build stage is the image: it needs the init.
+        build_pkgs.push("tini".to_string());
+    }
     if static_rt {
         // What the scratch runtime copies out of the build stage.
         for p in ["tzdata", "tini"] {
@@ -270,6 +275,9 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         Some(image) => Base::Image {
             reference: image.clone(),
         },
+        // `runtime = "build"`: the build stage, toolchain, caches' owners
+        // and sources included, is the image (what Nixpacks ships).
+        None if build_rt => Base::Stage(0),
         None if static_rt => Base::Scratch,
         None => Base::Packages(PackageSet {
             suite: suite.clone(),
@@ -298,10 +306,14 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
     if !assets.is_empty() {
         r.copy_inline(&assets)?;
     }
-    let include = start
-        .only_include_files
-        .clone()
-        .unwrap_or_else(|| vec![".".into()]);
+    let include = if build_rt {
+        Vec::new()
+    } else {
+        start
+            .only_include_files
+            .clone()
+            .unwrap_or_else(|| vec![".".into()])
+    };
     for f in include {
         let f = f.trim_end_matches('/');
         let src = if f == "." || f.is_empty() {
@@ -379,6 +391,7 @@ pub fn is_static(plan: &BuildPlan) -> bool {
         .all(|p| p == "ca-certificates" || p == "tzdata");
     only_copied
         && start.run_image.is_none()
+        && !start.is_build_runtime()
         && plan.providers.as_deref() == Some(&["go".to_string()][..])
         && plan
             .variables
@@ -443,6 +456,7 @@ impl StageBuilder {
                 p.packages.join(" ")
             ),
             Base::Image { reference } => format!("FROM {reference}"),
+            Base::Stage(_) => "FROM build".to_string(),
             _ => "FROM scratch".to_string(),
         };
         StageBuilder {

@@ -18,6 +18,7 @@ pub mod merge;
 pub mod model;
 pub mod order;
 pub mod providers;
+pub mod runtime_tools;
 pub mod versions;
 
 use std::collections::BTreeMap;
@@ -173,6 +174,8 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
     if plan.providers.iter().flatten().any(|p| p == "node") && !user_prune {
         providers::node::keep_dev_deps_for(&mut plan, &ctx)?;
     }
+    // What the final start command runs (npx, pnpm, go) stays in the runtime.
+    runtime_tools::add(&mut plan, &ctx)?;
 
     // --env values: an override of a plan variable stays a variable; the
     // rest are build-only. Option variables configure kiln and are dropped.
@@ -379,6 +382,7 @@ fn env_plan(env: &Env) -> BuildPlan {
     let start = StartPhase {
         cmd: env.opt("START_CMD"),
         apt_pkgs: extend_list(env.list("RUNTIME_APT_PKGS")),
+        runtime: env.opt("RUNTIME"),
         ..StartPhase::default()
     };
     if start != StartPhase::default() {
@@ -553,6 +557,7 @@ fn finalize(plan: &mut BuildPlan, env: &Env, progress: &Progress) -> crate::Resu
     if let Some(start) = &mut plan.start {
         pin_list(&mut start.only_include_files, true);
         pin_list(&mut start.apt_pkgs, true);
+        runtime_tools::check(start)?;
     }
     pin_list(&mut plan.secrets, true);
     pin_list(&mut plan.providers, true);
