@@ -200,7 +200,11 @@ pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
 
     // `runtime = "build"`: the build stage is the image.
     let build_rt = start.is_build_runtime();
-    let run_base = if build_rt { "build".to_string() } else { run_base };
+    let run_base = if build_rt {
+        "build".to_string()
+    } else {
+        run_base
+    };
     let _ = writeln!(d, "\nFROM {run_base} AS runtime");
     let mut rt = vec!["ca-certificates".to_string()];
     for p in start.apt_pkgs.clone().unwrap_or_default() {

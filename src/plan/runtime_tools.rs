@@ -80,10 +80,11 @@ fn start_texts(plan: &BuildPlan, ctx: &Ctx, cmd: &str) -> Vec<String> {
     let runs_start = words
         .windows(2)
         .any(|w| matches!(w[0], "npm" | "pnpm" | "yarn" | "bun") && w[1] == "start")
-        || words
-            .windows(3)
-            .any(|w| matches!(w[0], "npm" | "pnpm" | "yarn" | "bun") && w[1] == "run" && w[2] == "start");
-    if runs_start && plan.providers.iter().flatten().any(|p| p == "node")
+        || words.windows(3).any(|w| {
+            matches!(w[0], "npm" | "pnpm" | "yarn" | "bun") && w[1] == "run" && w[2] == "start"
+        });
+    if runs_start
+        && plan.providers.iter().flatten().any(|p| p == "node")
         && let Ok(Some(pkg)) = ctx.json("package.json")
     {
         for s in ["prestart", "start", "poststart"] {
@@ -126,7 +127,11 @@ pub fn add(plan: &mut BuildPlan, ctx: &Ctx) -> crate::Result<()> {
         .iter()
         .flatten()
         .any(|f| f == "/opt/venv");
-    if !venv && words.iter().any(|w| w == "pip" || w == "pip3" || w == "-m pip") {
+    if !venv
+        && words
+            .iter()
+            .any(|w| w == "pip" || w == "pip3" || w == "-m pip")
+    {
         packages.extend(["python3", "python3-pip"]);
     }
     if packages.is_empty() && copies.is_empty() {
@@ -195,7 +200,8 @@ mod tests {
         crate::plan::generate(dir.path(), &env, &Default::default()).unwrap()
     }
 
-    const PNPM_APP: &str = r#"{"name": "x", "packageManager": "pnpm@9.4.0", "scripts": {"start": "node index.js"}}"#;
+    const PNPM_APP: &str =
+        r#"{"name": "x", "packageManager": "pnpm@9.4.0", "scripts": {"start": "node index.js"}}"#;
 
     /// A Procfile start that runs npx and pnpm keeps npm and the global
     /// pnpm install (`/usr/local`) in the runtime.

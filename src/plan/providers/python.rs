@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use super::{Provider, VersionReq, env_version, existing, tool_versions, version_file};
 use crate::plan::context::{Ctx, locate, tstr};
 use crate::plan::model::{BuildPlan, Phase, StartPhase};
+use crate::plan::native::{self, Ecosystem};
 use crate::plan::versions::Kind;
 
 pub struct Python;
@@ -79,12 +80,58 @@ fn req_name(line: &str) -> Option<String> {
     (end > 0).then(|| norm(&line[..end]))
 }
 
+/// Dependency names of a requirements file and of the files it includes
+/// (`-r base.txt`, `--requirement`: Django projects keep their
+/// dependencies in `requirements/base.txt`), each file read once; `seen`
+/// gets every file read (the install copies them).
+fn requirements(ctx: &Ctx, file: &str, out: &mut BTreeSet<String>, seen: &mut Vec<String>) {
+    if seen.iter().any(|s| s == file) {
+        return;
+    }
+    let Some(text) = ctx.read(file) else { return };
+    seen.push(file.to_string());
+    let dir = file.rsplit_once('/').map_or("", |(d, _)| d);
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let included = line
+            .strip_prefix("--requirement")
+            .or_else(|| line.strip_prefix("-r"))
+            .map(|r| r.trim_start_matches('=').trim().trim_start_matches("./"));
+        match included {
+            Some(inc) if !inc.is_empty() && !inc.contains("://") => {
+                let path = if dir.is_empty() {
+                    inc.to_string()
+                } else {
+                    format!("{dir}/{inc}")
+                };
+                requirements(ctx, &path, out, seen);
+            }
+            _ => out.extend(req_name(line)),
+        }
+    }
+}
+
+/// What the install copies: the manifests in `files` that exist, and
+/// every requirements file `requirements.txt` includes, wherever it is.
+fn install_files(ctx: &Ctx, files: &[&str]) -> Vec<String> {
+    let mut out = existing(ctx, files);
+    let mut seen = Vec::new();
+    requirements(ctx, "requirements.txt", &mut BTreeSet::new(), &mut seen);
+    for f in seen {
+        let covered = out
+            .iter()
+            .any(|o| f == *o || f.starts_with(&format!("{o}/")));
+        if !covered {
+            out.push(f);
+        }
+    }
+    out
+}
+
 /// Dependency names from requirements.txt, pyproject.toml and Pipfile.
 fn deps(ctx: &Ctx, pyproject: Option<&toml::Table>) -> crate::Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
-    if let Some(t) = ctx.read("requirements.txt") {
-        out.extend(t.lines().filter_map(req_name));
-    }
+    requirements(ctx, "requirements.txt", &mut out, &mut Vec::new());
     if let Some(p) = pyproject {
         if let Some(list) = p
             .get("project")
@@ -239,25 +286,10 @@ impl Provider for Python {
 
         let mut setup = Phase::new("setup").apt(&["python3", "python3-venv", "python3-dev", "gcc"]);
         let mut runtime: Vec<&str> = vec!["python3"];
-        if has("psycopg2") || has("psycopg") {
-            setup = setup.apt(&["libpq-dev"]);
-            runtime.push("libpq5");
-        }
-        if has("mysqlclient") {
-            setup = setup.apt(&["default-libmysqlclient-dev", "pkg-config"]);
-            runtime.push("libmariadb3");
-        }
-        if has("pycairo") || has("cairo") {
-            setup = setup.apt(&["libcairo2-dev"]);
-            runtime.push("libcairo2");
-        }
-        if has("pydub") {
-            setup = setup.apt(&["ffmpeg"]);
-            runtime.push("ffmpeg");
-        }
-        if has("pdf2image") {
-            setup = setup.apt(&["poppler-utils"]);
-            runtime.push("poppler-utils");
+        // Native dependencies: -dev packages to build, libraries to run.
+        for n in native::lookup(Ecosystem::Python, has) {
+            setup = setup.apt(n.build);
+            runtime.extend(n.runtime);
         }
         plan.add_phase(setup);
 
@@ -343,13 +375,19 @@ impl Provider for Python {
         // No dependencies to install (a lone main.py): no /opt/venv, so
         // Debian's `python3` runs the app.
         let venv = cmd.is_some();
+        if venv {
+            // manylinux wheels link the system's libstdc++ (the policy
+            // lets them: RapidFuzz in Poetry, pandas, grpcio…), which
+            // Debian's python3 does not pull in.
+            runtime.push("libstdc++6");
+        }
         if let Some(cmd) = cmd {
             plan.add_phase(
                 Phase::new("install")
                     .cmd(cmd)
                     .cache(&caches)
                     .path("/opt/venv/bin")
-                    .files(existing(ctx, &files)),
+                    .files(install_files(ctx, &files)),
             );
         }
         if pm == Pm::Setuptools {
