@@ -491,3 +491,78 @@ fn runtime_build_switch_ships_the_build_stage() {
         "Hello from node-runtime-build, npm 9.",
     );
 }
+
+/// psycopg2 (no wheels: compiled by pip) listed in a requirements file that
+/// requirements.txt includes (`-r requirements/base.txt`): libpq-dev in the
+/// build, libpq5 in the runtime, from the native-dependency table (before:
+/// the included file was not read and pip failed on `pg_config`).
+#[test]
+fn python_psycopg2_from_source_builds_and_loads_libpq() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "python-psycopg2",
+        "Hello from python-psycopg2, libpq 1",
+    );
+}
+
+/// A library the runtime lacks is a build error naming it, the file that
+/// needs it and its package (the runtime stage checks every shared object
+/// it copied), not an app that dies at start: psycopg2 with libpq5 kept
+/// out of the runtime (`buildOnlyPkgs`).
+#[test]
+fn missing_runtime_library_fails_the_build_naming_it() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("python-psycopg2", tmp.path());
+    std::fs::write(dir.join("kiln.toml"), "buildOnlyPkgs = [\"libpq5\"]\n").unwrap();
+    let mut args = vec![
+        "build".to_string(),
+        dir.display().to_string(),
+        "-t".into(),
+        "nolibpq:1".into(),
+    ];
+    args.extend(support::auto::host_ca_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = home.kiln(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| {
+            l.contains("/opt/venv/lib/python3.13/site-packages/psycopg2/_psycopg.cpython-313-")
+        })
+        .unwrap_or_else(|| panic!("no line names psycopg2's extension:\n{err}"));
+    assert!(
+        line.trim_end()
+            .ends_with(".so needs libpq.so.5 (Debian package libpq5)"),
+        "{err}"
+    );
+}
+
+/// bcrypt compiled by node-gyp (`build-from-source` in .npmrc): python3,
+/// g++ and make in the build from the native-dependency table (before:
+/// `gyp ERR! not found: make`), none of them in the runtime.
+#[test]
+fn node_bcrypt_compiled_by_node_gyp_answers_a_hash() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "node-bcrypt",
+        "Hello from node-bcrypt, verified $2b$04$",
+    );
+    let out = home.kiln(&[
+        "--progress",
+        "quiet",
+        "run",
+        "node-bcrypt:1",
+        "sh",
+        "-c",
+        "command -v python3 g++ make",
+    ]);
+    assert!(out.stdout.is_empty(), "build tools in the runtime: {out:?}");
+}

@@ -314,6 +314,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             .clone()
             .unwrap_or_else(|| vec![".".into()])
     };
+    let mut copied: Vec<String> = Vec::new();
     for f in include {
         let f = f.trim_end_matches('/');
         let src = if f == "." || f.is_empty() {
@@ -322,6 +323,20 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             abs(f)
         };
         r.copy_stage(0, &src);
+        copied.push(src);
+    }
+    if !static_rt && !build_rt && start.run_image.is_none() && !copied.is_empty() {
+        // Every shared library what was copied needs is in the runtime, or
+        // the build says which is missing (not the app at its start).
+        let script = super::shared_libs::check_script(&copied);
+        r.run_labeled(
+            &script,
+            "runtime",
+            &format!(
+                "RUN (check that the shared libraries of {} are in the runtime)",
+                copied.join(" ")
+            ),
+        );
     }
     r.config(ConfigChange::WorkingDir(APP_DIR.into()), "WORKDIR /app");
     r.config(ConfigChange::Env(env), "ENV (plan variables)");
@@ -494,6 +509,14 @@ impl StageBuilder {
             phase,
             format!("RUN {cmd}"),
         );
+    }
+
+    /// A `RUN` shown as `text` (a generated script's summary, not its body).
+    fn run_labeled(&mut self, cmd: &str, phase: &str, text: &str) {
+        self.run(cmd, &[], &[], phase);
+        if let Some(last) = self.stage.steps.last_mut() {
+            last.origin = Some(origin(phase, text));
+        }
     }
 
     fn copy_context(&mut self, ctx: &Context, src: &str, dest: &str, phase: &str) -> Result<()> {

@@ -16,9 +16,11 @@ pub mod debian;
 pub mod lower;
 pub mod merge;
 pub mod model;
+pub mod native;
 pub mod order;
 pub mod providers;
 pub mod runtime_tools;
+pub mod shared_libs;
 pub mod versions;
 
 use std::collections::BTreeMap;
