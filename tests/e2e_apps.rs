@@ -566,3 +566,85 @@ fn node_bcrypt_compiled_by_node_gyp_answers_a_hash() {
     ]);
     assert!(out.stdout.is_empty(), "build tools in the runtime: {out:?}");
 }
+
+/// A package name as pip compares them.
+fn pypi_norm(name: &str) -> String {
+    name.trim().to_ascii_lowercase().replace(['_', '.'], "-")
+}
+
+/// Builds `example` (a Python app whose install runs `tool`), checks it
+/// answers, and that every package of the tool's pins file
+/// (`src/plan/providers/pins/PINS.txt`) that the app's lockfile does not
+/// also name is installed at the pinned version.
+fn python_tool_closure_is_pinned(example_name: &str, pins: &str, lock: &str, expect: &str) {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(&home, tmp.path(), example_name, expect);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lock =
+        std::fs::read_to_string(root.join("examples").join(example_name).join(lock)).unwrap();
+    let app_pkgs: Vec<String> = lock
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .map(|n| pypi_norm(n.trim_end_matches('"')))
+        .collect();
+    let pins =
+        std::fs::read_to_string(root.join(format!("src/plan/providers/pins/{pins}.txt"))).unwrap();
+    let freeze = home.stdout(&[
+        "--progress",
+        "quiet",
+        "run",
+        &format!("{example_name}:1"),
+        "/opt/venv/bin/pip",
+        "freeze",
+    ]);
+    let installed: Vec<(String, String)> = freeze
+        .lines()
+        .filter_map(|l| l.split_once("=="))
+        .map(|(n, v)| (pypi_norm(n), v.trim().to_string()))
+        .collect();
+    let mut checked = 0;
+    for pin in pins
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (name, version) = pin.split_once("==").unwrap();
+        let name = pypi_norm(name);
+        if app_pkgs.contains(&name) {
+            continue;
+        }
+        // Pins for other Pythons or platforms (markers) may be absent.
+        if let Some((_, v)) = installed.iter().find(|(n, _)| *n == name) {
+            assert_eq!(v, version, "{example_name}: {name}");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 10,
+        "{example_name}: only {checked} pins found in:\n{freeze}"
+    );
+}
+
+/// PDM's dependencies come from kiln's pins (PDM's own `locked` set), not
+/// the newest releases (before: hishel 2 made `pdm install` fail with
+/// `No module named 'hishel._serializers'`).
+#[test]
+fn python_pdm_installs_with_pinned_dependencies() {
+    python_tool_closure_is_pinned(
+        "python-pdm",
+        "pdm",
+        "pdm.lock",
+        "Hello from python-pdm, six 1.17.0",
+    );
+}
+
+/// Poetry's dependencies come from kiln's pins.
+#[test]
+fn python_poetry_installs_with_pinned_dependencies() {
+    python_tool_closure_is_pinned(
+        "python-poetry",
+        "poetry",
+        "poetry.lock",
+        "Hello from python-poetry",
+    );
+}
