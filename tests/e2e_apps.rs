@@ -301,14 +301,17 @@ fn every_planned_package_exists_in_its_suite() {
             &[(
                 "package.json",
                 r#"{"name": "x", "scripts": {"start": "node index.js"},
-                   "dependencies": {"canvas": "2", "puppeteer": "22", "prisma": "5"}}"#,
+                   "dependencies": {"canvas": "2", "puppeteer": "22", "prisma": "5",
+                   "bcrypt": "5", "argon2": "0", "better-sqlite3": "11", "sqlite3": "5",
+                   "node-pty": "1", "cpu-features": "0"}}"#,
             )],
         ),
         (
             "python-native",
             &[(
                 "requirements.txt",
-                "psycopg2\nmysqlclient\npycairo\npydub\npdf2image\nflask\n",
+                "psycopg2\npsycopg\npsycopg-c\nmysqlclient\npycairo\npydub\npdf2image\nflask\n\
+                 Pillow\nlxml\ncffi\npyodbc\npython-magic\nweasyprint\nopencv-python\n",
             )],
         ),
         (

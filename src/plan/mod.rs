@@ -667,6 +667,8 @@ fn suite_package(name: &str, suite: &str) -> Option<&'static str> {
         ("libevent-2.1-7t64", "bookworm") => Some("libevent-2.1-7"),
         ("libicu76", "bookworm") => Some("libicu72"),
         ("libvips42t64", "bookworm") => Some("libvips42"),
+        ("libmagic1t64", "bookworm") => Some("libmagic1"),
+        ("libglib2.0-0t64", "bookworm") => Some("libglib2.0-0"),
         ("openjdk-21-jdk-headless", "bookworm") => Some("openjdk-17-jdk-headless"),
         ("openjdk-21-jre-headless", "bookworm") => Some("openjdk-17-jre-headless"),
         _ => None,
