@@ -328,7 +328,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
     if !static_rt && !build_rt && start.run_image.is_none() && !copied.is_empty() {
         // Every shared library what was copied needs is in the runtime, or
         // the build says which is missing (not the app at its start).
-        let script = super::shared_libs::check_script(&copied);
+        let script = super::shared_libs::check_script(&copied, &suite);
         r.run_labeled(
             &script,
             "runtime",

@@ -659,7 +659,7 @@ fn resolve_toolchains(plan: &mut BuildPlan, env: &Env) -> crate::Result<()> {
 }
 
 /// Package names that differ by suite (the t64 transition, default JDK).
-fn suite_package(name: &str, suite: &str) -> Option<&'static str> {
+pub(crate) fn suite_package(name: &str, suite: &str) -> Option<&'static str> {
     match (name, suite) {
         ("libssl3t64", "bookworm") => Some("libssl3"),
         ("libasound2t64", "bookworm") => Some("libasound2"),

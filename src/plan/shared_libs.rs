@@ -34,11 +34,14 @@ const LOADERS: &[&str] = &[
 
 /// The check over `dirs` (absolute paths in the runtime image), as a
 /// `/bin/sh` script. Exit 0 when every library resolves, else 1 with the
-/// report on stderr.
-pub fn check_script(dirs: &[String]) -> String {
+/// report on stderr, naming packages as `suite` calls them.
+pub fn check_script(dirs: &[String], suite: &str) -> String {
     let hints: String = SONAMES
         .iter()
-        .map(|(so, pkg)| format!("    {so}) echo \" (Debian package {pkg})\" ;;\n"))
+        .map(|(so, pkg)| {
+            let pkg = super::suite_package(pkg, suite).unwrap_or(pkg);
+            format!("    {so}) echo \" (Debian package {pkg})\" ;;\n")
+        })
         .collect();
     let loaders = LOADERS.join(" ");
     let dirs: Vec<String> = dirs.iter().map(|d| shell_quote(d)).collect();
@@ -115,7 +118,7 @@ mod tests {
         std::fs::write(sub.join("fake.so"), "not an ELF file").unwrap();
         let dirs = vec![dir.path().display().to_string()];
         let out = Command::new("/bin/sh")
-            .args(["-c", &check_script(&dirs)])
+            .args(["-c", &check_script(&dirs, "trixie")])
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
@@ -150,7 +153,7 @@ mod tests {
         assert!(ok.success());
         std::fs::remove_file(&fake_lib).unwrap();
         let out = Command::new("/bin/sh")
-            .args(["-c", &check_script(&dirs)])
+            .args(["-c", &check_script(&dirs, "trixie")])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -164,9 +167,12 @@ mod tests {
     }
 
     #[test]
-    fn hints_name_the_package() {
-        let s = check_script(&["/app".into()]);
+    fn hints_name_the_package_of_the_suite() {
+        let s = check_script(&["/app".into()], "trixie");
         assert!(s.contains("libpq.so.5) echo \" (Debian package libpq5)\""));
+        assert!(s.contains("libmagic.so.1) echo \" (Debian package libmagic1t64)\""));
         assert!(s.contains("for d in '/app'; do"));
+        let s = check_script(&["/app".into()], "bookworm");
+        assert!(s.contains("libmagic.so.1) echo \" (Debian package libmagic1)\""));
     }
 }
