@@ -651,3 +651,61 @@ fn python_poetry_installs_with_pinned_dependencies() {
         "Hello from python-poetry",
     );
 }
+
+/// A library nothing in kiln's tables maps: the app's own addon links
+/// SQLite (`-lsqlite3`, libsqlite3-dev for the build only). The runtime
+/// stage's check finds `libsqlite3.so.0` missing, kiln adds the package
+/// that ships it and builds the runtime again (before: the build failed
+/// naming the library; before the check: the app died at start).
+#[test]
+fn missing_runtime_library_with_a_known_package_is_added() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("node-gyp-addon", tmp.path());
+    std::fs::write(
+        dir.join("binding.gyp"),
+        r#"{"targets": [{"target_name": "greeting", "sources": ["greeting.c"], "libraries": ["-lsqlite3"]}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("greeting.c"),
+        r#"#include <stdio.h>
+#include <node_api.h>
+#include <sqlite3.h>
+
+static napi_value greeting(napi_env env, napi_callback_info info) {
+  char text[128];
+  napi_value s;
+  snprintf(text, sizeof text, "Hello from node-gyp-addon (native, sqlite %s)\n", sqlite3_libversion());
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &s);
+  return s;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  napi_create_function(env, "greeting", NAPI_AUTO_LENGTH, greeting, NULL, &fn);
+  napi_set_named_property(env, exports, "greeting", fn);
+  return exports;
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("kiln.toml"),
+        "providers = [\"...\", \"python\"]\nbuildOnlyPkgs = [\"g++\", \"make\", \"python3\", \"libsqlite3-dev\"]\n\n\
+         [phases.setup]\naptPkgs = [\"...\", \"g++\", \"make\", \"libsqlite3-dev\"]\n",
+    )
+    .unwrap();
+    let (_, events) = home.build(&dir, "addon-sqlite:1");
+    assert!(
+        events.iter().any(|e| e["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("adding libsqlite3-0 to its packages"))),
+        "no retry with libsqlite3-0: {events:?}"
+    );
+    support::auto::serve_and_stop(
+        &home,
+        "addon-sqlite:1",
+        "Hello from node-gyp-addon (native, sqlite 3.",
+    );
+}

@@ -7,7 +7,8 @@
 //! table keyed by the parsed dependency name, for both languages. A library
 //! the table misses is still caught after the build: the runtime stage
 //! checks every shared object it copied ([`super::shared_libs`]) and names
-//! the library, the file that needs it and, from [`SONAMES`], the package.
+//! the library, the file that needs it and, from [`SONAMES`], the package
+//! (which `kiln build` then adds to the runtime and builds again).
 
 /// Which manifest a dependency name comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,11 @@
 //! library, the file that needs it and (when [`super::native::SONAMES`]
 //! knows it) the Debian package that ships it, instead of an image whose
 //! app dies at start with `libpq.so.5: cannot open shared object file`.
+//! When every missing library has a known package it also prints them on
+//! a [`MARKER`] line, which `kiln build` reads ([`packages_to_add`]) to add
+//! them to the runtime packages and build again: the runtime stage is
+//! composed before any build step runs, so this is the one place where
+//! what the build produced can still change it.
 //!
 //! It runs in the runtime image itself and asks its dynamic loader
 //! (`LD_TRACE_LOADED_OBJECTS=1 ld.so FILE`, what `ldd` does: it lists
@@ -40,7 +45,7 @@ pub fn check_script(dirs: &[String], suite: &str) -> String {
         .iter()
         .map(|(so, pkg)| {
             let pkg = super::suite_package(pkg, suite).unwrap_or(pkg);
-            format!("    {so}) echo \" (Debian package {pkg})\" ;;\n")
+            format!("    {so}) echo {pkg} ;;\n")
         })
         .collect();
     let loaders = LOADERS.join(" ");
@@ -49,19 +54,28 @@ pub fn check_script(dirs: &[String], suite: &str) -> String {
         r#"ld=
 for l in {loaders}; do [ -x "$l" ] && {{ ld=$l; break; }}; done
 [ -n "$ld" ] || exit 0
-hint() {{
+package_of() {{
   case "$1" in
-{hints}    *) echo ;;
-  esac
+{hints}  esac
 }}
 report=
+packages=
+unknown=
 check() {{
   out=$(LD_TRACE_LOADED_OBJECTS=1 "$ld" "$1" 2>/dev/null) || case "$out" in *"not found"*) ;; *) return 0 ;; esac
   case "$out" in *libc.musl*) return 0 ;; esac
   while read -r lib arrow where rest; do
     if [ "$arrow" = "=>" ] && [ "$where" = "not" ]; then
-      report="$report
-  $1 needs $lib$(hint "$lib")"
+      p=$(package_of "$lib")
+      if [ -n "$p" ]; then
+        report="$report
+  $1 needs $lib (Debian package $p)"
+        case " $packages " in *" $p "*) ;; *) packages="${{packages:+$packages }}$p" ;; esac
+      else
+        report="$report
+  $1 needs $lib"
+        unknown=1
+      fi
     fi
   done <<EOF
 $out
@@ -78,11 +92,24 @@ walk() {{
 for d in {dirs}; do [ -d "$d" ] && walk "$d"; [ -f "$d" ] && check "$d"; done
 [ -z "$report" ] && exit 0
 echo "kiln: shared libraries that files copied into the runtime image need are missing from it:$report" >&2
+[ -z "$unknown" ] && echo "{MARKER} $packages" >&2
 echo "Add the Debian packages that ship them to the runtime: [start] aptPkgs = [\"...\", \"PACKAGE\"] in kiln.toml, or KILN_RUNTIME_APT_PKGS=PACKAGE (or ship the build stage: [start] runtime = \"build\")." >&2
 exit 1
 "#,
         dirs = dirs.join(" ")
     )
+}
+
+/// The line the check prints when kiln knows a package for every missing
+/// library: the packages, space separated, follow it.
+pub const MARKER: &str = "kiln: runtime packages that ship them:";
+
+/// The packages a failed check's output (a build error's text) names on
+/// its [`MARKER`] line: what the runtime stage lacks.
+pub fn packages_to_add(output: &str) -> Option<Vec<String>> {
+    let line = output.lines().find_map(|l| l.trim().strip_prefix(MARKER))?;
+    let pkgs: Vec<String> = line.split_whitespace().map(String::from).collect();
+    (!pkgs.is_empty()).then_some(pkgs)
 }
 
 fn shell_quote(s: &str) -> String {
@@ -164,15 +191,27 @@ mod tests {
         );
         assert!(!err.contains("ok.so"), "{err}");
         assert!(!err.contains("fake.so"), "{err}");
+        // No package known for that library: no packages line.
+        assert_eq!(packages_to_add(&err), None, "{err}");
+        assert!(!err.contains(MARKER), "{err}");
     }
 
     #[test]
     fn hints_name_the_package_of_the_suite() {
         let s = check_script(&["/app".into()], "trixie");
-        assert!(s.contains("libpq.so.5) echo \" (Debian package libpq5)\""));
-        assert!(s.contains("libmagic.so.1) echo \" (Debian package libmagic1t64)\""));
+        assert!(s.contains("libpq.so.5) echo libpq5 ;;"));
+        assert!(s.contains("libmagic.so.1) echo libmagic1t64 ;;"));
         assert!(s.contains("for d in '/app'; do"));
         let s = check_script(&["/app".into()], "bookworm");
-        assert!(s.contains("libmagic.so.1) echo \" (Debian package libmagic1)\""));
+        assert!(s.contains("libmagic.so.1) echo libmagic1 ;;"));
+    }
+
+    #[test]
+    fn packages_line_is_read_back() {
+        let out = format!(
+            "x\n  /a.so needs libpq.so.5 (Debian package libpq5)\n{MARKER} libpq5 libgif7\nAdd …"
+        );
+        assert_eq!(packages_to_add(&out).unwrap(), ["libpq5", "libgif7"]);
+        assert_eq!(packages_to_add("failed with exit code 1"), None);
     }
 }
