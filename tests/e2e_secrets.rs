@@ -184,7 +184,15 @@ fn secrets_are_masked_in_json_progress() {
         logs.iter().any(|l| l == "inline **** and **** here"),
         "{logs:#?}"
     );
-    assert_masked_summary("json", &stderr);
+    // In JSON mode the failure summary is the final `result` event's error.
+    let result: serde_json::Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|v| v["event"] == "result")
+        .unwrap_or_else(|| panic!("no result event in:\n{stderr}"));
+    assert_eq!(result["ok"], false);
+    let summary = format!("error: {}", result["error"].as_str().unwrap());
+    assert_masked_summary("json", &summary);
 }
 
 #[test]
