@@ -108,6 +108,10 @@ pub fn send(
             "the server {target} lacks `{}`, which kiln's transfer needs (it uses only sh and coreutils: sha256sum, mv, mkdir, cat, ls, rm): install coreutils there or fix the PATH of the ssh user",
             reply.stderr.trim()
         ),
+        Some(script::exit::SYMLINKED) => bail!(
+            "{target}: {} is a symbolic link: kiln writes the remote store only into real directories and files (remove the link, or give another path)",
+            reply.stderr.trim()
+        ),
         Some(script::exit::NOT_A_LAYOUT) => bail!(
             "{target}: the directory exists and is not an OCI image layout: give an empty or new directory, or an existing kiln store"
         ),

@@ -15,6 +15,8 @@ pub mod exit {
     pub const MISSING_BLOB: i32 = 43;
     /// index.json changed since it was read (another push): retry.
     pub const INDEX_CHANGED: i32 = 44;
+    /// A path the protocol writes is a symlink (named on stderr).
+    pub const SYMLINKED: i32 = 45;
 }
 
 /// Single-quotes `s` for a POSIX shell (`'` becomes `'\''`).
@@ -58,6 +60,11 @@ done
 if [ -e "$root" ] && [ ! -e "$root/oci-layout" ] && [ ! -d "$blobs" ] && [ -n "$(ls -A "$root")" ]; then
   exit {not_layout}
 fi
+# The store is another account's directory on another machine: never write
+# through a symlink someone planted where kiln writes.
+for p in "$root/blobs" "$blobs" "$root/oci-layout" "$root/index.json"; do
+  if [ -L "$p" ]; then echo "$p" >&2; exit {symlinked}; fi
+done
 mkdir -p "$blobs"
 if [ ! -e "$root/oci-layout" ]; then
   printf '%s' '{{"imageLayoutVersion":"1.0.0"}}' > "$root/.kiln-oci-layout.$$"
@@ -76,6 +83,7 @@ cat "$root/index.json"
 "#,
         missing = exit::MISSING_TOOL,
         not_layout = exit::NOT_A_LAYOUT,
+        symlinked = exit::SYMLINKED,
     )
 }
 
@@ -87,7 +95,12 @@ pub fn receive_blob() -> String {
         r#"{ROOT}tmp=$blobs/.kiln-tmp-$2.$$
 trap 'rm -f "$tmp"' EXIT
 trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE
+# A name planted in advance (a symlink) is removed, and the file is created
+# anew (noclobber), not opened through it.
+rm -f "$tmp"
+set -C
 cat > "$tmp"
+set +C
 sum=$(sha256sum "$tmp")
 sum=${{sum%% *}}
 if [ "$sum" != "$2" ]; then
@@ -327,6 +340,21 @@ mod tests {
             std::fs::read(root.join("index.json")).unwrap(),
             b"{\"new\":1}"
         );
+    }
+
+    #[test]
+    fn prepare_refuses_symlinks_where_it_writes() {
+        for link in ["blobs", "index.json"] {
+            let dir = tempfile::tempdir().unwrap();
+            let canary = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+                .unwrap();
+            std::os::unix::fs::symlink(canary.path(), dir.path().join(link)).unwrap();
+            let out = sh(&prepare(), &[dir.path().to_str().unwrap()], b"");
+            assert_eq!(out.status.code(), Some(exit::SYMLINKED), "{link}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains(link));
+            assert_eq!(std::fs::read_dir(canary.path()).unwrap().count(), 0);
+        }
     }
 
     #[test]
