@@ -84,6 +84,9 @@ fn readme_command_trusts_the_host_ca_without_storing_it() {
         "-t",
         "hello:0",
         "--no-host-ca",
+        // Fail at the first refused download, not after npm's retries.
+        "-e",
+        "NPM_CONFIG_FETCH_RETRIES=0",
     ]);
     let err = String::from_utf8_lossy(&off.stderr);
     assert_eq!(off.status.code(), Some(4), "{err}");

@@ -80,12 +80,15 @@ const MARKERS: &[&str] = &[
 pub fn certificate_hint(output: &str, host_ca: bool) -> Option<String> {
     let hit = MARKERS.iter().find(|m| output.contains(*m))?;
     let what = if host_ca {
-        "the step trusted the host's CA bundle, so the server's CA is in neither the image's nor the host's: add it with --ca-cert FILE (PEM; or KILN_CA_CERTS=FILE:FILE)"
+        "  The step trusted the host's CA store, so the server's CA is in neither it nor the image's:\n  \
+         add it with --ca-cert FILE (PEM; or KILN_CA_CERTS=FILE:FILE).\n"
     } else {
-        "the step did not trust the host's CA bundle: an auto build's steps do unless --no-host-ca or KILN_NO_HOST_CA=1 is given, and --ca-cert FILE (PEM; or KILN_CA_CERTS=FILE:FILE) adds a CA to its build stage; a Dockerfile's RUN steps see only the image's CAs, so add the proxy's CA there (COPY it into /usr/local/share/ca-certificates/ and RUN update-ca-certificates)"
+        "  The step did not trust the host's CA store.\n  \
+         Auto build: its steps do unless --no-host-ca or KILN_NO_HOST_CA=1 is given; --ca-cert FILE adds a CA the host lacks.\n  \
+         Dockerfile: RUN steps see only the image's CAs; add the proxy's CA there (COPY it into /usr/local/share/ca-certificates/ and RUN update-ca-certificates).\n"
     };
     Some(format!(
-        "hint: the step failed verifying a TLS certificate ({hit}), as on a network that intercepts TLS; {what}. See docs/auto.md, \"Networks that intercept TLS\"."
+        "hint: the step failed verifying a TLS certificate ({hit}): the network may intercept TLS.\n{what}  See docs/auto.md, \"Networks that intercept TLS\"."
     ))
 }
 
