@@ -238,7 +238,12 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     let mut host_ca = None;
     let (graph, ctx) = match &source {
         BuildSource::Auto { .. } => {
-            let (mut graph, ctx, providers, bundle) = auto_graph(req, progress)?;
+            let AutoGraph {
+                mut graph,
+                ctx,
+                providers,
+                host_ca: bundle,
+            } = auto_graph(req, progress)?;
             host_ca = bundle.map(Arc::new);
             source = BuildSource::Auto { providers };
             if let Some(t) = &req.target {
@@ -397,7 +402,7 @@ fn lock_package_bases(
 /// --auto DIR` writes to `DIR/kiln.lock` so that auto builds compose exactly
 /// these package files on every machine.
 pub fn lock_auto(req: &BuildRequest, progress: &Progress) -> Result<crate::packages::lock::Locks> {
-    let (graph, _, _, _) = auto_graph(req, progress)?;
+    let graph = auto_graph(req, progress)?.graph;
     let mut seen = std::collections::BTreeSet::new();
     let mut sets = Vec::new();
     for stage in &graph.stages {
@@ -441,18 +446,18 @@ fn auto_target(graph: &crate::graph::Graph, target: &str) -> Result<usize> {
         })
 }
 
-/// The graph, its context, the providers that matched, and the host's CA
-/// bundle the build steps mount (`None` with `--no-host-ca` or when the
-/// host has no store).
-fn auto_graph(
-    req: &BuildRequest,
-    progress: &Progress,
-) -> Result<(
-    crate::graph::Graph,
-    crate::dockerfile::context::Context,
-    Vec<String>,
-    Option<Vec<u8>>,
-)> {
+/// An auto build's plan lowered to the graph.
+struct AutoGraph {
+    graph: crate::graph::Graph,
+    ctx: crate::dockerfile::context::Context,
+    /// The providers that matched.
+    providers: Vec<String>,
+    /// The host's CA bundle the build steps mount (`None` with
+    /// `--no-host-ca` or when the host has no store).
+    host_ca: Option<Vec<u8>>,
+}
+
+fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
     let dir = &req.context;
     let opts = crate::plan::Options {
         install_cmd: req.plan.install_cmd.clone(),
@@ -531,7 +536,12 @@ fn auto_graph(
             host_ca: host_ca.is_some(),
         },
     )?;
-    Ok((graph, ctx, providers, host_ca))
+    Ok(AutoGraph {
+        graph,
+        ctx,
+        providers,
+        host_ca,
+    })
 }
 
 /// A PEM CA certificate file as (file name, text).

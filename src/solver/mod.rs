@@ -1063,7 +1063,7 @@ impl Solver {
                 .iter()
                 .any(|m| matches!(m, graph::Mount::HostCa { .. }));
             if let Some(hint) = trust::certificate_hint(&shown, host_ca) {
-                shown.push_str("\n");
+                shown.push('\n');
                 shown.push_str(&hint);
             }
             return Err(CodedError::new(
