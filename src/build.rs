@@ -69,6 +69,9 @@ pub struct BuildRequest {
     pub no_host_ca: bool,
     /// Entitlements granted to the build (`--allow`, as buildx).
     pub allow: Vec<Entitlement>,
+    /// Labels set on the image (`--label K=V`, as buildx and Nixpacks),
+    /// after the Dockerfile's or plan's own: these win.
+    pub labels: Vec<(String, String)>,
     /// The network of RUN steps that do not choose one (`--network`):
     /// private with outbound access unless the caller opts into `Host`.
     pub network: crate::sandbox::Network,
@@ -295,12 +298,63 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             (loaded.lowered.graph, loaded.context)
         }
     };
+    let mut graph = graph;
+    if !req.labels.is_empty() {
+        let target = graph.target;
+        graph.stages[target].steps.push(crate::graph::Step {
+            op: crate::graph::Op::Config(crate::graph::config::ConfigChange::Labels(
+                req.labels.clone(),
+            )),
+            origin: None,
+        });
+    }
     let graph = &graph;
     let ctx = Mutex::new(ctx);
     let mut opts = solve_options(Some(&ctx), &client, req)?;
     opts.package_locks = package_locks;
     opts.host_ca = host_ca;
-    let solved = solver.solve(graph, graph.target, &opts, progress)?;
+    let can_add_packages =
+        matches!(source, BuildSource::Auto { .. }) && opts.package_locks.is_empty();
+    let solved = match solver.solve(graph, graph.target, &opts, progress) {
+        Ok(s) => s,
+        Err(e) => {
+            // The runtime stage's shared-library check named packages that
+            // ship what its files need: add them and build once more (the
+            // build stage is cached). Not with a kiln.lock (it fixes the
+            // package sets), nor for packages kept out (`buildOnlyPkgs`).
+            let add = can_add_packages
+                .then(|| crate::plan::shared_libs::packages_to_add(&format!("{e:#}")))
+                .flatten();
+            let Some(add) = add else { return Err(e) };
+            let mut again = req.clone();
+            let old = again
+                .plan
+                .env
+                .iter()
+                .position(|v| v.starts_with("KILN_RUNTIME_APT_PKGS="));
+            let value = match old.map(|i| again.plan.env.remove(i)) {
+                Some(v) => format!("{v} {}", add.join(" ")),
+                None => format!("KILN_RUNTIME_APT_PKGS={}", add.join(" ")),
+            };
+            again.plan.env.push(value);
+            let mut graph2 = auto_graph(&again, progress)?.graph;
+            if let Some(t) = &req.target {
+                graph2.target = auto_target(&graph2, t)?;
+            }
+            let runtime_has_them = graph2.stages.get(1).is_some_and(|st| match &st.base {
+                crate::graph::Base::Packages(p) => add.iter().all(|a| p.packages.contains(a)),
+                _ => false,
+            });
+            if !runtime_has_them {
+                return Err(e);
+            }
+            progress.info(format!(
+                "the runtime image lacked shared libraries its files need: adding {} to its packages and building again (list them in `[start] aptPkgs` to skip this)",
+                add.join(" ")
+            ));
+            solver.solve(&graph2, graph2.target, &opts, progress)?
+        }
+    };
     let image = solved.image;
     let digest = image.digest()?;
     let mut stored = Vec::new();

@@ -65,6 +65,29 @@ pub enum Event {
     },
     /// A message not tied to a task.
     Message { level: Level, text: String },
+    /// The last event of a build: what it made, or why it failed.
+    Result(BuildOutcome),
+}
+
+/// The final `result` event of `kiln build --progress json` (a stable
+/// schema, docs/build.md): on success `digest`, `size` (bytes a pull
+/// transfers), `names`, `pushed`; on failure `error` and `exit_code`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct BuildOutcome {
+    pub ok: bool,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pushed: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -72,6 +95,9 @@ pub enum Event {
 pub enum Level {
     Info,
     Warn,
+    /// Why the command failed (`--progress json` only; the other modes
+    /// print `error: …` lines).
+    Error,
 }
 
 /// A cheap, clonable progress handle.
@@ -93,6 +119,8 @@ struct Inner {
     tails: Mutex<std::collections::HashMap<String, Vec<String>>>,
     /// The secrets masked in everything shown or recorded.
     redactor: std::sync::RwLock<Redactor>,
+    /// A `result` event was emitted: it already carries the error.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 /// How many output lines of a task are kept for failure reports.
@@ -113,6 +141,7 @@ impl Progress {
                 recorded: None,
                 tails: Mutex::new(std::collections::HashMap::new()),
                 redactor: std::sync::RwLock::new(Redactor::new()),
+                ended: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -184,9 +213,18 @@ impl Progress {
             r.lock().unwrap_or_else(|e| e.into_inner()).push(ev.clone());
         }
         if self.inner.mode == ProgressMode::Json
-            && let Ok(line) = serde_json::to_string(&ev)
+            && let Ok(mut v) = serde_json::to_value(&ev)
         {
-            let _ = writeln!(std::io::stderr().lock(), "{line}");
+            // Every line carries its wall-clock time (RFC 3339, UTC, ms).
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert(
+                    "time".into(),
+                    chrono::Utc::now()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                        .into(),
+                );
+            }
+            let _ = writeln!(std::io::stderr().lock(), "{v}");
         }
     }
 
@@ -200,6 +238,30 @@ impl Progress {
             }
             _ => {}
         }
+    }
+
+    /// The command's error, as a `message` event of level `error`.
+    pub fn error(&self, text: impl Into<String>) {
+        let text = self.redact(&text.into());
+        self.emit(Event::Message {
+            level: Level::Error,
+            text,
+        });
+    }
+
+    /// Records how a build ended (`--progress json` prints it last).
+    pub fn result(&self, outcome: BuildOutcome) {
+        let mut outcome = outcome;
+        outcome.error = outcome.error.map(|e| self.redact(&e));
+        self.emit(Event::Result(outcome));
+        self.inner
+            .ended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`Progress::result`] was called.
+    pub fn has_result(&self) -> bool {
+        self.inner.ended.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn info(&self, text: impl Into<String>) {

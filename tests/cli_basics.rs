@@ -86,3 +86,137 @@ fn build_help_leads_with_the_auto_build() {
     let first = help.lines().next().unwrap_or_default();
     assert!(first.contains("app's source"), "{first}");
 }
+
+/// `KILN_START_CMD='node server.js' kiln build .` (Nixpacks reads its
+/// variables from the environment); `-e` still wins over the environment.
+#[test]
+fn plan_options_come_from_the_environment_and_e_wins() {
+    let k = Kiln::new();
+    let app = k.path("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("package.json"),
+        r#"{"name":"a","version":"1.0.0"}"#,
+    )
+    .unwrap();
+    let plan = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["plan", "app", "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = k
+            .cmd()
+            .args(&args)
+            .env("KILN_START_CMD", "node server.js")
+            .env("NIXPACKS_APT_PKGS", "cowsay")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let p = plan(&[]);
+    assert_eq!(p["start"]["cmd"], "node server.js", "{p}");
+    assert!(p.to_string().contains("cowsay"), "{p}");
+    let p = plan(&["-e", "KILN_START_CMD=node other.js"]);
+    assert_eq!(p["start"]["cmd"], "node other.js", "{p}");
+}
+
+/// `--progress json`: every line has a time; the last one is the result,
+/// on success and on failure (docs/build.md, "JSON progress").
+#[test]
+fn json_progress_has_times_and_ends_with_the_result() {
+    let k = Kiln::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a"), "a\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY a /a\n").unwrap();
+    let events = |out: &std::process::Output| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let out = k.kiln(&["build", "ctx", "-t", "json-result:1", "--progress", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&out);
+    assert!(ev.len() > 2);
+    for e in &ev {
+        let t = e["time"].as_str().unwrap_or_else(|| panic!("no time: {e}"));
+        assert!(t.ends_with('Z') && t.contains('T'), "{t}");
+    }
+    let last = ev.last().unwrap();
+    assert_eq!(last["event"], "result", "{last}");
+    assert_eq!(last["ok"], true);
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(last["digest"], digest.as_str());
+    assert!(last["size"].as_u64().unwrap() > 0);
+    assert!(
+        last["names"].to_string().contains("json-result:1"),
+        "{last}"
+    );
+    assert!(last["seconds"].as_f64().is_some());
+
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY missing /m\n").unwrap();
+    let out = k.kiln(&["build", "ctx", "--progress", "json"]);
+    assert!(!out.status.success());
+    let last = events(&out).pop().unwrap();
+    assert_eq!(last["event"], "result", "{last}");
+    assert_eq!(last["ok"], false);
+    assert!(
+        last["error"].as_str().unwrap().contains("missing"),
+        "{last}"
+    );
+    assert_eq!(
+        last["exit_code"].as_i64(),
+        out.status.code().map(i64::from),
+        "{last}"
+    );
+}
+
+/// buildx's `--label`, `--iidfile` and `--metadata-file` on `kiln build`.
+#[test]
+fn labels_iidfile_and_metadata_file() {
+    let k = Kiln::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a"), "a\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nLABEL team=web stage=dockerfile\nCOPY a /a\n",
+    )
+    .unwrap();
+    let digest = k.stdout(&[
+        "build",
+        "ctx",
+        "-t",
+        "labelled:1",
+        "--label",
+        "stage=cli",
+        "--label",
+        "org.opencontainers.image.source=https://example.invalid/app",
+        "--iidfile",
+        "iid",
+        "--metadata-file",
+        "meta.json",
+    ]);
+    let digest = digest.trim();
+    assert_eq!(std::fs::read_to_string(k.path("iid")).unwrap(), digest);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(k.path("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], digest);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&k.stdout(&["inspect", "labelled:1"])).unwrap();
+    let labels = inspect.to_string();
+    assert!(labels.contains(r#""stage":"cli""#), "{labels}");
+    assert!(labels.contains(r#""team":"web""#), "{labels}");
+    assert!(labels.contains("example.invalid/app"), "{labels}");
+    let bad = k.kiln(&["build", "ctx", "--label", "novalue"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("KEY=VALUE"));
+}

@@ -301,14 +301,17 @@ fn every_planned_package_exists_in_its_suite() {
             &[(
                 "package.json",
                 r#"{"name": "x", "scripts": {"start": "node index.js"},
-                   "dependencies": {"canvas": "2", "puppeteer": "22", "prisma": "5"}}"#,
+                   "dependencies": {"canvas": "2", "puppeteer": "22", "prisma": "5",
+                   "bcrypt": "5", "argon2": "0", "better-sqlite3": "11", "sqlite3": "5",
+                   "node-pty": "1", "cpu-features": "0"}}"#,
             )],
         ),
         (
             "python-native",
             &[(
                 "requirements.txt",
-                "psycopg2\nmysqlclient\npycairo\npydub\npdf2image\nflask\n",
+                "psycopg2\npsycopg\npsycopg-c\nmysqlclient\npycairo\npydub\npdf2image\nflask\n\
+                 Pillow\nlxml\ncffi\npyodbc\npython-magic\nweasyprint\nopencv-python\n",
             )],
         ),
         (
@@ -460,5 +463,249 @@ fn node_gyp_addon_builds_with_python_and_runs() {
     assert!(
         out.stdout.is_empty(),
         "build-only packages in the runtime image: {out:?}"
+    );
+}
+
+/// A start command that runs npx and pnpm (a Procfile over the pnpm
+/// example: `npx --version && pnpm start`) keeps npm and the global pnpm
+/// install in the runtime image (before: `npx: not found`, the runtime
+/// had `nodejs` only).
+#[test]
+fn start_command_running_npx_and_pnpm_keeps_them_in_the_runtime() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("node-pnpm", tmp.path());
+    std::fs::write(dir.join("Procfile"), "web: npx --version && pnpm start\n").unwrap();
+    home.build(&dir, "pnpm-start:1");
+    support::auto::serve_and_stop(&home, "pnpm-start:1", "Hello from node-npm");
+}
+
+/// `[start] runtime = "build"`: the image is the build stage, so an app
+/// that runs npm from its code (not its start command) has it (before:
+/// kiln.toml's unknown key `runtime` was an error).
+#[test]
+fn runtime_build_switch_ships_the_build_stage() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "node-runtime-build",
+        "Hello from node-runtime-build, npm 9.",
+    );
+}
+
+/// psycopg2 (no wheels: compiled by pip) listed in a requirements file that
+/// requirements.txt includes (`-r requirements/base.txt`): libpq-dev in the
+/// build, libpq5 in the runtime, from the native-dependency table (before:
+/// the included file was not read and pip failed on `pg_config`).
+#[test]
+fn python_psycopg2_from_source_builds_and_loads_libpq() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "python-psycopg2",
+        "Hello from python-psycopg2, libpq 1",
+    );
+}
+
+/// A library the runtime lacks is a build error naming it, the file that
+/// needs it and its package (the runtime stage checks every shared object
+/// it copied), not an app that dies at start: psycopg2 with libpq5 kept
+/// out of the runtime (`buildOnlyPkgs`).
+#[test]
+fn missing_runtime_library_fails_the_build_naming_it() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("python-psycopg2", tmp.path());
+    std::fs::write(dir.join("kiln.toml"), "buildOnlyPkgs = [\"libpq5\"]\n").unwrap();
+    let mut args = vec![
+        "build".to_string(),
+        dir.display().to_string(),
+        "-t".into(),
+        "nolibpq:1".into(),
+    ];
+    args.extend(support::auto::host_ca_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = home.kiln(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| {
+            l.contains("/opt/venv/lib/python3.13/site-packages/psycopg2/_psycopg.cpython-313-")
+        })
+        .unwrap_or_else(|| panic!("no line names psycopg2's extension:\n{err}"));
+    assert!(
+        line.trim_end()
+            .ends_with(".so needs libpq.so.5 (Debian package libpq5)"),
+        "{err}"
+    );
+}
+
+/// bcrypt compiled by node-gyp (`build-from-source` in .npmrc): python3,
+/// g++ and make in the build from the native-dependency table (before:
+/// `gyp ERR! not found: make`), none of them in the runtime.
+#[test]
+fn node_bcrypt_compiled_by_node_gyp_answers_a_hash() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(
+        &home,
+        tmp.path(),
+        "node-bcrypt",
+        "Hello from node-bcrypt, verified $2b$04$",
+    );
+    let out = home.kiln(&[
+        "--progress",
+        "quiet",
+        "run",
+        "node-bcrypt:1",
+        "sh",
+        "-c",
+        "command -v python3 g++ make",
+    ]);
+    assert!(out.stdout.is_empty(), "build tools in the runtime: {out:?}");
+}
+
+/// A package name as pip compares them.
+fn pypi_norm(name: &str) -> String {
+    name.trim().to_ascii_lowercase().replace(['_', '.'], "-")
+}
+
+/// Builds `example` (a Python app whose install runs `tool`), checks it
+/// answers, and that every package of the tool's pins file
+/// (`src/plan/providers/pins/PINS.txt`) that the app's lockfile does not
+/// also name is installed at the pinned version.
+fn python_tool_closure_is_pinned(example_name: &str, pins: &str, lock: &str, expect: &str) {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    build_and_serve(&home, tmp.path(), example_name, expect);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lock =
+        std::fs::read_to_string(root.join("examples").join(example_name).join(lock)).unwrap();
+    let app_pkgs: Vec<String> = lock
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .map(|n| pypi_norm(n.trim_end_matches('"')))
+        .collect();
+    let pins =
+        std::fs::read_to_string(root.join(format!("src/plan/providers/pins/{pins}.txt"))).unwrap();
+    let freeze = home.stdout(&[
+        "--progress",
+        "quiet",
+        "run",
+        &format!("{example_name}:1"),
+        "/opt/venv/bin/pip",
+        "freeze",
+    ]);
+    let installed: Vec<(String, String)> = freeze
+        .lines()
+        .filter_map(|l| l.split_once("=="))
+        .map(|(n, v)| (pypi_norm(n), v.trim().to_string()))
+        .collect();
+    let mut checked = 0;
+    for pin in pins
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (name, version) = pin.split_once("==").unwrap();
+        let name = pypi_norm(name);
+        if app_pkgs.contains(&name) {
+            continue;
+        }
+        // Pins for other Pythons or platforms (markers) may be absent.
+        if let Some((_, v)) = installed.iter().find(|(n, _)| *n == name) {
+            assert_eq!(v, version, "{example_name}: {name}");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 10,
+        "{example_name}: only {checked} pins found in:\n{freeze}"
+    );
+}
+
+/// PDM's dependencies come from kiln's pins (PDM's own `locked` set), not
+/// the newest releases (before: hishel 2 made `pdm install` fail with
+/// `No module named 'hishel._serializers'`).
+#[test]
+fn python_pdm_installs_with_pinned_dependencies() {
+    python_tool_closure_is_pinned(
+        "python-pdm",
+        "pdm",
+        "pdm.lock",
+        "Hello from python-pdm, six 1.17.0",
+    );
+}
+
+/// Poetry's dependencies come from kiln's pins.
+#[test]
+fn python_poetry_installs_with_pinned_dependencies() {
+    python_tool_closure_is_pinned(
+        "python-poetry",
+        "poetry",
+        "poetry.lock",
+        "Hello from python-poetry",
+    );
+}
+
+/// A library nothing in kiln's tables maps: the app's own addon links
+/// SQLite (`-lsqlite3`, libsqlite3-dev for the build only). The runtime
+/// stage's check finds `libsqlite3.so.0` missing, kiln adds the package
+/// that ships it and builds the runtime again (before: the build failed
+/// naming the library; before the check: the app died at start).
+#[test]
+fn missing_runtime_library_with_a_known_package_is_added() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("node-gyp-addon", tmp.path());
+    std::fs::write(
+        dir.join("binding.gyp"),
+        r#"{"targets": [{"target_name": "greeting", "sources": ["greeting.c"], "libraries": ["-lsqlite3"]}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("greeting.c"),
+        r#"#include <stdio.h>
+#include <node_api.h>
+#include <sqlite3.h>
+
+static napi_value greeting(napi_env env, napi_callback_info info) {
+  char text[128];
+  napi_value s;
+  snprintf(text, sizeof text, "Hello from node-gyp-addon (native, sqlite %s)\n", sqlite3_libversion());
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &s);
+  return s;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  napi_create_function(env, "greeting", NAPI_AUTO_LENGTH, greeting, NULL, &fn);
+  napi_set_named_property(env, exports, "greeting", fn);
+  return exports;
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("kiln.toml"),
+        "providers = [\"...\", \"python\"]\nbuildOnlyPkgs = [\"g++\", \"make\", \"python3\", \"libsqlite3-dev\"]\n\n\
+         [phases.setup]\naptPkgs = [\"...\", \"g++\", \"make\", \"libsqlite3-dev\"]\n",
+    )
+    .unwrap();
+    let (_, events) = home.build(&dir, "addon-sqlite:1");
+    assert!(
+        events.iter().any(|e| e["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("adding libsqlite3-0 to its packages"))),
+        "no retry with libsqlite3-0: {events:?}"
+    );
+    support::auto::serve_and_stop(
+        &home,
+        "addon-sqlite:1",
+        "Hello from node-gyp-addon (native, sqlite 3.",
     );
 }

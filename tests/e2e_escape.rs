@@ -39,20 +39,9 @@ fn tempdir() -> tempfile::TempDir {
         .unwrap()
 }
 
-/// Runs `script` with `sh -c` on the Debian rootfs; returns (exit code,
-/// output lines).
+/// Runs a step on the Debian rootfs; returns (exit code, output lines).
 fn run_sh(sb: &Sandbox, spec: RunSpec) -> (i32, Vec<String>) {
-    let p = Progress::recording();
-    let out = sb.run(&spec, &p).expect("the step starts");
-    let lines = p
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Log { line, .. } => Some(line),
-            _ => None,
-        })
-        .collect();
-    (out.exit_code, lines)
+    support::sandbox::run(sb, &spec)
 }
 
 fn sh(script: &str) -> RunSpec {

@@ -17,25 +17,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln::progress::{Event, Progress};
-use kiln::sandbox::{IdMap, Network, RunSpec, Sandbox, StepCommand};
+use kiln::sandbox::{Network, RunSpec, StepCommand};
+use support::sandbox::Env;
 use support::debian;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    sandbox: Sandbox,
-}
-
 fn env() -> Env {
-    let dir = tempfile::Builder::new()
-        .prefix("kiln-e2e-network-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let sandbox = Sandbox {
-        runs: dir.path().join("runs"),
-        cache_mounts: dir.path().join("cache-mounts"),
-        idmap: IdMap::Host,
-    };
-    Env { _dir: dir, sandbox }
+    support::sandbox::env("kiln-e2e-network-")
 }
 
 fn bash(script: &str, network: Network) -> RunSpec {
@@ -49,17 +36,7 @@ fn bash(script: &str, network: Network) -> RunSpec {
 
 /// Runs a step; returns its exit code and output lines.
 fn run(e: &Env, spec: &RunSpec) -> (i32, Vec<String>) {
-    let p = Progress::recording();
-    let out = e.sandbox.run(spec, &p).expect("the step starts");
-    let lines = p
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Log { line, .. } => Some(line),
-            _ => None,
-        })
-        .collect();
-    (out.exit_code, lines)
+    support::sandbox::run(&e.sandbox, spec)
 }
 
 /// A server on the host's loopback that records whether anyone connected.

@@ -20,24 +20,10 @@ use kiln::sandbox::{
     CacheMount, IdMap, Mount, Network, RunSpec, Sandbox, SecretMount, StepCommand,
 };
 use support::debian;
-
-/// A sandbox with its own run and cache-mount dirs.
-struct Env {
-    dir: tempfile::TempDir,
-    sandbox: Sandbox,
-}
+use support::sandbox::{Env, logs};
 
 fn env() -> Env {
-    let dir = tempfile::Builder::new()
-        .prefix("kiln-e2e-sandbox-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let sandbox = Sandbox {
-        runs: dir.path().join("runs"),
-        cache_mounts: dir.path().join("cache-mounts"),
-        idmap: IdMap::Host,
-    };
-    Env { dir, sandbox }
+    support::sandbox::env("kiln-e2e-sandbox-")
 }
 
 fn sh(script: &str) -> RunSpec {
@@ -47,15 +33,6 @@ fn sh(script: &str) -> RunSpec {
     )
 }
 
-fn logs(p: &Progress) -> Vec<String> {
-    p.events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Log { line, .. } => Some(line),
-            _ => None,
-        })
-        .collect()
-}
 
 /// Runs a shell script, expecting success; returns its output lines.
 fn run_ok(e: &Env, spec: &RunSpec) -> Vec<String> {

@@ -70,6 +70,17 @@ pub struct BuildArgs {
     /// network.host lets `RUN --network=host` steps use the host's network.
     #[arg(long, value_enum, value_name = "ENTITLEMENT")]
     pub allow: Vec<crate::build::Entitlement>,
+    /// Set a label on the image, KEY=VALUE (repeatable; wins over the
+    /// Dockerfile's LABEL and the plan's).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+    /// Write the image's manifest digest to FILE (buildx's --iidfile).
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write the build result as JSON to FILE (buildx's --metadata-file:
+    /// `containerimage.digest`, `image.name`, and kiln's fields).
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     /// Print the build result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -134,7 +145,7 @@ impl PlanArgs {
             install_cmd: self.install_cmd,
             build_cmd: self.build_cmd,
             apt: self.apt,
-            env: self.env,
+            env: super::plan::with_process_options(&self.env),
             config: self.config,
         }
     }
@@ -195,14 +206,50 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         allow: a.allow,
         plan: a.plan.request(),
         network: a.network,
+        labels: a.label,
     };
-    let result = build(&req, progress);
+    let started = std::time::Instant::now();
+    let mut result = build(&req, progress);
     if cancel.load(Ordering::SeqCst) {
-        return Err(
+        result = Err(
             crate::error::CodedError::new(crate::error::code::INTERRUPTED, "interrupted").into(),
         );
     }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.result(match &result {
+        Ok(r) => crate::progress::BuildOutcome {
+            ok: true,
+            seconds,
+            digest: Some(r.digest.to_string()),
+            size: Some(r.image.size()),
+            names: r.names.clone(),
+            pushed: r.pushed.clone(),
+            ..Default::default()
+        },
+        Err(e) => crate::progress::BuildOutcome {
+            ok: false,
+            seconds,
+            error: Some(format!("{e:#}")),
+            exit_code: Some(crate::error::exit_code(e)),
+            ..Default::default()
+        },
+    });
     let r = result?;
+    if let Some(f) = &a.iidfile {
+        std::fs::write(f, r.digest.to_string())
+            .with_context(|| format!("--iidfile: writing {}", f.display()))?;
+    }
+    if let Some(f) = &a.metadata_file {
+        let v = serde_json::json!({
+            "containerimage.digest": r.digest.to_string(),
+            "image.name": r.names.join(","),
+            "kiln.names": r.names,
+            "kiln.pushed": r.pushed,
+            "kiln.size": r.image.size(),
+        });
+        std::fs::write(f, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("--metadata-file: writing {}", f.display()))?;
+    }
     if a.json {
         let v = serde_json::json!({
             "digest": r.digest.to_string(),
@@ -216,4 +263,14 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         println!("{}", r.digest);
     }
     Ok(())
+}
+
+/// `KEY=VALUE` of `--label`.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!(
+            "{s:?} is not KEY=VALUE (e.g. --label org.opencontainers.image.source=https://…)"
+        )),
+    }
 }

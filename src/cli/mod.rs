@@ -233,6 +233,14 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
 
 /// Prints an error chain as `error: what` + `  caused by: …` lines.
 fn report(err: &anyhow::Error, progress: &Progress) {
+    if progress.mode() == ProgressMode::Json {
+        // stderr stays one JSON object per line: the error is an event
+        // (already in the build's final `result` event when there is one).
+        if !progress.has_result() {
+            progress.error(format!("{err:#}"));
+        }
+        return;
+    }
     eprint!("{}", render_error(err, progress));
 }
 

@@ -72,7 +72,11 @@ impl PlanInputs {
     }
 
     pub fn generate(&self, progress: &Progress) -> crate::Result<BuildPlan> {
-        plan::generate(&self.dir, &self.env, &self.options(progress)?)
+        plan::generate(
+            &self.dir,
+            &with_process_options(&self.env),
+            &self.options(progress)?,
+        )
     }
 }
 
@@ -151,7 +155,7 @@ pub fn run_detect(args: DetectArgs, progress: &Progress) -> crate::Result<()> {
         progress: Some(progress.clone()),
         ..Options::default()
     };
-    for d in plan::detect(&args.dir, &args.env, &opts)? {
+    for d in plan::detect(&args.dir, &with_process_options(&args.env), &opts)? {
         if args.explain {
             println!("{}\t{}", d.provider, d.reason);
         } else {
@@ -272,4 +276,19 @@ pub fn run_dockerfile(args: DockerfileArgs, progress: &Progress) -> crate::Resul
         }
     }
     Ok(())
+}
+
+/// `-e` entries preceded by the `KILN_*`/`NIXPACKS_*` variables of kiln's
+/// own environment, as Nixpacks reads them: `KILN_START_CMD=… kiln build .`
+/// configures the plan, and `-e` (later, so it wins) overrides the
+/// environment. Only the plan's options are read from these (see
+/// `plan::Env::option`); they never become build or image variables.
+pub(crate) fn with_process_options(cli: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("KILN_") || k.starts_with("NIXPACKS_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    out.sort();
+    out.extend(cli.iter().cloned());
+    out
 }

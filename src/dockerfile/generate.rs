@@ -198,6 +198,13 @@ pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
         let _ = writeln!(d, "\nCOPY . .");
     }
 
+    // `runtime = "build"`: the build stage is the image.
+    let build_rt = start.is_build_runtime();
+    let run_base = if build_rt {
+        "build".to_string()
+    } else {
+        run_base
+    };
     let _ = writeln!(d, "\nFROM {run_base} AS runtime");
     let mut rt = vec!["ca-certificates".to_string()];
     for p in start.apt_pkgs.clone().unwrap_or_default() {
@@ -205,17 +212,21 @@ pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
             rt.push(p);
         }
     }
-    if start.run_image.is_none() {
+    if start.run_image.is_none() && !build_rt {
         apt_install(&mut d, &rt);
     }
     let _ = writeln!(d, "WORKDIR /app");
     if !assets.is_empty() {
         let _ = writeln!(d, "COPY --from=build /assets /assets");
     }
-    let include = start
-        .only_include_files
-        .clone()
-        .unwrap_or_else(|| vec![".".into()]);
+    let include = if build_rt {
+        Vec::new()
+    } else {
+        start
+            .only_include_files
+            .clone()
+            .unwrap_or_else(|| vec![".".into()])
+    };
     for f in include {
         let f = f.trim_end_matches('/');
         let (src, dst) = if f == "." || f.is_empty() {

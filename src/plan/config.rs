@@ -46,7 +46,14 @@ pub const PHASE_KEYS: &[&str] = &[
     "paths",
     "envPaths",
 ];
-pub const START_KEYS: &[&str] = &["cmd", "runImage", "onlyIncludeFiles", "user", "aptPkgs"];
+pub const START_KEYS: &[&str] = &[
+    "cmd",
+    "runImage",
+    "onlyIncludeFiles",
+    "user",
+    "aptPkgs",
+    "runtime",
+];
 
 /// A config file that was read.
 #[derive(Debug, Clone)]

@@ -79,6 +79,8 @@ pub const DEFAULT_IGNORE: &[&str] = &[
     "**/__pycache__",
     "target",
     ".kiln",
+    // What `kiln dockerfile` writes into the app dir: not the app.
+    "Dockerfile.kiln",
 ];
 
 /// The context matcher for an auto build of `dir`: its `.dockerignore`, or
@@ -194,6 +196,11 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         }
     }
     let static_rt = is_static(plan);
+    let build_rt = start.is_build_runtime();
+    if build_rt && !build_pkgs.iter().any(|b| b == "tini") {
+        // The build stage is the image: it needs the init.
+        build_pkgs.push("tini".to_string());
+    }
     if static_rt {
         // What the scratch runtime copies out of the build stage.
         for p in ["tzdata", "tini"] {
@@ -280,6 +287,9 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         Some(image) => Base::Image {
             reference: image.clone(),
         },
+        // `runtime = "build"`: the build stage, toolchain, caches' owners
+        // and sources included, is the image (what Nixpacks ships).
+        None if build_rt => Base::Stage(0),
         None if static_rt => Base::Scratch,
         None => Base::Packages(PackageSet {
             suite: suite.clone(),
@@ -308,10 +318,15 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
     if !assets.is_empty() {
         r.copy_inline(&assets)?;
     }
-    let include = start
-        .only_include_files
-        .clone()
-        .unwrap_or_else(|| vec![".".into()]);
+    let include = if build_rt {
+        Vec::new()
+    } else {
+        start
+            .only_include_files
+            .clone()
+            .unwrap_or_else(|| vec![".".into()])
+    };
+    let mut copied: Vec<String> = Vec::new();
     for f in include {
         let f = f.trim_end_matches('/');
         let src = if f == "." || f.is_empty() {
@@ -320,6 +335,20 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             abs(f)
         };
         r.copy_stage(0, &src);
+        copied.push(src);
+    }
+    if !static_rt && !build_rt && start.run_image.is_none() && !copied.is_empty() {
+        // Every shared library what was copied needs is in the runtime, or
+        // the build says which is missing (not the app at its start).
+        let script = super::shared_libs::check_script(&copied, &suite);
+        r.run_labeled(
+            &script,
+            "runtime",
+            &format!(
+                "RUN (check that the shared libraries of {} are in the runtime)",
+                copied.join(" ")
+            ),
+        );
     }
     r.config(ConfigChange::WorkingDir(APP_DIR.into()), "WORKDIR /app");
     r.config(ConfigChange::Env(env), "ENV (plan variables)");
@@ -389,6 +418,7 @@ pub fn is_static(plan: &BuildPlan) -> bool {
         .all(|p| p == "ca-certificates" || p == "tzdata");
     only_copied
         && start.run_image.is_none()
+        && !start.is_build_runtime()
         && plan.providers.as_deref() == Some(&["go".to_string()][..])
         && plan
             .variables
@@ -453,6 +483,7 @@ impl StageBuilder {
                 p.packages.join(" ")
             ),
             Base::Image { reference } => format!("FROM {reference}"),
+            Base::Stage(_) => "FROM build".to_string(),
             _ => "FROM scratch".to_string(),
         };
         StageBuilder {
@@ -490,6 +521,14 @@ impl StageBuilder {
             phase,
             format!("RUN {cmd}"),
         );
+    }
+
+    /// A `RUN` shown as `text` (a generated script's summary, not its body).
+    fn run_labeled(&mut self, cmd: &str, phase: &str, text: &str) {
+        self.run(cmd, &[], &[], phase);
+        if let Some(last) = self.stage.steps.last_mut() {
+            last.origin = Some(origin(phase, text));
+        }
     }
 
     fn copy_context(&mut self, ctx: &Context, src: &str, dest: &str, phase: &str) -> Result<()> {
@@ -611,6 +650,15 @@ pub fn summary(plan: &BuildPlan) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_generated_dockerfile_is_not_part_of_the_apps_context() {
+        let t = tempfile::tempdir().unwrap();
+        let (m, file) = context_ignore(t.path()).unwrap();
+        assert!(file.is_none());
+        assert!(m.excludes("Dockerfile.kiln"));
+        assert!(!m.excludes("Dockerfile"));
+    }
     use super::*;
 
     /// docs/plan.md: a `--secret` is at `/run/secrets/NAME` (and in the

@@ -96,6 +96,7 @@ fn merge_start(lower: Option<StartPhase>, higher: Option<StartPhase>) -> Option<
             only_include_files: fill(l.only_include_files, h.only_include_files),
             user: scalar(l.user, h.user),
             apt_pkgs: fill(l.apt_pkgs, h.apt_pkgs),
+            runtime: scalar(l.runtime, h.runtime),
         }),
     }
 }

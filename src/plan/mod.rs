@@ -16,8 +16,11 @@ pub mod debian;
 pub mod lower;
 pub mod merge;
 pub mod model;
+pub mod native;
 pub mod order;
 pub mod providers;
+pub mod runtime_tools;
+pub mod shared_libs;
 pub mod versions;
 
 use std::collections::BTreeMap;
@@ -173,6 +176,8 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
     if plan.providers.iter().flatten().any(|p| p == "node") && !user_prune {
         providers::node::keep_dev_deps_for(&mut plan, &ctx)?;
     }
+    // What the final start command runs (npx, pnpm, go) stays in the runtime.
+    runtime_tools::add(&mut plan, &ctx)?;
 
     // --env values: an override of a plan variable stays a variable; the
     // rest are build-only. Option variables configure kiln and are dropped.
@@ -379,6 +384,7 @@ fn env_plan(env: &Env) -> BuildPlan {
     let start = StartPhase {
         cmd: env.opt("START_CMD"),
         apt_pkgs: extend_list(env.list("RUNTIME_APT_PKGS")),
+        runtime: env.opt("RUNTIME"),
         ..StartPhase::default()
     };
     if start != StartPhase::default() {
@@ -553,6 +559,7 @@ fn finalize(plan: &mut BuildPlan, env: &Env, progress: &Progress) -> crate::Resu
     if let Some(start) = &mut plan.start {
         pin_list(&mut start.only_include_files, true);
         pin_list(&mut start.apt_pkgs, true);
+        runtime_tools::check(start)?;
     }
     pin_list(&mut plan.secrets, true);
     pin_list(&mut plan.providers, true);
@@ -652,7 +659,7 @@ fn resolve_toolchains(plan: &mut BuildPlan, env: &Env) -> crate::Result<()> {
 }
 
 /// Package names that differ by suite (the t64 transition, default JDK).
-fn suite_package(name: &str, suite: &str) -> Option<&'static str> {
+pub(crate) fn suite_package(name: &str, suite: &str) -> Option<&'static str> {
     match (name, suite) {
         ("libssl3t64", "bookworm") => Some("libssl3"),
         ("libasound2t64", "bookworm") => Some("libasound2"),
@@ -660,6 +667,8 @@ fn suite_package(name: &str, suite: &str) -> Option<&'static str> {
         ("libevent-2.1-7t64", "bookworm") => Some("libevent-2.1-7"),
         ("libicu76", "bookworm") => Some("libicu72"),
         ("libvips42t64", "bookworm") => Some("libvips42"),
+        ("libmagic1t64", "bookworm") => Some("libmagic1"),
+        ("libglib2.0-0t64", "bookworm") => Some("libglib2.0-0"),
         ("openjdk-21-jdk-headless", "bookworm") => Some("openjdk-17-jdk-headless"),
         ("openjdk-21-jre-headless", "bookworm") => Some("openjdk-17-jre-headless"),
         _ => None,

@@ -126,7 +126,17 @@ pub struct StartPhase {
     /// not in the final image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apt_pkgs: Option<Vec<String>>,
+    /// kiln: what the image is: `slim` (default: a runtime stage with the
+    /// runtime packages and the copied outputs) or `build` (the build
+    /// stage itself, toolchain and all, as Nixpacks ships it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
+
+/// `start.runtime = "build"`: the image is the build stage.
+pub const RUNTIME_BUILD: &str = "build";
+/// `start.runtime = "slim"`: the default two-stage image.
+pub const RUNTIME_SLIM: &str = "slim";
 
 /// A language toolchain and the version kiln resolved for it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -222,6 +232,11 @@ impl StartPhase {
         let list = self.apt_pkgs.get_or_insert_with(Vec::new);
         list.extend(pkgs.iter().map(|s| s.to_string()));
         self
+    }
+
+    /// Whether the image is the build stage (`runtime = "build"`).
+    pub fn is_build_runtime(&self) -> bool {
+        self.runtime.as_deref() == Some(RUNTIME_BUILD)
     }
 
     pub fn include(mut self, files: &[&str]) -> StartPhase {

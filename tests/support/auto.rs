@@ -231,3 +231,11 @@ pub fn step_status<'a>(events: &'a [serde_json::Value], prefix: &str) -> Vec<&'a
         .filter_map(|e| e["status"].as_str())
         .collect()
 }
+
+/// Whether a build's JSON events show no step that ran (all cached).
+pub fn ran_nothing(events: &[serde_json::Value]) -> bool {
+    events
+        .iter()
+        .filter(|e| e["event"] == "finish")
+        .all(|e| e["status"] != "done")
+}

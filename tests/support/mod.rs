@@ -10,6 +10,7 @@ pub mod podman;
 pub mod proxy;
 pub mod registry;
 pub mod rootless;
+pub mod sandbox;
 pub mod snapshot;
 pub mod sshd;
 

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::{Provider, VersionReq, env_version, existing, tool_versions, version_file};
 use crate::plan::context::{Ctx, jstr, locate};
 use crate::plan::model::{BuildPlan, Phase, StartPhase};
+use crate::plan::native::{self, Ecosystem};
 use crate::plan::versions::{Kind, node_alias};
 
 pub struct Node;
@@ -178,21 +179,10 @@ pub fn setup_and_install(ctx: &Ctx, app: &App) -> (Phase, Phase) {
     if let Some(p) = pm_package(ctx, app) {
         setup = setup.cmd(format!("npm install -g {p}"));
     }
-    if app.has("prisma") || app.has("@prisma/client") {
-        setup = setup.apt(&["libssl-dev", "pkg-config"]);
-    }
-    if app.has("puppeteer") {
-        setup = setup.apt(&["chromium"]);
-    }
-    if app.has("canvas") {
-        setup = setup.apt(&[
-            "build-essential",
-            "libcairo2-dev",
-            "libpango1.0-dev",
-            "libjpeg-dev",
-            "libgif-dev",
-            "librsvg2-dev",
-        ]);
+    // Native addons: compilers and -dev packages (the runtime libraries
+    // are added to the start phase by the provider).
+    for n in native::lookup(Ecosystem::Node, |d| app.has(d)) {
+        setup = setup.apt(n.build);
     }
 
     let install_cmd = match app.pm {
@@ -615,6 +605,15 @@ impl Provider for Node {
                 }
                 None => StartPhase::default().runtime(&["nodejs"]),
             }
+        };
+        // The shared libraries of native addons, where node_modules goes.
+        let start = if copies_app || standalone {
+            let libs: Vec<&str> = native::lookup(Ecosystem::Node, |d| app.has(d))
+                .flat_map(|n| n.runtime.iter().copied())
+                .collect();
+            start.runtime(&libs)
+        } else {
+            start
         };
         if copies_app
             && !is_mono

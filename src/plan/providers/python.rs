@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use super::{Provider, VersionReq, env_version, existing, tool_versions, version_file};
 use crate::plan::context::{Ctx, locate, tstr};
 use crate::plan::model::{BuildPlan, Phase, StartPhase};
+use crate::plan::native::{self, Ecosystem};
 use crate::plan::versions::Kind;
 
 pub struct Python;
@@ -18,6 +19,38 @@ const VENV: &str = "python3 -m venv /opt/venv && . /opt/venv/bin/activate && ";
 const POETRY: &str = "2.1.3";
 const PDM: &str = "2.25.4";
 const UV: &str = "0.8.4";
+const PIPENV: &str = "2026.10.3";
+const BUILD: &str = "1.6.1";
+const SETUPTOOLS: &str = "84.2.1";
+
+/// The dependency closures of the tools above at exact versions (made by
+/// `scripts/pin-python-tools`): a new release of a tool's dependency
+/// cannot break a plan that worked (PDM 2.25 failed with hishel 2). uv is
+/// one wheel without dependencies. gunicorn and uvicorn are not pinned this
+/// way: they go into the app's environment, whose versions are the app's.
+const POETRY_PINS: &str = include_str!("pins/poetry.txt");
+const PDM_PINS: &str = include_str!("pins/pdm.txt");
+const PIPENV_PINS: &str = include_str!("pins/pipenv.txt");
+const BUILD_PINS: &str = include_str!("pins/build.txt");
+
+/// The `name==version` lines of a pins file.
+fn pin_lines(pins: &str) -> impl Iterator<Item = &str> {
+    pins.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// Installs `requirements` (the tool at its version) with its closure
+/// constrained to `pins`: the constraints file is written by the step
+/// itself, so the plan shows every version and needs no extra input.
+fn pinned_install(tool: &str, requirements: &str, pins: &str) -> String {
+    let file = format!("/tmp/kiln-pins-{tool}.txt");
+    let lines: Vec<String> = pin_lines(pins).map(|l| format!("'{l}'")).collect();
+    format!(
+        "printf '%s\\n' {} > {file} && pip install -c {file} {requirements}",
+        lines.join(" ")
+    )
+}
 const GUNICORN: &str = "23.0.0";
 const UVICORN: &str = "0.35.0";
 
@@ -79,12 +112,58 @@ fn req_name(line: &str) -> Option<String> {
     (end > 0).then(|| norm(&line[..end]))
 }
 
+/// Dependency names of a requirements file and of the files it includes
+/// (`-r base.txt`, `--requirement`: Django projects keep their
+/// dependencies in `requirements/base.txt`), each file read once; `seen`
+/// gets every file read (the install copies them).
+fn requirements(ctx: &Ctx, file: &str, out: &mut BTreeSet<String>, seen: &mut Vec<String>) {
+    if seen.iter().any(|s| s == file) {
+        return;
+    }
+    let Some(text) = ctx.read(file) else { return };
+    seen.push(file.to_string());
+    let dir = file.rsplit_once('/').map_or("", |(d, _)| d);
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let included = line
+            .strip_prefix("--requirement")
+            .or_else(|| line.strip_prefix("-r"))
+            .map(|r| r.trim_start_matches('=').trim().trim_start_matches("./"));
+        match included {
+            Some(inc) if !inc.is_empty() && !inc.contains("://") => {
+                let path = if dir.is_empty() {
+                    inc.to_string()
+                } else {
+                    format!("{dir}/{inc}")
+                };
+                requirements(ctx, &path, out, seen);
+            }
+            _ => out.extend(req_name(line)),
+        }
+    }
+}
+
+/// What the install copies: the manifests in `files` that exist, and
+/// every requirements file `requirements.txt` includes, wherever it is.
+fn install_files(ctx: &Ctx, files: &[&str]) -> Vec<String> {
+    let mut out = existing(ctx, files);
+    let mut seen = Vec::new();
+    requirements(ctx, "requirements.txt", &mut BTreeSet::new(), &mut seen);
+    for f in seen {
+        let covered = out
+            .iter()
+            .any(|o| f == *o || f.starts_with(&format!("{o}/")));
+        if !covered {
+            out.push(f);
+        }
+    }
+    out
+}
+
 /// Dependency names from requirements.txt, pyproject.toml and Pipfile.
 fn deps(ctx: &Ctx, pyproject: Option<&toml::Table>) -> crate::Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
-    if let Some(t) = ctx.read("requirements.txt") {
-        out.extend(t.lines().filter_map(req_name));
-    }
+    requirements(ctx, "requirements.txt", &mut out, &mut Vec::new());
     if let Some(p) = pyproject {
         if let Some(list) = p
             .get("project")
@@ -239,25 +318,10 @@ impl Provider for Python {
 
         let mut setup = Phase::new("setup").apt(&["python3", "python3-venv", "python3-dev", "gcc"]);
         let mut runtime: Vec<&str> = vec!["python3"];
-        if has("psycopg2") || has("psycopg") {
-            setup = setup.apt(&["libpq-dev"]);
-            runtime.push("libpq5");
-        }
-        if has("mysqlclient") {
-            setup = setup.apt(&["default-libmysqlclient-dev", "pkg-config"]);
-            runtime.push("libmariadb3");
-        }
-        if has("pycairo") || has("cairo") {
-            setup = setup.apt(&["libcairo2-dev"]);
-            runtime.push("libcairo2");
-        }
-        if has("pydub") {
-            setup = setup.apt(&["ffmpeg"]);
-            runtime.push("ffmpeg");
-        }
-        if has("pdf2image") {
-            setup = setup.apt(&["poppler-utils"]);
-            runtime.push("poppler-utils");
+        // Native dependencies: -dev packages to build, libraries to run.
+        for n in native::lookup(Ecosystem::Python, has) {
+            setup = setup.apt(n.build);
+            runtime.extend(n.runtime);
         }
         plan.add_phase(setup);
 
@@ -286,14 +350,16 @@ impl Provider for Python {
             ),
             Pm::Poetry => (
                 Some(format!(
-                    "{VENV}pip install poetry=={POETRY} && poetry install --only main --no-root --no-interaction --no-ansi{extra}"
+                    "{VENV}{} && poetry install --only main --no-root --no-interaction --no-ansi{extra}",
+                    pinned_install("poetry", &format!("poetry=={POETRY}"), POETRY_PINS)
                 )),
                 vec!["pyproject.toml", "poetry.lock", "poetry.toml"],
                 vec![pip_cache, "/root/.cache/pypoetry"],
             ),
             Pm::Pdm => (
                 Some(format!(
-                    "{VENV}pip install pdm=={PDM} && pdm install --prod --no-self{extra}"
+                    "{VENV}{} && pdm install --prod --no-self{extra}",
+                    pinned_install("pdm", &format!("pdm=={PDM}"), PDM_PINS)
                 )),
                 vec!["pyproject.toml", "pdm.lock"],
                 vec![pip_cache, "/root/.cache/pdm"],
@@ -321,19 +387,27 @@ impl Provider for Python {
                 };
                 (
                     Some(format!(
-                        "{VENV}pip install --upgrade build setuptools{deps}{extra}"
+                        "{VENV}{}{deps}{extra}",
+                        pinned_install(
+                            "build",
+                            &format!("build=={BUILD} setuptools=={SETUPTOOLS}"),
+                            BUILD_PINS
+                        )
                     )),
                     vec!["pyproject.toml"],
                     vec![pip_cache],
                 )
             }
             Pm::Pipenv => (
-                Some(if ctx.is_file("Pipfile.lock") {
-                    format!("{VENV}pip install pipenv && pipenv install --deploy --system{extra}")
-                } else {
-                    format!(
-                        "{VENV}pip install pipenv && pipenv install --skip-lock --system{extra}"
-                    )
+                Some({
+                    let pipenv =
+                        pinned_install("pipenv", &format!("pipenv=={PIPENV}"), PIPENV_PINS);
+                    let how = if ctx.is_file("Pipfile.lock") {
+                        "--deploy"
+                    } else {
+                        "--skip-lock"
+                    };
+                    format!("{VENV}{pipenv} && pipenv install {how} --system{extra}")
                 }),
                 vec!["Pipfile", "Pipfile.lock"],
                 vec![pip_cache],
@@ -343,13 +417,19 @@ impl Provider for Python {
         // No dependencies to install (a lone main.py): no /opt/venv, so
         // Debian's `python3` runs the app.
         let venv = cmd.is_some();
+        if venv {
+            // manylinux wheels link the system's libstdc++ (the policy
+            // lets them: RapidFuzz in Poetry, pandas, grpcio…), which
+            // Debian's python3 does not pull in.
+            runtime.push("libstdc++6");
+        }
         if let Some(cmd) = cmd {
             plan.add_phase(
                 Phase::new("install")
                     .cmd(cmd)
                     .cache(&caches)
                     .path("/opt/venv/bin")
-                    .files(existing(ctx, &files)),
+                    .files(install_files(ctx, &files)),
             );
         }
         if pm == Pm::Setuptools {
@@ -426,5 +506,49 @@ impl Provider for Python {
             plan.set_var("VIRTUAL_ENV", "/opt/venv");
         }
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every pins file is `name==version` lines (comments aside), without
+    /// the tool itself (its version is the constant) or duplicates.
+    #[test]
+    fn pins_are_exact_versions_of_other_packages() {
+        for (tool, pins) in [
+            ("poetry", POETRY_PINS),
+            ("pdm", PDM_PINS),
+            ("pipenv", PIPENV_PINS),
+            ("build", BUILD_PINS),
+        ] {
+            let mut names = Vec::new();
+            for l in pin_lines(pins) {
+                let (name, version) = l
+                    .split_once("==")
+                    .unwrap_or_else(|| panic!("{tool}: {l:?} is not name==version"));
+                assert!(
+                    !version.is_empty() && !version.contains([' ', ';', '<', '>', '*']),
+                    "{tool}: {l:?}"
+                );
+                let name = norm(name);
+                assert_ne!(name, tool, "{tool} pins itself");
+                assert!(!names.contains(&name), "{tool}: {name} twice");
+                names.push(name);
+            }
+            assert!(!names.is_empty(), "{tool}: no pins");
+        }
+        // The closure that broke PDM 2.25 (hishel 2) is pinned below it.
+        assert!(PDM_PINS.lines().any(|l| l == "hishel==0.1.2"));
+    }
+
+    #[test]
+    fn pinned_install_writes_the_constraints_it_uses() {
+        let cmd = pinned_install("pdm", "pdm==2.25.4", "# c\nhishel==0.1.2\nrich==14.0.0\n");
+        assert_eq!(
+            cmd,
+            "printf '%s\\n' 'hishel==0.1.2' 'rich==14.0.0' > /tmp/kiln-pins-pdm.txt && pip install -c /tmp/kiln-pins-pdm.txt pdm==2.25.4"
+        );
     }
 }

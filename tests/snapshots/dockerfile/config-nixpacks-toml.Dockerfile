@@ -36,7 +36,7 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates nodejs python3 curl cowsay
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates nodejs python3 libstdc++6 curl cowsay
 WORKDIR /app
 COPY --from=build /app /app
 COPY --from=build /opt/venv /opt/venv

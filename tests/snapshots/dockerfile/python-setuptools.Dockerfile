@@ -19,7 +19,7 @@ ENV PATH="/opt/venv/bin:$PATH"
 
 # phase: install
 COPY pyproject.toml ./pyproject.toml
-RUN --mount=type=cache,target=/root/.cache/pip python3 -m venv /opt/venv && . /opt/venv/bin/activate && pip install --upgrade build setuptools && pip install 'requests>=2'
+RUN --mount=type=cache,target=/root/.cache/pip python3 -m venv /opt/venv && . /opt/venv/bin/activate && printf '%s\n' 'packaging==26.4' 'pyproject_hooks==1.3.3' > /tmp/kiln-pins-build.txt && pip install -c /tmp/kiln-pins-build.txt build==1.6.1 setuptools==84.2.1 && pip install 'requests>=2'
 
 # phase: build
 COPY . .
@@ -30,7 +30,7 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates python3
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates python3 libstdc++6
 WORKDIR /app
 COPY --from=build /app /app
 COPY --from=build /opt/venv /opt/venv
