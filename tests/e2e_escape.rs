@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln::progress::{Event, Progress};
 use kiln::sandbox::{
     BindMount, CacheMount, IdMap, Mount, RunSpec, Sandbox, StepCommand, TmpfsMount,
 };

@@ -16,10 +16,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiln::progress::{Event, Progress};
 use kiln::sandbox::{Network, RunSpec, StepCommand};
-use support::sandbox::Env;
 use support::debian;
+use support::sandbox::Env;
 
 fn env() -> Env {
     support::sandbox::env("kiln-e2e-network-")

@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 
 use kiln::oci::layer::{Compression, LayerOptions};
 use kiln::oci::store::Store;
-use kiln::progress::{Event, Progress};
-use kiln::sandbox::{
-    CacheMount, IdMap, Mount, Network, RunSpec, Sandbox, SecretMount, StepCommand,
-};
+use kiln::progress::Progress;
+use kiln::sandbox::{CacheMount, Mount, Network, RunSpec, Sandbox, SecretMount, StepCommand};
 use support::debian;
 use support::sandbox::{Env, logs};
 
@@ -32,7 +30,6 @@ fn sh(script: &str) -> RunSpec {
         StepCommand::Shell(script.into()),
     )
 }
-
 
 /// Runs a shell script, expecting success; returns its output lines.
 fn run_ok(e: &Env, spec: &RunSpec) -> Vec<String> {
