@@ -1,7 +1,7 @@
 //! End to end, on a network that intercepts TLS (this machine's and CI's):
 //! the README's first command works without flags, because auto builds'
 //! steps trust the host's CA bundle; that bundle is in no layer, image or
-//! cache record; and `--no-host-ca` brings back the certificate failure,
+//! cache record, and a changed bundle keeps the cache; and `--no-host-ca` brings back the certificate failure,
 //! with a report that says what to do.
 //!
 //! Cold builds on a private cache (the npm cache mount starts empty, so
@@ -137,6 +137,29 @@ fn readme_command_trusts_the_host_ca_without_storing_it() {
         String::from_utf8_lossy(&run.stdout).trim(),
         "hello from node-npm"
     );
+    // A rotated host store (here: one CA fewer) keeps the cache: the key
+    // records only that the steps trust the host.
+    let host = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap();
+    let second = host
+        .match_indices("-----BEGIN CERTIFICATE-----")
+        .nth(1)
+        .unwrap()
+        .0;
+    let rotated = tmp.path().join("rotated.crt");
+    std::fs::write(&rotated, &host[second..]).unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let again = home
+        .cmd()
+        .env_remove("KILN_CA_CERTS")
+        .env_remove("KILN_NO_HOST_CA")
+        .env("SSL_CERT_FILE", &rotated)
+        .env("SSL_CERT_DIR", empty.path())
+        .args(["--progress", "plain", "build", dir, "-t", "hello:2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert!(err.contains("RUN npm ci  CACHED"), "{err}");
     // Nowhere stored: the exported layers (uncompressed tars), the store,
     // the step records, snapshots and cache mounts.
     assert!(oci.join("index.json").is_file());
