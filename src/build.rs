@@ -64,6 +64,9 @@ pub struct BuildRequest {
     /// Auto builds: extra CA certificates (PEM files) the build stage
     /// trusts, for networks that intercept TLS (`--ca-cert`, `KILN_CA_CERTS`).
     pub ca_certs: Vec<PathBuf>,
+    /// Auto builds: do not give the build steps the host's CA bundle
+    /// (`--no-host-ca`, `KILN_NO_HOST_CA=1`); see [`crate::solver::trust`].
+    pub no_host_ca: bool,
     /// Entitlements granted to the build (`--allow`, as buildx).
     pub allow: Vec<Entitlement>,
     /// Labels set on the image (`--label K=V`, as buildx and Nixpacks),
@@ -184,6 +187,7 @@ fn solve_options<'a>(
         network: req.network,
         allow_host_network: req.allow.contains(&Entitlement::NetworkHost)
             || req.network == crate::sandbox::Network::Host,
+        host_ca: None,
     })
 }
 
@@ -234,9 +238,16 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     };
     let mut source = choose_source(req)?;
     let mut package_locks = BTreeMap::new();
+    let mut host_ca = None;
     let (graph, ctx) = match &source {
         BuildSource::Auto { .. } => {
-            let (mut graph, ctx, providers) = auto_graph(req, progress)?;
+            let AutoGraph {
+                mut graph,
+                ctx,
+                providers,
+                host_ca: bundle,
+            } = auto_graph(req, progress)?;
+            host_ca = bundle.map(Arc::new);
             source = BuildSource::Auto { providers };
             if let Some(t) = &req.target {
                 graph.target = auto_target(&graph, t)?;
@@ -301,6 +312,7 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     let ctx = Mutex::new(ctx);
     let mut opts = solve_options(Some(&ctx), &client, req)?;
     opts.package_locks = package_locks;
+    opts.host_ca = host_ca;
     let can_add_packages =
         matches!(source, BuildSource::Auto { .. }) && opts.package_locks.is_empty();
     let solved = match solver.solve(graph, graph.target, &opts, progress) {
@@ -325,7 +337,7 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
                 None => format!("KILN_RUNTIME_APT_PKGS={}", add.join(" ")),
             };
             again.plan.env.push(value);
-            let (mut graph2, _, _) = auto_graph(&again, progress)?;
+            let mut graph2 = auto_graph(&again, progress)?.graph;
             if let Some(t) = &req.target {
                 graph2.target = auto_target(&graph2, t)?;
             }
@@ -444,7 +456,7 @@ fn lock_package_bases(
 /// --auto DIR` writes to `DIR/kiln.lock` so that auto builds compose exactly
 /// these package files on every machine.
 pub fn lock_auto(req: &BuildRequest, progress: &Progress) -> Result<crate::packages::lock::Locks> {
-    let (graph, _, _) = auto_graph(req, progress)?;
+    let graph = auto_graph(req, progress)?.graph;
     let mut seen = std::collections::BTreeSet::new();
     let mut sets = Vec::new();
     for stage in &graph.stages {
@@ -488,14 +500,18 @@ fn auto_target(graph: &crate::graph::Graph, target: &str) -> Result<usize> {
         })
 }
 
-fn auto_graph(
-    req: &BuildRequest,
-    progress: &Progress,
-) -> Result<(
-    crate::graph::Graph,
-    crate::dockerfile::context::Context,
-    Vec<String>,
-)> {
+/// An auto build's plan lowered to the graph.
+struct AutoGraph {
+    graph: crate::graph::Graph,
+    ctx: crate::dockerfile::context::Context,
+    /// The providers that matched.
+    providers: Vec<String>,
+    /// The host's CA bundle the build steps mount (`None` with
+    /// `--no-host-ca` or when the host has no store).
+    host_ca: Option<Vec<u8>>,
+}
+
+fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
     let dir = &req.context;
     let opts = crate::plan::Options {
         install_cmd: req.plan.install_cmd.clone(),
@@ -553,12 +569,33 @@ fn auto_graph(
         .iter()
         .map(|p| read_ca(p))
         .collect::<Result<Vec<_>>>()?;
+    // Read once, here: every step of the build mounts this copy.
+    let host_ca = if req.no_host_ca {
+        None
+    } else {
+        let bundle = crate::solver::trust::host_bundle(&build_ca);
+        if bundle.is_none() {
+            progress.info(
+                "no CA certificates found on the host: build steps trust only the image's bundle",
+            );
+        }
+        bundle
+    };
     let graph = crate::plan::lower::lower(
         &plan,
         &ctx,
-        &crate::plan::lower::LowerOptions { platform, build_ca },
+        &crate::plan::lower::LowerOptions {
+            platform,
+            build_ca,
+            host_ca: host_ca.is_some(),
+        },
     )?;
-    Ok((graph, ctx, providers))
+    Ok(AutoGraph {
+        graph,
+        ctx,
+        providers,
+        host_ca,
+    })
 }
 
 /// A PEM CA certificate file as (file name, text).

@@ -202,6 +202,8 @@ fn check(dir: &Path) {
                             Mount::Secret { .. } => "secret",
                             Mount::Ssh { .. } => "ssh",
                             Mount::Inline { .. } => "inline",
+                            // Auto builds only: a Dockerfile RUN never gets it.
+                            Mount::HostCa { .. } => "host-ca",
                         }
                         .to_string()
                     })

@@ -108,6 +108,11 @@ pub struct BuildCaArgs {
         value_delimiter = ':'
     )]
     pub ca_cert: Vec<PathBuf>,
+    /// Auto builds: do not give build steps the host's CA bundle (they
+    /// trust it by default, mounted read-only, never in the image; also
+    /// KILN_NO_HOST_CA=1).
+    #[arg(long = "no-host-ca", env = "KILN_NO_HOST_CA", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub no_host_ca: bool,
 }
 
 /// The auto plan's flags, as `kiln plan` takes them.
@@ -197,6 +202,7 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         auto: a.auto,
         debug: a.debug,
         ca_certs: a.ca.ca_cert,
+        no_host_ca: a.ca.no_host_ca,
         allow: a.allow,
         plan: a.plan.request(),
         network: a.network,

@@ -64,6 +64,7 @@ pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
         insecure_registries: a.insecure_registry,
         cancel: Some(cancel.clone()),
         ca_certs: a.ca.ca_cert,
+        no_host_ca: a.ca.no_host_ca,
         unpushed: match &a.ssh {
             Some(host) => crate::deploy::Destination::ssh(
                 host,

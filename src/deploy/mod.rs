@@ -78,6 +78,8 @@ pub struct DeployRequest {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Extra CA certificates for auto builds' build stages (`--ca-cert`).
     pub ca_certs: Vec<PathBuf>,
+    /// Auto builds' steps do not trust the host's CA bundle (`--no-host-ca`).
+    pub no_host_ca: bool,
 }
 
 impl Default for DeployRequest {
@@ -93,6 +95,7 @@ impl Default for DeployRequest {
             unpushed: Destination::LocalStore,
             cancel: None,
             ca_certs: Vec::new(),
+            no_host_ca: false,
         }
     }
 }
@@ -601,6 +604,7 @@ fn build_one(
         },
         debug: req.debug_build,
         ca_certs: req.ca_certs.clone(),
+        no_host_ca: req.no_host_ca,
         ..BuildRequest::default()
     };
     let res =

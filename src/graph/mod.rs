@@ -292,6 +292,15 @@ pub enum Mount {
         uid: u32,
         gid: u32,
     },
+    /// The host's CA bundle, read-only over `target` (auto builds' steps,
+    /// for networks that intercept TLS). Its content comes from
+    /// [`crate::solver::SolveOptions::host_ca`] when the step runs and is
+    /// no part of the key: the key records only that the step trusts the
+    /// host, so a CA rotation keeps the cache, and the bundle is in no
+    /// layer (mounts are never captured).
+    HostCa {
+        target: String,
+    },
     /// A read-only file with inline content (heredoc scripts with `#!`).
     Inline {
         target: String,

@@ -48,7 +48,8 @@ pub const ASSETS_DIR: &str = "/assets";
 pub const INIT: &[&str] = &["/usr/bin/tini", "-s", "--"];
 
 /// Build-step variables that make language tools trust the system CA
-/// bundle, set when extra CAs are given (`--ca-cert`).
+/// bundle, set when the steps trust the host's bundle or extra CAs are
+/// given (`--ca-cert`).
 pub const CA_BUNDLE_VARS: &[(&str, &str)] = &[
     ("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"),
     ("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt"),
@@ -105,6 +106,10 @@ pub struct LowerOptions {
     /// Extra CA certificates (file name, PEM) trusted in the build stage,
     /// for networks that intercept TLS; never in the runtime image.
     pub build_ca: Vec<(String, String)>,
+    /// The build steps trust the host's CA bundle: it is mounted over the
+    /// stage's ([`crate::solver::trust::BUNDLE`], see
+    /// [`graph::Mount::HostCa`]); the key records only that it is.
+    pub host_ca: bool,
 }
 
 /// The graph for `plan` over the walked source tree `ctx`.
@@ -156,7 +161,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             crate::oci::layer::source_date_epoch()?.to_string(),
         ));
     }
-    if !opts.build_ca.is_empty() {
+    if !opts.build_ca.is_empty() || opts.host_ca {
         // Tools that carry their own CA list (uv, cargo, requests) are
         // pointed at the system bundle, which holds the extra CAs.
         for (k, v) in CA_BUNDLE_VARS {
@@ -251,6 +256,11 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             .map(|c| cache_mount(&abs(c)))
             .collect();
         mounts.extend(secrets.iter().cloned());
+        if opts.host_ca {
+            mounts.push(Mount::HostCa {
+                target: crate::solver::trust::BUNDLE.to_string(),
+            });
+        }
         for c in cmds {
             b.run(&c, &build_args, &mounts, name);
         }
@@ -672,6 +682,7 @@ mod tests {
             &LowerOptions {
                 platform: "linux/amd64".into(),
                 build_ca: Vec::new(),
+                host_ca: false,
             },
         )
         .unwrap();
@@ -704,6 +715,76 @@ mod tests {
                 }],
                 "{r:?}"
             );
+        }
+    }
+
+    /// docs/auto.md: with the host's CA on, every build RUN mounts the
+    /// host's bundle over the system one and gets the tools' CA variables;
+    /// the runtime stage has neither, and off means no mount at all.
+    #[test]
+    fn host_ca_is_mounted_in_build_runs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Procfile"), "web: sh -c 'echo hi'\n").unwrap();
+        let opts = crate::plan::Options {
+            build_cmd: Some("make".into()),
+            install_cmd: Some("npm ci".into()),
+            ..Default::default()
+        };
+        let plan = crate::plan::generate(dir.path(), &[], &opts).unwrap();
+        let (matcher, _) = context_ignore(dir.path()).unwrap();
+        let ctx = Context::open(dir.path(), matcher).unwrap();
+        let runs = |host_ca: bool| -> Vec<(usize, Run)> {
+            let g = lower(
+                &plan,
+                &ctx,
+                &LowerOptions {
+                    platform: "linux/amd64".into(),
+                    build_ca: Vec::new(),
+                    host_ca,
+                },
+            )
+            .unwrap();
+            g.stages
+                .iter()
+                .enumerate()
+                .flat_map(|(i, st)| {
+                    st.steps.iter().filter_map(move |s| match &s.op {
+                        graph::Op::Run(r) => Some((i, r.clone())),
+                        _ => None,
+                    })
+                })
+                .collect()
+        };
+        let on = runs(true);
+        let (build, runtime): (Vec<_>, Vec<_>) = on.iter().partition(|(stage, _)| *stage == 0);
+        assert_eq!(build.len(), 2, "{on:?}");
+        // The runtime stage's own checks download nothing.
+        for (_, r) in &runtime {
+            assert!(
+                !r.mounts.iter().any(|m| matches!(m, Mount::HostCa { .. })),
+                "{r:?}"
+            );
+        }
+        for (_, r) in &build {
+            assert!(
+                r.mounts.contains(&Mount::HostCa {
+                    target: "/etc/ssl/certs/ca-certificates.crt".into()
+                }),
+                "{r:?}"
+            );
+            for (k, v) in CA_BUNDLE_VARS {
+                assert!(
+                    r.build_args.iter().any(|(bk, bv)| bk == k && bv == v),
+                    "{k} missing: {r:?}"
+                );
+            }
+        }
+        for (_, r) in runs(false) {
+            assert!(
+                !r.mounts.iter().any(|m| matches!(m, Mount::HostCa { .. })),
+                "{r:?}"
+            );
+            assert!(!r.build_args.iter().any(|(k, _)| k == "SSL_CERT_FILE"));
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod copy;
 pub mod download;
 pub mod mounts;
 pub mod rootfs;
+pub mod trust;
 pub mod workdir;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,6 +76,9 @@ pub struct SolveOptions<'a> {
     /// BuildKit's `network.host` entitlement: `RUN --network=host` runs on
     /// the host's network instead of failing.
     pub allow_host_network: bool,
+    /// The host's CA bundle (PEM) that [`graph::Mount::HostCa`] mounts
+    /// ([`trust::host_bundle`], read once per build); never stored.
+    pub host_ca: Option<Arc<Vec<u8>>>,
 }
 
 /// What a finished build step did, for tests and summaries.
@@ -1020,6 +1024,23 @@ impl Solver {
                     }));
                     _inline_files.push(f);
                 }
+                graph::Mount::HostCa { target } => {
+                    let Some(bundle) = &opts.host_ca else {
+                        bail!(
+                            "{label}: the step trusts the host's CA bundle, but the build read none (SolveOptions::host_ca)"
+                        );
+                    };
+                    let f = tempfile::NamedTempFile::new()?;
+                    std::fs::write(f.path(), bundle.as_slice())?;
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644))?;
+                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount {
+                        source: f.path().to_path_buf(),
+                        target: target.into(),
+                        readwrite: false,
+                    }));
+                    _inline_files.push(f);
+                }
                 graph::Mount::Ssh { .. } => {
                     bail!("{label}: RUN --mount=type=ssh is not supported yet")
                 }
@@ -1032,11 +1053,19 @@ impl Solver {
             .with_context(|| format!("{label} ({origin})"))?;
         if !out.success() {
             let tail = progress.tail(label);
-            let shown = if tail.is_empty() {
+            let mut shown = if tail.is_empty() {
                 "(no output)".to_string()
             } else {
                 tail.join("\n")
             };
+            let host_ca = run
+                .mounts
+                .iter()
+                .any(|m| matches!(m, graph::Mount::HostCa { .. }));
+            if let Some(hint) = trust::certificate_hint(&shown, host_ca) {
+                shown.push('\n');
+                shown.push_str(&hint);
+            }
             return Err(CodedError::new(
                 code::STEP_FAILED,
                 format!(
