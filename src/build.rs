@@ -132,6 +132,21 @@ pub struct BuildResult {
     pub source: BuildSource,
 }
 
+/// `--label`s, set last on the target stage so they win over the
+/// Dockerfile's `LABEL`s and the plan's.
+fn add_labels(graph: &mut crate::graph::Graph, labels: &[(String, String)]) {
+    if labels.is_empty() {
+        return;
+    }
+    let target = graph.target;
+    graph.stages[target].steps.push(crate::graph::Step {
+        op: crate::graph::Op::Config(crate::graph::config::ConfigChange::Labels(
+            labels.to_vec(),
+        )),
+        origin: None,
+    });
+}
+
 /// Resolves base image configs for the Dockerfile frontend (ENV of a base
 /// image is visible to `$VAR` expansion in later instructions).
 struct Resolver<'a> {
@@ -299,15 +314,7 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         }
     };
     let mut graph = graph;
-    if !req.labels.is_empty() {
-        let target = graph.target;
-        graph.stages[target].steps.push(crate::graph::Step {
-            op: crate::graph::Op::Config(crate::graph::config::ConfigChange::Labels(
-                req.labels.clone(),
-            )),
-            origin: None,
-        });
-    }
+    add_labels(&mut graph, &req.labels);
     let graph = &graph;
     let ctx = Mutex::new(ctx);
     let mut opts = solve_options(Some(&ctx), &client, req)?;
@@ -341,6 +348,7 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             if let Some(t) = &req.target {
                 graph2.target = auto_target(&graph2, t)?;
             }
+            add_labels(&mut graph2, &req.labels);
             let runtime_has_them = graph2.stages.get(1).is_some_and(|st| match &st.base {
                 crate::graph::Base::Packages(p) => add.iter().all(|a| p.packages.contains(a)),
                 _ => false,
