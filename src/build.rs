@@ -140,9 +140,7 @@ fn add_labels(graph: &mut crate::graph::Graph, labels: &[(String, String)]) {
     }
     let target = graph.target;
     graph.stages[target].steps.push(crate::graph::Step {
-        op: crate::graph::Op::Config(crate::graph::config::ConfigChange::Labels(
-            labels.to_vec(),
-        )),
+        op: crate::graph::Op::Config(crate::graph::config::ConfigChange::Labels(labels.to_vec())),
         origin: None,
     });
 }

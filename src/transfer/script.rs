@@ -347,8 +347,11 @@ mod tests {
         for link in ["blobs", "index.json"] {
             let dir = tempfile::tempdir().unwrap();
             let canary = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
-                .unwrap();
+            std::fs::write(
+                dir.path().join("oci-layout"),
+                r#"{"imageLayoutVersion":"1.0.0"}"#,
+            )
+            .unwrap();
             std::os::unix::fs::symlink(canary.path(), dir.path().join(link)).unwrap();
             let out = sh(&prepare(), &[dir.path().to_str().unwrap()], b"");
             assert_eq!(out.status.code(), Some(exit::SYMLINKED), "{link}");
