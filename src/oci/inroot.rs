@@ -50,7 +50,6 @@ pub struct InRoot {
 pub struct Dir {
     fd: OwnedFd,
     rel: PathBuf,
-    host: PathBuf,
 }
 
 fn errno_of(e: &pathrs::error::Error) -> Option<i32> {
@@ -71,11 +70,6 @@ impl InRoot {
         })
     }
 
-    /// The host path of the root (for messages).
-    pub fn host(&self) -> &Path {
-        &self.host
-    }
-
     /// The root directory itself.
     pub fn root_dir(&self) -> Result<Dir> {
         let fd = self
@@ -86,7 +80,6 @@ impl InRoot {
         Ok(Dir {
             fd,
             rel: PathBuf::new(),
-            host: self.host.clone(),
         })
     }
 
@@ -110,7 +103,6 @@ impl InRoot {
         Ok(Dir {
             fd: handle.into(),
             rel: rel.to_path_buf(),
-            host: self.host.clone(),
         })
     }
 
@@ -131,7 +123,6 @@ impl InRoot {
                 Ok(Some(Dir {
                     fd,
                     rel: rel.to_path_buf(),
-                    host: self.host.clone(),
                 }))
             }
             Err(e) if matches!(errno_of(&e), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => Ok(None),
@@ -243,11 +234,6 @@ impl Dir {
         format!("/{}", self.rel.join(name).display())
     }
 
-    /// The root-relative path of this directory.
-    pub fn rel(&self) -> &Path {
-        &self.rel
-    }
-
     /// `name`'s metadata, not following a symlink; `None` when missing.
     pub fn lstat(&self, name: &OsStr) -> Result<Option<FileStat>> {
         let c = cname(name)?;
@@ -321,24 +307,6 @@ impl Dir {
         Ok(Dir {
             fd,
             rel: self.rel.join(name),
-            host: self.host.clone(),
-        })
-    }
-
-    /// The existing subdirectory `name` (not following a symlink).
-    pub fn open_child(&self, name: &OsStr) -> Result<Dir> {
-        let c = cname(name)?;
-        let fd = openat(
-            &self.fd,
-            c.as_c_str(),
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .with_context(|| format!("opening {}", self.label(name)))?;
-        Ok(Dir {
-            fd,
-            rel: self.rel.join(name),
-            host: self.host.clone(),
         })
     }
 
@@ -489,24 +457,15 @@ impl Dir {
         }
         Ok(())
     }
-
-    /// Host path of this directory, for messages only (never for I/O).
-    pub fn display_host(&self) -> PathBuf {
-        self.host.join(&self.rel)
-    }
 }
 
-fn is_dir(st: &FileStat) -> bool {
+/// Whether a stat is a directory's.
+pub fn is_dir(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
 
 fn is_symlink(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
-}
-
-/// Whether a stat is a directory's.
-pub fn stat_is_dir(st: &FileStat) -> bool {
-    is_dir(st)
 }
 
 #[cfg(test)]

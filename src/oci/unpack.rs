@@ -29,7 +29,7 @@ use anyhow::{Context, bail};
 use nix::sys::stat::SFlag;
 
 use super::digest::Digest;
-use super::inroot::{Dir, InRoot, stat_is_dir};
+use super::inroot::{Dir, InRoot, is_dir};
 use super::layer::{Compression, normalize};
 use super::store::Store;
 use crate::Result;
@@ -167,7 +167,7 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<Unp
         let kind = header.entry_type();
         // Replace what is there unless both are directories (they merge).
         if let Some(existing) = parent.lstat(&name)?
-            && !(stat_is_dir(&existing) && kind.is_dir())
+            && !(is_dir(&existing) && kind.is_dir())
         {
             parent.remove(&name)?;
             parents.clear();
@@ -251,7 +251,7 @@ pub fn unpack(reader: impl Read, dest: &Path, opts: UnpackOptions) -> Result<Unp
         let Some(parent) = root.open_dir(rel.parent().unwrap_or(Path::new("")))? else {
             continue;
         };
-        if !parent.lstat(name)?.is_some_and(|st| stat_is_dir(&st)) {
+        if !parent.lstat(name)?.is_some_and(|st| is_dir(&st)) {
             continue;
         }
         finish_meta(&parent, name, &header, &xattrs, false, opts, &mut stats)?;
