@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::plan::lower::abs;
+use crate::plan::lower::{abs, runtime_copies};
 use crate::plan::{self, BuildPlan};
 
 /// Generator options.
@@ -219,23 +219,8 @@ pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
     if !assets.is_empty() {
         let _ = writeln!(d, "COPY --from=build /assets /assets");
     }
-    let include = if build_rt {
-        Vec::new()
-    } else {
-        start
-            .only_include_files
-            .clone()
-            .unwrap_or_else(|| vec![".".into()])
-    };
-    for f in include {
-        let f = f.trim_end_matches('/');
-        let (src, dst) = if f == "." || f.is_empty() {
-            ("/app".to_string(), "/app".to_string())
-        } else {
-            let a = abs(f);
-            (a.clone(), a)
-        };
-        let _ = writeln!(d, "COPY --from=build {src} {dst}");
+    for src in runtime_copies(&start, build_rt) {
+        let _ = writeln!(d, "COPY --from=build {src} {src}");
     }
     for (k, v) in plan.variables.iter().flatten() {
         let _ = writeln!(d, "ENV {k}={}", quote(v));

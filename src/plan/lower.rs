@@ -66,6 +66,29 @@ const GAMES: &str = "/usr/games";
 /// An empty directory the build stage makes for the static runtime's /tmp.
 const EMPTY_DIR: &str = "/.kiln-empty";
 
+/// The absolute paths the runtime stage copies from the build stage, each
+/// to the same path: `start.onlyIncludeFiles` (default: the app dir), none
+/// when the build stage is the runtime. Both printers of a plan use it.
+pub fn runtime_copies(start: &super::model::StartPhase, build_rt: bool) -> Vec<String> {
+    if build_rt {
+        return Vec::new();
+    }
+    start
+        .only_include_files
+        .clone()
+        .unwrap_or_else(|| vec![".".into()])
+        .iter()
+        .map(|f| {
+            let f = f.trim_end_matches('/');
+            if f == "." || f.is_empty() {
+                APP_DIR.to_string()
+            } else {
+                abs(f)
+            }
+        })
+        .collect()
+}
+
 /// The file name progress lines and errors cite for generated steps.
 const ORIGIN_FILE: &str = "plan";
 
@@ -318,24 +341,9 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
     if !assets.is_empty() {
         r.copy_inline(&assets)?;
     }
-    let include = if build_rt {
-        Vec::new()
-    } else {
-        start
-            .only_include_files
-            .clone()
-            .unwrap_or_else(|| vec![".".into()])
-    };
-    let mut copied: Vec<String> = Vec::new();
-    for f in include {
-        let f = f.trim_end_matches('/');
-        let src = if f == "." || f.is_empty() {
-            APP_DIR.to_string()
-        } else {
-            abs(f)
-        };
-        r.copy_stage(0, &src);
-        copied.push(src);
+    let copied = runtime_copies(&start, build_rt);
+    for src in &copied {
+        r.copy_stage(0, src);
     }
     if !static_rt && !build_rt && start.run_image.is_none() && !copied.is_empty() {
         // Every shared library what was copied needs is in the runtime, or
