@@ -180,7 +180,7 @@ impl BaseResolver for Resolver<'_> {
 }
 
 fn solve_options<'a>(
-    context: Option<&'a Mutex<crate::dockerfile::context::Context>>,
+    context: Option<&'a Mutex<crate::context::Context>>,
     client: &'a Client,
     req: &BuildRequest,
 ) -> Result<SolveOptions<'a>> {
@@ -509,7 +509,7 @@ fn auto_target(graph: &crate::graph::Graph, target: &str) -> Result<usize> {
 /// An auto build's plan lowered to the graph.
 struct AutoGraph {
     graph: crate::graph::Graph,
-    ctx: crate::dockerfile::context::Context,
+    ctx: crate::context::Context,
     /// The providers that matched.
     providers: Vec<String>,
     /// The host's CA bundle the build steps mount (`None` with
@@ -549,7 +549,7 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
             "build summary:\n{}",
             crate::plan::lower::summary(&plan)?
         ));
-        let generated = crate::dockerfile::generate::generate(&plan, &Default::default())?;
+        let generated = crate::plan::dockerfile::generate(&plan, &Default::default())?;
         progress.info(format!(
             "equivalent Dockerfile (`kiln dockerfile {}`):\n{}",
             dir.display(),
@@ -563,7 +563,7 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
             crate::plan::lower::DEFAULT_IGNORE.join(" ")
         ));
     }
-    let ctx = crate::dockerfile::context::Context::open_cached(dir, matcher)?;
+    let ctx = crate::context::Context::open_cached(dir, matcher)?;
     let platform = match &req.platform {
         Some(p) => crate::dockerfile::lower::Platform::parse(p)
             .map_err(|e| anyhow::anyhow!("--platform: {e}"))?,

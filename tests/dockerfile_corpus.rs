@@ -298,7 +298,7 @@ fn check(dir: &Path) {
         let got: Vec<String> = loaded
             .context
             .entries()
-            .filter(|e| e.kind != dockerfile::context::EntryKind::Dir)
+            .filter(|e| e.kind != kiln::context::EntryKind::Dir)
             .map(|e| e.path.clone())
             .collect();
         assert_eq!(got, strs(&expect["context_files"]), "{name}: context files");

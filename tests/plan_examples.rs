@@ -62,7 +62,7 @@ fn every_example_matches_its_plan_and_dockerfile_snapshots() {
                     &root().join(format!("tests/snapshots/plan/{name}.json")),
                     &json,
                 )?;
-                let df = kiln::dockerfile::generate::generate(&p, &Default::default())
+                let df = kiln::plan::dockerfile::generate(&p, &Default::default())
                     .map_err(|e| format!("{name}: {e:#}"))?;
                 snapshot(
                     &root().join(format!("tests/snapshots/dockerfile/{name}.Dockerfile")),

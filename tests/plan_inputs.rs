@@ -279,7 +279,7 @@ fn env_secrets_and_variables_are_kept_apart() {
     assert!(!vars.contains_key("FEATURE") && !vars.contains_key("NIXPACKS_NO_CACHE"));
     assert_eq!(p.build_variables.clone().unwrap()["FEATURE"], "on");
     assert_eq!(p.secrets.clone().unwrap(), vec!["NPM_TOKEN"]);
-    let df = kiln::dockerfile::generate::generate(&p, &Default::default())
+    let df = kiln::plan::dockerfile::generate(&p, &Default::default())
         .unwrap()
         .dockerfile;
     assert!(df.contains("--mount=type=secret,id=NPM_TOKEN"), "{df}");

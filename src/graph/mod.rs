@@ -248,6 +248,10 @@ pub enum Sharing {
     Locked,
 }
 
+/// Debian's system CA bundle, where a [`Mount::HostCa`] goes: what OpenSSL,
+/// GnuTLS and the tools that take `plan::lower::CA_BUNDLE_VARS` read.
+pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// A `RUN --mount`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]

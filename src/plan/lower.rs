@@ -19,7 +19,7 @@
 //!
 //! The start command runs as PID 1's direct child or as PID 1: exec form
 //! when it is a plain command line, `sh -c 'exec …'` otherwise
-//! ([`crate::dockerfile::generate::exec_form`]), never a login shell.
+//! ([`crate::plan::dockerfile::exec_form`]), never a login shell.
 
 use std::collections::BTreeMap;
 
@@ -27,9 +27,8 @@ use anyhow::{Context as _, bail};
 
 use super::BuildPlan;
 use crate::Result;
-use crate::dockerfile::context::Context;
-use crate::dockerfile::generate::exec_form;
-use crate::dockerfile::ignore::Matcher;
+use crate::context::Context;
+use crate::context::ignore::Matcher;
 use crate::error::{CodedError, code};
 use crate::graph::{
     self, Base, ConfigChange, Copy, CopyFrom, CopyItem, Graph, Mount, Network, Origin, PackageSet,
@@ -37,6 +36,7 @@ use crate::graph::{
 };
 use crate::packages::image::PATH;
 use crate::packages::resolve::Base as PackageBase;
+use crate::plan::dockerfile::exec_form;
 
 /// Where the app lives in both stages (Nixpacks' `/app`).
 pub const APP_DIR: &str = "/app";
@@ -130,7 +130,7 @@ pub struct LowerOptions {
     /// for networks that intercept TLS; never in the runtime image.
     pub build_ca: Vec<(String, String)>,
     /// The build steps trust the host's CA bundle: it is mounted over the
-    /// stage's ([`crate::solver::trust::BUNDLE`], see
+    /// stage's ([`crate::graph::HOST_CA_BUNDLE`], see
     /// [`graph::Mount::HostCa`]); the key records only that it is.
     pub host_ca: bool,
 }
@@ -281,7 +281,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         mounts.extend(secrets.iter().cloned());
         if opts.host_ca {
             mounts.push(Mount::HostCa {
-                target: crate::solver::trust::BUNDLE.to_string(),
+                target: crate::graph::HOST_CA_BUNDLE.to_string(),
             });
         }
         for c in cmds {

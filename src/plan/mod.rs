@@ -13,6 +13,7 @@
 pub mod config;
 pub mod context;
 pub mod debian;
+pub mod dockerfile;
 pub mod lower;
 pub mod merge;
 pub mod model;

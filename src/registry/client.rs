@@ -34,8 +34,8 @@ use anyhow::Context;
 
 use super::auth::{self, Challenge, Token, TokenResponse};
 use super::credentials::{CredentialSource, Credentials};
-use super::reference::{api_host, host_is_loopback, host_without_port};
 use crate::Result;
+use crate::oci::reference::{api_host, host_is_loopback, host_without_port};
 
 /// How a [`Client`] behaves.
 #[derive(Debug, Clone)]

@@ -15,8 +15,8 @@ use super::auth::repo_scope;
 use super::client::{Body, Client, Session};
 use super::manifest::{self, Parsed, Platform};
 use super::parallel::for_each;
-use super::reference::Reference;
 use crate::Result;
+use crate::oci::reference::Reference;
 use crate::oci::{Digest, Store};
 use crate::progress::Progress;
 

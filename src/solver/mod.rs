@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context as _, bail};
 
 use crate::Result;
-use crate::dockerfile::context::Context;
+use crate::context::Context;
 use crate::error::{CodedError, code};
 use crate::graph::key::{CacheKeys, ImageDigests};
 use crate::graph::{self, Base, ConfigChange, CopyFrom, Graph, ImageConfig, Op, Step};

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::plan::lower::{abs, runtime_copies};
-use crate::plan::{self, BuildPlan};
+use super::lower::{abs, runtime_copies};
+use super::{self as plan, BuildPlan};
 
 /// Generator options.
 #[derive(Debug, Clone, Default)]
