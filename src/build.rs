@@ -1,9 +1,9 @@
 //! `kiln::build`: a build request in, an image out — what the CLI's
 //! `kiln build` and deploy tools call.
 //!
-//! Which build runs: inline Dockerfile content, else the Dockerfile (`-f`,
-//! default `CONTEXT/Dockerfile`). Auto builds from a plan join here once the
-//! auto builder lands.
+//! Which frontend runs: inline Dockerfile content, else the Dockerfile
+//! (`-f`, default `CONTEXT/Dockerfile`) when there is one, else the auto
+//! plan of the source tree (providers, `nixpacks.toml`/`kiln.toml`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -204,7 +204,8 @@ fn solve_options<'a>(
     })
 }
 
-/// Builds an image from a Dockerfile.
+/// Builds an image: picks the frontend (see the module doc), solves the
+/// graph, names, exports and pushes the result as `req` asks.
 pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     // Masked in everything shown from here on, whichever frontend runs.
     for value in req.secrets.values() {
