@@ -559,3 +559,28 @@ fn requested_packages_give_go_a_debian_runtime() {
     let p = make_plan(d.path(), &["KILN_APT_PKGS=ffmpeg"], &Options::default()).unwrap();
     assert!(!kiln::plan::lower::is_static(&p));
 }
+
+/// The static runtime is the Go provider's decision (`static_runtime`):
+/// `CGO_ENABLED=0` by default, a Debian runtime with cgo, and never when a
+/// second provider or a runtime package joins.
+#[test]
+fn go_static_runtime_follows_the_provider_hook() {
+    let go = app(&[
+        ("go.mod", "module example.com/app\n\ngo 1.19\n"),
+        ("main.go", "package main\nfunc main() {}\n"),
+    ]);
+    let plain = make_plan(go.path(), &[], &Options::default()).unwrap();
+    assert!(kiln::plan::lower::is_static(&plain));
+    let cgo = make_plan(go.path(), &["CGO_ENABLED=1"], &Options::default()).unwrap();
+    assert!(!kiln::plan::lower::is_static(&cgo));
+    let pkgs = make_plan(
+        go.path(),
+        &["NIXPACKS_APT_PKGS=ffmpeg"],
+        &Options::default(),
+    )
+    .unwrap();
+    assert!(!kiln::plan::lower::is_static(&pkgs));
+    let mut two = plain.clone();
+    two.providers = Some(vec!["go".into(), "node".into()]);
+    assert!(!kiln::plan::lower::is_static(&two));
+}

@@ -412,9 +412,10 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
     })
 }
 
-/// Whether the app is one static binary (Go with `CGO_ENABLED=0`, the Go
-/// provider's default): its runtime stage starts from scratch instead of a
-/// Debian package set.
+/// Whether the app is one static binary (its only provider says so, see
+/// [`Provider::static_runtime`](super::providers::Provider::static_runtime);
+/// Go with `CGO_ENABLED=0`): its runtime stage starts from scratch instead
+/// of a Debian package set.
 pub fn is_static(plan: &BuildPlan) -> bool {
     let start = plan.start.clone().unwrap_or_default();
     // Runtime packages beyond what the scratch stage copies (a package the
@@ -427,12 +428,10 @@ pub fn is_static(plan: &BuildPlan) -> bool {
     only_copied
         && start.run_image.is_none()
         && !start.is_build_runtime()
-        && plan.providers.as_deref() == Some(&["go".to_string()][..])
-        && plan
-            .variables
-            .as_ref()
-            .and_then(|v| v.get("CGO_ENABLED"))
-            .is_some_and(|v| v == "0")
+        && match plan.providers.as_deref() {
+            Some([only]) => super::providers::by_name(only).is_some_and(|p| p.static_runtime(plan)),
+            _ => false,
+        }
 }
 
 fn build_base(plan: &BuildPlan, suite: &str, packages: Vec<String>) -> Base {

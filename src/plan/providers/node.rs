@@ -492,6 +492,15 @@ impl Provider for Node {
             .then(|| "package.json".to_string()))
     }
 
+    /// Dev dependencies are pruned unless the final start command needs
+    /// one; a `prune` phase the user wrote stays as written.
+    fn finish(&self, plan: &mut BuildPlan, user: &BuildPlan, ctx: &Ctx) -> crate::Result<()> {
+        if user.phase("prune").is_some() {
+            return Ok(());
+        }
+        keep_dev_deps_for(plan, ctx)
+    }
+
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let app = App::load(ctx)?;
         let mut plan = BuildPlan::default();
@@ -711,7 +720,7 @@ fn start_names_a_dev_dependency(app: &App, start: Option<&str>) -> bool {
 /// Drops the provider's `prune` phase when the plan's final start command
 /// (a Procfile, `NIXPACKS_START_CMD` or `kiln.toml` may have replaced the
 /// provider's) names a dev dependency.
-pub fn keep_dev_deps_for(plan: &mut BuildPlan, ctx: &Ctx) -> crate::Result<()> {
+fn keep_dev_deps_for(plan: &mut BuildPlan, ctx: &Ctx) -> crate::Result<()> {
     let Some(phases) = plan.phases.as_mut() else {
         return Ok(());
     };
