@@ -1,4 +1,7 @@
-//! Plan and Dockerfile snapshots for every app in `examples/`.
+//! Plan and Dockerfile snapshots for every app in `examples/`, and the
+//! digest of each one's build graph (what `kiln build` runs: the same graph
+//! gives the same cache keys and the same image), so a refactor of the
+//! plan's printers that changes any example's build shows here.
 //!
 //! `KILN_UPDATE_SNAPSHOTS=1 cargo test --test plan_examples` rewrites the
 //! snapshots; review the diff before committing.
@@ -74,6 +77,42 @@ fn every_example_matches_its_plan_and_dockerfile_snapshots() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// One line per example: its name and the sha256 of its lowered graph's
+/// JSON (host CA on, as `kiln build` does by default), or the lowering's
+/// error. On a difference, `KILN_DUMP_GRAPHS=DIR` writes the graphs.
+#[test]
+fn every_examples_build_graph_matches_its_digest() {
+    use kiln::plan::lower::{LowerOptions, context_ignore, lower};
+    let mut lines = String::new();
+    for (name, dir) in examples() {
+        let line = plan::generate(&dir, &[], &Options::default())
+            .and_then(|p| {
+                let (matcher, _) = context_ignore(&dir)?;
+                let ctx = kiln::context::Context::open(&dir, matcher)?;
+                let opts = LowerOptions {
+                    platform: "linux/amd64".into(),
+                    build_ca: Vec::new(),
+                    host_ca: true,
+                };
+                lower(&p, &ctx, &opts)
+            })
+            .map(|g| {
+                let json = serde_json::to_string_pretty(&g).unwrap();
+                if let Some(d) = std::env::var_os("KILN_DUMP_GRAPHS") {
+                    let d = Path::new(&d);
+                    std::fs::create_dir_all(d).unwrap();
+                    std::fs::write(d.join(format!("{name}.json")), &json).unwrap();
+                }
+                kiln::oci::Digest::of(json.as_bytes()).hex().to_string()
+            })
+            .unwrap_or_else(|e| format!("error: {}", format!("{e:#}").lines().next().unwrap_or("")));
+        lines.push_str(&format!("{name} {line}\n"));
+    }
+    if let Err(e) = snapshot(&root().join("tests/snapshots/graphs.sha256"), &lines) {
+        panic!("{e}");
+    }
 }
 
 /// Each provider example is detected as that provider.
