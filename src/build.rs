@@ -550,7 +550,13 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
             "build summary:\n{}",
             crate::plan::lower::summary(&plan)?
         ));
-        let generated = crate::plan::dockerfile::generate(&plan, &Default::default())?;
+        let generated = crate::plan::dockerfile::generate(
+            &plan,
+            &crate::plan::dockerfile::Options {
+                base_image: None,
+                context: Some(dir.to_path_buf()),
+            },
+        )?;
         progress.info(format!(
             "equivalent Dockerfile (`kiln dockerfile {}`):\n{}",
             dir.display(),

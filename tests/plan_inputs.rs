@@ -555,9 +555,9 @@ fn requested_packages_give_go_a_debian_runtime() {
         ("main.go", "package main\nfunc main() {}\n"),
     ]);
     let p = make_plan(d.path(), &[], &Options::default()).unwrap();
-    assert!(kiln::plan::lower::is_static(&p));
+    assert!(kiln::plan::recipe::is_static(&p));
     let p = make_plan(d.path(), &["KILN_APT_PKGS=ffmpeg"], &Options::default()).unwrap();
-    assert!(!kiln::plan::lower::is_static(&p));
+    assert!(!kiln::plan::recipe::is_static(&p));
 }
 
 /// The static runtime is the Go provider's decision (`static_runtime`):
@@ -570,17 +570,17 @@ fn go_static_runtime_follows_the_provider_hook() {
         ("main.go", "package main\nfunc main() {}\n"),
     ]);
     let plain = make_plan(go.path(), &[], &Options::default()).unwrap();
-    assert!(kiln::plan::lower::is_static(&plain));
+    assert!(kiln::plan::recipe::is_static(&plain));
     let cgo = make_plan(go.path(), &["CGO_ENABLED=1"], &Options::default()).unwrap();
-    assert!(!kiln::plan::lower::is_static(&cgo));
+    assert!(!kiln::plan::recipe::is_static(&cgo));
     let pkgs = make_plan(
         go.path(),
         &["NIXPACKS_APT_PKGS=ffmpeg"],
         &Options::default(),
     )
     .unwrap();
-    assert!(!kiln::plan::lower::is_static(&pkgs));
+    assert!(!kiln::plan::recipe::is_static(&pkgs));
     let mut two = plain.clone();
     two.providers = Some(vec!["go".into(), "node".into()]);
-    assert!(!kiln::plan::lower::is_static(&two));
+    assert!(!kiln::plan::recipe::is_static(&two));
 }

@@ -262,6 +262,7 @@ pub fn run_dockerfile(args: DockerfileArgs, progress: &Progress) -> crate::Resul
     let plan = args.inputs.generate(progress)?;
     let opts = crate::plan::dockerfile::Options {
         base_image: args.base_image.clone(),
+        context: Some(args.inputs.dir.clone()),
     };
     let generated = crate::plan::dockerfile::generate(&plan, &opts)?;
     match args.output.as_deref() {

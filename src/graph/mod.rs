@@ -249,7 +249,7 @@ pub enum Sharing {
 }
 
 /// Debian's system CA bundle, where a [`Mount::HostCa`] goes: what OpenSSL,
-/// GnuTLS and the tools that take `plan::lower::CA_BUNDLE_VARS` read.
+/// GnuTLS and the tools that take `plan::recipe::CA_BUNDLE_VARS` read.
 pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// A `RUN --mount`.

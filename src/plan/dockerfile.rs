@@ -1,24 +1,30 @@
 //! A Dockerfile equivalent to a [`BuildPlan`], for people who build with
-//! Docker, BuildKit or buildah: a `build` stage (Debian packages installed
-//! by apt in one cached layer, each phase's inputs copied just before it,
-//! `RUN --mount=type=cache` for cache directories, secrets mounted, never
-//! in `ENV`), then a slim runtime stage with the runtime packages, the
-//! files the start command needs, the plan's variables and an exec-form
-//! `CMD` (no login shell).
+//! Docker, BuildKit or buildah: the plan's [`recipe`](super::recipe)
+//! printed as Dockerfile text, the same steps `kiln build` runs. A `build`
+//! stage (Debian packages installed by apt in one cached layer, each
+//! phase's inputs copied just before it, `RUN --mount=type=cache` for
+//! cache directories, secrets mounted, never in `ENV`), then the runtime
+//! stage (slim Debian with the runtime packages and tini, scratch for a
+//! static binary, or the build stage), the files the start command needs,
+//! the plan's variables, tini as the entrypoint and an exec-form `CMD` (no
+//! login shell).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::lower::{abs, runtime_copies};
-use super::{self as plan, BuildPlan};
+use super::BuildPlan;
+use super::recipe::{self, ASSETS_DIR, RecipeBase, RecipeOptions, RecipeStep};
 
 /// Generator options.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Base image of both stages (default `debian:<suite>-slim`).
     pub base_image: Option<String>,
+    /// The app dir, when known: a phase's input files that do not exist
+    /// in it are not copied (as `kiln build` does). Unknown: all are.
+    pub context: Option<std::path::PathBuf>,
 }
 
 /// A generated Dockerfile and the asset files it copies.
@@ -31,6 +37,9 @@ pub struct Generated {
 
 /// Where assets live in the build context.
 pub const ASSET_DIR: &str = ".kiln/assets";
+
+/// Where multi-line scripts live in the build context.
+pub const SCRIPT_DIR: &str = ".kiln/scripts";
 
 impl Generated {
     /// Writes the Dockerfile to `out` and the assets under `context`.
@@ -68,30 +77,6 @@ fn json_array(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
-/// The start command in exec form: split when it is a plain command line,
-/// `sh -c 'exec …'` when it needs a shell, `sh -c '…'` when compound.
-pub fn exec_form(cmd: &str) -> Vec<String> {
-    let shell_chars = [
-        '$', '&', '|', ';', '<', '>', '(', ')', '*', '?', '"', '\'', '\\', '`', '~', '{', '}',
-    ];
-    let assignment = cmd
-        .split_whitespace()
-        .next()
-        .is_some_and(|w| w.contains('=') && !w.starts_with('-'));
-    if !cmd.contains(shell_chars) && !assignment {
-        return cmd.split_whitespace().map(String::from).collect();
-    }
-    let compound = ["&&", "||", ";", "|", "&"]
-        .iter()
-        .any(|op| cmd.contains(op));
-    let script = if compound {
-        cmd.to_string()
-    } else {
-        format!("exec {cmd}")
-    };
-    vec!["/bin/sh".into(), "-c".into(), script]
-}
-
 /// One apt layer with apt's caches mounted. The mounts use the default
 /// (shared) mode: buildah 1.28 hangs after a step with two
 /// `sharing=locked` cache mounts, and apt locks its own directories.
@@ -106,141 +91,141 @@ fn apt_install(out: &mut String, pkgs: &[String]) {
     );
 }
 
-/// Generates the Dockerfile for a finished plan.
+/// Generates the Dockerfile for a finished plan: [`recipe::recipe`]'s
+/// steps, printed for BuildKit and buildah. What kiln's graph gets from
+/// kiln itself the Dockerfile gets from the base image: Debian packages by
+/// `apt-get` in `debian:<suite>-slim`, the host's CA bundle not at all
+/// (the builder's own trust applies). Scripts of more than one line are
+/// written next to the assets and bind-mounted for their step (buildah
+/// 1.28 has no heredocs), so they are in no layer.
 pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
-    let suite = plan.suite.as_deref().unwrap_or("trixie");
-    let default_base = format!("debian:{suite}-slim");
-    let base = opts.base_image.clone().unwrap_or(default_base);
-    let build_base = plan.build_image.clone().unwrap_or_else(|| base.clone());
-    let start = plan.start.clone().unwrap_or_default();
-    let run_base = start.run_image.clone().unwrap_or_else(|| base.clone());
-    let order = plan::phase_order(plan)?;
+    let exists = |f: &str| {
+        opts.context
+            .as_ref()
+            .is_none_or(|dir| dir.join(f).symlink_metadata().is_ok())
+    };
+    let r = recipe::recipe(
+        plan,
+        &RecipeOptions {
+            build_ca: Vec::new(),
+            host_ca: false,
+            exists: &exists,
+        },
+    )?;
+    let base = opts
+        .base_image
+        .clone()
+        .unwrap_or_else(|| format!("debian:{}-slim", r.suite));
 
     let mut d = String::new();
+    let mut assets: Vec<(String, String)> = Vec::new();
     let _ = writeln!(d, "# syntax=docker/dockerfile:1");
     let _ = writeln!(
         d,
-        "# Generated by `kiln dockerfile` (providers: {}; Debian suite: {suite}).",
-        plan.providers.clone().unwrap_or_default().join(", ")
+        "# Generated by `kiln dockerfile` (providers: {}; Debian suite: {}).",
+        plan.providers.clone().unwrap_or_default().join(", "),
+        r.suite
     );
-    let _ = writeln!(d, "\nFROM {build_base} AS build");
-    let mut pkgs = vec!["ca-certificates".to_string()];
-    for p in plan.all_apt_pkgs() {
-        if !pkgs.contains(&p) {
-            pkgs.push(p);
-        }
-    }
-    apt_install(&mut d, &pkgs);
-    let _ = writeln!(d, "WORKDIR /app");
-    let assets: Vec<(String, String)> = plan
-        .static_assets
-        .iter()
-        .flatten()
-        .map(|(k, v)| (format!("{ASSET_DIR}/{k}"), v.clone()))
-        .collect();
-    if !assets.is_empty() {
-        let _ = writeln!(d, "COPY {ASSET_DIR}/ /assets/");
-    }
-    for (k, v) in plan.variables.iter().flatten() {
-        let _ = writeln!(d, "ENV {k}={}", quote(v));
-    }
-    // Build-only values: ARG is visible to RUN, never in the image config.
-    for (k, v) in plan.build_variables.iter().flatten() {
-        let _ = writeln!(d, "ARG {k}={}", quote(v));
-    }
-    let paths = plan.phase_paths(&order);
-    let path_env = (!paths.is_empty()).then(|| format!("ENV PATH=\"{}:$PATH\"", paths.join(":")));
-    if let Some(p) = &path_env {
-        let _ = writeln!(d, "{p}");
-    }
-    let secret_mounts: String = plan
-        .secrets
-        .iter()
-        .flatten()
-        .map(|s| format!("--mount=type=secret,id={s},target=/run/secrets/{s} "))
-        .collect();
-
-    let mut copied_all = false;
-    for name in &order {
-        let Some(phase) = plan.phase(name) else {
-            continue;
+    for st in [&r.build, &r.runtime] {
+        let from = match &st.base {
+            RecipeBase::Packages { .. } => base.as_str(),
+            RecipeBase::Image(image) => image.as_str(),
+            RecipeBase::BuildStage => "build",
+            RecipeBase::Scratch => "scratch",
         };
-        let cmds = phase.cmds.clone().unwrap_or_default();
-        if cmds.is_empty() {
-            continue;
+        let _ = writeln!(d, "\nFROM {from} AS {}", st.name);
+        if let RecipeBase::Packages { packages, .. } = &st.base {
+            apt_install(&mut d, packages);
         }
-        let _ = writeln!(d, "\n# phase: {name}");
-        let is_setup = name == "setup" || name.ends_with(":setup");
-        match &phase.only_include_files {
-            Some(files) if !copied_all => {
-                for f in files {
-                    let f = f.trim_start_matches("./").trim_end_matches('/');
-                    let _ = writeln!(d, "COPY {f} ./{f}");
+        let mut phase_shown: Option<&str> = None;
+        let mut declared: Vec<&(String, String)> = Vec::new();
+        for step in &st.steps {
+            match step {
+                RecipeStep::Workdir(dir) => {
+                    let _ = writeln!(d, "WORKDIR {dir}");
+                }
+                RecipeStep::Env(env) => {
+                    for (k, v) in env {
+                        let _ = writeln!(d, "ENV {k}={}", quote(v));
+                    }
+                }
+                RecipeStep::CopyContext { src, dest, phase } => {
+                    show_phase(&mut d, &mut phase_shown, phase);
+                    let _ = writeln!(d, "COPY {src} {dest}");
+                }
+                RecipeStep::Run {
+                    cmd,
+                    phase,
+                    args,
+                    caches,
+                    secrets,
+                    ..
+                } => {
+                    show_phase(&mut d, &mut phase_shown, phase);
+                    // Build-only values: ARG is visible to RUN, never in
+                    // the image config.
+                    for a in args {
+                        if !declared.contains(&a) {
+                            let _ = writeln!(d, "ARG {}={}", a.0, quote(&a.1));
+                            declared.push(a);
+                        }
+                    }
+                    let mut mounts = String::new();
+                    for c in caches {
+                        let _ = write!(mounts, "--mount=type=cache,target={c} ");
+                    }
+                    for s in secrets {
+                        let _ = write!(
+                            mounts,
+                            "--mount=type=secret,id={s},target=/run/secrets/{s} "
+                        );
+                    }
+                    let _ = writeln!(d, "RUN {mounts}{cmd}");
+                }
+                RecipeStep::Script { cmd, .. } if cmd.contains('\n') => {
+                    let file = format!("{SCRIPT_DIR}/{}-{}.sh", st.name, assets.len());
+                    let _ = writeln!(
+                        d,
+                        "RUN --mount=type=bind,source={file},target=/run/kiln-script.sh sh /run/kiln-script.sh"
+                    );
+                    assets.push((file, cmd.clone()));
+                }
+                RecipeStep::Script { cmd, .. } => {
+                    let _ = writeln!(d, "RUN {cmd}");
+                }
+                RecipeStep::CopyBuild { src, dest, chmod } => {
+                    let flag = chmod
+                        .as_ref()
+                        .map(|m| format!(" --chmod={m}"))
+                        .unwrap_or_default();
+                    let _ = writeln!(d, "COPY --from=build{flag} {src} {dest}");
+                }
+                RecipeStep::Assets(files) => {
+                    for (name, text) in files {
+                        assets.push((format!("{ASSET_DIR}/{name}"), text.clone()));
+                    }
+                    let _ = writeln!(d, "COPY {ASSET_DIR}/ {ASSETS_DIR}/");
+                }
+                RecipeStep::Expose(port) => {
+                    let _ = writeln!(d, "EXPOSE {port}");
+                }
+                RecipeStep::User(user) => {
+                    let _ = writeln!(d, "USER {user}");
+                }
+                RecipeStep::Entrypoint(args) => {
+                    let _ = writeln!(d, "ENTRYPOINT {}", json_array(args));
+                }
+                RecipeStep::Cmd(cmd) => {
+                    let _ = writeln!(d, "CMD {}", json_array(cmd));
                 }
             }
-            None if !copied_all && !is_setup => {
-                let _ = writeln!(d, "COPY . .");
-                copied_all = true;
-            }
-            _ => {}
-        }
-        let mounts: String = phase
-            .cache_directories
-            .iter()
-            .flatten()
-            .map(|c| format!("--mount=type=cache,target={} ", abs(c)))
-            .collect();
-        for c in cmds {
-            let _ = writeln!(d, "RUN {mounts}{secret_mounts}{c}");
         }
     }
-    if !copied_all {
-        let _ = writeln!(d, "\nCOPY . .");
-    }
-
-    // `runtime = "build"`: the build stage is the image.
-    let build_rt = start.is_build_runtime();
-    let run_base = if build_rt {
-        "build".to_string()
-    } else {
-        run_base
-    };
-    let _ = writeln!(d, "\nFROM {run_base} AS runtime");
-    let mut rt = vec!["ca-certificates".to_string()];
-    for p in start.apt_pkgs.clone().unwrap_or_default() {
-        if !rt.contains(&p) {
-            rt.push(p);
-        }
-    }
-    if start.run_image.is_none() && !build_rt {
-        apt_install(&mut d, &rt);
-    }
-    let _ = writeln!(d, "WORKDIR /app");
-    if !assets.is_empty() {
-        let _ = writeln!(d, "COPY --from=build /assets /assets");
-    }
-    for src in runtime_copies(&start, build_rt) {
-        let _ = writeln!(d, "COPY --from=build {src} {src}");
-    }
-    for (k, v) in plan.variables.iter().flatten() {
-        let _ = writeln!(d, "ENV {k}={}", quote(v));
-    }
-    if let Some(p) = &path_env {
-        let _ = writeln!(d, "{p}");
-    }
-    if let Some(user) = &start.user {
-        let _ = writeln!(d, "RUN useradd -m -s /bin/sh {user}\nUSER {user}");
-    }
-    match &start.cmd {
-        Some(cmd) => {
-            let _ = writeln!(d, "CMD {}", json_array(&exec_form(cmd)));
-        }
-        None => {
-            let _ = writeln!(
-                d,
-                "# No start command in the plan: give one with -s or [start] cmd."
-            );
-        }
+    if r.start_cmd.is_none() {
+        let _ = writeln!(
+            d,
+            "# No start command in the plan: give one with -s or [start] cmd."
+        );
     }
     Ok(Generated {
         dockerfile: d,
@@ -248,9 +233,19 @@ pub fn generate(plan: &BuildPlan, opts: &Options) -> crate::Result<Generated> {
     })
 }
 
+/// A `# phase: NAME` line before a phase's first step.
+fn show_phase<'a>(d: &mut String, shown: &mut Option<&'a str>, phase: &'a str) {
+    if *shown != Some(phase) {
+        let _ = writeln!(d, "\n# phase: {phase}");
+        *shown = Some(phase);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use super::super::recipe::exec_form;
 
     #[test]
     fn exec_forms() {

@@ -20,6 +20,7 @@ pub mod model;
 pub mod native;
 pub mod order;
 pub mod providers;
+pub mod recipe;
 pub mod runtime_tools;
 pub mod shared_libs;
 pub mod versions;
