@@ -131,7 +131,6 @@ fn check(dir: &Path) {
             Op::Run(_) => "run",
             Op::Copy(_) => "copy",
             Op::Config(_) => "config",
-            Op::Packages(_) => "packages",
         })
         .collect();
     if expect["ops"].is_array() {

@@ -683,10 +683,6 @@ impl Solver {
                         self.write(entries, st.layer)?
                     }
                 }
-                Op::Packages(p) => bail!(
-                    "{label}: installing Debian packages ({}) in a stage is not supported yet",
-                    p.packages.join(" ")
-                ),
             };
             self.steps.put(
                 key,
@@ -1186,7 +1182,6 @@ fn one_line(s: &str) -> String {
 
 fn describe(op: &Op) -> String {
     match op {
-        Op::Packages(p) => format!("PACKAGES {}", p.packages.join(" ")),
         Op::Copy(c) => format!("COPY → {}", c.dest),
         Op::Run(r) => format!("RUN {}", r.command.join(" ")),
         Op::Config(c) => format!("{c:?}"),
