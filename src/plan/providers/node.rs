@@ -637,7 +637,7 @@ impl Provider for Node {
 
 /// The `prune` phase: once the build has used them, dev dependencies are
 /// removed, so the runtime's copy of `/app` holds production dependencies
-/// only (Nixpacks ships them: PROVIDERS.md defect 13). Heroku's Node
+/// only (Nixpacks ships them, dev tools and all, in every Node image). Heroku's Node
 /// buildpack does the same by default. `KILN_NODE_PRUNE_DEPS=false` keeps
 /// them, `KILN_NODE_PRUNE_CMD` replaces the command. There is no prune
 /// when it cannot help or could break the start: no `devDependencies`, a
