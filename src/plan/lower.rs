@@ -67,12 +67,7 @@ pub struct LowerOptions {
 
 /// The graph for `plan` over the walked source tree `ctx`.
 pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Graph> {
-    if plan
-        .start
-        .as_ref()
-        .and_then(|s| s.cmd.as_deref())
-        .is_none_or(|c| c.trim().is_empty())
-    {
+    if recipe::start_command(plan).is_none() {
         return Err(recipe::no_start_command(plan, &ctx.root));
     }
     let exists = |f: &str| ctx.resolve(f).is_some();
@@ -107,7 +102,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             };
             let mut b = StageBuilder::new(st.name, base, &opts.platform);
             for step in &st.steps {
-                b.step(step, ctx, &plan_secrets(step))?;
+                b.step(step, ctx)?;
             }
             Ok(b.finish())
         })
@@ -115,26 +110,19 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
     Ok(Graph { stages, target: 1 })
 }
 
-/// The secret mounts of a build step: the file (what the Dockerfile
-/// `kiln dockerfile` writes mounts) and the variable (Nixpacks' way), as
-/// docs/plan.md promises. Neither is in the graph: the values come at run
-/// time.
-fn plan_secrets(step: &RecipeStep) -> Vec<Mount> {
-    let RecipeStep::Run { secrets, .. } = step else {
-        return Vec::new();
-    };
-    secrets
-        .iter()
-        .map(|id| Mount::Secret {
-            id: id.clone(),
-            target: Some(format!("/run/secrets/{id}")),
-            env: Some(id.clone()),
-            required: false,
-            mode: 0o400,
-            uid: 0,
-            gid: 0,
-        })
-        .collect()
+/// A build secret's mount: the file (what the Dockerfile `kiln dockerfile`
+/// writes mounts) and the variable (Nixpacks' way), as docs/plan.md
+/// promises. Neither is in the graph: the value comes at run time.
+fn secret_mount(id: &str) -> Mount {
+    Mount::Secret {
+        id: id.to_string(),
+        target: Some(format!("/run/secrets/{id}")),
+        env: Some(id.to_string()),
+        required: false,
+        mode: 0o400,
+        uid: 0,
+        gid: 0,
+    }
 }
 
 fn cache_mount(target: &str) -> Mount {
@@ -180,7 +168,7 @@ impl StageBuilder {
         }
     }
 
-    fn step(&mut self, step: &RecipeStep, ctx: &Context, secrets: &[Mount]) -> Result<()> {
+    fn step(&mut self, step: &RecipeStep, ctx: &Context) -> Result<()> {
         match step {
             RecipeStep::Workdir(dir) => self.config(
                 ConfigChange::WorkingDir(dir.clone()),
@@ -197,11 +185,11 @@ impl StageBuilder {
                 phase,
                 args,
                 caches,
+                secrets,
                 host_ca,
-                ..
             } => {
                 let mut mounts: Vec<Mount> = caches.iter().map(|c| cache_mount(c)).collect();
-                mounts.extend(secrets.iter().cloned());
+                mounts.extend(secrets.iter().map(|id| secret_mount(id)));
                 if *host_ca {
                     mounts.push(Mount::HostCa {
                         target: crate::graph::HOST_CA_BUNDLE.to_string(),

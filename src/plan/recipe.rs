@@ -170,7 +170,7 @@ pub enum RecipeStep {
 /// Decides every step of the build of `plan`.
 pub fn recipe(plan: &BuildPlan, opts: &RecipeOptions) -> Result<Recipe> {
     let start = plan.start.clone().unwrap_or_default();
-    let start_cmd = start.cmd.clone().filter(|c| !c.trim().is_empty());
+    let start_cmd = start_command(plan);
     let suite = plan.suite.clone().unwrap_or_else(|| "trixie".to_string());
     let order = super::phase_order(plan)?;
 
@@ -431,6 +431,14 @@ pub fn recipe(plan: &BuildPlan, opts: &RecipeOptions) -> Result<Recipe> {
         },
         start_cmd,
     })
+}
+
+/// The plan's start command, unless it is missing or blank.
+pub fn start_command(plan: &BuildPlan) -> Option<String> {
+    plan.start
+        .as_ref()
+        .and_then(|s| s.cmd.clone())
+        .filter(|c| !c.trim().is_empty())
 }
 
 /// The error of a plan without a start command, for the printers that
