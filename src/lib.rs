@@ -14,6 +14,7 @@ pub mod deploy;
 pub mod dockerfile;
 pub mod error;
 pub mod graph;
+pub mod http;
 pub mod oci;
 pub mod packages;
 pub mod paths;

@@ -203,13 +203,13 @@ pub fn net_read_error(s: &Session, path: &str, e: std::io::Error) -> anyhow::Err
         method: "GET".into(),
         path: path.to_string(),
         status: None,
-        message: if super::client::is_timeout(&e) {
+        message: if crate::http::is_stall(&e) {
             "no bytes while reading the answer: stalled".to_string()
         } else {
             format!("connection dropped while reading: {e}")
         },
         retry_after: None,
-        stalled: super::client::is_timeout(&e),
+        stalled: crate::http::is_stall(&e),
     })
 }
 
