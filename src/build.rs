@@ -155,7 +155,11 @@ struct Resolver<'a> {
 }
 
 impl BaseResolver for Resolver<'_> {
-    fn image_config(&self, reference: &str, platform: &str) -> Result<Option<ImageConfig>> {
+    fn image_config(
+        &self,
+        reference: &str,
+        platform: &crate::platform::Platform,
+    ) -> Result<Option<ImageConfig>> {
         if let Some(c) = self
             .seen
             .lock()
@@ -565,11 +569,11 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
     }
     let ctx = crate::dockerfile::context::Context::open_cached(dir, matcher)?;
     let platform = match &req.platform {
-        Some(p) => crate::dockerfile::lower::Platform::parse(p)
-            .map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
-        None => crate::dockerfile::lower::Platform::host(),
-    }
-    .to_string();
+        Some(p) => {
+            crate::platform::Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?
+        }
+        None => crate::platform::Platform::host(),
+    };
     let build_ca = req
         .ca_certs
         .iter()

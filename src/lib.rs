@@ -19,6 +19,7 @@ pub mod oci;
 pub mod packages;
 pub mod paths;
 pub mod plan;
+pub mod platform;
 pub mod progress;
 pub mod redact;
 pub mod registry;

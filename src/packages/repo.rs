@@ -74,11 +74,9 @@ impl Default for RepoConfig {
 
 /// The Debian architecture of this machine (amd64 or arm64; others map to amd64).
 pub fn host_arch() -> &'static str {
-    if cfg!(target_arch = "aarch64") {
-        "arm64"
-    } else {
-        "amd64"
-    }
+    crate::platform::Platform::host()
+        .debian_arch()
+        .unwrap_or("amd64")
 }
 
 impl RepoConfig {

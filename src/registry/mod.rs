@@ -36,9 +36,9 @@ pub mod pull;
 pub mod push;
 pub mod reference;
 
+pub use crate::platform::Platform;
 pub use client::{Client, ClientOptions, RegistryError};
 pub use credentials::{CredentialSource, Credentials};
-pub use manifest::Platform;
 pub use pull::{PullOptions, PullResult};
 pub use push::{PushOptions, PushSummary};
 pub use reference::{InvalidReference, Reference};
