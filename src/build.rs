@@ -440,7 +440,7 @@ fn lock_package_bases(
         let crate::graph::Base::Packages(p) = &mut stage.base else {
             continue;
         };
-        let req = crate::solver::packages_request(p, &stage.platform);
+        let req = crate::solver::packages_request(p, &stage.platform)?;
         let Some(set) = locks.find(&p.suite, &req.repo.arch, p.base, &p.packages) else {
             bail!(
                 "{}: no set for the {} stage's packages {} ({} {}): the plan changed since it was written; run `kiln lock --auto {}` (with the same -a/-e/-c flags) to update it",
@@ -478,7 +478,7 @@ pub fn lock_auto(req: &BuildRequest, progress: &Progress) -> Result<crate::packa
         if !seen.insert(p.reference()) {
             continue;
         }
-        let preq = crate::solver::packages_request(&p, &stage.platform);
+        let preq = crate::solver::packages_request(&p, &stage.platform)?;
         sets.push(crate::packages::image::lock(&preq, progress)?);
     }
     Ok(crate::packages::lock::Locks {
@@ -574,6 +574,11 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
         }
         None => crate::platform::Platform::host(),
     };
+    // Every auto build stands on composed Debian packages: refuse a
+    // platform without them before any work.
+    platform
+        .debian_arch()
+        .map_err(|e| anyhow::anyhow!("--platform: {e}"))?;
     let build_ca = req
         .ca_certs
         .iter()

@@ -169,8 +169,7 @@ pub fn assemble(
     composed: &Composed,
     opts: &ComposeOptions,
 ) -> Result<Image> {
-    let platform = crate::platform::Platform::from_debian_arch(&lock.arch)
-        .unwrap_or_else(|_| crate::platform::Platform::linux("amd64", None));
+    let platform = crate::platform::Platform::from_debian_arch(&lock.arch)?;
     let mut b = ImageBuilder::scratch(platform);
     for l in &composed.layers {
         let by = if l.packages.is_empty() {

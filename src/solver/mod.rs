@@ -409,7 +409,7 @@ impl Solver {
         progress: &Progress,
     ) -> Result<Image> {
         use crate::packages::{compose::ComposeOptions, image};
-        let mut req = packages_request(p, platform);
+        let mut req = packages_request(p, platform)?;
         req.pull = opts.pull;
         let lock = match &p.lock {
             Some(d) => Some(opts.package_locks.get(d).cloned().with_context(|| {
@@ -1097,21 +1097,22 @@ impl Solver {
     }
 }
 
-/// The package request a package base stands for, on the stage's platform.
+/// The package request a package base stands for, on the stage's
+/// platform; an error for a platform without Debian packages.
 pub(crate) fn packages_request(
     p: &graph::PackageSet,
     platform: &Platform,
-) -> crate::packages::image::PackagesRequest {
+) -> Result<crate::packages::image::PackagesRequest> {
     let mut repo = crate::packages::repo::RepoConfig::from_env();
-    repo.arch = platform.debian_arch().unwrap_or("amd64").to_string();
-    crate::packages::image::PackagesRequest {
+    repo.arch = platform.debian_arch()?.to_string();
+    Ok(crate::packages::image::PackagesRequest {
         repo,
         suite: Some(p.suite.clone()),
         base: p.base,
         recommends: false,
         packages: p.packages.clone(),
         pull: false,
-    }
+    })
 }
 
 fn layer_records(img: &Image) -> Result<Vec<LayerRecord>> {
@@ -1185,5 +1186,37 @@ fn describe(op: &Op) -> String {
         Op::Copy(c) => format!("COPY → {}", c.dest),
         Op::Run(r) => format!("RUN {}", r.command.join(" ")),
         Op::Config(c) => format!("{c:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> graph::PackageSet {
+        graph::PackageSet {
+            suite: "bookworm".into(),
+            packages: vec!["ca-certificates".into()],
+            base: Default::default(),
+            lock: None,
+            extra_ca: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_package_base_is_composed_for_its_platform_or_refused() {
+        let arch =
+            |p: &str| packages_request(&set(), &Platform::parse(p).unwrap()).map(|r| r.repo.arch);
+        assert_eq!(arch("linux/amd64").unwrap(), "amd64");
+        assert_eq!(arch("linux/arm64/v8").unwrap(), "arm64");
+        // Never another architecture's packages.
+        for other in ["linux/arm/v7", "linux/s390x", "linux/386"] {
+            let e = arch(other).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("platform {other} is not supported"))
+                    && e.contains("linux/amd64, linux/arm64"),
+                "{other}: {e}"
+            );
+        }
     }
 }
