@@ -181,13 +181,17 @@ impl fmt::Display for Platform {
 /// `stage.platform == "linux/amd64"`.
 impl PartialEq<str> for Platform {
     fn eq(&self, other: &str) -> bool {
-        self.to_string() == other
+        let mut parts = other.split('/');
+        parts.next() == Some(self.os.as_str())
+            && parts.next() == Some(self.architecture.as_str())
+            && parts.next() == self.variant.as_deref()
+            && parts.next().is_none()
     }
 }
 
 impl PartialEq<&str> for Platform {
     fn eq(&self, other: &&str) -> bool {
-        self.to_string() == *other
+        self == *other
     }
 }
 
@@ -282,6 +286,7 @@ mod tests {
         let p = Platform::parse("linux/arm/v7").unwrap();
         assert_eq!(serde_json::to_string(&p).unwrap(), "\"linux/arm/v7\"");
         let back: Platform = serde_json::from_str("\"linux/arm/v7\"").unwrap();
+        assert!(back == "linux/arm/v7" && back != "linux/arm" && back != "linux/arm/v7/x");
         assert_eq!(back, p);
         assert!(serde_json::from_str::<Platform>("\"linux\"").is_err());
         let oci = p.to_oci();
