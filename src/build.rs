@@ -1,9 +1,9 @@
 //! `kiln::build`: a build request in, an image out — what the CLI's
 //! `kiln build` and deploy tools call.
 //!
-//! Which build runs: inline Dockerfile content, else the Dockerfile (`-f`,
-//! default `CONTEXT/Dockerfile`). Auto builds from a plan join here once the
-//! auto builder lands.
+//! Which frontend runs: inline Dockerfile content, else the Dockerfile
+//! (`-f`, default `CONTEXT/Dockerfile`) when there is one, else the auto
+//! plan of the source tree (providers, `nixpacks.toml`/`kiln.toml`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -184,7 +184,7 @@ impl BaseResolver for Resolver<'_> {
 }
 
 fn solve_options<'a>(
-    context: Option<&'a Mutex<crate::dockerfile::context::Context>>,
+    context: Option<&'a Mutex<crate::context::Context>>,
     client: &'a Client,
     req: &BuildRequest,
 ) -> Result<SolveOptions<'a>> {
@@ -208,7 +208,8 @@ fn solve_options<'a>(
     })
 }
 
-/// Builds an image from a Dockerfile.
+/// Builds an image: picks the frontend (see the module doc), solves the
+/// graph, names, exports and pushes the result as `req` asks.
 pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     // Masked in everything shown from here on, whichever frontend runs.
     for value in req.secrets.values() {
@@ -513,7 +514,7 @@ fn auto_target(graph: &crate::graph::Graph, target: &str) -> Result<usize> {
 /// An auto build's plan lowered to the graph.
 struct AutoGraph {
     graph: crate::graph::Graph,
-    ctx: crate::dockerfile::context::Context,
+    ctx: crate::context::Context,
     /// The providers that matched.
     providers: Vec<String>,
     /// The host's CA bundle the build steps mount (`None` with
@@ -553,7 +554,13 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
             "build summary:\n{}",
             crate::plan::lower::summary(&plan)?
         ));
-        let generated = crate::dockerfile::generate::generate(&plan, &Default::default())?;
+        let generated = crate::plan::dockerfile::generate(
+            &plan,
+            &crate::plan::dockerfile::Options {
+                base_image: None,
+                context: Some(dir.to_path_buf()),
+            },
+        )?;
         progress.info(format!(
             "equivalent Dockerfile (`kiln dockerfile {}`):\n{}",
             dir.display(),
@@ -567,7 +574,7 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
             crate::plan::lower::DEFAULT_IGNORE.join(" ")
         ));
     }
-    let ctx = crate::dockerfile::context::Context::open_cached(dir, matcher)?;
+    let ctx = crate::context::Context::open_cached(dir, matcher)?;
     let platform = match &req.platform {
         Some(p) => {
             crate::platform::Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?

@@ -10,6 +10,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod context;
 pub mod deploy;
 pub mod dockerfile;
 pub mod error;

@@ -136,7 +136,6 @@ fn check(dir: &Path) {
             Op::Run(_) => "run",
             Op::Copy(_) => "copy",
             Op::Config(_) => "config",
-            Op::Packages(_) => "packages",
         })
         .collect();
     if expect["ops"].is_array() {
@@ -303,7 +302,7 @@ fn check(dir: &Path) {
         let got: Vec<String> = loaded
             .context
             .entries()
-            .filter(|e| e.kind != dockerfile::context::EntryKind::Dir)
+            .filter(|e| e.kind != kiln::context::EntryKind::Dir)
             .map(|e| e.path.clone())
             .collect();
         assert_eq!(got, strs(&expect["context_files"]), "{name}: context files");

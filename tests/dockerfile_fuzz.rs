@@ -43,7 +43,7 @@ proptest! {
 
     #[test]
     fn ignore_files_never_panic(text in "[a-z*?!/.\\[\\]\\\\#\n ]{0,40}", path in "[a-z/.]{1,12}") {
-        if let Ok(m) = dockerfile::ignore::Matcher::parse(&text, ".dockerignore") {
+        if let Ok(m) = kiln::context::ignore::Matcher::parse(&text, ".dockerignore") {
             let _ = m.excludes(&path);
         }
     }

@@ -1,7 +1,9 @@
 //! End to end: Dockerfiles that `kiln dockerfile` writes for the Node,
 //! Python, Go and static examples build with buildah (chroot isolation,
-//! `--layers`) from a Debian base image served by a local registry, and the
-//! images answer HTTP under podman.
+//! `--layers`) from a Debian base image served by a local registry, the
+//! images answer HTTP under podman, and they are the image `kiln build`
+//! makes of the same app: the same entrypoint, command, working dir,
+//! environment and ports, and the same files under `/app`.
 //!
 //! The base image is a `mmdebstrap --variant=minbase` trixie tarball,
 //! cached in `$KILN_TEST_CACHE` (default `~/.cache/kiln-tests`) across runs.
@@ -51,9 +53,11 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .args(["rm", "-f", &self.container])
-            .output();
+        if !self.container.is_empty() {
+            let _ = Command::new("podman")
+                .args(["rm", "-f", &self.container])
+                .output();
+        }
         let _ = Command::new("buildah")
             .args(["rmi", "-f", &self.image])
             .output();
@@ -104,6 +108,98 @@ fn build_and_answer(base: &str, example: &str, expect: &str) {
         &image,
     ]));
     support::podman::wait_for_http(&container, port, expect, example);
+
+    // kiln's own build of the app, beside buildah's.
+    let home = support::kiln::Kiln::shared();
+    let name = format!("kiln-e2e-plan-{example}:1");
+    home.build(&ctx, &name);
+    let kiln_image = format!(
+        "localhost/kiln-e2e-plan-kiln-{example}:{}",
+        std::process::id()
+    );
+    let _kiln_cleanup = Cleanup {
+        container: String::new(),
+        image: kiln_image.clone(),
+    };
+    run(Command::new("skopeo").args([
+        "copy",
+        "-q",
+        &format!("{}:{name}", home.layout()),
+        &format!("containers-storage:{kiln_image}"),
+    ]));
+    let (kiln_config, buildah_config) = (config(&kiln_image), config(&image));
+    assert_eq!(
+        kiln_config, buildah_config,
+        "{example}: the image configs of kiln build and of buildah on kiln dockerfile differ"
+    );
+    let (kiln_files, buildah_files) = (app_files(&kiln_image), app_files(&image));
+    assert!(
+        !kiln_files.is_empty(),
+        "{example}: kiln's image has no /app"
+    );
+    assert_eq!(
+        kiln_files, buildah_files,
+        "{example}: /app differs between kiln build and buildah on kiln dockerfile"
+    );
+}
+
+/// What the printers decide of an image's config (not the history,
+/// creation time or architecture fields builders fill in their own way).
+fn config(image: &str) -> serde_json::Value {
+    let out = run(Command::new("skopeo").args([
+        "inspect",
+        "--config",
+        &format!("containers-storage:{image}"),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let c = &v["config"];
+    let mut env: Vec<String> = c["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str().map(String::from))
+        .collect();
+    env.sort();
+    serde_json::json!({
+        "Entrypoint": c["Entrypoint"],
+        "Cmd": c["Cmd"],
+        "WorkingDir": c["WorkingDir"],
+        "User": c.get("User").and_then(|u| u.as_str()).unwrap_or(""),
+        "ExposedPorts": c["ExposedPorts"],
+        "Env": env,
+    })
+}
+
+/// The paths under `/app` in `image` (names, sorted), without what
+/// `kiln dockerfile` wrote into the context (the Dockerfile, its assets and
+/// scripts under `.kiln/`), which a Docker build's `COPY .` takes along
+/// unless the app's `.dockerignore` says otherwise (docs/auto.md).
+fn app_files(image: &str) -> Vec<String> {
+    let mnt = run(Command::new("podman").args(["image", "mount", image]));
+    let app = PathBuf::from(mnt.trim()).join("app");
+    let mut files = Vec::new();
+    let mut stack = vec![app.clone()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(&app).unwrap().display().to_string();
+            if rel == "Dockerfile.kiln" || rel == ".kiln" || rel.starts_with(".kiln/") {
+                continue;
+            }
+            files.push(rel);
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    let _ = Command::new("podman")
+        .args(["image", "unmount", image])
+        .output();
+    files.sort();
+    files
 }
 
 #[test]

@@ -279,7 +279,7 @@ fn env_secrets_and_variables_are_kept_apart() {
     assert!(!vars.contains_key("FEATURE") && !vars.contains_key("NIXPACKS_NO_CACHE"));
     assert_eq!(p.build_variables.clone().unwrap()["FEATURE"], "on");
     assert_eq!(p.secrets.clone().unwrap(), vec!["NPM_TOKEN"]);
-    let df = kiln::dockerfile::generate::generate(&p, &Default::default())
+    let df = kiln::plan::dockerfile::generate(&p, &Default::default())
         .unwrap()
         .dockerfile;
     assert!(df.contains("--mount=type=secret,id=NPM_TOKEN"), "{df}");
@@ -555,7 +555,32 @@ fn requested_packages_give_go_a_debian_runtime() {
         ("main.go", "package main\nfunc main() {}\n"),
     ]);
     let p = make_plan(d.path(), &[], &Options::default()).unwrap();
-    assert!(kiln::plan::lower::is_static(&p));
+    assert!(kiln::plan::recipe::is_static(&p));
     let p = make_plan(d.path(), &["KILN_APT_PKGS=ffmpeg"], &Options::default()).unwrap();
-    assert!(!kiln::plan::lower::is_static(&p));
+    assert!(!kiln::plan::recipe::is_static(&p));
+}
+
+/// The static runtime is the Go provider's decision (`static_runtime`):
+/// `CGO_ENABLED=0` by default, a Debian runtime with cgo, and never when a
+/// second provider or a runtime package joins.
+#[test]
+fn go_static_runtime_follows_the_provider_hook() {
+    let go = app(&[
+        ("go.mod", "module example.com/app\n\ngo 1.19\n"),
+        ("main.go", "package main\nfunc main() {}\n"),
+    ]);
+    let plain = make_plan(go.path(), &[], &Options::default()).unwrap();
+    assert!(kiln::plan::recipe::is_static(&plain));
+    let cgo = make_plan(go.path(), &["CGO_ENABLED=1"], &Options::default()).unwrap();
+    assert!(!kiln::plan::recipe::is_static(&cgo));
+    let pkgs = make_plan(
+        go.path(),
+        &["NIXPACKS_APT_PKGS=ffmpeg"],
+        &Options::default(),
+    )
+    .unwrap();
+    assert!(!kiln::plan::recipe::is_static(&pkgs));
+    let mut two = plain.clone();
+    two.providers = Some(vec!["go".into(), "node".into()]);
+    assert!(!kiln::plan::recipe::is_static(&two));
 }

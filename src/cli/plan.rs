@@ -1,5 +1,5 @@
 //! `kiln plan`, `kiln detect`, `kiln info` and `kiln dockerfile`: thin
-//! wrappers over `kiln::plan` and `kiln::dockerfile::generate`.
+//! wrappers over `kiln::plan` and `kiln::plan::dockerfile`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -260,10 +260,11 @@ pub struct DockerfileArgs {
 
 pub fn run_dockerfile(args: DockerfileArgs, progress: &Progress) -> crate::Result<()> {
     let plan = args.inputs.generate(progress)?;
-    let opts = crate::dockerfile::generate::Options {
+    let opts = crate::plan::dockerfile::Options {
         base_image: args.base_image.clone(),
+        context: Some(args.inputs.dir.clone()),
     };
-    let generated = crate::dockerfile::generate::generate(&plan, &opts)?;
+    let generated = crate::plan::dockerfile::generate(&plan, &opts)?;
     match args.output.as_deref() {
         Some(p) if p.as_os_str() == "-" => print!("{}", generated.dockerfile),
         out => {

@@ -17,14 +17,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ast::{self, Command, CopySource, Dockerfile, Instruction, Kind};
-use super::context::{Context, NotFound};
 use super::error::{Source, SyntaxError};
-use super::ignore::{Matcher, clean};
 use super::lexer::heredoc_markers;
 use super::mounts::parse_mount;
 use super::parse::parse_trigger;
 use super::shell::{Lexer, parse_words};
 use crate::Result;
+use crate::context::ignore::{Matcher, clean};
+use crate::context::{Context, NotFound};
 use crate::graph::{
     AddOptions, Base, ConfigChange, Copy, CopyFrom, CopyItem, Graph, Healthcheck, ImageConfig,
     Mount, Network, Op, Origin, Run, Security, Stage, Step, deps,

@@ -1,30 +1,27 @@
 //! The Dockerfile frontend: parsing the Dockerfile reference (directives,
-//! continuations, heredocs, every instruction), the build context
-//! (`.dockerignore`, content digests), and lowering to the build graph.
+//! continuations, heredocs, every instruction) and lowering to the build
+//! graph. The build context it reads is [`crate::context`]'s.
 //!
 //! The parser is hand-written rather than built on `parse-dockerfile`:
 //! errors must point at `file:line:column`, and quote/escape/variable
 //! handling must follow BuildKit's exact rules, which are interleaved with
 //! Docker's scoping in lowering.
 //!
-//! Generation goes the other way: [`generate`] writes a Dockerfile
-//! equivalent to an auto-build plan, for Docker/BuildKit/buildah users.
+//! Generation goes the other way and lives with the plan:
+//! [`crate::plan::dockerfile`] prints a Dockerfile equivalent to an
+//! auto-build plan, for Docker/BuildKit/buildah users.
 //!
 //! Entry points: [`load`] (context dir + Dockerfile → [`Graph`]) and
 //! [`load_with`] (with a [`BaseResolver`] for base image configs, and the
 //! warnings).
 
 pub mod ast;
-pub mod context;
 pub mod error;
-pub mod generate;
-pub mod ignore;
 pub mod lexer;
 pub mod lower;
 pub mod mounts;
 pub mod parse;
 pub mod shell;
-pub mod statcache;
 
 use std::path::{Path, PathBuf};
 
@@ -43,7 +40,7 @@ pub struct Loaded {
     pub lowered: Lowered,
     /// The ignore file that applied, if any.
     pub ignore_file: Option<PathBuf>,
-    pub context: context::Context,
+    pub context: crate::context::Context,
 }
 
 /// The Dockerfile to use: `dockerfile` if given (relative to the current
@@ -80,8 +77,8 @@ pub fn load_with(
     })?;
     let name = dockerfile.display().to_string();
     let df = parse(&name, &text)?;
-    let (matcher, ignore_file) = ignore::load(context_dir, dockerfile)?;
-    let ctx = context::Context::open_cached(context_dir, matcher)?;
+    let (matcher, ignore_file) = crate::context::ignore::load(context_dir, dockerfile)?;
+    let ctx = crate::context::Context::open_cached(context_dir, matcher)?;
     let lowered = lower::lower(&df, &text, Some(&ctx), args, resolver)?;
     Ok(Loaded {
         lowered,

@@ -1,6 +1,6 @@
 //! `RUN --mount=…` specs (BuildKit's CSV syntax) after variable expansion.
 
-use super::ignore::clean;
+use crate::context::ignore::clean;
 use crate::graph::{CopyFrom, Mount, Sharing};
 
 /// A parsed mount, with a `from=` still unresolved (stage name or image).

@@ -8,6 +8,8 @@
 //! command substitution, escapes differ inside double quotes) and no crate
 //! implements them.
 
+use crate::context::glob_match;
+
 /// Looks a variable up; `None` means unset (different from empty for `-`/`+`).
 pub trait Env {
     fn get(&self, name: &str) -> Option<String>;
@@ -368,32 +370,6 @@ fn trim_pattern(value: &str, pattern: &str, prefix: bool, longest: bool) -> Stri
         }
     }
     value.to_string()
-}
-
-/// Shell-style wildcard match (`*` any run, `?` one char) of a whole string.
-pub fn glob_match(pat: &[char], s: &[char]) -> bool {
-    let (mut p, mut i) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while i < s.len() {
-        if p < pat.len() && (pat[p] == '?' || pat[p] == s[i]) {
-            p += 1;
-            i += 1;
-        } else if p < pat.len() && pat[p] == '*' {
-            star = Some(p);
-            mark = i;
-            p += 1;
-        } else if let Some(sp) = star {
-            p = sp + 1;
-            mark += 1;
-            i = mark;
-        } else {
-            return false;
-        }
-    }
-    while p < pat.len() && pat[p] == '*' {
-        p += 1;
-    }
-    p == pat.len()
 }
 
 /// The parser's word splitting (BuildKit `parseWords`): splits on unquoted

@@ -3,10 +3,10 @@
 //!
 //! A [`Graph`] is a list of [`Stage`]s; each starts from a [`Base`] (an image
 //! reference, a Debian package set, another stage, or `scratch`) and applies
-//! [`Step`]s in order: [`Op::Packages`], [`Op::Copy`], [`Op::Run`] and
-//! [`Op::Config`] changes. Every step has a cache key ([`key`]) that hashes
-//! its parent's key, its canonical definition and the content digests of
-//! what it reads. [`deps`] says which stages a target needs and in what order.
+//! [`Step`]s in order: [`Op::Copy`], [`Op::Run`] and [`Op::Config`]
+//! changes (Debian packages are a stage's base, never a step). Every step
+//! has a cache key ([`key`]) that hashes its parent's key, its canonical
+//! definition and the content digests of what it reads. [`deps`] says which stages a target needs and in what order.
 //!
 //! Execution contract for the solver (what the fields mean):
 //! - A stage's image config starts as its base's config with `OnBuild`
@@ -149,7 +149,6 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
-    Packages(PackageSet),
     Copy(Copy),
     Run(Run),
     Config(ConfigChange),
@@ -247,6 +246,10 @@ pub enum Sharing {
     Private,
     Locked,
 }
+
+/// Debian's system CA bundle, where a [`Mount::HostCa`] goes: what OpenSSL,
+/// GnuTLS and the tools that take `plan::recipe::CA_BUNDLE_VARS` read.
+pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// A `RUN --mount`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

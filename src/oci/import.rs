@@ -23,8 +23,8 @@ use super::images::ImageStore;
 use super::layer::Compression;
 use super::layout::{IMAGE_NAME, REF_NAME};
 use super::members::{Members, clean_name};
+use super::reference::Reference;
 use crate::Result;
-use crate::registry::Reference;
 
 /// A loaded image: the name it got and its manifest digest.
 #[derive(Debug, Clone)]

@@ -24,6 +24,7 @@ pub mod inroot;
 pub mod layer;
 pub mod layout;
 pub mod members;
+pub mod reference;
 pub mod store;
 pub mod unpack;
 

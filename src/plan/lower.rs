@@ -1,93 +1,23 @@
 //! A [`BuildPlan`] lowered to the build graph: the auto builder's frontend.
 //!
-//! Two stages, the shape `kiln dockerfile` writes for BuildKit users, but
-//! with Debian package bases instead of `apt-get` in a container:
-//!
-//! 1. `build`: a `minbase` package set (a shell, coreutils, tar, grep…
-//!    that build scripts expect) plus every phase's `aptPkgs`. Each phase
-//!    copies its inputs just before it runs: `onlyIncludeFiles` (manifests
-//!    and lockfiles, so a source edit keeps the install step cached), or the
-//!    whole source for the first phase without a list. `cacheDirectories`
-//!    become cache mounts, build secrets are mounted at
-//!    `/run/secrets/NAME` and given as the variable `NAME` to the steps that
-//!    may read them, build-only variables as step arguments (never in the
-//!    image config).
-//! 2. `runtime`: a `minimal` package set with the start phase's `aptPkgs`
-//!    (or the plan's `runImage`), then only what the start command needs
-//!    (`start.onlyIncludeFiles`, default the app dir), the plan's
-//!    variables, `start.user` and the start command as the process.
-//!
-//! The start command runs as PID 1's direct child or as PID 1: exec form
-//! when it is a plain command line, `sh -c 'exec …'` otherwise
-//! ([`crate::dockerfile::generate::exec_form`]), never a login shell.
+//! What the build does is decided once, in [`super::recipe`]; this module
+//! prints that recipe as graph stages, with Debian package bases instead
+//! of `apt-get` in a container, each step's origin text reading like a
+//! Dockerfile line so progress looks like BuildKit's.
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use super::BuildPlan;
+use super::recipe::{self, ASSETS_DIR, RecipeBase, RecipeOptions, RecipeStep};
 use crate::Result;
-use crate::dockerfile::context::Context;
-use crate::dockerfile::generate::exec_form;
-use crate::dockerfile::ignore::Matcher;
-use crate::error::{CodedError, code};
+use crate::context::Context;
+use crate::context::ignore::Matcher;
 use crate::graph::{
     self, Base, ConfigChange, Copy, CopyFrom, CopyItem, Graph, Mount, Network, Origin, PackageSet,
     Run, Security, Sharing, Stage, Step,
 };
-use crate::packages::image::PATH;
-use crate::packages::resolve::Base as PackageBase;
-
-/// Where the app lives in both stages (Nixpacks' `/app`).
-pub const APP_DIR: &str = "/app";
-
-/// Where `staticAssets` are written in the image.
-pub const ASSETS_DIR: &str = "/assets";
-
-/// The runtime image's PID 1 (Debian's `tini`), the start command its child.
-pub const INIT: &[&str] = &["/usr/bin/tini", "-s", "--"];
-
-/// Build-step variables that make language tools trust the system CA
-/// bundle, set when the steps trust the host's bundle or extra CAs are
-/// given (`--ca-cert`).
-pub const CA_BUNDLE_VARS: &[(&str, &str)] = &[
-    ("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"),
-    ("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/ca-certificates.crt"),
-    ("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"),
-    ("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"),
-    ("CARGO_HTTP_CAINFO", "/etc/ssl/certs/ca-certificates.crt"),
-    ("GIT_SSL_CAINFO", "/etc/ssl/certs/ca-certificates.crt"),
-    ("UV_NATIVE_TLS", "1"),
-];
-
-/// Appended to `PATH` in both stages (Debian's games directory).
-const GAMES: &str = "/usr/games";
-
-/// An empty directory the build stage makes for the static runtime's /tmp.
-const EMPTY_DIR: &str = "/.kiln-empty";
-
-/// The absolute paths the runtime stage copies from the build stage, each
-/// to the same path: `start.onlyIncludeFiles` (default: the app dir), none
-/// when the build stage is the runtime. Both printers of a plan use it.
-pub fn runtime_copies(start: &super::model::StartPhase, build_rt: bool) -> Vec<String> {
-    if build_rt {
-        return Vec::new();
-    }
-    start
-        .only_include_files
-        .clone()
-        .unwrap_or_else(|| vec![".".into()])
-        .iter()
-        .map(|f| {
-            let f = f.trim_end_matches('/');
-            if f == "." || f.is_empty() {
-                APP_DIR.to_string()
-            } else {
-                abs(f)
-            }
-        })
-        .collect()
-}
 
 /// The file name progress lines and errors cite for generated steps.
 const ORIGIN_FILE: &str = "plan";
@@ -130,76 +60,71 @@ pub struct LowerOptions {
     /// for networks that intercept TLS; never in the runtime image.
     pub build_ca: Vec<(String, String)>,
     /// The build steps trust the host's CA bundle: it is mounted over the
-    /// stage's ([`crate::solver::trust::BUNDLE`], see
+    /// stage's ([`crate::graph::HOST_CA_BUNDLE`], see
     /// [`graph::Mount::HostCa`]); the key records only that it is.
     pub host_ca: bool,
 }
 
 /// The graph for `plan` over the walked source tree `ctx`.
 pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Graph> {
-    let platform = &opts.platform;
-    let start = plan.start.clone().unwrap_or_default();
-    let Some(start_cmd) = start.cmd.clone().filter(|c| !c.trim().is_empty()) else {
-        return Err(CodedError::new(
-            code::FAILURE,
-            format!(
-                "no start command for the app in {} (providers: {}): set one with `[start] cmd = \"…\"` in kiln.toml, NIXPACKS_START_CMD=… (or KILN_START_CMD), a Procfile `web:` line, or `kiln build -s CMD`",
-                ctx.root.display(),
-                plan.providers.clone().unwrap_or_default().join(", ")
-            ),
-        )
-        .into());
-    };
-    let suite = plan.suite.clone().unwrap_or_else(|| "trixie".to_string());
-    let order = super::phase_order(plan)?;
-
-    // Variables: the plan's (image config and steps), PATH with the
-    // phases' paths first, build-only ones as step arguments.
-    // Debian installs some commands (cowsay, fortune, sl) in /usr/games,
-    // which root's default PATH leaves out.
-    let paths = plan.phase_paths(&order);
-    let path_value = if paths.is_empty() {
-        format!("{PATH}:{GAMES}")
-    } else {
-        format!("{}:{PATH}:{GAMES}", paths.join(":"))
-    };
-    let mut env: Vec<(String, String)> = plan
-        .variables
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    env.push(("PATH".to_string(), path_value));
-    let mut build_args: Vec<(String, String)> = plan
-        .build_variables
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    // Tools that follow reproducible-builds.org (pip's and compileall's
-    // hash-based .pyc files, gzip, many compilers) take the layers' epoch.
-    if !build_args.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH") {
-        build_args.push((
-            "SOURCE_DATE_EPOCH".to_string(),
-            crate::oci::layer::source_date_epoch()?.to_string(),
-        ));
+    if plan
+        .start
+        .as_ref()
+        .and_then(|s| s.cmd.as_deref())
+        .is_none_or(|c| c.trim().is_empty())
+    {
+        return Err(recipe::no_start_command(plan, &ctx.root));
     }
-    if !opts.build_ca.is_empty() || opts.host_ca {
-        // Tools that carry their own CA list (uv, cargo, requests) are
-        // pointed at the system bundle, which holds the extra CAs.
-        for (k, v) in CA_BUNDLE_VARS {
-            if !build_args.iter().any(|(bk, _)| bk == k) {
-                build_args.push((k.to_string(), v.to_string()));
+    let exists = |f: &str| ctx.resolve(f).is_some();
+    let recipe = recipe::recipe(
+        plan,
+        &RecipeOptions {
+            build_ca: opts.build_ca.clone(),
+            host_ca: opts.host_ca,
+            exists: &exists,
+        },
+    )?;
+    let stages = [&recipe.build, &recipe.runtime]
+        .into_iter()
+        .map(|st| {
+            let base = match &st.base {
+                RecipeBase::Packages {
+                    packages,
+                    variant,
+                    extra_ca,
+                } => Base::Packages(PackageSet {
+                    suite: recipe.suite.clone(),
+                    packages: packages.clone(),
+                    base: *variant,
+                    lock: None,
+                    extra_ca: extra_ca.clone(),
+                }),
+                RecipeBase::Image(reference) => Base::Image {
+                    reference: reference.clone(),
+                },
+                RecipeBase::BuildStage => Base::Stage(0),
+                RecipeBase::Scratch => Base::Scratch,
+            };
+            let mut b = StageBuilder::new(st.name, base, &opts.platform);
+            for step in &st.steps {
+                b.step(step, ctx, &plan_secrets(step))?;
             }
-        }
-    }
-    let secrets: Vec<Mount> = plan
-        .secrets
+            Ok(b.finish())
+        })
+        .collect::<Result<Vec<Stage>>>()?;
+    Ok(Graph { stages, target: 1 })
+}
+
+/// The secret mounts of a build step: the file (what the Dockerfile
+/// `kiln dockerfile` writes mounts) and the variable (Nixpacks' way), as
+/// docs/plan.md promises. Neither is in the graph: the values come at run
+/// time.
+fn plan_secrets(step: &RecipeStep) -> Vec<Mount> {
+    let RecipeStep::Run { secrets, .. } = step else {
+        return Vec::new();
+    };
+    secrets
         .iter()
-        .flatten()
-        // Both forms, as docs/plan.md promises: the file (what the Dockerfile
-        // `kiln dockerfile` writes mounts) and the variable (Nixpacks'
-        // way). Neither is in the graph: the values come at run time.
         .map(|id| Mount::Secret {
             id: id.clone(),
             target: Some(format!("/run/secrets/{id}")),
@@ -209,257 +134,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             uid: 0,
             gid: 0,
         })
-        .collect();
-
-    // Stage 0: build.
-    let mut build_pkgs = vec!["ca-certificates".to_string()];
-    for p in plan.all_apt_pkgs() {
-        if !build_pkgs.contains(&p) {
-            build_pkgs.push(p);
-        }
-    }
-    let static_rt = is_static(plan);
-    let build_rt = start.is_build_runtime();
-    if build_rt && !build_pkgs.iter().any(|b| b == "tini") {
-        // The build stage is the image: it needs the init.
-        build_pkgs.push("tini".to_string());
-    }
-    if static_rt {
-        // What the scratch runtime copies out of the build stage.
-        for p in ["tzdata", "tini"] {
-            if !build_pkgs.iter().any(|b| b == p) {
-                build_pkgs.push(p.to_string());
-            }
-        }
-    }
-    let mut base = build_base(plan, &suite, build_pkgs);
-    if let Base::Packages(p) = &mut base {
-        p.extra_ca = opts.build_ca.clone();
-    }
-    let mut b = StageBuilder::new("build", base, platform);
-    b.config(ConfigChange::WorkingDir(APP_DIR.into()), "WORKDIR /app");
-    let assets: Vec<(String, String)> = plan
-        .static_assets
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    b.config(ConfigChange::Env(env.clone()), "ENV (plan variables)");
-    let mut copied_all = false;
-    for name in &order {
-        let Some(phase) = plan.phase(name) else {
-            continue;
-        };
-        let cmds = phase.cmds.clone().unwrap_or_default();
-        if cmds.is_empty() {
-            continue;
-        }
-        let is_setup = name == "setup" || name.ends_with(":setup");
-        match &phase.only_include_files {
-            Some(files) if !copied_all => {
-                for f in files {
-                    let f = f.trim_start_matches("./").trim_end_matches('/');
-                    // Lists name what a provider may read; copy what exists.
-                    if f.is_empty() || ctx.resolve(f).is_none() {
-                        continue;
-                    }
-                    b.copy_context(ctx, f, &format!("{APP_DIR}/{f}"), name)?;
-                }
-            }
-            None if !copied_all && !is_setup => {
-                b.copy_context(ctx, ".", &format!("{APP_DIR}/"), name)?;
-                copied_all = true;
-            }
-            _ => {}
-        }
-        let mut mounts: Vec<Mount> = phase
-            .cache_directories
-            .iter()
-            .flatten()
-            .map(|c| cache_mount(&abs(c)))
-            .collect();
-        mounts.extend(secrets.iter().cloned());
-        if opts.host_ca {
-            mounts.push(Mount::HostCa {
-                target: crate::solver::trust::BUNDLE.to_string(),
-            });
-        }
-        for c in cmds {
-            b.run(&c, &build_args, &mounts, name);
-        }
-    }
-    if !copied_all {
-        b.copy_context(ctx, ".", &format!("{APP_DIR}/"), "source")?;
-    }
-    if static_rt {
-        b.run(&format!("mkdir -p {EMPTY_DIR}"), &[], &[], "runtime");
-    }
-    let build = b.finish();
-
-    // Stage 1: runtime.
-    // tini is PID 1: it forwards SIGTERM to the app (a process that is PID
-    // 1 itself ignores every signal it installed no handler for, so a plain
-    // `node server.js` would never stop) and reaps zombies.
-    let mut rt_pkgs = vec!["ca-certificates".to_string(), "tini".to_string()];
-    for p in start.apt_pkgs.clone().unwrap_or_default() {
-        if !rt_pkgs.contains(&p) {
-            rt_pkgs.push(p);
-        }
-    }
-    let rt_base = match &start.run_image {
-        Some(image) => Base::Image {
-            reference: image.clone(),
-        },
-        // `runtime = "build"`: the build stage, toolchain, caches' owners
-        // and sources included, is the image (what Nixpacks ships).
-        None if build_rt => Base::Stage(0),
-        None if static_rt => Base::Scratch,
-        None => Base::Packages(PackageSet {
-            suite: suite.clone(),
-            packages: rt_pkgs,
-            base: PackageBase::Minimal,
-            lock: None,
-            extra_ca: Vec::new(),
-        }),
-    };
-    let mut r = StageBuilder::new("runtime", rt_base, platform);
-    if static_rt {
-        // A static binary needs no libc or shell: the CA bundle, zoneinfo,
-        // tini and a /tmp, from the build stage.
-        for (src, dest) in [
-            (
-                "/etc/ssl/certs/ca-certificates.crt",
-                "/etc/ssl/certs/ca-certificates.crt",
-            ),
-            ("/usr/share/zoneinfo", "/usr/share/zoneinfo"),
-            ("/usr/bin/tini-static", INIT[0]),
-        ] {
-            r.copy_stage_to(0, src, dest, None);
-        }
-        r.copy_stage_to(0, EMPTY_DIR, "/tmp", Some("1777"));
-    }
-    if !assets.is_empty() {
-        r.copy_inline(&assets)?;
-    }
-    let copied = runtime_copies(&start, build_rt);
-    for src in &copied {
-        r.copy_stage(0, src);
-    }
-    if !static_rt && !build_rt && start.run_image.is_none() && !copied.is_empty() {
-        // Every shared library what was copied needs is in the runtime, or
-        // the build says which is missing (not the app at its start).
-        let script = super::shared_libs::check_script(&copied, &suite);
-        r.run_labeled(
-            &script,
-            "runtime",
-            &format!(
-                "RUN (check that the shared libraries of {} are in the runtime)",
-                copied.join(" ")
-            ),
-        );
-    }
-    r.config(ConfigChange::WorkingDir(APP_DIR.into()), "WORKDIR /app");
-    r.config(ConfigChange::Env(env), "ENV (plan variables)");
-    if let Some(port) = plan.variables.as_ref().and_then(|v| v.get("PORT"))
-        && port.parse::<u16>().is_ok()
-    {
-        r.config(
-            ConfigChange::ExposedPorts(vec![format!("{port}/tcp")]),
-            &format!("EXPOSE {port}"),
-        );
-    }
-    if let Some(user) = start.user.as_deref().filter(|u| !u.is_empty()) {
-        if static_rt {
-            bail!(
-                "start.user {user:?}: the static runtime image has no /etc/passwd; set CGO_ENABLED=1 to get a Debian runtime, or drop start.user"
-            );
-        }
-        if !user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            bail!("start.user {user:?}: a user name may hold only letters, digits, '_' and '-'");
-        }
-        // `minimal` has no useradd: append the account the way useradd
-        // would (uid/gid 1000, a home dir), unless the base has it.
-        let script = format!(
-            "id -u {user} >/dev/null 2>&1 || {{ echo '{user}:x:1000:1000::/home/{user}:/bin/sh' >> /etc/passwd && echo '{user}:x:1000:' >> /etc/group && mkdir -p /home/{user} && chown 1000:1000 /home/{user}; }}"
-        );
-        r.run(&script, &[], &[], "start");
-        r.config(
-            ConfigChange::User(user.to_string()),
-            &format!("USER {user}"),
-        );
-    }
-    if start.run_image.is_none() {
-        r.config(
-            ConfigChange::Entrypoint {
-                args: INIT.iter().map(|s| s.to_string()).collect(),
-                reset_cmd: false,
-            },
-            "ENTRYPOINT [\"/usr/bin/tini\", \"-s\", \"--\"]",
-        );
-    }
-    let cmd = exec_form(&start_cmd);
-    r.config(
-        ConfigChange::Cmd(Some(cmd.clone())),
-        &format!("CMD {}", serde_json::to_string(&cmd)?),
-    );
-    let runtime = r.finish();
-    Ok(Graph {
-        stages: vec![build, runtime],
-        target: 1,
-    })
-}
-
-/// Whether the app is one static binary (Go with `CGO_ENABLED=0`, the Go
-/// provider's default): its runtime stage starts from scratch instead of a
-/// Debian package set.
-pub fn is_static(plan: &BuildPlan) -> bool {
-    let start = plan.start.clone().unwrap_or_default();
-    // Runtime packages beyond what the scratch stage copies (a package the
-    // user asked for) need a Debian runtime.
-    let only_copied = start
-        .apt_pkgs
-        .iter()
-        .flatten()
-        .all(|p| p == "ca-certificates" || p == "tzdata");
-    only_copied
-        && start.run_image.is_none()
-        && !start.is_build_runtime()
-        && plan.providers.as_deref() == Some(&["go".to_string()][..])
-        && plan
-            .variables
-            .as_ref()
-            .and_then(|v| v.get("CGO_ENABLED"))
-            .is_some_and(|v| v == "0")
-}
-
-fn build_base(plan: &BuildPlan, suite: &str, packages: Vec<String>) -> Base {
-    match &plan.build_image {
-        Some(image) => Base::Image {
-            reference: image.clone(),
-        },
-        None => Base::Packages(PackageSet {
-            suite: suite.to_string(),
-            packages,
-            base: PackageBase::Minbase,
-            lock: None,
-            extra_ca: Vec::new(),
-        }),
-    }
-}
-
-/// A cache directory or start include as an absolute path (Nixpacks'
-/// rules: `~/` is root's home, relative paths are under the app dir).
-pub fn abs(dir: &str) -> String {
-    if dir.starts_with('/') {
-        dir.to_string()
-    } else if let Some(rest) = dir.strip_prefix("~/") {
-        format!("/root/{rest}")
-    } else {
-        format!("{APP_DIR}/{}", dir.trim_start_matches("./"))
-    }
+        .collect()
 }
 
 fn cache_mount(target: &str) -> Mount {
@@ -503,6 +178,77 @@ impl StageBuilder {
                 origin: Some(origin(name, &text)),
             },
         }
+    }
+
+    fn step(&mut self, step: &RecipeStep, ctx: &Context, secrets: &[Mount]) -> Result<()> {
+        match step {
+            RecipeStep::Workdir(dir) => self.config(
+                ConfigChange::WorkingDir(dir.clone()),
+                &format!("WORKDIR {dir}"),
+            ),
+            RecipeStep::Env(env) => {
+                self.config(ConfigChange::Env(env.clone()), "ENV (plan variables)")
+            }
+            RecipeStep::CopyContext { src, dest, phase } => {
+                self.copy_context(ctx, src, dest, phase)?
+            }
+            RecipeStep::Run {
+                cmd,
+                phase,
+                args,
+                caches,
+                host_ca,
+                ..
+            } => {
+                let mut mounts: Vec<Mount> = caches.iter().map(|c| cache_mount(c)).collect();
+                mounts.extend(secrets.iter().cloned());
+                if *host_ca {
+                    mounts.push(Mount::HostCa {
+                        target: crate::graph::HOST_CA_BUNDLE.to_string(),
+                    });
+                }
+                self.run(cmd, args, &mounts, phase);
+            }
+            RecipeStep::Script {
+                cmd,
+                phase,
+                label: None,
+            } => self.run(cmd, &[], &[], phase),
+            RecipeStep::Script {
+                cmd,
+                phase,
+                label: Some(label),
+            } => self.run_labeled(cmd, phase, label),
+            RecipeStep::CopyBuild { src, dest, chmod } => {
+                self.copy_stage_to(0, src, dest, chmod.as_deref())
+            }
+            RecipeStep::Assets(files) => self.copy_inline(files)?,
+            RecipeStep::Expose(port) => self.config(
+                ConfigChange::ExposedPorts(vec![format!("{port}/tcp")]),
+                &format!("EXPOSE {port}"),
+            ),
+            RecipeStep::User(user) => {
+                self.config(ConfigChange::User(user.clone()), &format!("USER {user}"))
+            }
+            RecipeStep::Entrypoint(args) => self.config(
+                ConfigChange::Entrypoint {
+                    args: args.clone(),
+                    reset_cmd: false,
+                },
+                &format!(
+                    "ENTRYPOINT [{}]",
+                    args.iter()
+                        .map(|a| format!("{a:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            RecipeStep::Cmd(cmd) => self.config(
+                ConfigChange::Cmd(Some(cmd.clone())),
+                &format!("CMD {}", serde_json::to_string(cmd)?),
+            ),
+        }
+        Ok(())
     }
 
     fn push(&mut self, op: graph::Op, phase: &str, text: String) {
@@ -552,10 +298,6 @@ impl StageBuilder {
         Ok(())
     }
 
-    fn copy_stage(&mut self, stage: usize, path: &str) {
-        self.copy_stage_to(stage, path, path, None);
-    }
-
     fn copy_stage_to(&mut self, stage: usize, src: &str, dest: &str, chmod: Option<&str>) {
         let mut c = copy(
             CopyFrom::Stage(stage),
@@ -572,11 +314,6 @@ impl StageBuilder {
     }
 
     fn copy_inline(&mut self, files: &[(String, String)]) -> Result<()> {
-        for (name, _) in files {
-            if name.contains('/') || name == ".." || name.is_empty() {
-                bail!("staticAssets: {name:?} must be a plain file name");
-            }
-        }
         let items = files
             .iter()
             .map(|(name, content)| CopyItem::Inline {
@@ -780,7 +517,7 @@ mod tests {
                 }),
                 "{r:?}"
             );
-            for (k, v) in CA_BUNDLE_VARS {
+            for (k, v) in crate::plan::recipe::CA_BUNDLE_VARS {
                 assert!(
                     r.build_args.iter().any(|(bk, bv)| bk == k && bv == v),
                     "{k} missing: {r:?}"

@@ -1,5 +1,6 @@
-//! Merging plans: Nixpacks' rules (§1.5 of PROVIDERS.md) with its defects
-//! fixed: a higher list that contains `"..."`/`"@auto"` splices the lower
+//! Merging plans: Nixpacks' rules (a higher-priority source — config
+//! file, environment, CLI — over a lower one: providers' plans) with its
+//! defects fixed: a higher list that contains `"..."`/`"@auto"` splices the lower
 //! list in exactly once (the result keeps a single marker so later merges
 //! still splice, and never duplicates), and scalars take the higher value.
 

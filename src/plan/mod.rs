@@ -13,12 +13,14 @@
 pub mod config;
 pub mod context;
 pub mod debian;
+pub mod dockerfile;
 pub mod lower;
 pub mod merge;
 pub mod model;
 pub mod native;
 pub mod order;
 pub mod providers;
+pub mod recipe;
 pub mod runtime_tools;
 pub mod shared_libs;
 pub mod versions;
@@ -160,7 +162,11 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
         return Err(no_provider(dir));
     }
 
-    let user_prune = before.phase("prune").is_some();
+    // What the user's configuration wrote, for the providers' `finish`.
+    let before_phases = BuildPlan {
+        phases: before.phases.clone(),
+        ..BuildPlan::default()
+    };
     let user_runtime = requested_runtime_pkgs(&before)?;
     let mut plan = merge_all([
         provider_plan,
@@ -171,10 +177,10 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
         },
     ]);
     plan.providers = Some(names.into_iter().map(|(n, _)| n).collect());
-    // The node provider prunes dev dependencies unless the final start
-    // command needs one; a `prune` phase the user wrote stays as written.
-    if plan.providers.iter().flatten().any(|p| p == "node") && !user_prune {
-        providers::node::keep_dev_deps_for(&mut plan, &ctx)?;
+    for name in plan.providers.clone().iter().flatten() {
+        if let Some(p) = providers::by_name(name) {
+            p.finish(&mut plan, &before_phases, &ctx)?;
+        }
     }
     // What the final start command runs (npx, pnpm, go) stays in the runtime.
     runtime_tools::add(&mut plan, &ctx)?;

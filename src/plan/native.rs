@@ -3,7 +3,7 @@
 //! build stage and its shared libraries in the runtime stage.
 //!
 //! Nixpacks keeps such a table inside each provider, tested by substring
-//! (PROVIDERS.md defect 25: `pg` matched any Gemfile text). Here it is one
+//! of the manifest's text (so `pg` matched any Gemfile mentioning it). Here it is one
 //! table keyed by the parsed dependency name, for both languages. A library
 //! the table misses is still caught after the build: the runtime stage
 //! checks every shared object it copied ([`super::shared_libs`]) and names

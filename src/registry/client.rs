@@ -30,9 +30,9 @@ use anyhow::Context;
 
 use super::auth::{self, Challenge, Token, TokenResponse};
 use super::credentials::{CredentialSource, Credentials};
-use super::reference::{api_host, host_is_loopback, host_without_port};
 use crate::Result;
 use crate::http::{self, Failure, NET_TIMEOUT_ENV, Reply};
+use crate::oci::reference::{api_host, host_is_loopback, host_without_port};
 
 pub use crate::http::Body;
 

@@ -25,8 +25,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Map, Value};
 
-use super::reference::{DOCKER_HUB, host_without_port};
 use crate::Result;
+use crate::oci::reference::{DOCKER_HUB, host_without_port};
 
 /// The key docker uses for Docker Hub in `auths`.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";

@@ -8,8 +8,8 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 
 use super::auth::repo_scope;
 use super::client::{Body, Client, Session, status_of};
-use super::reference::Reference;
 use crate::Result;
+use crate::oci::reference::Reference;
 use crate::oci::{Digest, Store};
 use crate::platform::Platform;
 

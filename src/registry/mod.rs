@@ -2,7 +2,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`reference`] | image references parsed as docker does |
+//! | [`crate::oci::reference`] | image references parsed as docker does (with the OCI types: the local store names images by them too) |
 //! | [`credentials`] | docker/podman credential files and helpers, login/logout |
 //! | [`auth`] | `WWW-Authenticate` challenges, bearer tokens and scopes |
 //! | [`client`] | HTTP: sessions per registry, scheme choice, auth, retries |
@@ -34,11 +34,10 @@ pub mod origins;
 mod parallel;
 pub mod pull;
 pub mod push;
-pub mod reference;
 
+pub use crate::oci::reference::{InvalidReference, Reference};
 pub use crate::platform::Platform;
 pub use client::{Client, ClientOptions, RegistryError};
 pub use credentials::{CredentialSource, Credentials};
 pub use pull::{PullOptions, PullResult};
 pub use push::{PushOptions, PushSummary};
-pub use reference::{InvalidReference, Reference};

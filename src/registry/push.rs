@@ -19,8 +19,8 @@ use super::auth::repo_scope;
 use super::client::{Body, Client, Session, absolute, status_of, with_query};
 use super::manifest::{self, Parsed};
 use super::parallel::for_each;
-use super::reference::Reference;
 use crate::Result;
+use crate::oci::reference::Reference;
 use crate::oci::{Digest, Store};
 use crate::progress::{Progress, Task};
 

@@ -21,8 +21,8 @@ use anyhow::{Context as _, bail};
 
 use super::rootfs::{RootView, relative};
 use crate::Result;
-use crate::dockerfile::context::{Context, EntryKind as CtxKind, component_match};
-use crate::dockerfile::ignore::Matcher;
+use crate::context::ignore::Matcher;
+use crate::context::{Context, EntryKind as CtxKind, component_match};
 use crate::graph::{Copy, CopyItem};
 use crate::oci::digest::{Digest, Hasher};
 use crate::oci::layer::{Entry, EntryKind, FileSource, Meta, read_xattrs};
@@ -366,7 +366,7 @@ fn from_context(
 
 /// `COPY . /x` copies the context's contents.
 fn src_is_whole_context(src: &str) -> bool {
-    let c = crate::dockerfile::ignore::clean(src.trim_start_matches('/'));
+    let c = crate::context::ignore::clean(src.trim_start_matches('/'));
     c == "." || c.is_empty()
 }
 

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context as _, bail};
 
 use crate::Result;
-use crate::dockerfile::context::Context;
+use crate::context::Context;
 use crate::error::{CodedError, code};
 use crate::graph::key::{CacheKeys, ImageDigests};
 use crate::graph::{self, Base, ConfigChange, CopyFrom, Graph, ImageConfig, Op, Step};
@@ -682,10 +682,6 @@ impl Solver {
                         self.write(entries, st.layer)?
                     }
                 }
-                Op::Packages(p) => bail!(
-                    "{label}: installing Debian packages ({}) in a stage is not supported yet",
-                    p.packages.join(" ")
-                ),
             };
             self.steps.put(
                 key,
@@ -1182,7 +1178,6 @@ fn one_line(s: &str) -> String {
 
 fn describe(op: &Op) -> String {
     match op {
-        Op::Packages(p) => format!("PACKAGES {}", p.packages.join(" ")),
         Op::Copy(c) => format!("COPY → {}", c.dest),
         Op::Run(r) => format!("RUN {}", r.command.join(" ")),
         Op::Config(c) => format!("{c:?}"),

@@ -5,17 +5,13 @@
 //! `SSL_CERT_FILE`/`SSL_CERT_DIR`, else OpenSSL's default bundle and
 //! directory). Auto builds give their steps the same certificates, read
 //! once when the build starts ([`host_bundle`]) and bind-mounted read-only
-//! over the step's system bundle ([`BUNDLE`], see
+//! over the step's system bundle ([`crate::graph::HOST_CA_BUNDLE`], see
 //! [`crate::graph::Mount::HostCa`]): never in a layer, the image or a key.
 //! Re-encoding the certificates (rather than copying one file) is what
 //! makes the bundle the store kiln trusts, whichever files it came from.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-
-/// Debian's system bundle: what OpenSSL, GnuTLS and the tools that take
-/// [`crate::plan::lower::CA_BUNDLE_VARS`] read in the build stage.
-pub const BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Opts out of the host's CA bundle in auto builds (as `--no-host-ca`).
 pub const NO_HOST_CA_ENV: &str = "KILN_NO_HOST_CA";

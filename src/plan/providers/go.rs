@@ -76,6 +76,14 @@ impl Provider for Go {
             .map(String::from))
     }
 
+    /// With `CGO_ENABLED=0` (the default) the binary is static.
+    fn static_runtime(&self, plan: &BuildPlan) -> bool {
+        plan.variables
+            .as_ref()
+            .and_then(|v| v.get("CGO_ENABLED"))
+            .is_some_and(|v| v == "0")
+    }
+
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let mut plan = BuildPlan::default();
         plan.add_toolchain("go", version(ctx)?);

@@ -45,6 +45,21 @@ pub trait Provider: Sync {
     fn metadata(&self, _ctx: &Ctx) -> Vec<String> {
         Vec::new()
     }
+    /// Adjusts the merged plan once every source has spoken (providers,
+    /// Procfile, config files, environment): what a provider decides from
+    /// the final start command rather than its own. `user` is the plan the
+    /// user's configuration wrote, whose phases stay as written.
+    fn finish(&self, _plan: &mut BuildPlan, _user: &BuildPlan, _ctx: &Ctx) -> crate::Result<()> {
+        Ok(())
+    }
+    /// Whether the built app is one static binary that needs no Debian
+    /// runtime: its runtime stage then starts from scratch with only what
+    /// the lowering copies (CA bundle, zoneinfo, init). Asked only when
+    /// this provider is the plan's only one and the user added no runtime
+    /// package or image.
+    fn static_runtime(&self, _plan: &BuildPlan) -> bool {
+        false
+    }
 }
 
 /// Every provider in detection order.

@@ -492,6 +492,15 @@ impl Provider for Node {
             .then(|| "package.json".to_string()))
     }
 
+    /// Dev dependencies are pruned unless the final start command needs
+    /// one; a `prune` phase the user wrote stays as written.
+    fn finish(&self, plan: &mut BuildPlan, user: &BuildPlan, ctx: &Ctx) -> crate::Result<()> {
+        if user.phase("prune").is_some() {
+            return Ok(());
+        }
+        keep_dev_deps_for(plan, ctx)
+    }
+
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let app = App::load(ctx)?;
         let mut plan = BuildPlan::default();
@@ -628,7 +637,7 @@ impl Provider for Node {
 
 /// The `prune` phase: once the build has used them, dev dependencies are
 /// removed, so the runtime's copy of `/app` holds production dependencies
-/// only (Nixpacks ships them: PROVIDERS.md defect 13). Heroku's Node
+/// only (Nixpacks ships them, dev tools and all, in every Node image). Heroku's Node
 /// buildpack does the same by default. `KILN_NODE_PRUNE_DEPS=false` keeps
 /// them, `KILN_NODE_PRUNE_CMD` replaces the command. There is no prune
 /// when it cannot help or could break the start: no `devDependencies`, a
@@ -711,7 +720,7 @@ fn start_names_a_dev_dependency(app: &App, start: Option<&str>) -> bool {
 /// Drops the provider's `prune` phase when the plan's final start command
 /// (a Procfile, `NIXPACKS_START_CMD` or `kiln.toml` may have replaced the
 /// provider's) names a dev dependency.
-pub fn keep_dev_deps_for(plan: &mut BuildPlan, ctx: &Ctx) -> crate::Result<()> {
+fn keep_dev_deps_for(plan: &mut BuildPlan, ctx: &Ctx) -> crate::Result<()> {
     let Some(phases) = plan.phases.as_mut() else {
         return Ok(());
     };

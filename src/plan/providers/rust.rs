@@ -140,7 +140,7 @@ fn expand_member(ctx: &Ctx, pattern: &str) -> Vec<String> {
                 .filter_map(|e| e.file_name().into_string().ok())
                 .filter(|n| {
                     let chars: Vec<char> = n.chars().collect();
-                    crate::dockerfile::shell::glob_match(&pat, &chars)
+                    crate::context::glob_match(&pat, &chars)
                 })
                 .collect();
             names.sort();

@@ -8,9 +8,11 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates gnucobol3 gcc
 WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: build
-COPY . .
+COPY . /app/
+ARG SOURCE_DATE_EPOCH="1"
 RUN cobc -x -o index index.cbl
 
 FROM debian:trixie-slim AS runtime
@@ -18,7 +20,10 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates libcob4t64
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini libcob4t64
 COPY --from=build /app/index /app/index
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["./index"]

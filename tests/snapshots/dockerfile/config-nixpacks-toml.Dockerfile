@@ -19,10 +19,11 @@ ENV PYTHONFAULTHANDLER="1"
 ENV PYTHONHASHSEED="random"
 ENV PYTHONUNBUFFERED="1"
 ENV VIRTUAL_ENV="/opt/venv"
-ENV PATH="/app/node_modules/.bin:/opt/venv/bin:$PATH"
+ENV PATH="/app/node_modules/.bin:/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: lint
-COPY . .
+COPY . /app/
+ARG SOURCE_DATE_EPOCH="1"
 RUN echo lint
 
 # phase: install
@@ -36,10 +37,11 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates nodejs python3 libstdc++6 curl cowsay
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini nodejs python3 libstdc++6 curl cowsay
 COPY --from=build /app /app
 COPY --from=build /opt/venv /opt/venv
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
 ENV CI="true"
 ENV HELLO="world"
 ENV NODE_ENV="production"
@@ -51,5 +53,6 @@ ENV PYTHONFAULTHANDLER="1"
 ENV PYTHONHASHSEED="random"
 ENV PYTHONUNBUFFERED="1"
 ENV VIRTUAL_ENV="/opt/venv"
-ENV PATH="/app/node_modules/.bin:/opt/venv/bin:$PATH"
+ENV PATH="/app/node_modules/.bin:/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["node","index.js"]

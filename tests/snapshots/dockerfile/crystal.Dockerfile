@@ -8,13 +8,15 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates crystal shards libssl-dev libyaml-dev libz-dev
 WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY shard.yml ./shard.yml
+COPY shard.yml /app/shard.yml
+ARG SOURCE_DATE_EPOCH="1"
 RUN shards install
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN shards build --release
 
 FROM debian:trixie-slim AS runtime
@@ -22,7 +24,10 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates libssl3t64 libyaml-0-2 libgc1 libevent-2.1-7t64 libpcre2-8-0
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini libssl3t64 libyaml-0-2 libgc1 libevent-2.1-7t64 libpcre2-8-0
 COPY --from=build /app/bin /app/bin
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["./bin/admin"]

@@ -8,16 +8,18 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl unzip xz-utils
 WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: setup
+ARG SOURCE_DATE_EPOCH="1"
 RUN curl -fsSL https://storage.googleapis.com/dart-archive/channels/stable/release/3.8.2/sdk/dartsdk-linux-x64-release.zip -o /tmp/dart.zip && unzip -q /tmp/dart.zip -d /usr/lib && ln -sf /usr/lib/dart-sdk/bin/dart /usr/local/bin/dart
 
 # phase: install
-COPY pubspec.yaml ./pubspec.yaml
+COPY pubspec.yaml /app/pubspec.yaml
 RUN --mount=type=cache,target=/root/.pub-cache dart pub get
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN dart compile exe bin/console.dart
 
 FROM debian:trixie-slim AS runtime
@@ -25,7 +27,10 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini
 COPY --from=build /app/bin/console.exe /app/bin/console.exe
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["./bin/console.exe"]

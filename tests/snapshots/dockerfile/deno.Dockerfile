@@ -8,12 +8,14 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl unzip xz-utils
 WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: setup
+ARG SOURCE_DATE_EPOCH="1"
 RUN curl -fsSL https://dl.deno.land/release/v2.4.3/deno-x86_64-unknown-linux-gnu.zip -o /tmp/deno.zip && unzip -o /tmp/deno.zip -d /usr/local/bin
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN deno cache src/index.ts
 
 FROM debian:trixie-slim AS runtime
@@ -21,9 +23,12 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini
 COPY --from=build /app /app
 COPY --from=build /usr/local/bin/deno /usr/local/bin/deno
 COPY --from=build /root/.cache/deno /root/.cache/deno
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["deno","task","start"]

@@ -10,15 +10,17 @@ RUN --mount=type=cache,target=/var/cache/apt \
 WORKDIR /app
 ENV ELIXIR_ERL_OPTIONS="+fnu"
 ENV MIX_ENV="prod"
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY mix.exs ./mix.exs
+COPY mix.exs /app/mix.exs
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.cache/rebar3 --mount=type=cache,target=/root/.hex mix local.hex --force
 RUN --mount=type=cache,target=/root/.cache/rebar3 --mount=type=cache,target=/root/.hex mix local.rebar --force
 RUN --mount=type=cache,target=/root/.cache/rebar3 --mount=type=cache,target=/root/.hex mix deps.get --only prod
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN mix compile
 RUN mix assets.deploy
 
@@ -27,11 +29,14 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates elixir erlang-nox
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini elixir erlang-nox
 COPY --from=build /app /app
 COPY --from=build /root/.mix /root/.mix
 COPY --from=build /root/.hex /root/.hex
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
 ENV ELIXIR_ERL_OPTIONS="+fnu"
 ENV MIX_ENV="prod"
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["mix","phx.server"]

@@ -10,17 +10,18 @@ RUN --mount=type=cache,target=/var/cache/apt \
 WORKDIR /app
 ENV ASPNETCORE_ENVIRONMENT="Production"
 ENV DOTNET_ROOT="/usr/share/dotnet"
-ENV PATH="/usr/share/dotnet:$PATH"
+ENV PATH="/usr/share/dotnet:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: setup
+ARG SOURCE_DATE_EPOCH="1"
 RUN curl -fsSL https://dot.net/v1/dotnet-install.sh | bash -s -- --channel 8.0 --install-dir /usr/share/dotnet
 
 # phase: install
-COPY fsharp.fsproj ./fsharp.fsproj
+COPY fsharp.fsproj /app/fsharp.fsproj
 RUN --mount=type=cache,target=/root/.nuget/packages dotnet restore fsharp.fsproj
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN dotnet publish fsharp.fsproj --no-restore -c Release -o out
 
 FROM debian:trixie-slim AS runtime
@@ -28,11 +29,13 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates libicu76
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini libicu76
 COPY --from=build /app/out /app/out
 COPY --from=build /usr/share/dotnet /usr/share/dotnet
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
 ENV ASPNETCORE_ENVIRONMENT="Production"
 ENV DOTNET_ROOT="/usr/share/dotnet"
-ENV PATH="/usr/share/dotnet:$PATH"
+ENV PATH="/usr/share/dotnet:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["/bin/sh","-c","exec ASPNETCORE_URLS=http://0.0.0.0:${PORT:-3000} ./out/fsharp"]

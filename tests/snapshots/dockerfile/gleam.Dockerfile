@@ -8,17 +8,19 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates erlang-nox erlang-dev rebar3 curl unzip xz-utils
 WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: setup
+ARG SOURCE_DATE_EPOCH="1"
 RUN curl -fsSL https://github.com/gleam-lang/gleam/releases/download/v1.12.0/gleam-v1.12.0-x86_64-unknown-linux-musl.tar.gz | tar -xz -C /usr/local/bin
 
 # phase: install
-COPY gleam.toml ./gleam.toml
-COPY manifest.toml ./manifest.toml
+COPY gleam.toml /app/gleam.toml
+COPY manifest.toml /app/manifest.toml
 RUN gleam deps download
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN gleam export erlang-shipment
 
 FROM debian:trixie-slim AS runtime
@@ -26,7 +28,10 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates erlang-nox
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini erlang-nox
 COPY --from=build /app/build/erlang-shipment /app/build/erlang-shipment
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["./build/erlang-shipment/entrypoint.sh","run"]

@@ -6,25 +6,29 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates golang-go git
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates golang-go git tzdata tini
 WORKDIR /app
 ENV CGO_ENABLED="0"
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY go.mod ./go.mod
+COPY go.mod /app/go.mod
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.cache/go-build --mount=type=cache,target=/root/go/pkg/mod go mod download
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN --mount=type=cache,target=/root/.cache/go-build --mount=type=cache,target=/root/go/pkg/mod go build -o out ./cmd/server
+RUN mkdir -p /.kiln-empty
 
-FROM debian:trixie-slim AS runtime
-RUN --mount=type=cache,target=/var/cache/apt \
-    --mount=type=cache,target=/var/lib/apt/lists \
-    rm -f /etc/apt/apt.conf.d/docker-clean \
-    && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tzdata
-WORKDIR /app
+FROM scratch AS runtime
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /usr/share/zoneinfo /usr/share/zoneinfo
+COPY --from=build /usr/bin/tini-static /usr/bin/tini
+COPY --from=build --chmod=1777 /.kiln-empty /tmp
 COPY --from=build /app/out /app/out
+WORKDIR /app
 ENV CGO_ENABLED="0"
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["./out"]

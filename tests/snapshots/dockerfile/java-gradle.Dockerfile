@@ -8,9 +8,11 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates openjdk-21-jdk-headless
 WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: build
-COPY . .
+COPY . /app/
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.gradle chmod +x gradlew
 RUN --mount=type=cache,target=/root/.gradle ./gradlew clean build -x check -x test
 
@@ -19,7 +21,10 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates openjdk-21-jre-headless
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini openjdk-21-jre-headless
 COPY --from=build /app/build/libs /app/build/libs
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["/bin/sh","-c","java $JAVA_OPTS -jar -Dserver.port=${PORT:-8080} $(ls -1 build/libs/*jar | grep -v plain)"]

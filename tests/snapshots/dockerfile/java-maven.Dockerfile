@@ -8,13 +8,15 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates openjdk-21-jdk-headless maven
 WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY pom.xml ./pom.xml
+COPY pom.xml /app/pom.xml
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.m2/repository mvn -B dependency:go-offline
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN --mount=type=cache,target=/root/.m2/repository mvn -DoutputFile=target/mvn-dependency-list.log -B -DskipTests clean dependency:list install
 
 FROM debian:trixie-slim AS runtime
@@ -22,7 +24,10 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates openjdk-21-jre-headless
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini openjdk-21-jre-headless
 COPY --from=build /app/target /app/target
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["/bin/sh","-c","exec java -Dserver.port=${PORT:-8080} $JAVA_OPTS -jar target/*jar"]

@@ -9,12 +9,14 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates rustc cargo gcc libc6-dev pkg-config libstd-rust-dev-wasm32 curl unzip xz-utils
 WORKDIR /app
 ENV ROCKET_ADDRESS="0.0.0.0"
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: setup
+ARG SOURCE_DATE_EPOCH="1"
 RUN curl -fsSL https://github.com/lunatic-solutions/lunatic/releases/download/v0.13.2/lunatic-linux-amd64.tar.gz | tar -xz -C /usr/local/bin
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN --mount=type=cache,target=/root/.cargo/git --mount=type=cache,target=/root/.cargo/registry mkdir -p bin
 RUN --mount=type=cache,target=/root/.cargo/git --mount=type=cache,target=/root/.cargo/registry cargo build --release --target wasm32-wasip1
 RUN --mount=type=cache,target=/root/.cargo/git --mount=type=cache,target=/root/.cargo/registry cp target/wasm32-wasip1/release/lunatic-app.wasm bin
@@ -24,9 +26,12 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini
 COPY --from=build /app/bin /app/bin
 COPY --from=build /usr/local/bin/lunatic /usr/local/bin/lunatic
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
 ENV ROCKET_ADDRESS="0.0.0.0"
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["lunatic","./bin/lunatic-app.wasm"]

@@ -11,25 +11,29 @@ WORKDIR /app
 ENV CI="true"
 ENV NODE_ENV="production"
 ENV NPM_CONFIG_PRODUCTION="false"
-ENV PATH="/app/node_modules/.bin:$PATH"
+ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY package.json ./package.json
-COPY .npmrc ./.npmrc
+COPY package.json /app/package.json
+COPY .npmrc /app/.npmrc
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.npm npm i
 
-COPY . .
+# phase: source
+COPY . /app/
 
 FROM debian:trixie-slim AS runtime
 RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates nodejs
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini nodejs
 COPY --from=build /app /app
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
 ENV CI="true"
 ENV NODE_ENV="production"
 ENV NPM_CONFIG_PRODUCTION="false"
-ENV PATH="/app/node_modules/.bin:$PATH"
+ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["node","index.js"]

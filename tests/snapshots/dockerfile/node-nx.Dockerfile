@@ -11,14 +11,15 @@ WORKDIR /app
 ENV CI="true"
 ENV NODE_ENV="production"
 ENV NPM_CONFIG_PRODUCTION="false"
-ENV PATH="/app/node_modules/.bin:$PATH"
+ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY package.json ./package.json
+COPY package.json /app/package.json
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.npm npm i
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN --mount=type=cache,target=/app/node_modules/.cache npx nx run api:build:production
 
 FROM debian:trixie-slim AS runtime
@@ -26,11 +27,13 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates nodejs npm
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini nodejs npm
 COPY --from=build /app /app
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
 ENV CI="true"
 ENV NODE_ENV="production"
 ENV NPM_CONFIG_PRODUCTION="false"
-ENV PATH="/app/node_modules/.bin:$PATH"
+ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["node","dist/apps/api/main.js"]

@@ -6,23 +6,26 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates nodejs npm
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates nodejs npm tini
 WORKDIR /app
 ENV CI="true"
 ENV NODE_ENV="production"
 ENV NPM_CONFIG_PRODUCTION="false"
-ENV PATH="/app/node_modules/.bin:$PATH"
+ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY package.json ./package.json
+COPY package.json /app/package.json
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.npm npm i
 
-COPY . .
+# phase: source
+COPY . /app/
 
 FROM build AS runtime
 WORKDIR /app
 ENV CI="true"
 ENV NODE_ENV="production"
 ENV NPM_CONFIG_PRODUCTION="false"
-ENV PATH="/app/node_modules/.bin:$PATH"
+ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["node","index.js"]

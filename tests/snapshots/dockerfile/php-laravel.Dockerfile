@@ -8,20 +8,20 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates php-cli php-fpm composer nginx unzip git php-mbstring nodejs npm
 WORKDIR /app
-COPY .kiln/assets/ /assets/
 ENV IS_LARAVEL="yes"
-ENV PATH="/app/node_modules/.bin:$PATH"
+ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY composer.json ./composer.json
+COPY composer.json /app/composer.json
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.cache/composer composer install --no-dev --no-interaction --prefer-dist --no-scripts --ignore-platform-reqs
 
 # phase: node:install
-COPY package.json ./package.json
+COPY package.json /app/package.json
 RUN --mount=type=cache,target=/root/.npm npm i
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN npm run build
 RUN composer dump-autoload --optimize --no-dev
 
@@ -30,10 +30,12 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates php-cli php-fpm nginx sed php-mbstring
-WORKDIR /app
-COPY --from=build /assets /assets
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini php-cli php-fpm nginx sed php-mbstring
+COPY .kiln/assets/ /assets/
 COPY --from=build /app /app
+RUN --mount=type=bind,source=.kiln/scripts/runtime-3.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
 ENV IS_LARAVEL="yes"
-ENV PATH="/app/node_modules/.bin:$PATH"
+ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["sh","/assets/start.sh"]

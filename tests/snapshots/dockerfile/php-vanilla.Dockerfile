@@ -8,17 +8,21 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates php-cli php-fpm composer nginx unzip git
 WORKDIR /app
-COPY .kiln/assets/ /assets/
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
-COPY . .
+# phase: source
+COPY . /app/
 
 FROM debian:trixie-slim AS runtime
 RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates php-cli php-fpm nginx sed
-WORKDIR /app
-COPY --from=build /assets /assets
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini php-cli php-fpm nginx sed
+COPY .kiln/assets/ /assets/
 COPY --from=build /app /app
+RUN --mount=type=bind,source=.kiln/scripts/runtime-3.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["sh","/assets/start.sh"]

@@ -15,24 +15,27 @@ ENV PYTHONFAULTHANDLER="1"
 ENV PYTHONHASHSEED="random"
 ENV PYTHONUNBUFFERED="1"
 ENV VIRTUAL_ENV="/opt/venv"
-ENV PATH="/opt/venv/bin:$PATH"
+ENV PATH="/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY pyproject.toml ./pyproject.toml
-COPY pdm.lock ./pdm.lock
+COPY pyproject.toml /app/pyproject.toml
+COPY pdm.lock /app/pdm.lock
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.cache/pdm --mount=type=cache,target=/root/.cache/pip python3 -m venv /opt/venv && . /opt/venv/bin/activate && printf '%s\n' 'anyio==4.9.0' 'blinker==1.9.0' 'certifi==2025.4.26' 'charset-normalizer==3.4.2' 'dep-logic==0.5.1' 'distlib==0.3.9' 'filelock==3.18.0' 'findpython==0.6.3' 'h11==0.16.0' 'hishel==0.1.2' 'httpcore==1.0.9' 'httpx==0.28.1' 'id==1.5.0' 'idna==3.10' 'importlib_metadata==8.7.0' 'installer==0.7.0' 'markdown-it-py==3.0.0' 'mdurl==0.1.2' 'packaging==25.0' 'pbs-installer==2025.6.6' 'platformdirs==4.3.8' 'Pygments==2.19.1' 'pyproject_hooks==1.2.0' 'python-dotenv==1.1.0' 'requests==2.32.3' 'resolvelib==1.2.0' 'rich==14.0.0' 'shellingham==1.5.4' 'sniffio==1.3.1' 'socksio==1.0.0' 'tomlkit==0.13.3' 'truststore==0.10.1' 'typing_extensions==4.13.2' 'unearth==0.17.5' 'urllib3==2.4.0' 'virtualenv==20.31.2' 'zipp==3.21.0' > /tmp/kiln-pins-pdm.txt && pip install -c /tmp/kiln-pins-pdm.txt pdm==2.25.4 && pdm install --prod --no-self
 
-COPY . .
+# phase: source
+COPY . /app/
 
 FROM debian:trixie-slim AS runtime
 RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates python3 libstdc++6
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini python3 libstdc++6
 COPY --from=build /app /app
 COPY --from=build /opt/venv /opt/venv
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
 ENV PIP_DEFAULT_TIMEOUT="100"
 ENV PIP_DISABLE_PIP_VERSION_CHECK="1"
 ENV PYTHONDONTWRITEBYTECODE="1"
@@ -40,5 +43,6 @@ ENV PYTHONFAULTHANDLER="1"
 ENV PYTHONHASHSEED="random"
 ENV PYTHONUNBUFFERED="1"
 ENV VIRTUAL_ENV="/opt/venv"
-ENV PATH="/opt/venv/bin:$PATH"
+ENV PATH="/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["python","main.py"]

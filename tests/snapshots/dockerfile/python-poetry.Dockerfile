@@ -15,24 +15,27 @@ ENV PYTHONFAULTHANDLER="1"
 ENV PYTHONHASHSEED="random"
 ENV PYTHONUNBUFFERED="1"
 ENV VIRTUAL_ENV="/opt/venv"
-ENV PATH="/opt/venv/bin:$PATH"
+ENV PATH="/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY pyproject.toml ./pyproject.toml
-COPY poetry.lock ./poetry.lock
+COPY pyproject.toml /app/pyproject.toml
+COPY poetry.lock /app/poetry.lock
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=cache,target=/root/.cache/pypoetry python3 -m venv /opt/venv && . /opt/venv/bin/activate && printf '%s\n' 'anyio==4.16.0' 'backports.tarfile==1.2.0' 'build==1.6.1' 'CacheControl==0.14.4' 'certifi==2026.10.19.post1' 'cffi==2.1.1' 'charset-normalizer==3.5.3' 'cleo==2.1.0' 'crashtest==0.4.1' 'cryptography==50.0.2' 'distlib==0.4.4' 'dulwich==0.22.8' 'fastjsonschema==2.22.3' 'filelock==3.32.7' 'findpython==0.6.3' 'h11==0.16.0' 'httpcore==1.0.9' 'httpx==0.29.0' 'idna==3.21' 'importlib_metadata==10.2.0' 'installer==0.7.0' 'jaraco.classes==3.4.0' 'jaraco.context==6.1.2' 'jaraco.functools==4.6.0' 'jeepney==0.9.0' 'keyring==25.7.0' 'lazy-importer==0.1.0' 'more-itertools==11.2.1' 'msgpack==1.2.4' 'packaging==26.4' 'pbs-installer==2025.12.17' 'pkginfo==1.13.3' 'platformdirs==4.14.9' 'poetry-core==2.1.3' 'pycparser==3.12' 'pyproject_hooks==1.3.3' 'RapidFuzz==3.14.6' 'requests-toolbelt==1.0.0' 'requests==2.34.2' 'SecretStorage==3.5.0' 'shellingham==1.5.4' 'tomlkit==0.15.3' 'trove-classifiers==2026.9.21.13' 'typing_extensions==4.16.0' 'urllib3==2.8.0' 'virtualenv==20.39.1' 'zipp==4.1.2' 'zstandard==0.25.0' > /tmp/kiln-pins-poetry.txt && pip install -c /tmp/kiln-pins-poetry.txt poetry==2.1.3 && poetry install --only main --no-root --no-interaction --no-ansi
 
-COPY . .
+# phase: source
+COPY . /app/
 
 FROM debian:bookworm-slim AS runtime
 RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates python3 libstdc++6
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini python3 libstdc++6
 COPY --from=build /app /app
 COPY --from=build /opt/venv /opt/venv
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
 ENV PIP_DEFAULT_TIMEOUT="100"
 ENV PIP_DISABLE_PIP_VERSION_CHECK="1"
 ENV PYTHONDONTWRITEBYTECODE="1"
@@ -40,5 +43,6 @@ ENV PYTHONFAULTHANDLER="1"
 ENV PYTHONHASHSEED="random"
 ENV PYTHONUNBUFFERED="1"
 ENV VIRTUAL_ENV="/opt/venv"
-ENV PATH="/opt/venv/bin:$PATH"
+ENV PATH="/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["/bin/sh","-c","exec uvicorn main:app --host 0.0.0.0 --port ${PORT:-8000}"]

@@ -11,24 +11,30 @@ WORKDIR /app
 ENV BUNDLE_GEMFILE="/app/Gemfile"
 ENV BUNDLE_WITHOUT="development:test"
 ENV MALLOC_ARENA_MAX="2"
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY Gemfile ./Gemfile
+COPY Gemfile /app/Gemfile
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.bundle/cache bundle install
 
-COPY . .
+# phase: source
+COPY . /app/
 
 FROM debian:trixie-slim AS runtime
 RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates ruby bundler
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini ruby bundler
 COPY --from=build /app /app
 COPY --from=build /var/lib/gems /var/lib/gems
 COPY --from=build /usr/local/bin /usr/local/bin
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
 ENV BUNDLE_GEMFILE="/app/Gemfile"
 ENV BUNDLE_WITHOUT="development:test"
 ENV MALLOC_ARENA_MAX="2"
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["/bin/sh","-c","exec bundle exec rackup config.ru -o 0.0.0.0 -p ${PORT:-3000}"]

@@ -9,9 +9,11 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates rustc cargo gcc libc6-dev pkg-config
 WORKDIR /app
 ENV ROCKET_ADDRESS="0.0.0.0"
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: build
-COPY . .
+COPY . /app/
+ARG SOURCE_DATE_EPOCH="1"
 RUN --mount=type=cache,target=/root/.cargo/git --mount=type=cache,target=/root/.cargo/registry mkdir -p bin
 RUN --mount=type=cache,target=/root/.cargo/git --mount=type=cache,target=/root/.cargo/registry cargo build --release
 RUN --mount=type=cache,target=/root/.cargo/git --mount=type=cache,target=/root/.cargo/registry cp target/release/rust-cargo bin
@@ -21,8 +23,11 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini
 COPY --from=build /app/bin /app/bin
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
 ENV ROCKET_ADDRESS="0.0.0.0"
+ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["./bin/rust-cargo"]

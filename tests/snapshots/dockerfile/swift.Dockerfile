@@ -8,14 +8,15 @@ RUN --mount=type=cache,target=/var/cache/apt \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates swiftlang clang zlib1g-dev libcurl4-openssl-dev libxml2-dev
 WORKDIR /app
-ENV PATH="/usr/libexec/swift/bin:$PATH"
+ENV PATH="/usr/libexec/swift/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 
 # phase: install
-COPY Package.swift ./Package.swift
+COPY Package.swift /app/Package.swift
+ARG SOURCE_DATE_EPOCH="1"
 RUN swift package resolve
 
 # phase: build
-COPY . .
+COPY . /app/
 RUN swift build -c release --static-swift-stdlib
 RUN cp ./.build/release/hello ./hello && rm -rf ./.build
 
@@ -24,8 +25,10 @@ RUN --mount=type=cache,target=/var/cache/apt \
     --mount=type=cache,target=/var/lib/apt/lists \
     rm -f /etc/apt/apt.conf.d/docker-clean \
     && apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates libstdc++6
-WORKDIR /app
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates tini libstdc++6
 COPY --from=build /app/hello /app/hello
-ENV PATH="/usr/libexec/swift/bin:$PATH"
+RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
+WORKDIR /app
+ENV PATH="/usr/libexec/swift/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+ENTRYPOINT ["/usr/bin/tini","-s","--"]
 CMD ["./hello"]

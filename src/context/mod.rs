@@ -8,7 +8,7 @@
 //! directories stay symlinks. Sockets, FIFOs and devices are skipped.
 //!
 //! [`Context::open_cached`] remembers digests across builds in a stat cache
-//! ([`super::statcache`]), so a rebuild reads only the files that changed.
+//! ([`statcache`]), so a rebuild reads only the files that changed.
 
 use std::cell::{Cell, OnceCell};
 use std::collections::BTreeMap;
@@ -19,11 +19,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use super::ignore::{Matcher, clean};
-use super::shell::glob_match;
-use super::statcache::{self, FileStat, Known};
 use crate::Result;
 use crate::oci::digest::{Digest, Hasher};
+use ignore::{Matcher, clean};
+use statcache::{FileStat, Known};
+
+pub mod glob;
+pub mod ignore;
+pub mod statcache;
+
+pub use glob::glob_match;
 
 /// What a context entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]

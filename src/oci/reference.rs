@@ -16,7 +16,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use crate::oci::Digest;
+use super::Digest;
 
 /// The registry docker calls `docker.io`.
 pub const DOCKER_HUB: &str = "docker.io";
