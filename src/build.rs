@@ -155,7 +155,11 @@ struct Resolver<'a> {
 }
 
 impl BaseResolver for Resolver<'_> {
-    fn image_config(&self, reference: &str, platform: &str) -> Result<Option<ImageConfig>> {
+    fn image_config(
+        &self,
+        reference: &str,
+        platform: &crate::platform::Platform,
+    ) -> Result<Option<ImageConfig>> {
         if let Some(c) = self
             .seen
             .lock()
@@ -437,7 +441,7 @@ fn lock_package_bases(
         let crate::graph::Base::Packages(p) = &mut stage.base else {
             continue;
         };
-        let req = crate::solver::packages_request(p, &stage.platform);
+        let req = crate::solver::packages_request(p, &stage.platform)?;
         let Some(set) = locks.find(&p.suite, &req.repo.arch, p.base, &p.packages) else {
             bail!(
                 "{}: no set for the {} stage's packages {} ({} {}): the plan changed since it was written; run `kiln lock --auto {}` (with the same -a/-e/-c flags) to update it",
@@ -475,7 +479,7 @@ pub fn lock_auto(req: &BuildRequest, progress: &Progress) -> Result<crate::packa
         if !seen.insert(p.reference()) {
             continue;
         }
-        let preq = crate::solver::packages_request(&p, &stage.platform);
+        let preq = crate::solver::packages_request(&p, &stage.platform)?;
         sets.push(crate::packages::image::lock(&preq, progress)?);
     }
     Ok(crate::packages::lock::Locks {
@@ -572,11 +576,16 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
     }
     let ctx = crate::context::Context::open_cached(dir, matcher)?;
     let platform = match &req.platform {
-        Some(p) => crate::dockerfile::lower::Platform::parse(p)
-            .map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
-        None => crate::dockerfile::lower::Platform::host(),
-    }
-    .to_string();
+        Some(p) => {
+            crate::platform::Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?
+        }
+        None => crate::platform::Platform::host(),
+    };
+    // Every auto build stands on composed Debian packages: refuse a
+    // platform without them before any work.
+    platform
+        .debian_arch()
+        .map_err(|e| anyhow::anyhow!("--platform: {e}"))?;
     let build_ca = req
         .ca_certs
         .iter()

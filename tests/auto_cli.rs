@@ -72,3 +72,27 @@ fn auto_target_must_name_one_of_the_plan_stages() {
         "{err}"
     );
 }
+
+#[test]
+fn a_platform_without_debian_packages_is_refused_never_built_as_amd64() {
+    let k = Kiln::new();
+    std::fs::create_dir_all(k.path("app")).unwrap();
+    std::fs::write(
+        k.path("app/package.json"),
+        r#"{"name":"x","scripts":{"start":"node index.js"}}"#,
+    )
+    .unwrap();
+    for platform in ["linux/s390x", "linux/arm/v7"] {
+        let out = k.kiln(&["build", "app", "--platform", platform, "-t", "x:1"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{platform}: {err}");
+        assert!(
+            err.contains(&format!(
+                "--platform: platform {platform} is not supported for Debian packages: kiln composes packages for linux/amd64, linux/arm64"
+            )),
+            "{platform}: {err}"
+        );
+    }
+    let images = String::from_utf8_lossy(&k.ok(&["images"]).stdout).into_owned();
+    assert!(!images.contains("x "), "{images}");
+}

@@ -7,13 +7,18 @@ use std::path::{Path, PathBuf};
 
 use kiln::dockerfile::{self, BaseResolver, BuildArgs};
 use kiln::graph::{Base, CopyFrom, CopyItem, Graph, ImageConfig, Mount, Network, Op};
+use kiln::platform::Platform;
 use serde_json::Value;
 
 /// Stands in for `debian:bookworm`'s config.
 struct Debian;
 
 impl BaseResolver for Debian {
-    fn image_config(&self, reference: &str, platform: &str) -> kiln::Result<Option<ImageConfig>> {
+    fn image_config(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> kiln::Result<Option<ImageConfig>> {
         assert_eq!(reference, "localhost:5000/debian:bookworm");
         assert_eq!(platform, "linux/amd64");
         let mut c = ImageConfig::default();

@@ -6,11 +6,12 @@ use std::path::Path;
 
 use kiln::dockerfile::{self, BaseResolver, BuildArgs, SyntaxError};
 use kiln::graph::{Base, ConfigChange, CopyFrom, CopyItem, Graph, ImageConfig, Mount, Network, Op};
+use kiln::platform::Platform;
 
 struct Debian;
 
 impl BaseResolver for Debian {
-    fn image_config(&self, _: &str, _: &str) -> kiln::Result<Option<ImageConfig>> {
+    fn image_config(&self, _: &str, _: &Platform) -> kiln::Result<Option<ImageConfig>> {
         let mut c = ImageConfig::default();
         c.env_set(
             "PATH",
@@ -484,7 +485,7 @@ fn graph_round_trips_through_json() {
 struct WithTriggers;
 
 impl BaseResolver for WithTriggers {
-    fn image_config(&self, reference: &str, _: &str) -> kiln::Result<Option<ImageConfig>> {
+    fn image_config(&self, reference: &str, _: &Platform) -> kiln::Result<Option<ImageConfig>> {
         if reference == "broken" {
             anyhow::bail!("registry said no");
         }

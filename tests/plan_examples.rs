@@ -92,7 +92,7 @@ fn every_examples_build_graph_matches_its_digest() {
                 let (matcher, _) = context_ignore(&dir)?;
                 let ctx = kiln::context::Context::open(&dir, matcher)?;
                 let opts = LowerOptions {
-                    platform: "linux/amd64".into(),
+                    platform: kiln::platform::Platform::parse("linux/amd64").unwrap(),
                     build_ca: Vec::new(),
                     host_ca: true,
                 };
@@ -281,7 +281,7 @@ fn every_examples_dockerfile_agrees_with_its_build_graph() {
         let (matcher, _) = context_ignore(&dir).unwrap();
         let ctx = kiln::context::Context::open(&dir, matcher).unwrap();
         let opts = LowerOptions {
-            platform: "linux/amd64".into(),
+            platform: kiln::platform::Platform::parse("linux/amd64").unwrap(),
             build_ca: Vec::new(),
             host_ca: false,
         };

@@ -9,9 +9,9 @@ use clap::{Args, Subcommand};
 use crate::Result;
 use crate::oci::export::{self, Output};
 use crate::oci::from_dir::{FromDirOptions, image_from_dir, normalize_port, parse_command};
-use crate::oci::image::parse_platform;
 use crate::oci::layer::{Compression, LayerOptions, Ownership, source_date_epoch};
 use crate::oci::{ImageStore, cache_store, import};
+use crate::platform::Platform;
 use crate::progress::{Progress, human_bytes};
 
 #[derive(Args, Debug)]
@@ -56,7 +56,7 @@ pub struct InspectArgs {
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
     let store = ImageStore::open_default()?;
-    let platform = args.platform.as_deref().map(parse_platform).transpose()?;
+    let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
     let img = store.image(&args.name, platform.as_ref())?;
     let out = serde_json::json!({
         "name": args.name,
@@ -210,7 +210,7 @@ fn from_dir(a: FromDirArgs, progress: &Progress) -> Result<()> {
             epoch: source_date_epoch()?,
         },
         ownership,
-        platform: a.platform.as_deref().map(parse_platform).transpose()?,
+        platform: a.platform.as_deref().map(Platform::parse).transpose()?,
         cmd: a.cmd.as_deref().map(parse_command).transpose()?,
         entrypoint: a.entrypoint.as_deref().map(parse_command).transpose()?,
         env: a.env,

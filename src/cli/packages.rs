@@ -37,9 +37,8 @@ impl RepoArgs {
             c.mirror = m.clone();
         }
         if let Some(a) = &self.arch {
-            if a != "amd64" && a != "arm64" {
-                anyhow::bail!("--arch {a}: kiln builds amd64 and arm64 images");
-            }
+            crate::platform::Platform::from_debian_arch(a)
+                .map_err(|e| anyhow::anyhow!("--arch {a}: {e}"))?;
             c.arch = a.clone();
         }
         if !self.components.is_empty() {

@@ -6,9 +6,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::Result;
+use crate::http::parse_timeout;
 use crate::oci::ImageStore;
 use crate::progress::{Progress, human_bytes};
-use crate::registry::client::parse_timeout;
 use crate::registry::{
     Client, ClientOptions, CredentialSource, Credentials, Platform, PullOptions, PushOptions,
     Reference, credentials, origins, pull, push,

@@ -29,6 +29,7 @@ use crate::graph::{
     AddOptions, Base, ConfigChange, Copy, CopyFrom, CopyItem, Graph, Healthcheck, ImageConfig,
     Mount, Network, Op, Origin, Run, Security, Stage, Step, deps,
 };
+use crate::platform::Platform;
 
 /// What the user passes besides the Dockerfile (`--build-arg`, `--target`,
 /// `--platform`).
@@ -46,14 +47,14 @@ pub struct BuildArgs {
 /// expansion sees e.g. the base's `PATH`. The solver implements it with the
 /// registry client; [`NoResolver`] knows nothing (bases start empty).
 pub trait BaseResolver {
-    fn image_config(&self, reference: &str, platform: &str) -> Result<Option<ImageConfig>>;
+    fn image_config(&self, reference: &str, platform: &Platform) -> Result<Option<ImageConfig>>;
 }
 
 /// A resolver that knows no image.
 pub struct NoResolver;
 
 impl BaseResolver for NoResolver {
-    fn image_config(&self, _: &str, _: &str) -> Result<Option<ImageConfig>> {
+    fn image_config(&self, _: &str, _: &Platform) -> Result<Option<ImageConfig>> {
         Ok(None)
     }
 }
@@ -66,75 +67,6 @@ pub struct Lowered {
     pub order: Vec<usize>,
     /// Non-fatal findings (unused build args, deprecated syntax).
     pub warnings: Vec<String>,
-}
-
-/// `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: String,
-}
-
-impl Platform {
-    pub fn parse(s: &str) -> std::result::Result<Platform, String> {
-        let parts: Vec<&str> = s.trim().split('/').collect();
-        let norm_arch = |a: &str| match a {
-            "x86_64" | "x86-64" => "amd64".to_string(),
-            "aarch64" => "arm64".to_string(),
-            o => o.to_ascii_lowercase(),
-        };
-        let p = match parts.as_slice() {
-            [arch] if !arch.is_empty() && *arch != "linux" => Platform {
-                os: "linux".into(),
-                arch: norm_arch(arch),
-                variant: String::new(),
-            },
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Platform {
-                os: os.to_ascii_lowercase(),
-                arch: norm_arch(arch),
-                variant: String::new(),
-            },
-            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => Platform {
-                os: os.to_ascii_lowercase(),
-                arch: norm_arch(arch),
-                variant: v.to_ascii_lowercase(),
-            },
-            _ => {
-                return Err(format!(
-                    "invalid platform {s:?}: write os/arch[/variant], e.g. linux/amd64 or linux/arm/v7"
-                ));
-            }
-        };
-        Ok(p)
-    }
-
-    /// This machine.
-    pub fn host() -> Platform {
-        let (arch, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", ""),
-            "aarch64" => ("arm64", ""),
-            "arm" => ("arm", "v7"),
-            "x86" => ("386", ""),
-            "powerpc64" => ("ppc64le", ""),
-            o => (o, ""),
-        };
-        Platform {
-            os: "linux".into(),
-            arch: arch.into(),
-            variant: variant.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if !self.variant.is_empty() {
-            write!(f, "/{}", self.variant)?;
-        }
-        Ok(())
-    }
 }
 
 type Res<T> = std::result::Result<T, SyntaxError>;
@@ -165,7 +97,7 @@ struct StageHeader {
     name: Option<String>,
     image: String,
     base: Base,
-    platform: String,
+    platform: Platform,
     inst: usize,
     origin: Origin,
 }
@@ -188,7 +120,7 @@ pub fn lower(
         .collect();
 
     let build_platform = match &args.build_platform {
-        Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
+        Some(p) => Platform::parse(p)?,
         None => Platform::host(),
     };
     let target_platform = match &args.platform {
@@ -200,8 +132,11 @@ pub fn lower(
     for (prefix, p) in [("TARGET", &target_platform), ("BUILD", &build_platform)] {
         meta.push((format!("{prefix}PLATFORM"), Some(p.to_string())));
         meta.push((format!("{prefix}OS"), Some(p.os.clone())));
-        meta.push((format!("{prefix}ARCH"), Some(p.arch.clone())));
-        meta.push((format!("{prefix}VARIANT"), Some(p.variant.clone())));
+        meta.push((format!("{prefix}ARCH"), Some(p.architecture.clone())));
+        meta.push((
+            format!("{prefix}VARIANT"),
+            Some(p.variant.clone().unwrap_or_default()),
+        ));
     }
     let mut used_args: BTreeSet<String> = BTreeSet::new();
     let lookup_meta = |meta: &Vec<(String, Option<String>)>, name: &str| -> Option<String> {
@@ -269,14 +204,12 @@ pub fn lower(
                 .into());
         }
         let platform = match &from.platform {
-            None => target_platform.to_string(),
+            None => target_platform.clone(),
             Some(p) => {
                 let p = lexer
                     .process_word(p, &env)
                     .map_err(|e| src.error(inst.args_location, format!("FROM --platform: {e}")))?;
-                Platform::parse(&p)
-                    .map_err(|e| src.error(inst.args_location, e))?
-                    .to_string()
+                Platform::parse(&p).map_err(|e| src.error(inst.args_location, e.to_string()))?
             }
         };
         let name = match &from.name {

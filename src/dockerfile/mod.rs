@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 pub use error::{Location, SyntaxError};
-pub use lower::{BaseResolver, BuildArgs, Lowered, NoResolver, Platform};
+pub use lower::{BaseResolver, BuildArgs, Lowered, NoResolver};
 pub use parse::parse;
 
 use crate::Result;

@@ -111,7 +111,7 @@ mod tests {
         Stage {
             name: Some(name.into()),
             base,
-            platform: "linux/amd64".into(),
+            platform: crate::platform::Platform::linux("amd64", None),
             steps: copies_from
                 .iter()
                 .map(|i| Step {

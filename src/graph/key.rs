@@ -20,6 +20,7 @@ use super::{Base, CopyFrom, Graph, Mount, Op, deps};
 use crate::Result;
 use crate::oci::digest::{Digest, Hasher};
 use crate::oci::layer::LAYER_FORMAT;
+use crate::platform::Platform;
 
 /// Bump when the meaning of a serialized [`Op`] changes.
 pub const KEY_VERSION: u32 = 1;
@@ -89,10 +90,11 @@ fn field(h: &mut Hasher, bytes: &[u8]) {
     h.update(bytes);
 }
 
-fn image_key(reference: &str, platform: &str, images: &ImageDigests) -> Digest {
+fn image_key(reference: &str, platform: &Platform, images: &ImageDigests) -> Digest {
     let mut h = hasher("image");
     field(&mut h, reference.as_bytes());
-    field(&mut h, platform.as_bytes());
+    // The platform's string form, as when the graph stored a string.
+    field(&mut h, platform.to_string().as_bytes());
     field(
         &mut h,
         images
@@ -172,12 +174,12 @@ pub fn compute(graph: &Graph, target: usize, images: &ImageDigests) -> Result<Ca
             Base::Image { reference } => image_key(reference, &stage.platform, images),
             Base::Scratch => {
                 let mut h = hasher("scratch");
-                field(&mut h, stage.platform.as_bytes());
+                field(&mut h, stage.platform.to_string().as_bytes());
                 h.finish().0
             }
             Base::Packages(p) => {
                 let mut h = hasher("packages");
-                field(&mut h, stage.platform.as_bytes());
+                field(&mut h, stage.platform.to_string().as_bytes());
                 field(&mut h, &serde_json::to_vec(p)?);
                 let resolved = images.get(&p.reference());
                 field(
@@ -268,7 +270,7 @@ mod tests {
                     base: Base::Image {
                         reference: "debian:bookworm".into(),
                     },
-                    platform: "linux/amd64".into(),
+                    platform: crate::platform::Platform::linux("amd64", None),
                     steps: vec![
                         Step {
                             op: Op::Config(ConfigChange::Env(vec![("A".into(), env.into())])),
@@ -281,7 +283,7 @@ mod tests {
                 Stage {
                     name: None,
                     base: Base::Scratch,
-                    platform: "linux/amd64".into(),
+                    platform: crate::platform::Platform::linux("amd64", None),
                     steps: vec![copy(CopyFrom::Stage(0), None)],
                     origin: None,
                 },

@@ -45,8 +45,8 @@ pub struct Stage {
     /// `AS name` (lower case), if any.
     pub name: Option<String>,
     pub base: Base,
-    /// `os/arch[/variant]` the stage is built for.
-    pub platform: String,
+    /// The platform the stage is built for.
+    pub platform: crate::platform::Platform,
     pub steps: Vec<Step>,
     /// Where the stage was declared (not part of cache keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]

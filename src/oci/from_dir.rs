@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use oci_spec::image::{Config, Platform};
+use oci_spec::image::Config;
 
 use super::image::{Image, ImageBuilder, host_platform, set_env};
 use super::layer::{LayerOptions, Ownership, ScanOptions, scan_dir, write_layer};
 use super::store::Store;
 use crate::Result;
+use crate::platform::Platform;
 use crate::progress::Progress;
 
 /// What goes into the image besides the directory.

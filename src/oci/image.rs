@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use oci_spec::image::{
-    Arch, Config, Descriptor, DescriptorBuilder, History, HistoryBuilder, ImageConfiguration,
+    Config, Descriptor, DescriptorBuilder, History, HistoryBuilder, ImageConfiguration,
     ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
-    MediaType, Os, Platform, PlatformBuilder, RootFsBuilder,
+    MediaType, PlatformBuilder, RootFsBuilder,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -19,6 +19,12 @@ use super::digest::Digest;
 use super::layer::Layer;
 use super::store::{BlobInfo, Store};
 use crate::Result;
+use crate::platform::Platform;
+
+/// The platform kiln runs on (`linux/amd64`, `linux/arm64`…).
+pub fn host_platform() -> Platform {
+    Platform::host()
+}
 
 /// Serializes with object keys sorted at every level and no whitespace.
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -70,52 +76,6 @@ pub fn desc_digest(desc: &Descriptor) -> Result<Digest> {
     Digest::from_oci(desc.digest()).map_err(Into::into)
 }
 
-/// The platform kiln runs on (`linux/amd64`, `linux/arm64`…).
-pub fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => Arch::Amd64,
-        "aarch64" => Arch::ARM64,
-        "arm" => Arch::ARM,
-        "x86" => Arch::i386,
-        "powerpc64" => Arch::PowerPC64le,
-        "s390x" => Arch::s390x,
-        "riscv64" => Arch::RISCV64,
-        other => Arch::Other(other.to_string()),
-    };
-    PlatformBuilder::default()
-        .os(Os::Linux)
-        .architecture(arch)
-        .build()
-        .expect("platform")
-}
-
-/// Parses `os/arch[/variant]` as docker's `--platform`.
-pub fn parse_platform(s: &str) -> Result<Platform> {
-    let parts: Vec<&str> = s.split('/').collect();
-    if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
-        bail!(
-            "invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"
-        );
-    }
-    let mut b = PlatformBuilder::default()
-        .os(Os::from(parts[0]))
-        .architecture(Arch::from(parts[1]));
-    if let Some(v) = parts.get(2) {
-        b = b.variant(v.to_string());
-    }
-    Ok(b.build()?)
-}
-
-/// `linux/amd64` form of a platform.
-pub fn platform_string(p: &Platform) -> String {
-    let mut s = format!("{}/{}", p.os(), p.architecture());
-    if let Some(v) = p.variant() {
-        s.push('/');
-        s.push_str(v);
-    }
-    s
-}
-
 /// An image: its manifest (and descriptor) and its config.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -138,7 +98,7 @@ impl Image {
 /// Builds an image config + manifest from a base and new layers.
 #[derive(Debug, Clone)]
 pub struct ImageBuilder {
-    platform: Platform,
+    platform: oci_spec::image::Platform,
     config: Config,
     diff_ids: Vec<String>,
     layers: Vec<Descriptor>,
@@ -150,7 +110,7 @@ impl ImageBuilder {
     /// An empty image (`FROM scratch`) for a platform.
     pub fn scratch(platform: Platform) -> Self {
         ImageBuilder {
-            platform,
+            platform: platform.to_oci(),
             config: Config::default(),
             diff_ids: Vec::new(),
             layers: Vec::new(),
@@ -319,23 +279,24 @@ pub fn read_image(store: &Store, desc: &Descriptor, platform: Option<&Platform>)
     let digest = desc_digest(desc)?;
     if is_index(desc.media_type()) {
         let index: ImageIndex = read_json(store, &digest)?;
-        let want = platform.cloned().unwrap_or_else(host_platform);
-        let found = index.manifests().iter().find(|m| {
-            m.platform().as_ref().is_some_and(|p| {
-                p.os() == want.os()
-                    && p.architecture() == want.architecture()
-                    && (want.variant().is_none() || p.variant() == want.variant())
-            })
-        });
+        let want = platform.cloned().unwrap_or_else(Platform::host);
+        let found = index
+            .manifests()
+            .iter()
+            .find(|m| m.platform().as_ref().is_some_and(|p| want.matches(p)));
         let Some(m) = found else {
             let offered: Vec<String> = index
                 .manifests()
                 .iter()
-                .filter_map(|m| m.platform().as_ref().map(platform_string))
+                .filter_map(|m| {
+                    m.platform()
+                        .as_ref()
+                        .map(|p| Platform::from_oci(p).to_string())
+                })
                 .collect();
             bail!(
                 "image index {digest} has no manifest for {}; it offers: {}. Pick one with --platform",
-                platform_string(&want),
+                want,
                 offered.join(", ")
             );
         };

@@ -139,7 +139,7 @@ impl ImageStore {
     }
 
     /// Reads a named image (an index is resolved for `platform`).
-    pub fn image(&self, name: &str, platform: Option<&oci_spec::image::Platform>) -> Result<Image> {
+    pub fn image(&self, name: &str, platform: Option<&crate::platform::Platform>) -> Result<Image> {
         let desc = self.resolve(name)?;
         image::read_image(self.blobs(), &desc, platform)
     }

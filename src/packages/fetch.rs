@@ -1,13 +1,14 @@
 //! HTTP for the archive: conditional GETs of `InRelease` and streaming
-//! downloads of indexes and .debs (ureq, blocking; parallelism is threads).
+//! downloads of indexes and .debs, through [`crate::http`] (blocking;
+//! parallelism is threads).
 
 use std::io::Read;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use crate::Result;
+use crate::http::Reply;
 
 /// Extra attempts after a transport failure (backoff 0.3 s doubling to
 /// 4.8 s: rides out a DNS hiccup of about ten seconds).
@@ -16,7 +17,7 @@ const RETRIES: u32 = 5;
 /// A blocking HTTP client configured for archive mirrors.
 #[derive(Clone)]
 pub struct Http {
-    agent: ureq3::Agent,
+    client: crate::http::Client,
 }
 
 /// The answer to a conditional GET.
@@ -38,23 +39,6 @@ pub struct FetchError {
     pub what: String,
 }
 
-/// The system's trust store (`/etc/ssl/certs`, as curl, apt and the
-/// registry client use it), so an https mirror or `ADD https://…` works
-/// behind a TLS-intercepting proxy whose CA the host trusts; ureq's bundled
-/// web roots when the system has none.
-static SYSTEM_ROOTS: LazyLock<ureq3::tls::RootCerts> = LazyLock::new(|| {
-    let system: Vec<ureq3::tls::Certificate<'static>> = rustls_native_certs::load_native_certs()
-        .unwrap_or_default()
-        .iter()
-        .map(|c| ureq3::tls::Certificate::from_der(c.as_ref()).to_owned())
-        .collect();
-    if system.is_empty() {
-        ureq3::tls::RootCerts::WebPki
-    } else {
-        ureq3::tls::RootCerts::new_with_certs(&system)
-    }
-});
-
 impl Default for Http {
     fn default() -> Self {
         Http::new()
@@ -63,40 +47,17 @@ impl Default for Http {
 
 impl Http {
     pub fn new() -> Http {
-        let config = ureq3::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .tls_config(
-                ureq3::tls::TlsConfig::builder()
-                    .root_certs(SYSTEM_ROOTS.clone())
-                    .build(),
-            )
-            .build();
         Http {
-            agent: ureq3::Agent::with_parts(
-                config,
-                ureq3::unversioned::transport::DefaultConnector::new(),
-                super::dns::CachingResolver::default(),
-            ),
+            client: crate::http::Client::new(&crate::http::Options::downloads()),
         }
     }
 
-    fn call(
-        &self,
-        url: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<ureq3::http::Response<ureq3::Body>> {
+    fn call(&self, url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
         // Transport failures (a DNS hiccup, a reset connection) are retried
         // with backoff; HTTP answers are judged by the caller.
         let mut attempt = 0;
         let result = loop {
-            let mut req = self.agent.get(url);
-            for (k, v) in headers {
-                req = req.header(*k, *v);
-            }
-            match req.call() {
+            match self.client.get(url, headers) {
                 Err(_) if attempt < RETRIES => {
                     std::thread::sleep(Duration::from_millis(300 << attempt));
                     attempt += 1;
@@ -130,21 +91,15 @@ impl Http {
             headers.push(("If-Modified-Since", l));
         }
         let resp = self.call(url, &headers)?;
-        let status = resp.status().as_u16();
+        let status = resp.status();
         if status == 304 {
             return Ok(Fetched::NotModified);
         }
         check_status(url, status)?;
-        let header = |n: &str| {
-            resp.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let header = |n: &str| resp.header(n).map(str::to_string);
         let (etag, last_modified) = (header("etag"), header("last-modified"));
         let mut bytes = Vec::new();
-        resp.into_body()
-            .into_reader()
+        resp.into_reader()
             .read_to_end(&mut bytes)
             .with_context(|| format!("reading the body of {url}"))?;
         Ok(Fetched::Body {
@@ -157,13 +112,9 @@ impl Http {
     /// GET as a stream.
     pub fn open(&self, url: &str) -> Result<(Option<u64>, Box<dyn Read + Send>)> {
         let resp = self.call(url, &[])?;
-        check_status(url, resp.status().as_u16())?;
-        let len = resp
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        Ok((len, Box::new(resp.into_body().into_reader())))
+        check_status(url, resp.status())?;
+        let len = resp.content_length();
+        Ok((len, Box::new(resp.into_reader())))
     }
 }
 

@@ -169,13 +169,7 @@ pub fn assemble(
     composed: &Composed,
     opts: &ComposeOptions,
 ) -> Result<Image> {
-    let platform = oci_spec::image::PlatformBuilder::default()
-        .os(oci_spec::image::Os::Linux)
-        .architecture(match lock.arch.as_str() {
-            "arm64" => oci_spec::image::Arch::ARM64,
-            _ => oci_spec::image::Arch::Amd64,
-        })
-        .build()?;
+    let platform = crate::platform::Platform::from_debian_arch(&lock.arch)?;
     let mut b = ImageBuilder::scratch(platform);
     for l in &composed.layers {
         let by = if l.packages.is_empty() {

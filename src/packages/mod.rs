@@ -26,7 +26,6 @@ pub mod compose;
 pub mod configure;
 pub mod control;
 pub mod deb;
-mod dns;
 pub mod dpkg;
 pub mod exclude;
 pub mod fetch;

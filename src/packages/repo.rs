@@ -72,13 +72,13 @@ impl Default for RepoConfig {
     }
 }
 
-/// The Debian architecture of this machine (amd64 or arm64; others map to amd64).
+/// The Debian architecture of this machine. On a machine kiln composes no
+/// packages for, its own architecture name (never another's packages): a
+/// lock or compose for it then fails on the archive, naming it.
 pub fn host_arch() -> &'static str {
-    if cfg!(target_arch = "aarch64") {
-        "arm64"
-    } else {
-        "amd64"
-    }
+    crate::platform::Platform::host()
+        .debian_arch()
+        .unwrap_or(std::env::consts::ARCH)
 }
 
 impl RepoConfig {

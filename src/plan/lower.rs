@@ -52,10 +52,10 @@ pub fn context_ignore(dir: &std::path::Path) -> Result<(Matcher, Option<std::pat
 }
 
 /// What the caller adds to the plan's graph.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LowerOptions {
-    /// `os/arch[/variant]` of both stages.
-    pub platform: String,
+    /// The platform of both stages.
+    pub platform: crate::platform::Platform,
     /// Extra CA certificates (file name, PEM) trusted in the build stage,
     /// for networks that intercept TLS; never in the runtime image.
     pub build_ca: Vec<(String, String)>,
@@ -146,7 +146,7 @@ struct StageBuilder {
 }
 
 impl StageBuilder {
-    fn new(name: &str, base: Base, platform: &str) -> StageBuilder {
+    fn new(name: &str, base: Base, platform: &crate::platform::Platform) -> StageBuilder {
         let text = match &base {
             Base::Packages(p) => format!(
                 "FROM debian packages ({}): {}",
@@ -161,7 +161,7 @@ impl StageBuilder {
             stage: Stage {
                 name: Some(name.to_string()),
                 base,
-                platform: platform.to_string(),
+                platform: platform.clone(),
                 steps: Vec::new(),
                 origin: Some(origin(name, &text)),
             },
@@ -413,7 +413,7 @@ mod tests {
             &plan,
             &ctx,
             &LowerOptions {
-                platform: "linux/amd64".into(),
+                platform: crate::platform::Platform::linux("amd64", None),
                 build_ca: Vec::new(),
                 host_ca: false,
             },
@@ -471,7 +471,7 @@ mod tests {
                 &plan,
                 &ctx,
                 &LowerOptions {
-                    platform: "linux/amd64".into(),
+                    platform: crate::platform::Platform::linux("amd64", None),
                     build_ca: Vec::new(),
                     host_ca,
                 },

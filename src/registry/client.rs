@@ -2,12 +2,9 @@
 //! one session per registry (scheme, auth challenge, token), requests with
 //! auth and retries.
 //!
-//! HTTP client: `ureq` 2 with rustls and the system's root certificates.
-//! Blocking I/O fits kiln (a blob transfer is a thread streaming a file to
-//! a socket; parallelism is a handful of threads), it pulls in no async
-//! runtime, and `send(reader)` with a `Content-Length` streams a blob from
-//! the store without buffering it. `reqwest::blocking` would start a tokio
-//! runtime behind the scenes for the same result.
+//! HTTP goes through [`crate::http`] with its registry profile
+//! ([`http::Options::registry`]): system trust store, DNS cache, no proxy,
+//! blobs streamed from the store with their `Content-Length`.
 //!
 //! Scheme: HTTPS always first. Plain HTTP is tried only when HTTPS fails to
 //! connect and the host is loopback (`localhost`, `127.0.0.0/8`, `::1`) or
@@ -26,7 +23,6 @@
 //! session state) and the registry's own error message.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,7 +31,10 @@ use anyhow::Context;
 use super::auth::{self, Challenge, Token, TokenResponse};
 use super::credentials::{CredentialSource, Credentials};
 use crate::Result;
+use crate::http::{self, Failure, NET_TIMEOUT_ENV, Reply};
 use crate::oci::reference::{api_host, host_is_loopback, host_without_port};
+
+pub use crate::http::Body;
 
 /// How a [`Client`] behaves.
 #[derive(Debug, Clone)]
@@ -57,32 +56,6 @@ pub struct ClientOptions {
     pub stall_attempts: u32,
 }
 
-/// The environment variable with the network stall timeout in seconds.
-pub const NET_TIMEOUT_ENV: &str = "KILN_NET_TIMEOUT";
-
-/// The stall timeout when neither `--net-timeout` nor `KILN_NET_TIMEOUT` is set.
-pub const DEFAULT_NET_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Parses a timeout in seconds (`30`, `2.5`) as given to `--net-timeout`
-/// or `KILN_NET_TIMEOUT`.
-pub fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(Duration::from_secs_f64(v)),
-        _ => Err(format!(
-            "{s:?} is not a timeout: give seconds, more than 0 (e.g. 30 or 2.5)"
-        )),
-    }
-}
-
-/// The stall timeout from `KILN_NET_TIMEOUT`, or the default. A value that
-/// does not parse is an error, not silently ignored.
-pub fn net_timeout_from_env() -> Result<Duration> {
-    match std::env::var(NET_TIMEOUT_ENV) {
-        Ok(v) => parse_timeout(&v).map_err(|e| anyhow::anyhow!("{NET_TIMEOUT_ENV}: {e}")),
-        Err(_) => Ok(DEFAULT_NET_TIMEOUT),
-    }
-}
-
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
@@ -93,7 +66,7 @@ impl Default for ClientOptions {
             backoff: Duration::from_millis(200),
             // `kiln push/pull/login` refuse a malformed variable (clap
             // parses it for --net-timeout); here it falls back to 30 s.
-            stall_timeout: net_timeout_from_env().unwrap_or(DEFAULT_NET_TIMEOUT),
+            stall_timeout: http::net_timeout_from_env().unwrap_or(http::DEFAULT_NET_TIMEOUT),
             stall_attempts: 3,
         }
     }
@@ -140,29 +113,6 @@ fn stall_of(err: &anyhow::Error) -> Option<&RegistryError> {
         .find(|r| r.stalled)
 }
 
-/// Is this I/O error a read or write timeout (ureq sets socket timeouts, so
-/// a silent peer surfaces as `WouldBlock` or `TimedOut`)?
-pub fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-    )
-}
-
-/// Does a ureq transport error come from a stall timeout?
-fn transport_stalled(t: &ureq::Transport) -> bool {
-    let mut src = std::error::Error::source(t);
-    while let Some(e) = src {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && is_timeout(io)
-        {
-            return true;
-        }
-        src = e.source();
-    }
-    t.kind() == ureq::ErrorKind::Io && t.to_string().contains("timed out")
-}
-
 /// The HTTP status in an error chain, if any.
 pub fn status_of(err: &anyhow::Error) -> Option<u16> {
     err.chain()
@@ -171,7 +121,7 @@ pub fn status_of(err: &anyhow::Error) -> Option<u16> {
 
 /// A distribution-protocol client, shared by threads.
 pub struct Client {
-    agent: ureq::Agent,
+    http: http::Client,
     opts: ClientOptions,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// Where retries after a stall are announced.
@@ -194,30 +144,14 @@ pub struct Session {
     fetching: Mutex<()>,
 }
 
-/// A request body.
-pub enum Body<'a> {
-    Empty,
-    Bytes(&'a [u8]),
-    /// A stream of known length (not replayable: no auth retry).
-    Stream(Box<dyn Read + 'a>, u64),
-}
-
 impl Client {
     pub fn new(opts: ClientOptions) -> Client {
         // Per read/write timeouts: a registry that stops sending (or
         // accepting) bytes fails the request after `stall_timeout`, however
         // long a healthy transfer takes.
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(opts.stall_timeout)
-            .timeout_read(opts.stall_timeout)
-            .timeout_write(opts.stall_timeout)
-            // One idle connection per host (ureq's default) would make
-            // parallel blob transfers reconnect on every request.
-            .max_idle_connections_per_host(32)
-            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .build();
+        let http = http::Client::new(&http::Options::registry(opts.stall_timeout));
         Client {
-            agent,
+            http,
             opts,
             sessions: Mutex::new(HashMap::new()),
             progress: crate::progress::Progress::quiet(),
@@ -269,13 +203,11 @@ impl Client {
         let mut last_err = None;
         for scheme in schemes {
             let base = format!("{scheme}://{host}");
-            let answer = self.agent.get(&format!("{base}/v2/")).call();
-            let resp = match answer {
+            let resp = match self.http.get(&format!("{base}/v2/"), &[]) {
                 Ok(r) => r,
-                Err(ureq::Error::Status(_, r)) => r,
-                Err(ureq::Error::Transport(t)) => {
-                    stalled &= transport_stalled(&t);
-                    last_err = Some(t.to_string());
+                Err(f) => {
+                    stalled &= f.stalled;
+                    last_err = Some(f.reason);
                     continue;
                 }
             };
@@ -284,9 +216,9 @@ impl Client {
                 200 => None,
                 401 => {
                     let headers: Vec<String> = resp
-                        .all("www-authenticate")
-                        .iter()
-                        .map(|s| s.to_string())
+                        .header_all("www-authenticate")
+                        .into_iter()
+                        .map(str::to_string)
                         .collect();
                     let parsed: Vec<Challenge> = headers
                         .iter()
@@ -422,25 +354,29 @@ impl Client {
                     form.push(("service", svc.clone()));
                 }
                 let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                self.agent.post(realm).send_form(&pairs)
+                self.http.post_form(realm, &pairs)
             }
             creds => {
-                let mut req = self.agent.get(realm);
+                let mut url = realm.clone();
                 if let Some(svc) = service {
-                    req = req.query("service", svc);
+                    url = with_query(&url, "service", svc);
                 }
                 for sc in scopes {
-                    req = req.query("scope", sc);
+                    url = with_query(&url, "scope", sc);
                 }
-                if let Some(h) = creds.as_ref().and_then(Credentials::basic_header) {
-                    req = req.set("Authorization", &h);
-                }
-                req.call()
+                let basic = creds.as_ref().and_then(Credentials::basic_header);
+                let headers: Vec<(&str, &str)> = basic
+                    .as_deref()
+                    .map(|h| ("Authorization", h))
+                    .into_iter()
+                    .collect();
+                self.http.get(&url, &headers)
             }
         };
         let resp = match answer {
-            Ok(r) => r,
-            Err(ureq::Error::Status(code @ (401 | 403), _)) => {
+            Ok(r) if r.status() < 400 => r,
+            Ok(r) if matches!(r.status(), 401 | 403) => {
+                let code = r.status();
                 let what = if s.creds.is_some() {
                     format!(
                         "the token server of {registry} refused the stored credentials (HTTP {code}): run `kiln login {registry}` with valid ones"
@@ -460,9 +396,11 @@ impl Client {
                     stalled: false,
                 }));
             }
-            Err(e) => return Err(self.to_error(registry, "GET", realm, e)),
+            Ok(r) => return Err(self.status_error(registry, "GET", realm, r)),
+            Err(f) => return Err(self.failure_error(registry, "GET", realm, f)),
         };
-        let text = resp.into_string().with_context(|| {
+        // Token answers are small; the bound keeps a hostile one from filling memory.
+        let text = resp.into_text(10 * 1024 * 1024).with_context(|| {
             format!(
                 "reading the token from {} for {registry}",
                 strip_query(realm)
@@ -492,7 +430,7 @@ impl Client {
         headers: &[(&str, &str)],
         scopes: &[String],
         body: Body<'_>,
-    ) -> Result<ureq::Response> {
+    ) -> Result<Reply> {
         let url = if url.starts_with("http://") || url.starts_with("https://") {
             url.to_string()
         } else {
@@ -509,12 +447,9 @@ impl Client {
             } else {
                 None
             };
-            let mut req = self.agent.request(method, &url);
-            for (k, v) in headers {
-                req = req.set(k, v);
-            }
+            let mut req_headers = headers.to_vec();
             if let Some(a) = &auth {
-                req = req.set("Authorization", a);
+                req_headers.push(("Authorization", a));
             }
             let b = body.take().unwrap_or(Body::Empty);
             let replay = match &b {
@@ -522,23 +457,16 @@ impl Client {
                 Body::Bytes(x) => Some(Body::Bytes(x)),
                 Body::Stream(..) => None,
             };
-            let answer = match b {
-                Body::Empty => req.call(),
-                Body::Bytes(x) => req
-                    .set("Content-Length", &x.len().to_string())
-                    .send_bytes(x),
-                Body::Stream(r, len) => req.set("Content-Length", &len.to_string()).send(r),
-            };
-            match answer {
-                Ok(r) => return Ok(r),
-                Err(ureq::Error::Status(401, r)) if attempt == 0 && replay.is_some() => {
+            match self.http.send(method, &url, &req_headers, b) {
+                Ok(r) if r.status() < 400 => return Ok(r),
+                Ok(r) if r.status() == 401 && attempt == 0 && replay.is_some() => {
                     // The registry may want a scope kiln did not know of.
                     if let Some(Challenge::Bearer {
                         scope: Some(sc), ..
                     }) = r
-                        .all("www-authenticate")
-                        .iter()
-                        .find_map(|h| auth::parse_challenge(h))
+                        .header_all("www-authenticate")
+                        .into_iter()
+                        .find_map(auth::parse_challenge)
                     {
                         scopes.extend(auth::split_scopes(&sc));
                     }
@@ -546,68 +474,63 @@ impl Client {
                     *s.token.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     body = replay;
                 }
-                Err(e) => return Err(self.to_error(&s.registry, method, &url, e)),
+                Ok(r) => return Err(self.status_error(&s.registry, method, &url, r)),
+                Err(f) => return Err(self.failure_error(&s.registry, method, &url, f)),
             }
         }
         unreachable!("the loop returns on its second pass")
     }
 
-    /// Turns a ureq error into a [`RegistryError`] with the registry's own
-    /// explanation and advice for auth failures.
-    fn to_error(&self, registry: &str, method: &str, url: &str, e: ureq::Error) -> anyhow::Error {
-        let path = strip_query(url);
-        let err = match e {
-            ureq::Error::Status(code, resp) => {
-                let retry_after = resp
-                    .header("retry-after")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let ctype = resp.content_type().to_string();
-                let mut text = String::new();
-                let _ = resp.into_reader().take(64 * 1024).read_to_string(&mut text);
-                let detail = explain_body(&ctype, &text);
-                let message = match code {
-                    401 => format!(
-                        "authentication failed (HTTP 401{detail}): check the credentials for {registry} (`kiln login {registry}`)"
-                    ),
-                    403 => format!(
-                        "access denied (HTTP 403{detail}): the account lacks permission for this repository"
-                    ),
-                    _ => format!("HTTP {code}{detail}"),
-                };
-                RegistryError {
-                    registry: registry.to_string(),
-                    method: method.to_string(),
-                    path,
-                    status: Some(code),
-                    message,
-                    retry_after,
-                    stalled: false,
-                }
-            }
-            ureq::Error::Transport(t) if transport_stalled(&t) => RegistryError {
-                registry: registry.to_string(),
-                method: method.to_string(),
-                path,
-                status: None,
-                message: format!(
-                    "no bytes for {} (stalled; raise --net-timeout / {NET_TIMEOUT_ENV} if the registry is just slow)",
-                    secs(self.opts.stall_timeout)
-                ),
-                retry_after: None,
-                stalled: true,
-            },
-            ureq::Error::Transport(t) => RegistryError {
-                registry: registry.to_string(),
-                method: method.to_string(),
-                path,
-                status: None,
-                message: format!("connection failed: {}", transport_reason(&t)),
-                retry_after: None,
-                stalled: false,
-            },
+    /// Turns an error status into a [`RegistryError`] with the registry's
+    /// own explanation and advice for auth failures.
+    fn status_error(&self, registry: &str, method: &str, url: &str, resp: Reply) -> anyhow::Error {
+        let code = resp.status();
+        let retry_after = resp
+            .header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let ctype = resp.header("content-type").unwrap_or_default().to_string();
+        let text = resp.into_text(64 * 1024).unwrap_or_default();
+        let detail = explain_body(&ctype, &text);
+        let message = match code {
+            401 => format!(
+                "authentication failed (HTTP 401{detail}): check the credentials for {registry} (`kiln login {registry}`)"
+            ),
+            403 => format!(
+                "access denied (HTTP 403{detail}): the account lacks permission for this repository"
+            ),
+            _ => format!("HTTP {code}{detail}"),
         };
-        anyhow::Error::new(err)
+        anyhow::Error::new(RegistryError {
+            registry: registry.to_string(),
+            method: method.to_string(),
+            path: strip_query(url),
+            status: Some(code),
+            message,
+            retry_after,
+            stalled: false,
+        })
+    }
+
+    /// Turns a request without an answer into a [`RegistryError`].
+    fn failure_error(&self, registry: &str, method: &str, url: &str, f: Failure) -> anyhow::Error {
+        let message = if f.stalled {
+            format!(
+                "no bytes for {} (stalled; raise --net-timeout / {NET_TIMEOUT_ENV} if the registry is just slow)",
+                secs(self.opts.stall_timeout)
+            )
+        } else {
+            format!("connection failed: {}", f.reason)
+        };
+        anyhow::Error::new(RegistryError {
+            registry: registry.to_string(),
+            method: method.to_string(),
+            path: strip_query(url),
+            status: None,
+            message,
+            retry_after: None,
+            stalled: f.stalled,
+        })
     }
 
     /// Runs `f` until it succeeds, retrying retryable failures with
@@ -702,21 +625,6 @@ fn explain_body(ctype: &str, text: &str) -> String {
             .to_string();
     }
     String::new()
-}
-
-fn transport_reason(t: &ureq::Transport) -> String {
-    // ureq's Display includes the URL; the kind and message are enough
-    // here (the caller adds the path).
-    let mut s = t.kind().to_string();
-    if let Some(m) = t.message() {
-        s.push_str(": ");
-        s.push_str(m);
-    }
-    if let Some(src) = std::error::Error::source(t) {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-    }
-    s
 }
 
 /// A URL without its query string.

@@ -11,6 +11,7 @@ use super::client::{Body, Client, Session, status_of};
 use crate::Result;
 use crate::oci::reference::Reference;
 use crate::oci::{Digest, Store};
+use crate::platform::Platform;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -203,93 +204,14 @@ pub fn net_read_error(s: &Session, path: &str, e: std::io::Error) -> anyhow::Err
         method: "GET".into(),
         path: path.to_string(),
         status: None,
-        message: if super::client::is_timeout(&e) {
+        message: if crate::http::is_stall(&e) {
             "no bytes while reading the answer: stalled".to_string()
         } else {
             format!("connection dropped while reading: {e}")
         },
         retry_after: None,
-        stalled: super::client::is_timeout(&e),
+        stalled: crate::http::is_stall(&e),
     })
-}
-
-/// A platform as `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// `linux/amd64`, `linux/arm64/v8`, `linux/arm/v7`.
-    pub fn parse(s: &str) -> Result<Platform> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &&str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-        };
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: Some(v.to_string()),
-            }),
-            _ => bail!(
-                "invalid platform {s:?}: expected OS/ARCH[/VARIANT], e.g. linux/amd64 or linux/arm64/v8"
-            ),
-        }
-    }
-
-    /// The machine kiln runs on, in OCI's names.
-    pub fn host() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", None),
-            "arm" => ("arm", Some("v7")),
-            "x86" => ("386", None),
-            "powerpc64" => ("ppc64le", None),
-            "s390x" => ("s390x", None),
-            "riscv64" => ("riscv64", None),
-            other => (other, None),
-        };
-        Platform {
-            os: "linux".to_string(),
-            architecture: architecture.to_string(),
-            variant: variant.map(str::to_string),
-        }
-    }
-
-    fn matches(&self, p: &oci_spec::image::Platform) -> bool {
-        if p.os().to_string() != self.os || p.architecture().to_string() != self.architecture {
-            return false;
-        }
-        // arm64 without a variant is v8.
-        let norm = |v: Option<&str>| match (self.architecture.as_str(), v) {
-            ("arm64", None) => Some("v8".to_string()),
-            (_, v) => v.map(str::to_string),
-        };
-        match &self.variant {
-            None => true,
-            Some(v) => norm(p.variant().as_deref()) == norm(Some(v)),
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
 }
 
 /// Picks the manifest for `platform` from an index; the error lists what
@@ -313,14 +235,7 @@ pub fn select<'a>(
         .manifests()
         .iter()
         .filter_map(|d| d.platform().as_ref())
-        .map(|p| {
-            let mut s = format!("{}/{}", p.os(), p.architecture());
-            if let Some(v) = p.variant() {
-                s.push('/');
-                s.push_str(v);
-            }
-            s
-        })
+        .map(|p| Platform::from_oci(p).to_string())
         .collect();
     bail!(
         "{what} has no image for platform {platform}; it offers: {}. Pick one with --platform",

@@ -36,8 +36,8 @@ pub mod pull;
 pub mod push;
 
 pub use crate::oci::reference::{InvalidReference, Reference};
+pub use crate::platform::Platform;
 pub use client::{Client, ClientOptions, RegistryError};
 pub use credentials::{CredentialSource, Credentials};
-pub use manifest::Platform;
 pub use pull::{PullOptions, PullResult};
 pub use push::{PushOptions, PushSummary};

@@ -13,11 +13,12 @@ use oci_spec::image::{Descriptor, DescriptorBuilder, MediaType};
 
 use super::auth::repo_scope;
 use super::client::{Body, Client, Session};
-use super::manifest::{self, Parsed, Platform};
+use super::manifest::{self, Parsed};
 use super::parallel::for_each;
 use crate::Result;
 use crate::oci::reference::Reference;
 use crate::oci::{Digest, Store};
+use crate::platform::Platform;
 use crate::progress::Progress;
 
 #[derive(Debug, Clone, Default)]

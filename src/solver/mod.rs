@@ -37,9 +37,10 @@ use crate::context::Context;
 use crate::error::{CodedError, code};
 use crate::graph::key::{CacheKeys, ImageDigests};
 use crate::graph::{self, Base, ConfigChange, CopyFrom, Graph, ImageConfig, Op, Step};
-use crate::oci::image::{Image, ImageBuilder, host_platform, parse_platform, read_image};
+use crate::oci::image::{Image, ImageBuilder, read_image};
 use crate::oci::layer::{Entry, LayerOptions, canonicalize, write_canonical_layer, write_layer};
 use crate::oci::{Digest, ImageStore, Store};
+use crate::platform::Platform;
 use crate::progress::{Progress, TAIL_LINES};
 use crate::sandbox::{self, Sandbox, Snapshots};
 
@@ -181,13 +182,14 @@ impl Solver {
         // Package bases compose in parallel (index reads and .deb
         // downloads of a build and a runtime stage overlap).
         let output = output_stages(g, target);
-        let mut sets: BTreeMap<String, (&graph::PackageSet, &str, LayerOptions)> = BTreeMap::new();
+        let mut sets: BTreeMap<String, (&graph::PackageSet, &Platform, LayerOptions)> =
+            BTreeMap::new();
         for &i in &order {
             if let Base::Packages(p) = &g.stages[i].base {
                 let layer = stage_layer(opts, output.contains(&i));
-                let set =
-                    sets.entry(p.reference())
-                        .or_insert((p, g.stages[i].platform.as_str(), layer));
+                let set = sets
+                    .entry(p.reference())
+                    .or_insert((p, &g.stages[i].platform, layer));
                 // A set an output stage stands on is written as asked.
                 if output.contains(&i) {
                     set.2 = layer;
@@ -401,13 +403,13 @@ impl Solver {
     fn compose_packages(
         &self,
         p: &graph::PackageSet,
-        platform: &str,
+        platform: &Platform,
         layer: LayerOptions,
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Image> {
         use crate::packages::{compose::ComposeOptions, image};
-        let mut req = packages_request(p, platform);
+        let mut req = packages_request(p, platform)?;
         req.pull = opts.pull;
         let lock = match &p.lock {
             Some(d) => Some(opts.package_locks.get(d).cloned().with_context(|| {
@@ -466,18 +468,17 @@ impl Solver {
     pub(crate) fn resolve_image(
         &self,
         reference: &str,
-        platform_str: &str,
+        platform: &Platform,
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Image> {
-        let platform = parse_platform(platform_str).unwrap_or_else(|_| host_platform());
         if !(opts.pull && opts.registry.is_some())
             && let Ok(desc) = self.images.resolve(reference)
         {
             for (d, _) in crate::oci::image::closure(self.images.blobs(), &desc)? {
                 self.store.import_from(self.images.blobs(), &d)?;
             }
-            return read_image(&self.store, &desc, Some(&platform));
+            return read_image(&self.store, &desc, Some(platform));
         }
         let Some(client) = opts.registry else {
             bail!("image {reference} is not in the local store and no registry client was given");
@@ -489,12 +490,12 @@ impl Solver {
             &self.store,
             &r,
             &crate::registry::PullOptions {
-                platform: Some(crate::registry::Platform::parse(platform_str)?),
+                platform: Some(platform.clone()),
             },
             progress,
         )
         .with_context(|| format!("pulling {reference}"))?;
-        read_image(&self.store, &pulled.manifest, Some(&platform))
+        read_image(&self.store, &pulled.manifest, Some(platform))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -519,9 +520,7 @@ impl Solver {
         };
         let mut st = match &stage.base {
             Base::Scratch => StageState {
-                builder: ImageBuilder::scratch(
-                    parse_platform(&stage.platform).unwrap_or_else(|_| host_platform()),
-                ),
+                builder: ImageBuilder::scratch(stage.platform.clone()),
                 config: ImageConfig::default(),
                 layers: Vec::new(),
                 layer,
@@ -1094,25 +1093,22 @@ impl Solver {
     }
 }
 
-/// The package request a package base stands for, on the stage's platform.
+/// The package request a package base stands for, on the stage's
+/// platform; an error for a platform without Debian packages.
 pub(crate) fn packages_request(
     p: &graph::PackageSet,
-    platform: &str,
-) -> crate::packages::image::PackagesRequest {
+    platform: &Platform,
+) -> Result<crate::packages::image::PackagesRequest> {
     let mut repo = crate::packages::repo::RepoConfig::from_env();
-    let plat = parse_platform(platform).unwrap_or_else(|_| host_platform());
-    repo.arch = match plat.architecture().to_string().as_str() {
-        "arm64" => "arm64".to_string(),
-        _ => "amd64".to_string(),
-    };
-    crate::packages::image::PackagesRequest {
+    repo.arch = platform.debian_arch()?.to_string();
+    Ok(crate::packages::image::PackagesRequest {
         repo,
         suite: Some(p.suite.clone()),
         base: p.base,
         recommends: false,
         packages: p.packages.clone(),
         pull: false,
-    }
+    })
 }
 
 fn layer_records(img: &Image) -> Result<Vec<LayerRecord>> {
@@ -1185,5 +1181,37 @@ fn describe(op: &Op) -> String {
         Op::Copy(c) => format!("COPY → {}", c.dest),
         Op::Run(r) => format!("RUN {}", r.command.join(" ")),
         Op::Config(c) => format!("{c:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> graph::PackageSet {
+        graph::PackageSet {
+            suite: "bookworm".into(),
+            packages: vec!["ca-certificates".into()],
+            base: Default::default(),
+            lock: None,
+            extra_ca: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_package_base_is_composed_for_its_platform_or_refused() {
+        let arch =
+            |p: &str| packages_request(&set(), &Platform::parse(p).unwrap()).map(|r| r.repo.arch);
+        assert_eq!(arch("linux/amd64").unwrap(), "amd64");
+        assert_eq!(arch("linux/arm64/v8").unwrap(), "arm64");
+        // Never another architecture's packages.
+        for other in ["linux/arm/v7", "linux/s390x", "linux/386"] {
+            let e = arch(other).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("platform {other} is not supported"))
+                    && e.contains("linux/amd64, linux/arm64"),
+                "{other}: {e}"
+            );
+        }
     }
 }

@@ -38,8 +38,7 @@ pub struct SshOptions {
 impl SshOptions {
     fn stall_timeout(&self) -> Duration {
         self.timeout.unwrap_or_else(|| {
-            crate::registry::client::net_timeout_from_env()
-                .unwrap_or(crate::registry::client::DEFAULT_NET_TIMEOUT)
+            crate::http::net_timeout_from_env().unwrap_or(crate::http::DEFAULT_NET_TIMEOUT)
         })
     }
 }

@@ -1,4 +1,4 @@
-//! A per-agent DNS cache for the Debian fetcher.
+//! A per-agent DNS cache (archive downloads, `ADD <url>`, registries).
 //!
 //! ureq 3 resolves the host before every request (its connection pool is
 //! keyed by socket address), so composing an image made one lookup per
@@ -17,10 +17,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ureq3::config::Config;
-use ureq3::http::Uri;
-use ureq3::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq3::unversioned::transport::NextTimeout;
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
 
 /// How long an answer is reused: long enough for a build, short enough
 /// that a long-lived library user follows a mirror that moves.
@@ -29,7 +29,7 @@ const TTL: Duration = Duration::from_secs(60);
 /// [`DefaultResolver`] with answers kept for [`TTL`], keyed by scheme and
 /// authority.
 #[derive(Debug, Default)]
-pub struct CachingResolver {
+pub(crate) struct CachingResolver {
     inner: DefaultResolver,
     answers: Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
 }
@@ -40,7 +40,7 @@ impl Resolver for CachingResolver {
         uri: &Uri,
         config: &Config,
         timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq3::Error> {
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let key = format!(
             "{}://{}",
             uri.scheme_str().unwrap_or_default(),
@@ -65,12 +65,12 @@ impl Resolver for CachingResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ureq3::unversioned::transport::time::Duration as UDuration;
+    use ureq::unversioned::transport::time::Duration as UDuration;
 
     fn no_timeout() -> NextTimeout {
         NextTimeout {
             after: UDuration::NotHappening,
-            reason: ureq3::Timeout::Global,
+            reason: ureq::Timeout::Global,
             ..NextTimeout::default()
         }
     }
