@@ -78,15 +78,16 @@ pub struct BuildRequest {
 }
 
 /// A privilege a build must be granted explicitly (buildx's `--allow`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Entitlement {
     /// `RUN --security=insecure` runs its step privileged: every
     /// capability, /proc unmasked and writable; root on the host.
-    #[value(name = "security.insecure")]
+    #[cfg_attr(feature = "cli", value(name = "security.insecure"))]
     SecurityInsecure,
     /// `RUN --network=host` runs on the host's network (its loopback
     /// services included) instead of failing.
-    #[value(name = "network.host")]
+    #[cfg_attr(feature = "cli", value(name = "network.host"))]
     NetworkHost,
 }
 

@@ -9,6 +9,7 @@
 //! `downcast_ref`.
 
 pub mod build;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod deploy;
 pub mod dockerfile;

@@ -194,6 +194,14 @@ impl Solver {
                 }
             }
         }
+        // What the progress header counts: every package set and every
+        // shown step of the stages to build.
+        let total_steps = sets.len()
+            + order
+                .iter()
+                .map(|&i| g.stages[i].steps.iter().filter(|s| shown(&s.op)).count())
+                .sum::<usize>();
+        progress.steps(total_steps as u64);
         let composed: Vec<(String, Result<Image>)> = std::thread::scope(|s| {
             let handles: Vec<_> = sets
                 .iter()
@@ -418,11 +426,14 @@ impl Solver {
             })?),
             None => None,
         };
-        let task = progress.task(format!(
+        let task = progress.for_steps().task(format!(
             "[packages] {} ({})",
             one_line(&p.packages.join(" ")),
             p.suite
         ));
+        // The downloads and the layers (one per package group) are parts
+        // of this step: the terminal shows them on its line.
+        let parts = progress.under(&task);
         let built = image::build(
             &self.store,
             &req,
@@ -439,7 +450,7 @@ impl Solver {
                 snapshots: Some(self.snapshots.clone()),
                 ..ComposeOptions::default()
             },
-            progress,
+            &parts,
         )
         .with_context(|| {
             format!(
@@ -552,13 +563,20 @@ impl Solver {
             }
         };
         let name = stage.display_name(idx);
-        let total = stage.steps.len();
+        // Config-only steps (ENV, LABEL, CMD…) are not shown: the shown
+        // steps are numbered 1..=total without gaps.
+        let total = stage.steps.iter().filter(|s| shown(&s.op)).count();
+        let mut number = 0;
+        let progress = &progress.for_steps();
         // The chain of keys as built: it leaves the precomputed one after a
         // COPY --from=<stage> keyed by content, and the later steps are
         // keyed again over it.
         let mut parent = stage_keys.base.clone();
         let mut diverged = false;
         for (j, step) in stage.steps.iter().enumerate() {
+            if shown(&step.op) {
+                number += 1;
+            }
             let own_key = if diverged {
                 graph::key::step_key(&parent, &step.op, &stage_keys.reads[j])?
             } else {
@@ -570,7 +588,7 @@ impl Solver {
                 .as_ref()
                 .map(|o| o.text.clone())
                 .unwrap_or_else(|| describe(&step.op));
-            let label = format!("[{name} {}/{total}] {}", j + 1, one_line(&text));
+            let label = format!("[{name} {number}/{total}] {}", one_line(&text));
             if let Op::Config(change) = &step.op
                 && !matches!(change, ConfigChange::WorkingDir(_))
             {
@@ -670,6 +688,7 @@ impl Solver {
                 }
                 Op::Config(change) => {
                     // WORKDIR creates its directory when missing, as Docker does.
+                    let task = progress.task(label.clone());
                     st.config.apply(change);
                     let ConfigChange::WorkingDir(dir) = change else {
                         unreachable!()
@@ -677,11 +696,13 @@ impl Solver {
                     let view = self.view(&st)?;
                     let entries = workdir::entries(&view, dir, &st.config.user)
                         .with_context(|| format!("{label} ({})", origin_of(step)))?;
-                    if entries.is_empty() {
+                    let layer = if entries.is_empty() {
                         None
                     } else {
                         self.write(entries, st.layer)?
-                    }
+                    };
+                    task.finish("done");
+                    layer
                 }
                 Op::Packages(p) => bail!(
                     "{label}: installing Debian packages ({}) in a stage is not supported yet",
@@ -1173,6 +1194,12 @@ fn origin_of(step: &Step) -> String {
         Some(o) => format!("{}:{}", o.file, o.line),
         None => "generated step".to_string(),
     }
+}
+
+/// Whether a step has a line in the progress display: every step but the
+/// ones that only change the image config (WORKDIR creates a directory).
+fn shown(op: &Op) -> bool {
+    !matches!(op, Op::Config(c) if !matches!(c, ConfigChange::WorkingDir(_)))
 }
 
 fn one_line(s: &str) -> String {
