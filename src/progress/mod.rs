@@ -465,15 +465,6 @@ impl Drop for Task {
     }
 }
 
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
 /// A reader that reports the bytes read through it as a task's progress
 /// (an upload or a transfer), at most every 100 ms.
 pub struct Reading<'a, R> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 
 use super::render::{Board, closing_line, warning};
-use super::{Event, Level, ProgressSink, human_bytes, truncate};
+use super::{Event, Level, ProgressSink, human_bytes};
 
 pub struct Tty {
     bars: MultiProgress,
@@ -179,4 +179,14 @@ impl ProgressSink for Tty {
             }
         }
     }
+}
+
+/// `s` cut to `max` characters, `…` marking the cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
