@@ -27,14 +27,13 @@ pub mod workdir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
 
 use crate::Result;
 use crate::dockerfile::context::Context;
-use crate::error::{CodedError, code};
 use crate::graph::key::{CacheKeys, ImageDigests};
 use crate::graph::{self, Base, ConfigChange, CopyFrom, Graph, ImageConfig, Op, Step};
 use crate::oci::image::{Image, ImageBuilder, host_platform, parse_platform, read_image};
@@ -574,6 +573,15 @@ impl Solver {
         let mut parent = stage_keys.base.clone();
         let mut diverged = false;
         for (j, step) in stage.steps.iter().enumerate() {
+            // A cancelled build stops at the next step (a running step is
+            // stopped by the sandbox, which watches the same flag).
+            if opts
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::SeqCst))
+            {
+                return Err(crate::sandbox::Cancelled.into());
+            }
             if shown(&step.op) {
                 number += 1;
             }
@@ -1087,15 +1095,17 @@ impl Solver {
                 shown.push('\n');
                 shown.push_str(&hint);
             }
-            return Err(CodedError::new(
-                code::STEP_FAILED,
-                format!(
+            return Err(crate::error::StepFailure {
+                step: label.to_string(),
+                exit_code: out.exit_code,
+                message: format!(
                     "{label} ({origin}) failed with exit code {}\ncommand: {}\nlast {} lines of output:\n{shown}",
                     out.exit_code,
                     run.command.join(" "),
                     TAIL_LINES.min(tail.len().max(1))
                 ),
-            )
+                tail,
+            }
             .into());
         }
         let mut captured = out.capture()?;
