@@ -7,13 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
 
 use crate::Result;
 use crate::dockerfile::lower::{BaseResolver, BuildArgs};
+use crate::error::InputError;
 use crate::graph::ImageConfig;
 use crate::oci::export::{self, Output};
 use crate::oci::image::Image;
@@ -51,7 +52,10 @@ pub struct BuildRequest {
     pub push: bool,
     pub compression: Compression,
     pub insecure_registries: Vec<String>,
-    /// Set to cancel the build (Ctrl-C).
+    /// Set it to cancel the build (the CLI sets it on Ctrl-C; a library
+    /// caller from any thread, e.g. on a timeout): the running step's
+    /// processes are killed and its files removed, no later step or push
+    /// starts, and the build returns [`crate::Error::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
     /// Build from the auto plan even when a Dockerfile is present (`--auto`).
     pub auto: bool,
@@ -78,15 +82,16 @@ pub struct BuildRequest {
 }
 
 /// A privilege a build must be granted explicitly (buildx's `--allow`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Entitlement {
     /// `RUN --security=insecure` runs its step privileged: every
     /// capability, /proc unmasked and writable; root on the host.
-    #[value(name = "security.insecure")]
+    #[cfg_attr(feature = "cli", value(name = "security.insecure"))]
     SecurityInsecure,
     /// `RUN --network=host` runs on the host's network (its loopback
     /// services included) instead of failing.
-    #[value(name = "network.host")]
+    #[cfg_attr(feature = "cli", value(name = "network.host"))]
     NetworkHost,
 }
 
@@ -217,17 +222,21 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     }
     let context = &req.context;
     if !context.is_dir() {
-        bail!("build context {} is not a directory", context.display());
+        return Err(InputError::in_file(
+            context,
+            format!("build context {} is not a directory", context.display()),
+        )
+        .into());
     }
     // Names are checked before any work.
     let names: Vec<String> = req
         .tags
         .iter()
-        .map(|t| normalize_name(t))
+        .map(|t| normalize_name(t).map_err(|e| InputError::new(format!("{e:#}")).into()))
         .collect::<Result<_>>()?;
     let push_refs: Vec<Reference> = if req.push {
         if names.is_empty() {
-            bail!("--push needs a name: give -t REGISTRY/NAME:TAG");
+            return Err(InputError::new("--push needs a name: give -t REGISTRY/NAME:TAG").into());
         }
         names
             .iter()
@@ -401,6 +410,13 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         push_refs
     };
     for r in refs {
+        if req
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+        {
+            return Err(crate::sandbox::Cancelled.into());
+        }
         let summary = registry::push::push(
             &client,
             &solver.store,
@@ -655,7 +671,9 @@ pub fn choose_source(req: &BuildRequest) -> Result<BuildSource> {
     }
     if let Some(f) = &req.dockerfile {
         if !f.is_file() {
-            bail!("Dockerfile not found: {}", f.display());
+            return Err(
+                InputError::in_file(f, format!("Dockerfile not found: {}", f.display())).into(),
+            );
         }
         return Ok(BuildSource::Dockerfile(f.clone()));
     }

@@ -4,11 +4,18 @@
 //! directly. The pipeline and where each piece lives is described in
 //! `docs/architecture.md` (frontends → build graph → solver → exporters).
 //!
-//! Errors are [`anyhow::Error`] with context chains; failures a caller may
-//! want to branch on are typed (see [`error`]) and can be recovered with
-//! `downcast_ref`.
+//! The entry points for a program that embeds kiln are [`plan()`] and
+//! [`build()`]: they report progress live to a [`progress::ProgressSink`]
+//! (through [`Progress::with_sink`]) and fail with [`Error`], an enum to
+//! branch on (a failed step, the network, bad input, cancellation) with
+//! [`Error::is_transient`] for retries. `examples/embed.rs` plans, builds,
+//! pushes and cancels; docs/library.md describes the API. Inside, errors
+//! are [`anyhow::Error`] chains (see [`error`]). The library builds without
+//! the command line: `default-features = false` drops the `cli` feature
+//! (clap, clap_complete, indicatif).
 
 pub mod build;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod context;
 pub mod deploy;
@@ -28,5 +35,31 @@ pub mod sandbox;
 pub mod solver;
 pub mod transfer;
 
-pub use build::{BuildRequest, BuildResult, build};
-pub use error::Result;
+pub use build::{BuildRequest, BuildResult, PlanRequest};
+pub use error::{Error, Result};
+pub use progress::{Event, Progress, ProgressSink};
+
+/// Builds an image (from the context's Dockerfile, inline Dockerfile text
+/// or the auto plan; see [`BuildRequest`]), reporting to `progress` as it
+/// goes. [`build::build`] is the same with an `anyhow` error.
+pub fn build(req: &BuildRequest, progress: &Progress) -> std::result::Result<BuildResult, Error> {
+    build::build(req, progress).map_err(Error::from)
+}
+
+/// The auto build plan for the app in `dir` (what `kiln plan` prints): the
+/// providers that matched, the packages, the install, build and start
+/// commands, with `req`'s overrides and `-e` variables applied.
+pub fn plan(
+    dir: &std::path::Path,
+    req: &PlanRequest,
+) -> std::result::Result<plan::BuildPlan, Error> {
+    let opts = plan::Options {
+        install_cmd: req.install_cmd.clone(),
+        build_cmd: req.build_cmd.clone(),
+        start_cmd: req.start_cmd.clone(),
+        apt: req.apt.clone(),
+        config: req.config.clone(),
+        ..Default::default()
+    };
+    plan::generate(dir, &req.env, &opts).map_err(Error::from)
+}

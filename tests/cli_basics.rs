@@ -4,7 +4,6 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use support::kiln::Kiln;
 
@@ -37,6 +36,7 @@ fn a_pipe_closed_early_is_not_a_panic() {
 #[cfg(feature = "e2e")]
 #[test]
 fn an_interrupted_build_exits_130() {
+    use std::time::{Duration, Instant};
     use support::hostile::{busybox_layer, oci_layout};
     let k = Kiln::new();
     oci_layout(&k.path("bb"), &[busybox_layer()], "bb:1");

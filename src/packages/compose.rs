@@ -535,11 +535,9 @@ pub fn compose(
         }
         let l = write_layer(store, entries, opts)
             .with_context(|| format!("writing the layer of {label}"))?;
-        task.finish(&format!(
-            "{} {}",
-            l.blob.digest.short(),
-            crate::progress::human_bytes(l.blob.size)
-        ));
+        // The size is what the package set's line sums.
+        task.bytes(l.blob.size, Some(l.blob.size));
+        task.finish("done");
         let pl = PackageLayer::from(&l, g.clone());
         cache.put(&key, &pl)?;
         Ok(pl)
@@ -587,7 +585,8 @@ pub fn compose(
         progress,
     )?);
     let l = write_layer(store, entries, opts).context("writing the configure layer")?;
-    task.finish(l.blob.digest.short());
+    task.bytes(l.blob.size, Some(l.blob.size));
+    task.finish("done");
     layers.push(PackageLayer::from(&l, Vec::new()));
     let composed = Composed {
         layers,

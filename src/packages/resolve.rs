@@ -94,17 +94,8 @@ impl FromStr for Request {
 }
 
 /// The base package set an image starts from.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Default,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Base {
     /// libc, base-files, base-passwd, ca-certificates, tzdata, netbase, dash, coreutils.

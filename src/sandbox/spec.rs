@@ -28,13 +28,14 @@ impl StepCommand {
 }
 
 /// The step's network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Network {
     /// Its own network namespace with outbound access through a user-mode
     /// network stack (pasta or slirp4netns); the host's loopback services
     /// are out of reach. BuildKit's and `docker run`'s default.
     #[default]
-    #[value(name = "default", alias = "private")]
+    #[cfg_attr(feature = "cli", value(name = "default", alias = "private"))]
     Private,
     /// A private network namespace with only loopback.
     None,

@@ -27,14 +27,13 @@ pub mod workdir;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
 
 use crate::Result;
 use crate::context::Context;
-use crate::error::{CodedError, code};
 use crate::graph::key::{CacheKeys, ImageDigests};
 use crate::graph::{self, Base, ConfigChange, CopyFrom, Graph, ImageConfig, Op, Step};
 use crate::oci::image::{Image, ImageBuilder, read_image};
@@ -196,6 +195,14 @@ impl Solver {
                 }
             }
         }
+        // What the progress header counts: every package set and every
+        // shown step of the stages to build.
+        let total_steps = sets.len()
+            + order
+                .iter()
+                .map(|&i| g.stages[i].steps.iter().filter(|s| shown(&s.op)).count())
+                .sum::<usize>();
+        progress.steps(total_steps as u64);
         let composed: Vec<(String, Result<Image>)> = std::thread::scope(|s| {
             let handles: Vec<_> = sets
                 .iter()
@@ -420,11 +427,14 @@ impl Solver {
             })?),
             None => None,
         };
-        let task = progress.task(format!(
+        let task = progress.for_steps().task(format!(
             "[packages] {} ({})",
             one_line(&p.packages.join(" ")),
             p.suite
         ));
+        // The downloads and the layers (one per package group) are parts
+        // of this step: the terminal shows them on its line.
+        let parts = progress.under(&task);
         let built = image::build(
             &self.store,
             &req,
@@ -441,7 +451,7 @@ impl Solver {
                 snapshots: Some(self.snapshots.clone()),
                 ..ComposeOptions::default()
             },
-            progress,
+            &parts,
         )
         .with_context(|| {
             format!(
@@ -551,13 +561,29 @@ impl Solver {
             }
         };
         let name = stage.display_name(idx);
-        let total = stage.steps.len();
+        // Config-only steps (ENV, LABEL, CMD…) are not shown: the shown
+        // steps are numbered 1..=total without gaps.
+        let total = stage.steps.iter().filter(|s| shown(&s.op)).count();
+        let mut number = 0;
+        let progress = &progress.for_steps();
         // The chain of keys as built: it leaves the precomputed one after a
         // COPY --from=<stage> keyed by content, and the later steps are
         // keyed again over it.
         let mut parent = stage_keys.base.clone();
         let mut diverged = false;
         for (j, step) in stage.steps.iter().enumerate() {
+            // A cancelled build stops at the next step (a running step is
+            // stopped by the sandbox, which watches the same flag).
+            if opts
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::SeqCst))
+            {
+                return Err(crate::sandbox::Cancelled.into());
+            }
+            if shown(&step.op) {
+                number += 1;
+            }
             let own_key = if diverged {
                 graph::key::step_key(&parent, &step.op, &stage_keys.reads[j])?
             } else {
@@ -569,7 +595,7 @@ impl Solver {
                 .as_ref()
                 .map(|o| o.text.clone())
                 .unwrap_or_else(|| describe(&step.op));
-            let label = format!("[{name} {}/{total}] {}", j + 1, one_line(&text));
+            let label = format!("[{name} {number}/{total}] {}", one_line(&text));
             if let Op::Config(change) = &step.op
                 && !matches!(change, ConfigChange::WorkingDir(_))
             {
@@ -669,6 +695,7 @@ impl Solver {
                 }
                 Op::Config(change) => {
                     // WORKDIR creates its directory when missing, as Docker does.
+                    let task = progress.task(label.clone());
                     st.config.apply(change);
                     let ConfigChange::WorkingDir(dir) = change else {
                         unreachable!()
@@ -676,11 +703,13 @@ impl Solver {
                     let view = self.view(&st)?;
                     let entries = workdir::entries(&view, dir, &st.config.user)
                         .with_context(|| format!("{label} ({})", origin_of(step)))?;
-                    if entries.is_empty() {
+                    let layer = if entries.is_empty() {
                         None
                     } else {
                         self.write(entries, st.layer)?
-                    }
+                    };
+                    task.finish("done");
+                    layer
                 }
             };
             self.steps.put(
@@ -1061,15 +1090,17 @@ impl Solver {
                 shown.push('\n');
                 shown.push_str(&hint);
             }
-            return Err(CodedError::new(
-                code::STEP_FAILED,
-                format!(
+            return Err(crate::error::StepFailure {
+                step: label.to_string(),
+                exit_code: out.exit_code,
+                message: format!(
                     "{label} ({origin}) failed with exit code {}\ncommand: {}\nlast {} lines of output:\n{shown}",
                     out.exit_code,
                     run.command.join(" "),
                     TAIL_LINES.min(tail.len().max(1))
                 ),
-            )
+                tail,
+            }
             .into());
         }
         let mut captured = out.capture()?;
@@ -1165,6 +1196,12 @@ fn origin_of(step: &Step) -> String {
         Some(o) => format!("{}:{}", o.file, o.line),
         None => "generated step".to_string(),
     }
+}
+
+/// Whether a step has a line in the progress display: every step but the
+/// ones that only change the image config (WORKDIR creates a directory).
+fn shown(op: &Op) -> bool {
+    !matches!(op, Op::Config(c) if !matches!(c, ConfigChange::WorkingDir(_)))
 }
 
 fn one_line(s: &str) -> String {

@@ -1,11 +1,14 @@
 //! Progress reporting shared by every long-running operation.
 //!
 //! Library code reports through a [`Progress`] handle and never prints
-//! itself. The handle renders in one of four modes, chosen like BuildKit's
-//! `--progress`: `tty` (live bars), `plain` (one line per event, for logs),
-//! `json` (one JSON object per line on stderr, for machines) and `quiet`
-//! (library default: nothing). `auto` picks `tty` on a terminal, else `plain`.
-//! `NO_COLOR` turns colours off in every mode.
+//! itself: the handle turns what happens into [`Event`]s and hands each one,
+//! as it happens, to a [`ProgressSink`]. The CLI's four modes, chosen like
+//! BuildKit's `--progress`, are sinks: `tty` (live bars, [`tty`]), `plain`
+//! (one line per event, for logs) and `json` (one JSON object per line on
+//! stderr, for machines), both in [`render`]; `quiet` has none (the library
+//! default). `auto` picks `tty` on a terminal, else `plain`. `NO_COLOR`
+//! turns colours off in every mode. A program embedding kiln passes its own
+//! sink to [`Progress::with_sink`].
 //!
 //! Every piece of text a handle is given (task names, log lines, messages,
 //! warnings) is passed through its [`Redactor`] first, so the secrets
@@ -15,14 +18,32 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::redact::Redactor;
 
+pub mod render;
+#[cfg(feature = "cli")]
+pub mod tty;
+
+/// Where a [`Progress`] handle sends its events, as they happen (from the
+/// threads that do the work: steps and package sets run in parallel).
+/// Implementations must be cheap: the build waits for `event` to return.
+pub trait ProgressSink: Send + Sync {
+    fn event(&self, event: &Event);
+}
+
+impl<F: Fn(&Event) + Send + Sync> ProgressSink for F {
+    fn event(&self, event: &Event) {
+        self(event)
+    }
+}
+
 /// How progress is shown. `Auto` is resolved by [`ProgressMode::resolve`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum ProgressMode {
     #[default]
     Auto,
@@ -47,8 +68,17 @@ impl ProgressMode {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// A task (a build step, a blob transfer…) started.
-    Start { id: u64, name: String },
+    /// A task (a build step, a blob transfer…) started. `parent` is the
+    /// task it is part of (the package set a package layer belongs to);
+    /// `step` marks the build's steps, the ones [`Event::Steps`] counts.
+    Start {
+        id: u64,
+        name: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        parent: Option<u64>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        step: bool,
+    },
     /// A line of a task's output.
     Log { id: u64, line: String },
     /// Bytes done out of an optional total.
@@ -65,6 +95,10 @@ pub enum Event {
     },
     /// A message not tied to a task.
     Message { level: Level, text: String },
+    /// A build's solve began: `total` steps (package sets and the shown
+    /// steps of the stages it builds) will start, as `step` tasks. A
+    /// second one (a rebuild with more packages) replaces the first.
+    Steps { total: u64 },
     /// The last event of a build: what it made, or why it failed.
     Result(BuildOutcome),
 }
@@ -104,13 +138,17 @@ pub enum Level {
 #[derive(Clone)]
 pub struct Progress {
     inner: Arc<Inner>,
+    /// The task the tasks started through this handle belong to.
+    parent: Option<u64>,
+    /// Tasks started through this handle are build steps.
+    steps: bool,
 }
 
 struct Inner {
     mode: ProgressMode,
     color: bool,
     next_id: Mutex<u64>,
-    bars: Option<indicatif::MultiProgress>,
+    sink: Option<Arc<dyn ProgressSink>>,
     /// Every event, in order, when recording is on (tests and library users
     /// that want to inspect what happened, e.g. which steps were cached).
     recorded: Option<Mutex<Vec<Event>>>,
@@ -127,23 +165,49 @@ struct Inner {
 pub const TAIL_LINES: usize = 30;
 
 impl Progress {
+    /// A handle that renders in `mode` on stderr (what the CLI uses).
     pub fn new(mode: ProgressMode) -> Progress {
         let mode = mode.resolve();
         let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             && std::io::stderr().is_terminal();
-        let bars = (mode == ProgressMode::Tty).then(indicatif::MultiProgress::new);
+        let sink: Option<Arc<dyn ProgressSink>> = match mode {
+            #[cfg(feature = "cli")]
+            ProgressMode::Tty => Some(Arc::new(tty::Tty::new(color))),
+            #[cfg(not(feature = "cli"))]
+            ProgressMode::Tty => Some(Arc::new(render::Plain::stderr(color))),
+            ProgressMode::Plain => Some(Arc::new(render::Plain::stderr(color))),
+            ProgressMode::Json => Some(Arc::new(render::Json::stderr())),
+            ProgressMode::Quiet | ProgressMode::Auto => None,
+        };
+        Progress::make(mode, color, sink, false)
+    }
+
+    fn make(
+        mode: ProgressMode,
+        color: bool,
+        sink: Option<Arc<dyn ProgressSink>>,
+        record: bool,
+    ) -> Progress {
         Progress {
             inner: Arc::new(Inner {
                 mode,
                 color,
                 next_id: Mutex::new(0),
-                bars,
-                recorded: None,
+                sink,
+                recorded: record.then(|| Mutex::new(Vec::new())),
                 tails: Mutex::new(std::collections::HashMap::new()),
                 redactor: std::sync::RwLock::new(Redactor::new()),
                 ended: std::sync::atomic::AtomicBool::new(false),
             }),
+            parent: None,
+            steps: false,
         }
+    }
+
+    /// A handle that hands every event to `sink` as it happens: how a
+    /// program embedding kiln shows progress its own way.
+    pub fn with_sink(sink: Arc<dyn ProgressSink>) -> Progress {
+        Progress::make(ProgressMode::Quiet, false, Some(sink), false)
     }
 
     /// A handle that shows nothing: the library default.
@@ -153,9 +217,26 @@ impl Progress {
 
     /// A quiet handle that records every event, readable with [`Progress::events`].
     pub fn recording() -> Progress {
-        let mut p = Progress::new(ProgressMode::Quiet);
-        Arc::get_mut(&mut p.inner).expect("fresh handle").recorded = Some(Mutex::new(Vec::new()));
-        p
+        Progress::make(ProgressMode::Quiet, false, None, true)
+    }
+
+    /// A handle whose tasks are parts of `task` (renderers fold them into
+    /// its line): the package layers of a package set.
+    pub fn under(&self, task: &Task) -> Progress {
+        Progress {
+            inner: self.inner.clone(),
+            parent: Some(task.id),
+            steps: false,
+        }
+    }
+
+    /// A handle whose tasks are build steps (counted against [`Event::Steps`]).
+    pub fn for_steps(&self) -> Progress {
+        Progress {
+            inner: self.inner.clone(),
+            parent: self.parent,
+            steps: true,
+        }
     }
 
     /// The events recorded so far (empty unless made by [`Progress::recording`]).
@@ -208,35 +289,17 @@ impl Progress {
         self.inner.color
     }
 
-    fn emit(&self, ev: Event) {
-        if let Some(r) = &self.inner.recorded {
-            r.lock().unwrap_or_else(|e| e.into_inner()).push(ev.clone());
-        }
-        if self.inner.mode == ProgressMode::Json
-            && let Ok(mut v) = serde_json::to_value(&ev)
-        {
-            // Every line carries its wall-clock time (RFC 3339, UTC, ms).
-            if let Some(obj) = v.as_object_mut() {
-                obj.insert(
-                    "time".into(),
-                    chrono::Utc::now()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                        .into(),
-                );
-            }
-            let _ = writeln!(std::io::stderr().lock(), "{v}");
-        }
+    /// Whether anything receives the events (bytes events are only made then).
+    fn listened(&self) -> bool {
+        self.inner.sink.is_some() || self.inner.recorded.is_some()
     }
 
-    fn print(&self, line: &str) {
-        match (&self.inner.bars, self.inner.mode) {
-            (Some(bars), _) => {
-                let _ = bars.println(line);
-            }
-            (None, ProgressMode::Plain) => {
-                let _ = writeln!(std::io::stderr().lock(), "{line}");
-            }
-            _ => {}
+    fn emit(&self, ev: Event) {
+        if let Some(sink) = &self.inner.sink {
+            sink.event(&ev);
+        }
+        if let Some(r) = &self.inner.recorded {
+            r.lock().unwrap_or_else(|e| e.into_inner()).push(ev);
         }
     }
 
@@ -249,7 +312,8 @@ impl Progress {
         });
     }
 
-    /// Records how a build ended (`--progress json` prints it last).
+    /// Records how a build ended (`--progress json` prints it last; the
+    /// terminal renderers print the closing line from it).
     pub fn result(&self, outcome: BuildOutcome) {
         let mut outcome = outcome;
         outcome.error = outcome.error.map(|e| self.redact(&e));
@@ -264,9 +328,13 @@ impl Progress {
         self.inner.ended.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// A build's solve is about to start `total` steps.
+    pub fn steps(&self, total: u64) {
+        self.emit(Event::Steps { total });
+    }
+
     pub fn info(&self, text: impl Into<String>) {
         let text = self.redact(&text.into());
-        self.print(&text);
         self.emit(Event::Message {
             level: Level::Info,
             text,
@@ -275,16 +343,13 @@ impl Progress {
 
     pub fn warn(&self, text: impl Into<String>) {
         let text = self.redact(&text.into());
-        let shown = if self.inner.color {
-            format!("\x1b[33mwarning\x1b[0m: {text}")
-        } else {
-            format!("warning: {text}")
-        };
-        // Warnings are shown even in quiet mode: losing them hides problems.
-        if matches!(self.inner.mode, ProgressMode::Quiet) && self.inner.recorded.is_none() {
-            let _ = writeln!(std::io::stderr().lock(), "{shown}");
-        } else {
-            self.print(&shown);
+        // Warnings are shown even without a sink: losing them hides problems.
+        if !self.listened() {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}",
+                render::warning(&text, self.inner.color)
+            );
         }
         self.emit(Event::Message {
             level: Level::Warn,
@@ -300,25 +365,17 @@ impl Progress {
             *n += 1;
             *n
         };
-        let bar = self.inner.bars.as_ref().map(|bars| {
-            let bar = bars.add(indicatif::ProgressBar::new_spinner());
-            bar.set_message(name.clone());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        if self.inner.mode == ProgressMode::Plain {
-            self.print(&format!("#{id} {name}"));
-        }
         self.emit(Event::Start {
             id,
             name: name.clone(),
+            parent: self.parent,
+            step: self.steps,
         });
         Task {
             progress: self.clone(),
             id,
             name,
             started: Instant::now(),
-            bar,
             finished: false,
             tail: Mutex::new(std::collections::VecDeque::new()),
         }
@@ -331,7 +388,6 @@ pub struct Task {
     id: u64,
     name: String,
     started: Instant,
-    bar: Option<indicatif::ProgressBar>,
     finished: bool,
     tail: Mutex<std::collections::VecDeque<String>>,
 }
@@ -355,13 +411,6 @@ impl Task {
             }
             tail.push_back(line.to_string());
         }
-        match &self.bar {
-            Some(bar) => bar.set_message(format!("{}  {}", self.name, truncate(line, 60))),
-            None if self.progress.inner.mode == ProgressMode::Plain => {
-                self.progress.print(&format!("#{} {line}", self.id))
-            }
-            None => {}
-        }
         self.progress.emit(Event::Log {
             id: self.id,
             line: line.to_string(),
@@ -370,21 +419,7 @@ impl Task {
 
     /// Bytes done so far (of `total` when known).
     pub fn bytes(&self, done: u64, total: Option<u64>) {
-        if let Some(bar) = &self.bar {
-            let secs = self.started.elapsed().as_secs_f64().max(0.001);
-            let rate = done as f64 / secs;
-            let of = total
-                .map(|t| format!(" / {}", human_bytes(t)))
-                .unwrap_or_default();
-            bar.set_message(format!(
-                "{}  {}{of}  {}/s",
-                self.name,
-                human_bytes(done),
-                human_bytes(rate as u64)
-            ));
-        }
-        if self.progress.inner.mode == ProgressMode::Json || self.progress.inner.recorded.is_some()
-        {
+        if self.progress.listened() {
             self.progress.emit(Event::Bytes {
                 id: self.id,
                 done,
@@ -393,7 +428,8 @@ impl Task {
         }
     }
 
-    /// Ends the task with a status word (`done`, `cached`, `skipped`, `failed`).
+    /// Ends the task with a status word (`done`, `cached`, `skipped`,
+    /// `failed`; `fetched` for an index download).
     pub fn finish(mut self, status: &str) {
         self.end(status);
     }
@@ -415,21 +451,10 @@ impl Task {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(self.name.clone(), tail);
-        let seconds = self.started.elapsed().as_secs_f64();
-        let shown = match status {
-            "done" => format!("{}  {seconds:.1}s", self.name),
-            other => format!("{}  {}", self.name, other.to_uppercase()),
-        };
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-            self.progress.print(&shown);
-        } else if self.progress.inner.mode == ProgressMode::Plain {
-            self.progress.print(&format!("#{} {shown}", self.id));
-        }
         self.progress.emit(Event::Finish {
             id: self.id,
             status: status.to_string(),
-            seconds,
+            seconds: self.started.elapsed().as_secs_f64(),
         });
     }
 }
@@ -440,16 +465,6 @@ impl Drop for Task {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
-/// `1536` → `1.5 KiB`.
 /// A reader that reports the bytes read through it as a task's progress
 /// (an upload or a transfer), at most every 100 ms.
 pub struct Reading<'a, R> {
@@ -489,6 +504,7 @@ impl<R: std::io::Read> std::io::Read for Reading<'_, R> {
     }
 }
 
+/// `1536` → `1.5 KiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
