@@ -133,23 +133,32 @@ pub struct LowerOptions {
     /// stage's ([`crate::solver::trust::BUNDLE`], see
     /// [`graph::Mount::HostCa`]); the key records only that it is.
     pub host_ca: bool,
+    /// `--cache-key KEY` (Nixpacks'): cache mount ids become `KEY-DIR`
+    /// instead of `DIR`, so apps built on one machine keep their caches
+    /// (npm's, pip's…) apart.
+    pub cache_key: Option<String>,
+    /// `--no-error-without-start` (Nixpacks'): a plan without a start
+    /// command gives an image without `CMD` (run it with a command) instead
+    /// of an error.
+    pub allow_no_start: bool,
 }
 
 /// The graph for `plan` over the walked source tree `ctx`.
 pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Graph> {
     let platform = opts.platform.as_str();
     let start = plan.start.clone().unwrap_or_default();
-    let Some(start_cmd) = start.cmd.clone().filter(|c| !c.trim().is_empty()) else {
+    let start_cmd = start.cmd.clone().filter(|c| !c.trim().is_empty());
+    if start_cmd.is_none() && !opts.allow_no_start {
         return Err(CodedError::new(
             code::FAILURE,
             format!(
-                "no start command for the app in {} (providers: {}): set one with `[start] cmd = \"…\"` in kiln.toml, NIXPACKS_START_CMD=… (or KILN_START_CMD), a Procfile `web:` line, or `kiln build -s CMD`",
+                "no start command for the app in {} (providers: {}): set one with `[start] cmd = \"…\"` in kiln.toml, NIXPACKS_START_CMD=… (or KILN_START_CMD), a Procfile `web:` line, or `kiln build -s CMD` (or build an image without one: --no-error-without-start)",
                 ctx.root.display(),
                 plan.providers.clone().unwrap_or_default().join(", ")
             ),
         )
         .into());
-    };
+    }
     let suite = plan.suite.clone().unwrap_or_else(|| "trixie".to_string());
     let order = super::phase_order(plan)?;
 
@@ -244,7 +253,14 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         .flatten()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    b.config(ConfigChange::Env(env.clone()), "ENV (plan variables)");
+    // A `--build-env` variable overrides an image variable of the same
+    // name in the build steps (step arguments lose to ENV).
+    let build_env: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !build_args.iter().any(|(bk, _)| bk == k))
+        .cloned()
+        .collect();
+    b.config(ConfigChange::Env(build_env), "ENV (plan variables)");
     let mut copied_all = false;
     for name in &order {
         let Some(phase) = plan.phase(name) else {
@@ -276,7 +292,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             .cache_directories
             .iter()
             .flatten()
-            .map(|c| cache_mount(&abs(c)))
+            .map(|c| cache_mount(&abs(c), opts.cache_key.as_deref()))
             .collect();
         mounts.extend(secrets.iter().cloned());
         if opts.host_ca {
@@ -400,11 +416,15 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             "ENTRYPOINT [\"/usr/bin/tini\", \"-s\", \"--\"]",
         );
     }
-    let cmd = exec_form(&start_cmd);
-    r.config(
-        ConfigChange::Cmd(Some(cmd.clone())),
-        &format!("CMD {}", serde_json::to_string(&cmd)?),
-    );
+    // Without a start command (--no-error-without-start) the image has no
+    // CMD: it runs what `podman run IMAGE CMD…` gives, under tini.
+    if let Some(start_cmd) = &start_cmd {
+        let cmd = exec_form(start_cmd);
+        r.config(
+            ConfigChange::Cmd(Some(cmd.clone())),
+            &format!("CMD {}", serde_json::to_string(&cmd)?),
+        );
+    }
     let runtime = r.finish();
     Ok(Graph {
         stages: vec![build, runtime],
@@ -462,10 +482,13 @@ pub fn abs(dir: &str) -> String {
     }
 }
 
-fn cache_mount(target: &str) -> Mount {
+fn cache_mount(target: &str, key: Option<&str>) -> Mount {
     Mount::Cache {
         target: target.to_string(),
-        id: target.to_string(),
+        id: match key {
+            Some(k) => format!("{k}-{target}"),
+            None => target.to_string(),
+        },
         sharing: Sharing::Locked,
         from: None,
         source: String::new(),
@@ -691,6 +714,7 @@ mod tests {
                 platform: "linux/amd64".into(),
                 build_ca: Vec::new(),
                 host_ca: false,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -749,6 +773,7 @@ mod tests {
                     platform: "linux/amd64".into(),
                     build_ca: Vec::new(),
                     host_ca,
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -794,5 +819,172 @@ mod tests {
             );
             assert!(!r.build_args.iter().any(|(k, _)| k == "SSL_CERT_FILE"));
         }
+    }
+
+    /// A Procfile app's plan with `env` (`-e`) and `opts`, lowered.
+    fn lowered(
+        env: &[&str],
+        opts: crate::plan::Options,
+        lower_opts: LowerOptions,
+    ) -> Result<Graph> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Procfile"), "web: sh -c 'echo hi'\n").unwrap();
+        let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+        let plan = crate::plan::generate(dir.path(), &env, &opts)?;
+        let (matcher, _) = context_ignore(dir.path()).unwrap();
+        let ctx = Context::open(dir.path(), matcher).unwrap();
+        lower(&plan, &ctx, &lower_opts)
+    }
+
+    fn configs(stage: &Stage) -> Vec<&ConfigChange> {
+        stage
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                graph::Op::Config(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn env_names(stage: &Stage) -> Vec<String> {
+        configs(stage)
+            .into_iter()
+            .filter_map(|c| match c {
+                ConfigChange::Env(e) => Some(e.iter().map(|(k, _)| k.clone())),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn build_runs(g: &Graph) -> Vec<&Run> {
+        g.stages[0]
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                graph::Op::Run(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// docs/nixpacks-migration.md: `-e` (Nixpacks' `--env`) is in the
+    /// image's ENV and the build steps'; `--build-env` only in the steps,
+    /// where it wins over an image variable of the same name.
+    #[test]
+    fn env_reaches_the_image_and_build_env_only_the_steps() {
+        let opts = crate::plan::Options {
+            build_cmd: Some("make".into()),
+            build_env: vec!["BUILD_TOKEN=t".into(), "SHARED=build".into()],
+            ..Default::default()
+        };
+        // One name with both flags is refused (which should win?).
+        let e = lowered(
+            &["GREETING=hi", "SHARED=x"],
+            opts.clone(),
+            LowerOptions::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("both -e"), "{e:#}");
+        let opts = crate::plan::Options {
+            build_env: vec!["BUILD_TOKEN=t".into()],
+            ..opts
+        };
+        let g = lowered(&["GREETING=hi"], opts, LowerOptions::default()).unwrap();
+        let runtime = env_names(&g.stages[1]);
+        assert!(runtime.contains(&"GREETING".to_string()), "{runtime:?}");
+        assert!(!runtime.contains(&"BUILD_TOKEN".to_string()), "{runtime:?}");
+        let build = env_names(&g.stages[0]);
+        assert!(build.contains(&"GREETING".to_string()), "{build:?}");
+        let runs = build_runs(&g);
+        assert!(!runs.is_empty());
+        for r in runs {
+            assert!(
+                r.build_args.contains(&("BUILD_TOKEN".into(), "t".into())),
+                "{r:?}"
+            );
+        }
+        let e = lowered(
+            &[],
+            crate::plan::Options {
+                build_env: vec!["KILN_START_CMD=x".into()],
+                ..Default::default()
+            },
+            LowerOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("--build-env KILN_START_CMD"),
+            "{e:#}"
+        );
+    }
+
+    /// `--cache-key KEY`: every cache mount id is `KEY-DIR`.
+    #[test]
+    fn cache_key_prefixes_cache_mount_ids() {
+        let ids = |key: Option<&str>| -> Vec<String> {
+            let g = lowered(
+                &["KILN_BUILD_CACHE_DIRS=/root/.npm"],
+                crate::plan::Options {
+                    build_cmd: Some("make".into()),
+                    ..Default::default()
+                },
+                LowerOptions {
+                    cache_key: key.map(String::from),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            build_runs(&g)
+                .iter()
+                .flat_map(|r| r.mounts.iter())
+                .filter_map(|m| match m {
+                    Mount::Cache { id, .. } => Some(id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(ids(None), vec!["/root/.npm"]);
+        assert_eq!(ids(Some("app1")), vec!["app1-/root/.npm"]);
+    }
+
+    /// `--no-error-without-start`: no start command gives an image
+    /// without CMD; without the flag it is the error naming the ways to
+    /// set one.
+    #[test]
+    fn no_start_command_is_an_error_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "<p>hi</p>\n").unwrap();
+        let opts = crate::plan::Options {
+            build_cmd: Some("true".into()),
+            ..Default::default()
+        };
+        let plan = crate::plan::generate(dir.path(), &[], &opts).unwrap();
+        let plan = BuildPlan {
+            start: None,
+            ..plan
+        };
+        let (matcher, _) = context_ignore(dir.path()).unwrap();
+        let ctx = Context::open(dir.path(), matcher).unwrap();
+        let e = lower(&plan, &ctx, &LowerOptions::default()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("--no-error-without-start"),
+            "{e:#}"
+        );
+        let g = lower(
+            &plan,
+            &ctx,
+            &LowerOptions {
+                allow_no_start: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let runtime = configs(&g.stages[1]);
+        assert!(
+            !runtime.iter().any(|c| matches!(c, ConfigChange::Cmd(_))),
+            "{runtime:?}"
+        );
     }
 }
