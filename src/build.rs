@@ -79,6 +79,12 @@ pub struct BuildRequest {
     /// The network of RUN steps that do not choose one (`--network`):
     /// private with outbound access unless the caller opts into `Host`.
     pub network: crate::sandbox::Network,
+    /// `--add-host HOST:IP`: added to every RUN step's `/etc/hosts`.
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--build-context NAME=DIR` (Dockerfile builds): a local directory
+    /// that `FROM NAME` and `COPY --from=NAME` read, before any image or
+    /// stage of that name.
+    pub build_contexts: Vec<(String, PathBuf)>,
 }
 
 /// A privilege a build must be granted explicitly (buildx's `--allow`).
@@ -104,12 +110,29 @@ pub struct PlanRequest {
     pub install_cmd: Option<String>,
     /// `-b`: replaces the build commands.
     pub build_cmd: Option<String>,
-    /// `--apt`: extra Debian packages for the build stage.
+    /// `--apt`: extra Debian packages (build stage and runtime image).
     pub apt: Vec<String>,
-    /// `-e KEY=VALUE` variables given to the plan.
+    /// `--pkgs`: Nix package names (Nixpacks'), mapped to Debian packages
+    /// for the build stage and the runtime image.
+    pub pkgs: Vec<String>,
+    /// `--libs`: Nix library names (Nixpacks'), mapped like `pkgs`.
+    pub libs: Vec<String>,
+    /// `-e KEY=VALUE` entries given to the plan: `KILN_*`/`NIXPACKS_*`
+    /// configure it, the rest are variables of the build steps and the
+    /// image (as Nixpacks' `--env`).
     pub env: Vec<String>,
+    /// `--build-env KEY=VALUE`: variables of the build steps only.
+    pub build_env: Vec<String>,
     /// `-c`: the plan's config file, relative to the context.
     pub config: Option<String>,
+    /// `--plan FILE`: build this plan (as `kiln plan`/`nixpacks plan`
+    /// write it) instead of detecting one.
+    pub plan_file: Option<PathBuf>,
+    /// `--cache-key KEY`: prefix of the plan's cache mount ids.
+    pub cache_key: Option<String>,
+    /// `--no-error-without-start`: no start command gives an image
+    /// without `CMD` instead of an error.
+    pub no_error_without_start: bool,
 }
 
 /// Which frontend a build used, and why (`kiln build` prints it).
@@ -157,6 +180,8 @@ struct Resolver<'a> {
     client: &'a Client,
     progress: &'a Progress,
     seen: Mutex<BTreeMap<String, Option<ImageConfig>>>,
+    /// `--build-context` images by name.
+    local_images: BTreeMap<String, oci_spec::image::Descriptor>,
 }
 
 impl BaseResolver for Resolver<'_> {
@@ -173,7 +198,8 @@ impl BaseResolver for Resolver<'_> {
         {
             return Ok(c.clone());
         }
-        let opts = solve_options(None, self.client, &BuildRequest::default())?;
+        let mut opts = solve_options(None, self.client, &BuildRequest::default())?;
+        opts.local_images = self.local_images.clone();
         let img = self
             .solver
             .resolve_image(reference, platform, &opts, self.progress)?;
@@ -210,7 +236,52 @@ fn solve_options<'a>(
         allow_host_network: req.allow.contains(&Entitlement::NetworkHost)
             || req.network == crate::sandbox::Network::Host,
         host_ca: None,
+        extra_hosts: req.add_hosts.clone(),
+        local_images: BTreeMap::new(),
     })
+}
+
+/// Each `--build-context NAME=DIR` as a one-layer image of DIR (files
+/// owned by root, as `COPY` from the build context gives them) in the
+/// solver's store, by NAME. Content-addressed: an unchanged dir gives the
+/// same image, so steps that read it stay cached.
+fn named_contexts(
+    req: &BuildRequest,
+    solver: &Solver,
+    progress: &Progress,
+) -> Result<BTreeMap<String, oci_spec::image::Descriptor>> {
+    let mut out = BTreeMap::new();
+    for (name, dir) in &req.build_contexts {
+        if !dir.is_dir() {
+            bail!(
+                "--build-context {name}={}: not a directory (kiln takes local directories only)",
+                dir.display()
+            );
+        }
+        let platform = req
+            .platform
+            .as_deref()
+            .map(crate::platform::Platform::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--platform: {e}"))?;
+        let img = crate::oci::from_dir::image_from_dir(
+            &solver.store,
+            dir,
+            &crate::oci::from_dir::FromDirOptions {
+                layer: LayerOptions {
+                    compression: req.compression,
+                    epoch: source_date_epoch()?,
+                },
+                ownership: crate::oci::layer::Ownership::Fixed(0, 0),
+                platform,
+                ..Default::default()
+            },
+            progress,
+        )
+        .with_context(|| format!("--build-context {name}={}", dir.display()))?;
+        out.insert(name.clone(), img.manifest_desc);
+    }
+    Ok(out)
 }
 
 /// Builds an image: picks the frontend (see the module doc), solves the
@@ -256,14 +327,22 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         target: req.target.clone(),
         platform: req.platform.clone(),
         build_platform: None,
+        named_contexts: req.build_contexts.iter().map(|(n, _)| n.clone()).collect(),
     };
+    let mut source = choose_source(req)?;
+    if !req.build_contexts.is_empty() && matches!(source, BuildSource::Auto { .. }) {
+        bail!(
+            "--build-context is for Dockerfile builds (FROM NAME, COPY --from=NAME); this is an auto build"
+        );
+    }
+    let local_images = named_contexts(req, &solver, progress)?;
     let resolver = Resolver {
         solver: &solver,
         client: &client,
         progress,
         seen: Mutex::new(BTreeMap::new()),
+        local_images: local_images.clone(),
     };
-    let mut source = choose_source(req)?;
     let mut package_locks = BTreeMap::new();
     let mut host_ca = None;
     let (graph, ctx) = match &source {
@@ -332,6 +411,7 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     let mut opts = solve_options(Some(&ctx), &client, req)?;
     opts.package_locks = package_locks;
     opts.host_ca = host_ca;
+    opts.local_images = local_images;
     let can_add_packages =
         matches!(source, BuildSource::Auto { .. }) && opts.package_locks.is_empty();
     let solved = match solver.solve(graph, graph.target, &opts, progress) {
@@ -540,17 +620,11 @@ struct AutoGraph {
 
 fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
     let dir = &req.context;
-    let opts = crate::plan::Options {
-        install_cmd: req.plan.install_cmd.clone(),
-        build_cmd: req.plan.build_cmd.clone(),
-        start_cmd: req.plan.start_cmd.clone(),
-        apt: req.plan.apt.clone(),
-        config: req.plan.config.clone(),
-        secrets: req.secrets.keys().cloned().collect(),
-        progress: Some(progress.clone()),
-        ..Default::default()
+    let opts = plan_options(&req.plan, req, progress);
+    let plan = match &req.plan.plan_file {
+        Some(file) => crate::plan::from_file(file, &req.plan.env, &opts)?,
+        None => crate::plan::generate(dir, &req.plan.env, &opts)?,
     };
-    let plan = crate::plan::generate(dir, &req.plan.env, &opts)?;
     let providers = plan.providers.clone().unwrap_or_default();
     progress.info(format!(
         "Auto-build using providers: {} ({})",
@@ -559,12 +633,20 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
         } else {
             providers.join(", ")
         },
-        if req.auto {
-            "--auto given"
-        } else {
-            "no Dockerfile in the context"
+        match &req.plan.plan_file {
+            Some(f) => format!("the plan {}", f.display()),
+            None if req.auto => "--auto given".to_string(),
+            None => "no Dockerfile in the context".to_string(),
         }
     ));
+    // `-e` now reaches the image (Nixpacks' rule): say so where it shows.
+    let cli_vars = image_vars_from_env(&req.plan.env, &plan);
+    if !cli_vars.is_empty() {
+        progress.info(format!(
+            "in the image's environment (-e): {} (build-only variables: --build-env)",
+            cli_vars.join(" ")
+        ));
+    }
     if req.debug {
         progress.info(format!(
             "build summary:\n{}",
@@ -626,6 +708,8 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
             platform,
             build_ca,
             host_ca: host_ca.is_some(),
+            cache_key: req.plan.cache_key.clone(),
+            allow_no_start: req.plan.no_error_without_start,
         },
     )?;
     Ok(AutoGraph {
@@ -634,6 +718,40 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
         providers,
         host_ca,
     })
+}
+
+/// The plan options of an auto build's request.
+fn plan_options(p: &PlanRequest, req: &BuildRequest, progress: &Progress) -> crate::plan::Options {
+    let split = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .flat_map(|s| crate::plan::context::split_list(s))
+            .collect()
+    };
+    crate::plan::Options {
+        install_cmd: p.install_cmd.clone(),
+        build_cmd: p.build_cmd.clone(),
+        start_cmd: p.start_cmd.clone(),
+        pkgs: split(&p.pkgs),
+        apt: split(&p.apt),
+        libs: split(&p.libs),
+        config: p.config.clone(),
+        build_env: p.build_env.clone(),
+        secrets: req.secrets.keys().cloned().collect(),
+        progress: Some(progress.clone()),
+    }
+}
+
+/// The names `-e` put in the plan's image variables (not the options).
+fn image_vars_from_env(env: &[String], plan: &crate::plan::BuildPlan) -> Vec<String> {
+    let vars = plan.variables.clone().unwrap_or_default();
+    let mut names: Vec<String> = env
+        .iter()
+        .map(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_string())
+        .filter(|k| vars.contains_key(k))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// A PEM CA certificate file as (file name, text).
@@ -712,4 +830,40 @@ pub fn parse_secret(spec: &str) -> Result<(String, Vec<u8>)> {
             .into_bytes(),
     };
     Ok((id, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `kiln build --pkgs/--libs/--apt/--build-env` reach the plan as
+    /// `kiln plan`'s flags do: Nix names mapped to Debian packages for the
+    /// build stage and the runtime image, lists split on commas/spaces.
+    #[test]
+    fn build_plan_flags_reach_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Procfile"), "web: sh -c 'echo hi'\n").unwrap();
+        let req = BuildRequest {
+            context: dir.path().to_path_buf(),
+            plan: PlanRequest {
+                pkgs: vec!["cowsay".into()],
+                libs: vec!["zlib".into()],
+                apt: vec!["jq, curl".into()],
+                build_env: vec!["ONLY_BUILD=1".into()],
+                ..PlanRequest::default()
+            },
+            ..BuildRequest::default()
+        };
+        let opts = plan_options(&req.plan, &req, &Progress::quiet());
+        let plan = crate::plan::generate(dir.path(), &req.plan.env, &opts).unwrap();
+        let setup = plan.phase("setup").unwrap().apt_pkgs.clone().unwrap();
+        for p in ["cowsay", "zlib1g-dev", "jq", "curl"] {
+            assert!(setup.iter().any(|s| s == p), "{p} not in {setup:?}");
+        }
+        let runtime = plan.start.clone().unwrap().apt_pkgs.unwrap();
+        for p in ["cowsay", "zlib1g", "jq", "curl"] {
+            assert!(runtime.iter().any(|s| s == p), "{p} not in {runtime:?}");
+        }
+        assert_eq!(plan.build_variables.unwrap()["ONLY_BUILD"], "1");
+    }
 }

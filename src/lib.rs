@@ -21,6 +21,7 @@ pub mod context;
 pub mod deploy;
 pub mod dockerfile;
 pub mod error;
+pub mod failure;
 pub mod graph;
 pub mod http;
 pub mod oci;
@@ -36,7 +37,8 @@ pub mod solver;
 pub mod transfer;
 
 pub use build::{BuildRequest, BuildResult, PlanRequest};
-pub use error::{Error, Result};
+pub use error::Result;
+pub use failure::Error;
 pub use progress::{Event, Progress, ProgressSink};
 
 /// Builds an image (from the context's Dockerfile, inline Dockerfile text

@@ -220,3 +220,248 @@ fn labels_iidfile_and_metadata_file() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("KEY=VALUE"));
 }
+
+/// `kiln info --format json`: the summary's facts, as JSON.
+#[test]
+fn info_prints_json() {
+    let k = Kiln::new();
+    let app = k.path("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("Procfile"), "web: sh -c 'echo hi'\n").unwrap();
+    let out = k.stdout(&[
+        "info",
+        "app",
+        "--format",
+        "json",
+        "-e",
+        "GREETING=hi",
+        "--build-env",
+        "TOKEN=x",
+        "-b",
+        "make",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["start"]["cmd"], "sh -c 'echo hi'", "{v}");
+    assert_eq!(v["imageEnv"], serde_json::json!(["GREETING"]), "{v}");
+    assert_eq!(v["buildEnv"], serde_json::json!(["TOKEN"]), "{v}");
+    assert!(v["suite"].is_string(), "{v}");
+    let build = v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "build")
+        .unwrap_or_else(|| panic!("no build phase: {v}"));
+    assert_eq!(build["cmds"], serde_json::json!(["make"]), "{v}");
+}
+
+/// Bad flag values fail before any work, naming the flag (or the plan
+/// file's field) and exiting non-zero.
+#[test]
+fn bad_flag_values_are_named() {
+    let k = Kiln::new();
+    let app = k.path("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("Procfile"), "web: sh -c 'echo hi'\n").unwrap();
+    let fails = |args: &[&str], needle: &str| {
+        let out = k.kiln(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    };
+    std::fs::write(
+        k.path("plan.json"),
+        "{\n  \"start\": {\n    \"comand\": \"x\"\n  }\n}\n",
+    )
+    .unwrap();
+    fails(
+        &["build", "app", "--plan", "plan.json"],
+        "plan.json:3: unknown key `start.comand`: did you mean `cmd`?",
+    );
+    fails(&["build", "app", "--plan", "nope.json"], "--plan nope.json");
+    fails(
+        &["build", "app", "--build-env", "KILN_START_CMD=x"],
+        "--build-env KILN_START_CMD",
+    );
+    fails(
+        &["build", "app", "--build-env", "=x"],
+        "invalid --build-env entry",
+    );
+}
+
+/// buildx's `--output type=local|tar` (the root filesystem, not an image
+/// layout) and `--build-context NAME=DIR` (`FROM NAME`, `COPY --from=NAME`).
+#[test]
+fn rootfs_outputs_and_named_contexts() {
+    let k = Kiln::new();
+    let ctx = k.path("ctx");
+    let assets = k.path("assets");
+    let base = k.path("base");
+    for d in [&ctx, &assets, &base] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(ctx.join("a"), "from the context\n").unwrap();
+    std::fs::write(assets.join("logo.txt"), "from assets\n").unwrap();
+    std::fs::write(base.join("base.txt"), "from base\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base\nCOPY a /a\nCOPY --from=assets logo.txt /static/logo.txt\n",
+    )
+    .unwrap();
+    k.ok(&[
+        "--progress",
+        "plain",
+        "build",
+        "ctx",
+        "--build-context",
+        "assets=assets",
+        "--build-context",
+        "base=base",
+        "-o",
+        "type=local,dest=rootfs",
+        "-o",
+        "type=tar,dest=rootfs.tar",
+    ]);
+    let read = |p: &str| std::fs::read_to_string(k.path("rootfs").join(p)).unwrap();
+    assert_eq!(read("a"), "from the context\n");
+    assert_eq!(read("static/logo.txt"), "from assets\n");
+    assert_eq!(read("base.txt"), "from base\n");
+    // Not an OCI layout: the files themselves.
+    assert!(!k.path("rootfs/index.json").exists());
+    let mut names = Vec::new();
+    let mut tar = tar::Archive::new(std::fs::File::open(k.path("rootfs.tar")).unwrap());
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        if path == "static/logo.txt" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            assert_eq!(s, "from assets\n");
+        }
+        names.push(path);
+    }
+    for want in ["a", "base.txt", "static/logo.txt"] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    // The context's content is the image's: a changed file changes it.
+    std::fs::write(assets.join("logo.txt"), "new logo\n").unwrap();
+    k.ok(&[
+        "build",
+        "ctx",
+        "--build-context",
+        "assets=assets",
+        "--build-context",
+        "base=base",
+        "-o",
+        "type=local,dest=rootfs2",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(k.path("rootfs2/static/logo.txt")).unwrap(),
+        "new logo\n"
+    );
+}
+
+/// Malformed buildx flags: the flag is named, the exit is non-zero.
+#[test]
+fn bad_buildx_flags_are_named() {
+    let k = Kiln::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let fails = |args: &[&str], code: i32, needle: &str| {
+        let out = k.kiln(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    };
+    fails(&["build", "ctx", "--add-host", "db"], 2, "HOST:IP");
+    fails(
+        &["build", "ctx", "--add-host", "db:10.0.0.300"],
+        2,
+        "HOST:IP",
+    );
+    fails(
+        &["build", "ctx", "--build-context", "x=docker-image://alpine"],
+        2,
+        "only local directories",
+    );
+    fails(&["build", "ctx", "--build-context", "nodir"], 2, "NAME=DIR");
+    fails(
+        &["build", "ctx", "--build-context", "x=missing-dir"],
+        1,
+        "--build-context x=missing-dir: not a directory",
+    );
+    fails(&["build", "ctx", "-o", "type=local"], 1, "needs dest=");
+    fails(&["build", "ctx", "-o", "type=tar"], 1, "needs dest=");
+}
+
+/// `kiln images`: CREATED is when kiln named the image (a built image's
+/// config says 1970, its reproducible epoch), SIZE says it is compressed.
+#[test]
+fn images_show_when_kiln_named_them() {
+    let k = Kiln::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a"), "a\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY a /a\n").unwrap();
+    let before = std::time::SystemTime::now();
+    k.ok(&["build", "ctx", "-t", "dated:1"]);
+    let table = k.stdout(&["images"]);
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("SIZE (compressed)"), "{table}");
+    let row = table.lines().find(|l| l.starts_with("dated:1")).unwrap();
+    assert!(row.contains(" ago"), "{table}");
+    assert!(!row.contains("1970"), "{table}");
+    let list: serde_json::Value = serde_json::from_str(&k.stdout(&["images", "--json"])).unwrap();
+    let created = list[0]["created"].as_str().unwrap().to_string();
+    let secs = created_secs(&created);
+    let since = before
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(secs >= since - 1, "{created} is before the build");
+    // The image itself stays reproducible.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&k.stdout(&["inspect", "dated:1"])).unwrap();
+    let config_created = inspect["config"]["created"].as_str().unwrap_or_default();
+    assert!(config_created.starts_with("1970-01-01"), "{inspect}");
+}
+
+/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SSZ`.
+fn created_secs(t: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+/// `kiln save` archives are 0644 under the usual umask (docker's mode),
+/// not 0600.
+#[test]
+fn saved_archives_are_world_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let k = Kiln::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a"), "a\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY a /a\n").unwrap();
+    k.ok(&["build", "ctx", "-t", "saved:1"]);
+    k.ok(&["save", "saved:1", "-o", "type=docker,dest=saved.tar"]);
+    let mode = std::fs::metadata(k.path("saved.tar"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    // SAFETY: umask is process-wide; set and restored at once to read it.
+    let umask = unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m
+    };
+    assert_eq!(mode, 0o666 & !(umask as u32), "{mode:o}");
+}

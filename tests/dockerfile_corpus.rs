@@ -65,6 +65,7 @@ fn args_of(expect: &Value) -> BuildArgs {
         target: expect["target"].as_str().map(str::to_string),
         platform: Some("linux/amd64".into()),
         build_platform: Some("linux/amd64".into()),
+        ..Default::default()
     }
 }
 

@@ -46,6 +46,7 @@ fn lower_in(
         target: target.map(str::to_string),
         platform: Some("linux/arm64".into()),
         build_platform: Some("linux/amd64".into()),
+        ..Default::default()
     };
     dockerfile::load_with(dir, &dir.join("Dockerfile"), &args, &Debian)
 }

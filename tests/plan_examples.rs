@@ -95,6 +95,7 @@ fn every_examples_build_graph_matches_its_digest() {
                     platform: kiln::platform::Platform::parse("linux/amd64").unwrap(),
                     build_ca: Vec::new(),
                     host_ca: true,
+                    ..Default::default()
                 };
                 lower(&p, &ctx, &opts)
             })
@@ -284,6 +285,7 @@ fn every_examples_dockerfile_agrees_with_its_build_graph() {
             platform: kiln::platform::Platform::parse("linux/amd64").unwrap(),
             build_ca: Vec::new(),
             host_ca: false,
+            ..Default::default()
         };
         let Ok(built) = lower(&plan, &ctx, &opts) else {
             continue; // no start command: no image to compare

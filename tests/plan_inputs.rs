@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use kiln::error::{code, exit_code};
+use kiln::error::code;
+use kiln::failure::exit_code;
 use kiln::plan::{self, BuildPlan, Options};
 
 fn app(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -261,11 +262,15 @@ fn unmappable_nix_package_suggests_apt_pkgs() {
     assert!(e.contains("frobnicator") && e.contains("aptPkgs"), "{e}");
 }
 
+/// `-e` is Nixpacks' `--env`: a variable of the build steps and the image
+/// (ENV); `--build-env` is build-only (ARG); `KILN_*`/`NIXPACKS_*`
+/// configure the plan and reach neither; secrets are names only.
 #[test]
 fn env_secrets_and_variables_are_kept_apart() {
     let d = app(&[("package.json", "{}"), ("index.js", "")]);
     let opts = Options {
         secrets: vec!["NPM_TOKEN".into()],
+        build_env: vec!["BUILD_ONLY=yes".into()],
         ..Options::default()
     };
     let p = make_plan(
@@ -276,17 +281,111 @@ fn env_secrets_and_variables_are_kept_apart() {
     .unwrap();
     let vars = p.variables.clone().unwrap();
     assert_eq!(vars["NODE_ENV"], "test");
-    assert!(!vars.contains_key("FEATURE") && !vars.contains_key("NIXPACKS_NO_CACHE"));
-    assert_eq!(p.build_variables.clone().unwrap()["FEATURE"], "on");
+    assert_eq!(vars["FEATURE"], "on");
+    assert!(!vars.contains_key("NIXPACKS_NO_CACHE") && !vars.contains_key("BUILD_ONLY"));
+    let build = p.build_variables.clone().unwrap();
+    assert_eq!(build["BUILD_ONLY"], "yes");
+    assert!(!build.contains_key("FEATURE"));
     assert_eq!(p.secrets.clone().unwrap(), vec!["NPM_TOKEN"]);
     let df = kiln::plan::dockerfile::generate(&p, &Default::default())
         .unwrap()
         .dockerfile;
     assert!(df.contains("--mount=type=secret,id=NPM_TOKEN"), "{df}");
     assert!(
-        !df.contains("ENV FEATURE") && df.contains("ARG FEATURE=\"on\""),
+        df.contains("ENV FEATURE=\"on\"") && df.contains("ARG BUILD_ONLY=\"yes\""),
         "{df}"
     );
+    assert!(!df.contains("ENV BUILD_ONLY"), "{df}");
+}
+
+/// `kiln build --plan FILE`: a plan `kiln plan` wrote reads back as the
+/// same plan; a Nixpacks plan gets its Nix names mapped and loses
+/// Nixpacks' build image; CLI flags still rank above the file.
+#[test]
+fn plan_files_read_back() {
+    let d = app(&[
+        ("package.json", r#"{"name":"a","version":"1.0.0"}"#),
+        ("index.js", ""),
+    ]);
+    let written = make_plan(d.path(), &["GREETING=hi"], &Options::default()).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let json = files.path().join("plan.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&written).unwrap()).unwrap();
+    let toml_file = files.path().join("plan.toml");
+    std::fs::write(&toml_file, toml::to_string_pretty(&written).unwrap()).unwrap();
+    for f in [&json, &toml_file] {
+        let back = plan::from_file(f, &[], &Options::default()).unwrap();
+        assert_eq!(back, written, "{}", f.display());
+    }
+    let over = plan::from_file(
+        &json,
+        &["EXTRA=1".to_string()],
+        &Options {
+            start_cmd: Some("node other.js".into()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(over.start_cmd(), Some("node other.js"));
+    assert_eq!(over.variables.unwrap()["EXTRA"], "1");
+
+    let nix = files.path().join("nixpacks.json");
+    std::fs::write(
+        &nix,
+        r#"{
+  "providers": [],
+  "buildImage": "ghcr.io/railwayapp/nixpacks:ubuntu-1716249803",
+  "variables": { "NIXPACKS_METADATA": "node", "NODE_ENV": "production" },
+  "phases": { "setup": { "nixPkgs": ["nodejs_20"] } },
+  "start": { "cmd": "node index.js" }
+}"#,
+    )
+    .unwrap();
+    let p = plan::from_file(&nix, &[], &Options::default()).unwrap();
+    assert_eq!(p.build_image, None);
+    let vars = p.variables.clone().unwrap();
+    assert!(vars.contains_key("NODE_ENV") && !vars.contains_key("NIXPACKS_METADATA"));
+    let setup = p.phase("setup").unwrap().apt_pkgs.clone().unwrap();
+    assert!(setup.contains(&"nodejs".to_string()), "{setup:?}");
+    assert!(p.suite.is_some());
+}
+
+/// A plan file with a bad field: the error names the file, the line and
+/// the key; a wrong value type names the line's text.
+#[test]
+fn plan_file_errors_name_the_file_and_field() {
+    let files = tempfile::tempdir().unwrap();
+    let f = files.path().join("p.json");
+    std::fs::write(&f, "{\n  \"start\": {\n    \"comand\": \"x\"\n  }\n}\n").unwrap();
+    let e = format!(
+        "{:#}",
+        plan::from_file(&f, &[], &Options::default()).unwrap_err()
+    );
+    assert!(
+        e.contains("p.json:3: unknown key `start.comand`: did you mean `cmd`?"),
+        "{e}"
+    );
+    std::fs::write(&f, "{\n  \"start\": {\n    \"cmd\": 5\n  }\n}\n").unwrap();
+    let e = format!(
+        "{:#}",
+        plan::from_file(&f, &[], &Options::default()).unwrap_err()
+    );
+    assert!(
+        e.contains("p.json:3:") && e.contains(r#"`"cmd": 5`"#),
+        "{e}"
+    );
+    let t = files.path().join("p.toml");
+    std::fs::write(&t, "[start]\ncmd = 5\n").unwrap();
+    let e = format!(
+        "{:#}",
+        plan::from_file(&t, &[], &Options::default()).unwrap_err()
+    );
+    assert!(e.contains("p.toml:2:") && e.contains("cmd = 5"), "{e}");
+    let e = format!(
+        "{:#}",
+        plan::from_file(&files.path().join("none.json"), &[], &Options::default()).unwrap_err()
+    );
+    assert!(e.contains("--plan") && e.contains("none.json"), "{e}");
 }
 
 #[test]

@@ -48,7 +48,9 @@ pub struct BuildArgs {
     /// even when the local store has them.
     #[arg(long)]
     pub pull: bool,
-    /// Export: type=oci,dest=DIR | type=oci-archive,dest=F.tar | type=docker,dest=F.tar | type=registry (repeatable).
+    /// Export: type=oci,dest=DIR | type=oci-archive,dest=F.tar | type=docker,dest=F.tar |
+    /// type=local,dest=DIR (the root filesystem) | type=tar,dest=F.tar (it, as one tar) |
+    /// type=registry (repeatable).
     #[arg(short, long)]
     pub output: Vec<String>,
     /// Push every -t name to its registry.
@@ -70,6 +72,15 @@ pub struct BuildArgs {
     /// network.host lets `RUN --network=host` steps use the host's network.
     #[arg(long, value_enum, value_name = "ENTITLEMENT")]
     pub allow: Vec<crate::build::Entitlement>,
+    /// Add HOST:IP to the /etc/hosts of RUN steps (repeatable; buildx's
+    /// --add-host; HOST=IP works too).
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
+    pub add_host: Vec<(String, std::net::IpAddr)>,
+    /// A named context, NAME=DIR: a local directory the Dockerfile reads as
+    /// `FROM NAME` and `COPY --from=NAME` (repeatable; buildx's
+    /// --build-context; docker-image:// and URLs are not supported).
+    #[arg(long = "build-context", value_name = "NAME=DIR", value_parser = parse_build_context)]
+    pub build_context: Vec<(String, PathBuf)>,
     /// Set a label on the image, KEY=VALUE (repeatable; wins over the
     /// Dockerfile's LABEL and the plan's).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
@@ -127,15 +138,42 @@ pub struct PlanArgs {
     /// Auto builds: replace the build commands.
     #[arg(short = 'b', long, value_name = "CMD")]
     pub build_cmd: Option<String>,
-    /// Auto builds: add Debian packages to the build stage.
+    /// Auto builds: add Debian packages (build stage and image).
     #[arg(short = 'a', long = "apt", value_name = "PKG")]
     pub apt: Vec<String>,
-    /// Auto builds: plan environment entry NAME=VALUE (or NAME to copy it from here).
+    /// Auto builds: add Nix packages, mapped to Debian ones (build stage and
+    /// image; Nixpacks' --pkgs, NIXPACKS_PKGS).
+    #[arg(short = 'p', long = "pkgs", value_name = "PKG")]
+    pub pkgs: Vec<String>,
+    /// Auto builds: add Nix libraries, mapped to Debian packages (Nixpacks'
+    /// --libs, NIXPACKS_LIBS).
+    #[arg(long = "libs", value_name = "LIB")]
+    pub libs: Vec<String>,
+    /// Auto builds: NAME=VALUE (or NAME to copy it from here) for the build
+    /// steps AND the image's environment, as Nixpacks' --env; KILN_*/
+    /// NIXPACKS_* names configure the plan instead. Build-only: --build-env;
+    /// secrets: --secret.
     #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
     pub env: Vec<String>,
+    /// Auto builds: NAME=VALUE (or NAME) for the build steps only, never in
+    /// the image.
+    #[arg(long = "build-env", value_name = "NAME[=VALUE]")]
+    pub build_env: Vec<String>,
     /// Auto builds: the plan's config file, relative to the context (.toml or .json).
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<String>,
+    /// Build this plan (JSON, or TOML for *.toml; as `kiln plan` or
+    /// `nixpacks plan` writes it) instead of detecting one.
+    #[arg(long = "plan", value_name = "FILE")]
+    pub plan_file: Option<PathBuf>,
+    /// Auto builds: prefix of the cache mount ids (npm's, pip's… caches),
+    /// to keep apps' caches apart (Nixpacks' --cache-key).
+    #[arg(long, value_name = "KEY")]
+    pub cache_key: Option<String>,
+    /// Auto builds: without a start command, build an image without CMD
+    /// instead of failing.
+    #[arg(long)]
+    pub no_error_without_start: bool,
 }
 
 impl PlanArgs {
@@ -145,8 +183,14 @@ impl PlanArgs {
             install_cmd: self.install_cmd,
             build_cmd: self.build_cmd,
             apt: self.apt,
+            pkgs: self.pkgs,
+            libs: self.libs,
             env: super::plan::with_process_options(&self.env),
+            build_env: self.build_env,
             config: self.config,
+            plan_file: self.plan_file,
+            cache_key: self.cache_key,
+            no_error_without_start: self.no_error_without_start,
         }
     }
 }
@@ -207,6 +251,8 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         plan: a.plan.request(),
         network: a.network,
         labels: a.label,
+        add_hosts: a.add_host,
+        build_contexts: a.build_context,
     };
     let started = std::time::Instant::now();
     let mut result = build(&req, progress);
@@ -230,7 +276,7 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
             ok: false,
             seconds,
             error: Some(format!("{e:#}")),
-            exit_code: Some(crate::error::exit_code(e)),
+            exit_code: Some(crate::failure::exit_code(e)),
             ..Default::default()
         },
     });
@@ -263,6 +309,55 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         println!("{}", r.digest);
     }
     Ok(())
+}
+
+/// `HOST:IP` (or `HOST=IP`) of `--add-host`; the IP may be IPv6.
+fn parse_add_host(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let bad =
+        || format!("{s:?} is not HOST:IP (e.g. --add-host db:10.0.0.5 or --add-host db:fd00::5)");
+    let (host, ip) = match (s.split_once('='), s.split_once(':')) {
+        (Some((h, ip)), _) if !h.contains(':') => (h, ip),
+        (_, Some((h, ip))) => (h, ip),
+        _ => return Err(bad()),
+    };
+    let host = host.trim();
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err(bad());
+    }
+    let ip = ip.trim().trim_start_matches('[').trim_end_matches(']');
+    let ip = ip.parse().map_err(|_| bad())?;
+    Ok((host.to_string(), ip))
+}
+
+/// `NAME=DIR` of `--build-context`: local directories only.
+fn parse_build_context(s: &str) -> Result<(String, PathBuf), String> {
+    let Some((name, value)) = s.split_once('=') else {
+        return Err(format!(
+            "{s:?} is not NAME=DIR (e.g. --build-context assets=./assets)"
+        ));
+    };
+    let name = name.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!("{s:?}: the context needs a NAME (NAME=DIR)"));
+    }
+    if value.starts_with("docker-image://")
+        || value.starts_with("oci-layout://")
+        || value.starts_with("target:")
+        || value.contains("://")
+        || value.starts_with("git@")
+    {
+        return Err(format!(
+            "{s:?}: only local directories are supported as named contexts (not images, git or URLs); use FROM/COPY --from=IMAGE for an image"
+        ));
+    }
+    if value.is_empty() {
+        return Err(format!("{s:?}: give the directory (NAME=DIR)"));
+    }
+    Ok((name.to_string(), PathBuf::from(value)))
 }
 
 /// `KEY=VALUE` of `--label`.

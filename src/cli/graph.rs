@@ -47,6 +47,7 @@ pub fn run(args: GraphArgs, progress: &Progress) -> Result<()> {
         target: args.target,
         platform: args.platform,
         build_platform: None,
+        ..Default::default()
     };
     let loaded = dockerfile::load_with(&args.context, &dockerfile, &ba, &NoResolver)?;
     for w in &loaded.lowered.warnings {

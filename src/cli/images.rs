@@ -29,20 +29,60 @@ pub fn images(args: ImagesArgs) -> Result<()> {
         return Ok(());
     }
     let width = list.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
+    // Blob bytes as stored and pushed (gzip/zstd): not the unpacked size
+    // docker shows.
     println!(
-        "{:width$}  {:12}  {:>10}  CREATED",
-        "NAME", "DIGEST", "SIZE"
+        "{:width$}  {:12}  {:>17}  CREATED",
+        "NAME", "DIGEST", "SIZE (compressed)"
     );
+    let now = chrono::Utc::now();
     for i in list {
         println!(
-            "{:width$}  {:12}  {:>10}  {}",
+            "{:width$}  {:12}  {:>17}  {}",
             i.name,
             i.digest.short(),
             human_bytes(i.size),
-            i.created
+            ago(&i.created, now)
         );
     }
     Ok(())
+}
+
+/// `5 minutes ago` for an RFC 3339 time (docker's CREATED column); the
+/// text as it is when it is not one.
+fn ago(time: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(time) else {
+        return if time.is_empty() {
+            "-".into()
+        } else {
+            time.into()
+        };
+    };
+    let secs = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let (n, unit) = match secs {
+        0..60 => (secs, "second"),
+        60..3600 => (secs / 60, "minute"),
+        3600..86_400 => (secs / 3600, "hour"),
+        86_400..2_592_000 => (secs / 86_400, "day"),
+        _ => return t.format("%Y-%m-%d").to_string(),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ago_reads_like_docker() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T13:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(super::ago("2026-12-05T12:59:59Z", now), "1 second ago");
+        assert_eq!(super::ago("2026-12-05T12:55:00Z", now), "5 minutes ago");
+        assert_eq!(super::ago("2026-12-05T10:00:00+00:00", now), "3 hours ago");
+        assert_eq!(super::ago("2026-12-01T13:00:00Z", now), "4 days ago");
+        assert_eq!(super::ago("1970-01-01T00:00:00Z", now), "1970-01-01");
+        assert_eq!(super::ago("", now), "-");
+    }
 }
 
 #[derive(Args, Debug)]

@@ -183,7 +183,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             report(&err, &progress);
-            ExitCode::from(error::exit_code(&err))
+            ExitCode::from(crate::failure::exit_code(&err))
         }
     }
 }

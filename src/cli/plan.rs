@@ -33,11 +33,14 @@ pub struct PlanInputs {
     /// Add Nix libraries to setup (mapped to Debian packages).
     #[arg(long = "libs", value_name = "LIB")]
     pub libs: Vec<String>,
-    /// Build environment entry NAME=VALUE (or NAME to copy it from here).
-    /// Build-only unless it overrides a plan variable; `KILN_*`/`NIXPACKS_*`
-    /// configure the plan.
+    /// NAME=VALUE (or NAME to copy it from here) for the build steps and
+    /// the image's environment (`variables`), as Nixpacks' --env;
+    /// `KILN_*`/`NIXPACKS_*` configure the plan instead.
     #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
     pub env: Vec<String>,
+    /// NAME=VALUE (or NAME) for the build steps only (`buildVariables`).
+    #[arg(long = "build-env", value_name = "NAME[=VALUE]")]
+    pub build_env: Vec<String>,
     /// Config file, relative to DIR (.toml or .json).
     #[arg(short = 'c', long)]
     pub config: Option<String>,
@@ -66,6 +69,7 @@ impl PlanInputs {
             apt: split(&self.apt),
             libs: split(&self.libs),
             config: self.config.clone(),
+            build_env: self.build_env.clone(),
             secrets,
             progress: Some(progress.clone()),
         })
@@ -165,16 +169,75 @@ pub fn run_detect(args: DetectArgs, progress: &Progress) -> crate::Result<()> {
     Ok(())
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default)]
+pub enum InfoFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
     #[command(flatten)]
     pub inputs: PlanInputs,
+    /// Output format: the text summary, or the same facts as JSON.
+    #[arg(short = 'f', long, value_enum, default_value_t = InfoFormat::Text)]
+    pub format: InfoFormat,
 }
 
 pub fn run_info(args: InfoArgs, progress: &Progress) -> crate::Result<()> {
     let plan = args.inputs.generate(progress)?;
-    print!("{}", summary(&plan)?);
+    match args.format {
+        InfoFormat::Text => print!("{}", summary(&plan)?),
+        InfoFormat::Json => println!("{}", serde_json::to_string_pretty(&info_json(&plan)?)?),
+    }
     Ok(())
+}
+
+/// What [`summary`] shows, as JSON: `providers`, `suite`, `toolchains`
+/// (`name`, `version`, `request`, `source`), `phases` in execution order
+/// (`name`, `aptPkgs`, `cmds`), `start` (`cmd`, `aptPkgs`), and the names
+/// of `imageEnv`, `buildEnv` and `secrets` (never values of the latter).
+pub fn info_json(plan: &BuildPlan) -> crate::Result<serde_json::Value> {
+    let mut phases = Vec::new();
+    for name in plan::phase_order(plan)? {
+        let Some(p) = plan.phase(&name) else { continue };
+        phases.push(serde_json::json!({
+            "name": name,
+            "aptPkgs": p.apt_pkgs.clone().unwrap_or_default(),
+            "cmds": p.cmds.clone().unwrap_or_default(),
+        }));
+    }
+    let toolchains: Vec<serde_json::Value> = plan
+        .toolchains
+        .iter()
+        .flatten()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name,
+                "version": t.version,
+                "request": t.request,
+                "source": t.source.as_deref().unwrap_or("default"),
+            })
+        })
+        .collect();
+    let start = plan.start.clone().unwrap_or_default();
+    let keys = |m: &Option<std::collections::BTreeMap<String, String>>| -> Vec<String> {
+        m.iter().flat_map(|m| m.keys().cloned()).collect()
+    };
+    Ok(serde_json::json!({
+        "providers": plan.providers.clone().unwrap_or_default(),
+        "suite": plan.suite,
+        "toolchains": toolchains,
+        "phases": phases,
+        "start": {
+            "cmd": start.cmd,
+            "aptPkgs": start.apt_pkgs.unwrap_or_default(),
+        },
+        "imageEnv": keys(&plan.variables),
+        "buildEnv": keys(&plan.build_variables),
+        "secrets": plan.secrets.clone().unwrap_or_default(),
+    }))
 }
 
 /// The human summary: providers, toolchains, then one row per phase.

@@ -41,6 +41,9 @@ pub struct BuildArgs {
     pub platform: Option<String>,
     /// The machine's platform; default: this host.
     pub build_platform: Option<String>,
+    /// Names of `--build-context NAME=DIR` contexts: `COPY --from=NAME`
+    /// reads them as images (the caller supplies them under that name).
+    pub named_contexts: BTreeSet<String>,
 }
 
 /// Supplies base image configs (Env, WorkingDir, User, OnBuild…) so that
@@ -312,6 +315,7 @@ pub fn lower(
             meta: &meta,
             build_args: &args.args,
             used_args: &mut used_args,
+            named_contexts: &args.named_contexts,
         };
         let result = lw.lower_stage(h, insts, &finals, resolver);
         match result {
@@ -433,6 +437,7 @@ struct StageLowering<'a> {
     meta: &'a Vec<(String, Option<String>)>,
     build_args: &'a BTreeMap<String, String>,
     used_args: &'a mut BTreeSet<String>,
+    named_contexts: &'a BTreeSet<String>,
 }
 
 fn is_url(s: &str) -> bool {
@@ -601,7 +606,7 @@ impl StageLowering<'_> {
                 ),
             ));
         }
-        if value.contains(['/', ':', '@', '.']) {
+        if value.contains(['/', ':', '@', '.']) || self.named_contexts.contains(value) {
             return Ok(CopyFrom::Image(value.to_string()));
         }
         let names: Vec<&str> = self

@@ -6,6 +6,8 @@
 //! | `type=oci,dest=DIR` | an OCI image layout directory (added to if it exists) |
 //! | `type=oci-archive,dest=FILE.tar` (or `type=oci,dest=FILE.tar`) | an OCI layout as a tar |
 //! | `type=docker,dest=FILE.tar` | a `docker save` archive, loadable by `docker load` and `podman load` |
+//! | `type=local,dest=DIR` | the image's root filesystem, its layers applied in order by the safe unpacker ([`super::unpack`]: nothing lands outside DIR) |
+//! | `type=tar,dest=FILE.tar` | that root filesystem as one tar |
 //! | `type=registry` / `type=image,push=true` | a registry push (see `registry`) |
 //!
 //! The OCI layout entry is named with the tag (`org.opencontainers.image.ref.name`,
@@ -23,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,9 +34,10 @@ use oci_spec::image::Descriptor;
 
 use super::digest::{Digest, HashingWriter};
 use super::image::{self, canonical_json};
-use super::layer::Compression;
+use super::layer::{self, Compression};
 use super::layout::{IMAGE_NAME, Layout};
 use super::store::Store;
+use super::unpack;
 use crate::Result;
 
 /// Where an image goes (the parsed `--output`).
@@ -43,13 +46,17 @@ pub enum Output {
     OciDir(PathBuf),
     OciArchive(PathBuf),
     DockerArchive(PathBuf),
+    /// The root filesystem, unpacked into a directory (buildx's `type=local`).
+    RootfsDir(PathBuf),
+    /// The root filesystem as one tar (buildx's `type=tar`).
+    RootfsTar(PathBuf),
     /// Push to the registry named by the image's tag.
     Registry,
 }
 
 impl Output {
-    /// Parses buildx's `type=…,dest=…` (or the `-o DIR` shorthand: a
-    /// path means `type=local`, which kiln treats as an OCI layout dir).
+    /// Parses buildx's `type=…,dest=…`, or the `-o DIR` shorthand: kiln
+    /// reads a bare path as an OCI layout dir (`type=oci,dest=DIR`).
     pub fn parse(spec: &str) -> Result<Output> {
         if !spec.contains('=') {
             return Ok(Output::OciDir(PathBuf::from(spec)));
@@ -62,7 +69,9 @@ impl Output {
             fields.insert(k.trim().to_string(), v.trim().to_string());
         }
         let ty = fields.remove("type").with_context(|| {
-            format!("--output {spec:?} has no type=: use type=oci|oci-archive|docker|registry")
+            format!(
+                "--output {spec:?} has no type=: use type=oci|oci-archive|docker|local|tar|registry"
+            )
         })?;
         let dest = fields.remove("dest").map(PathBuf::from);
         let push = fields.remove("push").is_some_and(|v| v == "true");
@@ -82,13 +91,14 @@ impl Output {
                     Output::OciDir(d)
                 }
             }
-            "oci-archive" | "tar" => Output::OciArchive(need(dest)?),
+            "oci-archive" => Output::OciArchive(need(dest)?),
+            "tar" => Output::RootfsTar(need(dest)?),
             "docker" | "docker-archive" => Output::DockerArchive(need(dest)?),
             "registry" => Output::Registry,
             "image" if push => Output::Registry,
-            "local" => Output::OciDir(need(dest)?),
+            "local" => Output::RootfsDir(need(dest)?),
             other => bail!(
-                "--output type={other} is not supported: use oci, oci-archive, docker or registry"
+                "--output type={other} is not supported: use oci, oci-archive, docker, local, tar or registry"
             ),
         })
     }
@@ -209,8 +219,18 @@ pub fn to_docker_archive(
 
 fn write_archive(
     dest: &Path,
-    body: impl FnOnce(&mut tar::Builder<BufWriter<File>>) -> Result<()>,
+    body: impl FnOnce(&mut tar::Builder<&mut BufWriter<File>>) -> Result<()>,
 ) -> Result<()> {
+    write_file(dest, |out| {
+        let mut tar = tar::Builder::new(out);
+        body(&mut tar)?;
+        tar.finish()?;
+        Ok(())
+    })
+}
+
+/// Writes `dest` complete or not at all (see the module doc).
+fn write_file(dest: &Path, body: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -218,9 +238,8 @@ fn write_archive(
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     remove_stale_temp_files(&dir, STALE_AFTER);
     let pending = Pending::create(&dir)?;
-    let mut tar = tar::Builder::new(BufWriter::new(pending.file().try_clone()?));
-    body(&mut tar)?;
-    let mut out = tar.into_inner()?;
+    let mut out = BufWriter::new(pending.file().try_clone()?);
+    body(&mut out)?;
     out.flush()?;
     out.get_ref().sync_all()?;
     drop(out);
@@ -256,20 +275,25 @@ impl Pending {
         let file = match unnamed {
             Ok(f) => f,
             // EOPNOTSUPP/EISDIR/EINVAL: no O_TMPFILE on this filesystem.
-            Err(_) => {
-                let tmp = tempfile::Builder::new()
-                    .prefix(TEMP_PREFIX)
-                    .tempfile_in(dir)
-                    .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-                tmp.as_file()
-                    .lock()
-                    .with_context(|| format!("locking {}", tmp.path().display()))?;
-                return Ok(Pending::Named(tmp));
-            }
+            Err(_) => return Pending::named(dir),
         };
         // Locked too: between linkat and rename it has a temp name.
         file.lock().context("locking the export's temp file")?;
         Ok(Pending::Unnamed(file))
+    }
+
+    /// A named, locked temp file in `dir`: 0666 minus the umask, as
+    /// docker and `cp` create files (tempfile's own default is 0600).
+    fn named(dir: &Path) -> Result<Pending> {
+        let tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .permissions(fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+        tmp.as_file()
+            .lock()
+            .with_context(|| format!("locking {}", tmp.path().display()))?;
+        Ok(Pending::Named(tmp))
     }
 
     fn file(&self) -> &File {
@@ -394,8 +418,55 @@ pub fn export(src: &Store, desc: &Descriptor, name: &str, output: &Output) -> Re
         Output::OciDir(d) => to_oci_dir(src, desc, name, d),
         Output::OciArchive(f) => to_oci_archive(src, desc, name, f),
         Output::DockerArchive(f) => to_docker_archive(src, desc, &[name.to_string()], f),
+        Output::RootfsDir(d) => to_rootfs_dir(src, desc, d),
+        Output::RootfsTar(f) => to_rootfs_tar(src, desc, f),
         Output::Registry => bail!("a registry output is a push: use `kiln push` or --push"),
     }
+}
+
+/// Applies the image's layers in order onto `dest` (created if missing):
+/// whiteouts delete, and every entry is placed inside `dest` whatever
+/// symlinks the layers hold ([`super::unpack`]). Without root, owners and
+/// device nodes are skipped (as `umoci unpack --rootless`).
+pub fn to_rootfs_dir(src: &Store, desc: &Descriptor, dest: &Path) -> Result<()> {
+    let img = image::read_image(src, desc, None)?;
+    for layer in img.manifest.layers() {
+        let mt = layer.media_type().to_string();
+        let compression = Compression::from_media_type(&mt)
+            .with_context(|| format!("layer {}: unsupported media type {mt}", layer.digest()))?;
+        let digest = image::desc_digest(layer)?;
+        unpack::unpack_blob(
+            src,
+            &digest,
+            compression,
+            dest,
+            unpack::UnpackOptions::new(unpack::Whiteouts::Apply),
+        )?;
+    }
+    Ok(())
+}
+
+/// The root filesystem as one tar at `dest`: unpacked next to it (same
+/// filesystem, removed after), then written as canonical entries (sorted,
+/// owners and times as unpacked), complete or not at all.
+pub fn to_rootfs_tar(src: &Store, desc: &Descriptor, dest: &Path) -> Result<()> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".kiln-rootfs-")
+        .tempdir_in(&dir)
+        .with_context(|| format!("creating a temp dir in {}", dir.display()))?;
+    to_rootfs_dir(src, desc, tmp.path())?;
+    let scan = layer::scan_dir(tmp.path(), &layer::ScanOptions::default())?;
+    let entries = layer::canonicalize(scan.entries);
+    write_file(dest, |out| {
+        // Times as they are (the layers already clamped them).
+        layer::write_tar(out, &entries, i64::MAX)
+    })
+    .with_context(|| format!("writing the root filesystem to {}", dest.display()))
 }
 
 #[cfg(test)]
@@ -423,6 +494,33 @@ mod tests {
         let err = Output::parse("type=zip,dest=x").unwrap_err().to_string();
         assert!(err.contains("not supported"), "{err}");
         assert!(Output::parse("type=oci,dest=x,color=red").is_err());
+    }
+
+    /// Archives are 0666 minus the umask (0644 under the usual 022), as
+    /// docker writes them, on filesystems without O_TMPFILE too (the named
+    /// temp file tempfile makes is 0600 unless told otherwise).
+    #[test]
+    fn archives_get_the_usual_file_mode() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        // What this process's umask makes of 0666.
+        let probe = dir.path().join("probe");
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .open(&probe)
+            .unwrap();
+        let want = fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
+        for (name, pending) in [
+            ("unnamed.tar", Pending::create(dir.path()).unwrap()),
+            ("named.tar", Pending::named(dir.path()).unwrap()),
+        ] {
+            let dest = dir.path().join(name);
+            pending.persist(dir.path(), &dest).unwrap();
+            let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, want, "{name}: {mode:o}");
+        }
     }
 
     #[test]

@@ -26,9 +26,16 @@ pub struct ImageSummary {
     pub digest: Digest,
     /// Config + layer blob bytes (compressed).
     pub size: u64,
-    /// The config's `created` field.
+    /// When kiln named the image (built, pulled, loaded or tagged it),
+    /// RFC 3339; the config's `created` for entries named before kiln
+    /// recorded it. The config's own `created` is the reproducible epoch
+    /// (`SOURCE_DATE_EPOCH`, default 1970) of a built image.
     pub created: String,
 }
+
+/// The index entry's annotation holding when kiln named the image
+/// (RFC 3339, UTC): what `kiln images` shows as CREATED.
+pub const NAMED_AT: &str = "dev.kiln.named-at";
 
 /// Named images in an OCI layout.
 #[derive(Debug)]
@@ -105,7 +112,8 @@ impl ImageStore {
         }
         let mut plain = desc.clone();
         plain.set_annotations(None);
-        self.layout.set_ref(&name, &plain, &[])?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        self.layout.set_ref(&name, &plain, &[(NAMED_AT, &now)])?;
         Ok(name)
     }
 
@@ -152,11 +160,17 @@ impl ImageStore {
                 continue;
             };
             let digest = image::desc_digest(m)?;
-            let (size, created) = match image::read_image(self.blobs(), m, None) {
+            let (size, config_created) = match image::read_image(self.blobs(), m, None) {
                 Ok(img) => (img.size(), img.config.created().clone().unwrap_or_default()),
                 // An index without the host's platform: show its own size.
                 Err(_) => (m.size(), String::new()),
             };
+            let created = m
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(NAMED_AT))
+                .cloned()
+                .unwrap_or(config_created);
             out.push(ImageSummary {
                 name: name.to_string(),
                 digest,

@@ -120,26 +120,79 @@ pub fn parse(
     strict: bool,
     progress: &Progress,
 ) -> crate::Result<BuildPlan> {
-    let unknown = if name.ends_with(".toml") {
-        let plan: BuildPlan = toml::from_str(text).map_err(|e| {
-            let (l, c) = e.span().map_or((0, 0), |s| line_col(text, s.start));
-            anyhow!("{name}:{l}:{c}: {}", e.message().trim())
-        })?;
-        let doc = toml::de::DeTable::parse(text).map_err(|e| anyhow!("{name}: {}", e.message()))?;
-        let mut unknown = Vec::new();
-        toml_unknown(text, doc.get_ref(), Level::Top, "", &mut unknown);
-        check(name, unknown, strict, progress)?;
-        return Ok(plan);
+    let toml = if name.ends_with(".toml") {
+        true
     } else if name.ends_with(".json") {
-        let v = parse_json(name, text)?;
-        let mut unknown = Vec::new();
-        json_unknown(text, &v, Level::Top, "", &mut unknown);
-        unknown
+        false
     } else {
         bail!("Unknown file type for config file {name}: use a .toml or .json file");
     };
-    check(name, unknown, strict, progress)?;
-    serde_json::from_str(text).map_err(|e| anyhow!("{name}:{}:{}: {e}", e.line(), e.column()))
+    let (plan, unknown) = parse_with_unknown(name, text, toml)?;
+    check(name, unknown, strict, KILN_TOML_HINT, progress)?;
+    Ok(plan)
+}
+
+const KILN_TOML_HINT: &str = "kiln.toml rejects unknown keys; see docs/plan.md for the schema";
+
+/// A whole plan as `kiln plan` (or `nixpacks plan`) writes it, for `kiln
+/// build --plan`: the config schema plus the resolved `toolchains`; every
+/// unknown key is an error. `.toml` files are TOML, anything else JSON.
+pub fn parse_plan_file(name: &str, text: &str) -> crate::Result<BuildPlan> {
+    let (plan, mut unknown) = parse_with_unknown(name, text, name.ends_with(".toml"))?;
+    unknown.retain(|(_, key, _)| key != "toolchains");
+    check(
+        name,
+        unknown,
+        true,
+        "a plan file takes the keys `kiln plan` writes; see docs/plan.md",
+        &Progress::quiet(),
+    )?;
+    Ok(plan)
+}
+
+/// The plan in `text` (TOML or JSON) and its unknown keys.
+fn parse_with_unknown(
+    name: &str,
+    text: &str,
+    toml: bool,
+) -> crate::Result<(BuildPlan, Vec<Unknown>)> {
+    let mut unknown = Vec::new();
+    if toml {
+        let plan: BuildPlan = toml::from_str(text).map_err(|e| {
+            let (l, c) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            anyhow!("{name}:{l}:{c}: {}{}", e.message().trim(), at_line(text, l))
+        })?;
+        let doc = toml::de::DeTable::parse(text)
+            .map_err(|e| anyhow!("{name}: {}", e.message().trim()))?;
+        toml_unknown(text, doc.get_ref(), Level::Top, "", &mut unknown);
+        Ok((plan, unknown))
+    } else {
+        let v = parse_json(name, text)?;
+        json_unknown(text, &v, Level::Top, "", &mut unknown);
+        // A value of the wrong type: the position, and the line itself
+        // (it names the key).
+        let plan = serde_json::from_str(text).map_err(|e| {
+            let msg = e.to_string();
+            let msg = msg
+                .rsplit_once(" at line ")
+                .map_or(msg.as_str(), |(m, _)| m);
+            anyhow!(
+                "{name}:{}:{}: {msg}{}",
+                e.line(),
+                e.column(),
+                at_line(text, e.line())
+            )
+        })?;
+        Ok((plan, unknown))
+    }
+}
+
+/// ` (at `LINE`)`: line `l` (1-based) of `text`, trimmed, for type errors.
+fn at_line(text: &str, l: usize) -> String {
+    match text.lines().nth(l.saturating_sub(1)).map(str::trim) {
+        Some(line) if !line.is_empty() && l > 0 => format!(" (at `{line}`)"),
+        _ => String::new(),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -229,6 +282,7 @@ fn check(
     name: &str,
     mut unknown: Vec<Unknown>,
     strict: bool,
+    hint: &str,
     progress: &Progress,
 ) -> crate::Result<()> {
     unknown.sort();
@@ -245,10 +299,7 @@ fn check(
         return Ok(());
     }
     if strict {
-        bail!(
-            "{}\n(kiln.toml rejects unknown keys; see docs/plan.md for the schema)",
-            msgs.join("\n")
-        );
+        bail!("{}\n({hint})", msgs.join("\n"));
     }
     for m in msgs {
         progress.warn(format!("{m} (ignored)"));

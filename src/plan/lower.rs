@@ -63,12 +63,37 @@ pub struct LowerOptions {
     /// stage's ([`crate::graph::HOST_CA_BUNDLE`], see
     /// [`graph::Mount::HostCa`]); the key records only that it is.
     pub host_ca: bool,
+    /// `--cache-key KEY` (Nixpacks'): cache mount ids become `KEY-DIR`
+    /// instead of `DIR`, so apps built on one machine keep their caches
+    /// (npm's, pip's…) apart.
+    pub cache_key: Option<String>,
+    /// `--no-error-without-start` (Nixpacks'): a plan without a start
+    /// command gives an image without `CMD` (run it with a command) instead
+    /// of an error.
+    pub allow_no_start: bool,
+}
+
+impl Default for LowerOptions {
+    /// This machine's platform, no extra trust, no cache key.
+    fn default() -> Self {
+        LowerOptions {
+            platform: crate::platform::Platform::host(),
+            build_ca: Vec::new(),
+            host_ca: false,
+            cache_key: None,
+            allow_no_start: false,
+        }
+    }
 }
 
 /// The graph for `plan` over the walked source tree `ctx`.
 pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Graph> {
-    if recipe::start_command(plan).is_none() {
-        return Err(recipe::no_start_command(plan, &ctx.root));
+    if recipe::start_command(plan).is_none() && !opts.allow_no_start {
+        return Err(recipe::no_start_command(
+            plan,
+            &ctx.root,
+            " (or build an image without one: --no-error-without-start)",
+        ));
     }
     let exists = |f: &str| ctx.resolve(f).is_some();
     let recipe = recipe::recipe(
@@ -101,6 +126,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
                 RecipeBase::Scratch => Base::Scratch,
             };
             let mut b = StageBuilder::new(st.name, base, &opts.platform);
+            b.cache_key = opts.cache_key.clone();
             for step in &st.steps {
                 b.step(step, ctx)?;
             }
@@ -125,10 +151,14 @@ fn secret_mount(id: &str) -> Mount {
     }
 }
 
-fn cache_mount(target: &str) -> Mount {
+/// A cache mount at `target`, its id `KEY-TARGET` under `--cache-key KEY`.
+fn cache_mount(target: &str, key: Option<&str>) -> Mount {
     Mount::Cache {
         target: target.to_string(),
-        id: target.to_string(),
+        id: match key {
+            Some(k) => format!("{k}-{target}"),
+            None => target.to_string(),
+        },
         sharing: Sharing::Locked,
         from: None,
         source: String::new(),
@@ -143,6 +173,8 @@ fn cache_mount(target: &str) -> Mount {
 /// so progress lines read like BuildKit's.
 struct StageBuilder {
     stage: Stage,
+    /// `--cache-key`: the prefix of cache mount ids.
+    cache_key: Option<String>,
 }
 
 impl StageBuilder {
@@ -165,6 +197,7 @@ impl StageBuilder {
                 steps: Vec::new(),
                 origin: Some(origin(name, &text)),
             },
+            cache_key: None,
         }
     }
 
@@ -188,7 +221,10 @@ impl StageBuilder {
                 secrets,
                 host_ca,
             } => {
-                let mut mounts: Vec<Mount> = caches.iter().map(|c| cache_mount(c)).collect();
+                let mut mounts: Vec<Mount> = caches
+                    .iter()
+                    .map(|c| cache_mount(c, self.cache_key.as_deref()))
+                    .collect();
                 mounts.extend(secrets.iter().map(|id| secret_mount(id)));
                 if *host_ca {
                     mounts.push(Mount::HostCa {
@@ -416,6 +452,7 @@ mod tests {
                 platform: crate::platform::Platform::linux("amd64", None),
                 build_ca: Vec::new(),
                 host_ca: false,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -474,6 +511,7 @@ mod tests {
                     platform: crate::platform::Platform::linux("amd64", None),
                     build_ca: Vec::new(),
                     host_ca,
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -519,5 +557,172 @@ mod tests {
             );
             assert!(!r.build_args.iter().any(|(k, _)| k == "SSL_CERT_FILE"));
         }
+    }
+
+    /// A Procfile app's plan with `env` (`-e`) and `opts`, lowered.
+    fn lowered(
+        env: &[&str],
+        opts: crate::plan::Options,
+        lower_opts: LowerOptions,
+    ) -> Result<Graph> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Procfile"), "web: sh -c 'echo hi'\n").unwrap();
+        let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+        let plan = crate::plan::generate(dir.path(), &env, &opts)?;
+        let (matcher, _) = context_ignore(dir.path()).unwrap();
+        let ctx = Context::open(dir.path(), matcher).unwrap();
+        lower(&plan, &ctx, &lower_opts)
+    }
+
+    fn configs(stage: &Stage) -> Vec<&ConfigChange> {
+        stage
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                graph::Op::Config(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn env_names(stage: &Stage) -> Vec<String> {
+        configs(stage)
+            .into_iter()
+            .filter_map(|c| match c {
+                ConfigChange::Env(e) => Some(e.iter().map(|(k, _)| k.clone())),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn build_runs(g: &Graph) -> Vec<&Run> {
+        g.stages[0]
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                graph::Op::Run(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// docs/nixpacks-migration.md: `-e` (Nixpacks' `--env`) is in the
+    /// image's ENV and the build steps'; `--build-env` only in the steps,
+    /// where it wins over an image variable of the same name.
+    #[test]
+    fn env_reaches_the_image_and_build_env_only_the_steps() {
+        let opts = crate::plan::Options {
+            build_cmd: Some("make".into()),
+            build_env: vec!["BUILD_TOKEN=t".into(), "SHARED=build".into()],
+            ..Default::default()
+        };
+        // One name with both flags is refused (which should win?).
+        let e = lowered(
+            &["GREETING=hi", "SHARED=x"],
+            opts.clone(),
+            LowerOptions::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("both -e"), "{e:#}");
+        let opts = crate::plan::Options {
+            build_env: vec!["BUILD_TOKEN=t".into()],
+            ..opts
+        };
+        let g = lowered(&["GREETING=hi"], opts, LowerOptions::default()).unwrap();
+        let runtime = env_names(&g.stages[1]);
+        assert!(runtime.contains(&"GREETING".to_string()), "{runtime:?}");
+        assert!(!runtime.contains(&"BUILD_TOKEN".to_string()), "{runtime:?}");
+        let build = env_names(&g.stages[0]);
+        assert!(build.contains(&"GREETING".to_string()), "{build:?}");
+        let runs = build_runs(&g);
+        assert!(!runs.is_empty());
+        for r in runs {
+            assert!(
+                r.build_args.contains(&("BUILD_TOKEN".into(), "t".into())),
+                "{r:?}"
+            );
+        }
+        let e = lowered(
+            &[],
+            crate::plan::Options {
+                build_env: vec!["KILN_START_CMD=x".into()],
+                ..Default::default()
+            },
+            LowerOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("--build-env KILN_START_CMD"),
+            "{e:#}"
+        );
+    }
+
+    /// `--cache-key KEY`: every cache mount id is `KEY-DIR`.
+    #[test]
+    fn cache_key_prefixes_cache_mount_ids() {
+        let ids = |key: Option<&str>| -> Vec<String> {
+            let g = lowered(
+                &["KILN_BUILD_CACHE_DIRS=/root/.npm"],
+                crate::plan::Options {
+                    build_cmd: Some("make".into()),
+                    ..Default::default()
+                },
+                LowerOptions {
+                    cache_key: key.map(String::from),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            build_runs(&g)
+                .iter()
+                .flat_map(|r| r.mounts.iter())
+                .filter_map(|m| match m {
+                    Mount::Cache { id, .. } => Some(id.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(ids(None), vec!["/root/.npm"]);
+        assert_eq!(ids(Some("app1")), vec!["app1-/root/.npm"]);
+    }
+
+    /// `--no-error-without-start`: no start command gives an image
+    /// without CMD; without the flag it is the error naming the ways to
+    /// set one.
+    #[test]
+    fn no_start_command_is_an_error_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "<p>hi</p>\n").unwrap();
+        let opts = crate::plan::Options {
+            build_cmd: Some("true".into()),
+            ..Default::default()
+        };
+        let plan = crate::plan::generate(dir.path(), &[], &opts).unwrap();
+        let plan = BuildPlan {
+            start: None,
+            ..plan
+        };
+        let (matcher, _) = context_ignore(dir.path()).unwrap();
+        let ctx = Context::open(dir.path(), matcher).unwrap();
+        let e = lower(&plan, &ctx, &LowerOptions::default()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("--no-error-without-start"),
+            "{e:#}"
+        );
+        let g = lower(
+            &plan,
+            &ctx,
+            &LowerOptions {
+                allow_no_start: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let runtime = configs(&g.stages[1]);
+        assert!(
+            !runtime.iter().any(|c| matches!(c, ConfigChange::Cmd(_))),
+            "{runtime:?}"
+        );
     }
 }

@@ -55,6 +55,9 @@ pub struct Options {
     pub libs: Vec<String>,
     /// `--config`: config file, relative to the app dir.
     pub config: Option<String>,
+    /// `--build-env NAME[=VALUE]`: variables of the build steps only, never
+    /// in the image (`-e`, the `env` argument, reaches both).
+    pub build_env: Vec<String>,
     /// `--secret`: names of secrets build steps may read.
     pub secrets: Vec<String>,
     /// Where warnings go (default: nowhere).
@@ -185,24 +188,86 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
     // What the final start command runs (npx, pnpm, go) stays in the runtime.
     runtime_tools::add(&mut plan, &ctx)?;
 
-    // --env values: an override of a plan variable stays a variable; the
-    // rest are build-only. Option variables configure kiln and are dropped.
+    apply_caller(&mut plan, &orig, user_runtime, opts)?;
+    finalize(&mut plan, &env_all, &progress)?;
+    Ok(plan)
+}
+
+/// A plan written out (`kiln plan`, `nixpacks plan`) read back for `kiln
+/// build --plan FILE`: no detection, no config file; the CLI's flags, `-e`
+/// and the `KILN_*`/`NIXPACKS_*` options still rank above it. A finished
+/// kiln plan passes [`finalize`] unchanged; a Nixpacks one gets its Nix
+/// names mapped and a suite chosen. Unknown keys are errors naming the
+/// file, line and key.
+pub fn from_file(file: &Path, env: &[String], opts: &Options) -> crate::Result<BuildPlan> {
+    let progress = opts.progress.clone().unwrap_or_else(Progress::quiet);
+    if opts.config.is_some() {
+        bail!(
+            "--plan {} and -c/--config cannot be combined: the plan file is the whole plan",
+            file.display()
+        );
+    }
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--plan {name}: cannot read the plan file"))?;
+    let mut written = config::parse_plan_file(&name, &text)?;
+    // Nixpacks writes its own build image into every plan; kiln builds on
+    // Debian packages instead (a `buildImage` of the user's own stays).
+    if written
+        .build_image
+        .as_deref()
+        .is_some_and(|i| i.starts_with("ghcr.io/railwayapp/nixpacks"))
+    {
+        progress.info(format!(
+            "{name}: buildImage {} is Nixpacks' own: building on Debian packages instead",
+            written.build_image.take().unwrap_or_default()
+        ));
+    }
+    let orig = parse_env(env)?;
+    let mut vars = written.variables.clone().unwrap_or_default();
+    vars.extend(orig.vars.clone());
+    let env_all = Env { vars };
+    let overrides = merge_all([env_plan(&env_all), cli_plan(opts)]);
+    let user_runtime = requested_runtime_pkgs(&overrides)?;
+    let mut plan = merge(written, overrides);
+    apply_caller(&mut plan, &orig, user_runtime, opts)?;
+    finalize(&mut plan, &env_all, &progress)?;
+    Ok(plan)
+}
+
+/// What the caller adds last: `-e` variables (build steps and the image,
+/// as Nixpacks' `--env`), `--build-env` ones (build steps only), secret
+/// names, and the runtime packages the user asked for. Option variables
+/// (`KILN_*`/`NIXPACKS_*`) configure kiln and are dropped.
+fn apply_caller(
+    plan: &mut BuildPlan,
+    orig: &Env,
+    user_runtime: Vec<String>,
+    opts: &Options,
+) -> crate::Result<()> {
+    let build_env = parse_env_flag(&opts.build_env, "--build-env")?;
+    if let Some(k) = build_env.vars.keys().find(|k| is_option_var(k)) {
+        bail!(
+            "--build-env {k}: KILN_*/NIXPACKS_* variables configure the plan; give them with -e/--env"
+        );
+    }
+    if let Some(k) = build_env.vars.keys().find(|k| orig.vars.contains_key(*k)) {
+        bail!(
+            "{k} is given with both -e (build steps and the image) and --build-env (build steps only): keep one"
+        );
+    }
     let vars = plan.variables.get_or_insert_with(BTreeMap::new);
     vars.retain(|k, _| !is_option_var(k));
-    let mut build_vars = plan.build_variables.take().unwrap_or_default();
     for (k, v) in &orig.vars {
-        if is_option_var(k) {
-            continue;
-        }
-        if vars.contains_key(k) {
+        if !is_option_var(k) {
             vars.insert(k.clone(), v.clone());
-        } else {
-            build_vars.insert(k.clone(), v.clone());
         }
     }
-    if plan.variables.as_ref().is_some_and(|v| v.is_empty()) {
+    if vars.is_empty() {
         plan.variables = None;
     }
+    let mut build_vars = plan.build_variables.take().unwrap_or_default();
+    build_vars.extend(build_env.vars);
     plan.build_variables = (!build_vars.is_empty()).then_some(build_vars);
     if !opts.secrets.is_empty() {
         let s = plan.secrets.get_or_insert_with(Vec::new);
@@ -229,9 +294,7 @@ pub fn generate(dir: &Path, env: &[String], opts: &Options) -> crate::Result<Bui
     if let Some(pkgs) = plan.start.as_mut().and_then(|s| s.apt_pkgs.as_mut()) {
         pkgs.retain(|p| !build_only.contains(p));
     }
-
-    finalize(&mut plan, &env_all, &progress)?;
-    Ok(plan)
+    Ok(())
 }
 
 /// The runtime packages for what the user asked for in any phase of the
@@ -323,6 +386,11 @@ fn is_option_var(k: &str) -> bool {
 
 /// `K=V` entries; a bare `K` (or `K=`) copies `K` from the host environment.
 pub fn parse_env(entries: &[String]) -> crate::Result<Env> {
+    parse_env_flag(entries, "--env")
+}
+
+/// [`parse_env`] for the entries of `flag` (named in errors).
+fn parse_env_flag(entries: &[String], flag: &str) -> crate::Result<Env> {
     let mut vars = BTreeMap::new();
     for e in entries {
         let (k, v) = match e.split_once('=') {
@@ -331,7 +399,7 @@ pub fn parse_env(entries: &[String]) -> crate::Result<Env> {
             None => (e.as_str(), std::env::var(e).unwrap_or_default()),
         };
         if k.is_empty() || k.contains(char::is_whitespace) {
-            bail!("invalid --env entry `{e}`: expected NAME=VALUE or NAME");
+            bail!("invalid {flag} entry `{e}`: expected NAME=VALUE or NAME");
         }
         vars.insert(k.to_string(), v);
     }

@@ -243,9 +243,16 @@ pub fn recipe(plan: &BuildPlan, opts: &RecipeOptions) -> Result<Recipe> {
             extra_ca: opts.build_ca.clone(),
         },
     };
+    // A `--build-env` variable overrides an image variable of the same
+    // name in the build steps (step arguments lose to ENV).
+    let build_env: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !args.iter().any(|(bk, _)| bk == k))
+        .cloned()
+        .collect();
     let mut b = vec![
         RecipeStep::Workdir(APP_DIR.into()),
-        RecipeStep::Env(env.clone()),
+        RecipeStep::Env(build_env),
     ];
     let copy_context = |src: &str, phase: &str| RecipeStep::CopyContext {
         src: src.to_string(),
@@ -442,12 +449,13 @@ pub fn start_command(plan: &BuildPlan) -> Option<String> {
 }
 
 /// The error of a plan without a start command, for the printers that
-/// need one (an image must run something).
-pub fn no_start_command(plan: &BuildPlan, dir: &std::path::Path) -> anyhow::Error {
+/// need one (an image must run something); `also` ends the list of ways
+/// out (the caller's own switch, if it has one).
+pub fn no_start_command(plan: &BuildPlan, dir: &std::path::Path, also: &str) -> anyhow::Error {
     CodedError::new(
         code::FAILURE,
         format!(
-            "no start command for the app in {} (providers: {}): set one with `[start] cmd = \"…\"` in kiln.toml, NIXPACKS_START_CMD=… (or KILN_START_CMD), a Procfile `web:` line, or `kiln build -s CMD`",
+            "no start command for the app in {} (providers: {}): set one with `[start] cmd = \"…\"` in kiln.toml, NIXPACKS_START_CMD=… (or KILN_START_CMD), a Procfile `web:` line, or `kiln build -s CMD`{also}",
             dir.display(),
             plan.providers.clone().unwrap_or_default().join(", ")
         ),

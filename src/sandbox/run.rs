@@ -254,8 +254,16 @@ pub(crate) fn run(sandbox: &Sandbox, spec: &RunSpec, task: &Task) -> Result<RunO
         symlink(&abs, dir.path.join("l").join(i.to_string()))?;
     }
     let files = dir.path.join("files");
-    if let Ok(mut hosts) = fs::read_to_string("/etc/hosts") {
+    let host_hosts = fs::read_to_string("/etc/hosts");
+    if host_hosts.is_ok() || !spec.extra_hosts.is_empty() {
+        let mut hosts = host_hosts.unwrap_or_default();
+        if !hosts.is_empty() && !hosts.ends_with('\n') {
+            hosts.push('\n');
+        }
         hosts.push_str(&format!("127.0.1.1\t{}\n", spec.hostname));
+        for (name, ip) in &spec.extra_hosts {
+            hosts.push_str(&format!("{ip}\t{name}\n"));
+        }
         fs::write(files.join("hosts"), hosts)?;
     }
     // The private network's helper is chosen now, so that a missing one

@@ -206,6 +206,8 @@ pub struct RunSpec {
     /// `name`, `uid`, `name:group`, `uid:gid`… resolved in the rootfs' /etc/passwd and /etc/group.
     pub user: Option<String>,
     pub hostname: String,
+    /// Lines added to the step's `/etc/hosts` (buildx's `--add-host`).
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
     pub mounts: Vec<Mount>,
     pub network: Network,
     pub io: Io,
@@ -239,6 +241,7 @@ impl RunSpec {
             workdir: PathBuf::from("/"),
             user: None,
             hostname: "kiln".into(),
+            extra_hosts: Vec::new(),
             mounts: Vec::new(),
             network: Network::Private,
             io: Io::Log,

@@ -79,6 +79,13 @@ pub struct SolveOptions<'a> {
     /// The host's CA bundle (PEM) that [`graph::Mount::HostCa`] mounts
     /// ([`trust::host_bundle`], read once per build); never stored.
     pub host_ca: Option<Arc<Vec<u8>>>,
+    /// `--add-host HOST:IP`: lines added to every RUN step's `/etc/hosts`
+    /// (not part of the cache key, like the network itself).
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// Images in [`Solver::store`] by the name a Dockerfile uses for them
+    /// (`--build-context NAME=DIR`): `FROM NAME` and `COPY --from=NAME`
+    /// take these before the local image store or a registry.
+    pub local_images: BTreeMap<String, oci_spec::image::Descriptor>,
 }
 
 /// What a finished build step did, for tests and summaries.
@@ -482,6 +489,9 @@ impl Solver {
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Image> {
+        if let Some(desc) = opts.local_images.get(reference) {
+            return read_image(&self.store, desc, Some(platform));
+        }
         if !(opts.pull && opts.registry.is_some())
             && let Ok(desc) = self.images.resolve(reference)
         {
@@ -865,6 +875,7 @@ impl Solver {
             sandbox::StepCommand::Exec(run.command.clone()),
         );
         spec.name = label.to_string();
+        spec.extra_hosts = opts.extra_hosts.clone();
         let mut env = st.config.env.clone();
         for (k, v) in &run.build_args {
             if !env.iter().any(|(ek, _)| ek == k) {
