@@ -13,6 +13,7 @@ pub mod cli;
 pub mod deploy;
 pub mod dockerfile;
 pub mod error;
+pub mod gc;
 pub mod graph;
 pub mod oci;
 pub mod packages;
