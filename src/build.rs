@@ -240,11 +240,16 @@ fn report_gc(outcome: Result<crate::gc::AutoOutcome>, bound: u64, progress: &Pro
             human_bytes(bound)
         )),
         Ok(AutoOutcome::Pruned(r)) => progress.info(format!(
-            "cache: removed {} least recently used entries ({}); it takes {} of its bound {}",
+            "cache: removed {} least recently used entries ({}); it takes {} of its bound {}{}",
             r.removed.len(),
             human_bytes(r.removed_bytes),
             human_bytes(r.after),
-            human_bytes(bound)
+            human_bytes(bound),
+            if r.after > bound {
+                " (the rest is what this build used)"
+            } else {
+                ""
+            }
         )),
         Ok(AutoOutcome::Busy { total }) => progress.info(format!(
             "cache: {} is over its bound {}, but other builds or runs use it; a later build trims it",
