@@ -434,7 +434,7 @@ pub fn default_bound(cache: &Path) -> u64 {
     let mut p = cache;
     loop {
         if let Ok(s) = nix::sys::statvfs::statvfs(p) {
-            let size = s.blocks() as u64 * s.fragment_size() as u64;
+            let size = s.blocks() * s.fragment_size();
             return (size / 10).min(DEFAULT_CAP);
         }
         match p.parent() {

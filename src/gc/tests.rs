@@ -186,7 +186,7 @@ fn prune_removes_record_blob_and_snapshot() {
     .unwrap();
     assert_eq!(dry.removed.len(), 2);
     assert!(snap.is_dir() && c.join("steps").join(key.hex()).is_file());
-    let r = prune(c, &Options::default(), |p| Ok(Store::open_exclusive(p)?)).unwrap();
+    let r = prune(c, &Options::default(), |p| Store::open_exclusive(p)).unwrap();
     assert_eq!(r.removed[0].kind, Kind::Step);
     assert_eq!(r.removed[1].kind, Kind::Blob);
     assert!(r.removed_bytes > 4096 && r.after < r.before);
