@@ -302,11 +302,7 @@ fn du(a: DuArgs) -> Result<()> {
         println!();
         println!("{:<13} {:<24} {:>10}  LAST USED", "KIND", "NAME", "SIZE");
         for e in largest.iter().take(LARGEST) {
-            let name = if e.kind == Kind::Blob || e.kind == Kind::Snapshot {
-                format!("sha256:{}", &e.name[..12.min(e.name.len())])
-            } else {
-                e.name.clone()
-            };
+            let name = short_name(&e.name);
             println!(
                 "{:<13} {:<24} {:>10}  {}",
                 e.kind.group(),
@@ -323,6 +319,25 @@ fn du(a: DuArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A name with its digests cut to 12 hex digits (`sha256:1a2b3c4d5e6f`,
+/// `packages/indexes/2efd6103f013…`).
+fn short_name(name: &str) -> String {
+    if gc::is_hex_digest(name) {
+        return format!("sha256:{}", &name[..12]);
+    }
+    name.split('/')
+        .map(|part| {
+            let stem = part.strip_suffix(".json").unwrap_or(part);
+            if gc::is_hex_digest(stem) {
+                format!("{}…", &stem[..12])
+            } else {
+                part.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// `3h ago`, `2d ago`.

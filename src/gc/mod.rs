@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde::Serialize;
 
-pub use usage::{Entry, Kind, Sizes, Usage, measure, tree_bytes};
+pub use usage::{Entry, Kind, Sizes, Usage, is_hex_digest, measure, tree_bytes};
 
 use crate::Result;
 use crate::oci::Store;
