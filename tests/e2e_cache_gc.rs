@@ -389,10 +389,11 @@ fn a_build_trims_a_cache_over_kiln_cache_max() {
     );
 }
 
-/// `kiln cache prune --filter until=` keeps what was used recently; a bad
-/// filter or size names what is expected.
+/// `kiln cache prune --filter until=` keeps what was used recently; a
+/// record whose snapshot is gone is still a hit and a step on it unpacks
+/// the layers again; a bad filter or size names what is expected.
 #[test]
-fn prune_filter_until_and_bad_input() {
+fn prune_filter_until_a_missing_snapshot_and_bad_input() {
     let k = home();
     let a = app(&k, "recent", 1000, "");
     build(&k, &a, "recent:1", &[("KILN_CACHE_MAX", "off")]);
@@ -409,6 +410,24 @@ fn prune_filter_until_and_bad_input() {
     assert!(kinds.iter().all(|k| *k == "temp"), "{r}");
     let (_, steps, _) = build(&k, &a, "recent:2", &[("KILN_CACHE_MAX", "off")]);
     assert!(steps.iter().all(|(_, s)| s == "cached"), "{steps:?}");
+
+    // Step records whose snapshots are gone (as a prune killed between the
+    // two would leave them): the cached steps stay cached, and a new step
+    // on top unpacks the layers again from their blobs.
+    for e in fs::read_dir(k.cache().join("snapshots")).unwrap() {
+        fs::remove_dir_all(e.unwrap().path()).unwrap();
+    }
+    let df = fs::read_to_string(a.join("Dockerfile")).unwrap();
+    fs::write(
+        a.join("Dockerfile"),
+        df.replace("CMD", "RUN tail -n 1 /data-recent > /last\nCMD"),
+    )
+    .unwrap();
+    let (_, steps, _) = build(&k, &a, "recent:3", &[("KILN_CACHE_MAX", "off")]);
+    assert_eq!(status(&steps, "RUN seq"), "cached", "{steps:?}");
+    assert_eq!(status(&steps, "RUN tail"), "done", "{steps:?}");
+    let out = k.ok(&["run", "recent:3", "cat", "/last"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1000\n");
 
     for (args, want) in [
         (
