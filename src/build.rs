@@ -85,6 +85,9 @@ pub struct BuildRequest {
     /// that `FROM NAME` and `COPY --from=NAME` read, before any image or
     /// stage of that name.
     pub build_contexts: Vec<(String, PathBuf)>,
+    /// The cache's size bound for the GC that ends the build
+    /// (`--cache-max`; by default `KILN_CACHE_MAX`, see [`crate::gc::Bound`]).
+    pub cache_max: crate::gc::Bound,
 }
 
 /// A privilege a build must be granted explicitly (buildx's `--allow`).
@@ -284,9 +287,61 @@ fn named_contexts(
     Ok(out)
 }
 
-/// Builds an image: picks the frontend (see the module doc), solves the
-/// graph, names, exports and pushes the result as `req` asks.
+/// Builds an image (picks the frontend, see the module doc; solves the
+/// graph; names, exports and pushes the result as `req` asks), then keeps
+/// the cache within its bound ([`crate::gc::auto`]): least recently used
+/// entries go, never one this build used.
 pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
+    let started = std::time::SystemTime::now();
+    let cache = crate::paths::cache_dir()?;
+    // A bad KILN_CACHE_MAX fails before any work.
+    let bound = req.cache_max.resolve(&cache)?;
+    let result = build_image(req, progress);
+    let cancelled = req
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst));
+    if let Some(bound) = bound
+        && !cancelled
+    {
+        report_gc(crate::gc::auto(&cache, bound, started), bound, progress);
+    }
+    result
+}
+
+/// Says what the end-of-build GC did, when it did something.
+fn report_gc(outcome: Result<crate::gc::AutoOutcome>, bound: u64, progress: &Progress) {
+    use crate::gc::AutoOutcome;
+    use crate::progress::human_bytes;
+    match outcome {
+        Ok(AutoOutcome::Within { .. }) => {}
+        Ok(AutoOutcome::Pruned(r)) if r.removed.is_empty() => progress.info(format!(
+            "cache: {} stays over its bound {} (KILN_CACHE_MAX, --cache-max): this build alone uses more, and GC keeps what it used",
+            human_bytes(r.after),
+            human_bytes(bound)
+        )),
+        Ok(AutoOutcome::Pruned(r)) => progress.info(format!(
+            "cache: removed {} least recently used entries ({}); it takes {} of its bound {}{}",
+            r.removed.len(),
+            human_bytes(r.removed_bytes),
+            human_bytes(r.after),
+            human_bytes(bound),
+            if r.after > bound {
+                " (the rest is what this build used)"
+            } else {
+                ""
+            }
+        )),
+        Ok(AutoOutcome::Busy { total }) => progress.info(format!(
+            "cache: {} is over its bound {}, but other builds or runs use it; a later build trims it",
+            human_bytes(total),
+            human_bytes(bound)
+        )),
+        Err(e) => progress.warn(format!("cache GC: {e:#}")),
+    }
+}
+
+fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     // Masked in everything shown from here on, whichever frontend runs.
     for value in req.secrets.values() {
         progress.add_secret(value);

@@ -22,6 +22,7 @@ pub mod deploy;
 pub mod dockerfile;
 pub mod error;
 pub mod failure;
+pub mod gc;
 pub mod graph;
 pub mod http;
 pub mod oci;

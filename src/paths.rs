@@ -79,6 +79,22 @@ pub fn private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Sets a file's or dir's mtime to now: the record that a build used a
+/// cache entry, which the cache GC (`crate::gc`) orders by. Best effort (a
+/// failure only makes the entry look older to GC). Here, not in `gc`,
+/// because every module that keeps cache entries calls it.
+pub fn touch(path: &Path) {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    let _ = utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &TimeSpec::UTIME_OMIT,
+        &TimeSpec::UTIME_NOW,
+        UtimensatFlags::NoFollowSymlink,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

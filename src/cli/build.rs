@@ -56,6 +56,11 @@ pub struct BuildArgs {
     /// Push every -t name to its registry.
     #[arg(long)]
     pub push: bool,
+    /// Bound of the build cache: after the build, least recently used
+    /// entries go until it fits (SIZE like 10GB, or off). Default
+    /// KILN_CACHE_MAX, else 10% of its filesystem, at most 20 GiB.
+    #[arg(long, value_name = "SIZE", value_parser = crate::gc::Bound::parse)]
+    pub cache_max: Option<crate::gc::Bound>,
     /// Layer compression.
     #[arg(long, value_enum, default_value_t = Compression::Gzip)]
     pub compression: Compression,
@@ -253,6 +258,7 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         labels: a.label,
         add_hosts: a.add_host,
         build_contexts: a.build_context,
+        cache_max: a.cache_max.unwrap_or_default(),
     };
     let started = std::time::Instant::now();
     let mut result = build(&req, progress);

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod build;
+mod cache;
 mod deploy;
 mod graph;
 mod images;
@@ -39,7 +40,7 @@ Examples:
   kiln packages resolve nodejs@20               a package closure, and why
   kiln lock nodejs@20                           write kiln.lock
   kiln image from-dir ./rootfs -t base:1        a one-layer image from a directory
-  kiln cache verify | prune | dir               the build cache
+  kiln cache du | prune --keep-storage 5GB      what the build cache holds; trim it (LRU)
   kiln completions bash                         shell completions
 
 Run `kiln COMMAND --help` for a command's options.";
@@ -148,9 +149,21 @@ pub enum Command {
     Lock(packages::LockArgs),
     /// Inspect and clean the build cache.
     ///
-    /// Example: kiln cache verify
+    /// The cache (`kiln cache dir`) holds the step cache, layer blobs and
+    /// their snapshots (unpacked layers: most of the space), RUN cache
+    /// mounts, Debian package downloads and context stat caches. Builds
+    /// record when they use an entry; `du` shows what takes the space and
+    /// `prune` removes least recently used entries first (`--keep-storage`,
+    /// `--filter until=`, as buildx). Every build ends with the same GC
+    /// against a bound: `kiln build --cache-max SIZE`, else `KILN_CACHE_MAX`
+    /// (`off` or `0` turn it off), else 10% of the filesystem holding the
+    /// cache, at most 20 GiB. It never removes what that build used, and
+    /// skips when another kiln process uses the cache. Images in the local
+    /// store keep their own copies: pruning never breaks a named image.
+    ///
+    /// Example: kiln cache du
     #[command(subcommand)]
-    Cache(images::CacheCommand),
+    Cache(cache::CacheCommand),
     /// Print shell completions.
     ///
     /// Example: kiln completions bash > /etc/bash_completion.d/kiln
@@ -217,7 +230,7 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Image(c) => images::image(*c, progress),
         Command::Packages(a) => packages::run(a, progress),
         Command::Lock(a) => packages::lock(a, progress),
-        Command::Cache(c) => images::cache(c),
+        Command::Cache(c) => cache::cache(c),
         Command::Completions { shell } => {
             // Into a buffer first: clap_complete panics on a write error,
             // and `kiln completions bash | head` closes the pipe early.

@@ -69,6 +69,9 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut workdir = None;
     let mut user = None;
+    // The build cache, held (its lock, shared) until the command ends: the
+    // cache GC never removes the snapshots under a running command.
+    let mut _cache = None;
     let mut default_cmd: Vec<String> = Vec::new();
     let mut entrypoint: Vec<String> = Vec::new();
     let lowers = match &args.rootfs {
@@ -96,7 +99,17 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
                 default_cmd = c.cmd().clone().unwrap_or_default();
                 entrypoint = c.entrypoint().clone().unwrap_or_default();
             }
-            Snapshots::open_default()?.for_image(store.blobs(), &image)?
+            // The image's blobs are linked into the cache, as a build's
+            // base image's are, so its snapshots have their blob there and
+            // GC ages them like a build's (least recently used first).
+            let cache = crate::oci::cache_store()?;
+            for (d, _) in crate::oci::image::closure(store.blobs(), &image.manifest_desc)? {
+                cache.import_from(store.blobs(), &d)?;
+                cache.touch(&d);
+            }
+            let lowers = Snapshots::open_default()?.for_image(&cache, &image)?;
+            _cache = Some(cache);
+            lowers
         }
     };
     let mut argv = entrypoint;

@@ -95,6 +95,9 @@ pub fn default_path(root: &Path) -> Result<PathBuf> {
 
 /// Reads the cache at `path`; anything unreadable is an empty cache.
 pub fn load(path: &Path) -> BTreeMap<String, Known> {
+    // A build reads it: a use, for the cache GC (it is rewritten only when
+    // a file was hashed).
+    crate::paths::touch(path);
     std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice::<Stored>(&b).ok())

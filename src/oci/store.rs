@@ -179,6 +179,12 @@ impl Store {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
+    /// Records that a build used the blob (its mtime, which the cache GC
+    /// reads as its last use).
+    pub fn touch(&self, digest: &Digest) {
+        crate::paths::touch(&self.blob_path(digest));
+    }
+
     pub fn contains(&self, digest: &Digest) -> bool {
         // Not following a symlink: in a layout kiln did not make, a link
         // named like a blob is not that blob.

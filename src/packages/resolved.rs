@@ -88,6 +88,8 @@ pub fn get(req: &PackagesRequest) -> Result<Option<Reused>> {
     let Ok(stored) = serde_json::from_slice::<Stored>(&bytes) else {
         return Ok(None);
     };
+    // A reuse is a use, for the cache GC (least recently used first).
+    crate::paths::touch(&p);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -44,6 +44,7 @@ pub use adopt::Adoption;
 pub use capture::Capture;
 pub use idmap::IdMap;
 pub use network::HELPER_ENV as NETWORK_HELPER_ENV;
+pub(crate) use run::remove_tree;
 pub use snapshot::Snapshots;
 pub use spec::{
     BindMount, CacheMount, Io, Mount, Network, RunSpec, SecretMount, Sharing, StepCommand,

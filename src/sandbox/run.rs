@@ -185,6 +185,9 @@ fn plan_mounts(
                             .with_context(|| format!("seeding cache mount {:?}", c.id))?;
                     }
                 }
+                // The dir's mtime is the mount's last use for the cache GC
+                // (which measures it again when it is newer than its size).
+                crate::paths::touch(&base);
                 PlannedMount::Bind {
                     source,
                     target: c.target.clone(),

@@ -2,7 +2,8 @@
 //! for config-only steps), one small JSON file per key under
 //! `cache_dir()/steps/`, written atomically. The layer blobs live in the
 //! blob store; a record whose blob has been pruned is treated as a miss, so
-//! pruning the store can never make a build use a missing layer.
+//! pruning the store can never make a build use a missing layer. A hit
+//! sets the record's mtime: its last use, for the cache GC ([`crate::gc`]).
 
 use std::fs;
 use std::path::PathBuf;
@@ -82,11 +83,16 @@ impl StepCache {
     /// not exported is zstd; reusing it in an exported stage would mix
     /// compressions the user did not ask for, so that is a miss).
     pub fn get(&self, key: &Digest, store: &Store, compression: Compression) -> Option<StepRecord> {
-        let text = fs::read(self.dir.join(key.hex())).ok()?;
+        let path = self.dir.join(key.hex());
+        let text = fs::read(&path).ok()?;
         let rec: StepRecord = serde_json::from_slice(&text).ok()?;
         match &rec.layer {
             Some(l) if !store.contains(&l.blob) || l.compression != compression => None,
-            _ => Some(rec),
+            _ => {
+                // A hit is a use: the cache GC removes least recently used first.
+                crate::paths::touch(&path);
+                Some(rec)
+            }
         }
     }
 

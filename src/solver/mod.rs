@@ -335,10 +335,45 @@ impl Solver {
         let mut builder = st.builder;
         st.config.apply_to_oci(builder.config_mut());
         let image = builder.write(&self.store, opts.layer.epoch)?;
+        let layers = states.iter().flatten().flat_map(|s| &s.layers);
+        self.record_use(
+            layers.chain(&st.layers).map(|l| &l.blob),
+            bases.values().chain([&image]),
+        );
         Ok(Solved {
             image,
             stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()),
         })
+    }
+
+    /// Records that this build used the layers of its stages and the blobs
+    /// of its base images and result (their mtime: the cache GC removes
+    /// least recently used first). A cached step's record is touched when
+    /// it is found; its layer may be shared, so it is touched here.
+    fn record_use<'a>(
+        &self,
+        layers: impl Iterator<Item = &'a Digest>,
+        images: impl Iterator<Item = &'a Image>,
+    ) {
+        let mut seen = BTreeSet::new();
+        for d in layers {
+            if seen.insert(d.clone()) {
+                self.store.touch(d);
+            }
+        }
+        for img in images {
+            let config = crate::oci::image::desc_digest(img.manifest.config()).ok();
+            for d in [img.digest().ok(), config].into_iter().flatten().chain(
+                img.manifest
+                    .layers()
+                    .iter()
+                    .filter_map(|l| crate::oci::image::desc_digest(l).ok()),
+            ) {
+                if seen.insert(d.clone()) {
+                    self.store.touch(&d);
+                }
+            }
+        }
     }
 
     /// A copy of `g` whose `ADD <url>` items without a checksum carry the
