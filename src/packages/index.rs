@@ -43,7 +43,9 @@ pub struct Pkg {
     pub dist: Arc<str>,
     /// From `-backports`: only chosen when nothing else satisfies.
     pub backports: bool,
-    /// The whole index paragraph (relations are parsed on demand).
+    /// The index paragraph's [`KEPT_FIELDS`] (relations are parsed on
+    /// demand); the rest of the paragraph is not kept: a suite's index is
+    /// ~65k paragraphs and resolving reads only these.
     pub para: Arc<str>,
 }
 
@@ -82,6 +84,18 @@ impl Pkg {
         format!("{}={}", self.name, self.version)
     }
 }
+
+/// The fields of an index paragraph that [`Pkg::field`] can return besides
+/// those parsed into [`Pkg`] (the relations the resolver reads, and the
+/// source package).
+pub const KEPT_FIELDS: &[&str] = &[
+    "Pre-Depends",
+    "Depends",
+    "Recommends",
+    "Conflicts",
+    "Breaks",
+    "Source",
+];
 
 /// All packages of a suite for one architecture.
 pub struct SuiteIndex {
@@ -259,13 +273,26 @@ fn parse_pkg(para: &str, base: &Arc<str>, dist: &Arc<str>, backports: bool) -> R
     let mut sha = None;
     let mut size = 0;
     let mut isize = 0;
+    let mut kept = String::new();
+    let mut keeping = false;
     for line in para.lines() {
         if line.starts_with([' ', '\t']) {
-            continue; // continuation lines only occur in fields kiln reads on demand
+            // Continuation lines only occur in fields kiln reads on demand.
+            if keeping {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+            continue;
         }
         let Some((k, v)) = line.split_once(':') else {
+            keeping = false;
             continue;
         };
+        keeping = KEPT_FIELDS.contains(&k);
+        if keeping {
+            kept.push_str(line);
+            kept.push('\n');
+        }
         let v = v.trim();
         match k {
             "Package" => name = Some(v),
@@ -324,6 +351,6 @@ fn parse_pkg(para: &str, base: &Arc<str>, dist: &Arc<str>, backports: bool) -> R
         base: base.clone(),
         dist: dist.clone(),
         backports,
-        para: Arc::from(para),
+        para: Arc::from(kept),
     })
 }

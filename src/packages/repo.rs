@@ -388,7 +388,7 @@ impl Repo {
         let arch = &self.config.arch;
         let plain = format!("{component}/binary-{arch}/Packages");
         let dir = self.root.join("indexes");
-        let (want_plain, _) = rel.sha256.get(&plain).cloned().with_context(|| {
+        let (want_plain, plain_size) = rel.sha256.get(&plain).cloned().with_context(|| {
             format!(
                 "{} has no {plain} (is {component} a component of this archive, {arch} one of its architectures?)",
                 rel.archive.dist
@@ -440,7 +440,9 @@ impl Repo {
                 "{url}: content hashes to {got} but the signed Release says {want_xz}: refused (tampered or corrupt mirror; try another mirror)"
             );
         }
-        let mut text = Vec::new();
+        // Sized from the Release: grown by doubling, the 56 MB trixie index
+        // would briefly take twice that.
+        let mut text = Vec::with_capacity(plain_size.min(1 << 30) as usize);
         liblzma::read::XzDecoder::new(&comp[..])
             .read_to_end(&mut text)
             .with_context(|| format!("decompressing {url}"))?;
