@@ -263,8 +263,9 @@ for app in "${APPS[@]}"; do
   echo "$app: kiln's warm rebuild, phase by phase"
   breakdown "$khome" warm
   # Sizes, uncompressed, as podman reports them.
-  kid=$(podman --root "$broot" --runroot "$brun" pull -q "oci:$khome/data/images:app:1" | tail -1)
-  ks=$(podman --root "$broot" --runroot "$brun" image inspect --format '{{.Size}}' "$kid")
+  driver=$(podman --root "$broot" --runroot "$brun" info --format '{{.Store.GraphDriverName}}')
+  skopeo copy -q "oci:$khome/data/images:app:1" "containers-storage:[$driver@$broot+$brun]localhost/kiln-bench-$app"
+  ks=$(podman --root "$broot" --runroot "$brun" image inspect --format '{{.Size}}' "localhost/kiln-bench-$app")
   bs=$(podman --root "$broot" --runroot "$brun" image inspect --format '{{.Size}}' localhost/app)
   printf '%-13s size  kiln %.1f MB, buildah %.1f MB: %.2fx\n' "$app" \
     "$(echo "$ks / 1000000" | bc -l)" "$(echo "$bs / 1000000" | bc -l)" "$(echo "$ks / $bs" | bc -l)"
