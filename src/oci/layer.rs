@@ -688,15 +688,17 @@ fn compress_into<'s>(
             enc.finish()?;
         }
         Compression::Zstd => {
-            // One zstd stream at a time: each already compresses on every
-            // core, and each holds ~40 MB of job buffers (level 3's 8 MB
-            // jobs, times the workers, plus slack), so parallel layer
-            // writers added memory, not speed.
+            // One zstd stream at a time, on one worker: a multi-threaded
+            // stream's job buffers grow with its workers (~110 MB with
+            // two, heaptrack on a node-npm cold build), and one worker at
+            // level 3 outruns the tar writer and the snapshot tee that
+            // feed it. Multi-threaded mode with any number of workers
+            // writes the same bytes (tested below), so digests do not
+            // change.
             static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
             let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
             let mut enc = zstd::stream::write::Encoder::new(&mut blob, 3)?;
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            enc.multithread(workers.max(1))?;
+            enc.multithread(1)?;
             tar.copy_to(&mut enc)?;
             enc.finish()?;
         }
