@@ -662,6 +662,72 @@ pub fn layer_paths(store: &Store, l: &PackageLayer) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    fn stored_deb(store: &Store, files: &[(&str, &[u8])]) -> LockedPackage {
+        let bytes =
+            deb::tests::make_deb("Package: hello\nVersion: 1.0\nArchitecture: amd64\n", files);
+        let blob = store.put(&bytes).unwrap();
+        LockedPackage {
+            name: "hello".into(),
+            version: "1.0".into(),
+            arch: "amd64".into(),
+            archive: "trixie".into(),
+            filename: "pool/main/h/hello/hello_1.0_amd64.deb".into(),
+            sha256: blob.digest.hex().to_string(),
+            size: bytes.len() as u64,
+        }
+    }
+
+    /// The contents go to the spool file, not memory, and come back whole.
+    #[test]
+    fn a_read_deb_keeps_its_contents_in_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let p = stored_deb(
+            &store,
+            &[("./usr/bin/hello", &big), ("./etc/hello.conf", b"x=1\n")],
+        );
+        let mut spool = Spool::new_in(dir.path()).unwrap();
+        let d = read_deb(&store, &p, &mut spool).unwrap();
+        let contents = |d: &Deb, path: &str| match &d
+            .entries
+            .iter()
+            .find(|e| e.path == Path::new(path))
+            .unwrap()
+            .kind
+        {
+            EntryKind::File(FileSource::Spool(s)) => ("spool", s.read_all().unwrap()),
+            EntryKind::File(FileSource::Bytes(b)) => ("memory", b.to_vec()),
+            k => panic!("{k:?}"),
+        };
+        assert_eq!(contents(&d, "usr/bin/hello"), ("spool", big.clone()));
+        // configure reads /etc from memory; the rest it does not read.
+        let s = slim(d).unwrap();
+        assert_eq!(
+            contents(&s, "etc/hello.conf"),
+            ("memory", b"x=1\n".to_vec())
+        );
+        assert_eq!(contents(&s, "usr/bin/hello"), ("memory", Vec::new()));
+    }
+
+    /// A stored .deb that no longer matches its digest is refused.
+    #[test]
+    fn a_corrupt_stored_deb_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let p = stored_deb(&store, &[("./usr/bin/hello", b"#!/bin/sh\n")]);
+        let path = store.blob_path(&p.digest().unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let mut spool = Spool::new_in(dir.path()).unwrap();
+        let err = format!("{:#}", read_deb(&store, &p, &mut spool).unwrap_err());
+        assert!(err.contains("is corrupt"), "{err}");
+    }
 
     #[test]
     fn grouping_puts_the_most_depended_upon_first() {
