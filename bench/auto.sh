@@ -4,14 +4,20 @@
 # by kiln) vs `buildah bud --isolation chroot --layers` and BuildKit
 # (dockerd 20.10, DOCKER_BUILDKIT=1) on the Dockerfile `kiln dockerfile`
 # generates, FROM a trixie minbase image served by a local registry.
-#   cold: empty caches / storage on every side (buildah's cache mounts
-#         live in $TMPDIR, so it gets a fresh one per app)
-#   warm: rebuild after a one-line source change
-# Prints wall times, ratios (kiln / peer; goals: cold ≤ 0.7, warm ≤ 1.0),
-# kiln's peak RSS (the kiln process only, sampled; the steps' own
-# processes excluded) and image sizes (uncompressed, as podman counts them).
+#   cold:     empty caches / storage on every side (buildah's cache mounts
+#             live in $TMPDIR, so it gets a fresh one per app)
+#   warm:     rebuild after a one-line source change
+#   nochange: kiln only, rebuild with nothing changed
+# Prints wall times, ratios (kiln / peer), kiln's peak RSS (the kiln
+# process only: its VmHWM, sampled every 20 ms; the steps' own processes
+# excluded; for the no-change rebuild, wait4's maximum), a per-phase
+# breakdown of kiln's warm rebuild (from its JSON
+# progress), image sizes (uncompressed, as podman counts them) and, last,
+# the goals of issue 17 met or missed: warm and cold ≤ 0.5× BuildKit,
+# peak RSS cold ≤ 250 MB and warm ≤ 60 MB, no-change rebuild < 150 ms.
 #   bench/auto.sh [APP…]      default: node-npm python-flask go-mod
-#   BENCH_LOGS=DIR bench/auto.sh   also keep kiln's build logs (step timings)
+#   BENCH_LOGS=DIR bench/auto.sh   also keep kiln's JSON progress logs
+#   BENCH_TMP=DIR             where the run's filesystem image goes (default /var/tmp)
 # Needs root (buildah, podman, dockerd, a loop mount), mmdebstrap, docker-registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +25,7 @@ cargo build --release --quiet
 KILN=$PWD/target/release/kiln
 APPS=("${@:-node-npm}")
 [ $# -eq 0 ] && APPS=(node-npm python-flask go-mod)
-work=$(mktemp -d /var/tmp/kiln-bench-auto.XXXXXX)
+work=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-bench-auto.XXXXXX")
 # Every builder's storage (kiln's homes, buildah's --root and TMPDIR,
 # dockerd's data root) lives on a fresh journaled ext4 made for this run
 # (BENCH_FS=host: on /var/tmp itself). This machine's root ext4 has no
@@ -32,18 +38,15 @@ fs=${BENCH_FS:-fresh}
 if [ "$fs" = fresh ]; then
   truncate -s 32G "$work.img"
   mkfs.ext4 -q -F "$work.img"
-  mount -o loop "$work.img" "$work"
+  # With BENCH_TMP (e.g. /dev/shm when the disk is short), deleted files
+  # give their space back to it.
+  mount -o "loop${BENCH_TMP:+,discard}" "$work.img" "$work"
 fi
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   umount -R "$work"/dockerd/exec 2>/dev/null || true
-  # BENCH_LOGS=DIR keeps kiln's step logs (plain progress, with timings).
-  if [ -n "${BENCH_LOGS:-}" ]; then
-    mkdir -p "$BENCH_LOGS"
-    for l in "$work"/*/khome/build.log; do [ -f "$l" ] && cp "$l" "$BENCH_LOGS/$(basename "$(dirname "$(dirname "$l")")").log"; done
-  fi
   if [ "$fs" = fresh ]; then
     umount -R "$work" 2>/dev/null || umount -l "$work" 2>/dev/null || true
     rm -f "$work.img"
@@ -75,7 +78,9 @@ if [ ! -f "$cache/debian-trixie.tar" ]; then
   mv "$cache/debian-trixie.tar.tmp" "$cache/debian-trixie.tar"
 fi
 sleep 1
-podman import -q "$cache/debian-trixie.tar" localhost/kiln-bench-base >/dev/null
+# The base image goes through a store of the run's own, not the host's.
+pstore=(--root "$work/pstore" --runroot "$work/prun")
+podman "${pstore[@]}" import -q "$cache/debian-trixie.tar" localhost/kiln-bench-base >/dev/null
 # Networks that intercept TLS: the host's extra CAs go into the peers' base
 # (as a company base image carries them) and to kiln as --ca-cert.
 ca_args=()
@@ -84,12 +89,14 @@ for c in /usr/local/share/ca-certificates/*.crt; do
   ca_args+=(--ca-cert "$c")
 done
 if [ ${#ca_args[@]} -gt 0 ]; then
-  ctr=$(buildah from -q localhost/kiln-bench-base)
-  buildah copy -q "$ctr" /usr/local/share/ca-certificates/ /usr/local/share/ca-certificates/ >/dev/null
-  buildah commit -q --rm "$ctr" localhost/kiln-bench-base >/dev/null
+  ctr=$(buildah "${pstore[@]}" from -q localhost/kiln-bench-base)
+  buildah "${pstore[@]}" copy -q "$ctr" /usr/local/share/ca-certificates/ /usr/local/share/ca-certificates/ >/dev/null
+  buildah "${pstore[@]}" commit -q --rm "$ctr" localhost/kiln-bench-base >/dev/null
 fi
-podman push -q --tls-verify=false localhost/kiln-bench-base "docker://$reg/debian:trixie-slim"
-podman rmi -f localhost/kiln-bench-base >/dev/null
+podman "${pstore[@]}" push -q --tls-verify=false localhost/kiln-bench-base "docker://$reg/debian:trixie-slim"
+podman "${pstore[@]}" rmi -f localhost/kiln-bench-base >/dev/null
+umount -R "$work/pstore" 2>/dev/null || true
+rm -rf "$work/pstore" "$work/prun"
 base=$reg/debian:trixie-slim
 
 # BuildKit, when Debian's docker.io is installed (apt-get install docker.io).
@@ -106,20 +113,77 @@ if command -v dockerd >/dev/null && [ -x /usr/bin/docker ]; then
 fi
 [ $buildkit = 1 ] || echo "(BuildKit not measured: install docker.io for dockerd)"
 
-# kiln build with its peak RSS (the kiln process only, sampled every 50 ms).
-kiln_build() { # home dir
-  local home=$1 dir=$2 peak=0 rss
-  mkdir -p "$home"
-  KILN_CACHE_DIR=$home/cache KILN_DATA_DIR=$home/data "$KILN" --progress plain build "$dir" -t app:1 "${ca_args[@]}" \
-    >/dev/null 2>>"$home/build.log" &
+# kiln build with its peak RSS: the kiln process's VmHWM (the kernel's
+# high-water mark, so a spike between two samples is not missed; the last
+# sample before exit holds the peak). JSON progress goes to HOME/RUN.json,
+# the start time to HOME/RUN.t0 (the breakdown measures from it).
+# A no-change rebuild ends before the first samples: its figure is the
+# process's own maximum as wait4 reports it (GNU time's %M), which would
+# include a step's process, but such a build runs none.
+# kiln's temp files go to the run's filesystem too (TMPDIR).
+kiln_build() { # home dir run
+  local home=$1 dir=$2 run=$3 peak=0 hwm
+  mkdir -p "$home/tmp"
+  now > "$home/$run.t0"
+  if [ "$run" = nochange ]; then
+    TMPDIR=$home/tmp KILN_CACHE_DIR=$home/cache KILN_DATA_DIR=$home/data /usr/bin/time -f %M -o "$home/$run.peak" \
+      "$KILN" --progress json build "$dir" -t app:1 "${ca_args[@]}" >/dev/null 2>"$home/$run.json" \
+      || { echo "kiln build $dir failed:"; tail -5 "$home/$run.json"; exit 1; }
+    now > "$home/$run.t1"
+    return
+  fi
+  TMPDIR=$home/tmp KILN_CACHE_DIR=$home/cache KILN_DATA_DIR=$home/data "$KILN" --progress json build "$dir" -t app:1 "${ca_args[@]}" \
+    >/dev/null 2>"$home/$run.json" &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
-    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    [ "${rss:-0}" -gt "$peak" ] && peak=$rss
-    sleep 0.05
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm
+    sleep 0.02
   done
-  wait "$pid" || { echo "kiln build $dir failed"; exit 1; }
-  echo "$peak" > "$home/peak"
+  wait "$pid" || { echo "kiln build $dir failed:"; tail -5 "$home/$run.json"; exit 1; }
+  now > "$home/$run.t1"
+  echo "$peak" > "$home/$run.peak"
+}
+
+# Where a kiln build's time went, from its JSON progress: before the first
+# step (start-up, plan, context hash), each top-level task in order (the
+# package sets, the steps; nested tasks are inside their step's time),
+# after the last one (image config, manifest, naming, export), and exit.
+breakdown() { # home run
+  python3 - "$1/$2.json" "$(cat "$1/$2.t0")" "$(cat "$1/$2.t1")" <<'PY'
+import json, sys
+from datetime import datetime, timezone
+log, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+def ts(e):
+    return datetime.strptime(e["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+events = []
+for line in open(log):
+    try:
+        events.append(json.loads(line))
+    except ValueError:
+        pass
+names, starts, rows = {}, {}, []
+for e in events:
+    if e["event"] == "start":
+        names[e["id"]], starts[e["id"]] = e["name"], ts(e)
+    elif e["event"] == "finish" and e["id"] in names:
+        rows.append((starts[e["id"]], ts(e), names[e["id"]], e["status"], e["seconds"]))
+# Steps, package sets and index reads ("[build 2/5] …", "[packages] …",
+# "[index] trixie"); their parts ("layer libc6", "unpack 50 packages") are
+# inside their time.
+top = sorted(r for r in rows if r[2].startswith("["))
+result = next((e for e in events if e["event"] == "result"), None)
+first = top[0][0] if top else t1
+last = max((r[1] for r in top), default=first)
+end = ts(result) if result else t1
+ms = lambda s: f"{max(s, 0) * 1000:8.1f} ms"
+print(f"    {ms(first - t0)}  start-up, plan, context hash")
+for _, _, n, st, secs in top:
+    print(f"    {ms(secs)}  {n[:70]} ({st})")
+print(f"    {ms(end - last)}  image, export, naming")
+print(f"    {ms(t1 - end)}  exit")
+print(f"    {ms(t1 - t0)}  total (wall)")
+PY
 }
 
 # Each timed build starts with no dirty pages of the previous one left to
@@ -143,7 +207,13 @@ edit() { # one-line change in the app's main source file
   done
 }
 
-printf '%-13s %-5s %9s %9s %7s %9s %7s %9s\n' app run kiln buildah ratio buildkit ratio kiln-rss
+printf '%-13s %-8s %9s %9s %7s %9s %7s %9s\n' app run kiln buildah ratio buildkit ratio kiln-rss
+goals=()
+goal() { # label value op limit unit
+  local ok=MISS
+  [ "$(echo "$2 $3 $4" | bc)" = 1 ] && ok=ok
+  goals+=("$(printf '%-13s %-22s %8s %s %s %s  %s' "$app" "$1" "$2" "$3" "$4" "$5" "$ok")")
+}
 for app in "${APPS[@]}"; do
   src=examples/$app
   kdir=$work/$app/kiln/$app; bdir=$work/$app/buildah/$app; ddir=$work/$app/buildkit/$app
@@ -162,9 +232,16 @@ for app in "${APPS[@]}"; do
   # (/var/tmp by default), outside --root: without a fresh TMPDIR its
   # "cold" build reuses the apt, npm and Go build caches of earlier runs.
   btmp=$work/$app/btmp; mkdir -p "$btmp"
-  for run in cold warm; do
+  khome=$work/$app/khome
+  for run in cold warm nochange; do
     if [ $run = warm ]; then edit "$kdir"; edit "$bdir"; edit "$ddir"; fi
-    settle $run; t=$(now); kiln_build "$work/$app/khome" "$kdir"; tk=$(since "$t")
+    settle $run; t=$(now); kiln_build "$khome" "$kdir" $run; tk=$(since "$t")
+    rss=$(( $(cat "$khome/$run.peak") / 1024 ))
+    if [ $run = nochange ]; then
+      printf '%-13s %-8s %8.3fs %9s %7s %9s %7s %6d MB\n' "$app" "$run" "$tk" - - - - "$rss"
+      goal "no-change rebuild (s)" "$tk" "<" 0.150 s
+      continue
+    fi
     settle $run; t=$(now)
     TMPDIR=$btmp buildah --root "$broot" --runroot "$brun" bud -q --isolation chroot --layers --tls-verify=false \
       -f "$work/$app/Dockerfile" -t app "$bdir" >/dev/null 2>"$work/$app/buildah.$run.log" \
@@ -177,18 +254,35 @@ for app in "${APPS[@]}"; do
         >/dev/null 2>"$work/$app/buildkit.$run.log" \
         || { tail -30 "$work/$app/buildkit.$run.log"; exit 1; }
       td=$(since "$t"); rd=$(echo "scale=2; $tk / $td" | bc)
+      goal "$run / BuildKit" "$rd" "<=" 0.5 x
     fi
-    printf '%-13s %-5s %8.1fs %8.1fs %7.2f %9s %7s %7d MB\n' "$app" "$run" "$tk" "$tb" \
-      "$(echo "scale=2; $tk / $tb" | bc)" "$([ "$td" = - ] && echo - || printf '%.1fs' "$td")" "$rd" \
-      $(( $(cat "$work/$app/khome/peak") / 1024 ))
+    printf '%-13s %-8s %8.1fs %8.1fs %7.2f %9s %7s %6d MB\n' "$app" "$run" "$tk" "$tb" \
+      "$(echo "scale=2; $tk / $tb" | bc)" "$([ "$td" = - ] && echo - || printf '%.1fs' "$td")" "$rd" "$rss"
+    goal "$run peak RSS (MB)" "$rss" "<=" "$([ $run = cold ] && echo 250 || echo 60)" MB
   done
+  echo "$app: kiln's warm rebuild, phase by phase"
+  breakdown "$khome" warm
   # Sizes, uncompressed, as podman reports them.
-  skopeo copy -q "oci:$work/$app/khome/data/images:app:1" "containers-storage:localhost/kiln-bench-$app"
-  ks=$(podman image inspect --format '{{.Size}}' "localhost/kiln-bench-$app")
+  driver=$(podman --root "$broot" --runroot "$brun" info --format '{{.Store.GraphDriverName}}')
+  skopeo copy -q "oci:$khome/data/images:app:1" "containers-storage:[$driver@$broot+$brun]localhost/kiln-bench-$app"
+  ks=$(podman --root "$broot" --runroot "$brun" image inspect --format '{{.Size}}' "localhost/kiln-bench-$app")
   bs=$(podman --root "$broot" --runroot "$brun" image inspect --format '{{.Size}}' localhost/app)
-  podman rmi -f "localhost/kiln-bench-$app" >/dev/null
   printf '%-13s size  kiln %.1f MB, buildah %.1f MB: %.2fx\n' "$app" \
     "$(echo "$ks / 1000000" | bc -l)" "$(echo "$bs / 1000000" | bc -l)" "$(echo "$ks / $bs" | bc -l)"
   buildah --root "$broot" --runroot "$brun" rmi -af >/dev/null 2>&1 || true
   umount -R "$broot" 2>/dev/null || true
+  # The next app starts from empty storage on every side (and the run
+  # needs the space of one app at a time).
+  if [ -n "${BENCH_LOGS:-}" ]; then
+    mkdir -p "$BENCH_LOGS"
+    for l in "$khome"/*.json; do cp "$l" "$BENCH_LOGS/$app.$(basename "$l")"; done
+  fi
+  rm -rf "$work/$app"
+  if [ $buildkit = 1 ]; then
+    $DOCKER rmi -f app >/dev/null 2>&1 || true
+    $DOCKER builder prune -af >/dev/null 2>&1 || true
+  fi
 done
+echo
+echo "goals (issue 17)"
+printf '%s\n' "${goals[@]}"

@@ -29,8 +29,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 
@@ -152,6 +152,8 @@ pub enum FileSource {
     Path(PathBuf),
     /// These bytes.
     Bytes(Arc<[u8]>),
+    /// A range of a spool file (contents kept out of memory).
+    Spool(super::spool::Span),
 }
 
 /// What an entry is.
@@ -604,7 +606,7 @@ pub fn write_canonical_layer_tee(
     opts: LayerOptions,
     tee: Option<SyncSender<Vec<u8>>>,
 ) -> Result<Layer> {
-    let (tx, rx) = sync_channel::<Vec<u8>>(16);
+    let (tx, rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
     // The diff_id is hashed on whichever thread has time: gzip keeps the
     // compressing thread busy, so the tar thread hashes; zstd compresses on
     // its own workers, so the feeding thread hashes. Either way the digest
@@ -629,6 +631,10 @@ pub fn write_canonical_layer_tee(
         reader.hash = !hash_in_producer;
         reader.tee = tee;
         let compressed = compress_into(store, &mut reader, opts.compression);
+        if compressed.is_err() {
+            // The producer may be blocked on a full channel: let it fail.
+            reader.close();
+        }
         let produced = producer.join().expect("layer tar writer panicked");
         // A compressor failure (disk full…) makes the producer fail with a
         // closed channel, so the compressor's error is the cause to report.
@@ -674,9 +680,17 @@ fn compress_into<'s>(
             enc.finish()?;
         }
         Compression::Zstd => {
+            // One zstd stream at a time, on one worker: a multi-threaded
+            // stream's job buffers grow with its workers (~110 MB with
+            // two, heaptrack on a node-npm cold build), and one worker at
+            // level 3 outruns the tar writer and the snapshot tee that
+            // feed it. Multi-threaded mode with any number of workers
+            // writes the same bytes (tested below), so digests do not
+            // change.
+            static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+            let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
             let mut enc = zstd::stream::write::Encoder::new(&mut blob, 3)?;
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            enc.multithread(workers.max(1))?;
+            enc.multithread(1)?;
             tar.copy_to(&mut enc)?;
             enc.finish()?;
         }
@@ -727,6 +741,7 @@ fn append_entry<W: Write>(b: &mut tar::Builder<W>, e: &Entry, epoch: i64) -> Res
                 FileSource::Bytes(bytes) => {
                     (bytes.len() as u64, Box::new(io::Cursor::new(bytes.clone())))
                 }
+                FileSource::Spool(span) => (span.len(), Box::new(span.reader())),
                 FileSource::Path(p) => {
                     let f =
                         File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -885,6 +900,11 @@ struct ChunkWriter {
 
 const CHUNK: usize = 1 << 20;
 
+/// Chunks queued between a layer's tar writer and its compressor (or a
+/// tee's reader): enough to keep both busy, few enough that the layers
+/// written in parallel do not each hold 16 MB.
+pub const CHUNKS_IN_FLIGHT: usize = 4;
+
 /// Read size for file contents.
 const READ_BUF: usize = 1 << 20;
 
@@ -954,6 +974,14 @@ impl ChunkReader {
         }
     }
 
+    /// Stops reading: the tar writer's next send fails (instead of
+    /// blocking forever on a full channel) and the tee sees the end.
+    fn close(&mut self) {
+        let (_, closed) = sync_channel(0);
+        drop(std::mem::replace(&mut self.rx, closed));
+        self.tee = None;
+    }
+
     /// Hands whole 1 MiB chunks to `out`: compressors work far better on
     /// big writes than on `io::copy`'s 8 KiB pieces.
     fn copy_to(&mut self, out: &mut impl Write) -> io::Result<()> {
@@ -1010,6 +1038,34 @@ impl Read for ChunkReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A compressor that fails (here: the store cannot take a blob; on a
+    /// build host, a full disk) must fail the layer, not leave the tar
+    /// writer blocked on a full channel and the build hung.
+    #[test]
+    fn a_failed_compressor_fails_the_layer_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        std::fs::remove_dir_all(dir.path().join("ingest")).unwrap();
+        let big = vec![7u8; 32 << 20]; // more chunks than the channel holds
+        let entries = vec![
+            Entry::new(
+                "big",
+                EntryKind::File(FileSource::Bytes(Arc::from(big))),
+                Meta::root(0o644),
+            )
+            .unwrap(),
+        ];
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = write_layer(&store, entries, LayerOptions::default());
+            let _ = tx.send(r.map(|_| ()).map_err(|e| format!("{e:#}")));
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("writing the layer hung");
+        assert!(r.unwrap_err().contains("temp file"));
+    }
 
     /// Layer digests rely on zstd's multi-threaded output not depending on
     /// the number of workers (only on MT mode itself).

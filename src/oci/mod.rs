@@ -12,6 +12,7 @@
 //! | [`export`] | `--output` destinations: OCI dir, OCI archive, docker archive |
 //! | [`import`] | `kiln load`: layouts and archives into the image store, verified |
 //! | [`members`] | the files of a loaded layout or archive, read as data only |
+//! | [`spool`] | file contents parked in an anonymous temp file until a layer is written |
 //! | [`from_dir`] | one-layer images from a directory |
 
 pub mod digest;
@@ -25,6 +26,7 @@ pub mod layer;
 pub mod layout;
 pub mod members;
 pub mod reference;
+pub mod spool;
 pub mod store;
 pub mod unpack;
 

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -29,8 +29,9 @@ use super::relation;
 use super::repo::RepoConfig;
 use super::{configure, dpkg};
 use crate::Result;
-use crate::oci::digest::Digest;
+use crate::oci::digest::{Digest, HashingReader};
 use crate::oci::layer::{self, Entry, EntryKind, FileSource, Layer, LayerOptions};
+use crate::oci::spool::Spool;
 use crate::oci::store::{BlobInfo, Store};
 use crate::progress::Progress;
 use crate::sandbox::Snapshots;
@@ -220,35 +221,61 @@ fn fetch_one(cfg: &RepoConfig, http: &Http, store: &Store, p: &LockedPackage) ->
     Ok(n)
 }
 
-/// Reads a .deb from the store, verifying its digest.
-pub fn read_deb(store: &Store, p: &LockedPackage) -> Result<Deb> {
-    let bytes = store.read(&p.digest()?).with_context(|| {
+/// Reads a .deb from the store, verifying its digest; its file contents go
+/// to `spool`. The file is parsed as it is read and hashed on the way: a
+/// package is not held in memory, not even compressed.
+pub fn read_deb(store: &Store, p: &LockedPackage, spool: &mut Spool) -> Result<Deb> {
+    let want = p.digest()?;
+    let what = || {
         format!(
             "reading the cached package file of {} {}",
             p.name, p.version
         )
-    })?;
-    deb::read(
-        &bytes,
+    };
+    let file = store.open_blob(&want).with_context(what)?;
+    let mut r = HashingReader::new(std::io::BufReader::with_capacity(1 << 16, file));
+    let deb = deb::read_stream(
+        &mut r,
         &format!("{} {} ({})", p.name, p.version, p.filename),
-    )
+        Some(spool),
+    );
+    // What the parser left (ar padding, a trailing member) counts too.
+    std::io::copy(&mut r, &mut std::io::sink()).with_context(what)?;
+    let (got, _) = r.finish();
+    if got != want {
+        bail!(
+            "blob {want} in {} is corrupt (its content hashes to {got}): run `kiln cache verify --fix`",
+            store.root().display()
+        );
+    }
+    deb
 }
 
-/// Drops file contents configure does not need (it only reads a few).
-fn slim(mut d: Deb) -> Deb {
+/// Drops file contents configure does not need (it only reads a few) and
+/// brings into memory the small ones it reads; shared libraries stay
+/// spooled (ldconfig copies them out).
+fn slim(mut d: Deb) -> Result<Deb> {
     for e in &mut d.entries {
         let s = e.path.to_string_lossy();
+        let lib = s.starts_with("usr/lib") && s.contains(".so");
         // /etc: conffiles, whose md5 goes into the dpkg status.
-        let keep = s.starts_with("etc/")
+        let read = s.starts_with("etc/")
             || s.starts_with("usr/share/base-passwd/")
-            || s.starts_with("usr/share/ca-certificates/")
-            || s.starts_with("etc/ld.so.conf")
-            || (s.starts_with("usr/lib") && s.contains(".so"));
-        if !keep && let EntryKind::File(_) = e.kind {
-            e.kind = EntryKind::File(FileSource::Bytes(std::sync::Arc::from(Vec::new())));
-        }
+            || s.starts_with("usr/share/ca-certificates/");
+        let EntryKind::File(src) = &e.kind else {
+            continue;
+        };
+        let slimmed = match src {
+            FileSource::Spool(span) if read => FileSource::Bytes(Arc::from(
+                span.read_all()
+                    .with_context(|| format!("reading back {s} from the spool file"))?,
+            )),
+            _ if read || lib => continue,
+            _ => FileSource::Bytes(Arc::from(Vec::new())),
+        };
+        e.kind = EntryKind::File(slimmed);
     }
-    d
+    Ok(d)
 }
 
 /// Dependency edges between the packages of a set, from their control data.
@@ -379,7 +406,8 @@ fn workers() -> usize {
 /// Downloads the missing .debs and reads every package once, a package as
 /// soon as its file is in the store, so xz decompression overlaps the
 /// downloads. Contents are filtered by [`super::exclude`] unless
-/// `keep_docs`; file bytes are shared `Arc`s, so later copies are cheap.
+/// `keep_docs`; file contents are spooled to disk ([`Spool`]), so the set
+/// is not held in memory and later copies of an entry are cheap.
 fn fetch_and_read<'a>(
     cfg: &RepoConfig,
     http: &Http,
@@ -393,15 +421,26 @@ fn fetch_and_read<'a>(
     let rx = Mutex::new(rx);
     let read: Mutex<BTreeMap<String, Deb>> = Mutex::new(BTreeMap::new());
     let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let spool_dir = cfg.cache_root()?;
     let fetched = std::thread::scope(|s| {
         for _ in 0..workers() {
             s.spawn(|| {
+                // One spool file per reader: the contents of every package
+                // it reads, until the layers are written.
+                let mut spool = None;
                 loop {
                     // The sender is dropped when every download ended.
                     let Some(p) = rx.lock().ok().and_then(|r| r.recv().ok()) else {
                         return;
                     };
-                    match read_deb(store, p) {
+                    let read_one = |spool: &mut Option<Spool>| -> Result<Deb> {
+                        let spool = match spool {
+                            Some(s) => s,
+                            None => spool.insert(Spool::new_in(&spool_dir)?),
+                        };
+                        read_deb(store, p, spool)
+                    };
+                    match read_one(&mut spool) {
                         Ok(mut d) => {
                             if !opts.keep_docs {
                                 d.entries = super::exclude::filter(std::mem::take(&mut d.entries));
@@ -491,7 +530,10 @@ pub fn compose(
         .iter()
         .map(|(n, d)| (n.clone(), d.control.clone()))
         .collect();
-    let slims: Vec<Deb> = debs.values().map(|d| slim(d.clone())).collect();
+    let slims: Vec<Deb> = debs
+        .values()
+        .map(|d| slim(d.clone()))
+        .collect::<Result<_>>()?;
     let groups = group(&edges(&controls, &lock.arch), opts.max_layers);
 
     // Layers are written in parallel, largest first, so the big shared
@@ -619,6 +661,72 @@ pub fn layer_paths(store: &Store, l: &PackageLayer) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    fn stored_deb(store: &Store, files: &[(&str, &[u8])]) -> LockedPackage {
+        let bytes =
+            deb::tests::make_deb("Package: hello\nVersion: 1.0\nArchitecture: amd64\n", files);
+        let blob = store.put(&bytes).unwrap();
+        LockedPackage {
+            name: "hello".into(),
+            version: "1.0".into(),
+            arch: "amd64".into(),
+            archive: "trixie".into(),
+            filename: "pool/main/h/hello/hello_1.0_amd64.deb".into(),
+            sha256: blob.digest.hex().to_string(),
+            size: bytes.len() as u64,
+        }
+    }
+
+    /// The contents go to the spool file, not memory, and come back whole.
+    #[test]
+    fn a_read_deb_keeps_its_contents_in_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let p = stored_deb(
+            &store,
+            &[("./usr/bin/hello", &big), ("./etc/hello.conf", b"x=1\n")],
+        );
+        let mut spool = Spool::new_in(dir.path()).unwrap();
+        let d = read_deb(&store, &p, &mut spool).unwrap();
+        let contents = |d: &Deb, path: &str| match &d
+            .entries
+            .iter()
+            .find(|e| e.path == Path::new(path))
+            .unwrap()
+            .kind
+        {
+            EntryKind::File(FileSource::Spool(s)) => ("spool", s.read_all().unwrap()),
+            EntryKind::File(FileSource::Bytes(b)) => ("memory", b.to_vec()),
+            k => panic!("{k:?}"),
+        };
+        assert_eq!(contents(&d, "usr/bin/hello"), ("spool", big.clone()));
+        // configure reads /etc from memory; the rest it does not read.
+        let s = slim(d).unwrap();
+        assert_eq!(
+            contents(&s, "etc/hello.conf"),
+            ("memory", b"x=1\n".to_vec())
+        );
+        assert_eq!(contents(&s, "usr/bin/hello"), ("memory", Vec::new()));
+    }
+
+    /// A stored .deb that no longer matches its digest is refused.
+    #[test]
+    fn a_corrupt_stored_deb_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let p = stored_deb(&store, &[("./usr/bin/hello", b"#!/bin/sh\n")]);
+        let path = store.blob_path(&p.digest().unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let mut spool = Spool::new_in(dir.path()).unwrap();
+        let err = format!("{:#}", read_deb(&store, &p, &mut spool).unwrap_err());
+        assert!(err.contains("is corrupt"), "{err}");
+    }
 
     #[test]
     fn grouping_puts_the_most_depended_upon_first() {

@@ -33,6 +33,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use super::deb::{Deb, merge_usr};
 use crate::Result;
 use crate::oci::layer::{Entry, EntryKind, FileSource, Meta};
@@ -440,6 +442,13 @@ fn ldconfig(debs: &[&Deb], arch: &str, progress: &Progress) -> Result<Vec<Entry>
             match &e.kind {
                 EntryKind::File(FileSource::Bytes(b)) => {
                     std::fs::write(&dest, b)?;
+                    any = true;
+                }
+                EntryKind::File(FileSource::Spool(span)) => {
+                    std::io::copy(&mut span.reader(), &mut std::fs::File::create(&dest)?)
+                        .with_context(|| {
+                            format!("copying {} out for ldconfig", e.path.display())
+                        })?;
                     any = true;
                 }
                 EntryKind::Symlink(t) => {

@@ -1,7 +1,7 @@
 //! Reading a `.deb`: an `ar` archive of `debian-binary`, `control.tar.*`
 //! and `data.tar.{xz,zst,gz}` (or uncompressed). The data members become
-//! layer [`Entry`] values (contents kept in memory, paths usr-merged); the
-//! control members feed the dpkg database.
+//! layer [`Entry`] values (contents in memory or in a [`Spool`] file,
+//! paths usr-merged); the control members feed the dpkg database.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use super::control::Paragraph;
 use crate::Result;
 use crate::oci::layer::{Entry, EntryKind, FileSource, Meta, normalize};
+use crate::oci::spool::Spool;
 
 /// Top-level directories that merged-/usr images make symlinks into /usr.
 pub const MERGED_DIRS: &[&str] = &["bin", "lib", "lib32", "lib64", "libx32", "sbin"];
@@ -83,38 +84,63 @@ fn decoder<'a>(name: &str, r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
     })
 }
 
-/// Parses a .deb; `label` names it in errors.
+/// Parses a .deb; `label` names it in errors. File contents are kept in
+/// memory.
 pub fn read(bytes: &[u8], label: &str) -> Result<Deb> {
-    let mut ar = ar::Archive::new(bytes);
-    let mut control_tar = None;
+    read_stream(bytes, label, None)
+}
+
+/// Parses a .deb as it is read (members are not held in memory), with the
+/// file contents appended to `spool` when given, else kept in memory (a
+/// package set's contents are hundreds of MB).
+pub fn read_stream(r: impl Read, label: &str, mut spool: Option<&mut Spool>) -> Result<Deb> {
+    let mut ar = ar::Archive::new(r);
+    let mut control = None;
     let mut data = None;
     let mut seen_binary = false;
+    // dpkg writes control.tar before data.tar, but neither depends on the
+    // other: members are read in whatever order they come.
     while let Some(entry) = ar.next_entry() {
         let mut entry = entry.with_context(|| format!("{label}: not a valid .deb (ar archive)"))?;
         let name = String::from_utf8_lossy(entry.header().identifier()).to_string();
-        let mut buf = Vec::new();
-        entry
-            .read_to_end(&mut buf)
-            .with_context(|| format!("{label}: reading member {name}"))?;
         if name == "debian-binary" {
             seen_binary = true;
         } else if name.starts_with("control.tar") {
-            control_tar = Some((name, buf));
+            control = Some(read_control(&mut entry, &name, label)?);
         } else if name.starts_with("data.tar") {
-            data = Some((name, buf));
+            data = Some(read_data(&mut entry, &name, label, spool.as_deref_mut())?);
         }
     }
     if !seen_binary {
         bail!("{label}: not a .deb (no debian-binary member)");
     }
-    let (cname, cbytes) = control_tar.with_context(|| format!("{label}: no control.tar member"))?;
-    let (dname, dbytes) = data.with_context(|| format!("{label}: no data.tar member"))?;
+    let (control, md5sums, conffiles, scripts) =
+        control.with_context(|| format!("{label}: no control.tar member"))?;
+    let (entries, list) = data.with_context(|| format!("{label}: no data.tar member"))?;
+    Ok(Deb {
+        control: Paragraph::new(control),
+        md5sums,
+        conffiles,
+        scripts,
+        entries,
+        list,
+    })
+}
 
+/// control, md5sums, conffiles, the other members.
+type ControlParts = (
+    String,
+    Option<String>,
+    Vec<String>,
+    BTreeMap<String, Vec<u8>>,
+);
+
+fn read_control(r: impl Read, cname: &str, label: &str) -> Result<ControlParts> {
     let mut control = None;
     let mut md5sums = None;
     let mut conffiles = Vec::new();
     let mut scripts = BTreeMap::new();
-    let mut ctar = tar::Archive::new(decoder(&cname, &cbytes[..])?);
+    let mut ctar = tar::Archive::new(decoder(cname, r)?);
     for e in ctar
         .entries()
         .with_context(|| format!("{label}: reading {cname}"))?
@@ -146,10 +172,18 @@ pub fn read(bytes: &[u8], label: &str) -> Result<Deb> {
         }
     }
     let control = control.with_context(|| format!("{label}: no control file in {cname}"))?;
+    Ok((control, md5sums, conffiles, scripts))
+}
 
+fn read_data(
+    r: impl Read,
+    dname: &str,
+    label: &str,
+    mut spool: Option<&mut Spool>,
+) -> Result<(Vec<Entry>, Vec<String>)> {
     let mut entries = Vec::new();
     let mut list = vec!["/.".to_string()];
-    let mut dtar = tar::Archive::new(decoder(&dname, &dbytes[..])?);
+    let mut dtar = tar::Archive::new(decoder(dname, r)?);
     for e in dtar
         .entries()
         .with_context(|| format!("{label}: reading {dname}"))?
@@ -184,10 +218,21 @@ pub fn read(bytes: &[u8], label: &str) -> Result<Deb> {
             let t = normalize(&t)?;
             EntryKind::Hardlink(merge_usr(&t).unwrap_or(t))
         } else if et.is_file() {
-            let mut buf = Vec::with_capacity(h.size()? as usize);
-            e.read_to_end(&mut buf)
-                .with_context(|| format!("{label}: reading {}", raw.display()))?;
-            EntryKind::File(FileSource::Bytes(Arc::from(buf)))
+            let size = h.size()?;
+            let src = match spool.as_deref_mut() {
+                Some(spool) => FileSource::Spool(
+                    spool
+                        .append(&mut e, size)
+                        .with_context(|| format!("{label}: reading {}", raw.display()))?,
+                ),
+                None => {
+                    let mut buf = Vec::with_capacity(size as usize);
+                    e.read_to_end(&mut buf)
+                        .with_context(|| format!("{label}: reading {}", raw.display()))?;
+                    FileSource::Bytes(Arc::from(buf))
+                }
+            };
+            EntryKind::File(src)
         } else {
             // Packages in main ship no devices or fifos; skip anything else.
             continue;
@@ -197,14 +242,7 @@ pub fn read(bytes: &[u8], label: &str) -> Result<Deb> {
         };
         entries.push(Entry { path, kind, meta });
     }
-    Ok(Deb {
-        control: Paragraph::new(control),
-        md5sums,
-        conffiles,
-        scripts,
-        entries,
-        list,
-    })
+    Ok((entries, list))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! for one architecture, with name and virtual-package lookups.
 
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -43,7 +44,9 @@ pub struct Pkg {
     pub dist: Arc<str>,
     /// From `-backports`: only chosen when nothing else satisfies.
     pub backports: bool,
-    /// The whole index paragraph (relations are parsed on demand).
+    /// The index paragraph's [`KEPT_FIELDS`] (relations are parsed on
+    /// demand); the rest of the paragraph is not kept: a suite's index is
+    /// ~65k paragraphs and resolving reads only these.
     pub para: Arc<str>,
 }
 
@@ -83,6 +86,18 @@ impl Pkg {
     }
 }
 
+/// The fields of an index paragraph that [`Pkg::field`] can return besides
+/// those parsed into [`Pkg`] (the relations the resolver reads, and the
+/// source package).
+pub const KEPT_FIELDS: &[&str] = &[
+    "Pre-Depends",
+    "Depends",
+    "Recommends",
+    "Conflicts",
+    "Breaks",
+    "Source",
+];
+
 /// All packages of a suite for one architecture.
 pub struct SuiteIndex {
     pub suite: String,
@@ -111,23 +126,49 @@ impl SuiteIndex {
     }
 
     /// Adds the packages of one `Packages` text.
-    pub fn add(&mut self, rel: &Release, _prio: usize, text: &str) -> Result<()> {
+    pub fn add(&mut self, rel: &Release, prio: usize, text: &str) -> Result<()> {
+        self.add_from(rel, prio, text.as_bytes())
+    }
+
+    /// Adds the packages of a `Packages` file as it is read, a paragraph at
+    /// a time: the 56 MB trixie text is never held whole.
+    pub fn add_from(&mut self, rel: &Release, _prio: usize, mut r: impl BufRead) -> Result<()> {
         let base: Arc<str> = Arc::from(rel.archive.base.as_str());
         let dist: Arc<str> = Arc::from(rel.archive.dist.as_str());
         let backports = rel.archive.dist.ends_with("-backports");
-        for (line, para) in super::control::paragraphs(text) {
-            let pkg = parse_pkg(para, &base, &dist, backports).with_context(|| {
-                format!(
-                    "{} Packages index, paragraph at line {line}",
-                    rel.archive.dist
-                )
-            })?;
-            if pkg.arch != self.arch && pkg.arch != "all" {
-                continue;
+        let mut para = String::new();
+        let mut first_line = 0;
+        let mut line_no = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = r
+                .read_line(&mut line)
+                .with_context(|| format!("reading the {} Packages index", rel.archive.dist))?;
+            line_no += 1;
+            let blank = line.trim().is_empty();
+            if !blank {
+                if para.is_empty() {
+                    first_line = line_no;
+                }
+                para.push_str(&line);
             }
-            self.pkgs.push(pkg);
+            if (blank || n == 0) && !para.is_empty() {
+                let pkg = parse_pkg(&para, &base, &dist, backports).with_context(|| {
+                    format!(
+                        "{} Packages index, paragraph at line {first_line}",
+                        rel.archive.dist
+                    )
+                })?;
+                para.clear();
+                if pkg.arch == self.arch || pkg.arch == "all" {
+                    self.pkgs.push(pkg);
+                }
+            }
+            if n == 0 {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Builds the lookup tables; call after the last [`add`](Self::add).
@@ -259,13 +300,26 @@ fn parse_pkg(para: &str, base: &Arc<str>, dist: &Arc<str>, backports: bool) -> R
     let mut sha = None;
     let mut size = 0;
     let mut isize = 0;
+    let mut kept = String::new();
+    let mut keeping = false;
     for line in para.lines() {
         if line.starts_with([' ', '\t']) {
-            continue; // continuation lines only occur in fields kiln reads on demand
+            // Continuation lines only occur in fields kiln reads on demand.
+            if keeping {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+            continue;
         }
         let Some((k, v)) = line.split_once(':') else {
+            keeping = false;
             continue;
         };
+        keeping = KEPT_FIELDS.contains(&k);
+        if keeping {
+            kept.push_str(line);
+            kept.push('\n');
+        }
         let v = v.trim();
         match k {
             "Package" => name = Some(v),
@@ -324,6 +378,71 @@ fn parse_pkg(para: &str, base: &Arc<str>, dist: &Arc<str>, backports: bool) -> R
         base: base.clone(),
         dist: dist.clone(),
         backports,
-        para: Arc::from(para),
+        para: Arc::from(kept),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packages::repo::Archive;
+
+    const SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    /// Paragraphs are read a line at a time: blank-line runs, a last
+    /// paragraph without a newline, other architectures skipped; of each
+    /// paragraph only the fields the resolver reads are kept.
+    #[test]
+    fn a_streamed_index_keeps_what_the_resolver_reads() {
+        let rel = Release::parse(
+            Archive {
+                base: "http://mirror/debian".into(),
+                dist: "trixie".into(),
+                optional: false,
+            },
+            &format!("Date: Sat, 01 Nov 2025 00:00:00 UTC\nSHA256:\n {SHA} 1 main/binary-amd64/Packages\n"),
+            vec![],
+        )
+        .unwrap();
+        let text = format!(
+            "Package: a\nVersion: 1\nArchitecture: amd64\nDepends: b (>= 2),\n c\nDescription: long\n text\nFilename: a.deb\nSHA256: {SHA}\nSize: 1\n\n\n\
+             Package: x\nVersion: 1\nArchitecture: arm64\nFilename: x.deb\nSHA256: {SHA}\n\n\
+             Package: b\nVersion: 2\nArchitecture: all\nSource: bsrc\nBreaks: a (<< 1)\nFilename: b.deb\nSHA256: {SHA}"
+        );
+        let mut idx = SuiteIndex::new("trixie", "amd64");
+        idx.add_from(&rel, 0, text.as_bytes()).unwrap();
+        idx.finish();
+        let names: Vec<&str> = idx.pkgs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let a = idx.best("a").unwrap();
+        assert_eq!(&*a.para, "Depends: b (>= 2),\n c\n");
+        assert_eq!(a.relations("Depends", "amd64").unwrap().len(), 2);
+        assert_eq!(a.field("Description"), None);
+        let b = idx.best("b").unwrap();
+        assert_eq!(b.field("Source").as_deref(), Some("bsrc"));
+        assert_eq!(b.relations("Breaks", "amd64").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_bad_paragraph_is_named_by_its_line() {
+        let rel = Release::parse(
+            Archive {
+                base: "http://mirror/debian".into(),
+                dist: "trixie".into(),
+                optional: false,
+            },
+            &format!("Date: Sat, 01 Nov 2025 00:00:00 UTC\nSHA256:\n {SHA} 1 main/binary-amd64/Packages\n"),
+            vec![],
+        )
+        .unwrap();
+        let text = format!(
+            "Package: a\nVersion: 1\nArchitecture: amd64\nFilename: a.deb\nSHA256: {SHA}\n\nPackage: b\nArchitecture: amd64\n"
+        );
+        let mut idx = SuiteIndex::new("trixie", "amd64");
+        let err = format!("{:#}", idx.add(&rel, 0, &text).unwrap_err());
+        assert!(
+            err.contains("paragraph at line 7") && err.contains("no Version"),
+            "{err}"
+        );
+    }
 }

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
@@ -22,7 +22,7 @@ use super::fetch::{Fetched, Http};
 use super::index::SuiteIndex;
 use super::verify;
 use crate::Result;
-use crate::oci::digest::Digest;
+use crate::oci::digest::{Digest, HashingReader, HashingWriter};
 use crate::progress::Progress;
 
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -266,7 +266,7 @@ struct Meta {
 }
 
 /// A verified Release and the `Packages` texts of its components.
-type Loaded = (Release, Vec<String>);
+type Loaded = (Release, Vec<PathBuf>);
 
 /// Reads and caches repository metadata.
 pub struct Repo {
@@ -383,8 +383,10 @@ impl Repo {
         Ok(Some(rel))
     }
 
-    /// The verified, uncompressed `Packages` text of a component.
-    pub fn packages(&self, rel: &Release, component: &str) -> Result<String> {
+    /// The verified, uncompressed `Packages` file of a component, in the
+    /// index cache (fetched when missing). It is hashed and later parsed
+    /// as a stream, never held in memory whole.
+    pub fn packages(&self, rel: &Release, component: &str) -> Result<PathBuf> {
         let arch = &self.config.arch;
         let plain = format!("{component}/binary-{arch}/Packages");
         let dir = self.root.join("indexes");
@@ -395,9 +397,10 @@ impl Repo {
             )
         })?;
         let cached = dir.join(want_plain.hex());
-        if let Ok(bytes) = fs::read(&cached) {
-            if Digest::of(&bytes) == want_plain {
-                return String::from_utf8(bytes).context("Packages index is not UTF-8");
+        if let Ok(f) = fs::File::open(&cached) {
+            let mut r = HashingReader::new(f);
+            if std::io::copy(&mut r, &mut std::io::sink()).is_ok() && r.finish().0 == want_plain {
+                return Ok(cached);
             }
             self.progress.warn(format!(
                 "cached index {} is corrupt; fetching it again",
@@ -440,19 +443,22 @@ impl Repo {
                 "{url}: content hashes to {got} but the signed Release says {want_xz}: refused (tampered or corrupt mirror; try another mirror)"
             );
         }
-        let mut text = Vec::new();
-        liblzma::read::XzDecoder::new(&comp[..])
-            .read_to_end(&mut text)
-            .with_context(|| format!("decompressing {url}"))?;
-        if Digest::of(&text) != want_plain {
-            bail!("{url}: uncompressed index does not match the signed Release: refused");
-        }
+        // Decompressed straight into the cache (hashed on the way), kept
+        // only if it matches the signed Release.
         fs::create_dir_all(&dir)?;
         let tmp = tempfile::NamedTempFile::new_in(&dir)?;
-        fs::write(tmp.path(), &text)?;
+        let mut out = HashingWriter::new(std::io::BufWriter::new(tmp.as_file()));
+        std::io::copy(&mut liblzma::read::XzDecoder::new(&comp[..]), &mut out)
+            .with_context(|| format!("decompressing {url}"))?;
+        let (got_plain, _, mut w) = out.finish();
+        w.flush()?;
+        drop(w);
+        if got_plain != want_plain {
+            bail!("{url}: uncompressed index does not match the signed Release: refused");
+        }
         tmp.persist(&cached).map_err(|e| e.error)?;
         task.finish("fetched");
-        String::from_utf8(text).context("Packages index is not UTF-8")
+        Ok(cached)
     }
 
     /// Loads every archive of a suite into one index. Builds that compose
@@ -504,11 +510,11 @@ impl Repo {
                         let Some(rel) = self.release(a)? else {
                             return Ok(None);
                         };
-                        let mut texts = Vec::new();
+                        let mut files = Vec::new();
                         for c in &self.config.components {
-                            texts.push(self.packages(&rel, c)?);
+                            files.push(self.packages(&rel, c)?);
                         }
-                        Ok(Some((rel, texts)))
+                        Ok(Some((rel, files)))
                     })
                 })
                 .collect();
@@ -518,9 +524,12 @@ impl Repo {
                 .collect()
         });
         for (prio, r) in results.into_iter().enumerate() {
-            if let Some((rel, texts)) = r? {
-                for t in texts {
-                    idx.add(&rel, prio, &t)?;
+            if let Some((rel, files)) = r? {
+                for f in files {
+                    let file = fs::File::open(&f)
+                        .with_context(|| format!("opening the cached index {}", f.display()))?;
+                    idx.add_from(&rel, prio, std::io::BufReader::with_capacity(1 << 18, file))
+                        .with_context(|| format!("reading the cached index {}", f.display()))?;
                 }
                 idx.releases.push(rel);
             }

@@ -102,7 +102,8 @@ impl Snapshots {
     ) -> Result<Layer> {
         let entries = canonicalize(entries);
         let (tmp, into) = self.staging("new")?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<Vec<u8>>(crate::oci::layer::CHUNKS_IN_FLIGHT);
         let (layer, unpacked) = std::thread::scope(|s| {
             let unpacker = s.spawn(|| {
                 unpack(

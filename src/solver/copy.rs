@@ -258,6 +258,19 @@ pub fn content_digest(entries: &[Entry]) -> Result<Digest> {
                 field(&mut h, b"F");
                 field(&mut h, b);
             }
+            // Hashed as the same bytes in memory would be.
+            EntryKind::File(FileSource::Spool(span)) => {
+                field(&mut h, b"F");
+                h.update(&span.len().to_le_bytes());
+                let mut r = span.reader();
+                loop {
+                    let n = r.read(&mut buf).context("reading a spooled file")?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
             EntryKind::File(FileSource::Path(p)) => {
                 field(&mut h, b"F");
                 let mut f =
