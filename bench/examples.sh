@@ -128,6 +128,9 @@ mkdir -p "$work/logs" "$work/src"
 exec 9> "$work/lock"
 flock -n 9 || { echo "another bench/examples.sh is using $work" >&2; exit 1; }
 export KILN_CACHE_DIR=$work/cache KILN_DATA_DIR=$work/data
+# Temp files (kiln's gpgv dirs, skopeo's blobs) on the same filesystem.
+mkdir -p "$work/tmp"
+export TMPDIR=$work/tmp
 # A podman store of its own under the work dir: the images loaded here
 # stay apart from the host's (and the e2e tests') and live on the same
 # filesystem as kiln's cache.
