@@ -202,8 +202,13 @@ for app in "${APPS[@]}"; do
   if [ $status = pass ]; then
     # Compressed: the layer blobs kiln wrote, as a registry would store them.
     csize=$(skopeo inspect --raw "oci:$KILN_DATA_DIR/images:$app:1" | jq '[.layers[].size] | add')
-    skopeo copy -q "oci:$KILN_DATA_DIR/images:$app:1" \
-      "containers-storage:[overlay@$work/podman/root+$work/podman/run]$tag"
+    # skopeo keeps the blobs it copies in /var/tmp unless told (not $TMPDIR).
+    if ! skopeo --tmpdir "$TMPDIR" copy -q "oci:$KILN_DATA_DIR/images:$app:1" \
+      "containers-storage:[overlay@$work/podman/root+$work/podman/run]$tag" > "$rlog" 2>&1; then
+      status=fail why="load into podman: $(reason "$rlog")"
+    fi
+  fi
+  if [ $status = pass ]; then
     usize=$(podman image inspect --format '{{.Size}}' "$tag")
     run=(/usr/bin/podman --cgroup-manager cgroupfs "${pstore[@]}" run --runtime runc --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 --network host)
     if [ "$kind" = http ]; then
