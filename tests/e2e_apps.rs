@@ -577,8 +577,9 @@ fn pypi_norm(name: &str) -> String {
 
 /// Builds `example` (a Python app whose install runs `tool`), checks it
 /// answers, and that every package of the tool's pins file
-/// (`src/plan/providers/pins/PINS.txt`) that the app's lockfile does not
-/// also name is installed at the pinned version.
+/// (`src/plan/providers/pins/PINS.txt`, installed by pip with
+/// `--require-hashes`) that the app's lockfile does not also name is
+/// installed at the pinned version.
 fn python_tool_closure_is_pinned(example_name: &str, pins: &str, lock: &str, expect: &str) {
     let home = Kiln::shared();
     let tmp = tempfile::tempdir().unwrap();
@@ -611,7 +612,9 @@ fn python_tool_closure_is_pinned(example_name: &str, pins: &str, lock: &str, exp
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
     {
-        let (name, version) = pin.split_once("==").unwrap();
+        // `name==version --hash=sha256:…`: the hashes were checked by pip.
+        let req = pin.split_whitespace().next().unwrap();
+        let (name, version) = req.split_once("==").unwrap();
         let name = pypi_norm(name);
         if app_pkgs.contains(&name) {
             continue;

@@ -18,9 +18,11 @@
 //! libraries pull in exactly as the app's start will, and kiln would need
 //! the runtime stage's file list, which only exists once the solver has
 //! composed it. The runtime stage has no `find` or `grep` (`minimal`:
-//! dash and coreutils), so the walk is a shell function; it only looks at
-//! files named like shared objects (`*.so`, `*.so.*`, Node's `*.node`),
-//! so it forks once per such file. Objects for another libc (musl
+//! dash and coreutils), so the walk is a shell function; it looks at
+//! files named like shared objects (`*.so`, `*.so.*`, Node's `*.node`)
+//! and at executable files (the binaries Rust, Go with cgo, Crystal,
+//! Haskell or Zig builds copy into `bin/`; the loader refuses scripts and
+//! static binaries, which pass), so it forks once per such file. Objects for another libc (musl
 //! prebuilds npm installs next to glibc ones) or another architecture are
 //! skipped: the app cannot load them either.
 
@@ -86,7 +88,11 @@ walk() {{
   for f in "$1"/* "$1"/.[!.]*; do
     [ -L "$f" ] && continue
     if [ -d "$f" ]; then walk "$f"; continue; fi
-    case "${{f##*/}}" in *.so|*.so.*|*.node) [ -f "$f" ] && check "$f" ;; esac
+    [ -f "$f" ] || continue
+    case "${{f##*/}}" in
+      *.so|*.so.*|*.node) check "$f" ;;
+      *) [ -x "$f" ] && check "$f" ;;
+    esac
   done
 }}
 for d in {dirs}; do [ -d "$d" ] && walk "$d"; [ -f "$d" ] && check "$d"; done
@@ -178,6 +184,25 @@ mod tests {
             .status()
             .unwrap();
         assert!(ok.success());
+        // An executable (a Rust or Go binary in `bin/`: no `.so` name)
+        // that needs it too; a script with the executable bit passes.
+        let main_src = dir.path().join("main.c");
+        std::fs::write(&main_src, "int y(void);\nint main(void) { return y(); }\n").unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let server = bin.join("server");
+        let ok = Command::new("cc")
+            .arg("-o")
+            .arg(&server)
+            .arg(&main_src)
+            .arg(&fake_lib)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let script = bin.join("start");
+        std::fs::write(&script, "#!/bin/sh\nexec ./server\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         std::fs::remove_file(&fake_lib).unwrap();
         let out = Command::new("/bin/sh")
             .args(["-c", &check_script(&dirs, "trixie")])
@@ -189,6 +214,11 @@ mod tests {
             err.contains(&format!("{} needs libkilnmissing.so.5", needs.display())),
             "{err}"
         );
+        assert!(
+            err.contains(&format!("{} needs libkilnmissing.so.5", server.display())),
+            "{err}"
+        );
+        assert!(!err.contains(&script.display().to_string()), "{err}");
         assert!(!err.contains("ok.so"), "{err}");
         assert!(!err.contains("fake.so"), "{err}");
         // No package known for that library: no packages line.

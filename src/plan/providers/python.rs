@@ -16,38 +16,35 @@ use crate::plan::versions::Kind;
 pub struct Python;
 
 const VENV: &str = "python3 -m venv /opt/venv && . /opt/venv/bin/activate && ";
-const POETRY: &str = "2.1.3";
-const PDM: &str = "2.25.4";
-const UV: &str = "0.8.4";
-const PIPENV: &str = "2026.10.3";
-const BUILD: &str = "1.6.1";
-const SETUPTOOLS: &str = "84.2.1";
-
-/// The dependency closures of the tools above at exact versions (made by
-/// `scripts/pin-python-tools`): a new release of a tool's dependency
-/// cannot break a plan that worked (PDM 2.25 failed with hishel 2). uv is
-/// one wheel without dependencies. gunicorn and uvicorn are not pinned this
-/// way: they go into the app's environment, whose versions are the app's.
+/// The tools kiln installs with pip, each with its dependency closure at
+/// exact versions and the sha256 of every file pip may pick (made by
+/// `scripts/pin-python-tools` and `scripts/hash-python-pins`), installed
+/// with `--require-hashes`: a new release of a tool's dependency cannot
+/// break a plan that worked (PDM 2.25 failed with hishel 2), and a file
+/// that is not the one pinned fails the install. uv is one wheel without
+/// dependencies. gunicorn and uvicorn are not pinned this way: they go
+/// into the app's environment, whose versions are the app's.
 const POETRY_PINS: &str = include_str!("pins/poetry.txt");
 const PDM_PINS: &str = include_str!("pins/pdm.txt");
+const UV_PINS: &str = include_str!("pins/uv.txt");
 const PIPENV_PINS: &str = include_str!("pins/pipenv.txt");
 const BUILD_PINS: &str = include_str!("pins/build.txt");
 
-/// The `name==version` lines of a pins file.
+/// The `name==version --hash=sha256:…` lines of a pins file.
 fn pin_lines(pins: &str) -> impl Iterator<Item = &str> {
     pins.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
 }
 
-/// Installs `requirements` (the tool at its version) with its closure
-/// constrained to `pins`: the constraints file is written by the step
-/// itself, so the plan shows every version and needs no extra input.
-fn pinned_install(tool: &str, requirements: &str, pins: &str) -> String {
+/// Installs the tool and its closure from `pins` in pip's hash-checking
+/// mode: the requirements file is written by the step itself, so the plan
+/// shows every version and hash and needs no extra input.
+fn pinned_install(tool: &str, pins: &str) -> String {
     let file = format!("/tmp/kiln-pins-{tool}.txt");
     let lines: Vec<String> = pin_lines(pins).map(|l| format!("'{l}'")).collect();
     format!(
-        "printf '%s\\n' {} > {file} && pip install -c {file} {requirements}",
+        "printf '%s\\n' {} > {file} && pip install --require-hashes -r {file}",
         lines.join(" ")
     )
 }
@@ -351,7 +348,7 @@ impl Provider for Python {
             Pm::Poetry => (
                 Some(format!(
                     "{VENV}{} && poetry install --only main --no-root --no-interaction --no-ansi{extra}",
-                    pinned_install("poetry", &format!("poetry=={POETRY}"), POETRY_PINS)
+                    pinned_install("poetry", POETRY_PINS)
                 )),
                 vec!["pyproject.toml", "poetry.lock", "poetry.toml"],
                 vec![pip_cache, "/root/.cache/pypoetry"],
@@ -359,14 +356,15 @@ impl Provider for Python {
             Pm::Pdm => (
                 Some(format!(
                     "{VENV}{} && pdm install --prod --no-self{extra}",
-                    pinned_install("pdm", &format!("pdm=={PDM}"), PDM_PINS)
+                    pinned_install("pdm", PDM_PINS)
                 )),
                 vec!["pyproject.toml", "pdm.lock"],
                 vec![pip_cache, "/root/.cache/pdm"],
             ),
             Pm::Uv => (
                 Some(format!(
-                    "{VENV}pip install uv=={UV} && uv sync --no-dev --frozen --no-install-project{extra}"
+                    "{VENV}{} && uv sync --no-dev --frozen --no-install-project{extra}",
+                    pinned_install("uv", UV_PINS)
                 )),
                 vec!["pyproject.toml", "uv.lock"],
                 vec![pip_cache, "/root/.cache/uv"],
@@ -388,11 +386,7 @@ impl Provider for Python {
                 (
                     Some(format!(
                         "{VENV}{}{deps}{extra}",
-                        pinned_install(
-                            "build",
-                            &format!("build=={BUILD} setuptools=={SETUPTOOLS}"),
-                            BUILD_PINS
-                        )
+                        pinned_install("build", BUILD_PINS)
                     )),
                     vec!["pyproject.toml"],
                     vec![pip_cache],
@@ -400,8 +394,7 @@ impl Provider for Python {
             }
             Pm::Pipenv => (
                 Some({
-                    let pipenv =
-                        pinned_install("pipenv", &format!("pipenv=={PIPENV}"), PIPENV_PINS);
+                    let pipenv = pinned_install("pipenv", PIPENV_PINS);
                     let how = if ctx.is_file("Pipfile.lock") {
                         "--deploy"
                     } else {
@@ -513,42 +506,64 @@ impl Provider for Python {
 mod tests {
     use super::*;
 
-    /// Every pins file is `name==version` lines (comments aside), without
-    /// the tool itself (its version is the constant) or duplicates.
+    const ALL_PINS: [(&str, &str); 5] = [
+        ("poetry", POETRY_PINS),
+        ("pdm", PDM_PINS),
+        ("uv", UV_PINS),
+        ("pipenv", PIPENV_PINS),
+        ("build", BUILD_PINS),
+    ];
+
+    /// Every pinned Python requirement is `name==version` and the sha256
+    /// of at least one file (pip's `--require-hashes` refuses a line
+    /// without one), each package once, the tool itself included.
     #[test]
-    fn pins_are_exact_versions_of_other_packages() {
-        for (tool, pins) in [
-            ("poetry", POETRY_PINS),
-            ("pdm", PDM_PINS),
-            ("pipenv", PIPENV_PINS),
-            ("build", BUILD_PINS),
-        ] {
+    fn every_python_pin_has_hashes() {
+        for (tool, pins) in ALL_PINS {
             let mut names = Vec::new();
             for l in pin_lines(pins) {
-                let (name, version) = l
+                let mut words = l.split_whitespace();
+                let req = words.next().unwrap();
+                let (name, version) = req
                     .split_once("==")
                     .unwrap_or_else(|| panic!("{tool}: {l:?} is not name==version"));
                 assert!(
-                    !version.is_empty() && !version.contains([' ', ';', '<', '>', '*']),
-                    "{tool}: {l:?}"
+                    !version.is_empty() && !version.contains([';', '<', '>', '*']),
+                    "{tool}: {req:?}"
                 );
+                let hashes: Vec<&str> = words.collect();
+                assert!(!hashes.is_empty(), "{tool}: {req} has no hash");
+                for h in hashes {
+                    let hex = h
+                        .strip_prefix("--hash=sha256:")
+                        .unwrap_or_else(|| panic!("{tool}: {req}: {h:?} is not --hash=sha256:…"));
+                    assert!(
+                        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+                        "{tool}: {req}: {h:?}"
+                    );
+                }
                 let name = norm(name);
-                assert_ne!(name, tool, "{tool} pins itself");
                 assert!(!names.contains(&name), "{tool}: {name} twice");
                 names.push(name);
             }
-            assert!(!names.is_empty(), "{tool}: no pins");
+            assert!(
+                names.iter().any(|n| n == tool),
+                "{tool}: the tool is not pinned"
+            );
         }
         // The closure that broke PDM 2.25 (hishel 2) is pinned below it.
-        assert!(PDM_PINS.lines().any(|l| l == "hishel==0.1.2"));
+        assert!(pin_lines(PDM_PINS).any(|l| l.starts_with("hishel==0.1.2 --hash=sha256:")));
     }
 
     #[test]
-    fn pinned_install_writes_the_constraints_it_uses() {
-        let cmd = pinned_install("pdm", "pdm==2.25.4", "# c\nhishel==0.1.2\nrich==14.0.0\n");
+    fn pinned_install_checks_the_hashes_it_writes() {
+        let cmd = pinned_install(
+            "pdm",
+            "# c\nhishel==0.1.2 --hash=sha256:ab\npdm==2.25.4 --hash=sha256:cd --hash=sha256:ef\n",
+        );
         assert_eq!(
             cmd,
-            "printf '%s\\n' 'hishel==0.1.2' 'rich==14.0.0' > /tmp/kiln-pins-pdm.txt && pip install -c /tmp/kiln-pins-pdm.txt pdm==2.25.4"
+            "printf '%s\\n' 'hishel==0.1.2 --hash=sha256:ab' 'pdm==2.25.4 --hash=sha256:cd --hash=sha256:ef' > /tmp/kiln-pins-pdm.txt && pip install --require-hashes -r /tmp/kiln-pins-pdm.txt"
         );
     }
 }

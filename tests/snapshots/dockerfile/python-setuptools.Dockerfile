@@ -20,7 +20,7 @@ ENV PATH="/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 # phase: install
 COPY pyproject.toml /app/pyproject.toml
 ARG SOURCE_DATE_EPOCH="1"
-RUN --mount=type=cache,target=/root/.cache/pip python3 -m venv /opt/venv && . /opt/venv/bin/activate && printf '%s\n' 'packaging==26.4' 'pyproject_hooks==1.3.3' > /tmp/kiln-pins-build.txt && pip install -c /tmp/kiln-pins-build.txt build==1.6.1 setuptools==84.2.1 && pip install 'requests>=2'
+RUN --mount=type=cache,target=/root/.cache/pip python3 -m venv /opt/venv && . /opt/venv/bin/activate && printf '%s\n' 'build==1.6.1 --hash=sha256:51cc11666391ab6f092070437ac747002ff46f3e4113a3622177ee6b488bfc53 --hash=sha256:ecd351a4be9d35a9eaaba244a7687143c9c7d4aea6ac964e7e7ddab20cbcf4e7' 'packaging==26.4 --hash=sha256:81383611a09c1bc0b08b76e0fd5829d7c6824c65b27a6aee339da133f4233ea2 --hash=sha256:c4b671c41ddb9bf26e543c37723610d28fb6bf7affc4da17cf048d419d2c062a' 'pyproject_hooks==1.3.3 --hash=sha256:5fc53fdac9f7bd63fbcdc868fb5f90b4784d78a53a3d3388cd738b807441a20b --hash=sha256:defda19b854fa0d3bd4f76ea4ddcba8abd7dcfcdd585a6690ade050744fc5f43' 'setuptools==84.2.1 --hash=sha256:3ff8b3b5492a0aa66960f4419365a86b84e013070d4313e4d4a6894f5d64d6bc --hash=sha256:ca140b45d5325a9478f880e351484f62fef15f336462e449ca0c03c873d589c2' > /tmp/kiln-pins-build.txt && pip install --require-hashes -r /tmp/kiln-pins-build.txt && pip install 'requests>=2'
 
 # phase: build
 COPY . /app/

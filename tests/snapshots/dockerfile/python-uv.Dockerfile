@@ -22,7 +22,7 @@ ENV PATH="/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 COPY pyproject.toml /app/pyproject.toml
 COPY uv.lock /app/uv.lock
 ARG SOURCE_DATE_EPOCH="1"
-RUN --mount=type=cache,target=/root/.cache/pip --mount=type=cache,target=/root/.cache/uv python3 -m venv /opt/venv && . /opt/venv/bin/activate && pip install uv==0.8.4 && uv sync --no-dev --frozen --no-install-project
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=cache,target=/root/.cache/uv python3 -m venv /opt/venv && . /opt/venv/bin/activate && printf '%s\n' 'uv==0.8.4 --hash=sha256:2ab21c32a28dbe434c9074f899ed8084955f7b09ac5e7ffac548d3454f77516f --hash=sha256:c2323e915ae562db4ebcdf5e20d3dd37a14959d07cc54939d86ab0dcdbf08f58 --hash=sha256:e6fa3754a2b965dceecfce8c38cacf7cd6b76a2787b9e189cf33acdb64a7472a --hash=sha256:f9cd287982f62419f98ca7182fbbc2fd0fad1a04008b956a88eb85ce1d522611' > /tmp/kiln-pins-uv.txt && pip install --require-hashes -r /tmp/kiln-pins-uv.txt && uv sync --no-dev --frozen --no-install-project
 
 # phase: source
 COPY . /app/
