@@ -22,6 +22,7 @@ pub mod plan;
 pub mod progress;
 pub mod redact;
 pub mod registry;
+pub mod sbom;
 pub mod sandbox;
 pub mod solver;
 pub mod transfer;

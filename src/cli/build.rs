@@ -94,6 +94,8 @@ pub struct BuildArgs {
     pub plan: PlanArgs,
     #[command(flatten)]
     pub ca: BuildCaArgs,
+    #[command(flatten)]
+    pub attest: super::sbom::AttestArgs,
 }
 
 /// `--ca-cert` of the commands that run auto builds.
@@ -207,6 +209,8 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         plan: a.plan.request(),
         network: a.network,
         labels: a.label,
+        sbom: a.attest.sbom(),
+        provenance: a.attest.provenance(),
     };
     let started = std::time::Instant::now();
     let mut result = build(&req, progress);
