@@ -283,9 +283,10 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             if lock_path.is_file() {
                 package_locks = lock_package_bases(&mut graph, &lock_path)?;
                 build_info.kiln_lock = Some(
-                    crate::oci::Digest::of(&std::fs::read(&lock_path).with_context(|| {
-                        format!("reading {}", lock_path.display())
-                    })?)
+                    crate::oci::Digest::of(
+                        &std::fs::read(&lock_path)
+                            .with_context(|| format!("reading {}", lock_path.display()))?,
+                    )
                     .to_string(),
                 );
                 progress.info(format!(
@@ -474,7 +475,10 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
                 &r,
                 progress,
             )?;
-            progress.info(format!("attached {} to {r}@{digest} ({how})", a.artifact_type));
+            progress.info(format!(
+                "attached {} to {r}@{digest} ({how})",
+                a.artifact_type
+            ));
         }
         pushed.push(format!("{}@{digest}", r.name()));
     }
@@ -488,6 +492,18 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         record,
     })
 }
+
+/// `KILN_*` variables of kiln's environment that the CLI hands to the plan
+/// with the others but that only say where this machine keeps things.
+const MACHINE_SETTINGS: &[&str] = &[
+    "KILN_CACHE_DIR",
+    "KILN_DATA_DIR",
+    "KILN_PROGRESS",
+    "KILN_NET_TIMEOUT",
+    "KILN_CA_CERTS",
+    "KILN_NO_HOST_CA",
+    "KILN_DEBIAN_KEYRINGS",
+];
 
 /// Makes and keeps the SBOM record of a built image.
 fn record_of(
@@ -505,6 +521,19 @@ fn record_of(
         redactor.add(v);
     }
     let clean = |s: &str| redactor.redact(s).into_owned();
+    // A value under a name that says it is a credential is masked too:
+    // `--build-arg NPM_TOKEN=…` is no `--secret`, but it is one.
+    let value = |k: &str, v: &str| {
+        let k = k.to_ascii_uppercase();
+        if ["TOKEN", "PASSWORD", "SECRET", "KEY", "AUTH", "CREDENTIAL"]
+            .iter()
+            .any(|w| k.contains(w))
+        {
+            crate::redact::MASK.to_string()
+        } else {
+            clean(v)
+        }
+    };
     build.frontend = match source {
         BuildSource::Auto { .. } => "auto",
         BuildSource::Dockerfile(_) => "dockerfile",
@@ -515,11 +544,17 @@ fn record_of(
         build.providers = providers.clone();
     }
     for (k, v) in &req.build_args {
-        build.arguments.insert(format!("build-arg:{k}"), clean(v));
+        build
+            .arguments
+            .insert(format!("build-arg:{k}"), value(k, v));
     }
     for e in &req.plan.env {
         let (k, v) = e.split_once('=').unwrap_or((e, ""));
-        build.arguments.insert(format!("env:{k}"), clean(v));
+        // Where this machine keeps kiln's state is no input of the image.
+        if MACHINE_SETTINGS.contains(&k) {
+            continue;
+        }
+        build.arguments.insert(format!("env:{k}"), value(k, v));
     }
     for (k, v) in &req.labels {
         build.arguments.insert(format!("label:{k}"), clean(v));

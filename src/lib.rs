@@ -22,8 +22,8 @@ pub mod plan;
 pub mod progress;
 pub mod redact;
 pub mod registry;
-pub mod sbom;
 pub mod sandbox;
+pub mod sbom;
 pub mod solver;
 pub mod transfer;
 

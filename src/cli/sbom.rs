@@ -57,7 +57,9 @@ pub fn run(a: SbomArgs, _progress: &Progress) -> Result<()> {
         sbom::render(&record, a.format)?
     };
     match &a.output {
-        Some(f) => std::fs::write(f, &bytes).with_context(|| format!("-o: writing {}", f.display()))?,
+        Some(f) => {
+            std::fs::write(f, &bytes).with_context(|| format!("-o: writing {}", f.display()))?
+        }
         None => {
             use std::io::Write as _;
             std::io::stdout().write_all(&bytes)?;
@@ -83,8 +85,19 @@ pub fn attach_on_push(
     let record = sbom::load(&digest)?;
     for doc in sbom::attach::documents(&record, attest.sbom(), attest.provenance())? {
         let artifact = sbom::attach::artifact(images.blobs(), root, &doc)?;
-        let how = crate::registry::push::push_referrer(client, images.blobs(), &artifact, &digest, target, progress)?;
-        progress.info(format!("attached {} to {}@{digest} ({how})", doc.artifact_type, target.name()));
+        let how = crate::registry::push::push_referrer(
+            client,
+            images.blobs(),
+            &artifact,
+            &digest,
+            target,
+            progress,
+        )?;
+        progress.info(format!(
+            "attached {} to {}@{digest} ({how})",
+            doc.artifact_type,
+            target.name()
+        ));
     }
     Ok(())
 }

@@ -358,13 +358,27 @@ pub fn push_referrer(
         digest: None,
         ..target.clone()
     };
-    push(client, store, artifact, &by_digest, &PushOptions::default(), progress)?;
+    push(
+        client,
+        store,
+        artifact,
+        &by_digest,
+        &PushOptions::default(),
+        progress,
+    )?;
     let s = client.session(&target.registry)?;
     let repo = &target.repository;
     let scopes = [repo_scope(repo, "pull,push")];
     let index_type = "application/vnd.oci.image.index.v1+json";
     let get = |path: &str| -> Result<Option<Vec<u8>>> {
-        match client.request(&s, "GET", path, &[("Accept", index_type)], &scopes, Body::Empty) {
+        match client.request(
+            &s,
+            "GET",
+            path,
+            &[("Accept", index_type)],
+            &scopes,
+            Body::Empty,
+        ) {
             Ok(r) => {
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(
@@ -402,15 +416,18 @@ pub fn push_referrer(
         "manifests": entries,
     });
     let bytes = serde_json::to_vec(&index)?;
-    client.retry(&format!("tagging the referrers of {subject} on {target}"), || {
-        client.request(
-            &s,
-            "PUT",
-            &path,
-            &[("Content-Type", index_type)],
-            &scopes,
-            Body::Bytes(&bytes),
-        )
-    })?;
+    client.retry(
+        &format!("tagging the referrers of {subject} on {target}"),
+        || {
+            client.request(
+                &s,
+                "PUT",
+                &path,
+                &[("Content-Type", index_type)],
+                &scopes,
+                Body::Bytes(&bytes),
+            )
+        },
+    )?;
     Ok(ReferrerLink::FallbackTag)
 }

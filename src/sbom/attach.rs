@@ -99,9 +99,18 @@ pub fn artifact(store: &Store, subject: &Descriptor, doc: &Document) -> Result<D
 /// already): their blobs, and one index entry per artifact manifest,
 /// annotated with the subject's digest (`dev.kiln.subject`) since an
 /// index entry has no `subject` field of its own.
-pub fn into_layout(store: &Store, subject: &Descriptor, docs: &[Document], dest: &Path) -> Result<()> {
-    let layout = Layout::open(dest)
-        .with_context(|| format!("opening the OCI layout {} to attach the SBOM", dest.display()))?;
+pub fn into_layout(
+    store: &Store,
+    subject: &Descriptor,
+    docs: &[Document],
+    dest: &Path,
+) -> Result<()> {
+    let layout = Layout::open(dest).with_context(|| {
+        format!(
+            "opening the OCI layout {} to attach the SBOM",
+            dest.display()
+        )
+    })?;
     let subject_digest = desc_digest(subject)?;
     for doc in docs {
         let mut desc = artifact(store, subject, doc)?;

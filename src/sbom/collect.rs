@@ -76,14 +76,11 @@ pub fn record(inputs: Inputs<'_>) -> Result<Record> {
         .as_ref()
         .and_then(|c| c.labels().clone())
         .unwrap_or_default();
-    let mut app = inputs
-        .lockfile_dir
-        .and_then(app_of)
-        .unwrap_or(App {
-            name: "app".into(),
-            version: None,
-            purl: None,
-        });
+    let mut app = inputs.lockfile_dir.and_then(app_of).unwrap_or(App {
+        name: "app".into(),
+        version: None,
+        purl: None,
+    });
     if let Some(t) = labels.get("org.opencontainers.image.title") {
         app.name = t.clone();
     }
@@ -94,7 +91,11 @@ pub fn record(inputs: Inputs<'_>) -> Result<Record> {
         version: RECORD_VERSION,
         image: ImageInfo {
             digest: img.digest()?.to_string(),
-            created: img.config.created().clone().unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
+            created: img
+                .config
+                .created()
+                .clone()
+                .unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
             platform: platform_string(
                 &oci_spec::image::PlatformBuilder::default()
                     .os(img.config.os().clone())
@@ -160,7 +161,11 @@ fn app_of(dir: &Path) -> Option<App> {
     {
         let name = m.trim().trim_matches('"').to_string();
         return Some(App {
-            purl: Some(super::purl::with_namespace("golang", &name, "").trim_end_matches('@').to_string()),
+            purl: Some(
+                super::purl::with_namespace("golang", &name, "")
+                    .trim_end_matches('@')
+                    .to_string(),
+            ),
             name,
             version: None,
         });

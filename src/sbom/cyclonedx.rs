@@ -156,11 +156,23 @@ mod tests {
         assert_eq!(doc["metadata"]["component"]["type"], "container");
         let c = doc["components"].as_array().unwrap();
         assert_eq!(c.len(), 3);
-        assert_eq!(c[1]["purl"], "pkg:deb/debian/libc6@2.41-12?arch=amd64&distro=debian-13");
+        assert_eq!(
+            c[1]["purl"],
+            "pkg:deb/debian/libc6@2.41-12?arch=amd64&distro=debian-13"
+        );
         assert_eq!(c[1]["hashes"][0]["alg"], "SHA-256");
-        assert_eq!(c[1]["licenses"][0]["expression"], "LGPL-2.1-or-later AND LicenseRef-public-domain");
+        assert_eq!(
+            c[1]["licenses"][0]["expression"],
+            "LGPL-2.1-or-later AND LicenseRef-public-domain"
+        );
         assert_eq!(c[2]["hashes"][0]["alg"], "SHA-512");
-        assert_eq!(doc["dependencies"][0]["dependsOn"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            doc["dependencies"][0]["dependsOn"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]

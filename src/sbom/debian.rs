@@ -189,7 +189,13 @@ pub fn license_expression(copyright: &str) -> Option<String> {
     Some(
         exprs
             .into_iter()
-            .map(|e| if n > 1 && e.contains(' ') { format!("({e})") } else { e })
+            .map(|e| {
+                if n > 1 && e.contains(' ') {
+                    format!("({e})")
+                } else {
+                    e
+                }
+            })
             .collect::<Vec<_>>()
             .join(" AND "),
     )
@@ -216,7 +222,11 @@ pub fn dep5_expression(value: &str) -> String {
         || out
             .windows(2)
             .any(|w| (w[0] == "OR" || w[0] == "AND") == (w[1] == "OR" || w[1] == "AND"));
-    if bad { license_ref(value) } else { out.join(" ") }
+    if bad {
+        license_ref(value)
+    } else {
+        out.join(" ")
+    }
 }
 
 /// DEP-5 short names (and the SPDX ids Debian also writes) → SPDX ids.
@@ -281,6 +291,20 @@ const SPDX: &[(&str, &str)] = &[
 
 fn spdx_id(short: &str) -> String {
     let lower = short.to_ascii_lowercase();
+    // Debian also writes SPDX's own forms (`GPL-2.0-only`, `LGPL-2.1-or-later`).
+    for family in ["GPL", "LGPL", "AGPL", "GFDL"] {
+        let l = family.to_ascii_lowercase();
+        for suffix in ["-only", "-or-later"] {
+            if let Some(v) = lower
+                .strip_prefix(&format!("{l}-"))
+                .and_then(|r| r.strip_suffix(suffix))
+                && !v.is_empty()
+                && v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            {
+                return format!("{family}-{v}{suffix}");
+            }
+        }
+    }
     // `GPL-2.0+` and `GPL-2+` are the same licence.
     let key = lower.replace(".0+", "+");
     let key = if key.ends_with(".0") && key.starts_with(['g', 'l', 'a']) {
@@ -300,7 +324,13 @@ pub fn license_ref(text: &str) -> String {
     let id: String = text
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("LicenseRef-{id}")
 }
@@ -314,14 +344,23 @@ mod tests {
         let text = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: x\n\nFiles: *\nCopyright: 2000 A\nLicense: GPL-2+\n\nFiles: lib/*\nLicense: LGPL-2.1+ or Artistic\n\nLicense: GPL-2+\n On Debian systems, see /usr/share/common-licenses/GPL-2.\n License: not a field\n\nFiles: y\nLicense: public-domain\n";
         assert_eq!(
             license_expression(text).as_deref(),
-            Some("GPL-2.0-or-later AND (LGPL-2.1-or-later OR Artistic-1.0-Perl) AND LicenseRef-public-domain")
+            Some(
+                "GPL-2.0-or-later AND (LGPL-2.1-or-later OR Artistic-1.0-Perl) AND LicenseRef-public-domain"
+            )
         );
-        assert_eq!(license_expression("Format: http://dep.debian.net/deps/dep5\nLicense: Expat\n").as_deref(), Some("MIT"));
+        assert_eq!(
+            license_expression("Format: http://dep.debian.net/deps/dep5\nLicense: Expat\n")
+                .as_deref(),
+            Some("MIT")
+        );
     }
 
     #[test]
     fn free_form_copyright_files_are_noassertion() {
-        assert_eq!(license_expression("This is the Debian package of foo.\nLicense: GPL\n"), None);
+        assert_eq!(
+            license_expression("This is the Debian package of foo.\nLicense: GPL\n"),
+            None
+        );
         assert_eq!(license_expression(""), None);
     }
 
@@ -333,8 +372,13 @@ mod tests {
         );
         assert_eq!(dep5_expression("GPL-2.0+"), "GPL-2.0-or-later");
         assert_eq!(dep5_expression("LGPL-2.1"), "LGPL-2.1-only");
+        assert_eq!(dep5_expression("GPL-2.0-only"), "GPL-2.0-only");
+        assert_eq!(dep5_expression("lgpl-2.1-or-later"), "LGPL-2.1-or-later");
         assert_eq!(dep5_expression("or MIT"), "LicenseRef-or-MIT");
-        assert_eq!(dep5_expression("BSD-3-clause | Expat"), "BSD-3-Clause OR MIT");
+        assert_eq!(
+            dep5_expression("BSD-3-clause | Expat"),
+            "BSD-3-Clause OR MIT"
+        );
     }
 
     #[test]
@@ -356,7 +400,11 @@ mod tests {
         std::os::unix::fs::symlink(&secret, layer.join("usr/share/doc/a/copyright")).unwrap();
         std::os::unix::fs::symlink(d.path(), layer.join("usr/share/doc/b")).unwrap();
         std::fs::create_dir_all(layer.join("usr/share/doc/c")).unwrap();
-        std::fs::write(layer.join("usr/share/doc/c/copyright"), "Format: copyright-format\nLicense: MIT\n").unwrap();
+        std::fs::write(
+            layer.join("usr/share/doc/c/copyright"),
+            "Format: copyright-format\nLicense: MIT\n",
+        )
+        .unwrap();
         std::os::unix::fs::symlink("c", layer.join("usr/share/doc/d")).unwrap();
         let dirs = vec![layer];
         assert_eq!(copyright(&dirs, "a"), None);

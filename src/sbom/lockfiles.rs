@@ -47,7 +47,10 @@ pub fn read_dir(dir: &Path, omit_dev: bool) -> Result<Vec<LangPackage>> {
         out.extend(found);
     }
     let mut seen = BTreeSet::new();
-    Ok(out.into_iter().filter(|p| seen.insert(p.purl.clone())).collect())
+    Ok(out
+        .into_iter()
+        .filter(|p| seen.insert(p.purl.clone()))
+        .collect())
 }
 
 /// The packages of one lockfile, by its file name.
@@ -158,7 +161,10 @@ fn npm(file: &str, text: &str, omit_dev: bool) -> Result<Vec<LangPackage>> {
             add(name, e);
         }
     } else if let Some(deps) = v.get("dependencies").and_then(|d| d.as_object()) {
-        fn walk(deps: &serde_json::Map<String, serde_json::Value>, add: &mut dyn FnMut(&str, &serde_json::Value)) {
+        fn walk(
+            deps: &serde_json::Map<String, serde_json::Value>,
+            add: &mut dyn FnMut(&str, &serde_json::Value),
+        ) {
             for (name, e) in deps {
                 add(name, e);
                 if let Some(d) = e.get("dependencies").and_then(|d| d.as_object()) {
@@ -214,18 +220,19 @@ fn pnpm(file: &str, text: &str) -> Result<Vec<LangPackage>> {
 /// berry (`version: 1.2.3`; its `checksum` is yarn's own, not a file hash).
 fn yarn(file: &str, text: &str) -> Vec<LangPackage> {
     let mut out = Vec::new();
-    let mut flush = |name: &Option<String>, version: &Option<String>, hash: &Option<(String, String)>| {
-        if let (Some(n), Some(v)) = (name, version) {
-            out.push(package(
-                "npm",
-                n,
-                v,
-                purl::with_namespace("npm", n, v),
-                hash.iter().cloned().collect(),
-                file,
-            ));
-        }
-    };
+    let mut flush =
+        |name: &Option<String>, version: &Option<String>, hash: &Option<(String, String)>| {
+            if let (Some(n), Some(v)) = (name, version) {
+                out.push(package(
+                    "npm",
+                    n,
+                    v,
+                    purl::with_namespace("npm", n, v),
+                    hash.iter().cloned().collect(),
+                    file,
+                ));
+            }
+        };
     let (mut name, mut version, mut hash) = (None, None, None);
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -238,13 +245,18 @@ fn yarn(file: &str, text: &str) -> Vec<LangPackage> {
             let first = line.trim_end_matches(':').split(',').next().unwrap_or("");
             let first = first.trim().trim_matches('"');
             name = split_at_version(first)
-                .filter(|(_, range)| !range.starts_with("workspace:") && !range.starts_with("link:"))
+                .filter(|(_, range)| {
+                    !range.starts_with("workspace:") && !range.starts_with("link:")
+                })
                 .map(|(n, _)| n.to_string())
                 .filter(|n| n != "__metadata");
             continue;
         }
         let l = line.trim();
-        if let Some(v) = l.strip_prefix("version ").or_else(|| l.strip_prefix("version: ")) {
+        if let Some(v) = l
+            .strip_prefix("version ")
+            .or_else(|| l.strip_prefix("version: "))
+        {
             version = Some(v.trim().trim_matches('"').to_string());
         } else if let Some(i) = l.strip_prefix("integrity ") {
             hash = sri(i.trim().trim_matches('"'));
@@ -296,7 +308,12 @@ fn requirements(file: &str, text: &str) -> Vec<LangPackage> {
 fn python_toml(file: &str, text: &str) -> Result<Vec<LangPackage>> {
     let v: toml::Value = toml::from_str(text).context("not TOML")?;
     let mut out = Vec::new();
-    for p in v.get("package").and_then(|p| p.as_array()).into_iter().flatten() {
+    for p in v
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
         let (Some(name), Some(version)) = (
             p.get("name").and_then(|n| n.as_str()),
             p.get("version").and_then(|n| n.as_str()),
@@ -345,7 +362,16 @@ fn go_sum(file: &str, text: &str) -> Vec<LangPackage> {
         seen.insert((path.to_string(), version.to_string()));
     }
     seen.into_iter()
-        .map(|(p, v)| package("golang", &p, &v, purl::with_namespace("golang", &p, &v), Vec::new(), file))
+        .map(|(p, v)| {
+            package(
+                "golang",
+                &p,
+                &v,
+                purl::with_namespace("golang", &p, &v),
+                Vec::new(),
+                file,
+            )
+        })
         .collect()
 }
 
@@ -354,7 +380,12 @@ fn go_sum(file: &str, text: &str) -> Vec<LangPackage> {
 fn cargo(file: &str, text: &str) -> Result<Vec<LangPackage>> {
     let v: toml::Value = toml::from_str(text).context("not TOML")?;
     let mut out = Vec::new();
-    for p in v.get("package").and_then(|p| p.as_array()).into_iter().flatten() {
+    for p in v
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
         let (Some(name), Some(version)) = (
             p.get("name").and_then(|n| n.as_str()),
             p.get("version").and_then(|n| n.as_str()),
@@ -401,7 +432,14 @@ fn gemfile(file: &str, text: &str) -> Vec<LangPackage> {
         let version = rest.trim_end_matches(')');
         // A platform gem is `1.2.3-x86_64-linux`; the purl keeps it as the
         // version, as Bundler names it.
-        out.push(package("gem", name, version, purl::with_namespace("gem", name, version), Vec::new(), file));
+        out.push(package(
+            "gem",
+            name,
+            version,
+            purl::with_namespace("gem", name, version),
+            Vec::new(),
+            file,
+        ));
     }
     out
 }
@@ -411,7 +449,12 @@ fn gemfile(file: &str, text: &str) -> Vec<LangPackage> {
 fn composer(file: &str, text: &str) -> Result<Vec<LangPackage>> {
     let v: serde_json::Value = serde_json::from_str(text).context("not JSON")?;
     let mut out = Vec::new();
-    for p in v.get("packages").and_then(|p| p.as_array()).into_iter().flatten() {
+    for p in v
+        .get("packages")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
         let (Some(name), Some(version)) = (
             p.get("name").and_then(|n| n.as_str()),
             p.get("version").and_then(|n| n.as_str()),
@@ -442,7 +485,9 @@ mod tests {
     use super::*;
 
     fn names(p: &[LangPackage]) -> Vec<String> {
-        p.iter().map(|p| format!("{} {}", p.purl, p.hashes.len())).collect()
+        p.iter()
+            .map(|p| format!("{} {}", p.purl, p.hashes.len()))
+            .collect()
     }
 
     #[test]

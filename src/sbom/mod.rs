@@ -199,8 +199,7 @@ pub fn save(record: &Record) -> Result<()> {
         .with_context(|| format!("record of {}: bad digest", record.image.digest))?;
     let path = record_path(&digest)?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let bytes = serde_json::to_vec_pretty(record)?;
     crate::oci::layout::write_atomic(&path, &bytes)
@@ -218,8 +217,12 @@ pub fn load(digest: &Digest) -> Result<Record> {
         ),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let record: Record = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: not a kiln SBOM record; rebuild the image", path.display()))?;
+    let record: Record = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{}: not a kiln SBOM record; rebuild the image",
+            path.display()
+        )
+    })?;
     if record.version != RECORD_VERSION {
         bail!(
             "{}: SBOM record version {} (this kiln reads {RECORD_VERSION}); rebuild the image",

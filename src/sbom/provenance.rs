@@ -97,7 +97,9 @@ mod tests {
         let mut r = record();
         r.build.context_digest = Some(format!("sha256:{}", "12".repeat(32)));
         r.build.kiln_lock = Some(format!("sha256:{}", "34".repeat(32)));
-        r.build.arguments.insert("build-arg:VERSION".into(), "2".into());
+        r.build
+            .arguments
+            .insert("build-arg:VERSION".into(), "2".into());
         r.build.secret_ids = vec!["npmrc".into()];
         r.build.package_sets.push(crate::sbom::PackageSetInfo {
             suite: "trixie".into(),
@@ -115,11 +117,17 @@ mod tests {
         assert_eq!(s["subject"][0]["digest"]["sha256"], "ab".repeat(32));
         let def = &s["predicate"]["buildDefinition"];
         assert_eq!(def["externalParameters"]["secrets"][0], "npmrc");
-        assert_eq!(def["externalParameters"]["arguments"]["build-arg:VERSION"], "2");
+        assert_eq!(
+            def["externalParameters"]["arguments"]["build-arg:VERSION"],
+            "2"
+        );
         let deps = def["resolvedDependencies"].as_array().unwrap();
         assert_eq!(deps.len(), 3);
         assert_eq!(deps[0]["digest"]["sha256"], "12".repeat(32));
         assert_eq!(deps[2]["uri"], "http://deb.debian.org/debian/dists/trixie");
-        assert_eq!(s["predicate"]["runDetails"]["builder"]["version"]["kiln"], "0.1.0");
+        assert_eq!(
+            s["predicate"]["runDetails"]["builder"]["version"]["kiln"],
+            "0.1.0"
+        );
     }
 }

@@ -96,7 +96,10 @@ mod tests {
 
     #[test]
     fn pypi_names_are_normalised() {
-        assert_eq!(pypi("Flask_SQLAlchemy", "3.1.1"), "pkg:pypi/flask-sqlalchemy@3.1.1");
+        assert_eq!(
+            pypi("Flask_SQLAlchemy", "3.1.1"),
+            "pkg:pypi/flask-sqlalchemy@3.1.1"
+        );
         assert_eq!(pep503("zope.interface"), "zope-interface");
         assert_eq!(pep503("A__b-.C"), "a-b-c");
     }

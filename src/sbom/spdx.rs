@@ -20,7 +20,13 @@ pub const MEDIA_TYPE: &str = "application/spdx+json";
 fn spdx_id(kind: &str, name: &str, n: usize) -> String {
     let clean: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("SPDXRef-{kind}-{n}-{clean}")
 }
@@ -185,7 +191,10 @@ mod tests {
         let doc: Value = serde_json::from_slice(&document(&record()).unwrap()).unwrap();
         let hex = "ab".repeat(32);
         assert_eq!(doc["spdxVersion"], "SPDX-2.3");
-        assert_eq!(doc["documentNamespace"], format!("https://kiln.dev/spdx/sha256-{hex}"));
+        assert_eq!(
+            doc["documentNamespace"],
+            format!("https://kiln.dev/spdx/sha256-{hex}")
+        );
         assert_eq!(doc["creationInfo"]["created"], "2024-01-02T03:04:05Z");
         let pkgs = doc["packages"].as_array().unwrap();
         assert_eq!(pkgs.len(), 4);
@@ -197,17 +206,30 @@ mod tests {
             libc["externalRefs"][0]["referenceLocator"],
             "pkg:deb/debian/libc6@2.41-12?arch=amd64&distro=debian-13"
         );
-        assert_eq!(libc["licenseDeclared"], "LGPL-2.1-or-later AND LicenseRef-public-domain");
-        assert_eq!(doc["hasExtractedLicensingInfos"][0]["licenseId"], "LicenseRef-public-domain");
+        assert_eq!(
+            libc["licenseDeclared"],
+            "LGPL-2.1-or-later AND LicenseRef-public-domain"
+        );
+        assert_eq!(
+            doc["hasExtractedLicensingInfos"][0]["licenseId"],
+            "LicenseRef-public-domain"
+        );
         let express = &pkgs[3];
         assert_eq!(express["SPDXID"], "SPDXRef-npm-0-express");
         assert_eq!(express["checksums"][0]["algorithm"], "SHA512");
-        assert_eq!(pkgs[1]["externalRefs"][0]["referenceLocator"], "pkg:npm/%40acme/web@1.0.0");
+        assert_eq!(
+            pkgs[1]["externalRefs"][0]["referenceLocator"],
+            "pkg:npm/%40acme/web@1.0.0"
+        );
         // The document describes the image, which contains everything else.
         let rels = doc["relationships"].as_array().unwrap();
         assert_eq!(rels.len(), 4);
         assert_eq!(rels[0]["relationshipType"], "DESCRIBES");
-        assert!(rels[1..].iter().all(|r| r["relationshipType"] == "CONTAINS"));
+        assert!(
+            rels[1..]
+                .iter()
+                .all(|r| r["relationshipType"] == "CONTAINS")
+        );
     }
 
     #[test]
