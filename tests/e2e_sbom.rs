@@ -471,4 +471,19 @@ fn push_with_sbom_and_provenance_attaches_referrers_and_leaves_the_image_alone()
             .iter()
             .any(|m| m["digest"] == digest.as_str())
     );
+    // Such a layout still loads: the image, not its artifacts.
+    let fresh = Kiln::new();
+    let loaded = fresh.stdout(&["load", layout.to_str().unwrap()]);
+    assert_eq!(loaded.lines().count(), 1, "{loaded}");
+    assert!(loaded.contains(&digest), "{loaded}");
+
+    // `kiln push --sbom` of the local image to another repository.
+    home.ok(&["push", &image, &format!("{host}/sbom/other:1"), "--sbom"]);
+    let (code, body) = get(
+        &format!("{}/v2/sbom/other/manifests/{tag}", reg.url()),
+        index_type,
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
 }
