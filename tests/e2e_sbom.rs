@@ -30,8 +30,14 @@ fn validators() -> PathBuf {
     if ready.is_file() {
         return venv;
     }
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
+    // The system Python: a pyenv build may lack the ssl module pip needs.
+    let python = if Path::new("/usr/bin/python3").is_file() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let ok = Command::new(python)
+        .args(["-m", "venv", "--clear"])
         .arg(&venv)
         .status()
         .is_ok_and(|s| s.success());
