@@ -88,6 +88,11 @@ pub struct BuildRequest {
     /// The cache's size bound for the GC that ends the build
     /// (`--cache-max`; by default `KILN_CACHE_MAX`, see [`crate::gc::Bound`]).
     pub cache_max: crate::gc::Bound,
+    /// Attach the SBOM (SPDX and CycloneDX) to the pushed image and the
+    /// OCI layout outputs as OCI 1.1 referrers (`--sbom`).
+    pub sbom: bool,
+    /// Attach the SLSA provenance statement the same way (`--provenance`).
+    pub provenance: bool,
 }
 
 /// A privilege a build must be granted explicitly (buildx's `--allow`).
@@ -161,6 +166,9 @@ pub struct BuildResult {
     pub pushed: Vec<String>,
     /// Which frontend ran.
     pub source: BuildSource,
+    /// What the image holds ([`crate::sbom`]); `None` when it could not
+    /// be recorded (the build warned why).
+    pub record: Option<crate::sbom::Record>,
 }
 
 /// `--label`s, set last on the target stage so they win over the
@@ -400,6 +408,8 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     };
     let mut package_locks = BTreeMap::new();
     let mut host_ca = None;
+    let mut build_info = crate::sbom::BuildInfo::default();
+    let mut omit_dev = false;
     let (graph, ctx) = match &source {
         BuildSource::Auto { .. } => {
             let AutoGraph {
@@ -407,7 +417,10 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
                 ctx,
                 providers,
                 host_ca: bundle,
+                plan,
             } = auto_graph(req, progress)?;
+            omit_dev = plan.phase("prune").is_some();
+            build_info.plan = Some(serde_json::to_value(&plan)?);
             host_ca = bundle.map(Arc::new);
             source = BuildSource::Auto { providers };
             if let Some(t) = &req.target {
@@ -416,6 +429,13 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             let lock_path = req.context.join(LOCK_FILE);
             if lock_path.is_file() {
                 package_locks = lock_package_bases(&mut graph, &lock_path)?;
+                build_info.kiln_lock = Some(
+                    crate::oci::Digest::of(
+                        &std::fs::read(&lock_path)
+                            .with_context(|| format!("reading {}", lock_path.display()))?,
+                    )
+                    .to_string(),
+                );
                 progress.info(format!(
                     "using {} for the Debian packages ({} sets)",
                     lock_path.display(),
@@ -462,6 +482,10 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     let mut graph = graph;
     add_labels(&mut graph, &req.labels);
     let graph = &graph;
+    build_info.context_digest = ctx
+        .digest_sources(&[".".to_string()], &Default::default())
+        .ok()
+        .map(|d| d.to_string());
     let ctx = Mutex::new(ctx);
     let mut opts = solve_options(Some(&ctx), &client, req)?;
     opts.package_locks = package_locks;
@@ -512,6 +536,28 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     };
     let image = solved.image;
     let digest = image.digest()?;
+    let record = match record_of(
+        req,
+        &solver,
+        &image,
+        &solved.package_sets,
+        &source,
+        build_info,
+        omit_dev,
+    ) {
+        Ok(r) => Some(r),
+        Err(e) if req.sbom || req.provenance => {
+            return Err(e.context("recording what the image holds (--sbom/--provenance)"));
+        }
+        Err(e) => {
+            progress.warn(format!("no SBOM recorded for this image: {e:#}"));
+            None
+        }
+    };
+    let attachments = match &record {
+        Some(r) => crate::sbom::attach::documents(r, req.sbom, req.provenance)?,
+        None => Vec::new(),
+    };
     let mut stored = Vec::new();
     for n in &names {
         stored.push(
@@ -529,6 +575,16 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             Output::Registry => {}
             o => export::export(&solver.store, &image.manifest_desc, &label, o)
                 .with_context(|| format!("exporting to {o:?}"))?,
+        }
+        if let Output::OciDir(dest) = out
+            && !attachments.is_empty()
+        {
+            crate::sbom::attach::into_layout(
+                &solver.store,
+                &image.manifest_desc,
+                &attachments,
+                dest,
+            )?;
         }
     }
     let mut pushed = Vec::new();
@@ -564,6 +620,21 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             "pushed {r} ({} blobs sent, {} already there)",
             summary.blobs_sent, summary.blobs_skipped
         ));
+        for a in &attachments {
+            let artifact = crate::sbom::attach::artifact(&solver.store, &image.manifest_desc, a)?;
+            let how = registry::push::push_referrer(
+                &client,
+                &solver.store,
+                &artifact,
+                &digest,
+                &r,
+                progress,
+            )?;
+            progress.info(format!(
+                "attached {} to {r}@{digest} ({how})",
+                a.artifact_type
+            ));
+        }
         pushed.push(format!("{}@{digest}", r.name()));
     }
     Ok(BuildResult {
@@ -573,7 +644,109 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         stats: solved.stats,
         pushed,
         source,
+        record,
     })
+}
+
+/// `KILN_*` variables of kiln's environment that the CLI hands to the plan
+/// with the others but that only say where this machine keeps things.
+const MACHINE_SETTINGS: &[&str] = &[
+    "KILN_CACHE_DIR",
+    "KILN_DATA_DIR",
+    "KILN_PROGRESS",
+    "KILN_NET_TIMEOUT",
+    "KILN_CA_CERTS",
+    "KILN_NO_HOST_CA",
+    "KILN_DEBIAN_KEYRINGS",
+];
+
+/// Makes and keeps the SBOM record of a built image.
+fn record_of(
+    req: &BuildRequest,
+    solver: &Solver,
+    image: &Image,
+    sets: &[crate::packages::image::ComposedSet],
+    source: &BuildSource,
+    mut build: crate::sbom::BuildInfo,
+    omit_dev: bool,
+) -> Result<crate::sbom::Record> {
+    // Secret values never reach the record, even inside a build argument.
+    let mut redactor = crate::redact::Redactor::new();
+    for v in req.secrets.values() {
+        redactor.add(v);
+    }
+    let clean = |s: &str| redactor.redact(s).into_owned();
+    // A value under a name that says it is a credential is masked too:
+    // `--build-arg NPM_TOKEN=…` is no `--secret`, but it is one.
+    let value = |k: &str, v: &str| {
+        let k = k.to_ascii_uppercase();
+        if ["TOKEN", "PASSWORD", "SECRET", "KEY", "AUTH", "CREDENTIAL"]
+            .iter()
+            .any(|w| k.contains(w))
+        {
+            crate::redact::MASK.to_string()
+        } else {
+            clean(v)
+        }
+    };
+    build.frontend = match source {
+        BuildSource::Auto { .. } => "auto",
+        BuildSource::Dockerfile(_) => "dockerfile",
+        BuildSource::Inline => "inline",
+    }
+    .into();
+    if let BuildSource::Auto { providers } = source {
+        build.providers = providers.clone();
+    }
+    for (k, v) in &req.build_args {
+        build
+            .arguments
+            .insert(format!("build-arg:{k}"), value(k, v));
+    }
+    for e in &req.plan.env {
+        let (k, v) = e.split_once('=').unwrap_or((e, ""));
+        // Where this machine keeps kiln's state is no input of the image.
+        if MACHINE_SETTINGS.contains(&k) {
+            continue;
+        }
+        build.arguments.insert(format!("env:{k}"), value(k, v));
+    }
+    for (k, v) in &req.labels {
+        build.arguments.insert(format!("label:{k}"), clean(v));
+    }
+    for (k, v) in [
+        ("target", req.target.as_deref()),
+        ("platform", req.platform.as_deref()),
+        ("start-cmd", req.plan.start_cmd.as_deref()),
+        ("install-cmd", req.plan.install_cmd.as_deref()),
+        ("build-cmd", req.plan.build_cmd.as_deref()),
+        ("config", req.plan.config.as_deref()),
+    ] {
+        if let Some(v) = v {
+            build.arguments.insert(k.into(), clean(v));
+        }
+    }
+    if let Some(p) = build.plan.take() {
+        build.plan = Some(serde_json::from_str(&clean(&serde_json::to_string(&p)?))?);
+    }
+    build.secret_ids = req.secrets.keys().cloned().collect();
+    build.kiln_version = env!("CARGO_PKG_VERSION").into();
+    let snapshot = |l: &crate::packages::compose::PackageLayer| {
+        solver
+            .snapshots
+            .ensure(&solver.store, &l.blob, l.compression)
+            .map(|(dir, _)| dir)
+    };
+    let record = crate::sbom::collect::record(crate::sbom::collect::Inputs {
+        image,
+        package_sets: sets,
+        snapshot: &snapshot,
+        lockfile_dir: matches!(source, BuildSource::Auto { .. }).then_some(req.context.as_path()),
+        omit_dev,
+        build,
+    })?;
+    crate::sbom::save(&record)?;
+    Ok(record)
 }
 
 /// The lockfile of an auto build's package sets, in the context.
@@ -671,6 +844,8 @@ struct AutoGraph {
     /// The host's CA bundle the build steps mount (`None` with
     /// `--no-host-ca` or when the host has no store).
     host_ca: Option<Vec<u8>>,
+    /// The plan the graph was lowered from.
+    plan: crate::plan::BuildPlan,
 }
 
 fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
@@ -772,6 +947,7 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
         ctx,
         providers,
         host_ca,
+        plan,
     })
 }
 

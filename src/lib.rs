@@ -34,6 +34,7 @@ pub mod progress;
 pub mod redact;
 pub mod registry;
 pub mod sandbox;
+pub mod sbom;
 pub mod solver;
 pub mod transfer;
 

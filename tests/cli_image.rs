@@ -455,3 +455,21 @@ fn an_existing_layout_with_symlinked_dirs_is_refused() {
         assert_eq!(fs::read_dir(&canary).unwrap().count(), 0, "{name}");
     }
 }
+
+#[test]
+fn sbom_of_an_image_kiln_did_not_build_says_why_it_has_none() {
+    let env = Env::new();
+    let src = env.dir.path().join("src");
+    app_tree(&src, SystemTime::UNIX_EPOCH + Duration::from_secs(1), "x");
+    env.ok(&["image", "from-dir", src.to_str().unwrap(), "-t", "plain:1"]);
+    let out = env.kiln(&["sbom", "plain:1"]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("no SBOM record for image sha256:") && e.contains("kiln build"),
+        "{e}"
+    );
+    let out = env.kiln(&["sbom", "missing:1", "--format", "cyclonedx"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing:1"));
+}

@@ -110,6 +110,8 @@ pub struct BuildArgs {
     pub plan: PlanArgs,
     #[command(flatten)]
     pub ca: BuildCaArgs,
+    #[command(flatten)]
+    pub attest: super::sbom::AttestArgs,
 }
 
 /// `--ca-cert` of the commands that run auto builds.
@@ -259,6 +261,8 @@ pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
         add_hosts: a.add_host,
         build_contexts: a.build_context,
         cache_max: a.cache_max.unwrap_or_default(),
+        sbom: a.attest.sbom(),
+        provenance: a.attest.provenance(),
     };
     let started = std::time::Instant::now();
     let mut result = build(&req, progress);

@@ -14,6 +14,7 @@ mod packages;
 mod plan;
 mod registry;
 mod sandbox;
+mod sbom;
 mod transfer;
 
 use crate::error;
@@ -31,6 +32,7 @@ Examples:
   kiln graph . --keys                           the Dockerfile's build graph as JSON
   kiln run myapp:1 sh -c 'ls /app'              run a command in an image, in the sandbox
   kiln images | inspect NAME | rmi NAME         the local image store
+  kiln sbom myapp:1 --format cyclonedx          what an image holds (SPDX or CycloneDX)
   kiln save myapp:1 -o type=docker,dest=a.tar   export (oci, oci-archive, docker)
   kiln load a.tar                               import an archive or OCI layout
   kiln pull debian:bookworm | push NAME REF     talk to registries
@@ -143,6 +145,11 @@ pub enum Command {
     ///
     /// Example: kiln packages resolve nodejs@20
     Packages(packages::PackagesArgs),
+    /// Print what an image holds (SBOM: SPDX 2.3 or CycloneDX 1.6 JSON), as
+    /// recorded when kiln built it; or its SLSA provenance.
+    ///
+    /// Example: kiln sbom myapp:1 --format cyclonedx -o sbom.cdx.json
+    Sbom(sbom::SbomArgs),
     /// Resolve Debian packages and write (or update) kiln.lock.
     ///
     /// Example: kiln lock nodejs@20 ca-certificates
@@ -205,6 +212,7 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
     match cli.command {
         Command::Build(a) => build::run(*a, progress),
         Command::Plan(a) => plan::run_plan(a, progress),
+        Command::Sbom(a) => sbom::run(a, progress),
         Command::Detect(a) => plan::run_detect(a, progress),
         Command::Info(a) => plan::run_info(a, progress),
         Command::Dockerfile(a) => plan::run_dockerfile(a, progress),

@@ -91,6 +91,8 @@ pub struct PushArgs {
     pub registry: RegistryFlags,
     #[command(flatten)]
     pub ssh: super::transfer::SshFlags,
+    #[command(flatten)]
+    pub attest: super::sbom::AttestArgs,
 }
 
 pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
@@ -129,6 +131,7 @@ pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
     let client = args.registry.client(CredentialSource::Files, progress);
     let summary = push::push(&client, images.blobs(), &root, &target, &opts, progress)?;
     remember(&target, &summary.blobs, progress);
+    super::sbom::attach_on_push(&args.attest, &client, &images, &root, &target, progress)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -221,6 +221,11 @@ fn load_layout(src: &Members, images: &ImageStore) -> Result<Vec<Loaded>> {
     // Phase 1: check every name and blob; nothing is written yet.
     let mut plan = Vec::new();
     for (i, m) in index.manifests().iter().enumerate() {
+        // An attached artifact (an SBOM, a provenance: `--sbom`) is about
+        // an image, not one: the image it names is loaded as any other.
+        if m.artifact_type().is_some() {
+            continue;
+        }
         let what = format!("index.json: manifests[{i}] ({})", m.digest());
         let ann = m.annotations().clone().unwrap_or_default();
         let name = match (ann.get(IMAGE_NAME), ann.get(REF_NAME)) {

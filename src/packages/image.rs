@@ -78,6 +78,16 @@ pub struct Built {
     pub set: SetSource,
 }
 
+/// A package base as a build composed it: the set and the layers holding
+/// it (what the SBOM lists, `crate::sbom`).
+#[derive(Debug, Clone)]
+pub struct ComposedSet {
+    pub lock: Lockfile,
+    pub layers: Vec<compose::PackageLayer>,
+    /// The mirror the `.deb` files came from.
+    pub mirror: String,
+}
+
 /// Where a built image's package set came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetSource {

@@ -320,3 +320,114 @@ fn push_blob(
     task.bytes(size, Some(size));
     Ok(Outcome::Sent(size))
 }
+
+/// How [`push_referrer`] made an artifact findable from its subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferrerLink {
+    /// The registry's referrers API lists it (it read the `subject`).
+    ReferrersApi,
+    /// The registry has no referrers API: the artifact was added to the
+    /// `sha256-<hex>` tag's index (OCI distribution spec 1.1 fallback).
+    FallbackTag,
+}
+
+impl std::fmt::Display for ReferrerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReferrerLink::ReferrersApi => "referrers API",
+            ReferrerLink::FallbackTag => "referrers tag schema",
+        })
+    }
+}
+
+/// Pushes an OCI 1.1 artifact manifest (`artifact`, in `store`) whose
+/// `subject` is `subject`, by digest, to `target`'s repository, and makes
+/// it findable from the subject: a registry with the referrers API does
+/// that itself; otherwise the artifact joins the index tagged
+/// `sha256-<subject hex>`. The subject's manifest is not touched.
+pub fn push_referrer(
+    client: &Client,
+    store: &Store,
+    artifact: &Descriptor,
+    subject: &Digest,
+    target: &Reference,
+    progress: &Progress,
+) -> Result<ReferrerLink> {
+    let by_digest = Reference {
+        tag: None,
+        digest: None,
+        ..target.clone()
+    };
+    push(
+        client,
+        store,
+        artifact,
+        &by_digest,
+        &PushOptions::default(),
+        progress,
+    )?;
+    let s = client.session(&target.registry)?;
+    let repo = &target.repository;
+    let scopes = [repo_scope(repo, "pull,push")];
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    let get = |path: &str| -> Result<Option<Vec<u8>>> {
+        match client.request(
+            &s,
+            "GET",
+            path,
+            &[("Accept", index_type)],
+            &scopes,
+            Body::Empty,
+        ) {
+            Ok(r) => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(r.into_reader(), 4 << 20),
+                    &mut bytes,
+                )?;
+                Ok(Some(bytes))
+            }
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    let listed = |bytes: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("manifests").and_then(|m| m.as_array()).cloned())
+            .unwrap_or_default()
+    };
+    let artifact_digest = artifact.digest().to_string();
+    if let Some(bytes) = get(&format!("/v2/{repo}/referrers/{subject}"))?
+        && listed(&bytes)
+            .iter()
+            .any(|m| m.get("digest").and_then(|d| d.as_str()) == Some(artifact_digest.as_str()))
+    {
+        return Ok(ReferrerLink::ReferrersApi);
+    }
+    let tag = format!("{}-{}", subject.algorithm(), subject.hex());
+    let path = format!("/v2/{repo}/manifests/{tag}");
+    let mut entries = get(&path)?.map(|b| listed(&b)).unwrap_or_default();
+    entries.retain(|m| m.get("digest").and_then(|d| d.as_str()) != Some(artifact_digest.as_str()));
+    entries.push(serde_json::to_value(artifact)?);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": index_type,
+        "manifests": entries,
+    });
+    let bytes = serde_json::to_vec(&index)?;
+    client.retry(
+        &format!("tagging the referrers of {subject} on {target}"),
+        || {
+            client.request(
+                &s,
+                "PUT",
+                &path,
+                &[("Content-Type", index_type)],
+                &scopes,
+                Body::Bytes(&bytes),
+            )
+        },
+    )?;
+    Ok(ReferrerLink::FallbackTag)
+}

@@ -39,6 +39,7 @@ use crate::graph::{self, Base, ConfigChange, CopyFrom, Graph, ImageConfig, Op, S
 use crate::oci::image::{Image, ImageBuilder, read_image};
 use crate::oci::layer::{Entry, LayerOptions, canonicalize, write_canonical_layer, write_layer};
 use crate::oci::{Digest, ImageStore, Store};
+use crate::packages::image::ComposedSet;
 use crate::platform::Platform;
 use crate::progress::{Progress, TAIL_LINES};
 use crate::sandbox::{self, Sandbox, Snapshots};
@@ -99,6 +100,9 @@ pub struct SolveStats {
 pub struct Solved {
     pub image: Image,
     pub stats: SolveStats,
+    /// The Debian package sets the solve composed (build stages' too):
+    /// what the SBOM lists (`crate::sbom`).
+    pub package_sets: Vec<ComposedSet>,
 }
 
 /// A stage's state while it is being built.
@@ -210,7 +214,7 @@ impl Solver {
                 .map(|&i| g.stages[i].steps.iter().filter(|s| shown(&s.op)).count())
                 .sum::<usize>();
         progress.steps(total_steps as u64);
-        let composed: Vec<(String, Result<Image>)> = std::thread::scope(|s| {
+        let composed: Vec<(String, Result<(Image, ComposedSet)>)> = std::thread::scope(|s| {
             let handles: Vec<_> = sets
                 .iter()
                 .map(|(r, (p, platform, layer))| {
@@ -225,8 +229,11 @@ impl Solver {
                 .map(|(r, h)| (r, h.join().expect("compose thread panicked")))
                 .collect()
         });
+        let mut package_sets = Vec::new();
         for (r, img) in composed {
-            bases.insert(r, img?);
+            let (img, set) = img?;
+            bases.insert(r, img);
+            package_sets.push(set);
         }
         for &i in &order {
             let stage = &g.stages[i];
@@ -343,6 +350,7 @@ impl Solver {
         Ok(Solved {
             image,
             stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()),
+            package_sets,
         })
     }
 
@@ -456,7 +464,7 @@ impl Solver {
         layer: LayerOptions,
         opts: &SolveOptions<'_>,
         progress: &Progress,
-    ) -> Result<Image> {
+    ) -> Result<(Image, ComposedSet)> {
         use crate::packages::{compose::ComposeOptions, image};
         let mut req = packages_request(p, platform)?;
         req.pull = opts.pull;
@@ -513,7 +521,12 @@ impl Solver {
         } else {
             "done"
         });
-        Ok(built.image)
+        let set = ComposedSet {
+            lock: built.lock,
+            layers: built.composed.layers,
+            mirror: req.repo.mirror.clone(),
+        };
+        Ok((built.image, set))
     }
 
     /// A base image: the local image store first, else the registry.

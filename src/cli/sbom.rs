@@ -1,0 +1,103 @@
+//! `kiln sbom` and the `--sbom`/`--provenance` flags of build and push.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::Result;
+use crate::oci::ImageStore;
+use crate::oci::image::desc_digest;
+use crate::progress::Progress;
+use crate::sbom::{self, Format};
+
+#[derive(Args, Debug)]
+pub struct SbomArgs {
+    /// The local image (name, name:tag or digest prefix).
+    pub image: String,
+    /// spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 JSON).
+    #[arg(long, value_enum, default_value_t = Format::Spdx)]
+    pub format: Format,
+    /// Write to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Print the SLSA v1 provenance statement instead of an SBOM.
+    #[arg(long, conflicts_with = "format")]
+    pub provenance: bool,
+}
+
+/// Attestations a build or push attaches (see docs/sbom.md).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AttestArgs {
+    /// Attach the image's SBOM (SPDX 2.3 and CycloneDX 1.6) as OCI 1.1
+    /// referrers when pushing, and to type=oci outputs (buildx's --sbom).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub sbom: Option<bool>,
+    /// Attach a SLSA v1 provenance statement the same way (buildx's --provenance).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub provenance: Option<bool>,
+}
+
+impl AttestArgs {
+    pub fn sbom(&self) -> bool {
+        self.sbom == Some(true)
+    }
+    pub fn provenance(&self) -> bool {
+        self.provenance == Some(true)
+    }
+}
+
+pub fn run(a: SbomArgs, _progress: &Progress) -> Result<()> {
+    let images = ImageStore::open_default()?;
+    let desc = images.resolve(&a.image)?;
+    let record = sbom::load(&desc_digest(&desc)?)?;
+    let bytes = if a.provenance {
+        sbom::provenance::statement(&record)?
+    } else {
+        sbom::render(&record, a.format)?
+    };
+    match &a.output {
+        Some(f) => {
+            std::fs::write(f, &bytes).with_context(|| format!("-o: writing {}", f.display()))?
+        }
+        None => {
+            use std::io::Write as _;
+            std::io::stdout().write_all(&bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// `kiln push --sbom/--provenance`: attaches the documents of the image
+/// `root` (its record) to the pushed image.
+pub fn attach_on_push(
+    attest: &AttestArgs,
+    client: &crate::registry::Client,
+    images: &ImageStore,
+    root: &oci_spec::image::Descriptor,
+    target: &crate::registry::Reference,
+    progress: &Progress,
+) -> Result<()> {
+    if !attest.sbom() && !attest.provenance() {
+        return Ok(());
+    }
+    let digest = desc_digest(root)?;
+    let record = sbom::load(&digest)?;
+    for doc in sbom::attach::documents(&record, attest.sbom(), attest.provenance())? {
+        let artifact = sbom::attach::artifact(images.blobs(), root, &doc)?;
+        let how = crate::registry::push::push_referrer(
+            client,
+            images.blobs(),
+            &artifact,
+            &digest,
+            target,
+            progress,
+        )?;
+        progress.info(format!(
+            "attached {} to {}@{digest} ({how})",
+            doc.artifact_type,
+            target.name()
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,495 @@
+//! End to end: the SBOM kiln records at build time against the image
+//! itself and the lockfiles, checked by the reference validators; the
+//! `--sbom`/`--provenance` attachments on a real registry and in an OCI
+//! layout.
+//!
+//! The validators are PyPI's `spdx-tools` (`pyspdxtools -i`) and
+//! `cyclonedx-python-lib` (its JSON schema validator), installed once in a
+//! venv under the shared test cache ([`validators`]).
+#![cfg(feature = "e2e")]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::auto::{example, host_ca_args, run};
+use support::kiln::Kiln;
+use support::registry::Registry;
+
+/// The venv holding the validators, made on first use.
+fn validators() -> PathBuf {
+    let venv = Path::new(support::debian::CACHE).join("sbom-validators");
+    let py = venv.join("bin/python");
+    let ready = venv.join(".kiln-ready");
+    if ready.is_file() {
+        return venv;
+    }
+    let _lock = support::podman::lock();
+    if ready.is_file() {
+        return venv;
+    }
+    // The system Python: a pyenv build may lack the ssl module pip needs.
+    let python = if Path::new("/usr/bin/python3").is_file() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let ok = Command::new(python)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "cannot make a Python venv at {} for the SBOM validators: install python3 and python3-venv (apt-get install python3-venv)",
+        venv.display()
+    );
+    let mut pip = Command::new(&py);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "spdx-tools",
+        "cyclonedx-python-lib[json-validation]",
+    ]);
+    // Networks that intercept TLS: pip trusts the host's bundle.
+    if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() {
+        pip.args(["--cert", "/etc/ssl/certs/ca-certificates.crt"]);
+    }
+    let out = pip.output().expect("running pip");
+    assert!(
+        out.status.success(),
+        "pip could not install spdx-tools and cyclonedx-python-lib from PyPI into {} (network? proxy?):\n{}",
+        venv.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&ready, "").unwrap();
+    venv
+}
+
+/// Fails the test unless both reference validators accept the documents.
+fn validate(spdx: &Path, cyclonedx: &Path) {
+    let venv = validators();
+    run(Command::new(venv.join("bin/pyspdxtools"))
+        .arg("-i")
+        .arg(spdx));
+    let script = "import sys\nfrom cyclonedx.schema import SchemaVersion\nfrom cyclonedx.validation.json import JsonStrictValidator\ne = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nif e:\n    print(e)\n    sys.exit(1)\n";
+    run(Command::new(venv.join("bin/python"))
+        .args(["-c", script])
+        .arg(cyclonedx));
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// (purl type, `name version`) of every package of an SPDX document.
+fn spdx_packages(doc: &serde_json::Value, ty: &str) -> BTreeSet<String> {
+    doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["externalRefs"][0]["referenceLocator"]
+                .as_str()
+                .is_some_and(|l| l.starts_with(&format!("pkg:{ty}/")))
+        })
+        .filter(|p| p["primaryPackagePurpose"] != "APPLICATION")
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["versionInfo"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The same from a CycloneDX document.
+fn cdx_packages(doc: &serde_json::Value, ty: &str) -> BTreeSet<String> {
+    doc["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["type"] == "library")
+        .filter(|c| {
+            c["purl"]
+                .as_str()
+                .is_some_and(|l| l.starts_with(&format!("pkg:{ty}/")))
+        })
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["name"].as_str().unwrap(),
+                c["version"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Loads `name` into podman and gives (the image's `dpkg-query -W` over its
+/// own dpkg database, `app` files read through the mount).
+fn in_podman<T>(home: &Kiln, name: &str, read: impl FnOnce(&Path) -> T) -> (BTreeSet<String>, T) {
+    let tag = format!("localhost/kiln-e2e-sbom-{}", name.replace(':', "-"));
+    let _podman = support::podman::lock();
+    run(Command::new("skopeo").args([
+        "copy",
+        "-q",
+        &format!("{}:{name}", home.layout()),
+        &format!("containers-storage:{tag}"),
+    ]));
+    let mnt = run(support::podman::podman().args(["image", "mount", &tag]));
+    let root = PathBuf::from(mnt.trim());
+    // The image has no dpkg of its own (a `minimal` set): the host's reads
+    // the database kiln wrote into it.
+    let listed = run(Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            root.join("var/lib/dpkg").display()
+        ))
+        .args(["-W", "-f", "${Package} ${Version}\n"]));
+    let extra = read(&root);
+    run(support::podman::podman().args(["image", "unmount", &tag]));
+    run(support::podman::podman().args(["rmi", "-f", &tag]));
+    (listed.lines().map(String::from).collect(), extra)
+}
+
+/// Builds an example, prints both documents twice (same bytes), validates
+/// them, and compares their Debian packages with the image's dpkg database.
+/// Returns (SPDX, CycloneDX, the image root reader's result).
+fn check_example<T>(
+    home: &Kiln,
+    parent: &Path,
+    name: &str,
+    read: impl FnOnce(&Path) -> T,
+) -> (serde_json::Value, serde_json::Value, PathBuf, T) {
+    let dir = example(name, parent);
+    let image = format!("{name}:1");
+    home.build(&dir, &image);
+    let spdx = parent.join(format!("{name}.spdx.json"));
+    let cdx = parent.join(format!("{name}.cdx.json"));
+    home.ok(&["sbom", &image, "-o", spdx.to_str().unwrap()]);
+    home.ok(&[
+        "sbom",
+        &image,
+        "--format",
+        "cyclonedx",
+        "-o",
+        cdx.to_str().unwrap(),
+    ]);
+    // Deterministic: printed again (stdout), the same bytes.
+    assert_eq!(
+        home.ok(&["sbom", &image]).stdout,
+        std::fs::read(&spdx).unwrap()
+    );
+    assert_eq!(
+        home.ok(&["sbom", &image, "--format", "cyclonedx"]).stdout,
+        std::fs::read(&cdx).unwrap()
+    );
+    validate(&spdx, &cdx);
+    let (spdx, cdx) = (json(&spdx), json(&cdx));
+    let (dpkg, extra) = in_podman(home, &image, read);
+    assert!(dpkg.len() > 10, "{name}: dpkg-query listed only {dpkg:?}");
+    assert_eq!(
+        spdx_packages(&spdx, "deb"),
+        dpkg,
+        "{name}: SPDX vs dpkg-query -W"
+    );
+    assert_eq!(
+        cdx_packages(&cdx, "deb"),
+        dpkg,
+        "{name}: CycloneDX vs dpkg-query -W"
+    );
+    // Every Debian package names its layer, one of the image's.
+    let layers: BTreeSet<String> = support::auto::layers(home, &image).into_iter().collect();
+    for c in cdx["components"].as_array().unwrap() {
+        if c["purl"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("pkg:deb/"))
+        {
+            let layer = c["properties"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "kiln:layer")
+                .unwrap()["value"]
+                .as_str()
+                .unwrap();
+            assert!(
+                layers.contains(layer),
+                "{name}: {c} names a layer the image lacks"
+            );
+        }
+    }
+    (spdx, cdx, dir, extra)
+}
+
+#[test]
+fn sboms_of_node_npm_and_python_flask_list_what_the_images_hold() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // node-npm: the lockfile's packages, less the dev ones the plan prunes;
+    // the image's node_modules has exactly those versions.
+    let (spdx, cdx, dir, installed) =
+        check_example(&home, tmp.path(), "node-npm", |root: &Path| {
+            let lock: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(root.join("app/package-lock.json")).unwrap())
+                    .unwrap();
+            let mut found = BTreeSet::new();
+            for (path, e) in lock["packages"].as_object().unwrap() {
+                if let Ok(b) = std::fs::read(root.join("app").join(path).join("package.json"))
+                    && !path.is_empty()
+                {
+                    let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+                    assert_eq!(v["version"], e["version"], "{path} in the image");
+                    found.insert(path.clone());
+                }
+            }
+            found
+        });
+    let lock = json(&dir.join("package-lock.json"));
+    let mut want = BTreeSet::new();
+    let mut prod_paths = BTreeSet::new();
+    for (path, e) in lock["packages"].as_object().unwrap() {
+        if path.is_empty() || e["dev"] == true {
+            continue;
+        }
+        let name = path.rsplit("node_modules/").next().unwrap();
+        want.insert(format!("{name} {}", e["version"].as_str().unwrap()));
+        prod_paths.insert(path.clone());
+    }
+    assert!(
+        want.len() > 50,
+        "express has dozens of dependencies: {want:?}"
+    );
+    assert_eq!(
+        spdx_packages(&spdx, "npm"),
+        want,
+        "node-npm: SPDX vs package-lock.json"
+    );
+    assert_eq!(
+        cdx_packages(&cdx, "npm"),
+        want,
+        "node-npm: CycloneDX vs package-lock.json"
+    );
+    assert_eq!(
+        installed, prod_paths,
+        "node-npm: node_modules in the image vs the SBOM"
+    );
+    let express = cdx["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "express")
+        .unwrap();
+    assert_eq!(
+        express["purl"],
+        format!("pkg:npm/express@{}", express["version"].as_str().unwrap())
+    );
+    assert_eq!(express["hashes"][0]["alg"], "SHA-512");
+    // The app itself, and the image as the document's subject.
+    assert_eq!(cdx["metadata"]["component"]["type"], "container");
+    assert!(
+        cdx["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "application" && c["name"] == "node-npm")
+    );
+
+    // python-flask: requirements.txt pins flask and gunicorn.
+    let (spdx, cdx, dir, _) = check_example(&home, tmp.path(), "python-flask", |_| ());
+    let want: BTreeSet<String> = std::fs::read_to_string(dir.join("requirements.txt"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once("=="))
+        .map(|(n, v)| format!("{} {}", n.to_lowercase(), v.trim()))
+        .collect();
+    assert_eq!(want.len(), 2);
+    assert_eq!(spdx_packages(&spdx, "pypi"), want);
+    assert_eq!(cdx_packages(&cdx, "pypi"), want);
+    assert!(
+        spdx_packages(&spdx, "deb")
+            .iter()
+            .any(|p| p.starts_with("python3.13 ") || p.starts_with("libpython3"))
+    );
+}
+
+/// GET with curl: (status, body).
+fn get(url: &str, accept: &str) -> (u16, Vec<u8>) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            &format!("Accept: {accept}"),
+            "-w",
+            "\n%{http_code}",
+            url,
+        ])
+        .output()
+        .expect("curl");
+    let mut body = out.stdout;
+    let nl = body.iter().rposition(|b| *b == b'\n').unwrap();
+    let code = String::from_utf8_lossy(&body[nl + 1..]).parse().unwrap();
+    body.truncate(nl);
+    (code, body)
+}
+
+#[test]
+fn push_with_sbom_and_provenance_attaches_referrers_and_leaves_the_image_alone() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start();
+    let host = reg.url().trim_start_matches("http://").to_string();
+    let dir = example("node-npm", tmp.path());
+    let image = format!("{host}/sbom/app:1");
+    let layout = tmp.path().join("layout");
+    let mut args = vec![
+        "build".to_string(),
+        dir.to_str().unwrap().into(),
+        "-t".into(),
+        image.clone(),
+        "--push".into(),
+        "--sbom".into(),
+        "--provenance".into(),
+        "-o".into(),
+        format!("type=oci,dest={}", layout.display()),
+        "--build-arg".into(),
+        "NPM_TOKEN=hunter2-not-in-provenance".into(),
+    ];
+    args.extend(host_ca_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let digest = String::from_utf8(home.ok(&args).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    // The image on the registry is the one built: same manifest digest.
+    let inspect: serde_json::Value = serde_json::from_str(&run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{image}"),
+    ])))
+    .unwrap();
+    assert_eq!(inspect["Digest"], digest.as_str());
+
+    // docker-registry 2.8 has no referrers API: the fallback tag lists all three.
+    let base = format!("{}/v2/sbom/app", reg.url());
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    let (code, _) = get(&format!("{base}/referrers/{digest}"), index_type);
+    assert_eq!(
+        code, 404,
+        "this registry was expected to lack the referrers API"
+    );
+    let tag = digest.replace(':', "-");
+    let (code, body) = get(&format!("{base}/manifests/{tag}"), index_type);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let types: BTreeSet<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["artifactType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        BTreeSet::from([
+            "application/spdx+json",
+            "application/vnd.cyclonedx+json",
+            "application/vnd.in-toto+json"
+        ])
+    );
+    let manifest_type = "application/vnd.oci.image.manifest.v1+json";
+    for m in index["manifests"].as_array().unwrap() {
+        let (code, body) = get(
+            &format!("{base}/manifests/{}", m["digest"].as_str().unwrap()),
+            manifest_type,
+        );
+        assert_eq!(code, 200);
+        let art: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(art["subject"]["digest"], digest.as_str());
+        assert_eq!(art["artifactType"], m["artifactType"]);
+        let (code, doc) = get(
+            &format!(
+                "{base}/blobs/{}",
+                art["layers"][0]["digest"].as_str().unwrap()
+            ),
+            "*/*",
+        );
+        assert_eq!(code, 200);
+        // The attached document is what `kiln sbom` prints.
+        let want = match m["artifactType"].as_str().unwrap() {
+            "application/spdx+json" => home.ok(&["sbom", &image]).stdout,
+            "application/vnd.cyclonedx+json" => {
+                home.ok(&["sbom", &image, "--format", "cyclonedx"]).stdout
+            }
+            _ => home.ok(&["sbom", &image, "--provenance"]).stdout,
+        };
+        assert_eq!(doc, want, "{} on the registry", m["artifactType"]);
+        if m["artifactType"] == "application/vnd.in-toto+json" {
+            let text = String::from_utf8(doc).unwrap();
+            assert!(
+                !text.contains("hunter2"),
+                "a credential-named build arg leaked:\n{text}"
+            );
+            let s: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                s["subject"][0]["digest"]["sha256"],
+                digest.trim_start_matches("sha256:")
+            );
+            assert_eq!(s["predicateType"], "https://slsa.dev/provenance/v1");
+            let deps = s["predicate"]["buildDefinition"]["resolvedDependencies"]
+                .as_array()
+                .unwrap();
+            assert!(deps.iter().any(|d| d["uri"] == "context:."));
+            assert!(
+                deps.iter()
+                    .any(|d| d["uri"].as_str().unwrap().ends_with("/dists/trixie"))
+            );
+        }
+    }
+
+    // The OCI layout: the image plus one artifact entry per document, and
+    // the image read from it is the same manifest.
+    let idx = json(&layout.join("index.json"));
+    let arts: Vec<&serde_json::Value> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["artifactType"].is_string())
+        .collect();
+    assert_eq!(arts.len(), 3, "{idx}");
+    for a in arts {
+        assert_eq!(a["annotations"]["dev.kiln.subject"], digest.as_str());
+        let d = a["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        let art = json(&layout.join("blobs/sha256").join(d));
+        assert_eq!(art["subject"]["digest"], digest.as_str());
+    }
+    assert!(
+        idx["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["digest"] == digest.as_str())
+    );
+    // Such a layout still loads: the image, not its artifacts.
+    let fresh = Kiln::new();
+    let loaded = fresh.stdout(&["load", layout.to_str().unwrap()]);
+    assert_eq!(loaded.lines().count(), 1, "{loaded}");
+    assert!(loaded.contains(&digest), "{loaded}");
+
+    // `kiln push --sbom` of the local image to another repository.
+    home.ok(&["push", &image, &format!("{host}/sbom/other:1"), "--sbom"]);
+    let (code, body) = get(
+        &format!("{}/v2/sbom/other/manifests/{tag}", reg.url()),
+        index_type,
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+}
