@@ -151,7 +151,8 @@ pub struct PackageSetInfo {
 }
 
 /// Which SBOM format to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Format {
     /// SPDX 2.3 JSON.
     Spdx,
