@@ -244,7 +244,9 @@ pub fn read_deb(store: &Store, p: &LockedPackage, spool: &mut Spool) -> Result<D
     let (got, _) = r.finish();
     if got != want {
         bail!(
-            "blob {want} in {} is corrupt (its content hashes to {got}): run `kiln cache verify --fix`",
+            "the cached package file of {} {}: blob {want} in {} is corrupt (its content hashes to {got}): run `kiln cache verify --fix`",
+            p.name,
+            p.version,
             store.root().display()
         );
     }
@@ -725,7 +727,11 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let mut spool = Spool::new_in(dir.path()).unwrap();
         let err = format!("{:#}", read_deb(&store, &p, &mut spool).unwrap_err());
-        assert!(err.contains("is corrupt"), "{err}");
+        // It names the package (the user's way to find it in kiln.lock).
+        assert!(
+            err.contains("is corrupt") && err.contains("hello 1.0"),
+            "{err}"
+        );
     }
 
     #[test]
