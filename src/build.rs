@@ -143,6 +143,41 @@ pub struct PlanRequest {
     pub no_error_without_start: bool,
 }
 
+impl PlanRequest {
+    /// The plan of the app in `dir`: `plan_file` when given, else detected,
+    /// with this request's overrides. `secrets` are the build's secret
+    /// names (the plan mounts them). One function for `kiln::plan` and the
+    /// auto build, so the two never disagree.
+    pub fn plan(
+        &self,
+        dir: &Path,
+        secrets: Vec<String>,
+        progress: &Progress,
+    ) -> Result<crate::plan::BuildPlan> {
+        let split = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .flat_map(|s| crate::plan::context::split_list(s))
+                .collect()
+        };
+        let opts = crate::plan::Options {
+            install_cmd: self.install_cmd.clone(),
+            build_cmd: self.build_cmd.clone(),
+            start_cmd: self.start_cmd.clone(),
+            pkgs: split(&self.pkgs),
+            apt: split(&self.apt),
+            libs: split(&self.libs),
+            config: self.config.clone(),
+            build_env: self.build_env.clone(),
+            secrets,
+            progress: Some(progress.clone()),
+        };
+        match &self.plan_file {
+            Some(file) => crate::plan::from_file(file, &self.env, &opts),
+            None => crate::plan::generate(dir, &self.env, &opts),
+        }
+    }
+}
+
 /// Which frontend a build used, and why (`kiln build` prints it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuildSource {
@@ -850,11 +885,9 @@ struct AutoGraph {
 
 fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
     let dir = &req.context;
-    let opts = plan_options(&req.plan, req, progress);
-    let plan = match &req.plan.plan_file {
-        Some(file) => crate::plan::from_file(file, &req.plan.env, &opts)?,
-        None => crate::plan::generate(dir, &req.plan.env, &opts)?,
-    };
+    let plan = req
+        .plan
+        .plan(dir, req.secrets.keys().cloned().collect(), progress)?;
     let providers = plan.providers.clone().unwrap_or_default();
     progress.info(format!(
         "Auto-build using providers: {} ({})",
@@ -949,27 +982,6 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
         host_ca,
         plan,
     })
-}
-
-/// The plan options of an auto build's request.
-fn plan_options(p: &PlanRequest, req: &BuildRequest, progress: &Progress) -> crate::plan::Options {
-    let split = |v: &[String]| -> Vec<String> {
-        v.iter()
-            .flat_map(|s| crate::plan::context::split_list(s))
-            .collect()
-    };
-    crate::plan::Options {
-        install_cmd: p.install_cmd.clone(),
-        build_cmd: p.build_cmd.clone(),
-        start_cmd: p.start_cmd.clone(),
-        pkgs: split(&p.pkgs),
-        apt: split(&p.apt),
-        libs: split(&p.libs),
-        config: p.config.clone(),
-        build_env: p.build_env.clone(),
-        secrets: req.secrets.keys().cloned().collect(),
-        progress: Some(progress.clone()),
-    }
 }
 
 /// The names `-e` put in the plan's image variables (not the options).
@@ -1070,6 +1082,7 @@ mod tests {
     /// `kiln build --pkgs/--libs/--apt/--build-env` reach the plan as
     /// `kiln plan`'s flags do: Nix names mapped to Debian packages for the
     /// build stage and the runtime image, lists split on commas/spaces.
+    /// The library's `kiln::plan` gives the plan the build uses.
     #[test]
     fn build_plan_flags_reach_the_plan() {
         let dir = tempfile::tempdir().unwrap();
@@ -1085,8 +1098,15 @@ mod tests {
             },
             ..BuildRequest::default()
         };
-        let opts = plan_options(&req.plan, &req, &Progress::quiet());
-        let plan = crate::plan::generate(dir.path(), &req.plan.env, &opts).unwrap();
+        let plan = crate::plan(dir.path(), &req.plan).unwrap();
+        let built = req
+            .plan
+            .plan(dir.path(), Vec::new(), &Progress::quiet())
+            .unwrap();
+        assert_eq!(
+            serde_json::to_string(&plan).unwrap(),
+            serde_json::to_string(&built).unwrap()
+        );
         let setup = plan.phase("setup").unwrap().apt_pkgs.clone().unwrap();
         for p in ["cowsay", "zlib1g-dev", "jq", "curl"] {
             assert!(setup.iter().any(|s| s == p), "{p} not in {setup:?}");

@@ -52,18 +52,14 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> std::result::Result<Bui
 
 /// The auto build plan for the app in `dir` (what `kiln plan` prints): the
 /// providers that matched, the packages, the install, build and start
-/// commands, with `req`'s overrides and `-e` variables applied.
+/// commands, with `req`'s overrides and `-e` variables applied (or the plan
+/// `req.plan_file` names). It is the plan [`build()`] uses for the same
+/// request. Unlike the binary, it reads no `KILN_*`/`NIXPACKS_*` variable
+/// from the process environment: pass them in `req.env`.
 pub fn plan(
     dir: &std::path::Path,
     req: &PlanRequest,
 ) -> std::result::Result<plan::BuildPlan, Error> {
-    let opts = plan::Options {
-        install_cmd: req.install_cmd.clone(),
-        build_cmd: req.build_cmd.clone(),
-        start_cmd: req.start_cmd.clone(),
-        apt: req.apt.clone(),
-        config: req.config.clone(),
-        ..Default::default()
-    };
-    plan::generate(dir, &req.env, &opts).map_err(Error::from)
+    req.plan(dir, Vec::new(), &Progress::quiet())
+        .map_err(Error::from)
 }
