@@ -493,3 +493,86 @@ fn push_with_sbom_and_provenance_attaches_referrers_and_leaves_the_image_alone()
     let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
 }
+
+/// `kiln outdated` against the suite's real indexes: a package whose
+/// recorded version the suite has moved past is listed with the suite's
+/// version, one the suite no longer has is listed as removed, the rest
+/// are not; an image kiln did not build is a clear error.
+#[test]
+fn outdated_lists_the_packages_the_suite_has_moved_past() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("python-flask", tmp.path());
+    home.build(&dir, "flask:1");
+    // The record as the build wrote it, then aged: one package older than
+    // any the suite has, one the suite never had.
+    let records: Vec<PathBuf> = std::fs::read_dir(home.data().join("sbom"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let mut record = json(&records[0]);
+    let debian = record["debian"].as_array_mut().unwrap();
+    let packages = debian.len();
+    assert!(packages > 10, "{packages} packages");
+    let aged = debian
+        .iter_mut()
+        .find(|p| p["name"] == "libpython3.13-minimal" || p["name"] == "tzdata")
+        .unwrap();
+    let aged_name = aged["name"].as_str().unwrap().to_string();
+    aged["version"] = "0.0.1-1".into();
+    let mut gone = debian[0].clone();
+    gone["name"] = "kiln-test-no-such-package".into();
+    debian.push(gone);
+    std::fs::write(&records[0], serde_json::to_vec(&record).unwrap()).unwrap();
+
+    let out = home.stdout(&["outdated", "flask:1", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["suite"], "trixie", "{out}");
+    let updates = report["updates"].as_array().unwrap();
+    let find = |n: &str| updates.iter().find(|u| u["name"] == n);
+    let u = find(&aged_name).unwrap_or_else(|| panic!("{aged_name} not listed: {out}"));
+    assert_eq!(u["installed"], "0.0.1-1");
+    assert!(
+        u["available"].as_str().is_some_and(|v| v != "0.0.1-1"),
+        "{u}"
+    );
+    let g = find("kiln-test-no-such-package").unwrap();
+    assert!(g["available"].is_null(), "{g}");
+    // The packages the build just resolved are current (a few may have
+    // moved on since, never most of them).
+    assert!(updates.len() < packages / 2, "{out}");
+    // Security updates come first.
+    let sec: Vec<bool> = updates
+        .iter()
+        .map(|u| u["security"].as_bool().unwrap())
+        .collect();
+    assert!(sec.windows(2).all(|w| w[0] >= w[1]), "{out}");
+
+    // The table says the same, for people.
+    let table = home.stdout(&["outdated", "flask:1"]);
+    assert!(
+        table.starts_with("PACKAGE") && table.contains(&aged_name) && table.contains("(removed)"),
+        "{table}"
+    );
+    assert!(table.contains("rebuild with --pull"), "{table}");
+
+    // An image kiln did not build has no record: said, exit non-zero.
+    let rootfs = tmp.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/hostname"), "x\n").unwrap();
+    home.ok(&[
+        "image",
+        "from-dir",
+        rootfs.to_str().unwrap(),
+        "-t",
+        "plain:1",
+    ]);
+    let out = home.kiln(&["outdated", "plain:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no SBOM record"), "{err}");
+    let out = home.kiln(&["outdated", "nosuch:1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch"));
+}

@@ -33,6 +33,7 @@ Examples:
   kiln run myapp:1 sh -c 'ls /app'              run a command in an image, in the sandbox
   kiln images | inspect NAME | rmi NAME         the local image store
   kiln sbom myapp:1 --format cyclonedx          what an image holds (SPDX or CycloneDX)
+  kiln outdated myapp:1                         its Debian packages with updates (security first)
   kiln save myapp:1 -o type=docker,dest=a.tar   export (oci, oci-archive, docker)
   kiln load a.tar                               import an archive or OCI layout
   kiln pull debian:bookworm | push NAME REF     talk to registries
@@ -150,6 +151,12 @@ pub enum Command {
     ///
     /// Example: kiln sbom myapp:1 --format cyclonedx -o sbom.cdx.json
     Sbom(sbom::SbomArgs),
+    /// List the Debian packages of an image that its suite has updates for
+    /// (security updates first), from the record kiln wrote when it built
+    /// the image and the suite's current indexes. Changes nothing.
+    ///
+    /// Example: kiln outdated myapp:1 --format json
+    Outdated(sbom::OutdatedArgs),
     /// Resolve Debian packages and write (or update) kiln.lock.
     ///
     /// Example: kiln lock nodejs@20 ca-certificates
@@ -213,6 +220,7 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Build(a) => build::run(*a, progress),
         Command::Plan(a) => plan::run_plan(a, progress),
         Command::Sbom(a) => sbom::run(a, progress),
+        Command::Outdated(a) => sbom::run_outdated(a, progress),
         Command::Detect(a) => plan::run_detect(a, progress),
         Command::Info(a) => plan::run_info(a, progress),
         Command::Dockerfile(a) => plan::run_dockerfile(a, progress),

@@ -26,6 +26,31 @@ pub struct SbomArgs {
     pub provenance: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct OutdatedArgs {
+    /// The local image (name, name:tag or digest prefix).
+    pub image: String,
+    /// table (for people) or json (for scripts: the suite, the index date
+    /// and each update's name, arch, installed, available, archive,
+    /// security).
+    #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+    pub format: String,
+}
+
+pub fn run_outdated(a: OutdatedArgs, progress: &Progress) -> Result<()> {
+    let images = ImageStore::open_default()?;
+    let desc = images.resolve(&a.image)?;
+    let record = sbom::load(&desc_digest(&desc)?)?;
+    let report = sbom::outdated::check(&record, progress)
+        .with_context(|| format!("checking {} for package updates", a.image))?;
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", sbom::outdated::render_table(&report));
+    }
+    Ok(())
+}
+
 /// Attestations a build or push attaches (see docs/sbom.md).
 #[derive(Args, Debug, Clone, Default)]
 pub struct AttestArgs {

@@ -18,6 +18,7 @@ pub mod collect;
 pub mod cyclonedx;
 pub mod debian;
 pub mod lockfiles;
+pub mod outdated;
 pub mod provenance;
 pub mod purl;
 pub mod spdx;
