@@ -215,6 +215,94 @@ impl From<Platform> for String {
     }
 }
 
+/// Where the kernel lists its binfmt_misc handlers.
+pub const BINFMT_MISC: &str = "/proc/sys/fs/binfmt_misc";
+
+impl Platform {
+    /// Whether this machine can execute the platform's programs (a `RUN`
+    /// step's): natively (its own architecture, or 32-bit x86 on amd64) or
+    /// through a binfmt_misc handler — qemu-user — registered with the `F`
+    /// flag (the kernel opens the interpreter at registration, so it works
+    /// inside a step's root, which has no qemu binary). An error says
+    /// exactly what to install or run; a step never starts to fail with
+    /// "not an executable format".
+    pub fn check_executable(&self) -> Result<()> {
+        self.check_executable_with(&Platform::host(), std::path::Path::new(BINFMT_MISC))
+    }
+
+    fn check_executable_with(&self, host: &Platform, binfmt: &std::path::Path) -> Result<()> {
+        if self.os != "linux" {
+            bail!("platform {self}: kiln runs Linux programs only");
+        }
+        let native = self.architecture == host.architecture
+            || (host.architecture == "amd64" && self.architecture == "386")
+            || (host.architecture == "arm64" && self.architecture == "arm" && arm32_on_arm64());
+        if native {
+            return Ok(());
+        }
+        let Some(qemu) = qemu_name(&self.architecture) else {
+            bail!(
+                "platform {self}: this machine ({host}) cannot run its programs and kiln knows no qemu-user emulator for {}",
+                self.architecture
+            );
+        };
+        let install = format!(
+            "install and register qemu-user: `apt-get install qemu-user-static binfmt-support`, then `update-binfmts --enable qemu-{qemu}`"
+        );
+        if !binfmt.join("status").exists() {
+            bail!(
+                "platform {self}: this machine ({host}) runs its programs only through qemu-user, and binfmt_misc is not mounted: `mount -t binfmt_misc binfmt_misc {}`, then {install}",
+                binfmt.display()
+            );
+        }
+        let entry = binfmt.join(format!("qemu-{qemu}"));
+        let text = match std::fs::read_to_string(&entry) {
+            Ok(t) => t,
+            Err(_) => bail!(
+                "platform {self}: this machine ({host}) has no binfmt_misc handler for {qemu} ({} is missing): {install}",
+                entry.display()
+            ),
+        };
+        if text.lines().next() != Some("enabled") {
+            bail!(
+                "platform {self}: the binfmt_misc handler {} is disabled: `update-binfmts --enable qemu-{qemu}`",
+                entry.display()
+            );
+        }
+        let fixed = text
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .is_some_and(|f| f.contains('F'));
+        if !fixed {
+            bail!(
+                "platform {self}: the binfmt_misc handler {} is registered without the F flag, so it cannot run inside a build step's root: use Debian's qemu-user-static (it registers with F) and `update-binfmts --enable qemu-{qemu}`",
+                entry.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// qemu-user's name for an OCI architecture.
+fn qemu_name(architecture: &str) -> Option<&'static str> {
+    Some(match architecture {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "arm" => "arm",
+        "386" => "i386",
+        "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        "mips64le" => "mips64el",
+        _ => return None,
+    })
+}
+
+/// Most arm64 CPUs run 32-bit arm programs; some (and some kernels) do not.
+fn arm32_on_arm64() -> bool {
+    std::path::Path::new("/proc/sys/abi/cp15_barrier").exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,5 +397,67 @@ mod tests {
             assert_eq!(h.to_string(), "linux/amd64");
             assert_eq!(h.debian_arch().unwrap(), "amd64");
         }
+    }
+
+    fn binfmt(entries: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("status"), "enabled\n").unwrap();
+        for (name, text) in entries {
+            std::fs::write(d.path().join(name), text).unwrap();
+        }
+        d
+    }
+
+    /// Native platforms need nothing; a foreign one needs binfmt_misc
+    /// mounted and an enabled qemu handler with the F flag, and each
+    /// missing piece is named with the command that provides it.
+    #[test]
+    fn foreign_platforms_need_a_registered_qemu_handler() {
+        let amd64 = Platform::linux("amd64", None);
+        let arm64 = Platform::linux("arm64", None);
+        let none = tempfile::tempdir().unwrap();
+        assert!(amd64.check_executable_with(&amd64, none.path()).is_ok());
+        assert!(
+            Platform::linux("386", None)
+                .check_executable_with(&amd64, none.path())
+                .is_ok()
+        );
+        let err = |d: &std::path::Path| {
+            format!("{:#}", arm64.check_executable_with(&amd64, d).unwrap_err())
+        };
+        let e = err(none.path());
+        assert!(
+            e.contains("mount -t binfmt_misc") && e.contains("qemu-user-static"),
+            "{e}"
+        );
+        let d = binfmt(&[]);
+        let e = err(d.path());
+        assert!(
+            e.contains("qemu-aarch64 is missing")
+                && e.contains("update-binfmts --enable qemu-aarch64"),
+            "{e}"
+        );
+        let d = binfmt(&[(
+            "qemu-aarch64",
+            "disabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POCF\n",
+        )]);
+        assert!(err(d.path()).contains("is disabled"));
+        let d = binfmt(&[(
+            "qemu-aarch64",
+            "enabled\ninterpreter /usr/bin/qemu-aarch64\nflags: OC\n",
+        )]);
+        assert!(err(d.path()).contains("without the F flag"));
+        let d = binfmt(&[(
+            "qemu-aarch64",
+            "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POCF\noffset 0\n",
+        )]);
+        assert!(arm64.check_executable_with(&amd64, d.path()).is_ok());
+        let e = format!(
+            "{:#}",
+            Platform::linux("sparc64", None)
+                .check_executable_with(&amd64, d.path())
+                .unwrap_err()
+        );
+        assert!(e.contains("no qemu-user emulator"), "{e}");
     }
 }

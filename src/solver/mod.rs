@@ -187,6 +187,7 @@ impl Solver {
         if !opts.allow_insecure {
             check_entitlements(g, &order)?;
         }
+        check_platforms(g, &order)?;
         // Resolve every image the needed stages read, then key the graph.
         let mut bases: BTreeMap<String, Image> = BTreeMap::new();
         // Package bases compose in parallel (index reads and .deb
@@ -1245,6 +1246,25 @@ fn check_entitlements(g: &Graph, order: &[usize]) -> Result<()> {
                     origin_of(step)
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// A stage with `RUN` steps for a platform this machine cannot execute
+/// fails before any work, naming what to install (not at its first step,
+/// with "not an executable format").
+fn check_platforms(g: &Graph, order: &[usize]) -> Result<()> {
+    for &i in order {
+        let stage = &g.stages[i];
+        if stage.steps.iter().any(|s| matches!(s.op, Op::Run(_))) {
+            stage.platform.check_executable().with_context(|| {
+                format!(
+                    "stage {}: its RUN steps run {} programs",
+                    stage.name.clone().unwrap_or_else(|| i.to_string()),
+                    stage.platform
+                )
+            })?;
         }
     }
     Ok(())
