@@ -123,6 +123,15 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
             "no command: give one after the image (kiln run IMAGE CMD...); the image has no Cmd or Entrypoint"
         );
     }
+    // kiln's sandbox keeps its own reaper as PID 1, so an image's tini is
+    // not PID 1 here and warns unless it is a subreaper. Images do not
+    // say `tini -s` (qemu-user has no PR_SET_CHILD_SUBREAPER, and an arm64
+    // image run emulated would die on it); `kiln run` asks through the
+    // variable instead, for this process only.
+    if argv[0].rsplit('/').next() == Some("tini") && !env.iter().any(|(k, _)| k == "TINI_SUBREAPER")
+    {
+        env.push(("TINI_SUBREAPER".to_string(), "1".to_string()));
+    }
     let mut spec = RunSpec::new(lowers, StepCommand::Exec(argv));
     for e in &args.env {
         let (k, v) = match e.split_once('=') {

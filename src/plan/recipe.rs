@@ -42,7 +42,7 @@ pub const ASSETS_DIR: &str = "/assets";
 /// tini forwards SIGTERM to the app (a process that is PID 1 itself
 /// ignores every signal it installed no handler for, so a plain
 /// `node server.js` would never stop) and reaps zombies.
-pub const INIT: &[&str] = &["/usr/bin/tini", "-s", "--"];
+pub const INIT: &[&str] = &["/usr/bin/tini", "--"];
 
 /// Build-step variables that make language tools trust the system CA
 /// bundle, set when the steps trust the host's bundle or extra CAs are

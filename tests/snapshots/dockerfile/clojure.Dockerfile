@@ -26,5 +26,5 @@ COPY --from=build /app/target /app/target
 RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
 WORKDIR /app
 ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["/bin/sh","-c","java $JAVA_OPTS -jar $(ls -1 target/*standalone.jar target/*.jar 2>/dev/null | grep -v SNAPSHOT.jar$ | head -n 1)"]

@@ -54,5 +54,5 @@ ENV PYTHONHASHSEED="random"
 ENV PYTHONUNBUFFERED="1"
 ENV VIRTUAL_ENV="/opt/venv"
 ENV PATH="/app/node_modules/.bin:/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["node","index.js"]

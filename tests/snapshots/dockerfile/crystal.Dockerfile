@@ -29,5 +29,5 @@ COPY --from=build /app/bin /app/bin
 RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
 WORKDIR /app
 ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["./bin/admin"]

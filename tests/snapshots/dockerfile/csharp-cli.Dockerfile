@@ -38,5 +38,5 @@ WORKDIR /app
 ENV ASPNETCORE_ENVIRONMENT="Production"
 ENV DOTNET_ROOT="/usr/share/dotnet"
 ENV PATH="/usr/share/dotnet:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["/bin/sh","-c","exec ASPNETCORE_URLS=http://0.0.0.0:${PORT:-3000} ./out/csharp-cli"]

@@ -38,5 +38,5 @@ WORKDIR /app
 ENV ELIXIR_ERL_OPTIONS="+fnu"
 ENV MIX_ENV="prod"
 ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["mix","phx.server"]

@@ -30,5 +30,5 @@ COPY --from=build /app/out /app/out
 WORKDIR /app
 ENV CGO_ENABLED="0"
 ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["./out"]

@@ -26,5 +26,5 @@ COPY --from=build /app/build/libs /app/build/libs
 RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.sh sh /run/kiln-script.sh
 WORKDIR /app
 ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["/bin/sh","-c","java $JAVA_OPTS -jar -Dserver.port=${PORT:-8080} $(ls -1 build/libs/*jar | grep -v plain)"]

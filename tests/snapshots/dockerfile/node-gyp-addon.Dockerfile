@@ -31,5 +31,5 @@ ENV CI="true"
 ENV NODE_ENV="production"
 ENV NPM_CONFIG_PRODUCTION="false"
 ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["node","index.js"]

@@ -37,5 +37,5 @@ RUN --mount=type=bind,source=.kiln/scripts/runtime-3.sh,target=/run/kiln-script.
 WORKDIR /app
 ENV IS_LARAVEL="yes"
 ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["sh","/assets/start.sh"]

@@ -35,5 +35,5 @@ ENV PYTHONFAULTHANDLER="1"
 ENV PYTHONHASHSEED="random"
 ENV PYTHONUNBUFFERED="1"
 ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["python3","main.py"]

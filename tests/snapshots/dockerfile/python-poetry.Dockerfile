@@ -44,5 +44,5 @@ ENV PYTHONHASHSEED="random"
 ENV PYTHONUNBUFFERED="1"
 ENV VIRTUAL_ENV="/opt/venv"
 ENV PATH="/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["/bin/sh","-c","exec uvicorn main:app --host 0.0.0.0 --port ${PORT:-8000}"]

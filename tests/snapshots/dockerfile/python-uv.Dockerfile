@@ -46,5 +46,5 @@ ENV PYTHONUNBUFFERED="1"
 ENV UV_PROJECT_ENVIRONMENT="/opt/venv"
 ENV VIRTUAL_ENV="/opt/venv"
 ENV PATH="/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["/bin/sh","-c","exec uvicorn main:app --host 0.0.0.0 --port ${PORT:-8000}"]

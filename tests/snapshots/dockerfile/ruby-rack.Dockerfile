@@ -36,5 +36,5 @@ ENV BUNDLE_GEMFILE="/app/Gemfile"
 ENV BUNDLE_WITHOUT="development:test"
 ENV MALLOC_ARENA_MAX="2"
 ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["/bin/sh","-c","exec bundle exec rackup config.ru -o 0.0.0.0 -p ${PORT:-3000}"]

@@ -43,5 +43,5 @@ ENV RAILS_ENV="production"
 ENV RAILS_LOG_TO_STDOUT="enabled"
 ENV RAILS_SERVE_STATIC_FILES="1"
 ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["/bin/sh","-c","exec bundle exec bin/rails server -b 0.0.0.0 -p ${PORT:-3000} -e $RAILS_ENV"]

@@ -29,5 +29,5 @@ RUN --mount=type=bind,source=.kiln/scripts/runtime-0.sh,target=/run/kiln-script.
 WORKDIR /app
 ENV ROCKET_ADDRESS="0.0.0.0"
 ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
-ENTRYPOINT ["/usr/bin/tini","-s","--"]
+ENTRYPOINT ["/usr/bin/tini","--"]
 CMD ["./bin/rust-cargo"]
