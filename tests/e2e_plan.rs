@@ -1,6 +1,6 @@
 //! End to end: Dockerfiles that `kiln dockerfile` writes for the Node,
-//! Python, Go and static examples build with buildah (chroot isolation,
-//! `--layers`) from a Debian base image served by a local registry, the
+//! Python, Go and static examples build with buildah (chroot isolation)
+//! from a Debian base image served by a local registry, the
 //! images answer HTTP under podman, and they are the image `kiln build`
 //! makes of the same app: the same entrypoint, command, working dir,
 //! environment and ports, and the same files under `/app`.
@@ -91,7 +91,8 @@ fn build_and_answer(base: &str, example: &str, expect: &str) {
             "--force-rm",
             "--isolation",
             "chroot",
-            "--layers",
+            // No --layers: its intermediate images outlive the test
+            // (untagged, ~1.5 GB a run) and nothing here reuses them.
             "--tls-verify=false",
             "-f",
         ])

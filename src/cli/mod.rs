@@ -15,6 +15,7 @@ mod plan;
 mod registry;
 mod sandbox;
 mod sbom;
+mod sign;
 mod transfer;
 
 use crate::error;
@@ -34,6 +35,7 @@ Examples:
   kiln images | inspect NAME | rmi NAME         the local image store
   kiln sbom myapp:1 --format cyclonedx          what an image holds (SPDX or CycloneDX)
   kiln outdated myapp:1                         its Debian packages with updates (security first)
+  kiln sign reg.example/app:1 --key cosign.pem  sign a pushed image (cosign's format)
   kiln save myapp:1 -o type=docker,dest=a.tar   export (oci, oci-archive, docker)
   kiln load a.tar                               import an archive or OCI layout
   kiln pull debian:bookworm | push NAME REF     talk to registries
@@ -157,6 +159,12 @@ pub enum Command {
     ///
     /// Example: kiln outdated myapp:1 --format json
     Outdated(sbom::OutdatedArgs),
+    /// Sign an image on its registry in cosign's format (ECDSA P-256; the
+    /// signature is pushed as the tag sha256-<hex>.sig), the format cosign
+    /// and containers/image policies read.
+    ///
+    /// Example: kiln sign reg.example/app:1 --key cosign.pem
+    Sign(sign::SignArgs),
     /// Resolve Debian packages and write (or update) kiln.lock.
     ///
     /// Example: kiln lock nodejs@20 ca-certificates
@@ -221,6 +229,7 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Plan(a) => plan::run_plan(a, progress),
         Command::Sbom(a) => sbom::run(a, progress),
         Command::Outdated(a) => sbom::run_outdated(a, progress),
+        Command::Sign(a) => sign::run(a, progress),
         Command::Detect(a) => plan::run_detect(a, progress),
         Command::Info(a) => plan::run_info(a, progress),
         Command::Dockerfile(a) => plan::run_dockerfile(a, progress),

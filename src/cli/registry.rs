@@ -28,7 +28,7 @@ pub struct RegistryFlags {
 }
 
 impl RegistryFlags {
-    fn client(&self, credentials: CredentialSource, progress: &Progress) -> Client {
+    pub(super) fn client(&self, credentials: CredentialSource, progress: &Progress) -> Client {
         let mut opts = ClientOptions {
             insecure_registries: self.insecure_registry.clone(),
             credentials,
