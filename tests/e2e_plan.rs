@@ -88,7 +88,6 @@ fn build_and_answer(base: &str, example: &str, expect: &str) {
     run(Command::new("buildah")
         .args([
             "bud",
-            "--force-rm",
             "--isolation",
             "chroot",
             // No --layers: its intermediate images outlive the test
