@@ -15,7 +15,7 @@ use crate::oci::layer::Compression;
 use crate::progress::Progress;
 
 #[derive(Args, Debug)]
-pub struct BuildArgs {
+pub struct BuildCommand {
     /// The build context directory.
     #[arg(default_value = ".")]
     pub context: PathBuf,
@@ -202,7 +202,7 @@ impl PlanArgs {
     }
 }
 
-pub fn run(a: BuildArgs, progress: &Progress) -> Result<()> {
+pub fn run(a: BuildCommand, progress: &Progress) -> Result<()> {
     let mut build_args = BTreeMap::new();
     for kv in &a.build_arg {
         match kv.split_once('=') {

@@ -261,7 +261,7 @@ fn du(a: DuArgs) -> Result<()> {
         bytes: usage.fixed,
     });
     let total = usage.total();
-    let mut largest: Vec<&gc::Entry> = usage.entries.iter().collect();
+    let mut largest: Vec<&gc::CacheEntry> = usage.entries.iter().collect();
     largest.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
     if a.format == Format::Json {
         let entries: Vec<Listed> = if a.verbose {

@@ -73,7 +73,7 @@ pub enum Command {
     ///
     /// Examples: kiln build . -t myapp:1 (auto plan or ./Dockerfile);
     /// kiln build . -f Dockerfile.prod --build-arg VERSION=2 --output type=docker,dest=myapp.tar
-    Build(Box<build::BuildArgs>),
+    Build(Box<build::BuildCommand>),
     /// Print the build plan for an app (Nixpacks-compatible JSON or TOML).
     ///
     /// Example: kiln plan examples/node-npm --format toml

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use crate::Result;
 use crate::packages::repo::{Repo, RepoConfig};
-use crate::packages::resolve::{self, Base, Request, ResolveOptions};
+use crate::packages::resolve::{self, BaseVariant, Request, ResolveOptions};
 use crate::progress::{Progress, human_bytes};
 
 /// Repository options shared by package commands.
@@ -69,8 +69,8 @@ pub struct ResolveArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Base set: minimal, minbase or none.
-    #[arg(long, value_enum, default_value_t = Base::None)]
-    pub base: Base,
+    #[arg(long, value_enum, default_value_t = BaseVariant::None)]
+    pub base: BaseVariant,
     /// Include Recommends.
     #[arg(long)]
     pub with_recommends: bool,
@@ -134,8 +134,8 @@ pub struct SetArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Base set: minimal (libc, shell, coreutils, CA certificates, tzdata, netbase), minbase (Essential + apt) or none.
-    #[arg(long, value_enum, default_value_t = Base::Minimal)]
-    pub base: Base,
+    #[arg(long, value_enum, default_value_t = BaseVariant::Minimal)]
+    pub base: BaseVariant,
     /// Include Recommends.
     #[arg(long)]
     pub with_recommends: bool,
@@ -275,7 +275,7 @@ pub fn image_packages(a: ImagePackagesArgs, progress: &Progress) -> Result<()> {
         .as_deref()
         .map(crate::packages::lock::Lockfile::read)
         .transpose()?;
-    if lock.is_none() && a.packages.is_empty() && a.set.base == Base::None {
+    if lock.is_none() && a.packages.is_empty() && a.set.base == BaseVariant::None {
         anyhow::bail!("nothing to install: give packages, a --base, or --lock");
     }
     let mut req = a.set.request(a.packages)?;

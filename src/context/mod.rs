@@ -40,7 +40,7 @@ pub enum EntryKind {
 
 /// One included path of the context.
 #[derive(Debug)]
-pub struct Entry {
+pub struct ContextEntry {
     /// Relative to the context root, `/`-separated, no leading `./`.
     pub path: String,
     pub kind: EntryKind,
@@ -66,7 +66,7 @@ pub struct NotFound {
 #[derive(Debug)]
 pub struct Context {
     pub root: PathBuf,
-    entries: BTreeMap<String, Entry>,
+    entries: BTreeMap<String, ContextEntry>,
     ignore: Matcher,
     /// The stat cache: where it lives, what it held, and whether a file
     /// was hashed since (it is written back when the context is dropped).
@@ -203,7 +203,7 @@ impl Context {
     fn insert(&mut self, path: String, kind: EntryKind, mode: u32, stat: Option<FileStat>) {
         self.entries.insert(
             path.clone(),
-            Entry {
+            ContextEntry {
                 path,
                 kind,
                 mode,
@@ -215,17 +215,17 @@ impl Context {
     }
 
     /// Every included entry, sorted by path.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+    pub fn entries(&self) -> impl Iterator<Item = &ContextEntry> {
         self.entries.values()
     }
 
-    pub fn get(&self, path: &str) -> Option<&Entry> {
+    pub fn get(&self, path: &str) -> Option<&ContextEntry> {
         self.entries.get(path)
     }
 
     /// The sha256 of a file's contents (computed once; not at all when the
     /// stat cache vouches for it).
-    pub fn file_digest(&self, entry: &Entry) -> Result<Digest> {
+    pub fn file_digest(&self, entry: &ContextEntry) -> Result<Digest> {
         if let Some(d) = entry.digest.get() {
             return Ok(d.clone());
         }
@@ -308,7 +308,7 @@ impl Context {
     /// its path relative to the source (a directory's contents relative to
     /// it, a file by its name), which is what `--exclude` patterns match.
     /// `src` is as written in the Dockerfile (after variable expansion).
-    pub fn sources(&self, src: &str) -> Result<Vec<(&Entry, String)>> {
+    pub fn sources(&self, src: &str) -> Result<Vec<(&ContextEntry, String)>> {
         let cleaned = clean(src.trim_start_matches('/'));
         if cleaned == ".." || cleaned.starts_with("../") {
             bail!(

@@ -22,6 +22,7 @@ use super::lexer::heredoc_markers;
 use super::mounts::parse_mount;
 use super::parse::parse_trigger;
 use super::shell::{Lexer, parse_words};
+use super::stages::{self, Globals, StageHeader};
 use crate::Result;
 use crate::context::ignore::{Matcher, clean};
 use crate::context::{Context, NotFound};
@@ -96,15 +97,6 @@ impl StageState {
     }
 }
 
-struct StageHeader {
-    name: Option<String>,
-    image: String,
-    base: Base,
-    platform: Platform,
-    inst: usize,
-    origin: Origin,
-}
-
 /// Lowers a parsed Dockerfile. `text` is its source (for error lines);
 /// `ctx` the build context (required when a needed stage reads it).
 pub fn lower(
@@ -121,232 +113,55 @@ pub fn lower(
         .iter()
         .map(|(l, m)| format!("{}:{}: {m}", df.file, l.line))
         .collect();
-
-    let build_platform = match &args.build_platform {
-        Some(p) => Platform::parse(p)?,
-        None => Platform::host(),
-    };
-    let target_platform = match &args.platform {
-        Some(p) => Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
-        None => build_platform.clone(),
-    };
-    // Global scope: automatic platform args, then ARGs before the first FROM.
-    let mut meta: Vec<(String, Option<String>)> = Vec::new();
-    for (prefix, p) in [("TARGET", &target_platform), ("BUILD", &build_platform)] {
-        meta.push((format!("{prefix}PLATFORM"), Some(p.to_string())));
-        meta.push((format!("{prefix}OS"), Some(p.os.clone())));
-        meta.push((format!("{prefix}ARCH"), Some(p.architecture.clone())));
-        meta.push((
-            format!("{prefix}VARIANT"),
-            Some(p.variant.clone().unwrap_or_default()),
-        ));
-    }
     let mut used_args: BTreeSet<String> = BTreeSet::new();
-    let lookup_meta = |meta: &Vec<(String, Option<String>)>, name: &str| -> Option<String> {
-        meta.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.clone())
-    };
+    let globals = Globals::read(df, &src, lexer, args, &mut used_args)?;
+    let headers = stages::headers(df, &src, lexer, &globals)?;
+    let target = stages::target(df, &headers, args)?;
 
-    let first_from = df
-        .instructions
-        .iter()
-        .position(|i| matches!(i.kind, Kind::From(_)));
-    let Some(first_from) = first_from else {
-        anyhow::bail!(
-            "{}: no FROM instruction; a Dockerfile needs at least one stage (FROM image)",
-            df.file
-        );
+    let mut lw = StageLowering {
+        src: &src,
+        lexer,
+        file: &df.file,
+        headers: &headers,
+        index: 0,
+        globals: &globals,
+        build_args: &args.args,
+        used_args: &mut used_args,
+        named_contexts: &args.named_contexts,
     };
-    for inst in &df.instructions[..first_from] {
-        let Kind::Arg(list) = &inst.kind else {
-            return Err(src
-                .error_hint(
-                    inst.location,
-                    format!(
-                        "{} before the first FROM: no build stage in current context",
-                        inst.keyword
-                    ),
-                    "only ARG may come before FROM; move it after a FROM line",
-                )
-                .into());
-        };
-        for (name, default) in list {
-            used_args.insert(name.clone());
-            let value = match (args.args.get(name), default) {
-                (Some(v), _) => Some(v.clone()),
-                (None, Some(d)) => Some(
-                    lexer
-                        .process_word(d, &|k: &str| lookup_meta(&meta, k))
-                        .map_err(|e| src.error(inst.args_location, format!("ARG {name}: {e}")))?,
-                ),
-                (None, None) => None,
-            };
-            meta.push((name.clone(), value));
-        }
-    }
-
-    // Stage headers.
-    let mut headers: Vec<StageHeader> = Vec::new();
-    for (idx, inst) in df.instructions.iter().enumerate().skip(first_from) {
-        let Kind::From(from) = &inst.kind else {
-            continue;
-        };
-        let env = |k: &str| lookup_meta(&meta, k);
-        let image = lexer
-            .process_word(&from.image, &env)
-            .map_err(|e| src.error(inst.args_location, format!("FROM: {e}")))?;
-        if image.is_empty() {
-            return Err(src
-                .error_hint(
-                    inst.args_location,
-                    format!("base name ({}) should not be blank", from.image),
-                    "give the ARG a default or pass --build-arg",
-                )
-                .into());
-        }
-        let platform = match &from.platform {
-            None => target_platform.clone(),
-            Some(p) => {
-                let p = lexer
-                    .process_word(p, &env)
-                    .map_err(|e| src.error(inst.args_location, format!("FROM --platform: {e}")))?;
-                Platform::parse(&p).map_err(|e| src.error(inst.args_location, e.to_string()))?
-            }
-        };
-        let name = match &from.name {
-            None => None,
-            Some(n) => {
-                let n = n.to_ascii_lowercase();
-                let valid = n.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                    && n.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
-                if !valid {
-                    return Err(src
-                        .error_hint(
-                            inst.args_location,
-                            format!("invalid name for build stage: {n:?}"),
-                            "stage names start with a letter and contain only letters, digits, '-', '_' and '.'",
-                        )
-                        .into());
-                }
-                if headers
-                    .iter()
-                    .any(|h| h.name.as_deref() == Some(n.as_str()))
-                {
-                    return Err(src
-                        .error_hint(
-                            inst.args_location,
-                            format!("duplicate stage name {n:?}"),
-                            "give each stage a unique name",
-                        )
-                        .into());
-                }
-                Some(n)
-            }
-        };
-        let lower_img = image.to_ascii_lowercase();
-        let base = if let Some(i) = headers
-            .iter()
-            .position(|h| h.name.as_deref() == Some(lower_img.as_str()))
-        {
-            Base::Stage(i)
-        } else if lower_img == "scratch" {
-            Base::Scratch
-        } else {
-            Base::Image {
-                reference: image.clone(),
-            }
-        };
-        let origin = Origin {
-            file: df.file.clone(),
-            line: inst.location.line,
-            text: format!("FROM {}", inst.args),
-        };
-        headers.push(StageHeader {
-            name,
-            image,
-            base,
-            platform,
-            inst: idx,
-            origin,
-        });
-    }
-    let target = match &args.target {
-        None => headers.len() - 1,
-        Some(t) => {
-            let lt = t.to_ascii_lowercase();
-            headers
-                .iter()
-                .position(|h| h.name.as_deref() == Some(lt.as_str()))
-                .ok_or_else(|| {
-                    let names: Vec<&str> =
-                        headers.iter().filter_map(|h| h.name.as_deref()).collect();
-                    anyhow::anyhow!(
-                        "--target {t}: no stage named {t:?} in {}; named stages: {}",
-                        df.file,
-                        if names.is_empty() {
-                            "(none)".to_string()
-                        } else {
-                            names.join(", ")
-                        }
-                    )
-                })?
-        }
-    };
-
-    // Lower every stage; a stage that fails only matters if it is needed.
-    let mut stages: Vec<Stage> = Vec::new();
-    let mut errors: Vec<Option<SyntaxError>> = Vec::new();
-    let mut finals: Vec<ImageConfig> = Vec::new();
-    for (si, h) in headers.iter().enumerate() {
-        let end = headers
-            .get(si + 1)
-            .map(|n| n.inst)
-            .unwrap_or(df.instructions.len());
-        let insts = &df.instructions[h.inst + 1..end];
-        let mut lw = StageLowering {
-            src: &src,
-            lexer,
-            file: &df.file,
-            headers: &headers,
-            index: si,
-            meta: &meta,
-            build_args: &args.args,
-            used_args: &mut used_args,
-            named_contexts: &args.named_contexts,
-        };
-        let result = lw.lower_stage(h, insts, &finals, resolver);
-        match result {
-            Ok((stage, config)) => {
-                stages.push(stage);
-                finals.push(config);
-                errors.push(None);
-            }
-            Err(e) => {
-                stages.push(Stage {
-                    name: h.name.clone(),
-                    base: Base::Scratch,
-                    platform: h.platform.clone(),
-                    steps: vec![],
-                    origin: None,
-                });
-                finals.push(ImageConfig::default());
-                errors.push(Some(e));
-            }
-        }
-    }
+    let (stages, errors) = lw.lower_stages(&df.instructions, resolver);
     let mut graph = Graph { stages, target };
     let order = deps::build_order(&graph, target)?;
     if let Some(e) = order.iter().find_map(|i| errors[*i].clone()) {
         return Err(e.into());
     }
-    // Content digests of the context files each needed step reads.
-    for &si in &order {
+    digest_context_reads(&mut graph, &order, ctx, &src)?;
+    for k in args.args.keys() {
+        if !used_args.contains(k) {
+            warnings.push(format!(
+                "build argument {k} was not consumed by any ARG instruction"
+            ));
+        }
+    }
+    Ok(Lowered {
+        graph,
+        order,
+        warnings,
+    })
+}
+
+/// Records in each needed step that reads the build context (COPY from it,
+/// RUN with a bind mount of it) the content digest of what it reads, so
+/// that its cache key changes with those files.
+fn digest_context_reads(
+    graph: &mut Graph,
+    order: &[usize],
+    ctx: Option<&Context>,
+    src: &Source,
+) -> Result<()> {
+    for &si in order {
         for step in &mut graph.stages[si].steps {
-            let origin = step.origin.clone();
-            let at = origin.as_ref().map(|o| o.line).unwrap_or(0);
+            let at = step.origin.as_ref().map(|o| o.line).unwrap_or(0);
             let fail = |e: anyhow::Error| -> anyhow::Error {
                 let loc = super::error::Location {
                     line: at,
@@ -366,7 +181,7 @@ pub fn lower(
                 ctx.ok_or_else(|| {
                     anyhow::anyhow!(
                         "{}:{at}: this step reads the build context, but none was given",
-                        df.file
+                        src.file
                     )
                 })
             };
@@ -375,12 +190,9 @@ pub fn lower(
                     let paths: Vec<String> = c
                         .items
                         .iter()
-                        .filter_map(|i| {
-                            if let CopyItem::Path(p) = i {
-                                Some(p.clone())
-                            } else {
-                                None
-                            }
+                        .filter_map(|i| match i {
+                            CopyItem::Path(p) => Some(p.clone()),
+                            _ => None,
                         })
                         .collect();
                     if paths.is_empty() {
@@ -414,27 +226,19 @@ pub fn lower(
             }
         }
     }
-    for k in args.args.keys() {
-        if !used_args.contains(k) {
-            warnings.push(format!(
-                "build argument {k} was not consumed by any ARG instruction"
-            ));
-        }
-    }
-    Ok(Lowered {
-        graph,
-        order,
-        warnings,
-    })
+    Ok(())
 }
 
+/// What lives across the stages and instructions of one Dockerfile while
+/// it is lowered.
 struct StageLowering<'a> {
     src: &'a Source,
     lexer: Lexer,
     file: &'a str,
     headers: &'a [StageHeader],
+    /// The stage being lowered.
     index: usize,
-    meta: &'a Vec<(String, Option<String>)>,
+    globals: &'a Globals,
     build_args: &'a BTreeMap<String, String>,
     used_args: &'a mut BTreeSet<String>,
     named_contexts: &'a BTreeSet<String>,
@@ -465,6 +269,45 @@ fn valid_chmod(s: &str) -> bool {
 }
 
 impl StageLowering<'_> {
+    /// Lowers every stage; a stage that fails only matters if it is needed,
+    /// so its error is returned beside the others' results.
+    fn lower_stages(
+        &mut self,
+        instructions: &[Instruction],
+        resolver: &dyn BaseResolver,
+    ) -> (Vec<Stage>, Vec<Option<SyntaxError>>) {
+        let headers = self.headers;
+        let mut stages: Vec<Stage> = Vec::new();
+        let mut errors: Vec<Option<SyntaxError>> = Vec::new();
+        let mut finals: Vec<ImageConfig> = Vec::new();
+        for (si, h) in headers.iter().enumerate() {
+            let end = headers
+                .get(si + 1)
+                .map(|n| n.inst)
+                .unwrap_or(instructions.len());
+            self.index = si;
+            match self.lower_stage(h, &instructions[h.inst + 1..end], &finals, resolver) {
+                Ok((stage, config)) => {
+                    stages.push(stage);
+                    finals.push(config);
+                    errors.push(None);
+                }
+                Err(e) => {
+                    stages.push(Stage {
+                        name: h.name.clone(),
+                        base: Base::Scratch,
+                        platform: h.platform.clone(),
+                        steps: vec![],
+                        origin: None,
+                    });
+                    finals.push(ImageConfig::default());
+                    errors.push(Some(e));
+                }
+            }
+        }
+        (stages, errors)
+    }
+
     fn lower_stage(
         &mut self,
         h: &StageHeader,
@@ -634,202 +477,161 @@ impl StageLowering<'_> {
         ))
     }
 
+    /// Lowers one instruction: one line per kind, as BuildKit's dispatch.
     fn lower_instruction(
         &mut self,
         inst: &Instruction,
         st: &mut StageState,
         steps: &mut Vec<Step>,
     ) -> Res<()> {
-        let at = inst.args_location;
-        let origin = Some(self.origin(inst));
-        let mut push = |op: Op| {
-            steps.push(Step {
-                op,
-                origin: origin.clone(),
-            })
-        };
-        match &inst.kind {
+        let op = match &inst.kind {
             Kind::From(_) => unreachable!("stages are split at FROM"),
-            Kind::Arg(list) => {
-                for (name, default) in list {
-                    self.used_args.insert(name.clone());
-                    let value = if let Some(v) = self.build_args.get(name) {
-                        Some(v.clone())
-                    } else if let Some(d) = default {
-                        Some(self.word(inst, st, d)?)
-                    } else {
-                        self.meta
-                            .iter()
-                            .rev()
-                            .find(|(k, _)| k == name)
-                            .and_then(|(_, v)| v.clone())
-                    };
-                    st.args.push((name.clone(), value));
-                }
-            }
-            Kind::Env(pairs) => {
-                // All values see the environment from before this line.
-                let mut out = Vec::new();
-                for (k, v) in pairs {
-                    let k = self.word(inst, st, k)?;
-                    if k.is_empty() {
-                        return Err(self.src.error(at, "ENV names can not be blank"));
-                    }
-                    out.push((k, self.word(inst, st, v)?));
-                }
-                let change = ConfigChange::Env(out);
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
-            Kind::Label(pairs) => {
-                let mut out = Vec::new();
-                for (k, v) in pairs {
-                    let k = self.word(inst, st, k)?;
-                    if k.is_empty() {
-                        return Err(self.src.error(at, "LABEL names can not be blank"));
-                    }
-                    out.push((k, self.word(inst, st, v)?));
-                }
-                let change = ConfigChange::Labels(out);
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
-            Kind::Workdir(w) => {
-                let w = self.word(inst, st, w)?;
-                let abs = if w.starts_with('/') {
-                    clean(&w)
-                } else {
-                    clean(&format!("{}/{w}", Self::workdir(st)))
-                };
-                let change = ConfigChange::WorkingDir(abs);
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
-            Kind::User(u) => {
-                let u = self.word(inst, st, u)?;
-                if u.is_empty() {
-                    return Err(self.src.error(at, "USER requires a user name or uid"));
-                }
-                let change = ConfigChange::User(u);
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
-            Kind::Expose(ports) => {
-                let mut out = Vec::new();
-                for p in ports {
-                    for w in self.words(inst, st, p)? {
-                        out.extend(expose_ports(&w).map_err(|e| self.src.error(at, e))?);
-                    }
-                }
-                let change = ConfigChange::ExposedPorts(out);
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
-            Kind::Cmd(c) => {
-                let change = ConfigChange::Cmd(Some(self.shell_cmd(st, c)));
-                st.cmd_set = true;
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
-            Kind::Entrypoint(c) => {
-                let change = ConfigChange::Entrypoint {
-                    args: self.shell_cmd(st, c),
-                    reset_cmd: !st.cmd_set,
-                };
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
-            Kind::Shell(s) => {
-                let change = ConfigChange::Shell(s.clone());
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
-            Kind::Volume(vs) => {
-                let mut out = Vec::new();
-                for v in vs {
-                    let v = self.word(inst, st, v)?;
-                    if v.trim().is_empty() {
-                        return Err(self
-                            .src
-                            .error(at, "VOLUME specified can not be an empty string"));
-                    }
-                    out.push(v);
-                }
-                let change = ConfigChange::Volumes(out);
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
+            Kind::Arg(list) => return self.arg(inst, st, list),
+            Kind::Env(pairs) => config(st, ConfigChange::Env(self.pairs(inst, st, pairs, "ENV")?)),
+            Kind::Label(pairs) => config(
+                st,
+                ConfigChange::Labels(self.pairs(inst, st, pairs, "LABEL")?),
+            ),
+            Kind::Workdir(w) => config(st, ConfigChange::WorkingDir(self.workdir_of(inst, st, w)?)),
+            Kind::User(u) => config(st, ConfigChange::User(self.user(inst, st, u)?)),
+            Kind::Expose(ports) => config(
+                st,
+                ConfigChange::ExposedPorts(self.expose(inst, st, ports)?),
+            ),
+            Kind::Cmd(c) => self.cmd(st, c),
+            Kind::Entrypoint(c) => self.entrypoint(st, c),
+            Kind::Shell(s) => config(st, ConfigChange::Shell(s.clone())),
+            Kind::Volume(vs) => config(st, ConfigChange::Volumes(self.volumes(inst, st, vs)?)),
             Kind::StopSignal(s) => {
-                let s = self.word(inst, st, s)?;
-                if s.is_empty() || s.contains(char::is_whitespace) {
-                    return Err(self.src.error_hint(
-                        at,
-                        format!("invalid signal {s:?}"),
-                        "write a signal name (SIGTERM) or number (15)",
-                    ));
-                }
-                let change = ConfigChange::StopSignal(s);
-                st.config.apply(&change);
-                push(Op::Config(change));
+                config(st, ConfigChange::StopSignal(self.stop_signal(inst, st, s)?))
             }
-            Kind::Healthcheck(hc) => {
-                let h = match hc {
-                    ast::Healthcheck::None => Healthcheck {
-                        test: vec!["NONE".into()],
-                        interval: None,
-                        timeout: None,
-                        start_period: None,
-                        start_interval: None,
-                        retries: None,
-                    },
-                    ast::Healthcheck::Check {
-                        test,
-                        interval,
-                        timeout,
-                        start_period,
-                        start_interval,
-                        retries,
-                    } => {
-                        let test = match test {
-                            Command::Exec(v) => std::iter::once("CMD".to_string())
-                                .chain(v.iter().cloned())
-                                .collect(),
-                            Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
-                        };
-                        Healthcheck {
-                            test,
-                            interval: *interval,
-                            timeout: *timeout,
-                            start_period: *start_period,
-                            start_interval: *start_interval,
-                            retries: *retries,
-                        }
-                    }
-                };
-                let change = ConfigChange::Healthcheck(h);
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
-            Kind::Onbuild(trigger, _) => {
-                let change = ConfigChange::OnBuild(trigger.clone());
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
-            Kind::Maintainer(m) => {
-                let change = ConfigChange::Author(m.clone());
-                st.config.apply(&change);
-                push(Op::Config(change));
-            }
-            Kind::Run(r) => {
-                let op = self.lower_run(inst, st, r)?;
-                push(Op::Run(op));
-            }
-            Kind::Copy(c) => {
-                let op = self.lower_copy(inst, st, c)?;
-                push(Op::Copy(op));
-            }
+            Kind::Healthcheck(hc) => config(st, ConfigChange::Healthcheck(healthcheck(hc))),
+            Kind::Onbuild(trigger, _) => config(st, ConfigChange::OnBuild(trigger.clone())),
+            Kind::Maintainer(m) => config(st, ConfigChange::Author(m.clone())),
+            Kind::Run(r) => Op::Run(self.lower_run(inst, st, r)?),
+            Kind::Copy(c) => Op::Copy(self.lower_copy(inst, st, c)?),
+        };
+        steps.push(Step {
+            op,
+            origin: Some(self.origin(inst)),
+        });
+        Ok(())
+    }
+
+    /// `ARG`: declares names in the stage scope; a `--build-arg` wins over
+    /// the default, and a name without either takes the global value.
+    fn arg(
+        &mut self,
+        inst: &Instruction,
+        st: &mut StageState,
+        list: &[(String, Option<String>)],
+    ) -> Res<()> {
+        for (name, default) in list {
+            self.used_args.insert(name.clone());
+            let value = if let Some(v) = self.build_args.get(name) {
+                Some(v.clone())
+            } else if let Some(d) = default {
+                Some(self.word(inst, st, d)?)
+            } else {
+                self.globals.lookup(name)
+            };
+            st.args.push((name.clone(), value));
         }
         Ok(())
+    }
+
+    /// `ENV`/`LABEL` pairs, expanded; all values see the environment from
+    /// before this line.
+    fn pairs(
+        &self,
+        inst: &Instruction,
+        st: &StageState,
+        pairs: &[(String, String)],
+        what: &str,
+    ) -> Res<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (k, v) in pairs {
+            let k = self.word(inst, st, k)?;
+            if k.is_empty() {
+                return Err(self
+                    .src
+                    .error(inst.args_location, format!("{what} names can not be blank")));
+            }
+            out.push((k, self.word(inst, st, v)?));
+        }
+        Ok(out)
+    }
+
+    /// `WORKDIR`: the absolute directory, relative ones from the current.
+    fn workdir_of(&self, inst: &Instruction, st: &StageState, w: &str) -> Res<String> {
+        let w = self.word(inst, st, w)?;
+        Ok(if w.starts_with('/') {
+            clean(&w)
+        } else {
+            clean(&format!("{}/{w}", Self::workdir(st)))
+        })
+    }
+
+    fn user(&self, inst: &Instruction, st: &StageState, u: &str) -> Res<String> {
+        let u = self.word(inst, st, u)?;
+        if u.is_empty() {
+            return Err(self
+                .src
+                .error(inst.args_location, "USER requires a user name or uid"));
+        }
+        Ok(u)
+    }
+
+    fn expose(&self, inst: &Instruction, st: &StageState, ports: &[String]) -> Res<Vec<String>> {
+        let mut out = Vec::new();
+        for p in ports {
+            for w in self.words(inst, st, p)? {
+                out.extend(expose_ports(&w).map_err(|e| self.src.error(inst.args_location, e))?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn cmd(&self, st: &mut StageState, c: &Command) -> Op {
+        st.cmd_set = true;
+        let change = ConfigChange::Cmd(Some(self.shell_cmd(st, c)));
+        config(st, change)
+    }
+
+    /// `ENTRYPOINT` resets an inherited CMD, not one set in this stage.
+    fn entrypoint(&self, st: &mut StageState, c: &Command) -> Op {
+        let change = ConfigChange::Entrypoint {
+            args: self.shell_cmd(st, c),
+            reset_cmd: !st.cmd_set,
+        };
+        config(st, change)
+    }
+
+    fn volumes(&self, inst: &Instruction, st: &StageState, vs: &[String]) -> Res<Vec<String>> {
+        let mut out = Vec::new();
+        for v in vs {
+            let v = self.word(inst, st, v)?;
+            if v.trim().is_empty() {
+                return Err(self.src.error(
+                    inst.args_location,
+                    "VOLUME specified can not be an empty string",
+                ));
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    fn stop_signal(&self, inst: &Instruction, st: &StageState, s: &str) -> Res<String> {
+        let s = self.word(inst, st, s)?;
+        if s.is_empty() || s.contains(char::is_whitespace) {
+            return Err(self.src.error_hint(
+                inst.args_location,
+                format!("invalid signal {s:?}"),
+                "write a signal name (SIGTERM) or number (15)",
+            ));
+        }
+        Ok(s)
     }
 
     fn lower_run(&mut self, inst: &Instruction, st: &mut StageState, r: &ast::Run) -> Res<Run> {
@@ -1137,4 +939,47 @@ fn expose_ports(w: &str) -> std::result::Result<Vec<String>, String> {
         return Err(format!("invalid port range {ports:?} in EXPOSE {w}"));
     }
     Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+/// A config instruction: applied to the stage's config (later instructions
+/// see it) and recorded as a step.
+fn config(st: &mut StageState, change: ConfigChange) -> Op {
+    st.config.apply(&change);
+    Op::Config(change)
+}
+
+/// `HEALTHCHECK` as the image config stores it.
+fn healthcheck(hc: &ast::Healthcheck) -> Healthcheck {
+    match hc {
+        ast::Healthcheck::None => Healthcheck {
+            test: vec!["NONE".into()],
+            interval: None,
+            timeout: None,
+            start_period: None,
+            start_interval: None,
+            retries: None,
+        },
+        ast::Healthcheck::Check {
+            test,
+            interval,
+            timeout,
+            start_period,
+            start_interval,
+            retries,
+        } => {
+            let test = match test {
+                Command::Exec(v) => std::iter::once("CMD".to_string())
+                    .chain(v.iter().cloned())
+                    .collect(),
+                Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+            };
+            Healthcheck {
+                test,
+                interval: *interval,
+                timeout: *timeout,
+                start_period: *start_period,
+                start_interval: *start_interval,
+                retries: *retries,
+            }
+        }
+    }
 }

@@ -22,6 +22,7 @@ pub mod lower;
 pub mod mounts;
 pub mod parse;
 pub mod shell;
+mod stages;
 
 use std::path::{Path, PathBuf};
 

@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde::Serialize;
 
-pub use usage::{Entry, Kind, Sizes, Usage, is_hex_digest, measure, tree_bytes};
+pub use usage::{CacheEntry, Kind, Sizes, Usage, is_hex_digest, measure, tree_bytes};
 
 use crate::Result;
 use crate::oci::Store;
@@ -277,7 +277,7 @@ fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
-fn remove(cache: &Path, e: &Entry) -> Result<()> {
+fn remove(cache: &Path, e: &CacheEntry) -> Result<()> {
     match e.kind {
         Kind::Blob => {
             let snapshot = cache.join("snapshots").join(&e.name);

@@ -8,8 +8,8 @@ fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + secs)
 }
 
-fn e(kind: Kind, name: &str, bytes: u64, used: u64) -> Entry {
-    Entry {
+fn e(kind: Kind, name: &str, bytes: u64, used: u64) -> CacheEntry {
+    CacheEntry {
         kind,
         name: name.to_string(),
         path: PathBuf::from(name),

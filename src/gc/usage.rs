@@ -66,7 +66,7 @@ impl Kind {
 
 /// One removable thing.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub struct CacheEntry {
     pub kind: Kind,
     /// Digest hex, cache-mount id, or path relative to the cache dir.
     pub name: String,
@@ -85,7 +85,7 @@ pub struct Entry {
 /// The cache dir, measured.
 #[derive(Debug, Default)]
 pub struct Usage {
-    pub entries: Vec<Entry>,
+    pub entries: Vec<CacheEntry>,
     /// Bytes of what is not an entry (the dirs themselves, locks, GC state,
     /// files kiln does not remove).
     pub fixed: u64,
@@ -223,7 +223,7 @@ pub fn measure(cache: &Path, sizes: &mut Sizes) -> Usage {
     let mut u = Usage::default();
     let now = SystemTime::now();
     let entry = |u: &mut Usage, kind, name: String, path: PathBuf, bytes, last_used| {
-        u.entries.push(Entry {
+        u.entries.push(CacheEntry {
             kind,
             name,
             path,
@@ -257,7 +257,7 @@ pub fn measure(cache: &Path, sizes: &mut Sizes) -> Usage {
             continue;
         }
         blob_index.insert(name.clone(), u.entries.len());
-        u.entries.push(Entry {
+        u.entries.push(CacheEntry {
             kind: Kind::Blob,
             name,
             path,
@@ -294,7 +294,7 @@ pub fn measure(cache: &Path, sizes: &mut Sizes) -> Usage {
                     u.entries[i].bytes += bytes;
                     u.entries[i].snapshot_bytes = bytes;
                 }
-                None => u.entries.push(Entry {
+                None => u.entries.push(CacheEntry {
                     kind: Kind::Snapshot,
                     name,
                     path,

@@ -93,7 +93,7 @@ pub struct PackageSet {
     pub packages: Vec<String>,
     /// The base set under the packages (`minimal` by default).
     #[serde(default)]
-    pub base: crate::packages::resolve::Base,
+    pub base: crate::packages::resolve::BaseVariant,
     /// Digest of the lockfile section that pins the versions, when locked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<Digest>,

@@ -7,7 +7,7 @@ use anyhow::bail;
 use super::compose::{self, ComposeOptions, Composed};
 use super::lock::Lockfile;
 use super::repo::{Repo, RepoConfig};
-use super::resolve::{self, Base, Request, Resolution, ResolveOptions};
+use super::resolve::{self, BaseVariant, Request, Resolution, ResolveOptions};
 use crate::Result;
 use crate::oci::image::{Image, ImageBuilder, set_env};
 use crate::oci::store::Store;
@@ -22,7 +22,7 @@ pub struct PackagesRequest {
     pub repo: RepoConfig,
     /// A suite, or `None` to pick one from the version requests.
     pub suite: Option<String>,
-    pub base: Base,
+    pub base: BaseVariant,
     pub recommends: bool,
     /// `name`, `name@prefix` or `name=version`.
     pub packages: Vec<String>,

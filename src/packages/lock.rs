@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use super::repo::RepoConfig;
-use super::resolve::{Base, Resolution};
+use super::resolve::{BaseVariant, Resolution};
 use crate::Result;
 use crate::oci::digest::Digest;
 
@@ -31,7 +31,7 @@ pub struct Lockfile {
     pub arch: String,
     /// `Date:` of the suite's Release when the lock was made.
     pub release_date: String,
-    pub base: Base,
+    pub base: BaseVariant,
     pub recommends: bool,
     /// What was asked for (`nodejs@20`…), to re-resolve with `kiln lock`.
     pub requests: Vec<String>,
@@ -86,7 +86,7 @@ impl LockedPackage {
 impl Lockfile {
     pub fn from_resolution(
         res: &Resolution,
-        base: Base,
+        base: BaseVariant,
         recommends: bool,
         requests: &[String],
     ) -> Lockfile {
@@ -224,7 +224,7 @@ impl Locks {
         &self,
         suite: &str,
         arch: &str,
-        base: Base,
+        base: BaseVariant,
         requests: &[String],
     ) -> Option<&Lockfile> {
         let mut want = requests.to_vec();
@@ -257,7 +257,7 @@ mod tests {
             suite: "trixie".into(),
             arch: "amd64".into(),
             release_date: "Sat, 21 Nov 2026 09:15:44 UTC".into(),
-            base: Base::Minimal,
+            base: BaseVariant::Minimal,
             recommends: false,
             requests: vec!["nodejs".into()],
             packages: vec![LockedPackage {
@@ -300,16 +300,16 @@ mod tests {
         let found = locks.find(
             "trixie",
             "amd64",
-            Base::Minimal,
+            BaseVariant::Minimal,
             &["tini".into(), "ca-certificates".into()],
         );
         assert_eq!(found, Some(&two));
         assert_eq!(
-            locks.find("trixie", "arm64", Base::Minimal, &["nodejs".into()]),
+            locks.find("trixie", "arm64", BaseVariant::Minimal, &["nodejs".into()]),
             None
         );
         assert_eq!(
-            locks.find("trixie", "amd64", Base::Minbase, &["nodejs".into()]),
+            locks.find("trixie", "amd64", BaseVariant::Minbase, &["nodejs".into()]),
             None
         );
         assert_ne!(one.digest().unwrap(), two.digest().unwrap());

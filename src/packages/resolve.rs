@@ -32,21 +32,21 @@ use crate::error::CodedError;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Request {
     pub name: String,
-    pub version: Option<VersionReq>,
+    pub version: Option<DebVersionReq>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum VersionReq {
+pub enum DebVersionReq {
     /// Upstream version starts with these dotted components.
     Prefix(String),
     Exact(String),
 }
 
-impl VersionReq {
+impl DebVersionReq {
     pub fn matches(&self, v: &Version) -> bool {
         match self {
-            VersionReq::Prefix(p) => version::matches_prefix(v, p),
-            VersionReq::Exact(e) => Version::parse(e).is_ok_and(|e| &e == v),
+            DebVersionReq::Prefix(p) => version::matches_prefix(v, p),
+            DebVersionReq::Exact(e) => Version::parse(e).is_ok_and(|e| &e == v),
         }
     }
 }
@@ -55,8 +55,8 @@ impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.version {
             None => f.write_str(&self.name),
-            Some(VersionReq::Prefix(p)) => write!(f, "{}@{p}", self.name),
-            Some(VersionReq::Exact(e)) => write!(f, "{}={e}", self.name),
+            Some(DebVersionReq::Prefix(p)) => write!(f, "{}@{p}", self.name),
+            Some(DebVersionReq::Exact(e)) => write!(f, "{}={e}", self.name),
         }
     }
 }
@@ -66,9 +66,9 @@ impl FromStr for Request {
     fn from_str(s: &str) -> Result<Request> {
         let s = s.trim();
         let (name, version) = if let Some((n, v)) = s.split_once('@') {
-            (n, Some(VersionReq::Prefix(v.to_string())))
+            (n, Some(DebVersionReq::Prefix(v.to_string())))
         } else if let Some((n, v)) = s.split_once('=') {
-            (n, Some(VersionReq::Exact(v.to_string())))
+            (n, Some(DebVersionReq::Exact(v.to_string())))
         } else {
             (s, None)
         };
@@ -81,7 +81,7 @@ impl FromStr for Request {
                 "{s:?} is not a package request: use a Debian package name (lowercase letters, digits, + - .), optionally with @VERSION-PREFIX (nodejs@20) or =EXACT-VERSION"
             );
         }
-        if let Some(VersionReq::Prefix(v) | VersionReq::Exact(v)) = &version
+        if let Some(DebVersionReq::Prefix(v) | DebVersionReq::Exact(v)) = &version
             && (v.is_empty() || !v.starts_with(|c: char| c.is_ascii_digit()))
         {
             bail!("{s:?}: the version after @ or = must start with a digit (e.g. nodejs@20)");
@@ -97,7 +97,7 @@ impl FromStr for Request {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
-pub enum Base {
+pub enum BaseVariant {
     /// libc, base-files, base-passwd, ca-certificates, tzdata, netbase, dash, coreutils.
     #[default]
     Minimal,
@@ -118,18 +118,18 @@ pub const MINIMAL: &[&str] = &[
     "tzdata",
 ];
 
-impl Base {
+impl BaseVariant {
     pub fn packages(self, idx: &SuiteIndex) -> Vec<String> {
         match self {
-            Base::Minimal => MINIMAL.iter().map(|s| s.to_string()).collect(),
-            Base::Minbase => {
+            BaseVariant::Minimal => MINIMAL.iter().map(|s| s.to_string()).collect(),
+            BaseVariant::Minbase => {
                 let mut v = idx.essential_or_required();
                 v.push("apt".into());
                 v.sort();
                 v.dedup();
                 v
             }
-            Base::None => Vec::new(),
+            BaseVariant::None => Vec::new(),
         }
     }
 }
@@ -137,7 +137,7 @@ impl Base {
 /// Resolver options.
 #[derive(Clone, Debug, Default)]
 pub struct ResolveOptions {
-    pub base: Base,
+    pub base: BaseVariant,
     pub recommends: bool,
 }
 
@@ -708,7 +708,7 @@ mod tests {
 
     fn opts() -> ResolveOptions {
         ResolveOptions {
-            base: Base::None,
+            base: BaseVariant::None,
             recommends: false,
         }
     }

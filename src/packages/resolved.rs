@@ -140,7 +140,7 @@ pub fn age_text(age: Duration) -> String {
 mod tests {
     use super::*;
     use crate::packages::repo::RepoConfig;
-    use crate::packages::resolve::Base;
+    use crate::packages::resolve::BaseVariant;
 
     fn req(cache: &Path, packages: &[&str]) -> PackagesRequest {
         PackagesRequest {
@@ -149,7 +149,7 @@ mod tests {
                 ..RepoConfig::default()
             },
             suite: Some("stable".into()),
-            base: Base::Minimal,
+            base: BaseVariant::Minimal,
             recommends: false,
             packages: packages.iter().map(|s| s.to_string()).collect(),
             pull: false,
@@ -162,7 +162,7 @@ mod tests {
             suite: "trixie".into(),
             arch: "amd64".into(),
             release_date: "Sat, 01 Nov 2025 00:00:00 UTC".into(),
-            base: Base::Minimal,
+            base: BaseVariant::Minimal,
             recommends: false,
             requests: vec![name.into()],
             packages: vec![],

@@ -30,7 +30,7 @@ use super::model::StartPhase;
 use crate::Result;
 use crate::error::{CodedError, code};
 use crate::packages::image::PATH;
-use crate::packages::resolve::Base as PackageBase;
+use crate::packages::resolve::BaseVariant as PackageBase;
 
 /// Where the app lives in both stages (Nixpacks' `/app`).
 pub const APP_DIR: &str = "/app";

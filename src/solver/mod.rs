@@ -10,6 +10,7 @@
 //! | [`add`] | ADD's archive extraction (tar, gzip, bzip2, xz, zstd) |
 //! | [`download`] | ADD's URL downloads, verified against `--checksum` |
 //! | [`mounts`] | `RUN --mount` sources from another stage or image |
+//! | `step_mounts` | a RUN step's mounts → the sandbox's, with the temp files they bind |
 //!
 //! Each stage's state is an [`ImageBuilder`] (layers + history), the graph
 //! config the steps build up, and the layers as cache records (for
@@ -22,11 +23,12 @@ pub mod copy;
 pub mod download;
 pub mod mounts;
 pub mod rootfs;
+mod step_mounts;
 pub mod trust;
 pub mod workdir;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -46,6 +48,20 @@ use crate::sandbox::{self, Sandbox, Snapshots};
 
 use cache::{LayerRecord, StepCache, StepRecord};
 use rootfs::RootView;
+
+/// What every stage of one solve shares: the graph and its keys, the
+/// resolved bases, the stages built so far, the counters.
+#[derive(Clone, Copy)]
+struct StageBuild<'a> {
+    g: &'a Graph,
+    keys: &'a CacheKeys,
+    bases: &'a BTreeMap<String, Image>,
+    /// Built stages by index (`None` until built).
+    states: &'a Mutex<Vec<Option<StageState>>>,
+    stats: &'a Mutex<SolveStats>,
+    opts: &'a SolveOptions<'a>,
+    progress: &'a Progress,
+}
 
 /// Everything the solver needs besides the graph.
 pub struct SolveOptions<'a> {
@@ -294,6 +310,15 @@ impl Solver {
         let stats = Mutex::new(SolveStats::default());
         let needed: BTreeSet<usize> = order.iter().copied().collect();
         let mut done: BTreeSet<usize> = BTreeSet::new();
+        let cx = StageBuild {
+            g,
+            keys: &keys,
+            bases: &bases,
+            states: &states,
+            stats: &stats,
+            opts,
+            progress,
+        };
         // Waves: every stage whose dependencies are built runs in parallel.
         while done.len() < needed.len() {
             let ready: Vec<usize> = needed
@@ -313,16 +338,9 @@ impl Solver {
                 let handles: Vec<_> = ready
                     .iter()
                     .map(|&i| {
-                        let (states, stats, keys, bases) = (&states, &stats, &keys, &bases);
+                        let cx = &cx;
                         let layer = stage_layer(opts, output.contains(&i));
-                        s.spawn(move || {
-                            (
-                                i,
-                                self.build_stage(
-                                    g, i, keys, bases, states, stats, layer, opts, progress,
-                                ),
-                            )
-                        })
+                        s.spawn(move || (i, self.build_stage(cx, i, layer)))
                     })
                     .collect();
                 handles
@@ -567,19 +585,21 @@ impl Solver {
         read_image(&self.store, &pulled.manifest, Some(platform))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn build_stage(
         &self,
-        g: &Graph,
+        cx: &StageBuild<'_>,
         idx: usize,
-        keys: &CacheKeys,
-        bases: &BTreeMap<String, Image>,
-        states: &Mutex<Vec<Option<StageState>>>,
-        stats: &Mutex<SolveStats>,
         layer: LayerOptions,
-        opts: &SolveOptions<'_>,
-        progress: &Progress,
     ) -> Result<StageState> {
+        let StageBuild {
+            g,
+            keys,
+            bases,
+            states,
+            stats,
+            opts,
+            progress,
+        } = *cx;
         let stage = &g.stages[idx];
         let stage_keys = keys.stages[idx].as_ref().context("stage without keys")?;
         let state_of = |i: usize| -> Result<StageState> {
@@ -948,188 +968,15 @@ impl Solver {
         // Only reachable when allowed (see check_entitlements).
         spec.privileged = run.security == graph::Security::Insecure && opts.allow_insecure;
         spec.cancel = opts.cancel.clone();
-        let mut _inline_files = Vec::new();
-        // Stage and image sources of mounts, removed after the run.
-        let mut _materialised = Vec::new();
-        let mounts_dir = crate::paths::cache_dir()?.join("mounts");
-        for m in &run.mounts {
-            match m {
-                graph::Mount::Cache {
-                    target,
-                    id,
-                    sharing,
-                    from,
-                    source,
-                    readonly: _,
-                    mode,
-                    uid,
-                    gid,
-                } => {
-                    let mut c = sandbox::CacheMount::new(
-                        if id.is_empty() {
-                            target.clone()
-                        } else {
-                            id.clone()
-                        },
-                        target,
-                    );
-                    c.sharing = match sharing {
-                        graph::Sharing::Shared => sandbox::Sharing::Shared,
-                        graph::Sharing::Locked => sandbox::Sharing::Locked,
-                        graph::Sharing::Private => sandbox::Sharing::Private,
-                    };
-                    (c.mode, c.uid, c.gid) = (*mode, *uid, *gid);
-                    if let Some(from) = from {
-                        let src = view_of(from).with_context(|| label.to_string())?;
-                        let what = &src.name;
-                        // As in BuildKit, a seeded cache is one per id *and*
-                        // source: another version of the stage starts its
-                        // own cache, seeded with its files.
-                        c.id = format!("{} from {}", c.id, src.key);
-                        // Only read when the cache dir is new, but cheap to
-                        // prepare (hard links): the sandbox copies it then.
-                        let (tmp, path) = mounts::materialise(
-                            &src.view,
-                            source,
-                            what,
-                            &mounts_dir,
-                            mounts::Files::Linked,
-                        )
-                        .with_context(|| format!("{label} ({origin}): cache mount from={what}"))?;
-                        if !path.is_dir() {
-                            bail!(
-                                "{label} ({origin}): cache mount source={source} in {what} is not a directory"
-                            );
-                        }
-                        c.seed = Some(path);
-                        _materialised.push(tmp);
-                    }
-                    spec.mounts.push(sandbox::Mount::Cache(c));
-                }
-                graph::Mount::Secret {
-                    id,
-                    target,
-                    env: as_env,
-                    required,
-                    mode,
-                    uid,
-                    gid,
-                } => {
-                    let Some(value) = opts.secrets.get(id) else {
-                        if *required {
-                            bail!(
-                                "{label}: secret {id:?} is required: pass it with --secret id={id},src=FILE"
-                            );
-                        }
-                        continue;
-                    };
-                    if let Some(var) = as_env {
-                        env.push((var.clone(), String::from_utf8_lossy(value).into_owned()));
-                    }
-                    if target.is_some() || as_env.is_none() {
-                        let mut s = sandbox::SecretMount::new(id.clone(), value.clone());
-                        s.target = target.as_ref().map(PathBuf::from);
-                        (s.mode, s.uid, s.gid) = (*mode, *uid, *gid);
-                        spec.mounts.push(sandbox::Mount::Secret(s));
-                    }
-                }
-                graph::Mount::Tmpfs { target, size } => {
-                    spec.mounts.push(sandbox::Mount::Tmpfs(sandbox::TmpfsMount {
-                        target: target.into(),
-                        size: *size,
-                    }))
-                }
-                graph::Mount::Bind {
-                    target,
-                    from: CopyFrom::Context,
-                    source,
-                    readwrite,
-                } => {
-                    let ctx = opts.context.context(
-                        "bind mount from the build context, but the build has no context",
-                    )?;
-                    let root = ctx.lock().unwrap_or_else(|e| e.into_inner()).root.clone();
-                    // The context is untrusted: a symlink in it (even the
-                    // source itself) resolves inside the context, never to
-                    // a host path.
-                    let rel = crate::oci::layer::normalize(Path::new(&format!("./{source}/.")))
-                        .unwrap_or_default();
-                    let src = crate::oci::inroot::InRoot::open(&root)?
-                        .real_path(&rel)?
-                        .with_context(|| {
-                            format!("RUN --mount=type=bind,source={source}: not found in the build context")
-                        })?;
-                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount {
-                        source: src,
-                        target: target.into(),
-                        readwrite: *readwrite,
-                    }));
-                }
-                graph::Mount::Bind {
-                    target,
-                    from,
-                    source,
-                    readwrite,
-                } => {
-                    let src = view_of(from).with_context(|| label.to_string())?;
-                    let what = &src.name;
-                    let (tmp, path) = mounts::materialise(
-                        &src.view,
-                        source,
-                        what,
-                        &mounts_dir,
-                        if *readwrite {
-                            mounts::Files::Copied
-                        } else {
-                            mounts::Files::Linked
-                        },
-                    )
-                    .with_context(|| format!("{label} ({origin}): bind mount from={what}"))?;
-                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount {
-                        source: path,
-                        target: target.into(),
-                        readwrite: *readwrite,
-                    }));
-                    _materialised.push(tmp);
-                }
-                graph::Mount::Inline {
-                    target,
-                    content,
-                    mode,
-                } => {
-                    let f = tempfile::NamedTempFile::new()?;
-                    std::fs::write(f.path(), content)?;
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(*mode))?;
-                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount {
-                        source: f.path().to_path_buf(),
-                        target: target.into(),
-                        readwrite: false,
-                    }));
-                    _inline_files.push(f);
-                }
-                graph::Mount::HostCa { target } => {
-                    let Some(bundle) = &opts.host_ca else {
-                        bail!(
-                            "{label}: the step trusts the host's CA bundle, but the build read none (SolveOptions::host_ca)"
-                        );
-                    };
-                    let f = tempfile::NamedTempFile::new()?;
-                    std::fs::write(f.path(), bundle.as_slice())?;
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644))?;
-                    spec.mounts.push(sandbox::Mount::Bind(sandbox::BindMount {
-                        source: f.path().to_path_buf(),
-                        target: target.into(),
-                        readwrite: false,
-                    }));
-                    _inline_files.push(f);
-                }
-                graph::Mount::Ssh { .. } => {
-                    bail!("{label}: RUN --mount=type=ssh is not supported yet")
-                }
-            }
-        }
+        let step = step_mounts::StepRef {
+            label,
+            origin,
+            view_of,
+        };
+        // Kept until the step has run: it owns the files the mounts bind.
+        let mut mounts = step_mounts::translate(run, &step, opts)?;
+        spec.mounts.append(&mut mounts.mounts);
+        env.append(&mut mounts.env);
         spec.env = env;
         let out = self
             .sandbox
