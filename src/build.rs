@@ -16,12 +16,12 @@ use crate::Result;
 use crate::dockerfile::lower::{BaseResolver, BuildArgs};
 use crate::error::InputError;
 use crate::graph::ImageConfig;
-use crate::ship::{self, Destination, ShipOptions, Shipped};
 use crate::oci::image::Image;
 use crate::oci::layer::{Compression, LayerOptions, source_date_epoch};
 use crate::oci::{Digest, images::normalize_name};
 use crate::progress::Progress;
 use crate::registry::{self, Client, ClientOptions, Reference};
+use crate::ship::{self, Destination, ShipOptions, Shipped};
 use crate::solver::{SolveOptions, SolveStats, Solver};
 
 /// What to build and where the result goes.

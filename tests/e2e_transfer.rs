@@ -512,7 +512,11 @@ fn build_output_type_ssh_sends_the_built_image() {
     let home = Home::new();
     let app = home.dir.path().join("app");
     std::fs::create_dir_all(&app).unwrap();
-    std::fs::write(app.join("Dockerfile"), "FROM scratch\nCOPY hello.txt /hello.txt\n").unwrap();
+    std::fs::write(
+        app.join("Dockerfile"),
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+    )
+    .unwrap();
     std::fs::write(app.join("hello.txt"), "hello over ssh\n").unwrap();
     let app = app.to_str().unwrap();
     let config = sshd.config.to_str().unwrap();
@@ -527,7 +531,10 @@ fn build_output_type_ssh_sends_the_built_image() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("sent hello:1 to ssh://server"), "{stderr}");
-    assert_eq!(verify_remote(&remote), BTreeSet::from(["hello:1".to_string()]));
+    assert_eq!(
+        verify_remote(&remote),
+        BTreeSet::from(["hello:1".to_string()])
+    );
     // The server's tag names the very manifest the local store has.
     let local = home.images().resolve("hello:1").unwrap();
     let layout = Layout::open(&remote).unwrap();
@@ -536,7 +543,9 @@ fn build_output_type_ssh_sends_the_built_image() {
     assert_eq!(index.manifests()[0].digest(), local.digest());
     assert_eq!(
         home.blobs("hello:1").len(),
-        std::fs::read_dir(remote.join("blobs/sha256")).unwrap().count(),
+        std::fs::read_dir(remote.join("blobs/sha256"))
+            .unwrap()
+            .count(),
         "every blob of the image, and nothing else, is on the server"
     );
     // Built again (cached): the server has every blob, none is sent.

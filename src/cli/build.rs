@@ -10,9 +10,9 @@ use clap::Args;
 
 use crate::Result;
 use crate::build::{BuildRequest, build, parse_secret};
-use crate::ship::Destination;
 use crate::oci::layer::Compression;
 use crate::progress::Progress;
+use crate::ship::Destination;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {

@@ -6,12 +6,12 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::Result;
-use crate::ship::{Destination, ShipOptions, ship};
 use crate::oci::from_dir::{FromDirOptions, image_from_dir, normalize_port, parse_command};
 use crate::oci::layer::{Compression, LayerOptions, Ownership, source_date_epoch};
 use crate::oci::{ImageStore, cache_store, import};
 use crate::platform::Platform;
 use crate::progress::{Progress, human_bytes};
+use crate::ship::{Destination, ShipOptions, ship};
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
@@ -152,7 +152,14 @@ pub fn save(args: SaveArgs, progress: &Progress) -> Result<()> {
     let store = ImageStore::open_default()?;
     let desc = store.resolve(&args.name)?;
     let name = crate::oci::images::normalize_name(&args.name)?;
-    ship(store.blobs(), &desc, &name, &output, &ShipOptions::default(), progress)?;
+    ship(
+        store.blobs(),
+        &desc,
+        &name,
+        &output,
+        &ShipOptions::default(),
+        progress,
+    )?;
     Ok(())
 }
 
@@ -268,7 +275,14 @@ fn from_dir(a: FromDirArgs, progress: &Progress) -> Result<()> {
     let images = ImageStore::open_default()?;
     images.import(&cache, &img.manifest_desc, &name)?;
     if let Some(out) = output {
-        ship(&cache, &img.manifest_desc, &name, &out, &ShipOptions::default(), progress)?;
+        ship(
+            &cache,
+            &img.manifest_desc,
+            &name,
+            &out,
+            &ShipOptions::default(),
+            progress,
+        )?;
     }
     println!("{name} {}", img.digest()?);
     Ok(())

@@ -110,8 +110,11 @@ impl Destination {
             "image" => bail!(
                 "--output {spec:?}: type=image without push=true would only name the image: use -t NAME, or add push=true"
             ),
-            "ssh" => Destination::ssh_host(&need("[USER@]HOST[:PORT][/PATH]")?, TransferOptions::default())
-                .with_context(|| format!("--output {spec:?}: dest="))?,
+            "ssh" => Destination::ssh_host(
+                &need("[USER@]HOST[:PORT][/PATH]")?,
+                TransferOptions::default(),
+            )
+            .with_context(|| format!("--output {spec:?}: dest="))?,
             other => bail!("--output {spec:?}: type={other} is not supported: use {TYPES}"),
         })
     }
@@ -241,10 +244,19 @@ mod tests {
         assert_eq!(parse("type=oci,dest=out"), OciDir("out".into()));
         assert_eq!(parse("type=oci,dest=o.tar"), OciArchive("o.tar".into()));
         assert_eq!(parse("type=oci-archive,dest=o"), OciArchive("o".into()));
-        assert_eq!(parse("type=docker,dest=i.tar"), DockerArchive("i.tar".into()));
-        assert_eq!(parse("type=docker-archive,dest=i.tar"), DockerArchive("i.tar".into()));
+        assert_eq!(
+            parse("type=docker,dest=i.tar"),
+            DockerArchive("i.tar".into())
+        );
+        assert_eq!(
+            parse("type=docker-archive,dest=i.tar"),
+            DockerArchive("i.tar".into())
+        );
         assert_eq!(parse("type=local,dest=root"), RootfsDir("root".into()));
-        assert_eq!(parse("type=tar,dest=root.tar"), RootfsTar("root.tar".into()));
+        assert_eq!(
+            parse("type=tar,dest=root.tar"),
+            RootfsTar("root.tar".into())
+        );
         assert_eq!(parse("type=registry"), Registry(None));
         assert_eq!(
             parse("type=registry,name=localhost:5000/a:1"),
@@ -270,7 +282,10 @@ mod tests {
     #[test]
     fn bad_outputs_name_the_field() {
         let e = error("type=zip,dest=x");
-        assert!(e.contains("type=zip is not supported") && e.contains("ssh"), "{e}");
+        assert!(
+            e.contains("type=zip is not supported") && e.contains("ssh"),
+            "{e}"
+        );
         let e = error("dest=x");
         assert!(e.contains("has no type="), "{e}");
         for (spec, what) in [
@@ -285,7 +300,10 @@ mod tests {
             assert!(e.contains(what), "{spec}: {e}");
         }
         let e = error("type=oci,dest=x,color=red");
-        assert!(e.contains("unknown key \"color\"") && e.contains(KEYS), "{e}");
+        assert!(
+            e.contains("unknown key \"color\"") && e.contains(KEYS),
+            "{e}"
+        );
         let e = error("type=oci,dest");
         assert!(e.contains("\"dest\" is not KEY=VALUE"), "{e}");
         let e = error("type=image");
