@@ -16,12 +16,12 @@ use crate::Result;
 use crate::dockerfile::lower::{BaseResolver, BuildArgs};
 use crate::error::InputError;
 use crate::graph::ImageConfig;
-use crate::oci::export::{self, Output};
 use crate::oci::image::Image;
 use crate::oci::layer::{Compression, LayerOptions, source_date_epoch};
 use crate::oci::{Digest, images::normalize_name};
 use crate::progress::Progress;
 use crate::registry::{self, Client, ClientOptions, Reference};
+use crate::ship::{self, Destination, ShipOptions, Shipped};
 use crate::solver::{SolveOptions, SolveStats, Solver};
 
 /// What to build and where the result goes.
@@ -47,7 +47,7 @@ pub struct BuildRequest {
     pub pull: bool,
     /// Secret values by id.
     pub secrets: BTreeMap<String, Vec<u8>>,
-    pub outputs: Vec<Output>,
+    pub outputs: Vec<Destination>,
     /// Push every tag to its registry.
     pub push: bool,
     pub compression: Compression,
@@ -605,13 +605,31 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         .first()
         .cloned()
         .unwrap_or_else(|| format!("sha256:{}", digest.hex()));
+    let mut pushed = Vec::new();
     for out in &req.outputs {
         match out {
-            Output::Registry => {}
-            o => export::export(&solver.store, &image.manifest_desc, &label, o)
-                .with_context(|| format!("exporting to {o:?}"))?,
+            // Pushed below, with --push's.
+            Destination::Registry(_) => {}
+            o => {
+                let how = ship::ship(
+                    &solver.store,
+                    &image.manifest_desc,
+                    &label,
+                    o,
+                    &ShipOptions::default(),
+                    progress,
+                )
+                .with_context(|| format!("exporting to {o:?}"))?;
+                if let Shipped::Sent(s) = how {
+                    progress.info(format!(
+                        "sent {} to {} ({} blobs sent, {} already there)",
+                        s.tag, s.target, s.blobs_sent, s.blobs_present
+                    ));
+                    pushed.push(format!("{}@{}", s.target, s.digest));
+                }
+            }
         }
-        if let Output::OciDir(dest) = out
+        if let Destination::OciDir(dest) = out
             && !attachments.is_empty()
         {
             crate::sbom::attach::into_layout(
@@ -622,19 +640,28 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             )?;
         }
     }
-    let mut pushed = Vec::new();
-    let want_push = req.push || req.outputs.contains(&Output::Registry);
-    if want_push && push_refs.is_empty() && names.is_empty() {
-        bail!("a registry output needs a name: give -t REGISTRY/NAME:TAG");
+    // `-o type=registry,name=REF` pushes to REF; `--push` and a nameless
+    // registry output push to every -t name.
+    let mut refs = push_refs;
+    for out in &req.outputs {
+        match out {
+            Destination::Registry(Some(n)) => {
+                let r = Reference::parse(n)?;
+                if !refs.contains(&r) {
+                    refs.push(r);
+                }
+            }
+            Destination::Registry(None) if refs.is_empty() => {
+                if names.is_empty() {
+                    bail!("a registry output needs a name: give -t REGISTRY/NAME:TAG");
+                }
+                for n in &names {
+                    refs.push(Reference::parse(n)?);
+                }
+            }
+            _ => {}
+        }
     }
-    let refs = if push_refs.is_empty() && want_push {
-        names
-            .iter()
-            .map(|n| Reference::parse(n).map_err(Into::into))
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        push_refs
-    };
     for r in refs {
         if req
             .cancel
@@ -643,14 +670,22 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         {
             return Err(crate::sandbox::Cancelled.into());
         }
-        let summary = registry::push::push(
-            &client,
+        let to = Destination::Registry(Some(r.to_string()));
+        let opts = ShipOptions {
+            client: Some(&client),
+            ..ShipOptions::default()
+        };
+        let Shipped::Pushed(_, summary) = ship::ship(
             &solver.store,
             &image.manifest_desc,
-            &r,
-            &registry::PushOptions::default(),
+            &r.to_string(),
+            &to,
+            &opts,
             progress,
-        )?;
+        )?
+        else {
+            unreachable!("a registry destination is pushed")
+        };
         progress.info(format!(
             "pushed {r} ({} blobs sent, {} already there)",
             summary.blobs_sent, summary.blobs_skipped

@@ -35,6 +35,7 @@ pub mod redact;
 pub mod registry;
 pub mod sandbox;
 pub mod sbom;
+pub mod ship;
 pub mod sign;
 pub mod solver;
 pub mod transfer;

@@ -506,6 +506,56 @@ fn deploy_sends_ftl_services_without_image_over_ssh() {
 }
 
 #[test]
+fn build_output_type_ssh_sends_the_built_image() {
+    need_sshd!();
+    let sshd = Sshd::start();
+    let home = Home::new();
+    let app = home.dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("Dockerfile"),
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+    )
+    .unwrap();
+    std::fs::write(app.join("hello.txt"), "hello over ssh\n").unwrap();
+    let app = app.to_str().unwrap();
+    let config = sshd.config.to_str().unwrap();
+    // A bad spec is refused before any work, naming the field.
+    let err = home.fails(&["build", app, "-t", "hello:1", "-o", "type=ssh"]);
+    assert!(err.contains("type=ssh needs dest=[USER@]HOST"), "{err}");
+    assert!(!home.data().join("images").exists(), "nothing built");
+
+    let remote = sshd.home.join("srv/images");
+    let dest = format!("type=ssh,dest=server{}", remote.display());
+    let out = home.run(&["build", app, "-t", "hello:1", "-o", &dest, "-F", config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("sent hello:1 to ssh://server"), "{stderr}");
+    assert_eq!(
+        verify_remote(&remote),
+        BTreeSet::from(["hello:1".to_string()])
+    );
+    // The server's tag names the very manifest the local store has.
+    let local = home.images().resolve("hello:1").unwrap();
+    let layout = Layout::open(&remote).unwrap();
+    let index = layout.index().unwrap();
+    assert_eq!(index.manifests().len(), 1);
+    assert_eq!(index.manifests()[0].digest(), local.digest());
+    assert_eq!(
+        home.blobs("hello:1").len(),
+        std::fs::read_dir(remote.join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        "every blob of the image, and nothing else, is on the server"
+    );
+    // Built again (cached): the server has every blob, none is sent.
+    let out = home.run(&["build", app, "-t", "hello:1", "-o", &dest, "-F", config]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("(0 blobs sent"), "{stderr}");
+}
+
+#[test]
 fn a_server_that_accepts_and_never_speaks_fails_within_the_timeout() {
     // Not sshd: accepts TCP connections and stays silent (no SSH banner).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -10,9 +10,9 @@ use clap::Args;
 
 use crate::Result;
 use crate::build::{BuildRequest, build, parse_secret};
-use crate::oci::export::Output;
 use crate::oci::layer::Compression;
 use crate::progress::Progress;
+use crate::ship::Destination;
 
 #[derive(Args, Debug)]
 pub struct BuildCommand {
@@ -50,9 +50,17 @@ pub struct BuildCommand {
     pub pull: bool,
     /// Export: type=oci,dest=DIR | type=oci-archive,dest=F.tar | type=docker,dest=F.tar |
     /// type=local,dest=DIR (the root filesystem) | type=tar,dest=F.tar (it, as one tar) |
-    /// type=registry (repeatable).
+    /// type=registry[,name=REF] | type=ssh,dest=[USER@]HOST[:PORT][/PATH] (repeatable).
     #[arg(short, long)]
     pub output: Vec<String>,
+    /// ssh config file for type=ssh outputs (as `ssh -F FILE`).
+    #[arg(
+        short = 'F',
+        long = "ssh-config",
+        value_name = "FILE",
+        env = "KILN_SSH_CONFIG"
+    )]
+    pub ssh_config: Option<PathBuf>,
     /// Push every -t name to its registry.
     #[arg(long)]
     pub push: bool,
@@ -219,11 +227,16 @@ pub fn run(a: BuildCommand, progress: &Progress) -> Result<()> {
         .iter()
         .map(|s| parse_secret(s))
         .collect::<Result<BTreeMap<_, _>>>()?;
-    let outputs = a
+    let mut outputs = a
         .output
         .iter()
-        .map(|o| Output::parse(o))
+        .map(|o| Destination::parse_output(o))
         .collect::<Result<Vec<_>>>()?;
+    for o in &mut outputs {
+        if let Destination::Ssh { options, .. } = o {
+            options.ssh.config = a.ssh_config.clone();
+        }
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     {
         // Ctrl-C: stop the running steps (the sandbox kills their process

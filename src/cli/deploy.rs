@@ -66,7 +66,7 @@ pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
         ca_certs: a.ca.ca_cert,
         no_host_ca: a.ca.no_host_ca,
         unpushed: match &a.ssh {
-            Some(host) => crate::deploy::Destination::ssh(
+            Some(host) => crate::deploy::Destination::ssh_host(
                 host,
                 crate::transfer::TransferOptions {
                     ssh: crate::transfer::SshOptions {
@@ -75,7 +75,8 @@ pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
                     },
                     load: a.ssh_flags.load,
                 },
-            )?,
+            )
+            .with_context(|| format!("--ssh {host}"))?,
             None => {
                 a.ssh_flags.refuse_for_registry()?;
                 crate::deploy::Destination::LocalStore

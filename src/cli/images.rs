@@ -6,12 +6,12 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::Result;
-use crate::oci::export::{self, Output};
 use crate::oci::from_dir::{FromDirOptions, image_from_dir, normalize_port, parse_command};
 use crate::oci::layer::{Compression, LayerOptions, Ownership, source_date_epoch};
 use crate::oci::{ImageStore, cache_store, import};
 use crate::platform::Platform;
 use crate::progress::{Progress, human_bytes};
+use crate::ship::{Destination, ShipOptions, ship};
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
@@ -147,12 +147,19 @@ pub struct SaveArgs {
     pub output: String,
 }
 
-pub fn save(args: SaveArgs) -> Result<()> {
+pub fn save(args: SaveArgs, progress: &Progress) -> Result<()> {
+    let output = Destination::parse_output(&args.output)?;
     let store = ImageStore::open_default()?;
     let desc = store.resolve(&args.name)?;
-    let output = Output::parse(&args.output)?;
     let name = crate::oci::images::normalize_name(&args.name)?;
-    export::export(store.blobs(), &desc, &name, &output)?;
+    ship(
+        store.blobs(),
+        &desc,
+        &name,
+        &output,
+        &ShipOptions::default(),
+        progress,
+    )?;
     Ok(())
 }
 
@@ -219,7 +226,11 @@ pub fn image(cmd: ImageCommand, progress: &Progress) -> Result<()> {
 
 fn from_dir(a: FromDirArgs, progress: &Progress) -> Result<()> {
     // Validate everything before doing any work.
-    let output = a.output.as_deref().map(Output::parse).transpose()?;
+    let output = a
+        .output
+        .as_deref()
+        .map(Destination::parse_output)
+        .transpose()?;
     let ownership = match &a.owner {
         None => Ownership::Preserve,
         Some(s) => {
@@ -264,7 +275,14 @@ fn from_dir(a: FromDirArgs, progress: &Progress) -> Result<()> {
     let images = ImageStore::open_default()?;
     images.import(&cache, &img.manifest_desc, &name)?;
     if let Some(out) = output {
-        export::export(&cache, &img.manifest_desc, &name, &out)?;
+        ship(
+            &cache,
+            &img.manifest_desc,
+            &name,
+            &out,
+            &ShipOptions::default(),
+            progress,
+        )?;
     }
     println!("{name} {}", img.digest()?);
     Ok(())

@@ -247,7 +247,7 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Inspect(a) => images::inspect(a),
         Command::Rmi(a) => images::rmi(a),
         Command::Load(a) => images::load(a),
-        Command::Save(a) => images::save(a),
+        Command::Save(a) => images::save(a, progress),
         Command::Pull(a) => registry::pull(a, progress),
         Command::Push(a) => registry::push(a, progress),
         Command::Login(a) => registry::login(a, progress),

@@ -267,8 +267,12 @@ pub struct ImagePackagesArgs {
 }
 
 pub fn image_packages(a: ImagePackagesArgs, progress: &Progress) -> Result<()> {
-    use crate::oci::export;
-    let output = a.output.as_deref().map(export::Output::parse).transpose()?;
+    use crate::ship::{Destination, ShipOptions, ship};
+    let output = a
+        .output
+        .as_deref()
+        .map(Destination::parse_output)
+        .transpose()?;
     let name = crate::oci::images::normalize_name(&a.tag)?;
     let lock = a
         .lock
@@ -313,7 +317,14 @@ pub fn image_packages(a: ImagePackagesArgs, progress: &Progress) -> Result<()> {
     let images = crate::oci::ImageStore::open_default()?;
     images.import(&cache, &built.image.manifest_desc, &name)?;
     if let Some(out) = output {
-        export::export(&cache, &built.image.manifest_desc, &name, &out)?;
+        ship(
+            &cache,
+            &built.image.manifest_desc,
+            &name,
+            &out,
+            &ShipOptions::default(),
+            progress,
+        )?;
     }
     println!(
         "{name} {} ({} packages from {}, {} layers, {})",

@@ -11,8 +11,9 @@ use crate::oci::ImageStore;
 use crate::progress::{Progress, human_bytes};
 use crate::registry::{
     Client, ClientOptions, CredentialSource, Credentials, Platform, PullOptions, PushOptions,
-    Reference, credentials, origins, pull, push,
+    Reference, credentials, origins, pull,
 };
+use crate::ship::{Destination, ShipOptions, Shipped, ship};
 
 /// Flags shared by the commands that talk to a registry.
 #[derive(Args, Debug, Clone, Default)]
@@ -96,22 +97,16 @@ pub struct PushArgs {
 }
 
 pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
-    if let Some(r) = args.reference.as_deref()
-        && crate::transfer::SshTarget::is_ssh_url(r)
-    {
-        return super::transfer::push(
-            &args.name,
-            r,
-            args.json,
-            &args.ssh,
-            args.registry.net_timeout,
-            progress,
-        );
+    let to = args.reference.as_deref().unwrap_or(&args.name);
+    let options = args.ssh.transfer_options(args.registry.net_timeout);
+    let dest = Destination::parse_push(to, options)?;
+    if let Destination::Ssh { .. } = dest {
+        return super::transfer::push(&args.name, &dest, args.json, progress);
     }
     args.ssh.refuse_for_registry()?;
     let images = ImageStore::open_default()?;
     let root = images.resolve(&args.name)?;
-    let target = Reference::parse(args.reference.as_deref().unwrap_or(&args.name))?;
+    let target = Reference::parse(to)?;
     // An image pulled from another repository of the same registry: ask
     // the registry to mount its blobs instead of uploading them.
     let mut opts = PushOptions::default();
@@ -129,7 +124,20 @@ pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
         opts.mount_sources = origins::lookup(&path, &target.registry, &target.repository, &blobs);
     }
     let client = args.registry.client(CredentialSource::Files, progress);
-    let summary = push::push(&client, images.blobs(), &root, &target, &opts, progress)?;
+    let shipped = ship(
+        images.blobs(),
+        &root,
+        &args.name,
+        &dest,
+        &ShipOptions {
+            client: Some(&client),
+            push: opts,
+        },
+        progress,
+    )?;
+    let Shipped::Pushed(_, summary) = shipped else {
+        unreachable!("a registry destination is pushed")
+    };
     remember(&target, &summary.blobs, progress);
     super::sbom::attach_on_push(&args.attest, &client, &images, &root, &target, progress)?;
     if args.json {

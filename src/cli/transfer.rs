@@ -8,7 +8,8 @@ use clap::Args;
 use crate::Result;
 use crate::oci::ImageStore;
 use crate::progress::{Progress, human_bytes};
-use crate::transfer::{self, Engine, SshOptions, SshTarget, TransferOptions};
+use crate::ship::{Destination, ShipOptions, Shipped, ship};
+use crate::transfer::{Engine, SshOptions, TransferOptions};
 
 /// Flags of `kiln push` that apply to ssh:// targets only.
 #[derive(Args, Debug, Clone, Default)]
@@ -39,15 +40,22 @@ impl SshFlags {
     }
 }
 
-pub fn push(
-    name: &str,
-    url: &str,
-    json: bool,
-    flags: &SshFlags,
-    net_timeout: Option<std::time::Duration>,
-    progress: &Progress,
-) -> Result<()> {
-    let target = SshTarget::parse(url)?;
+impl SshFlags {
+    /// The transfer options these flags (and `--net-timeout`) give.
+    pub fn transfer_options(&self, net_timeout: Option<std::time::Duration>) -> TransferOptions {
+        TransferOptions {
+            ssh: SshOptions {
+                config: self.ssh_config.clone(),
+                program: None,
+                timeout: net_timeout,
+            },
+            load: self.load,
+        }
+    }
+}
+
+/// `kiln push NAME ssh://…`: `dest` is a [`Destination::Ssh`].
+pub fn push(name: &str, dest: &Destination, json: bool, progress: &Progress) -> Result<()> {
     let images = ImageStore::open_default()?;
     let manifest = images.resolve(name)?;
     // A digest given as NAME has no tag to carry: name it after the digest.
@@ -60,15 +68,17 @@ pub fn push(
     } else {
         format!("sha256-{}", manifest.digest().digest())
     };
-    let opts = TransferOptions {
-        ssh: SshOptions {
-            config: flags.ssh_config.clone(),
-            program: None,
-            timeout: net_timeout,
-        },
-        load: flags.load,
+    let shipped = ship(
+        images.blobs(),
+        &manifest,
+        &tag,
+        dest,
+        &ShipOptions::default(),
+        progress,
+    )?;
+    let Shipped::Sent(summary) = shipped else {
+        bail!("kiln push over ssh needs an ssh:// target");
     };
-    let summary = transfer::send(images.blobs(), &manifest, &tag, &target, &opts, progress)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

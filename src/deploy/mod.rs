@@ -100,35 +100,9 @@ impl Default for DeployRequest {
     }
 }
 
-/// Where an image that names no registry ends up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    /// Kept in kiln's local image store under its name.
-    LocalStore,
-    /// Sent to a server over SSH (`--ssh [ssh://][USER@]HOST[:PORT][/PATH]`)
-    /// with [`crate::transfer::send`]: only the layers the server lacks.
-    Ssh {
-        target: crate::transfer::SshTarget,
-        options: crate::transfer::TransferOptions,
-    },
-}
-
-impl Destination {
-    /// `--ssh HOST`: a host as ssh takes it (`web1`, `deploy@web1`) or a
-    /// full `ssh://` URL.
-    pub fn ssh(host: &str, options: crate::transfer::TransferOptions) -> Result<Destination> {
-        let url = if host.starts_with("ssh://") {
-            host.to_string()
-        } else {
-            format!("ssh://{host}")
-        };
-        Ok(Destination::Ssh {
-            target: crate::transfer::SshTarget::parse(&url)
-                .with_context(|| format!("--ssh {host}"))?,
-            options,
-        })
-    }
-}
+/// Where an image that names no registry ends up: [`Destination::LocalStore`]
+/// or [`Destination::Ssh`] (`--ssh [ssh://][USER@]HOST[:PORT][/PATH]`).
+pub use crate::ship::Destination;
 
 /// Where a resource's image goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -656,20 +630,23 @@ fn build_one(
             })
         }
         Target::Local(n) if !req.skip_push && matches!(req.unpushed, Destination::Ssh { .. }) => {
-            let Destination::Ssh { target, options } = &req.unpushed else {
+            let Destination::Ssh { target, .. } = &req.unpushed else {
                 unreachable!()
             };
             progress.info(format!("Sending image for {} → {target}", r.label));
             let store = crate::oci::cache_store()?;
-            let summary = crate::transfer::send(
+            let shipped = crate::ship::ship(
                 &store,
                 &res.image.manifest_desc,
                 n,
-                target,
-                options,
+                &req.unpushed,
+                &crate::ship::ShipOptions::default(),
                 progress,
             )
             .with_context(|| format!("sending the image for {} to {target}", r.what()))?;
+            let crate::ship::Shipped::Sent(summary) = shipped else {
+                unreachable!("an ssh destination is sent")
+            };
             progress.info(format!(
                 "Successfully built and sent image for {} to {target} ({} blobs sent, {} already there)",
                 r.label, summary.blobs_sent, summary.blobs_present

@@ -28,6 +28,7 @@ mod tls;
 use std::io::Read;
 use std::time::Duration;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use ureq::config::{AutoHeaderValue, RedirectAuthHeaders};
 use ureq::http::HeaderMap;
 
@@ -305,19 +306,33 @@ fn failure(e: ureq::Error) -> Failure {
     }
 }
 
-/// `application/x-www-form-urlencoded` encoding of one key or value.
+/// RFC 3986's unreserved characters stay; every other byte is `%XX`.
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// What `application/x-www-form-urlencoded` leaves as is (space aside).
+const FORM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'*');
+
+/// A URL query value (or path segment): unreserved bytes as is, the rest
+/// percent-encoded.
+pub fn encode_query(v: &str) -> String {
+    utf8_percent_encode(v, QUERY).to_string()
+}
+
+/// `application/x-www-form-urlencoded` encoding of one key or value
+/// (a space is `+`).
 fn form_encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    v.split(' ')
+        .map(|part| utf8_percent_encode(part, FORM).to_string())
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 #[cfg(test)]

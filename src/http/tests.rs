@@ -247,3 +247,13 @@ fn timeouts_parse_from_seconds() {
         assert!(parse_timeout(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn encoders_keep_what_each_grammar_leaves_and_percent_encode_the_rest() {
+    // RFC 3986 unreserved stay; '*', space and UTF-8 bytes are encoded.
+    assert_eq!(encode_query("aZ09-_.~*/: é"), "aZ09-_.~%2A%2F%3A%20%C3%A9");
+    // Forms: '*' stays, '~' is encoded, a space is '+'.
+    assert_eq!(form_encode("aZ09-_.* ~+ é"), "aZ09-_.*+%7E%2B+%C3%A9");
+    assert_eq!(form_encode(" "), "+");
+    assert_eq!(form_encode(""), "");
+}

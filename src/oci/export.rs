@@ -1,5 +1,5 @@
-//! Exporters: an image from a blob store to a destination, with buildx's
-//! `--output` syntax.
+//! Exporters: an image from a blob store to a file or directory. Which
+//! one runs is chosen by [`crate::ship`] from the `--output` spelling.
 //!
 //! | `--output` | writes |
 //! |---|---|
@@ -8,7 +8,6 @@
 //! | `type=docker,dest=FILE.tar` | a `docker save` archive, loadable by `docker load` and `podman load` |
 //! | `type=local,dest=DIR` | the image's root filesystem, its layers applied in order by the safe unpacker ([`super::unpack`]: nothing lands outside DIR) |
 //! | `type=tar,dest=FILE.tar` | that root filesystem as one tar |
-//! | `type=registry` / `type=image,push=true` | a registry push (see `registry`) |
 //!
 //! The OCI layout entry is named with the tag (`org.opencontainers.image.ref.name`,
 //! so `skopeo inspect oci:DIR:TAG` works) and the full name
@@ -21,7 +20,6 @@
 //! locked while it is written; the next export to that directory removes
 //! such files once they are unlocked and more than a minute old.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Seek, Write};
 use std::os::fd::AsRawFd;
@@ -39,70 +37,6 @@ use super::layout::{IMAGE_NAME, Layout};
 use super::store::Store;
 use super::unpack;
 use crate::Result;
-
-/// Where an image goes (the parsed `--output`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    OciDir(PathBuf),
-    OciArchive(PathBuf),
-    DockerArchive(PathBuf),
-    /// The root filesystem, unpacked into a directory (buildx's `type=local`).
-    RootfsDir(PathBuf),
-    /// The root filesystem as one tar (buildx's `type=tar`).
-    RootfsTar(PathBuf),
-    /// Push to the registry named by the image's tag.
-    Registry,
-}
-
-impl Output {
-    /// Parses buildx's `type=…,dest=…`, or the `-o DIR` shorthand: kiln
-    /// reads a bare path as an OCI layout dir (`type=oci,dest=DIR`).
-    pub fn parse(spec: &str) -> Result<Output> {
-        if !spec.contains('=') {
-            return Ok(Output::OciDir(PathBuf::from(spec)));
-        }
-        let mut fields = BTreeMap::new();
-        for part in spec.split(',') {
-            let (k, v) = part.split_once('=').with_context(|| {
-                format!("--output {spec:?}: {part:?} is not KEY=VALUE (e.g. type=oci,dest=out)")
-            })?;
-            fields.insert(k.trim().to_string(), v.trim().to_string());
-        }
-        let ty = fields.remove("type").with_context(|| {
-            format!(
-                "--output {spec:?} has no type=: use type=oci|oci-archive|docker|local|tar|registry"
-            )
-        })?;
-        let dest = fields.remove("dest").map(PathBuf::from);
-        let push = fields.remove("push").is_some_and(|v| v == "true");
-        fields.remove("name");
-        if let Some(k) = fields.keys().next() {
-            bail!("--output {spec:?}: unknown key {k:?} (kiln knows type, dest, name, push)");
-        }
-        let need = |dest: Option<PathBuf>| {
-            dest.with_context(|| format!("--output {spec:?} needs dest=PATH"))
-        };
-        Ok(match ty.as_str() {
-            "oci" => {
-                let d = need(dest)?;
-                if d.extension().is_some_and(|e| e == "tar") {
-                    Output::OciArchive(d)
-                } else {
-                    Output::OciDir(d)
-                }
-            }
-            "oci-archive" => Output::OciArchive(need(dest)?),
-            "tar" => Output::RootfsTar(need(dest)?),
-            "docker" | "docker-archive" => Output::DockerArchive(need(dest)?),
-            "registry" => Output::Registry,
-            "image" if push => Output::Registry,
-            "local" => Output::RootfsDir(need(dest)?),
-            other => bail!(
-                "--output type={other} is not supported: use oci, oci-archive, docker, local, tar or registry"
-            ),
-        })
-    }
-}
 
 /// Splits `repo/name:tag` into (`repo/name:tag`, `tag`) for index annotations.
 fn tag_of(name: &str) -> &str {
@@ -412,18 +346,6 @@ fn append_reader<W: Write>(
     Ok(())
 }
 
-/// Exports to a local destination (not a registry).
-pub fn export(src: &Store, desc: &Descriptor, name: &str, output: &Output) -> Result<()> {
-    match output {
-        Output::OciDir(d) => to_oci_dir(src, desc, name, d),
-        Output::OciArchive(f) => to_oci_archive(src, desc, name, f),
-        Output::DockerArchive(f) => to_docker_archive(src, desc, &[name.to_string()], f),
-        Output::RootfsDir(d) => to_rootfs_dir(src, desc, d),
-        Output::RootfsTar(f) => to_rootfs_tar(src, desc, f),
-        Output::Registry => bail!("a registry output is a push: use `kiln push` or --push"),
-    }
-}
-
 /// Applies the image's layers in order onto `dest` (created if missing):
 /// whiteouts delete, and every entry is placed inside `dest` whatever
 /// symlinks the layers hold ([`super::unpack`]). Without root, owners and
@@ -473,32 +395,6 @@ pub fn to_rootfs_tar(src: &Store, desc: &Descriptor, dest: &Path) -> Result<()> 
 mod tests {
     use super::*;
 
-    #[test]
-    fn output_specs() {
-        assert_eq!(
-            Output::parse("type=oci,dest=out").unwrap(),
-            Output::OciDir("out".into())
-        );
-        assert_eq!(
-            Output::parse("type=oci,dest=o.tar").unwrap(),
-            Output::OciArchive("o.tar".into())
-        );
-        assert_eq!(
-            Output::parse("type=docker,dest=i.tar").unwrap(),
-            Output::DockerArchive("i.tar".into())
-        );
-        assert_eq!(Output::parse("type=registry").unwrap(), Output::Registry);
-        assert_eq!(Output::parse("dir").unwrap(), Output::OciDir("dir".into()));
-        let err = Output::parse("type=oci").unwrap_err().to_string();
-        assert!(err.contains("dest="), "{err}");
-        let err = Output::parse("type=zip,dest=x").unwrap_err().to_string();
-        assert!(err.contains("not supported"), "{err}");
-        assert!(Output::parse("type=oci,dest=x,color=red").is_err());
-    }
-
-    /// Archives are 0666 minus the umask (0644 under the usual 022), as
-    /// docker writes them, on filesystems without O_TMPFILE too (the named
-    /// temp file tempfile makes is 0600 unless told otherwise).
     #[test]
     fn archives_get_the_usual_file_mode() {
         use std::os::unix::fs::PermissionsExt as _;

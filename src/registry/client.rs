@@ -646,20 +646,7 @@ pub fn absolute(s: &Session, location: &str) -> String {
 /// Appends a query parameter to a URL that may already have a query.
 pub fn with_query(url: &str, key: &str, value: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{key}={}", encode_query(value))
-}
-
-fn encode_query(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    format!("{url}{sep}{key}={}", crate::http::encode_query(value))
 }
 
 #[cfg(test)]
