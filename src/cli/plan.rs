@@ -51,36 +51,27 @@ pub struct PlanInputs {
 }
 
 impl PlanInputs {
-    pub fn options(&self, progress: &Progress) -> crate::Result<Options> {
+    /// The plan, as `kiln build` and `kiln::plan` make it from the same
+    /// inputs ([`crate::PlanRequest::plan`]), plus the `KILN_*`/`NIXPACKS_*`
+    /// variables of this process (`-e` wins).
+    pub fn generate(&self, progress: &Progress) -> crate::Result<BuildPlan> {
         let mut secrets = Vec::new();
         for s in &self.secret {
             secrets.push(secret_name(s)?);
         }
-        let split = |v: &[String]| {
-            v.iter()
-                .flat_map(|s| plan::context::split_list(s))
-                .collect()
-        };
-        Ok(Options {
+        let req = crate::PlanRequest {
             install_cmd: self.install_cmd.clone(),
             build_cmd: self.build_cmd.clone(),
             start_cmd: self.start_cmd.clone(),
-            pkgs: split(&self.pkgs),
-            apt: split(&self.apt),
-            libs: split(&self.libs),
-            config: self.config.clone(),
+            pkgs: self.pkgs.clone(),
+            apt: self.apt.clone(),
+            libs: self.libs.clone(),
+            env: with_process_options(&self.env),
             build_env: self.build_env.clone(),
-            secrets,
-            progress: Some(progress.clone()),
-        })
-    }
-
-    pub fn generate(&self, progress: &Progress) -> crate::Result<BuildPlan> {
-        plan::generate(
-            &self.dir,
-            &with_process_options(&self.env),
-            &self.options(progress)?,
-        )
+            config: self.config.clone(),
+            ..Default::default()
+        };
+        req.plan(&self.dir, secrets, progress)
     }
 }
 
