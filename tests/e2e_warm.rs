@@ -95,6 +95,46 @@ fn warm_rebuild_without_network_reuses_the_package_sets() {
     );
 }
 
+/// The other bench apps: an unchanged rebuild with the network denied gives
+/// the same image and runs nothing; for node-npm, a one-line change too
+/// runs no command (production dependencies are installed as such, so no
+/// prune reruns after the source copy) and needs no network.
+#[test]
+fn no_change_rebuild_without_network_for_node_and_go() {
+    let home = Kiln::shared();
+    for name in ["node-npm", "go-mod"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = example(name, tmp.path());
+        let (first, _) = home.build(&dir, &format!("{name}-warm:1"));
+        let (again, events) = build_offline(&home, &dir, &format!("{name}-warm:2"));
+        assert_eq!(
+            again, first,
+            "{name}: an unchanged rebuild gives the same image"
+        );
+        assert_eq!(started(&events, "[index]"), Vec::<String>::new(), "{name}");
+        assert!(
+            support::auto::ran_nothing(&events),
+            "{name}: an unchanged rebuild runs nothing"
+        );
+        if name != "node-npm" {
+            continue;
+        }
+        let src = std::fs::read_to_string(dir.join("index.js")).unwrap();
+        std::fs::write(dir.join("index.js"), format!("{src}\n// one more line\n")).unwrap();
+        let (changed, events) = build_offline(&home, &dir, &format!("{name}-warm:3"));
+        assert_ne!(
+            changed, first,
+            "{name}: the source change must change the image"
+        );
+        let runs = step_status(&events, "RUN ");
+        assert!(!runs.is_empty(), "{name}: the build has RUN steps");
+        assert!(
+            runs.iter().all(|s| *s == "cached"),
+            "{name}: a command ran after a one-line change: {runs:?}"
+        );
+    }
+}
+
 #[test]
 fn pull_resolves_the_package_sets_again() {
     let home = Kiln::shared();
