@@ -220,6 +220,10 @@ for app in "${APPS[@]}"; do
   mkdir -p "$(dirname "$kdir")" "$(dirname "$bdir")" "$(dirname "$ddir")"
   cp -r "$src" "$kdir"; cp -r "$src" "$bdir"; cp -r "$src" "$ddir"
   "$KILN" --progress quiet dockerfile "$bdir" -o "$work/$app/Dockerfile" --base-image "$base" >/dev/null
+  # The scripts the Dockerfile bind-mounts (.kiln/scripts/, e.g. the
+  # runtime's shared-library check) are written into the context: BuildKit
+  # builds its own copy of it.
+  if [ -d "$bdir/.kiln" ]; then cp -r "$bdir/.kiln" "$ddir/"; fi
   # dockerd's built-in frontend: a `# syntax=` line would fetch one from
   # Docker Hub. BuildKit runs both stages' apt at once: lock its caches
   # (the generated file leaves them shared because buildah 1.28 hangs on

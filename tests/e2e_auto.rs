@@ -38,8 +38,9 @@ fn examples_build_and_answer_http() {
         }
         let size = build_and_serve(&home, tmp.path(), name, expect);
         if *name == "node-npm" {
-            // The prune phase: Express (a dependency) is in the image,
-            // nodemon (a dev dependency) and its own dependencies are not.
+            // Production dependencies only: Express (a dependency) is in
+            // the image, nodemon (a dev dependency) and its own
+            // dependencies are not.
             let ls = home.stdout(&[
                 "--progress",
                 "quiet",
@@ -62,7 +63,7 @@ fn examples_build_and_answer_http() {
 }
 
 /// `--target build` stops at the plan's build stage: the toolchain (npm)
-/// and the pruned app, not the runtime image.
+/// and the app with production dependencies only, not the runtime image.
 #[test]
 fn target_build_gives_the_build_stage() {
     let home = Kiln::shared();
@@ -93,7 +94,7 @@ fn target_build_gives_the_build_stage() {
         "stage-build:1",
         "npm --version && test -d node_modules/express && test ! -d node_modules/nodemon",
     );
-    assert!(out.status.success(), "not the pruned build stage: {out:?}");
+    assert!(out.status.success(), "not the build stage: {out:?}");
     let mut runtime = args.clone();
     runtime.extend(["-t", "stage-runtime:1"]);
     home.ok(&runtime);
@@ -122,9 +123,19 @@ fn one_line_change_reuses_the_install_step() {
     let (second, events) = home.build(&dir, "edit:2");
     assert_ne!(first, second, "the source change must change the image");
     assert_eq!(
-        step_status(&events, "RUN npm ci"),
+        step_status(&events, "npm ci --omit=dev"),
         vec!["cached"],
         "npm ci must be cached after a source edit"
+    );
+    // No command of the build stage runs after the source copy (no build
+    // script, production dependencies installed as such): the edit costs
+    // a copy, not a prune of the dev dependencies. (The runtime's check of
+    // the copied files' shared libraries does run again.)
+    let ran = support::auto::commands_run(&events);
+    assert!(
+        ran.iter()
+            .all(|n| n.contains("check that the shared libraries")),
+        "a command ran after a source edit: {ran:?}"
     );
     let after = layers(&home, "edit:2");
     assert_eq!(before.len(), after.len());
@@ -186,7 +197,7 @@ fn clean_builds_are_reproducible() {
             digests.push(home.build(&dir, "repro:1").0);
             if last.is_none() && name == "node-npm" {
                 // Package bases snapshot as they compress, RUN steps keep
-                // their upper dirs (npm ci, the prune): all of it must be
+                // their upper dirs (npm ci): all of it must be
                 // what an unpack gives. One example: each check unpacks
                 // every blob again.
                 let n = support::snapshot::assert_all_match_their_blobs(home.cache());

@@ -95,6 +95,61 @@ fn warm_rebuild_without_network_reuses_the_package_sets() {
     );
 }
 
+/// The other bench apps: an unchanged rebuild with the network denied gives
+/// the same image and runs nothing; a one-line change needs no network
+/// either and runs only what depends on the source.
+#[test]
+fn no_change_rebuild_without_network_for_node_and_go() {
+    let home = Kiln::shared();
+    for name in ["node-npm", "go-mod"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = example(name, tmp.path());
+        let (first, _) = home.build(&dir, &format!("{name}-warm:1"));
+        let (again, events) = build_offline(&home, &dir, &format!("{name}-warm:2"));
+        assert_eq!(
+            again, first,
+            "{name}: an unchanged rebuild gives the same image"
+        );
+        assert_eq!(started(&events, "[index]"), Vec::<String>::new(), "{name}");
+        assert!(
+            support::auto::ran_nothing(&events),
+            "{name}: an unchanged rebuild runs nothing"
+        );
+        // A line no earlier run wrote: the shared home keeps every run's steps.
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let main = if name == "node-npm" {
+            "index.js"
+        } else {
+            "main.go"
+        };
+        let src = std::fs::read_to_string(dir.join(main)).unwrap();
+        std::fs::write(dir.join(main), format!("{src}\n// edit {stamp}\n")).unwrap();
+        let (changed, events) = build_offline(&home, &dir, &format!("{name}-warm:3"));
+        assert_ne!(
+            changed, first,
+            "{name}: the source change must change the image"
+        );
+        // What runs again: for node-npm, only the runtime's shared-library
+        // check of what was copied, no command of the build stage (before:
+        // the prune); for go-mod, the build itself (before: also the
+        // `mkdir` of the scratch runtime's /tmp, placed after the source).
+        let ran = support::auto::commands_run(&events);
+        let expected = if name == "node-npm" {
+            assert_eq!(step_status(&events, "npm ci --omit=dev"), vec!["cached"]);
+            "check that the shared libraries"
+        } else {
+            "RUN go build"
+        };
+        assert!(
+            !ran.is_empty() && ran.iter().all(|n| n.contains(expected)),
+            "{name}: commands run after a one-line change: {ran:?}"
+        );
+    }
+}
+
 #[test]
 fn pull_resolves_the_package_sets_again() {
     let home = Kiln::shared();

@@ -576,6 +576,78 @@ fn node_dev_dependencies_are_pruned_unless_the_start_needs_them() {
     assert!(prune(d.path(), &[]).is_empty());
 }
 
+/// With no build command, nothing needs the dev dependencies after the
+/// install: npm installs production ones only and there is no prune
+/// (which, after the source copy, reran on every one-line change).
+#[test]
+fn node_without_a_build_installs_production_dependencies_only() {
+    let pkg = |scripts: &str| {
+        format!(
+            r#"{{"scripts": {{"start": "node index.js"{scripts}}},
+               "dependencies": {{"express": "4"}},
+               "devDependencies": {{"nodemon": "3"}}}}"#
+        )
+    };
+    let plan = |files: &[(&str, &str)], env: &[&str]| {
+        let d = app(files);
+        let p = make_plan(d.path(), env, &Options::default()).unwrap();
+        (cmds(&p, "install"), cmds(&p, "prune"))
+    };
+    const CI_PROD: &str = "NPM_CONFIG_PRODUCTION=true npm ci --omit=dev --no-audit --no-fund";
+    const PRUNE: &str = "NPM_CONFIG_PRODUCTION=true npm prune --omit=dev --no-audit --no-fund";
+    let lock = ("package-lock.json", "{}");
+    let (install, prune) = plan(&[("package.json", &pkg("")), lock], &[]);
+    assert_eq!(install, [CI_PROD]);
+    assert!(prune.is_empty(), "{prune:?}");
+
+    // Anything that could use a dev dependency after the install keeps the
+    // full install and the prune: a build script, a build command given
+    // outside package.json, a lifecycle script of the package.
+    let (install, prune) = plan(&[("package.json", &pkg(r#", "build": "tsc""#)), lock], &[]);
+    assert_eq!(
+        (install, prune),
+        (vec!["npm ci".into()], vec![PRUNE.to_string()])
+    );
+    let (install, prune) = plan(
+        &[("package.json", &pkg("")), lock],
+        &["NIXPACKS_BUILD_CMD=npx nodemon --version"],
+    );
+    assert_eq!(
+        (install, prune),
+        (vec!["npm ci".into()], vec![PRUNE.to_string()])
+    );
+    let (install, prune) = plan(
+        &[("package.json", &pkg(r#", "prepare": "husky""#)), lock],
+        &[],
+    );
+    assert_eq!(
+        (install, prune),
+        (vec!["npm ci".into()], vec![PRUNE.to_string()])
+    );
+    // The user's install command, prune command or opt-out stay as given.
+    let (install, prune) = plan(
+        &[("package.json", &pkg("")), lock],
+        &["NIXPACKS_INSTALL_CMD=npm ci --foreground-scripts"],
+    );
+    assert_eq!(install, ["npm ci --foreground-scripts"]);
+    assert_eq!(prune, [PRUNE]);
+    let (install, prune) = plan(
+        &[("package.json", &pkg("")), lock],
+        &["KILN_NODE_PRUNE_DEPS=false"],
+    );
+    assert_eq!((install, prune), (vec!["npm ci".into()], vec![]));
+    // A start that runs a dev dependency keeps them all.
+    let (install, prune) = plan(
+        &[
+            ("package.json", &pkg("")),
+            lock,
+            ("Procfile", "web: nodemon index.js\n"),
+        ],
+        &[],
+    );
+    assert_eq!((install, prune), (vec!["npm ci".into()], vec![]));
+}
+
 fn runtime(p: &BuildPlan) -> Vec<String> {
     p.start
         .as_ref()

@@ -254,6 +254,16 @@ pub fn recipe(plan: &BuildPlan, opts: &RecipeOptions) -> Result<Recipe> {
         RecipeStep::Workdir(APP_DIR.into()),
         RecipeStep::Env(build_env),
     ];
+    if static_rt {
+        // The scratch runtime's `/tmp`, copied from here. It needs no
+        // source: made before the first copy of the context, a source
+        // edit does not run it again.
+        b.push(RecipeStep::Script {
+            cmd: format!("mkdir -p {EMPTY_DIR}"),
+            phase: "runtime".into(),
+            label: None,
+        });
+    }
     let copy_context = |src: &str, phase: &str| RecipeStep::CopyContext {
         src: src.to_string(),
         dest: if src == "." {
@@ -309,13 +319,6 @@ pub fn recipe(plan: &BuildPlan, opts: &RecipeOptions) -> Result<Recipe> {
     }
     if !copied_all {
         b.push(copy_context(".", "source"));
-    }
-    if static_rt {
-        b.push(RecipeStep::Script {
-            cmd: format!("mkdir -p {EMPTY_DIR}"),
-            phase: "runtime".into(),
-            label: None,
-        });
     }
 
     // Stage 1: runtime.

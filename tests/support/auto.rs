@@ -232,6 +232,23 @@ pub fn step_status<'a>(events: &'a [serde_json::Value], prefix: &str) -> Vec<&'a
         .collect()
 }
 
+/// The names of the `RUN` steps a build's JSON events show as run (not
+/// cached).
+pub fn commands_run(events: &[serde_json::Value]) -> Vec<String> {
+    let done: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "finish" && e["status"] == "done")
+        .filter_map(|e| e["id"].as_u64())
+        .collect();
+    events
+        .iter()
+        .filter(|e| e["event"] == "start" && e["id"].as_u64().is_some_and(|i| done.contains(&i)))
+        .filter_map(|e| e["name"].as_str())
+        .filter(|n| n.contains("RUN "))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Whether a build's JSON events show no step that ran (all cached).
 pub fn ran_nothing(events: &[serde_json::Value]) -> bool {
     events

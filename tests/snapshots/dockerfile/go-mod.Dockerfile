@@ -10,6 +10,7 @@ RUN --mount=type=cache,target=/var/cache/apt \
 WORKDIR /app
 ENV CGO_ENABLED="0"
 ENV PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
+RUN mkdir -p /.kiln-empty
 
 # phase: install
 COPY go.mod /app/go.mod
@@ -19,7 +20,6 @@ RUN --mount=type=cache,target=/root/.cache/go-build --mount=type=cache,target=/r
 # phase: build
 COPY . /app/
 RUN --mount=type=cache,target=/root/.cache/go-build --mount=type=cache,target=/root/go/pkg/mod go build -o out
-RUN mkdir -p /.kiln-empty
 
 FROM scratch AS runtime
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt

@@ -17,11 +17,10 @@ ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 COPY package.json /app/package.json
 COPY package-lock.json /app/package-lock.json
 ARG SOURCE_DATE_EPOCH="1"
-RUN --mount=type=cache,target=/root/.npm npm ci
+RUN --mount=type=cache,target=/root/.npm NPM_CONFIG_PRODUCTION=true npm ci --omit=dev --no-audit --no-fund
 
-# phase: prune
+# phase: source
 COPY . /app/
-RUN NPM_CONFIG_PRODUCTION=true npm prune --omit=dev --no-audit --no-fund
 
 FROM debian:trixie-slim AS runtime
 RUN --mount=type=cache,target=/var/cache/apt \
