@@ -454,7 +454,7 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
                 host_ca: bundle,
                 plan,
             } = auto_graph(req, progress)?;
-            omit_dev = plan.phase("prune").is_some();
+            omit_dev = omits_dev_dependencies(&plan);
             build_info.plan = Some(serde_json::to_value(&plan)?);
             host_ca = bundle.map(Arc::new);
             source = BuildSource::Auto { providers };
@@ -1019,6 +1019,16 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
     })
 }
 
+/// Whether the image holds no development dependencies: the plan prunes
+/// them after the build, or installs without them (`npm ci --omit=dev`
+/// when nothing after the install could use one).
+fn omits_dev_dependencies(plan: &crate::plan::BuildPlan) -> bool {
+    plan.phase("prune").is_some()
+        || plan
+            .phase("install")
+            .is_some_and(|p| p.cmds.iter().flatten().any(|c| c.contains("--omit=dev")))
+}
+
 /// The names `-e` put in the plan's image variables (not the options).
 fn image_vars_from_env(env: &[String], plan: &crate::plan::BuildPlan) -> Vec<String> {
     let vars = plan.variables.clone().unwrap_or_default();
@@ -1151,5 +1161,21 @@ mod tests {
             assert!(runtime.iter().any(|s| s == p), "{p} not in {runtime:?}");
         }
         assert_eq!(plan.build_variables.unwrap()["ONLY_BUILD"], "1");
+    }
+
+    /// The SBOM leaves out dev dependencies whether the plan prunes them or
+    /// never installs them (node-npm: `npm ci --omit=dev`, no prune).
+    #[test]
+    fn dev_dependencies_are_omitted_by_a_prune_or_a_production_install() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let plan_of = |name: &str| {
+            PlanRequest::default()
+                .plan(&examples.join(name), Vec::new(), &Progress::quiet())
+                .unwrap()
+        };
+        let npm = plan_of("node-npm");
+        assert!(npm.phase("prune").is_none());
+        assert!(omits_dev_dependencies(&npm));
+        assert!(!omits_dev_dependencies(&plan_of("procfile")));
     }
 }
