@@ -321,18 +321,7 @@ fn spdx_id(short: &str) -> String {
 /// `LicenseRef-` + the text with every character outside `[A-Za-z0-9.-]`
 /// as `-` (SPDX's idstring).
 pub fn license_ref(text: &str) -> String {
-    let id: String = text
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("LicenseRef-{id}")
+    format!("LicenseRef-{}", super::spdx::idstring(text.trim()))
 }
 
 #[cfg(test)]

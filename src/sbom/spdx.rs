@@ -16,10 +16,10 @@ use crate::Result;
 /// The artifact type of an attached SPDX document.
 pub const MEDIA_TYPE: &str = "application/spdx+json";
 
-/// An SPDX id (`SPDXRef-` + `[A-Za-z0-9.-]`).
-fn spdx_id(kind: &str, name: &str, n: usize) -> String {
-    let clean: String = name
-        .chars()
+/// `text` with every character outside `[A-Za-z0-9.-]` as `-`: SPDX's
+/// idstring, the tail of `SPDXRef-…` and `LicenseRef-…` ids.
+pub fn idstring(text: &str) -> String {
+    text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
                 c
@@ -27,8 +27,12 @@ fn spdx_id(kind: &str, name: &str, n: usize) -> String {
                 '-'
             }
         })
-        .collect();
-    format!("SPDXRef-{kind}-{n}-{clean}")
+        .collect()
+}
+
+/// An SPDX id (`SPDXRef-` + `[A-Za-z0-9.-]`).
+fn spdx_id(kind: &str, name: &str, n: usize) -> String {
+    format!("SPDXRef-{kind}-{n}-{}", idstring(name))
 }
 
 fn checksums(hashes: &[(String, String)]) -> Value {
