@@ -645,12 +645,7 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     let mut refs = push_refs;
     for out in &req.outputs {
         match out {
-            Destination::Registry(Some(n)) => {
-                let r = Reference::parse(n)?;
-                if !refs.contains(&r) {
-                    refs.push(r);
-                }
-            }
+            Destination::Registry(Some(r)) if !refs.contains(r) => refs.push(r.clone()),
             Destination::Registry(None) if refs.is_empty() => {
                 if names.is_empty() {
                     bail!("a registry output needs a name: give -t REGISTRY/NAME:TAG");
@@ -670,7 +665,7 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         {
             return Err(crate::sandbox::Cancelled.into());
         }
-        let to = Destination::Registry(Some(r.to_string()));
+        let to = Destination::Registry(Some(r.clone()));
         let opts = ShipOptions {
             client: Some(&client),
             ..ShipOptions::default()

@@ -45,8 +45,9 @@ pub enum Destination {
     /// The root filesystem as one tar (buildx's `type=tar`).
     RootfsTar(PathBuf),
     /// A registry push to this reference; `None`: to the image's own names
-    /// (`-t`), as `--push` does.
-    Registry(Option<String>),
+    /// (`-t`), as `--push` does. Parsed when the destination is, so a bad
+    /// name fails before the build.
+    Registry(Option<Reference>),
     /// A server's OCI layout over SSH: only the blobs it lacks are sent.
     Ssh {
         target: SshTarget,
@@ -77,7 +78,11 @@ impl Destination {
             .with_context(|| format!("--output {spec:?} has no type=: use type={TYPES}"))?;
         let dest = fields.remove("dest");
         let push = fields.remove("push");
-        let name = fields.remove("name").filter(|n| !n.is_empty());
+        let name = fields
+            .remove("name")
+            .filter(|n| !n.is_empty())
+            .map(|n| Reference::parse(&n).with_context(|| format!("--output {spec:?}: name=")))
+            .transpose()?;
         if let Some(k) = fields.keys().next() {
             bail!("--output {spec:?}: unknown key {k:?} (kiln knows {KEYS})");
         }
@@ -127,8 +132,7 @@ impl Destination {
                 options,
             });
         }
-        Reference::parse(target)?;
-        Ok(Destination::Registry(Some(target.to_string())))
+        Ok(Destination::Registry(Some(Reference::parse(target)?)))
     }
 
     /// `--ssh HOST` (or `-o type=ssh,dest=HOST`): a host as ssh takes it
@@ -194,7 +198,10 @@ pub fn ship(
             let Some(client) = opts.client else {
                 bail!("a registry output is a push: use `kiln push` or --push");
             };
-            let reference = Reference::parse(to.as_deref().unwrap_or(name))?;
+            let reference = match to {
+                Some(r) => r.clone(),
+                None => Reference::parse(name)?,
+            };
             let summary =
                 registry::push::push(client, store, manifest, &reference, &opts.push, progress)?;
             return Ok(Shipped::Pushed(reference, summary));
@@ -219,6 +226,10 @@ mod tests {
 
     fn parse(s: &str) -> Destination {
         Destination::parse_output(s).unwrap_or_else(|e| panic!("{s}: {e:#}"))
+    }
+
+    fn reference(s: &str) -> Reference {
+        Reference::parse(s).unwrap()
     }
 
     fn error(s: &str) -> String {
@@ -260,12 +271,12 @@ mod tests {
         assert_eq!(parse("type=registry"), Registry(None));
         assert_eq!(
             parse("type=registry,name=localhost:5000/a:1"),
-            Registry(Some("localhost:5000/a:1".into()))
+            Registry(Some(reference("localhost:5000/a:1")))
         );
         assert_eq!(parse("type=image,push=true"), Registry(None));
         assert_eq!(
             parse("type=image,name=r.io/x,push=true"),
-            Registry(Some("r.io/x".into()))
+            Registry(Some(reference("r.io/x")))
         );
         assert_eq!(parse(" type = oci , dest = out "), OciDir("out".into()));
         assert_eq!(parse("type=ssh,dest=web1"), ssh(None, "web1", None, None));
@@ -312,6 +323,10 @@ mod tests {
         assert!(e.contains("push=\"maybe\""), "{e}");
         let e = error("type=ssh,dest=web1:99999");
         assert!(e.contains("dest=") && e.contains("invalid port"), "{e}");
+        // A bad registry name fails when the flag is read, not after the
+        // build.
+        let e = error("type=registry,name=Bad Name");
+        assert!(e.contains("name=") && e.contains("Bad Name"), "{e}");
         let e = error("type=ssh,dest=-oProxyCommand=x");
         assert!(e.contains("invalid host"), "{e}");
     }
@@ -325,7 +340,7 @@ mod tests {
         );
         assert_eq!(
             Destination::parse_push("localhost:5000/app:1", opts.clone()).unwrap(),
-            Destination::Registry(Some("localhost:5000/app:1".into()))
+            Destination::Registry(Some(reference("localhost:5000/app:1")))
         );
         assert!(Destination::parse_push("ssh://", opts.clone()).is_err());
         assert!(Destination::parse_push("Bad Name", opts).is_err());
