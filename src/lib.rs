@@ -14,36 +14,52 @@
 //! the command line: `default-features = false` drops the `cli` feature
 //! (clap, clap_complete, indicatif).
 
-pub mod build;
-#[cfg(feature = "cli")]
-pub mod cli;
-pub mod context;
-pub mod deploy;
-pub mod dockerfile;
-pub mod error;
-pub mod failure;
-pub mod gc;
-pub mod graph;
-pub mod http;
-pub mod oci;
-pub mod packages;
-pub mod paths;
-pub mod plan;
-pub mod platform;
-pub mod progress;
-pub mod redact;
-pub mod registry;
-pub mod sandbox;
-pub mod sbom;
-pub mod ship;
-pub mod sign;
-pub mod solver;
-pub mod transfer;
+/// Declares the modules the library does not promise: private to the
+/// crate, or `pub` (and hidden from the docs) with the `internals`
+/// feature, which only the crate's own test suites turn on (a
+/// dev-dependency of kiln on itself), because they reach into the pieces
+/// they test (the layer writer, the sandbox, the graph). A program that
+/// embeds kiln sees the promised API alone, so an internal change cannot
+/// break it; the dead-code and unused-import lints are off for these modules
+/// without the feature, since some of their items (and re-exports) exist
+/// for the tests.
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code, unused_imports)]
+        mod $name;
+    )*};
+}
 
-pub use build::{BuildRequest, BuildResult, PlanRequest};
+internal_modules!(
+    build, context, deploy, dockerfile, error, failure, gc, graph, http, oci, packages, paths,
+    plan, platform, progress, redact, registry, sandbox, sbom, ship, sign, solver, transfer,
+);
+
+/// The command line of the `kiln` binary (the `cli` feature): the binary
+/// is a separate crate, so this is `pub`, but it is no library API.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
+
+// What the library promises (docs/library.md): the items below and the
+// functions after them. Everything else is internal.
+pub use build::{BuildRequest, BuildResult, BuildSource, Entitlement, PlanRequest};
+pub use deploy::{Built, DeployRequest, DeployResult, Resolved};
 pub use error::Result;
 pub use failure::Error;
+pub use gc::Bound;
+pub use oci::{Compression, Digest, ImageStore};
+pub use plan::BuildPlan;
+pub use platform::Platform;
 pub use progress::{Event, Progress, ProgressSink};
+pub use registry::Reference;
+pub use sandbox::Network;
+pub use ship::{Destination, PushRequest, Shipped};
+pub use transfer::{Engine, SshOptions, SshTarget, TransferOptions, TransferSummary};
 
 /// Builds an image (from the context's Dockerfile, inline Dockerfile text
 /// or the auto plan; see [`BuildRequest`]), reporting to `progress` as it
@@ -58,10 +74,23 @@ pub fn build(req: &BuildRequest, progress: &Progress) -> std::result::Result<Bui
 /// `req.plan_file` names). It is the plan [`build()`] uses for the same
 /// request. Unlike the binary, it reads no `KILN_*`/`NIXPACKS_*` variable
 /// from the process environment: pass them in `req.env`.
-pub fn plan(
-    dir: &std::path::Path,
-    req: &PlanRequest,
-) -> std::result::Result<plan::BuildPlan, Error> {
+pub fn plan(dir: &std::path::Path, req: &PlanRequest) -> std::result::Result<BuildPlan, Error> {
     req.plan(dir, Vec::new(), &Progress::quiet())
         .map_err(Error::from)
+}
+
+/// Builds every service the deploy files name (compose, FTL, lttle),
+/// pushes or sends the images, and returns the files with pinned digests
+/// (what `kiln deploy` writes).
+pub fn deploy(
+    req: &DeployRequest,
+    progress: &Progress,
+) -> std::result::Result<DeployResult, Error> {
+    deploy::deploy(req, progress).map_err(Error::from)
+}
+
+/// Sends an image of the local store to a registry or a server over SSH,
+/// only the blobs the other side lacks (what `kiln push` does).
+pub fn push(req: &PushRequest, progress: &Progress) -> std::result::Result<Shipped, Error> {
+    ship::stored::push(req, progress).map_err(Error::from)
 }

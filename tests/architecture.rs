@@ -225,3 +225,53 @@ fn find_cycle(edges: &Edges) -> Option<Vec<String>> {
         .keys()
         .find_map(|n| visit(n, edges, &mut Vec::new(), &mut done))
 }
+
+/// The library's promise is its crate root (docs/library.md): the example
+/// a user copies and the page that documents the API name no item through
+/// a module path (`kiln::oci::…`), since the modules are private outside
+/// the `internals` feature the test suites use.
+#[test]
+fn the_library_example_and_docs_use_only_the_crate_root() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut problems = Vec::new();
+    for file in ["examples/embed.rs", "docs/library.md", "README.md"] {
+        let text = fs::read_to_string(root.join(file)).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if let Some(path) = module_path(line) {
+                problems.push(format!("{file}:{}: {path}", n + 1));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "paths into kiln's private modules (re-export the item at the crate root instead):\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The first `kiln::module::` path in `line` (a lowercase segment followed
+/// by `::`), if any.
+fn module_path(line: &str) -> Option<&str> {
+    let mut rest = line;
+    while let Some(i) = rest.find("kiln::") {
+        let after = &rest[i + "kiln::".len()..];
+        let seg = after
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(after.len());
+        if seg > 0 && after[seg..].starts_with("::") {
+            return Some(&rest[i..i + "kiln::".len() + seg + 2]);
+        }
+        rest = after;
+    }
+    None
+}
+
+#[test]
+fn module_paths_are_found() {
+    assert_eq!(module_path("use kiln::oci::Store;"), Some("kiln::oci::"));
+    assert_eq!(module_path("kiln::build(&req) and kiln::Error::X"), None);
+    assert_eq!(
+        module_path("a kiln::plan(…) then kiln::transfer::send"),
+        Some("kiln::transfer::")
+    );
+}

@@ -10,10 +10,10 @@ use crate::http::parse_timeout;
 use crate::oci::ImageStore;
 use crate::progress::{Progress, human_bytes};
 use crate::registry::{
-    Client, ClientOptions, CredentialSource, Credentials, Platform, PullOptions, PushOptions,
-    Reference, credentials, origins, pull,
+    Client, ClientOptions, CredentialSource, Credentials, Platform, PullOptions, Reference,
+    credentials, pull,
 };
-use crate::ship::{Destination, ShipOptions, Shipped, ship};
+use crate::ship::{Destination, PushRequest, Shipped, stored};
 
 /// Flags shared by the commands that talk to a registry.
 #[derive(Args, Debug, Clone, Default)]
@@ -67,7 +67,7 @@ pub fn pull(args: PullArgs, progress: &Progress) -> Result<()> {
     )?;
     let name = reference.to_string();
     images.tag(&name, &result.manifest)?;
-    remember(&reference, &result.blobs, progress);
+    stored::remember(&reference, &result.blobs, progress);
     println!(
         "{name}: pulled {} ({} blobs fetched, {} already present, {})",
         result.resolved,
@@ -98,71 +98,33 @@ pub struct PushArgs {
 
 pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
     let to = args.reference.as_deref().unwrap_or(&args.name);
-    let options = args.ssh.transfer_options(args.registry.net_timeout);
-    let dest = Destination::parse_push(to, options)?;
-    if let Destination::Ssh { .. } = dest {
-        return super::transfer::push(&args.name, &dest, args.json, progress);
+    let dest = Destination::parse_push(to, args.ssh.transfer_options(args.registry.net_timeout))?;
+    if dest.is_registry() {
+        args.ssh.refuse_for_registry()?;
     }
-    args.ssh.refuse_for_registry()?;
-    let images = ImageStore::open_default()?;
-    let root = images.resolve(&args.name)?;
-    let target = Reference::parse(to)?;
-    // An image pulled from another repository of the same registry: ask
-    // the registry to mount its blobs instead of uploading them.
-    let mut opts = PushOptions::default();
-    if let Ok(source) = Reference::parse(&args.name)
-        && source.registry == target.registry
-        && source.repository != target.repository
-    {
-        opts.mount_from.push(source.repository);
-    }
-    if let Ok(path) = origins::default_path() {
-        let blobs = crate::oci::image::closure(images.blobs(), &root)?
-            .into_iter()
-            .map(|(d, _)| d)
-            .collect::<Vec<_>>();
-        opts.mount_sources = origins::lookup(&path, &target.registry, &target.repository, &blobs);
-    }
-    let client = args.registry.client(CredentialSource::Files, progress);
-    let shipped = ship(
-        images.blobs(),
-        &root,
-        &args.name,
-        &dest,
-        &ShipOptions {
-            client: Some(&client),
-            push: opts,
-        },
-        progress,
-    )?;
-    let Shipped::Pushed(_, summary) = shipped else {
-        unreachable!("a registry destination is pushed")
+    let req = PushRequest {
+        insecure_registries: args.registry.insecure_registry.clone(),
+        stall_timeout: args.registry.net_timeout,
+        sbom: args.attest.sbom(),
+        provenance: args.attest.provenance(),
+        ..PushRequest::new(&args.name, dest)
     };
-    remember(&target, &summary.blobs, progress);
-    super::sbom::attach_on_push(&args.attest, &client, &images, &root, &target, progress)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        println!(
+    match stored::push(&req, progress)? {
+        Shipped::Pushed(_, summary) if args.json => {
+            println!("{}", serde_json::to_string_pretty(&summary)?)
+        }
+        Shipped::Pushed(_, summary) => println!(
             "{}: pushed ({} blobs sent, {} skipped, {} mounted, {} sent)",
             summary.reference,
             summary.blobs_sent,
             summary.blobs_skipped,
             summary.blobs_mounted,
             human_bytes(summary.bytes_sent)
-        );
+        ),
+        Shipped::Sent(summary) => super::transfer::print_sent(&summary, args.json)?,
+        Shipped::Written => {}
     }
     Ok(())
-}
-
-/// Notes where blobs now live, for later cross-repository mounts. A
-/// failure only costs a future mount, so it is a warning.
-fn remember(at: &Reference, blobs: &[crate::oci::Digest], progress: &Progress) {
-    let done = origins::default_path()
-        .and_then(|p| origins::record(&p, &at.registry, &at.repository, blobs));
-    if let Err(e) = done {
-        progress.warn(format!("could not record blob origins: {e:#}"));
-    }
 }
 
 #[derive(Args, Debug)]

@@ -92,37 +92,3 @@ pub fn run(a: SbomArgs, _progress: &Progress) -> Result<()> {
     }
     Ok(())
 }
-
-/// `kiln push --sbom/--provenance`: attaches the documents of the image
-/// `root` (its record) to the pushed image.
-pub fn attach_on_push(
-    attest: &AttestArgs,
-    client: &crate::registry::Client,
-    images: &ImageStore,
-    root: &oci_spec::image::Descriptor,
-    target: &crate::registry::Reference,
-    progress: &Progress,
-) -> Result<()> {
-    if !attest.sbom() && !attest.provenance() {
-        return Ok(());
-    }
-    let digest = desc_digest(root)?;
-    let record = sbom::load(&digest)?;
-    for doc in sbom::attach::documents(&record, attest.sbom(), attest.provenance())? {
-        let artifact = sbom::attach::artifact(images.blobs(), root, &doc)?;
-        let how = crate::registry::push::push_referrer(
-            client,
-            images.blobs(),
-            &artifact,
-            &digest,
-            target,
-            progress,
-        )?;
-        progress.info(format!(
-            "attached {} to {}@{digest} ({how})",
-            doc.artifact_type,
-            target.name()
-        ));
-    }
-    Ok(())
-}

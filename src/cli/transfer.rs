@@ -6,10 +6,8 @@ use anyhow::bail;
 use clap::Args;
 
 use crate::Result;
-use crate::oci::ImageStore;
-use crate::progress::{Progress, human_bytes};
-use crate::ship::{Destination, ShipOptions, Shipped, ship};
-use crate::transfer::{Engine, SshOptions, TransferOptions};
+use crate::progress::human_bytes;
+use crate::transfer::{Engine, SshOptions, TransferOptions, TransferSummary};
 
 /// Flags of `kiln push` that apply to ssh:// targets only.
 #[derive(Args, Debug, Clone, Default)]
@@ -55,32 +53,10 @@ impl SshFlags {
 }
 
 /// `kiln push NAME ssh://…`: `dest` is a [`Destination::Ssh`].
-pub fn push(name: &str, dest: &Destination, json: bool, progress: &Progress) -> Result<()> {
-    let images = ImageStore::open_default()?;
-    let manifest = images.resolve(name)?;
-    // A digest given as NAME has no tag to carry: name it after the digest.
-    let tag = if images
-        .layout()
-        .find(&crate::oci::images::normalize_name(name)?)?
-        .is_some()
-    {
-        name.to_string()
-    } else {
-        format!("sha256-{}", manifest.digest().digest())
-    };
-    let shipped = ship(
-        images.blobs(),
-        &manifest,
-        &tag,
-        dest,
-        &ShipOptions::default(),
-        progress,
-    )?;
-    let Shipped::Sent(summary) = shipped else {
-        bail!("kiln push over ssh needs an ssh:// target");
-    };
+/// Prints what `kiln push NAME ssh://…` did.
+pub fn print_sent(summary: &TransferSummary, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        println!("{}", serde_json::to_string_pretty(summary)?);
     } else {
         println!(
             "{}: sent {} to {} ({} blobs sent, {} already there, {} sent)",

@@ -32,6 +32,10 @@ use crate::progress::Progress;
 use crate::registry::{self, Client, PushOptions, PushSummary, Reference};
 use crate::transfer::{self, SshTarget, TransferOptions, TransferSummary};
 
+pub mod stored;
+
+pub use stored::PushRequest;
+
 /// Where an image goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
