@@ -454,6 +454,27 @@ fn push_with_sbom_and_provenance_attaches_referrers_and_leaves_the_image_alone()
         }
     }
 
+    // `kiln push --sbom` of the stored image to another repository: the
+    // same image, with the SBOM (only) attached there.
+    let other = format!("{host}/sbom/copy:1");
+    home.ok(&["push", &image, &other, "--sbom"]);
+    let (code, body) = get(
+        &format!("{}/v2/sbom/copy/manifests/{tag}", reg.url()),
+        index_type,
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let types: BTreeSet<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["artifactType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        BTreeSet::from(["application/spdx+json", "application/vnd.cyclonedx+json"])
+    );
+
     // The OCI layout: the image plus one artifact entry per document, and
     // the image read from it is the same manifest.
     let idx = json(&layout.join("index.json"));
