@@ -74,6 +74,33 @@ impl IdMap {
         !matches!(self, IdMap::Host)
     }
 
+    /// The ids inside the namespace of a file the host sees owned by
+    /// `uid:gid` (a snapshot file kiln reads from outside the step): the
+    /// user's own ids are root, the subordinate ranges 1…, anything else
+    /// the overflow id 65534, as the kernel shows unmapped ids.
+    pub fn to_container(&self, uid: u32, gid: u32) -> (u32, u32) {
+        const OVERFLOW: u32 = 65534;
+        let map = |id: u32, own: u32, sub: Option<(u32, u32)>| -> u32 {
+            if id == own {
+                return 0;
+            }
+            match sub {
+                Some((start, count)) if id >= start && id - start < count => id - start + 1,
+                _ => OVERFLOW,
+            }
+        };
+        match *self {
+            IdMap::Host => (uid, gid),
+            IdMap::Ranges {
+                uid: u,
+                gid: g,
+                sub_uid,
+                sub_gid,
+            } => (map(uid, u, Some(sub_uid)), map(gid, g, Some(sub_gid))),
+            IdMap::Single { uid: u, gid: g } => (map(uid, u, None), map(gid, g, None)),
+        }
+    }
+
     /// Maps the user namespace of process `pid` (which must have unshared
     /// it and be waiting).
     pub fn apply(&self, pid: i32) -> Result<()> {
@@ -129,6 +156,26 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_ids_of_snapshot_files_map_back_into_the_namespace() {
+        let ranges = IdMap::Ranges {
+            uid: 1001,
+            gid: 1002,
+            sub_uid: (300000, 65536),
+            sub_gid: (400000, 65536),
+        };
+        assert_eq!(ranges.to_container(1001, 1002), (0, 0));
+        assert_eq!(ranges.to_container(300000, 400000), (1, 1));
+        assert_eq!(ranges.to_container(300999, 400009), (1000, 10));
+        assert_eq!(ranges.to_container(365535, 465535), (65536, 65536));
+        // Past the range, or root's own files: unmapped, as the kernel shows them.
+        assert_eq!(ranges.to_container(365536, 0), (65534, 65534));
+        let single = IdMap::Single { uid: 1001, gid: 1001 };
+        assert_eq!(single.to_container(1001, 1001), (0, 0));
+        assert_eq!(single.to_container(0, 5), (65534, 65534));
+        assert_eq!(IdMap::Host.to_container(1001, 5), (1001, 5));
+    }
 
     #[test]
     fn subid_lines() {

@@ -26,6 +26,7 @@ use crate::context::{Context, EntryKind as CtxKind, component_match};
 use crate::graph::{Copy, CopyItem};
 use crate::oci::digest::{Digest, Hasher};
 use crate::oci::layer::{Entry, EntryKind, FileSource, Meta, read_xattrs};
+use crate::sandbox::IdMap;
 
 /// Where a copy reads from.
 pub enum Source<'a> {
@@ -49,11 +50,16 @@ struct Item {
 ///
 /// `downloads` maps each URL an `ADD` names to the file holding its
 /// verified content (the solver downloads them first).
+///
+/// `ids` maps the owners of snapshot files as the host sees them to the
+/// image's (a rootless kiln's snapshots are owned by the user, which is
+/// root inside), so an image's bytes do not depend on who built it.
 pub fn entries(
     copy: &Copy,
     src: &Source<'_>,
     dest_view: &RootView,
     downloads: &BTreeMap<String, PathBuf>,
+    ids: &IdMap,
 ) -> Result<Vec<Entry>> {
     let owner = match &copy.chown {
         Some(spec) => {
@@ -167,7 +173,11 @@ pub fn entries(
                 fs::symlink_metadata(&h)
                     .ok()
                     .filter(|m| m.is_dir())
-                    .map(|m| meta_of(&h, &m))
+                    .map(|m| {
+                        let mut meta = meta_of(&h, &m);
+                        (meta.uid, meta.gid) = ids.to_container(meta.uid, meta.gid);
+                        meta
+                    })
             })
             .unwrap_or_else(|| {
                 // Directories the copy creates belong to --chown's user, as

@@ -729,16 +729,16 @@ impl Solver {
                                 "COPY from the build context, but the build has no context",
                             )?;
                             let ctx = ctx.lock().unwrap_or_else(|e| e.into_inner());
-                            copy::entries(c, &copy::Source::Context(&ctx), &dest_view, &downloads)
+                            copy::entries(c, &copy::Source::Context(&ctx), &dest_view, &downloads, &self.sandbox.idmap)
                         }
                         CopyFrom::Stage(i) => {
                             let view = self.view(&state_of(*i)?)?;
-                            copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads)
+                            copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads, &self.sandbox.idmap)
                         }
                         CopyFrom::Image(r) => {
                             let img = bases.get(r).context("image not resolved")?;
                             let view = RootView::new(self.snapshots.for_image(&self.store, img)?);
-                            copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads)
+                            copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads, &self.sandbox.idmap)
                         }
                     }
                     .with_context(|| format!("{label} ({})", origin_of(step)))?;
@@ -836,7 +836,7 @@ impl Solver {
         let dest_view = self.view(st)?;
         let downloads = self.downloads(c)?;
         let view = self.view(source)?;
-        let entries = copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads)?;
+        let entries = copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads, &self.sandbox.idmap)?;
         let ck = graph::key::content_copy_key(op, &copy::content_digest(&entries)?)?;
         let layer = match self.steps.get(&ck, &self.store, compression) {
             Some(rec) => {
