@@ -23,8 +23,10 @@
 //! and at executable files (the binaries Rust, Go with cgo, Crystal,
 //! Haskell or Zig builds copy into `bin/`; the loader refuses scripts and
 //! static binaries, which pass), so it forks once per such file. Objects for another libc (musl
-//! prebuilds npm installs next to glibc ones) or another architecture are
-//! skipped: the app cannot load them either.
+//! prebuilds npm installs next to glibc ones as optional packages, such as
+//! `@rollup/rollup-linux-x64-musl`: the loader lists their `libc.so`, musl's
+//! soname, as not found) or another architecture are skipped: the app
+//! cannot load them either.
 
 use super::native::SONAMES;
 
@@ -66,22 +68,28 @@ unknown=
 check() {{
   out=$(LD_TRACE_LOADED_OBJECTS=1 "$ld" "$1" 2>/dev/null) || case "$out" in *"not found"*) ;; *) return 0 ;; esac
   case "$out" in *libc.musl*) return 0 ;; esac
+  missing=
   while read -r lib arrow where rest; do
-    if [ "$arrow" = "=>" ] && [ "$where" = "not" ]; then
-      p=$(package_of "$lib")
-      if [ -n "$p" ]; then
-        report="$report
-  $1 needs $lib (Debian package $p)"
-        case " $packages " in *" $p "*) ;; *) packages="${{packages:+$packages }}$p" ;; esac
-      else
-        report="$report
-  $1 needs $lib"
-        unknown=1
-      fi
-    fi
+    [ "$arrow" = "=>" ] && [ "$where" = "not" ] || continue
+    # musl's libc is NEEDED as plain libc.so (glibc's is libc.so.6): a
+    # musl build, which the app never loads here.
+    [ "$lib" = libc.so ] && return 0
+    missing="$missing $lib"
   done <<EOF
 $out
 EOF
+  for lib in $missing; do
+    p=$(package_of "$lib")
+    if [ -n "$p" ]; then
+      report="$report
+  $1 needs $lib (Debian package $p)"
+      case " $packages " in *" $p "*) ;; *) packages="${{packages:+$packages }}$p" ;; esac
+    else
+      report="$report
+  $1 needs $lib"
+      unknown=1
+    fi
+  done
 }}
 walk() {{
   local f
