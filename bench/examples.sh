@@ -55,9 +55,9 @@ node-nvmrc|http|Hello from node-npm
 node-nx|out|api
 node-pnpm|http|Hello from node-npm
 node-python|http|Hello from node-python (built by Python 3)
-node-remix|http|<html
+node-remix|http|Hello from node-remix
 node-runtime-build|http|Hello from node-runtime-build, npm 
-node-sveltekit|http|<html
+node-sveltekit|http|Hello from node-sveltekit
 node-turbo|http|Hello from node-npm
 node-vite-react|http|<title>Hello from node-vite-react</title>
 node-yarn|http|Hello from node-npm
@@ -76,7 +76,7 @@ python-setuptools|out|hello
 python-uv|http|Hello from python-uv
 rust-cargo|http|Hello from rust-cargo (/)
 rust-workspace|http|Hello from rust-workspace (/)
-scheme-haunt|http|haunt
+scheme-haunt|http|Hello from haunt
 staticfile|http|Hello from staticfile
 swift|out|hello
 clojure|out|

@@ -712,3 +712,54 @@ NAPI_MODULE_INIT() {
         "Hello from node-gyp-addon (native, sqlite 3.",
     );
 }
+
+/// The musl build of a native module that npm installs next to the glibc
+/// one (rollup's and oxc's `*-linux-x64-musl` optional packages, in every
+/// Nuxt app) is not a missing library: the runtime stage's check skips it
+/// and the app builds and answers (before: `….node needs libc.so`, the
+/// build failed). The object is made here with `cc` (NEEDED `libc.so`,
+/// musl's soname, from a stub linked then thrown away) rather than
+/// installed from npm, so the test does not depend on which packages ship
+/// musl builds. It is an e2e test, not a unit test of the script on the
+/// host, because a host with libc6-dev has `/usr/lib/…/libc.so` (a linker
+/// script): the host's loader fails on it with `invalid ELF header` and
+/// never prints `not found`, so only the runtime image shows the bug.
+#[test]
+fn musl_native_module_next_to_the_app_is_not_a_missing_library() {
+    let home = Kiln::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("node-npm", tmp.path());
+    let stub = tmp.path().join("musl");
+    std::fs::create_dir_all(&stub).unwrap();
+    std::fs::write(stub.join("stub.c"), "int musl_f(void) { return 1; }\n").unwrap();
+    run(Command::new("cc")
+        .args(["-shared", "-nostdlib", "-fPIC", "-Wl,-soname,libc.so", "-o"])
+        .arg(stub.join("libc.so"))
+        .arg(stub.join("stub.c")));
+    std::fs::write(
+        stub.join("binding.c"),
+        "int musl_f(void);\nint binding(void) { return musl_f(); }\n",
+    )
+    .unwrap();
+    let native = dir.join("native");
+    std::fs::create_dir_all(&native).unwrap();
+    let module = native.join("binding.linux-x64-musl.node");
+    run(Command::new("cc")
+        .args(["-shared", "-nostdlib", "-fPIC", "-o"])
+        .arg(&module)
+        .arg(stub.join("binding.c"))
+        .arg(stub.join("libc.so")));
+    let needed = run(Command::new("readelf").arg("-d").arg(&module));
+    assert!(needed.contains("Shared library: [libc.so]"), "{needed}");
+    home.build(&dir, "musl-module:1");
+    let listed = home.stdout(&[
+        "--progress",
+        "quiet",
+        "run",
+        "musl-module:1",
+        "ls",
+        "/app/native",
+    ]);
+    assert_eq!(listed, "binding.linux-x64-musl.node\n");
+    support::auto::serve_and_stop(&home, "musl-module:1", "Hello from node-npm");
+}

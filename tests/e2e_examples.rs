@@ -1,7 +1,9 @@
 //! End to end: the example apps of issue 8 beyond the basic ones in
 //! `e2e_auto.rs` — a Vite React SPA served by Caddy, a Next.js server,
 //! FastAPI + uvicorn with uv (and with poetry, optional), Django +
-//! gunicorn, and a Rust HTTP server with a crates.io dependency. Each is built by kiln with no Dockerfile,
+//! gunicorn, a Rust HTTP server with a crates.io dependency and a Turbo
+//! monorepo (and, optional, Nuxt, Remix, SvelteKit, Yarn Berry and Haunt
+//! apps). Each is built by kiln with no Dockerfile,
 //! loaded into podman, started with `--network host -e PORT=…`, asked
 //! over HTTP, then sent SIGTERM and expected to exit within 10 s.
 //!
@@ -27,11 +29,22 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("python-uv", "Hello from python-uv"),
     ("python-django", "Hello from python-django"),
     ("rust-cargo", "Hello from rust-cargo"),
+    // `npx turbo run start`: the app sees PORT (turbo's loose env mode).
+    ("node-turbo", "Hello from node-npm"),
 ];
 
 /// Run only when named in `KILN_EXAMPLES` (they push a cold run past the
-/// ~8 min budget): poetry on bookworm (`.python-version` 3.11) adds ~80 s.
-const OPTIONAL: &[(&str, &str)] = &[("python-poetry", "Hello from python-poetry")];
+/// ~8 min budget): poetry on bookworm (`.python-version` 3.11) adds ~80 s;
+/// the framework apps bench/examples.sh also runs, cold, 10 to 110 s each
+/// (nuxt is the one with npm's musl bindings in node_modules).
+const OPTIONAL: &[(&str, &str)] = &[
+    ("python-poetry", "Hello from python-poetry"),
+    ("node-nuxt", "<html"),
+    ("node-remix", "Hello from node-remix"),
+    ("node-sveltekit", "Hello from node-sveltekit"),
+    ("node-yarn-berry", "Hello from node-npm"),
+    ("scheme-haunt", "Hello from haunt"),
+];
 
 #[test]
 fn more_examples_build_and_answer_http() {

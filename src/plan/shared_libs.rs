@@ -23,8 +23,10 @@
 //! and at executable files (the binaries Rust, Go with cgo, Crystal,
 //! Haskell or Zig builds copy into `bin/`; the loader refuses scripts and
 //! static binaries, which pass), so it forks once per such file. Objects for another libc (musl
-//! prebuilds npm installs next to glibc ones) or another architecture are
-//! skipped: the app cannot load them either.
+//! prebuilds npm installs next to glibc ones as optional packages, such as
+//! `@rollup/rollup-linux-x64-musl`: the loader lists their `libc.so`, musl's
+//! soname, as not found) or another architecture are skipped: the app
+//! cannot load them either.
 
 use super::native::SONAMES;
 
@@ -64,24 +66,32 @@ report=
 packages=
 unknown=
 check() {{
-  out=$(LD_TRACE_LOADED_OBJECTS=1 "$ld" "$1" 2>/dev/null) || case "$out" in *"not found"*) ;; *) return 0 ;; esac
+  # The braces take the shell's own "Segmentation fault" line too: the
+  # loader crashes tracing static executables (esbuild's Go binary).
+  out=$({{ LD_TRACE_LOADED_OBJECTS=1 "$ld" "$1"; }} 2>/dev/null) || case "$out" in *"not found"*) ;; *) return 0 ;; esac
   case "$out" in *libc.musl*) return 0 ;; esac
+  missing=
   while read -r lib arrow where rest; do
-    if [ "$arrow" = "=>" ] && [ "$where" = "not" ]; then
-      p=$(package_of "$lib")
-      if [ -n "$p" ]; then
-        report="$report
-  $1 needs $lib (Debian package $p)"
-        case " $packages " in *" $p "*) ;; *) packages="${{packages:+$packages }}$p" ;; esac
-      else
-        report="$report
-  $1 needs $lib"
-        unknown=1
-      fi
-    fi
+    [ "$arrow" = "=>" ] && [ "$where" = "not" ] || continue
+    # musl's libc is NEEDED as plain libc.so (glibc's is libc.so.6): a
+    # musl build, which the app never loads here.
+    [ "$lib" = libc.so ] && return 0
+    missing="$missing $lib"
   done <<EOF
 $out
 EOF
+  for lib in $missing; do
+    p=$(package_of "$lib")
+    if [ -n "$p" ]; then
+      report="$report
+  $1 needs $lib (Debian package $p)"
+      case " $packages " in *" $p "*) ;; *) packages="${{packages:+$packages }}$p" ;; esac
+    else
+      report="$report
+  $1 needs $lib"
+      unknown=1
+    fi
+  done
 }}
 walk() {{
   local f
@@ -224,6 +234,37 @@ mod tests {
         // No package known for that library: no packages line.
         assert_eq!(packages_to_add(&err), None, "{err}");
         assert!(!err.contains(MARKER), "{err}");
+    }
+
+    /// A static executable (esbuild's Go binary in node_modules) passes
+    /// without a word: the loader crashes tracing it, and the shell's
+    /// "Segmentation fault" line must not reach the build's log.
+    #[test]
+    fn static_executable_passes_silently() {
+        if !std::path::Path::new("/lib64/ld-linux-x86-64.so.2").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("main.c");
+        std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+        let bin = dir.path().join("bin/esbuild");
+        std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        let built = Command::new("cc")
+            .args(["-static", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .status();
+        // No C compiler or no static libc here: nothing to test with.
+        if !built.is_ok_and(|s| s.success()) {
+            return;
+        }
+        let dirs = vec![dir.path().display().to_string()];
+        let out = Command::new("/bin/sh")
+            .args(["-c", &check_script(&dirs, "trixie")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     }
 
     #[test]

@@ -573,7 +573,10 @@ impl Provider for Node {
         } else if let Some(t) = turbo_start(ctx, &app) {
             Some(t)
         } else if turbo_task(ctx, "start") {
-            Some("npx turbo run start".to_string())
+            // Turbo 2 runs tasks with only the variables turbo.json
+            // declares (strict mode, for its cache's keys): a `start`
+            // would not see `PORT` or the deployment's other settings.
+            Some("npx turbo run start --env-mode=loose".to_string())
         } else {
             None
         };

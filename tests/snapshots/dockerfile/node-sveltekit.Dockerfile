@@ -15,8 +15,9 @@ ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 
 # phase: install
 COPY package.json /app/package.json
+COPY package-lock.json /app/package-lock.json
 ARG SOURCE_DATE_EPOCH="1"
-RUN --mount=type=cache,target=/root/.npm npm i
+RUN --mount=type=cache,target=/root/.npm npm ci
 
 # phase: build
 COPY . /app/

@@ -15,9 +15,10 @@ ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 
 # phase: install
 COPY package.json /app/package.json
+COPY package-lock.json /app/package-lock.json
 COPY apps/web/package.json /app/apps/web/package.json
 ARG SOURCE_DATE_EPOCH="1"
-RUN --mount=type=cache,target=/root/.npm npm i
+RUN --mount=type=cache,target=/root/.npm npm ci
 
 # phase: build
 COPY . /app/
@@ -37,4 +38,4 @@ ENV NODE_ENV="production"
 ENV NPM_CONFIG_PRODUCTION="false"
 ENV PATH="/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games"
 ENTRYPOINT ["/usr/bin/tini","--"]
-CMD ["npx","turbo","run","start"]
+CMD ["npx","turbo","run","start","--env-mode=loose"]

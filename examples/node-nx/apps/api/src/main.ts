@@ -1,1 +1,2 @@
-console.log("api")
+const project: string = "api";
+console.log(project);
