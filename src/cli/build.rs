@@ -130,11 +130,11 @@ pub struct RemoteCacheArgs {
     /// Read steps from a registry cache: type=registry,ref=REG/REPO:TAG (or
     /// just the ref; repeatable). A missing or unusable cache is a miss.
     #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
-    pub cache_from: Vec<crate::solver::remote::CacheFrom>,
+    pub cache_from: Vec<crate::build::CacheFrom>,
     /// Write the build's steps to a registry cache after the build:
     /// type=registry,ref=REG/REPO:TAG[,mode=min|max] (max: every stage).
     #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=max]")]
-    pub cache_to: Option<crate::solver::remote::CacheTo>,
+    pub cache_to: Option<crate::build::CacheTo>,
 }
 
 /// `--ca-cert` of the commands that run auto builds.
