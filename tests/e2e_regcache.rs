@@ -119,7 +119,9 @@ fn a_fresh_builder_runs_nothing_with_a_warm_registry_cache() {
     let b = Kiln::new();
     let from = format!("type=registry,ref={cache}");
     let log_at = reg.log().len();
+    let started = std::time::Instant::now();
     let (digest_b, events, stderr) = build(&b, &dir, "regcache:b", &["--cache-from", &from]);
+    let seconds = started.elapsed().as_secs_f64();
     assert_eq!(digest_b, digest_a, "the same image on both machines");
     let all = steps(&events);
     assert!(
@@ -135,7 +137,7 @@ fn a_fresh_builder_runs_nothing_with_a_warm_registry_cache() {
     let fetched = blob_bytes_sent(&reg, log_at);
     let size = image_size(&b, "regcache:b");
     eprintln!(
-        "machine B fetched {fetched} blob bytes from the registry; the image is {size} bytes"
+        "machine B: {seconds:.1} s, fetched {fetched} blob bytes from the registry; the image is {size} bytes; steps: {all:?}"
     );
     assert!(
         fetched * 10 <= size * 11,
@@ -174,15 +176,7 @@ fn a_fresh_builder_runs_nothing_with_a_warm_registry_cache() {
 fn a_missing_foreign_or_damaged_cache_is_a_miss_with_a_warning() {
     let reg = Registry::start();
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("app");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("Dockerfile"),
-        "FROM scratch\nCOPY one /one\nCOPY two /two\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("one"), "first layer\n").unwrap();
-    std::fs::write(dir.join("two"), "second layer\n").unwrap();
+    let dir = small_app(tmp.path());
     let cache = format!("{}/cache/app:main", reg.addr);
     let image = format!("{}/app:1", reg.addr);
 
@@ -241,4 +235,82 @@ fn a_missing_foreign_or_damaged_cache_is_a_miss_with_a_warning() {
     assert_eq!(status, ["cached", "done"], "{all:?}\n{stderr}");
     let w = warnings(&events).join("\n");
     assert!(w.contains("1 of its layers are gone"), "{w}\n{stderr}");
+}
+
+/// A small Dockerfile app (no network, no base image): two COPY layers.
+fn small_app(parent: &Path) -> std::path::PathBuf {
+    let dir = parent.join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY one /one\nCOPY two /two\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("one"), "first layer\n").unwrap();
+    std::fs::write(dir.join("two"), "second layer\n").unwrap();
+    dir
+}
+
+#[test]
+fn the_cache_goes_through_a_registry_that_drops_and_fails_requests() {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use support::proxy::{Action, Proxy, Request};
+
+    let reg = Registry::start();
+    // Every blob check, blob read, upload start and manifest request fails
+    // the first time it is made: a 500, a dropped connection, or (blob
+    // reads) a body cut short, in turn. Retries reach the registry.
+    let seen: Arc<Mutex<HashSet<String>>> = Default::default();
+    let faults = Arc::new(AtomicUsize::new(0));
+    let (seen2, faults2) = (seen.clone(), faults.clone());
+    let proxy = Proxy::start(&reg.addr, move |req: &Request| {
+        let path = req.path().to_string();
+        let faulty = path.contains("/manifests/")
+            || path.ends_with("/blobs/uploads/")
+            || (path.contains("/blobs/sha256:") && req.method != "PUT");
+        if !faulty
+            || !seen2
+                .lock()
+                .unwrap()
+                .insert(format!("{} {path}", req.method))
+        {
+            return Action::Forward;
+        }
+        let n = faults2.fetch_add(1, Ordering::SeqCst);
+        match (n % 3, req.method.as_str()) {
+            (0, _) => Action::status(500),
+            (1, _) => Action::Drop,
+            (_, "GET") => Action::ForwardCut(5),
+            _ => Action::status(503),
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_app(tmp.path());
+    let through = format!("{}/cache/app:main", proxy.addr);
+
+    let a = Kiln::new();
+    let to = format!("type=registry,ref={through},mode=max");
+    let (digest_a, _, _) = build(&a, &dir, "faults:a", &["--cache-to", &to]);
+    let b = Kiln::new();
+    let (digest_b, events, stderr) = build(&b, &dir, "faults:b", &["--cache-from", &through]);
+    assert_eq!(digest_b, digest_a);
+    let all = steps(&events);
+    assert!(
+        !all.is_empty() && all.values().all(|s| s == "cached"),
+        "{all:?}\n{stderr}"
+    );
+    assert!(
+        faults.load(Ordering::SeqCst) >= 8,
+        "faults injected: {}",
+        faults.load(Ordering::SeqCst)
+    );
+
+    // Readable afterwards, straight from the registry.
+    let c = Kiln::new();
+    let direct = format!("{}/cache/app:main", reg.addr);
+    let (digest_c, events, _) = build(&c, &dir, "faults:c", &["--cache-from", &direct]);
+    assert_eq!(digest_c, digest_a);
+    assert!(steps(&events).values().all(|s| s == "cached"));
 }

@@ -283,26 +283,19 @@ impl RemoteCache {
         // fail the build when its bytes are needed: its steps are misses.
         let present = registry::pull::present(&self.client, &cache, &digests)?;
         let mut missing = 0;
-        let mut usable: HashMap<usize, LayerRecord> = HashMap::new();
+        // Manifest index → (blob, size, compression) of the layers present.
+        let mut usable: HashMap<usize, (Digest, u64, Compression)> = HashMap::new();
         for (i, (d, ok)) in digests.iter().zip(present).enumerate() {
             let desc = &layers[i + 1];
             if !ok {
                 missing += 1;
                 continue;
             }
-            let Some(compression) = Compression::from_media_type(&desc.media_type().to_string())
-            else {
+            // Only layers a step can stand on (a tar, as compressed).
+            let Some(compression) = Compression::from_media_type(desc.media_type().as_ref()) else {
                 continue;
             };
-            usable.insert(
-                i + 1,
-                LayerRecord {
-                    blob: d.clone(),
-                    size: desc.size(),
-                    diff_id: d.clone(),
-                    compression,
-                },
-            );
+            usable.insert(i + 1, (d.clone(), desc.size(), compression));
             self.blobs.entry(d.clone()).or_insert(Origin {
                 cache: cache.clone(),
                 size: desc.size(),
@@ -319,9 +312,11 @@ impl RemoteCache {
             let layer = match (w.layer, w.diff_id) {
                 (None, _) => None,
                 (Some(i), Some(diff_id)) => match usable.get(&i) {
-                    Some(l) => Some(LayerRecord {
+                    Some((blob, size, compression)) => Some(LayerRecord {
+                        blob: blob.clone(),
+                        size: *size,
                         diff_id,
-                        ..l.clone()
+                        compression: *compression,
                     }),
                     None => continue,
                 },
@@ -476,7 +471,7 @@ fn write_artifact(
             continue;
         }
         for l in b.image.manifest.layers() {
-            add_layer(&desc_digest(l)?, l.size(), &l.media_type().to_string());
+            add_layer(&desc_digest(l)?, l.size(), l.media_type().as_ref());
         }
         let manifest = String::from_utf8(store.read(&b.image.digest()?)?)
             .context("a package base manifest is not UTF-8")?;
