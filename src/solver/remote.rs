@@ -563,11 +563,13 @@ pub fn export(
     };
     let mut remote: HashSet<Digest> = HashSet::new();
     let mut missing: BTreeSet<Digest> = BTreeSet::new();
+    let keep = |output: bool| output || to.mode == CacheMode::Max;
     let wanted = ex
         .steps
         .iter()
+        .filter(|s| keep(s.output))
         .filter_map(|s| s.record.layer.as_ref().map(|l| l.blob.clone()))
-        .chain(ex.bases.iter().flat_map(|b| {
+        .chain(ex.bases.iter().filter(|b| keep(b.output)).flat_map(|b| {
             b.image
                 .manifest
                 .layers()
