@@ -404,9 +404,13 @@ impl Solver {
         // any step are fetched now: the exports read them.
         if let Some(r) = &self.remote {
             let (_, before) = r.fetched();
-            for l in image.manifest.layers() {
-                r.ensure_blob(&self.store, &crate::oci::image::desc_digest(l)?)?;
-            }
+            let digests = image
+                .manifest
+                .layers()
+                .iter()
+                .map(crate::oci::image::desc_digest)
+                .collect::<Result<Vec<_>>>()?;
+            r.ensure_blobs(&self.store, &digests)?;
             let (n, b) = r.fetched();
             if n > 0 {
                 progress.info(format!(

@@ -405,6 +405,34 @@ impl RemoteCache {
         Ok(())
     }
 
+    /// [`RemoteCache::ensure_blob`] for each of `digests`, as many at once
+    /// as the registry client transfers.
+    pub fn ensure_blobs(&self, store: &Store, digests: &[Digest]) -> Result<()> {
+        let queue = std::sync::Mutex::new(digests.iter());
+        let workers = self
+            .client
+            .options()
+            .parallel
+            .clamp(1, digests.len().max(1));
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| -> Result<()> {
+                        loop {
+                            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                            let Some(d) = next else { return Ok(()) };
+                            self.ensure_blob(store, d)?;
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("a cache layer fetcher panicked"))
+            })
+        })
+    }
+
     /// Whether a cache names `digest` (on which registry and repository).
     fn origin(&self, digest: &Digest) -> Option<&Reference> {
         self.blobs.get(digest).map(|o| &o.cache)
