@@ -335,3 +335,49 @@ fn the_cache_goes_through_a_registry_that_drops_and_fails_requests() {
     assert_eq!(digest_c, digest_a);
     assert!(steps(&events).values().all(|s| s == "cached"));
 }
+
+#[test]
+fn cache_mount_contents_travel_with_cache_mounts_true() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The step records whether its cache mount had something in it.
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM debian:bookworm\nARG V=1\n\
+         RUN --mount=type=cache,target=/c sh -c 'if test -e /c/warm; then echo warm; else echo cold; fi > /state; echo \"$V\" >> /c/warm'\n",
+    )
+    .unwrap();
+    let with = format!("{}/cache/mounts:with", reg.addr);
+    let without = format!("{}/cache/mounts:without", reg.addr);
+    let a = Kiln::new();
+    support::base::local_debian(&a.data());
+    let to = format!("type=registry,ref={with},cache-mounts=true");
+    build(&a, &dir, "mounts:a", &["--cache-to", &to]);
+    let to = format!("type=registry,ref={without}");
+    build(&a, &dir, "mounts:a", &["--cache-to", &to]);
+
+    // A new value of V runs the step again on each fresh machine.
+    let state = |home: &Kiln, from: &str, v: &str| {
+        support::base::local_debian(&home.data());
+        let out = home.path("out");
+        let o = format!("type=local,dest={}", out.display());
+        let arg = format!("V={v}");
+        let (_, events, stderr) = build(
+            home,
+            &dir,
+            "mounts:x",
+            &["--cache-from", from, "--build-arg", &arg, "-o", &o],
+        );
+        let ran: Vec<String> = steps(&events)
+            .into_iter()
+            .filter(|(_, s)| s == "done")
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(ran.len(), 1, "{ran:?}\n{stderr}");
+        std::fs::read_to_string(out.join("state")).unwrap()
+    };
+    assert_eq!(state(&Kiln::new(), &with, "2"), "warm\n");
+    assert_eq!(state(&Kiln::new(), &without, "3"), "cold\n");
+}

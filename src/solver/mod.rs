@@ -153,6 +153,28 @@ struct StageState {
     layer: LayerOptions,
 }
 
+/// The ids of a RUN step's cache mounts that are not seeded from a stage
+/// or image (those are one per source, see `step_mounts`): the dirs a
+/// registry cache can carry between machines.
+fn plain_cache_mounts(run: &graph::Run) -> Vec<String> {
+    run.mounts
+        .iter()
+        .filter_map(|m| match m {
+            graph::Mount::Cache {
+                target,
+                id,
+                from: None,
+                ..
+            } => Some(if id.is_empty() {
+                target.clone()
+            } else {
+                id.clone()
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The stages whose layers end up in the target's image: the target and
 /// the stages it stands on (`FROM stage`). Other stages' layers are only
 /// read (by COPY --from, mounts) and cached.
@@ -287,6 +309,18 @@ impl Solver {
             });
             bases.insert(r, img);
             package_sets.push(set);
+        }
+        for &i in &order {
+            for step in &g.stages[i].steps {
+                let Op::Run(run) = &step.op else { continue };
+                for id in plain_cache_mounts(run) {
+                    export.mounts.push(remote::ExportMount {
+                        output: output.contains(&i),
+                        dir: self.sandbox.cache_mount_dir(&id),
+                        id,
+                    });
+                }
+            }
         }
         for &i in &order {
             let stage = &g.stages[i];
@@ -1042,6 +1076,22 @@ impl Solver {
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Option<LayerRecord>> {
+        // A cache mount this machine does not have yet starts with what a
+        // registry cache holds for it (`cache-mounts=true` exports).
+        if let Some(remote) = &self.remote {
+            for id in plain_cache_mounts(run) {
+                let dir = self.sandbox.cache_mount_dir(&id);
+                match remote.import_mount(&self.store, &id, &dir) {
+                    Ok(true) => progress.info(format!(
+                        "{label}: cache mount {id:?} filled from the registry cache"
+                    )),
+                    Ok(false) => {}
+                    Err(e) => {
+                        progress.warn(format!("{label}: cache mount {id:?} starts empty: {e:#}"))
+                    }
+                }
+            }
+        }
         let mut spec = sandbox::RunSpec::new(
             self.lowers(st)?,
             sandbox::StepCommand::Exec(run.command.clone()),

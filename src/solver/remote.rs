@@ -61,6 +61,9 @@ pub enum CacheMode {
 pub struct CacheTo {
     pub reference: String,
     pub mode: CacheMode,
+    /// `cache-mounts=true`: also export the contents of the build's
+    /// `RUN --mount=type=cache` dirs (package managers' download caches).
+    pub cache_mounts: bool,
 }
 
 /// `--cache-from type=registry,ref=REF` (or a bare `REF`).
@@ -112,11 +115,20 @@ impl FromStr for CacheTo {
             Some("max") => CacheMode::Max,
             Some(m) => bail!("{flag} {s}: mode={m}: use mode=min or mode=max"),
         };
+        let cache_mounts = match f.remove("cache-mounts").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => bail!("{flag} {s}: cache-mounts={v}: use cache-mounts=true or false"),
+        };
         f.remove("type");
         if let Some(k) = f.keys().next() {
-            bail!("{flag} {s}: unknown option `{k}` (kiln takes type, ref and mode)");
+            bail!("{flag} {s}: unknown option `{k}` (kiln takes type, ref, mode and cache-mounts)");
         }
-        Ok(CacheTo { reference, mode })
+        Ok(CacheTo {
+            reference,
+            mode,
+            cache_mounts,
+        })
     }
 }
 
@@ -153,11 +165,22 @@ pub struct ExportBase {
     pub set: ComposedSet,
 }
 
+/// A cache mount a solve's steps use (`RUN --mount=type=cache`).
+#[derive(Debug, Clone)]
+pub struct ExportMount {
+    pub output: bool,
+    /// The mount's id (its target when it has none).
+    pub id: String,
+    /// Its dir on this machine.
+    pub dir: std::path::PathBuf,
+}
+
 /// What a solve can export to a registry cache.
 #[derive(Debug, Clone, Default)]
 pub struct Exportable {
     pub steps: Vec<ExportStep>,
     pub bases: Vec<ExportBase>,
+    pub mounts: Vec<ExportMount>,
 }
 
 /// The cache record, on the wire.
@@ -168,6 +191,9 @@ struct Record {
     steps: BTreeMap<Digest, WireStep>,
     #[serde(default)]
     bases: BTreeMap<String, WireBase>,
+    /// Cache mount contents by mount id (`cache-mounts=true`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    mounts: BTreeMap<String, WireStep>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,6 +229,7 @@ pub struct RemoteCache {
     progress: Progress,
     steps: HashMap<Digest, StepRecord>,
     bases: HashMap<String, WireBase>,
+    mounts: HashMap<String, LayerRecord>,
     blobs: HashMap<Digest, Origin>,
     fetched_blobs: AtomicU64,
     fetched_bytes: AtomicU64,
@@ -222,6 +249,7 @@ impl RemoteCache {
             progress: progress.clone(),
             steps: HashMap::new(),
             bases: HashMap::new(),
+            mounts: HashMap::new(),
             blobs: HashMap::new(),
             fetched_blobs: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
@@ -330,6 +358,18 @@ impl RemoteCache {
                 steps += 1;
             }
         }
+        for (id, w) in record.mounts {
+            if let (Some(i), Some(diff_id)) = (w.layer, w.diff_id)
+                && let Some((blob, size, compression)) = usable.get(&i)
+            {
+                self.mounts.entry(id).or_insert(LayerRecord {
+                    blob: blob.clone(),
+                    size: *size,
+                    diff_id,
+                    compression: *compression,
+                });
+            }
+        }
         let mut bases = 0;
         for (reference, b) in record.bases {
             let Ok(m) = serde_json::from_str::<oci_spec::image::ImageManifest>(&b.manifest) else {
@@ -356,6 +396,36 @@ impl RemoteCache {
             Some(l) if l.compression != compression => None,
             _ => Some(rec.clone()),
         }
+    }
+
+    /// Fills the empty cache mount dir `dir` of mount `id` with the
+    /// contents a cache holds for it, if any: unpacked beside it, then
+    /// renamed into place, so a concurrent step sees all or nothing.
+    /// Returns whether it did.
+    pub fn import_mount(&self, store: &Store, id: &str, dir: &std::path::Path) -> Result<bool> {
+        let Some(l) = self.mounts.get(id) else {
+            return Ok(false);
+        };
+        if dir.exists() {
+            return Ok(false);
+        }
+        self.ensure_blob(store, &l.blob)?;
+        let tmp = dir.with_extension(format!("import-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        crate::oci::unpack::unpack_blob(
+            store,
+            &l.blob,
+            l.compression,
+            &tmp,
+            crate::oci::unpack::UnpackOptions::new(crate::oci::unpack::Whiteouts::Apply),
+        )
+        .with_context(|| format!("importing cache mount {id:?}"))?;
+        if std::fs::rename(&tmp, dir).is_err() {
+            // Another step made the dir meanwhile: its contents stay.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// The package base filed under `reference`, its manifest and config
@@ -466,6 +536,7 @@ fn write_artifact(
     store: &Store,
     ex: &Exportable,
     mode: CacheMode,
+    mounts: &[(String, LayerRecord)],
     available: &dyn Fn(&Digest) -> bool,
 ) -> Result<(Descriptor, Vec<Digest>)> {
     let keep = |output: bool| output || mode == CacheMode::Max;
@@ -486,6 +557,7 @@ fn write_artifact(
         version: FORMAT_VERSION,
         steps: BTreeMap::new(),
         bases: BTreeMap::new(),
+        mounts: BTreeMap::new(),
     };
     for b in ex.bases.iter().filter(|b| keep(b.output)) {
         let digests: Vec<Digest> = b
@@ -530,6 +602,16 @@ fn write_artifact(
         };
         record.steps.insert(s.key.clone(), wire);
     }
+    for (id, l) in mounts {
+        record.mounts.insert(
+            id.clone(),
+            WireStep {
+                layer: Some(add_layer(&l.blob, l.size, l.compression.media_type())),
+                diff_id: Some(l.diff_id.clone()),
+                content_key: None,
+            },
+        );
+    }
     let record_blob = store.put(&serde_json::to_vec(&record)?)?;
     let empty = store.put(b"{}")?;
     let mut all = vec![serde_json::json!({
@@ -562,6 +644,44 @@ fn write_artifact(
         .build()
         .context("building the cache manifest's descriptor")?;
     Ok((desc, blobs))
+}
+
+/// The cache mounts of `ex` as `mode` selects, each dir written as one
+/// zstd layer (owners and modes kept; unchanged contents give the same
+/// blob, which the registry then has already).
+fn mount_layers(
+    store: &Store,
+    ex: &Exportable,
+    mode: CacheMode,
+    progress: &Progress,
+) -> Result<Vec<(String, LayerRecord)>> {
+    let mut out: Vec<(String, LayerRecord)> = Vec::new();
+    for m in ex
+        .mounts
+        .iter()
+        .filter(|m| m.output || mode == CacheMode::Max)
+    {
+        if out.iter().any(|(id, _)| *id == m.id) || !m.dir.is_dir() {
+            continue;
+        }
+        let scan = crate::oci::layer::scan_dir(&m.dir, &crate::oci::layer::ScanOptions::default())
+            .with_context(|| format!("reading cache mount {:?} ({})", m.id, m.dir.display()))?;
+        if scan.entries.is_empty() {
+            continue;
+        }
+        let layer = crate::oci::layer::write_layer(
+            store,
+            scan.entries,
+            crate::oci::layer::LayerOptions {
+                compression: Compression::Zstd,
+                // Contents as they are: no clamping.
+                epoch: i64::MAX,
+            },
+        )?;
+        progress.info(format!("cache mount {:?}: {} bytes", m.id, layer.blob.size));
+        out.push((m.id.clone(), LayerRecord::from(&layer)));
+    }
+    Ok(out)
 }
 
 /// Exports the steps of a finished build to the registry cache `to`:
@@ -629,8 +749,13 @@ pub fn export(
             }
         }
     }
+    let mounts = if to.cache_mounts {
+        mount_layers(store, ex, to.mode, progress)?
+    } else {
+        Vec::new()
+    };
     let available = |d: &Digest| store.contains(d) || remote.contains(d);
-    let (desc, _) = write_artifact(store, ex, to.mode, &available)?;
+    let (desc, _) = write_artifact(store, ex, to.mode, &mounts, &available)?;
     opts.remote_blobs = remote;
     registry::push::push(client, store, &desc, &target, &opts, progress)
         .with_context(|| format!("exporting the build cache to {target} (--cache-to)"))
@@ -648,7 +773,11 @@ mod tests {
         assert_eq!(to.reference, "reg.example/app:cache");
         assert_eq!(to.mode, CacheMode::Max);
         let to: CacheTo = "type=registry,ref=reg.example/app:cache".parse().unwrap();
-        assert_eq!(to.mode, CacheMode::Min);
+        assert_eq!((to.mode, to.cache_mounts), (CacheMode::Min, false));
+        let to: CacheTo = "type=registry,ref=reg.example/app:cache,cache-mounts=true"
+            .parse()
+            .unwrap();
+        assert!(to.cache_mounts);
         let from: CacheFrom = "reg.example/app:cache".parse().unwrap();
         assert_eq!(from.reference, "reg.example/app:cache");
         let from: CacheFrom = "type=registry,ref=reg.example/app:c".parse().unwrap();
@@ -722,10 +851,11 @@ mod tests {
                 },
             ],
             bases: Vec::new(),
+            mounts: Vec::new(),
         };
         let all = |_: &Digest| true;
         for (mode, want) in [(CacheMode::Min, vec![&a]), (CacheMode::Max, vec![&a, &b])] {
-            let (desc, blobs) = write_artifact(&store, &ex, mode, &all).unwrap();
+            let (desc, blobs) = write_artifact(&store, &ex, mode, &[], &all).unwrap();
             let m: serde_json::Value =
                 serde_json::from_slice(&store.read(&desc_digest(&desc).unwrap()).unwrap()).unwrap();
             assert_eq!(m["artifactType"], ARTIFACT_TYPE);
@@ -749,7 +879,7 @@ mod tests {
         }
         // A layer neither the store nor a cache has is left out, with its step.
         let none = |d: &Digest| *d != a.blob;
-        let (desc, blobs) = write_artifact(&store, &ex, CacheMode::Max, &none).unwrap();
+        let (desc, blobs) = write_artifact(&store, &ex, CacheMode::Max, &[], &none).unwrap();
         assert_eq!(blobs, vec![b.blob.clone()]);
         let m: serde_json::Value =
             serde_json::from_slice(&store.read(&desc_digest(&desc).unwrap()).unwrap()).unwrap();
