@@ -22,6 +22,7 @@ use crate::oci::{Digest, images::normalize_name};
 use crate::progress::Progress;
 use crate::registry::{self, Client, ClientOptions, Reference};
 use crate::ship::{self, Destination, ShipOptions, Shipped};
+pub use crate::solver::remote::{CacheFrom, CacheMode, CacheTo};
 use crate::solver::{SolveOptions, SolveStats, Solver};
 
 /// What to build and where the result goes.
@@ -93,6 +94,11 @@ pub struct BuildRequest {
     pub sbom: bool,
     /// Attach the SLSA provenance statement the same way (`--provenance`).
     pub provenance: bool,
+    /// Registry caches read before the solve (`--cache-from`; repeatable,
+    /// first match wins): [`crate::solver::remote`], docs/cache.md.
+    pub cache_from: Vec<CacheFrom>,
+    /// The registry cache written after a successful build (`--cache-to`).
+    pub cache_to: Option<CacheTo>,
 }
 
 /// A privilege a build must be granted explicitly (buildx's `--allow`).
@@ -414,12 +420,21 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     } else {
         Vec::new()
     };
-    let solver = Solver::open_default(progress)?;
+    let mut solver = Solver::open_default(progress)?;
     let client = Client::new(ClientOptions {
         insecure_registries: req.insecure_registries.clone(),
         ..ClientOptions::default()
     })
     .with_progress(progress);
+    if !req.cache_from.is_empty() && !req.no_cache {
+        solver.remote = Some(crate::solver::remote::RemoteCache::load(
+            &client,
+            &solver.store,
+            &req.cache_from,
+            progress,
+        ));
+    }
+    let solver = solver;
     let args = BuildArgs {
         args: req.build_args.clone(),
         target: req.target.clone(),
@@ -570,6 +585,7 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         }
     };
     let image = solved.image;
+    let cache_export = solved.cache;
     let digest = image.digest()?;
     let record = match record_of(
         req,
@@ -657,6 +673,7 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             _ => {}
         }
     }
+    let mut pushed_to: Vec<Reference> = Vec::new();
     for r in refs {
         if req
             .cancel
@@ -701,6 +718,18 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             ));
         }
         pushed.push(format!("{}@{digest}", r.name()));
+        pushed_to.push(r);
+    }
+    if let Some(to) = &req.cache_to {
+        export_cache(
+            &client,
+            &solver,
+            &image,
+            &cache_export,
+            to,
+            &pushed_to,
+            progress,
+        )?;
     }
     Ok(BuildResult {
         image,
@@ -711,6 +740,55 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         source,
         record,
     })
+}
+
+/// `--cache-to`: the build's steps to the registry cache, mounting the
+/// image's layers from the repositories it was just pushed to (and those
+/// kiln's blob origins know) instead of uploading them again.
+fn export_cache(
+    client: &Client,
+    solver: &Solver,
+    image: &crate::oci::image::Image,
+    ex: &crate::solver::remote::Exportable,
+    to: &CacheTo,
+    pushed_to: &[Reference],
+    progress: &Progress,
+) -> Result<()> {
+    let target = Reference::parse(&to.reference)
+        .with_context(|| format!("--cache-to ref {}", to.reference))?;
+    let blobs: Vec<crate::oci::Digest> = ex
+        .steps
+        .iter()
+        .filter_map(|s| s.record.layer.as_ref().map(|l| l.blob.clone()))
+        .collect();
+    let mut sources = match registry::origins::default_path() {
+        Ok(p) => registry::origins::lookup(&p, &target.registry, &target.repository, &blobs),
+        Err(_) => Default::default(),
+    };
+    for r in pushed_to.iter().filter(|r| r.registry == target.registry) {
+        for l in image.manifest.layers() {
+            sources
+                .entry(crate::oci::image::desc_digest(l)?)
+                .or_default()
+                .insert(0, r.repository.clone());
+        }
+    }
+    let task = progress.task(format!("[cache] exporting to {}", to.reference));
+    let summary = crate::solver::remote::export(
+        client,
+        &solver.store,
+        solver.remote.as_ref(),
+        ex,
+        to,
+        sources,
+        progress,
+    )?;
+    task.finish("done");
+    progress.info(format!(
+        "exported the build cache to {} ({} blobs sent, {} mounted, {} already there)",
+        summary.reference, summary.blobs_sent, summary.blobs_mounted, summary.blobs_skipped
+    ));
+    Ok(())
 }
 
 /// `KILN_*` variables of kiln's environment that the CLI hands to the plan

@@ -69,6 +69,8 @@ pub struct BuildCommand {
     /// KILN_CACHE_MAX, else 10% of its filesystem, at most 20 GiB.
     #[arg(long, value_name = "SIZE", value_parser = crate::gc::Bound::parse)]
     pub cache_max: Option<crate::gc::Bound>,
+    #[command(flatten)]
+    pub remote_cache: RemoteCacheArgs,
     /// Layer compression.
     #[arg(long, value_enum, default_value_t = Compression::Gzip)]
     pub compression: Compression,
@@ -120,6 +122,20 @@ pub struct BuildCommand {
     pub ca: BuildCaArgs,
     #[command(flatten)]
     pub attest: super::sbom::AttestArgs,
+}
+
+/// `--cache-from`/`--cache-to` of the commands that build (docs/cache.md).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RemoteCacheArgs {
+    /// Read steps from a registry cache: type=registry,ref=REG/REPO:TAG (or
+    /// just the ref; repeatable). A missing or unusable cache is a miss.
+    #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
+    pub cache_from: Vec<crate::build::CacheFrom>,
+    /// Write the build's steps to a registry cache after the build:
+    /// type=registry,ref=REG/REPO:TAG[,mode=min|max][,cache-mounts=true]
+    /// (max: every stage; cache-mounts: the RUN --mount=type=cache dirs too).
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=max]")]
+    pub cache_to: Option<crate::build::CacheTo>,
 }
 
 /// `--ca-cert` of the commands that run auto builds.
@@ -276,6 +292,8 @@ pub fn run(a: BuildCommand, progress: &Progress) -> Result<()> {
         cache_max: a.cache_max.unwrap_or_default(),
         sbom: a.attest.sbom(),
         provenance: a.attest.provenance(),
+        cache_from: a.remote_cache.cache_from,
+        cache_to: a.remote_cache.cache_to,
     };
     let started = std::time::Instant::now();
     let mut result = build(&req, progress);

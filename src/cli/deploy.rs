@@ -47,6 +47,8 @@ pub struct DeployArgs {
     pub ssh_flags: super::transfer::SshFlags,
     #[command(flatten)]
     pub ca: super::build::BuildCaArgs,
+    #[command(flatten)]
+    pub remote_cache: super::build::RemoteCacheArgs,
 }
 
 pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
@@ -65,6 +67,8 @@ pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
         cancel: Some(cancel.clone()),
         ca_certs: a.ca.ca_cert,
         no_host_ca: a.ca.no_host_ca,
+        cache_from: a.remote_cache.cache_from,
+        cache_to: a.remote_cache.cache_to,
         unpushed: match &a.ssh {
             Some(host) => crate::deploy::Destination::ssh_host(
                 host,

@@ -80,6 +80,11 @@ pub struct DeployRequest {
     pub ca_certs: Vec<PathBuf>,
     /// Auto builds' steps do not trust the host's CA bundle (`--no-host-ca`).
     pub no_host_ca: bool,
+    /// Registry caches every build reads (`--cache-from`), one per
+    /// resource: see [`resource_cache_ref`].
+    pub cache_from: Vec<crate::build::CacheFrom>,
+    /// The registry cache every build writes (`--cache-to`), one per resource.
+    pub cache_to: Option<crate::build::CacheTo>,
 }
 
 impl Default for DeployRequest {
@@ -96,6 +101,8 @@ impl Default for DeployRequest {
             cancel: None,
             ca_certs: Vec::new(),
             no_host_ca: false,
+            cache_from: Vec::new(),
+            cache_to: None,
         }
     }
 }
@@ -546,6 +553,40 @@ fn run_all(resources: &[Resource], req: &DeployRequest, progress: &Progress) -> 
         .collect()
 }
 
+/// The cache ref of one resource of a deploy: the given ref with the
+/// image's name appended to its tag (`reg/cache:main` for image
+/// `reg/shop/api` → `reg/cache:main-api`), so resources built in parallel
+/// do not overwrite each other's cache.
+pub fn resource_cache_ref(cache: &str, image: &str) -> String {
+    let last = image
+        .split(['@'])
+        .next()
+        .unwrap_or(image)
+        .rsplit('/')
+        .next()
+        .unwrap_or(image);
+    let name: String = last
+        .split(':')
+        .next()
+        .unwrap_or(last)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    match crate::registry::Reference::parse(cache) {
+        Ok(r) => {
+            let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+            format!("{}:{tag}-{name}", r.name())
+        }
+        Err(_) => format!("{cache}-{name}"),
+    }
+}
+
 fn build_one(
     r: &Resource,
     req: &DeployRequest,
@@ -579,6 +620,17 @@ fn build_one(
         debug: req.debug_build,
         ca_certs: req.ca_certs.clone(),
         no_host_ca: req.no_host_ca,
+        cache_from: req
+            .cache_from
+            .iter()
+            .map(|c| crate::build::CacheFrom {
+                reference: resource_cache_ref(&c.reference, &name),
+            })
+            .collect(),
+        cache_to: req.cache_to.as_ref().map(|c| crate::build::CacheTo {
+            reference: resource_cache_ref(&c.reference, &name),
+            ..c.clone()
+        }),
         ..BuildRequest::default()
     };
     let res =

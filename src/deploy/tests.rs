@@ -391,3 +391,15 @@ fn references_follow_dockers_host_rule() {
     );
     assert!(e.contains("--registry"), "{e}");
 }
+
+#[test]
+fn each_resource_of_a_deploy_gets_its_own_cache_tag() {
+    assert_eq!(
+        resource_cache_ref("reg.example/cache:main", "reg.example/shop/api:abc123"),
+        "reg.example/cache:main-api"
+    );
+    assert_eq!(
+        resource_cache_ref("127.0.0.1:5000/cache", "127.0.0.1:5000/team/web"),
+        "127.0.0.1:5000/cache:latest-web"
+    );
+}

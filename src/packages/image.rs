@@ -80,7 +80,7 @@ pub struct Built {
 
 /// A package base as a build composed it: the set and the layers holding
 /// it (what the SBOM lists, `crate::sbom`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ComposedSet {
     pub lock: Lockfile,
     pub layers: Vec<compose::PackageLayer>,

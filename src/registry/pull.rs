@@ -112,6 +112,39 @@ pub fn pull(
     })
 }
 
+/// Fetches one blob of `image`'s repository into `store` (retried,
+/// verified); returns the bytes fetched (0 when the store had it).
+pub fn blob(
+    client: &Client,
+    store: &Store,
+    image: &Reference,
+    digest: &Digest,
+    size: u64,
+    progress: &Progress,
+) -> Result<u64> {
+    let s = client.session(&image.registry)?;
+    client.retry(&format!("fetching blob {digest} of {image}"), || {
+        fetch_blob(client, &s, store, image, digest, size, "blob", progress)
+    })
+}
+
+/// Which of `digests` `image`'s repository has (`HEAD`, in parallel), in
+/// the order given.
+pub fn present(client: &Client, image: &Reference, digests: &[Digest]) -> Result<Vec<bool>> {
+    let s = client.session(&image.registry)?;
+    let scopes = [repo_scope(&image.repository, "pull")];
+    for_each(client.options().parallel, digests, |digest| {
+        let path = format!("/v2/{}/blobs/{digest}", image.repository);
+        match client.retry(&format!("checking blob {digest} of {image}"), || {
+            client.request(&s, "HEAD", &path, &[], &scopes, Body::Empty)
+        }) {
+            Ok(_) => Ok(true),
+            Err(e) if super::client::status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
+    })
+}
+
 /// Counts bytes through a writer and reports them.
 struct Counting<'a, W> {
     inner: W,

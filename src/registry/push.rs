@@ -34,6 +34,10 @@ pub struct PushOptions {
     pub mount_sources: HashMap<Digest, Vec<String>>,
     /// Blobs up to this size go in one `PUT`; bigger ones in one `PATCH`.
     pub monolithic_max: u64,
+    /// Blobs the local store may lack because the target repository has
+    /// them or can mount them (a build cache whose layers were never
+    /// fetched, [`crate::solver::remote`]): pushed only by `HEAD` or mount.
+    pub remote_blobs: std::collections::HashSet<Digest>,
 }
 
 impl Default for PushOptions {
@@ -42,6 +46,7 @@ impl Default for PushOptions {
             mount_from: Vec::new(),
             mount_sources: HashMap::new(),
             monolithic_max: 8 << 20,
+            remote_blobs: std::collections::HashSet::new(),
         }
     }
 }
@@ -128,7 +133,7 @@ pub fn push(
             if blobs.iter().any(|(x, _)| x == &digest) {
                 continue;
             }
-            if !store.contains(&digest) {
+            if !store.contains(&digest) && !opts.remote_blobs.contains(&digest) {
                 bail!(
                     "blob {digest} of the image is not in the local store {}: pull or rebuild the image",
                     store.root().display()
@@ -287,6 +292,13 @@ fn push_blob(
         }
     };
     let location = absolute(s, &location);
+    if !store.contains(digest) {
+        bail!(
+            "blob {digest} is neither on {}/{repo} nor mountable there, and the local store {} lacks it",
+            s.registry,
+            store.root().display()
+        );
+    }
     let file = store.open_blob(digest)?;
     let reader = crate::progress::Reading::new(file, size, task);
     let octet = ("Content-Type", "application/octet-stream");

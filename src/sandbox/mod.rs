@@ -77,6 +77,11 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// The persistent dir of cache mount `id` (`RUN --mount=type=cache`).
+    pub fn cache_mount_dir(&self, id: &str) -> PathBuf {
+        self.cache_mounts.join(run::sanitize_id(id))
+    }
+
     /// Run dirs and cache mounts under `kiln::paths::cache_dir()`, id map
     /// detected (root: none; else the user's subordinate ranges).
     pub fn new(progress: &Progress) -> Result<Sandbox> {

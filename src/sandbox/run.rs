@@ -97,7 +97,7 @@ pub(super) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
 /// Locks held for the duration of a run (locked cache mounts).
 type Locks = Vec<Flock<fs::File>>;
 
-fn sanitize_id(id: &str) -> String {
+pub(crate) fn sanitize_id(id: &str) -> String {
     // The id becomes one path component: keep it readable, make it safe,
     // and keep distinct ids distinct with a short hash.
     let clean: String = id

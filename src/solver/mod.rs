@@ -10,6 +10,7 @@
 //! | [`add`] | ADD's archive extraction (tar, gzip, bzip2, xz, zstd) |
 //! | [`download`] | ADD's URL downloads, verified against `--checksum` |
 //! | [`mounts`] | `RUN --mount` sources from another stage or image |
+//! | [`remote`] | the registry as a shared step cache (`--cache-to`, `--cache-from`) |
 //! | `step_mounts` | a RUN step's mounts → the sandbox's, with the temp files they bind |
 //!
 //! Each stage's state is an [`ImageBuilder`] (layers + history), the graph
@@ -22,6 +23,7 @@ pub mod cache;
 pub mod copy;
 pub mod download;
 pub mod mounts;
+pub mod remote;
 pub mod rootfs;
 mod step_mounts;
 pub mod trust;
@@ -61,6 +63,24 @@ struct StageBuild<'a> {
     stats: &'a Mutex<SolveStats>,
     opts: &'a SolveOptions<'a>,
     progress: &'a Progress,
+    /// The stages whose layers are in the target's image.
+    output: &'a BTreeSet<usize>,
+    /// Every step's record as the solve found or made it, for `--cache-to`.
+    exported: &'a Mutex<Vec<remote::ExportStep>>,
+}
+
+impl StageBuild<'_> {
+    /// Notes a step's record for a later `--cache-to`.
+    fn note(&self, stage: usize, key: &Digest, record: &StepRecord) {
+        self.exported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(remote::ExportStep {
+                output: self.output.contains(&stage),
+                key: key.clone(),
+                record: record.clone(),
+            });
+    }
 }
 
 /// Everything the solver needs besides the graph.
@@ -119,6 +139,8 @@ pub struct Solved {
     /// The Debian package sets the solve composed (build stages' too):
     /// what the SBOM lists (`crate::sbom`).
     pub package_sets: Vec<ComposedSet>,
+    /// The steps and package bases a `--cache-to` can export.
+    pub cache: remote::Exportable,
 }
 
 /// A stage's state while it is being built.
@@ -129,6 +151,28 @@ struct StageState {
     layers: Vec<LayerRecord>,
     /// How this stage's new layers are written ([`stage_layer`]).
     layer: LayerOptions,
+}
+
+/// The ids of a RUN step's cache mounts that are not seeded from a stage
+/// or image (those are one per source, see `step_mounts`): the dirs a
+/// registry cache can carry between machines.
+fn plain_cache_mounts(run: &graph::Run) -> Vec<String> {
+    run.mounts
+        .iter()
+        .filter_map(|m| match m {
+            graph::Mount::Cache {
+                target,
+                id,
+                from: None,
+                ..
+            } => Some(if id.is_empty() {
+                target.clone()
+            } else {
+                id.clone()
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The stages whose layers end up in the target's image: the target and
@@ -172,6 +216,10 @@ pub struct Solver {
     pub steps: StepCache,
     pub snapshots: Snapshots,
     pub sandbox: Sandbox,
+    /// The registry caches of `--cache-from`, read before the solve: a
+    /// step missing locally is looked up there, its layer fetched when
+    /// its bytes are needed.
+    pub remote: Option<remote::RemoteCache>,
 }
 
 impl Solver {
@@ -183,6 +231,7 @@ impl Solver {
             steps: StepCache::open_default()?,
             snapshots: Snapshots::open_default()?,
             sandbox: Sandbox::new(progress)?,
+            remote: None,
         })
     }
 
@@ -247,10 +296,31 @@ impl Solver {
                 .collect()
         });
         let mut package_sets = Vec::new();
+        let mut export = remote::Exportable::default();
         for (r, img) in composed {
             let (img, set) = img?;
+            export.bases.push(remote::ExportBase {
+                output: output
+                    .iter()
+                    .any(|&i| matches!(&g.stages[i].base, Base::Packages(p) if p.reference() == r)),
+                reference: r.clone(),
+                image: img.clone(),
+                set: set.clone(),
+            });
             bases.insert(r, img);
             package_sets.push(set);
+        }
+        for &i in &order {
+            for step in &g.stages[i].steps {
+                let Op::Run(run) = &step.op else { continue };
+                for id in plain_cache_mounts(run) {
+                    export.mounts.push(remote::ExportMount {
+                        output: output.contains(&i),
+                        dir: self.sandbox.cache_mount_dir(&id),
+                        id,
+                    });
+                }
+            }
         }
         for &i in &order {
             let stage = &g.stages[i];
@@ -310,6 +380,7 @@ impl Solver {
         let stats = Mutex::new(SolveStats::default());
         let needed: BTreeSet<usize> = order.iter().copied().collect();
         let mut done: BTreeSet<usize> = BTreeSet::new();
+        let exported = Mutex::new(Vec::new());
         let cx = StageBuild {
             g,
             keys: &keys,
@@ -318,6 +389,8 @@ impl Solver {
             stats: &stats,
             opts,
             progress,
+            output: &output,
+            exported: &exported,
         };
         // Waves: every stage whose dependencies are built runs in parallel.
         while done.len() < needed.len() {
@@ -361,15 +434,36 @@ impl Solver {
         let mut builder = st.builder;
         st.config.apply_to_oci(builder.config_mut());
         let image = builder.write(&self.store, opts.layer.epoch)?;
+        // The image's layers found in a registry cache and not needed by
+        // any step are fetched now: the exports read them.
+        if let Some(r) = &self.remote {
+            let (_, before) = r.fetched();
+            let digests = image
+                .manifest
+                .layers()
+                .iter()
+                .map(crate::oci::image::desc_digest)
+                .collect::<Result<Vec<_>>>()?;
+            r.ensure_blobs(&self.store, &digests)?;
+            let (n, b) = r.fetched();
+            if n > 0 {
+                progress.info(format!(
+                    "fetched {n} layers ({b} bytes) from the registry cache ({} for the image's own layers)",
+                    b - before
+                ));
+            }
+        }
         let layers = states.iter().flatten().flat_map(|s| &s.layers);
         self.record_use(
             layers.chain(&st.layers).map(|l| &l.blob),
             bases.values().chain([&image]),
         );
+        export.steps = exported.into_inner().unwrap_or_else(|e| e.into_inner());
         Ok(Solved {
             image,
             stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()),
             package_sets,
+            cache: export,
         })
     }
 
@@ -501,6 +595,25 @@ impl Solver {
             one_line(&p.packages.join(" ")),
             p.suite
         ));
+        // A registry cache's base is this set as another builder resolved
+        // and composed it: reused like a set resolved here before, unless
+        // `--pull` asks for the archive's current one.
+        if !opts.pull
+            && !opts.no_cache
+            && let Some(remote) = &self.remote
+        {
+            match remote.base(&self.store, &p.reference()) {
+                Ok(Some(found)) => {
+                    task.finish("cached");
+                    return Ok(found);
+                }
+                Ok(None) => {}
+                Err(e) => progress.warn(format!(
+                    "the registry cache's package base {} is not usable, composing it: {e:#}",
+                    p.reference()
+                )),
+            }
+        }
         // The downloads and the layers (one per package group) are parts
         // of this step: the terminal shows them on its line.
         let parts = progress.under(&task);
@@ -599,6 +712,7 @@ impl Solver {
             stats,
             opts,
             progress,
+            ..
         } = *cx;
         let stage = &g.stages[idx];
         let stage_keys = keys.stages[idx].as_ref().context("stage without keys")?;
@@ -698,6 +812,7 @@ impl Solver {
                         &text,
                         stats,
                         progress,
+                        &|k: &Digest, r: &StepRecord| cx.note(idx, k, r),
                     )
                     .with_context(|| format!("{label} ({})", origin_of(step)))?;
                 parent = graph::key::after_content_copy(&parent, &ck);
@@ -705,8 +820,9 @@ impl Solver {
                 continue;
             }
             if !opts.no_cache
-                && let Some(rec) = self.steps.get(key, &self.store, st.layer.compression)
+                && let Some(rec) = self.cached(key, st.layer.compression)
             {
+                cx.note(idx, key, &rec);
                 progress.task(label).finish("cached");
                 if let Op::Config(change) = &step.op {
                     st.config.apply(change);
@@ -791,13 +907,12 @@ impl Solver {
                     layer
                 }
             };
-            self.steps.put(
-                key,
-                &StepRecord {
-                    layer: layer.clone(),
-                    content_key: None,
-                },
-            )?;
+            let rec = StepRecord {
+                layer: layer.clone(),
+                content_key: None,
+            };
+            self.steps.put(key, &rec)?;
+            cx.note(idx, key, &rec);
             add_layer(&mut st, layer.as_ref(), &text);
             stats.lock().unwrap_or_else(|e| e.into_inner()).steps_run += 1;
             parent = graph::key::after_step(&parent, &step.op, key);
@@ -822,11 +937,16 @@ impl Solver {
         text: &str,
         stats: &Mutex<SolveStats>,
         progress: &Progress,
+        note: &dyn Fn(&Digest, &StepRecord),
     ) -> Result<Digest> {
         let compression = st.layer.compression;
-        if let Some(rec) = self.steps.get(key, &self.store, compression)
-            && let Some(ck) = rec.content_key
+        if let Some(rec) = self.cached(key, compression)
+            && let Some(ck) = rec.content_key.clone()
         {
+            note(key, &rec);
+            if let Some(ck_rec) = self.cached(&ck, compression) {
+                note(&ck, &ck_rec);
+            }
             progress.task(label).finish("cached");
             add_layer(st, rec.layer.as_ref(), text);
             stats.lock().unwrap_or_else(|e| e.into_inner()).steps_cached += 1;
@@ -838,35 +958,60 @@ impl Solver {
         let view = self.view(source)?;
         let entries = copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads, &self.sandbox.idmap)?;
         let ck = graph::key::content_copy_key(op, &copy::content_digest(&entries)?)?;
-        let layer = match self.steps.get(&ck, &self.store, compression) {
+        let layer = match self.cached(&ck, compression) {
             Some(rec) => {
+                note(&ck, &rec);
                 task.finish("cached");
                 stats.lock().unwrap_or_else(|e| e.into_inner()).steps_cached += 1;
                 rec.layer
             }
             None => {
                 let layer = self.write(entries, st.layer)?;
-                self.steps.put(
-                    &ck,
-                    &StepRecord {
-                        layer: layer.clone(),
-                        content_key: None,
-                    },
-                )?;
+                let rec = StepRecord {
+                    layer: layer.clone(),
+                    content_key: None,
+                };
+                self.steps.put(&ck, &rec)?;
+                note(&ck, &rec);
                 task.finish("done");
                 stats.lock().unwrap_or_else(|e| e.into_inner()).steps_run += 1;
                 layer
             }
         };
-        self.steps.put(
-            key,
-            &StepRecord {
-                layer: layer.clone(),
-                content_key: Some(ck.clone()),
-            },
-        )?;
+        let rec = StepRecord {
+            layer: layer.clone(),
+            content_key: Some(ck.clone()),
+        };
+        self.steps.put(key, &rec)?;
+        note(key, &rec);
         add_layer(st, layer.as_ref(), text);
         Ok(ck)
+    }
+
+    /// The record of step `key`: the local step cache's, else a registry
+    /// cache's (kept locally too: a local hit once its layer is fetched).
+    fn cached(&self, key: &Digest, compression: crate::oci::Compression) -> Option<StepRecord> {
+        if let Some(rec) = self.steps.get(key, &self.store, compression) {
+            return Some(rec);
+        }
+        let rec = self.remote.as_ref()?.step(key, compression)?;
+        // Best effort: the record is only a shortcut for the next build.
+        let _ = self.steps.put(key, &rec);
+        Some(rec)
+    }
+
+    /// The snapshot of a layer, its blob fetched from a registry cache
+    /// first when the store lacks it.
+    fn snapshot(&self, l: &LayerRecord) -> Result<PathBuf> {
+        if let Some(r) = &self.remote
+            && !self.snapshots.path(&l.blob).is_dir()
+        {
+            r.ensure_blob(&self.store, &l.blob)?;
+        }
+        Ok(self
+            .snapshots
+            .ensure(&self.store, &l.blob, l.compression)?
+            .0)
     }
 
     /// Writes entries as a layer; no entries, no layer.
@@ -902,7 +1047,7 @@ impl Solver {
                                 let Some(l) = next else {
                                     return Ok(());
                                 };
-                                self.snapshots.ensure(&self.store, &l.blob, l.compression)?;
+                                self.snapshot(l)?;
                             }
                         })
                     })
@@ -913,15 +1058,7 @@ impl Solver {
                 })
             })?;
         }
-        st.layers
-            .iter()
-            .map(|l| {
-                Ok(self
-                    .snapshots
-                    .ensure(&self.store, &l.blob, l.compression)?
-                    .0)
-            })
-            .collect()
+        st.layers.iter().map(|l| self.snapshot(l)).collect()
     }
 
     fn view(&self, st: &StageState) -> Result<RootView> {
@@ -939,6 +1076,22 @@ impl Solver {
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<Option<LayerRecord>> {
+        // A cache mount this machine does not have yet starts with what a
+        // registry cache holds for it (`cache-mounts=true` exports).
+        if let Some(remote) = &self.remote {
+            for id in plain_cache_mounts(run) {
+                let dir = self.sandbox.cache_mount_dir(&id);
+                match remote.import_mount(&self.store, &id, &dir) {
+                    Ok(true) => progress.info(format!(
+                        "{label}: cache mount {id:?} filled from the registry cache"
+                    )),
+                    Ok(false) => {}
+                    Err(e) => {
+                        progress.warn(format!("{label}: cache mount {id:?} starts empty: {e:#}"))
+                    }
+                }
+            }
+        }
         let mut spec = sandbox::RunSpec::new(
             self.lowers(st)?,
             sandbox::StepCommand::Exec(run.command.clone()),

@@ -1,0 +1,383 @@
+#![cfg(feature = "e2e")]
+//! The registry as kiln's shared step cache (issue 18): two kiln homes
+//! ("machines") and a real registry on 127.0.0.1. Home A builds with
+//! `--cache-to`; home B, empty, builds the same source with `--cache-from`
+//! and runs nothing, downloading about the final image's size; a broken
+//! or missing cache is a miss with a warning.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use support::auto::{example, host_ca_args};
+use support::kiln::Kiln;
+use support::registry::Registry;
+
+/// `kiln --progress json build DIR -t NAME --json EXTRA…`: the digest,
+/// the progress events and stderr.
+fn build(
+    home: &Kiln,
+    dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> (String, Vec<serde_json::Value>, String) {
+    let mut args: Vec<String> = ["--progress", "json", "build"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(dir.display().to_string());
+    args.extend(["-t".into(), name.into(), "--json".into()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(host_ca_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = home.ok(&args);
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let events = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (
+        result["digest"].as_str().unwrap().to_string(),
+        events,
+        stderr,
+    )
+}
+
+/// The build's steps (the `step` tasks: package sets and shown steps) by
+/// name, with the status they finished with.
+fn steps(events: &[serde_json::Value]) -> BTreeMap<String, String> {
+    let names: BTreeMap<u64, String> = events
+        .iter()
+        .filter(|e| e["event"] == "start" && e["step"] == true)
+        .filter_map(|e| Some((e["id"].as_u64()?, e["name"].as_str()?.to_string())))
+        .collect();
+    events
+        .iter()
+        .filter(|e| e["event"] == "finish")
+        .filter_map(|e| {
+            let name = names.get(&e["id"].as_u64()?)?;
+            Some((name.clone(), e["status"].as_str()?.to_string()))
+        })
+        .collect()
+}
+
+fn warnings(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "message" && e["level"] == "warn")
+        .filter_map(|e| e["text"].as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Bytes the registry sent in answer to blob GETs from log line `from` on
+/// (its access log: `"GET /v2/…/blobs/sha256:… HTTP/1.1" 200 BYTES`).
+fn blob_bytes_sent(reg: &Registry, from: usize) -> u64 {
+    reg.log()[from..]
+        .iter()
+        .filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/sha256:"))
+        .filter_map(|l| {
+            let after = l.split("HTTP/1.1\" ").nth(1)?;
+            let mut parts = after.split_whitespace();
+            let status = parts.next()?;
+            (status == "200").then(|| parts.next()?.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
+/// Config + layer sizes of image `name` in `home`'s store.
+fn image_size(home: &Kiln, name: &str) -> u64 {
+    let raw = support::kiln::run(
+        "skopeo",
+        &["inspect", "--raw", &format!("{}:{name}", home.layout())],
+    );
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    m["config"]["size"].as_u64().unwrap()
+        + m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .sum::<u64>()
+}
+
+#[test]
+fn a_fresh_builder_runs_nothing_with_a_warm_registry_cache() {
+    let reg = Registry::start();
+    let cache = format!("{}/cache/node-npm:main", reg.addr);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("node-npm", tmp.path());
+
+    // Machine A (the suites' warm cache) exports every stage's steps.
+    let a = Kiln::shared();
+    let to = format!("type=registry,ref={cache},mode=max");
+    let (digest_a, _, _) = build(&a, &dir, "regcache:a", &["--cache-to", &to]);
+
+    // Machine B, empty, imports it: every step CACHED, the same image. It
+    // exports every stage to another ref too, without downloading the
+    // build stage's layers (mounted from the first cache).
+    let b = Kiln::new();
+    let from = format!("type=registry,ref={cache}");
+    let other = format!("{}/cache/other:main", reg.addr);
+    let to_other = format!("type=registry,ref={other},mode=max");
+    let log_at = reg.log().len();
+    let started = std::time::Instant::now();
+    let (digest_b, events, stderr) = build(
+        &b,
+        &dir,
+        "regcache:b",
+        &["--cache-from", &from, "--cache-to", &to_other],
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(digest_b, digest_a, "the same image on both machines");
+    let all = steps(&events);
+    assert!(
+        all.keys().any(|n| n.starts_with("[packages]")) && all.len() > 5,
+        "{all:?}"
+    );
+    let not_cached: Vec<_> = all.iter().filter(|(_, s)| *s != "cached").collect();
+    assert!(
+        not_cached.is_empty(),
+        "steps not cached: {not_cached:?}\n{stderr}"
+    );
+    // What B downloaded: the final image's layers, not the build stage's.
+    let fetched = blob_bytes_sent(&reg, log_at);
+    let size = image_size(&b, "regcache:b");
+    eprintln!(
+        "machine B: {seconds:.1} s, fetched {fetched} blob bytes from the registry; the image is {size} bytes; steps: {all:?}"
+    );
+    assert!(
+        fetched * 10 <= size * 11,
+        "fetched {fetched} bytes for an image of {size} bytes"
+    );
+    assert!(fetched * 10 >= size * 9, "the image's layers were fetched");
+    // B's export is complete: a third empty machine runs nothing from it.
+    let c = Kiln::new();
+    let (digest_c, events, stderr) = build(&c, &dir, "regcache:c", &["--cache-from", &other]);
+    assert_eq!(digest_c, digest_a);
+    let not_cached: Vec<_> = steps(&events)
+        .into_iter()
+        .filter(|(_, s)| s != "cached")
+        .collect();
+    assert!(not_cached.is_empty(), "{not_cached:?}\n{stderr}");
+
+    // A one-line change: only the steps after it run on B.
+    let js = dir.join("index.js");
+    let text = std::fs::read_to_string(&js).unwrap();
+    std::fs::write(&js, text.replace("Hello from node-npm", "Hello again")).unwrap();
+    let (digest_d, events, stderr) = build(&b, &dir, "regcache:d", &["--cache-from", &from]);
+    assert_ne!(digest_d, digest_b);
+    let all = steps(&events);
+    let ran: Vec<&String> = all
+        .iter()
+        .filter(|(_, s)| *s == "done")
+        .map(|(n, _)| n)
+        .collect();
+    for (name, status) in &all {
+        if name.starts_with("[packages]") || name.contains("npm ci") {
+            assert_eq!(status, "cached", "{name} comes before the change\n{stderr}");
+        }
+    }
+    assert!(
+        ran.iter().any(|n| n.contains("COPY . /app")),
+        "the changed source is copied again: {all:?}"
+    );
+    eprintln!("after a one-line change, machine B ran {ran:?}");
+    // The source copy and what stands on it; nothing before it.
+    assert!(
+        ran.iter()
+            .all(|n| n.starts_with("[build 5/5]") || n.starts_with("[runtime ")),
+        "only the steps after the change run: {ran:?}"
+    );
+}
+
+#[test]
+fn a_missing_foreign_or_damaged_cache_is_a_miss_with_a_warning() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_app(tmp.path());
+    let cache = format!("{}/cache/app:main", reg.addr);
+    let image = format!("{}/app:1", reg.addr);
+
+    let a = Kiln::new();
+    let to = format!("type=registry,ref={cache}");
+    let (digest_a, _, _) = build(&a, &dir, &image, &["--push", "--cache-to", &to]);
+
+    // No such cache, and an image that is no kiln cache: misses, warned.
+    let b = Kiln::new();
+    let missing = format!("{}/cache/none:main", reg.addr);
+    let (digest_b, events, stderr) = build(
+        &b,
+        &dir,
+        "miss:1",
+        &["--cache-from", &missing, "--cache-from", &image],
+    );
+    assert_eq!(digest_b, digest_a);
+    let all = steps(&events);
+    assert!(all.values().all(|s| s == "done"), "{all:?}");
+    let w = warnings(&events).join("\n");
+    assert!(
+        w.contains(&format!("--cache-from {missing}")),
+        "{w}\n{stderr}"
+    );
+    assert!(w.contains("not a kiln cache"), "{w}\n{stderr}");
+
+    // The cache's second layer deleted from the registry's storage: the
+    // first step is still cached, the second runs.
+    let two = support::kiln::run(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{cache}"),
+        ],
+    );
+    let m: serde_json::Value = serde_json::from_str(&two).unwrap();
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "record + two layers: {m}");
+    assert_eq!(m["artifactType"], "application/vnd.kiln.cache.v1+json");
+    let gone = layers[2]["digest"].as_str().unwrap();
+    let hex = gone.strip_prefix("sha256:").unwrap();
+    let blob_dir = reg
+        .storage()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    std::fs::remove_dir_all(&blob_dir).unwrap();
+    let c = Kiln::new();
+    let from = format!("type=registry,ref={cache}");
+    let (digest_c, events, stderr) = build(&c, &dir, "miss:2", &["--cache-from", &from]);
+    assert_eq!(digest_c, digest_a);
+    let all = steps(&events);
+    let status: Vec<&str> = all.values().map(String::as_str).collect();
+    assert_eq!(status, ["cached", "done"], "{all:?}\n{stderr}");
+    let w = warnings(&events).join("\n");
+    assert!(w.contains("1 of its layers are gone"), "{w}\n{stderr}");
+}
+
+/// A small Dockerfile app (no network, no base image): two COPY layers.
+fn small_app(parent: &Path) -> std::path::PathBuf {
+    let dir = parent.join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY one /one\nCOPY two /two\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("one"), "first layer\n").unwrap();
+    std::fs::write(dir.join("two"), "second layer\n").unwrap();
+    dir
+}
+
+#[test]
+fn the_cache_goes_through_a_registry_that_drops_and_fails_requests() {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use support::proxy::{Action, Proxy, Request};
+
+    let reg = Registry::start();
+    // Every blob check, blob read, upload start and manifest request fails
+    // the first time it is made: a 500, a dropped connection, or (blob
+    // reads) a body cut short, in turn. Retries reach the registry.
+    let seen: Arc<Mutex<HashSet<String>>> = Default::default();
+    let faults = Arc::new(AtomicUsize::new(0));
+    let (seen2, faults2) = (seen.clone(), faults.clone());
+    let proxy = Proxy::start(&reg.addr, move |req: &Request| {
+        let path = req.path().to_string();
+        let faulty = path.contains("/manifests/")
+            || path.ends_with("/blobs/uploads/")
+            || (path.contains("/blobs/sha256:") && req.method != "PUT");
+        if !faulty
+            || !seen2
+                .lock()
+                .unwrap()
+                .insert(format!("{} {path}", req.method))
+        {
+            return Action::Forward;
+        }
+        let n = faults2.fetch_add(1, Ordering::SeqCst);
+        match (n % 3, req.method.as_str()) {
+            (0, _) => Action::status(500),
+            (1, _) => Action::Drop,
+            (_, "GET") => Action::ForwardCut(5),
+            _ => Action::status(503),
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_app(tmp.path());
+    let through = format!("{}/cache/app:main", proxy.addr);
+
+    let a = Kiln::new();
+    let to = format!("type=registry,ref={through},mode=max");
+    let (digest_a, _, _) = build(&a, &dir, "faults:a", &["--cache-to", &to]);
+    let b = Kiln::new();
+    let (digest_b, events, stderr) = build(&b, &dir, "faults:b", &["--cache-from", &through]);
+    assert_eq!(digest_b, digest_a);
+    let all = steps(&events);
+    assert!(
+        !all.is_empty() && all.values().all(|s| s == "cached"),
+        "{all:?}\n{stderr}"
+    );
+    assert!(
+        faults.load(Ordering::SeqCst) >= 8,
+        "faults injected: {}",
+        faults.load(Ordering::SeqCst)
+    );
+
+    // Readable afterwards, straight from the registry.
+    let c = Kiln::new();
+    let direct = format!("{}/cache/app:main", reg.addr);
+    let (digest_c, events, _) = build(&c, &dir, "faults:c", &["--cache-from", &direct]);
+    assert_eq!(digest_c, digest_a);
+    assert!(steps(&events).values().all(|s| s == "cached"));
+}
+
+#[test]
+fn cache_mount_contents_travel_with_cache_mounts_true() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The step records whether its cache mount had something in it.
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM debian:bookworm\nARG V=1\n\
+         RUN --mount=type=cache,target=/c sh -c 'if test -e /c/warm; then echo warm; else echo cold; fi > /state; echo \"$V\" >> /c/warm'\n",
+    )
+    .unwrap();
+    let with = format!("{}/cache/mounts:with", reg.addr);
+    let without = format!("{}/cache/mounts:without", reg.addr);
+    let a = Kiln::new();
+    support::base::local_debian(&a.data());
+    let to = format!("type=registry,ref={with},cache-mounts=true");
+    build(&a, &dir, "mounts:a", &["--cache-to", &to]);
+    let to = format!("type=registry,ref={without}");
+    build(&a, &dir, "mounts:a", &["--cache-to", &to]);
+
+    // A new value of V runs the step again on each fresh machine.
+    let state = |home: &Kiln, from: &str, v: &str| {
+        support::base::local_debian(&home.data());
+        let out = home.path("out");
+        let o = format!("type=local,dest={}", out.display());
+        let arg = format!("V={v}");
+        let (_, events, stderr) = build(
+            home,
+            &dir,
+            "mounts:x",
+            &["--cache-from", from, "--build-arg", &arg, "-o", &o],
+        );
+        let ran: Vec<String> = steps(&events)
+            .into_iter()
+            .filter(|(_, s)| s == "done")
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(ran.len(), 1, "{ran:?}\n{stderr}");
+        std::fs::read_to_string(out.join("state")).unwrap()
+    };
+    assert_eq!(state(&Kiln::new(), &with, "2"), "warm\n");
+    assert_eq!(state(&Kiln::new(), &without, "3"), "cold\n");
+}
