@@ -31,6 +31,7 @@ pub mod paths;
 pub mod plan;
 pub mod platform;
 pub mod progress;
+pub mod rebase;
 pub mod redact;
 pub mod registry;
 pub mod sandbox;

@@ -1,0 +1,54 @@
+//! `kiln rebase`: the library's [`crate::rebase::rebase`], and what it
+//! changed printed (`package: old → new`, then a summary line).
+
+use clap::Args;
+
+use crate::Result;
+use crate::oci::ImageStore;
+use crate::progress::Progress;
+use crate::rebase::{self, Stores};
+use crate::sandbox::Snapshots;
+
+#[derive(Args, Debug)]
+pub struct RebaseArgs {
+    /// The local image (name, name:tag or digest prefix), built by kiln.
+    pub image: String,
+    /// Name the rebased image NEW (default: IMAGE's own name, moved to it).
+    #[arg(short = 't', long = "tag", value_name = "NEW")]
+    pub tag: Option<String>,
+}
+
+pub fn run(a: RebaseArgs, progress: &Progress) -> Result<()> {
+    let images = ImageStore::open_default()?;
+    let cache = crate::oci::cache_store()?;
+    let snapshots = Snapshots::open_default()?;
+    let stores = Stores {
+        images: &images,
+        cache: &cache,
+        snapshots: &snapshots,
+    };
+    let r = rebase::rebase(&stores, &a.image, a.tag.as_deref(), progress)?;
+    let names = r.names.join(", ");
+    if r.changes.is_empty() {
+        println!(
+            "{}: all {} Debian packages are current in {} (Release of {}); the image is unchanged: {names} {}",
+            a.image, r.packages, r.suite, r.release_date, r.digest
+        );
+        return Ok(());
+    }
+    for c in &r.changes {
+        println!("{c}");
+    }
+    println!(
+        "rebased {} onto {} (Release of {}): {} package{} changed, {} package layers replaced, {} app layers kept; {names} {}",
+        a.image,
+        r.suite,
+        r.release_date,
+        r.changes.len(),
+        if r.changes.len() == 1 { "" } else { "s" },
+        r.layers_replaced,
+        r.layers_kept,
+        r.digest
+    );
+    Ok(())
+}
