@@ -40,13 +40,14 @@ pub fn run(a: RebaseArgs, progress: &Progress) -> Result<()> {
         println!("{c}");
     }
     println!(
-        "rebased {} onto {} (Release of {}): {} package{} changed, {} package layers replaced, {} app layers kept; {names} {}",
+        "rebased {} onto {} (Release of {}): {} package{} changed, {} of {} package layers new, {} app layers kept; {names} {}",
         a.image,
         r.suite,
         r.release_date,
         r.changes.len(),
         if r.changes.len() == 1 { "" } else { "s" },
-        r.layers_replaced,
+        r.new_layers,
+        r.package_layers,
         r.layers_kept,
         r.digest
     );

@@ -88,8 +88,10 @@ pub struct Rebased {
     /// Names given to the result in the local store.
     pub names: Vec<String>,
     pub record: Record,
-    /// Package layers replaced, and the layers kept above them.
-    pub layers_replaced: usize,
+    /// The package layers now, how many of them are new blobs (a layer
+    /// of unchanged packages keeps its digest), and the app layers kept.
+    pub package_layers: usize,
+    pub new_layers: usize,
     pub layers_kept: usize,
     /// `Date:` of the suite's Release the set was resolved against.
     pub release_date: String,
@@ -188,8 +190,9 @@ pub fn rebase(
             changes,
             names,
             record,
-            layers_replaced: 0,
-            layers_kept: layers.len(),
+            package_layers: base,
+            new_layers: 0,
+            layers_kept: layers.len() - base,
             release_date: lock.release_date,
             suite: lock.suite,
             packages: lock.packages.len(),
@@ -315,7 +318,12 @@ pub fn rebase(
         changes,
         names,
         record,
-        layers_replaced: base,
+        package_layers: composed.layers.len(),
+        new_layers: composed
+            .layers
+            .iter()
+            .filter(|l| !layers[..base].contains(&l.blob))
+            .count(),
         layers_kept: layers.len() - base,
         release_date: lock.release_date,
         suite: lock.suite,
