@@ -27,9 +27,9 @@ pub fn is_elf(head: &[u8]) -> bool {
 /// ELF file (the loader would refuse it too, so it needs nothing).
 pub fn needs(data: &[u8]) -> Option<Needs> {
     // e_ident[EI_CLASS]: 32- or 64-bit.
-    match data.get(4)? {
-        &elf::ELFCLASS64 => needs_of::<FileHeader64<Endianness>>(data),
-        &elf::ELFCLASS32 => needs_of::<FileHeader32<Endianness>>(data),
+    match *data.get(4)? {
+        elf::ELFCLASS64 => needs_of::<FileHeader64<Endianness>>(data),
+        elf::ELFCLASS32 => needs_of::<FileHeader32<Endianness>>(data),
         _ => None,
     }
 }
