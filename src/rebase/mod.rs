@@ -154,7 +154,11 @@ pub fn rebase(
             request.layers.join(", ")
         );
     }
-    refuse_steps_on_base(&old, base, reference)?;
+    refuse_steps_on_base(
+        old.config.history().as_deref().unwrap_or_default(),
+        base,
+        reference,
+    )?;
 
     // The request, resolved against the suite now.
     let platform = Platform::parse(&record.image.platform)
@@ -365,10 +369,13 @@ fn one_set<'a>(
 /// Refuses an image with a layer above the package base that a `RUN` step
 /// made: what such a step wrote may depend on the packages' files (a
 /// `useradd` appends to their `/etc/passwd`), which a rebase cannot redo.
-fn refuse_steps_on_base(image: &Image, base: usize, reference: &str) -> Result<()> {
-    let history = image.config.history().clone().unwrap_or_default();
+fn refuse_steps_on_base(
+    history: &[oci_spec::image::History],
+    base: usize,
+    reference: &str,
+) -> Result<()> {
     let mut layer = 0;
-    for h in &history {
+    for h in history {
         if h.empty_layer() == Some(true) {
             continue;
         }
@@ -586,6 +593,43 @@ mod tests {
                 && text.contains("kiln build --pull"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_layer_a_run_step_wrote_over_the_packages_is_refused() {
+        use oci_spec::image::HistoryBuilder;
+        let h = |by: &str, empty: bool| {
+            HistoryBuilder::default()
+                .created_by(by.to_string())
+                .empty_layer(empty)
+                .build()
+                .unwrap()
+        };
+        let base = [
+            h("kiln packages: libc6", false),
+            h("kiln packages: dpkg database and configuration", false),
+        ];
+        let copies = [
+            h("COPY → /app", false),
+            h("RUN (check the shared libraries)", true),
+            h("CMD", true),
+        ];
+        let ok: Vec<_> = base.iter().chain(&copies).cloned().collect();
+        refuse_steps_on_base(&ok, 2, "app:1").unwrap();
+        let mut run = ok.clone();
+        run.push(h(
+            "RUN sh -c 'echo app:x:1000:1000::/home/app:/bin/sh >> /etc/passwd'",
+            false,
+        ));
+        let e = refuse_steps_on_base(&run, 2, "app:1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("layer 4 of app:1") && e.contains("RUN sh -c") && e.contains("--pull"),
+            "{e}"
+        );
+        // The package base's own layers are no app layers.
+        refuse_steps_on_base(&run, 4, "app:1").unwrap();
     }
 
     #[test]
