@@ -54,14 +54,6 @@ pub struct Record {
     pub build: BuildInfo,
 }
 
-impl Record {
-    /// The package sets whose layers are in the image (a build stage's
-    /// set is an input only).
-    pub fn sets_in_image(&self) -> impl Iterator<Item = &PackageSetInfo> {
-        self.build.package_sets.iter().filter(|s| s.in_image)
-    }
-}
-
 /// The image itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageInfo {
