@@ -36,7 +36,8 @@ macro_rules! internal_modules {
 
 internal_modules!(
     build, context, deploy, dockerfile, error, failure, gc, graph, http, oci, packages, paths,
-    plan, platform, progress, redact, registry, sandbox, sbom, ship, sign, solver, transfer,
+    plan, platform, progress, rebase, redact, registry, sandbox, sbom, ship, sign, solver,
+    transfer,
 );
 
 /// The command line of the `kiln` binary (the `cli` feature): the binary
@@ -47,7 +48,9 @@ pub mod cli;
 
 // What the library promises (docs/library.md): the items below and the
 // functions after them. Everything else is internal.
-pub use build::{BuildRequest, BuildResult, BuildSource, Entitlement, PlanRequest};
+pub use build::{
+    BuildRequest, BuildResult, BuildSource, CacheFrom, CacheMode, CacheTo, Entitlement, PlanRequest,
+};
 pub use deploy::{Built, DeployRequest, DeployResult, Resolved};
 pub use error::Result;
 pub use failure::Error;
@@ -56,9 +59,13 @@ pub use oci::{Compression, Digest, ImageStore};
 pub use plan::BuildPlan;
 pub use platform::Platform;
 pub use progress::{Event, Progress, ProgressSink};
+pub use rebase::{Change, Rebased};
 pub use registry::Reference;
 pub use sandbox::Network;
+pub use sbom::Format as SbomFormat;
+pub use sbom::outdated::{Report as OutdatedReport, Update as PackageUpdate};
 pub use ship::{Destination, PushRequest, Shipped};
+pub use sign::Signed;
 pub use transfer::{Engine, SshOptions, SshTarget, TransferOptions, TransferSummary};
 
 /// Builds an image (from the context's Dockerfile, inline Dockerfile text
@@ -89,8 +96,68 @@ pub fn deploy(
     deploy::deploy(req, progress).map_err(Error::from)
 }
 
+/// Moves the local image `image` (built by kiln) onto its Debian suite's
+/// current packages without running a step: new package layers under the
+/// same app layers, named `tag` (default: `image`'s own name). Refused,
+/// with the reason, when a changed package breaks what the app layers
+/// need (what `kiln rebase` does; docs/rebase.md).
+pub fn rebase(
+    image: &str,
+    tag: Option<&str>,
+    progress: &Progress,
+) -> std::result::Result<Rebased, Error> {
+    rebase::rebase_default(image, tag, progress).map_err(Error::from)
+}
+
 /// Sends an image of the local store to a registry or a server over SSH,
 /// only the blobs the other side lacks (what `kiln push` does).
 pub fn push(req: &PushRequest, progress: &Progress) -> std::result::Result<Shipped, Error> {
     ship::stored::push(req, progress).map_err(Error::from)
+}
+
+/// The SBOM of the local image `image` (built by kiln) as a document:
+/// SPDX 2.3 or CycloneDX 1.6 JSON (what `kiln sbom` prints).
+pub fn sbom(image: &str, format: SbomFormat) -> std::result::Result<Vec<u8>, Error> {
+    sbom::record_of(image)
+        .and_then(|r| sbom::render(&r, format))
+        .map_err(Error::from)
+}
+
+/// The SLSA v1 provenance statement of the local image `image` (what
+/// `kiln sbom --provenance` prints).
+pub fn provenance(image: &str) -> std::result::Result<Vec<u8>, Error> {
+    sbom::record_of(image)
+        .and_then(|r| sbom::provenance::statement(&r))
+        .map_err(Error::from)
+}
+
+/// The Debian packages of the local image `image` whose suite has moved on
+/// (security updates first), without changing anything (what `kiln
+/// outdated` prints).
+pub fn outdated(image: &str, progress: &Progress) -> std::result::Result<OutdatedReport, Error> {
+    sbom::record_of(image)
+        .and_then(|r| sbom::outdated::check(&r, progress))
+        .map_err(Error::from)
+}
+
+/// Signs the image `image` names on its registry with the ECDSA P-256
+/// private key `key_pem` (PKCS#8 PEM), in cosign's format: the
+/// `sha256-<digest>.sig` tag (what `kiln sign` does; docs/sbom.md).
+pub fn sign(
+    image: &Reference,
+    key_pem: &[u8],
+    insecure_registries: &[String],
+    progress: &Progress,
+) -> std::result::Result<Signed, Error> {
+    let run = || -> Result<Signed> {
+        let key = sign::SigningKey::from_pem(key_pem, "the signing key")?;
+        let client = registry::Client::new(registry::ClientOptions {
+            insecure_registries: insecure_registries.to_vec(),
+            credentials: registry::CredentialSource::Files,
+            ..registry::ClientOptions::default()
+        })
+        .with_progress(progress);
+        sign::sign(&client, image, &key, progress)
+    };
+    run().map_err(Error::from)
 }

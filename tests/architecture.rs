@@ -227,15 +227,15 @@ fn find_cycle(edges: &Edges) -> Option<Vec<String>> {
 }
 
 /// The library's promise is its crate root (docs/library.md): the example
-/// a user copies and the page that documents the API name no item through
-/// a module path (`kiln::oci::…`), since the modules are private outside
-/// the `internals` feature the test suites use.
+/// a user copies and the docs name no item through a module path
+/// (`kiln::oci::…`), since the modules are private outside the
+/// `internals` feature the test suites use.
 #[test]
 fn the_library_example_and_docs_use_only_the_crate_root() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut problems = Vec::new();
-    for file in ["examples/embed.rs", "docs/library.md", "README.md"] {
-        let text = fs::read_to_string(root.join(file)).unwrap();
+    for file in docs_and_examples(root) {
+        let text = fs::read_to_string(root.join(&file)).unwrap();
         for (n, line) in text.lines().enumerate() {
             if let Some(path) = module_path(line) {
                 problems.push(format!("{file}:{}: {path}", n + 1));
@@ -247,6 +247,20 @@ fn the_library_example_and_docs_use_only_the_crate_root() {
         "paths into kiln's private modules (re-export the item at the crate root instead):\n{}",
         problems.join("\n")
     );
+}
+
+/// What a library user reads: the README, every page of docs/ and the
+/// embedding example.
+fn docs_and_examples(root: &Path) -> Vec<String> {
+    let mut files = vec!["README.md".to_string(), "examples/embed.rs".to_string()];
+    for e in fs::read_dir(root.join("docs")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        if name.ends_with(".md") {
+            files.push(format!("docs/{name}"));
+        }
+    }
+    files.sort();
+    files
 }
 
 /// The first `kiln::module::` path in `line` (a lowercase segment followed

@@ -1,7 +1,15 @@
 //! End to end: `kiln sign` on a real registry, its signature checked
-//! without kiln — skopeo reads the image and cosign's `sha256-<hex>.sig`
-//! manifest, openssl verifies the ECDSA signature — and not verifying once
-//! the tag points at other content or with another key's signature.
+//! without kiln by two independent implementations — skopeo reads the
+//! image and cosign's `sha256-<hex>.sig` manifest and openssl verifies the
+//! ECDSA signature; and `support/cosign_verify.py`, cosign's key-based
+//! check written with PyPI's `cryptography` over the registry API — and
+//! not verifying once the tag points at other content or with another
+//! key's signature.
+//!
+//! Not sigstore-python: its `Verifier` (4.x) verifies Sigstore bundles
+//! whose certificate chains to Fulcio and whose entry is in Rekor, and
+//! has no way to verify with a bare public key (what `cosign verify --key`
+//! does), so the script follows cosign's own steps instead.
 #![cfg(feature = "e2e")]
 
 mod support;
@@ -19,6 +27,30 @@ fn push_image(k: &Kiln, dir: &Path, content: &str, reference: &str) {
     let name = format!("local-{}:1", content.trim());
     k.ok(&["image", "from-dir", dir.to_str().unwrap(), "-t", &name]);
     k.ok(&["push", &name, reference]);
+}
+
+/// `cryptography`, pinned (as in scripts/install-test-deps).
+const CRYPTOGRAPHY: &str = "cryptography==51.0.1";
+
+/// The cosign check of `support/cosign_verify.py` (no kiln, no skopeo):
+/// `Err` says why it does not verify.
+fn verify_py(reg: &Registry, reference: &str, public: &Path) -> Result<(), String> {
+    let venv = support::pyvenv::venv("cosign-verifier", &[CRYPTOGRAPHY]);
+    let (repo, tag) = reference.rsplit_once(':').unwrap();
+    let path = repo.split_once('/').unwrap().1;
+    let out = Command::new(venv.join("bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/cosign_verify.py"))
+        .args([&reg.url(), path, tag])
+        .arg(public)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) if said.starts_with("Verified OK") => Ok(()),
+        Some(1) => Err(said),
+        _ => panic!("cosign_verify.py failed to run: {said}"),
+    }
 }
 
 /// A P-256 private key made by openssl.
@@ -146,11 +178,14 @@ fn a_kiln_signature_verifies_without_kiln_and_fails_after_a_retag() {
     // payload blob, openssl verifies the ECDSA signature with the public
     // key. (Debian's skopeo has its own sigstore verification disabled.)
     assert_eq!(verify(&reg, &reference, &public, t), Ok(()));
+    assert_eq!(verify_py(&reg, &reference, &public), Ok(()));
 
     // The tag now names other content: its digest has no signature.
     push_image(&k, &t.join("b"), "b\n", &reference);
     let e = verify(&reg, &reference, &public, t).unwrap_err();
     assert!(e.contains("no signature"), "{e}");
+    let e = verify_py(&reg, &reference, &public).unwrap_err();
+    assert!(e.contains("no signature for sha256:"), "{e}");
 
     // Signed again with another key: the public key does not verify it.
     let other = t.join("other.pem");
@@ -158,6 +193,11 @@ fn a_kiln_signature_verifies_without_kiln_and_fails_after_a_retag() {
     k.ok(&["sign", &reference, "--key", other.to_str().unwrap()]);
     let e = verify(&reg, &reference, &public, t).unwrap_err();
     assert!(e.contains("Verification failure"), "{e}");
+    let e = verify_py(&reg, &reference, &public).unwrap_err();
+    assert!(
+        e.contains("signature does not verify with the public key"),
+        "{e}"
+    );
 
     // A key file that is not a P-256 PKCS#8 key: named, exit 1.
     std::fs::write(t.join("bad.pem"), "nope").unwrap();

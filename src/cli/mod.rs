@@ -12,6 +12,7 @@ mod graph;
 mod images;
 mod packages;
 mod plan;
+mod rebase;
 mod registry;
 mod sandbox;
 mod sbom;
@@ -35,6 +36,7 @@ Examples:
   kiln images | inspect NAME | rmi NAME         the local image store
   kiln sbom myapp:1 --format cyclonedx          what an image holds (SPDX or CycloneDX)
   kiln outdated myapp:1                         its Debian packages with updates (security first)
+  kiln rebase myapp:1                           take them without a rebuild (new package layers, same app layers)
   kiln sign reg.example/app:1 --key cosign.pem  sign a pushed image (cosign's format)
   kiln save myapp:1 -o type=docker,dest=a.tar   export (oci, oci-archive, docker)
   kiln load a.tar                               import an archive or OCI layout
@@ -159,6 +161,13 @@ pub enum Command {
     ///
     /// Example: kiln outdated myapp:1 --format json
     Outdated(sbom::OutdatedArgs),
+    /// Compose an image's Debian package layers again from its suite's
+    /// current index, under the same app layers, without running a build
+    /// step; refused when a changed package takes away a library or file
+    /// the app layers need. Prints each change (package: old → new).
+    ///
+    /// Example: kiln rebase myapp:1 -t myapp:1-patched
+    Rebase(rebase::RebaseArgs),
     /// Sign an image on its registry in cosign's format (ECDSA P-256; the
     /// signature is pushed as the tag sha256-<hex>.sig), the format cosign
     /// and containers/image policies read.
@@ -229,6 +238,7 @@ fn run(cli: Cli, progress: &Progress) -> crate::Result<()> {
         Command::Plan(a) => plan::run_plan(a, progress),
         Command::Sbom(a) => sbom::run(a, progress),
         Command::Outdated(a) => sbom::run_outdated(a, progress),
+        Command::Rebase(a) => rebase::run(a, progress),
         Command::Sign(a) => sign::run(a, progress),
         Command::Detect(a) => plan::run_detect(a, progress),
         Command::Info(a) => plan::run_info(a, progress),

@@ -6,8 +6,6 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::Result;
-use crate::oci::ImageStore;
-use crate::oci::image::desc_digest;
 use crate::progress::Progress;
 use crate::sbom::{self, Format};
 
@@ -38,9 +36,7 @@ pub struct OutdatedArgs {
 }
 
 pub fn run_outdated(a: OutdatedArgs, progress: &Progress) -> Result<()> {
-    let images = ImageStore::open_default()?;
-    let desc = images.resolve(&a.image)?;
-    let record = sbom::load(&desc_digest(&desc)?)?;
+    let record = sbom::record_of(&a.image)?;
     let report = sbom::outdated::check(&record, progress)
         .with_context(|| format!("checking {} for package updates", a.image))?;
     if a.format == "json" {
@@ -73,9 +69,7 @@ impl AttestArgs {
 }
 
 pub fn run(a: SbomArgs, _progress: &Progress) -> Result<()> {
-    let images = ImageStore::open_default()?;
-    let desc = images.resolve(&a.image)?;
-    let record = sbom::load(&desc_digest(&desc)?)?;
+    let record = sbom::record_of(&a.image)?;
     let bytes = if a.provenance {
         sbom::provenance::statement(&record)?
     } else {

@@ -158,6 +158,51 @@ impl ImageBuilder {
         self.history.push(history(created_by, false));
     }
 
+    /// Replaces the bottom `count` layers, and their history entries, by
+    /// `layers` (each with its history text); the layers above keep their
+    /// descriptors, diff ids and history (`kiln rebase`).
+    pub fn replace_bottom_layers(
+        &mut self,
+        count: usize,
+        layers: &[(Layer, String)],
+    ) -> Result<()> {
+        if count > self.layers.len() || self.diff_ids.len() != self.layers.len() {
+            bail!(
+                "cannot replace {count} bottom layers of an image with {} layers and {} diff ids",
+                self.layers.len(),
+                self.diff_ids.len()
+            );
+        }
+        // The history entries up to the one of the `count`-th layer.
+        let mut cut = 0;
+        let mut seen = 0;
+        for (i, h) in self.history.iter().enumerate() {
+            if seen == count {
+                break;
+            }
+            if h.empty_layer() != Some(true) {
+                seen += 1;
+            }
+            cut = i + 1;
+        }
+        if seen < count {
+            bail!("the image's history names {seen} layers, fewer than {count}");
+        }
+        let mut history: Vec<History> = layers.iter().map(|(_, t)| history(t, false)).collect();
+        history.extend(self.history.drain(cut..));
+        self.history = history;
+        let mut descs: Vec<Descriptor> = layers
+            .iter()
+            .map(|(l, _)| descriptor(MediaType::from(l.media_type()), &l.blob))
+            .collect();
+        descs.extend(self.layers.drain(count..));
+        self.layers = descs;
+        let mut diff_ids: Vec<String> = layers.iter().map(|(l, _)| l.diff_id.to_string()).collect();
+        diff_ids.extend(self.diff_ids.drain(count..));
+        self.diff_ids = diff_ids;
+        Ok(())
+    }
+
     /// Adds a history entry for a config-only change (ENV, CMD…).
     pub fn add_empty_history(&mut self, created_by: &str) {
         self.history.push(history(created_by, true));

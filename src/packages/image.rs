@@ -86,6 +86,8 @@ pub struct ComposedSet {
     pub layers: Vec<compose::PackageLayer>,
     /// The mirror the `.deb` files came from.
     pub mirror: String,
+    /// Extra CA certificates composed into the set's bundle: (file name, PEM).
+    pub extra_ca: Vec<(String, String)>,
 }
 
 /// Where a built image's package set came from.
@@ -172,6 +174,17 @@ fn lock_or_resolve(req: &PackagesRequest, progress: &Progress) -> Result<(Lockfi
     Ok((lock(req, progress)?, SetSource::Resolved))
 }
 
+/// The history entry (`created_by`) of a package layer.
+pub fn layer_history(l: &compose::PackageLayer) -> String {
+    if l.packages.is_empty() {
+        "kiln packages: dpkg database and configuration".to_string()
+    } else if l.packages.len() == 1 {
+        format!("kiln packages: {}", l.packages[0])
+    } else {
+        format!("kiln packages: {} packages", l.packages.len())
+    }
+}
+
 /// Image config + manifest over composed layers.
 pub fn assemble(
     store: &Store,
@@ -182,14 +195,7 @@ pub fn assemble(
     let platform = crate::platform::Platform::from_debian_arch(&lock.arch)?;
     let mut b = ImageBuilder::scratch(platform);
     for l in &composed.layers {
-        let by = if l.packages.is_empty() {
-            "kiln packages: dpkg database and configuration".to_string()
-        } else if l.packages.len() == 1 {
-            format!("kiln packages: {}", l.packages[0])
-        } else {
-            format!("kiln packages: {} packages", l.packages.len())
-        };
-        b.add_layer(&l.to_layer(), &by);
+        b.add_layer(&l.to_layer(), &layer_history(l));
     }
     let config = b.config_mut();
     set_env(config, "PATH", PATH);

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::{App, BuildInfo, DebPackage, ImageInfo, PackageSetInfo, RECORD_VERSION, Record};
+use super::{
+    App, BuildInfo, DebPackage, ImageInfo, PackageSetInfo, RECORD_VERSION, Record, SetRequest,
+};
 use crate::Result;
 use crate::oci::image::{Image, desc_digest};
 use crate::packages::compose::PackageLayer;
@@ -51,6 +53,13 @@ pub fn record(inputs: Inputs<'_>) -> Result<Record> {
             mirror: set.mirror.clone(),
             digest: set.lock.digest()?.to_string(),
             in_image,
+            request: Some(SetRequest {
+                requests: set.lock.requests.clone(),
+                base: set.lock.base,
+                recommends: set.lock.recommends,
+                extra_ca: set.extra_ca.clone(),
+                layers: set.layers.iter().map(|l| l.blob.to_string()).collect(),
+            }),
         });
         if !in_image {
             continue;

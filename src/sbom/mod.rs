@@ -32,8 +32,13 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 use crate::oci::Digest;
 
-/// The record's format version.
-pub const RECORD_VERSION: u32 = 1;
+/// The record's format version. 2 added each package set's request
+/// ([`SetRequest`]), which `kiln rebase` re-resolves; version 1 records
+/// are still read (for `kiln sbom`, `kiln outdated`).
+pub const RECORD_VERSION: u32 = 2;
+
+/// The oldest record version this kiln reads.
+pub const MIN_RECORD_VERSION: u32 = 1;
 
 /// What one image holds and how it was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +138,9 @@ pub struct BuildInfo {
     /// The Debian package sets composed (one per package base).
     pub package_sets: Vec<PackageSetInfo>,
     pub kiln_version: String,
+    /// The image `kiln rebase` made this one from (its manifest digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebased_from: Option<String>,
 }
 
 /// A composed Debian package set: which archive state it was resolved from.
@@ -149,6 +157,25 @@ pub struct PackageSetInfo {
     /// Whether the image holds this set's packages (a build stage's set
     /// is an input only).
     pub in_image: bool,
+    /// What the set was composed from, to compose it again (`kiln
+    /// rebase`); `None` in records of version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<SetRequest>,
+}
+
+/// A package set's request and how its layers were written: what `kiln
+/// rebase` re-resolves against the suite's current index and composes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetRequest {
+    /// The packages asked for (`nodejs@20`, `tini`…), sorted.
+    pub requests: Vec<String>,
+    pub base: crate::packages::resolve::BaseVariant,
+    pub recommends: bool,
+    /// Extra CA certificates in the set's bundle: (file name, PEM).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_ca: Vec<(String, String)>,
+    /// The set's layer blobs, bottom first.
+    pub layers: Vec<String>,
 }
 
 /// Which SBOM format to write.
@@ -208,6 +235,14 @@ pub fn save(record: &Record) -> Result<()> {
         .with_context(|| format!("writing the SBOM record {}", path.display()))
 }
 
+/// The record of the local image `image` (a name, `name:tag` or digest
+/// prefix in kiln's image store).
+pub fn record_of(image: &str) -> Result<Record> {
+    let images = crate::oci::ImageStore::open_default()?;
+    let desc = images.resolve(image)?;
+    load(&crate::oci::image::desc_digest(&desc)?)
+}
+
 /// The record of the image whose manifest is `digest`.
 pub fn load(digest: &Digest) -> Result<Record> {
     let path = record_path(digest)?;
@@ -225,9 +260,9 @@ pub fn load(digest: &Digest) -> Result<Record> {
             path.display()
         )
     })?;
-    if record.version != RECORD_VERSION {
+    if !(MIN_RECORD_VERSION..=RECORD_VERSION).contains(&record.version) {
         bail!(
-            "{}: SBOM record version {} (this kiln reads {RECORD_VERSION}); rebuild the image",
+            "{}: SBOM record version {} (this kiln reads {MIN_RECORD_VERSION} to {RECORD_VERSION}); rebuild the image",
             path.display(),
             record.version
         );

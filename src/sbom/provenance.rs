@@ -108,6 +108,7 @@ mod tests {
             mirror: "http://deb.debian.org/debian".into(),
             digest: format!("sha256:{}", "56".repeat(32)),
             in_image: true,
+            request: None,
         });
         let bytes = statement(&r).unwrap();
         assert_eq!(bytes, statement(&r).unwrap());

@@ -657,6 +657,7 @@ impl Solver {
             lock: built.lock,
             layers: built.composed.layers,
             mirror: req.repo.mirror.clone(),
+            extra_ca: p.extra_ca.clone(),
         };
         Ok((built.image, set))
     }

@@ -8,6 +8,7 @@ pub mod hostile;
 pub mod kiln;
 pub mod podman;
 pub mod proxy;
+pub mod pyvenv;
 pub mod registry;
 pub mod rootless;
 pub mod sandbox;
