@@ -132,6 +132,7 @@ pub fn push(args: PushArgs, progress: &Progress) -> Result<()> {
         &ShipOptions {
             client: Some(&client),
             push: opts,
+            ..ShipOptions::default()
         },
         progress,
     )?;

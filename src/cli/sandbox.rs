@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// Hostname inside.
     #[arg(long, default_value = "kiln")]
     pub hostname: String,
+    /// For a multi-platform image (an index): the platform to run (default:
+    /// this machine's). A foreign one runs under qemu-user (binfmt_misc).
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Use this directory as the root filesystem instead of an image
     /// (every argument is then the command).
     #[arg(long, value_name = "DIR")]
@@ -87,7 +91,21 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
             }
             let name = args.args.remove(0);
             let store = ImageStore::open_default()?;
-            let image = store.image(&name, None)?;
+            let platform = args
+                .platform
+                .as_deref()
+                .map(crate::platform::Platform::parse)
+                .transpose()
+                .context("--platform")?;
+            let image = store.image(&name, platform.as_ref())?;
+            // A foreign image fails here, saying what to install, rather
+            // than with "exec format error" from inside.
+            let arch = crate::platform::Platform::linux(
+                &image.config.architecture().to_string(),
+                image.config.variant().as_deref(),
+            );
+            arch.check_executable()
+                .with_context(|| format!("running {name}"))?;
             if let Some(c) = image.config.config() {
                 for kv in c.env().clone().unwrap_or_default() {
                     if let Some((k, v)) = kv.split_once('=') {
