@@ -1204,6 +1204,8 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
         &ctx,
         &crate::plan::lower::LowerOptions {
             platform,
+            // A Go build for another platform cross-compiles here.
+            build_platform: crate::platform::Platform::host(),
             build_ca,
             host_ca: host_ca.is_some(),
             cache_key: req.plan.cache_key.clone(),
