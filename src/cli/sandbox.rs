@@ -77,6 +77,8 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
     // cache GC never removes the snapshots under a running command.
     let mut _cache = None;
     let mut default_cmd: Vec<String> = Vec::new();
+    // Whether the command runs under qemu-user (a foreign image).
+    let mut emulated = false;
     let mut entrypoint: Vec<String> = Vec::new();
     let lowers = match &args.rootfs {
         Some(dir) => {
@@ -106,6 +108,7 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
             );
             arch.check_executable()
                 .with_context(|| format!("running {name}"))?;
+            emulated = arch.architecture != crate::platform::Platform::host().architecture;
             if let Some(c) = image.config.config() {
                 for kv in c.env().clone().unwrap_or_default() {
                     if let Some((k, v)) = kv.split_once('=') {
@@ -145,8 +148,11 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
     // not PID 1 here and warns unless it is a subreaper. Images do not
     // say `tini -s` (qemu-user has no PR_SET_CHILD_SUBREAPER, and an arm64
     // image run emulated would die on it); `kiln run` asks through the
-    // variable instead, for this process only.
-    if argv[0].rsplit('/').next() == Some("tini") && !env.iter().any(|(k, _)| k == "TINI_SUBREAPER")
+    // variable instead, for this process only — natively: under qemu
+    // (`--platform` of a foreign image) tini would die on it.
+    if argv[0].rsplit('/').next() == Some("tini")
+        && !env.iter().any(|(k, _)| k == "TINI_SUBREAPER")
+        && !emulated
     {
         env.push(("TINI_SUBREAPER".to_string(), "1".to_string()));
     }
