@@ -614,8 +614,8 @@ fn solve_platform(
     }
     let local_images = named_contexts(req, solver, progress)?;
     let resolver = Resolver {
-        solver: solver,
-        client: client,
+        solver,
+        client,
         progress,
         seen: Mutex::new(BTreeMap::new()),
         local_images: local_images.clone(),
