@@ -123,6 +123,49 @@ fn an_app_built_for_the_other_architecture_runs_emulated_and_answers_http() {
     );
 }
 
+/// Copies the other architecture's image out of the index at `src`
+/// (skopeo's source and flags) into podman, runs it emulated and waits for
+/// its HTTP answer.
+fn answers_under_podman(src: &[&str], name: &str, expect: &str) {
+    let (arch, _) = foreign();
+    let tag = format!("localhost/kiln-e2e-multiarch-{name}:1");
+    let container = format!("kiln-e2e-multiarch-{name}-{}", std::process::id());
+    let port = free_port();
+    let _podman = support::podman::lock();
+    let mut copy = vec!["copy", "-q", "--override-arch", arch];
+    copy.extend(src);
+    let dest = format!("containers-storage:{tag}");
+    copy.push(&dest);
+    run("skopeo", &copy);
+    let started = support::podman::run_cmd()
+        .args([
+            "-d",
+            "--name",
+            &container,
+            "--platform",
+            &format!("linux/{arch}"),
+            "-e",
+            &format!("PORT={port}"),
+            &tag,
+        ])
+        .output()
+        .unwrap();
+    let answered = started.status.success()
+        && std::panic::catch_unwind(|| {
+            support::podman::wait_for_http(&container, port, expect, name)
+        })
+        .is_ok();
+    let _ = support::podman::podman()
+        .args(["rm", "-f", &container])
+        .output();
+    let _ = support::podman::podman().args(["rmi", "-f", &tag]).output();
+    assert!(
+        answered,
+        "the {arch} {name} image did not answer: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+}
+
 /// The index blob of `digest` in a home's image store.
 fn index_of(home: &Kiln, digest: &str) -> serde_json::Value {
     let hex = digest.trim().strip_prefix("sha256:").unwrap();
@@ -157,7 +200,6 @@ fn entries(index: &serde_json::Value) -> Vec<(String, String)> {
 /// `go build` for arm64 runs natively, with GOARCH set.
 #[test]
 fn go_for_two_platforms_is_one_pushed_index_and_runs_emulated() {
-    let (arch, _) = foreign();
     let platforms = "linux/amd64,linux/arm64";
     let reg = support::registry::Registry::start();
     let target = format!("{}/kiln/go-mod:1", reg.addr);
@@ -223,51 +265,12 @@ fn go_for_two_platforms_is_one_pushed_index_and_runs_emulated() {
     }
 
     // The foreign image, pulled through the index, answers under qemu.
-    let tag = "localhost/kiln-e2e-multiarch-go:1";
-    let container = format!("kiln-e2e-multiarch-go-{}", std::process::id());
-    let port = free_port();
-    {
-        let _podman = support::podman::lock();
-        run(
-            "skopeo",
-            &[
-                "copy",
-                "-q",
-                "--override-arch",
-                arch,
-                "--src-tls-verify=false",
-                &format!("docker://{target}"),
-                &format!("containers-storage:{tag}"),
-            ],
-        );
-        let started = support::podman::run_cmd()
-            .args([
-                "-d",
-                "--name",
-                &container,
-                "--platform",
-                &format!("linux/{arch}"),
-                "-e",
-                &format!("PORT={port}"),
-                tag,
-            ])
-            .output()
-            .unwrap();
-        let answered = started.status.success()
-            && std::panic::catch_unwind(|| {
-                support::podman::wait_for_http(&container, port, "Hello from go-mod", "go-mod:1")
-            })
-            .is_ok();
-        let _ = support::podman::podman()
-            .args(["rm", "-f", &container])
-            .output();
-        let _ = support::podman::podman().args(["rmi", "-f", tag]).output();
-        assert!(
-            answered,
-            "the {arch} go-mod image did not answer: {}",
-            String::from_utf8_lossy(&started.stderr)
-        );
-    }
+    let src = format!("docker://{target}");
+    answers_under_podman(
+        &["--src-tls-verify=false", &src],
+        "go-mod",
+        "Hello from go-mod",
+    );
 
     // A clean home, its own cache: the same index.
     let clean = Kiln::new();
@@ -334,4 +337,41 @@ fn a_failed_index_push_leaves_no_tag() {
         &["inspect", "--raw", "--tls-verify=false", &direct],
     );
     assert_eq!(kiln::oci::Digest::of(raw.as_bytes()).to_string(), digest);
+}
+
+/// node-npm for amd64 and arm64 in one command: npm's install runs
+/// emulated for arm64 (pure-JS dependencies), the index lists both, and
+/// the arm64 image, taken from the local store's index, answers HTTP under
+/// podman.
+#[test]
+fn node_for_two_platforms_is_one_index_and_runs_emulated() {
+    let home = Kiln::shared();
+    let app = support::auto::example("node-npm", home.root());
+    let mut args = vec![
+        "build",
+        app.to_str().unwrap(),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        "node-npm:1",
+        "--progress",
+        "plain",
+    ];
+    let ca = host_ca_args();
+    args.extend(ca.iter().map(String::as_str));
+    let started = std::time::Instant::now();
+    let digest = String::from_utf8_lossy(&home.ok(&args).stdout)
+        .trim()
+        .to_string();
+    eprintln!(
+        "node-npm amd64+arm64: {digest} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let listed = entries(&index_of(&home, &digest));
+    assert_eq!(
+        listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["linux/amd64", "linux/arm64"]
+    );
+    let src = format!("{}:node-npm:1", home.layout());
+    answers_under_podman(&[&src], "node-npm", "Hello from node-npm");
 }
