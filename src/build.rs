@@ -554,18 +554,16 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         steps_run: built.iter().map(|b| b.stats.steps_run).sum(),
         steps_cached: built.iter().map(|b| b.stats.steps_cached).sum(),
     };
-    let mut built = built.into_iter();
-    let first = built.next().expect("at least one platform");
-    let others: Vec<Built> = built.collect();
-    let platform_images = if others.is_empty() {
-        Vec::new()
-    } else {
+    let platform_images = if built.len() > 1 {
         platforms
             .iter()
             .cloned()
-            .zip(std::iter::once(first.image.clone()).chain(others.iter().map(|b| b.image.clone())))
+            .zip(built.iter().map(|b| b.image.clone()))
             .collect()
+    } else {
+        Vec::new()
     };
+    let first = built.into_iter().next().expect("at least one platform");
     Ok(BuildResult {
         image: first.image,
         digest,
