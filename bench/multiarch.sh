@@ -34,6 +34,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc; }
 
