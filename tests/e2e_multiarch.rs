@@ -374,4 +374,22 @@ fn node_for_two_platforms_is_one_index_and_runs_emulated() {
     );
     let src = format!("{}:node-npm:1", home.layout());
     answers_under_podman(&[&src], "node-npm", "Hello from node-npm");
+
+    // `kiln run --platform` picks that platform's image of the index (and
+    // runs it under qemu when foreign); without it, this machine's.
+    let (arch, _) = foreign();
+    let node_arch = |platform: Option<&str>| {
+        let mut args = vec!["run"];
+        if let Some(p) = platform {
+            args.extend(["--platform", p]);
+        }
+        args.extend(["node-npm:1", "node", "-e", "console.log(process.arch)"]);
+        String::from_utf8_lossy(&home.ok(&args).stdout)
+            .trim()
+            .to_string()
+    };
+    let node_name = |a: &str| if a == "amd64" { "x64" } else { "arm64" };
+    let native = if arch == "arm64" { "amd64" } else { "arm64" };
+    assert_eq!(node_arch(Some(&format!("linux/{arch}"))), node_name(arch));
+    assert_eq!(node_arch(None), node_name(native));
 }
