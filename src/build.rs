@@ -37,7 +37,9 @@ pub struct BuildRequest {
     pub dockerfile_content: Option<String>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
-    /// `os/arch[/variant]`; the host's by default.
+    /// `os/arch[/variant]`; the host's by default. Several, separated by
+    /// commas (`linux/amd64,linux/arm64`), build one image per platform
+    /// under an OCI image index, in the order given ([`platforms_of`]).
     pub platform: Option<String>,
     /// Names for the image in the local store (and push targets).
     pub tags: Vec<String>,
@@ -198,8 +200,17 @@ pub enum BuildSource {
 /// What a build produced.
 #[derive(Debug, Clone)]
 pub struct BuildResult {
+    /// The image (with several platforms: the first one's).
     pub image: Image,
+    /// The digest of what was named and pushed: the image's manifest, or
+    /// with several platforms the image index.
     pub digest: Digest,
+    /// What was named and pushed: the image's manifest, or the OCI image
+    /// index over one manifest per platform (in the order given).
+    pub root: oci_spec::image::Descriptor,
+    /// With several platforms, each one's image in the order given;
+    /// empty for a one-platform build.
+    pub platforms: Vec<(crate::platform::Platform, Image)>,
     /// Names given in the local store.
     pub names: Vec<String>,
     pub stats: SolveStats,
@@ -210,6 +221,81 @@ pub struct BuildResult {
     /// What the image holds ([`crate::sbom`]); `None` when it could not
     /// be recorded (the build warned why).
     pub record: Option<crate::sbom::Record>,
+}
+
+impl BuildRequest {
+    /// The platforms this request builds ([`platforms_of`]).
+    pub fn platforms(&self) -> Result<Vec<crate::platform::Platform>> {
+        platforms_of(self)
+    }
+}
+
+/// The platforms of a build: `req.platform` split on commas, each parsed,
+/// in the order given (the order of the index's manifests); the host's
+/// when none is given. A platform named twice is an error.
+pub fn platforms_of(req: &BuildRequest) -> Result<Vec<crate::platform::Platform>> {
+    let Some(list) = req.platform.as_deref() else {
+        return Ok(vec![crate::platform::Platform::host()]);
+    };
+    let mut out: Vec<crate::platform::Platform> = Vec::new();
+    for p in list.split(',') {
+        let p = crate::platform::Platform::parse(p)
+            .map_err(|e| InputError::new(format!("--platform {list}: {e:#}")))?;
+        if out.contains(&p) {
+            return Err(InputError::new(format!("--platform {list}: {p} is named twice")).into());
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Outputs that hold one image's files, not an index: refused before any
+/// work when several platforms are built.
+fn check_multi_platform_outputs(
+    outputs: &[Destination],
+    platforms: &[crate::platform::Platform],
+) -> Result<()> {
+    let list = platforms
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    for o in outputs {
+        let what = match o {
+            Destination::DockerArchive(f) => format!("-o type=docker,dest={}", f.display()),
+            Destination::RootfsDir(d) => format!("-o type=local,dest={}", d.display()),
+            Destination::RootfsTar(f) => format!("-o type=tar,dest={}", f.display()),
+            _ => continue,
+        };
+        return Err(InputError::new(format!(
+            "{what} holds one platform's image, but --platform {list} builds {}: build it with one --platform, or use -o type=oci (an OCI layout holds the image index)",
+            platforms.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The OCI image index over the platforms' manifests, in the order given,
+/// each entry saying its platform: written into `store`. Only digests,
+/// sizes and platforms go in (no time, no name), so the same manifests
+/// give the same index.
+fn platform_index(
+    store: &crate::oci::Store,
+    platforms: &[crate::platform::Platform],
+    built: &[Built],
+) -> Result<(oci_spec::image::Descriptor, oci_spec::image::ImageIndex)> {
+    let manifests = platforms
+        .iter()
+        .zip(built)
+        .map(|(p, b)| {
+            let mut d = b.image.manifest_desc.clone();
+            d.set_annotations(None);
+            d.set_platform(Some(p.to_oci()));
+            d
+        })
+        .collect();
+    crate::oci::image::write_index(store, manifests)
 }
 
 /// `--label`s, set last on the target stage so they win over the
@@ -420,6 +506,16 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     } else {
         Vec::new()
     };
+    let platforms = platforms_of(req)?;
+    if platforms.len() > 1 {
+        check_multi_platform_outputs(&req.outputs, &platforms)?;
+        if req.cache_to.is_some() {
+            return Err(InputError::new(
+                "--cache-to writes one platform's steps: build each platform with its own cache ref (--platform P --cache-to type=registry,ref=REF-P)",
+            )
+            .into());
+        }
+    }
     let mut solver = Solver::open_default(progress)?;
     let client = Client::new(ClientOptions {
         insecure_registries: req.insecure_registries.clone(),
@@ -435,6 +531,106 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         ));
     }
     let solver = solver;
+    let mut built = Vec::new();
+    for p in &platforms {
+        let mut one = req.clone();
+        if platforms.len() > 1 {
+            progress.info(format!("building for {p}"));
+            one.platform = Some(p.to_string());
+        }
+        built.push(solve_platform(&one, &solver, &client, progress)?);
+    }
+    let (root, digest) = match built.as_slice() {
+        [one] => (one.image.manifest_desc.clone(), one.digest.clone()),
+        _ => {
+            let (desc, _) = platform_index(&solver.store, &platforms, &built)?;
+            let digest = crate::oci::image::desc_digest(&desc)?;
+            progress.info(format!(
+                "image index {digest}: {}",
+                platforms
+                    .iter()
+                    .zip(&built)
+                    .map(|(p, b)| format!("{p} {}", b.digest))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            (desc, digest)
+        }
+    };
+    let attachments: Vec<(
+        oci_spec::image::Descriptor,
+        Vec<crate::sbom::attach::Document>,
+    )> = built
+        .iter()
+        .filter(|b| !b.attachments.is_empty())
+        .map(|b| (b.image.manifest_desc.clone(), b.attachments.clone()))
+        .collect();
+    let (stored, pushed) = deliver(
+        req,
+        &solver,
+        &client,
+        &Delivery {
+            root: &root,
+            digest: &digest,
+            names: &names,
+            push_refs,
+            cache: match built.as_slice() {
+                [one] => Some((&one.image, &one.cache)),
+                _ => None,
+            },
+            attachments: &attachments,
+        },
+        progress,
+    )?;
+    let stats = SolveStats {
+        steps_run: built.iter().map(|b| b.stats.steps_run).sum(),
+        steps_cached: built.iter().map(|b| b.stats.steps_cached).sum(),
+    };
+    let platform_images = if built.len() > 1 {
+        platforms
+            .iter()
+            .cloned()
+            .zip(built.iter().map(|b| b.image.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let first = built.into_iter().next().expect("at least one platform");
+    Ok(BuildResult {
+        image: first.image,
+        digest,
+        root,
+        platforms: platform_images,
+        names: stored,
+        stats,
+        pushed,
+        source: first.source,
+        record: first.record,
+    })
+}
+
+/// One platform's image, solved and recorded.
+struct Built {
+    image: Image,
+    digest: Digest,
+    /// What `--cache-to` exports of its solve.
+    cache: crate::solver::remote::Exportable,
+    stats: SolveStats,
+    source: BuildSource,
+    record: Option<crate::sbom::Record>,
+    /// The SBOM/provenance documents `--sbom`/`--provenance` attach to it.
+    attachments: Vec<crate::sbom::attach::Document>,
+}
+
+/// Picks the frontend, lowers it to the graph and solves it for the one
+/// platform of `req` (the host's when it names none).
+fn solve_platform(
+    req: &BuildRequest,
+    solver: &Solver,
+    client: &Client,
+    progress: &Progress,
+) -> Result<Built> {
+    let context = &req.context;
     let args = BuildArgs {
         args: req.build_args.clone(),
         target: req.target.clone(),
@@ -448,10 +644,10 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             "--build-context is for Dockerfile builds (FROM NAME, COPY --from=NAME); this is an auto build"
         );
     }
-    let local_images = named_contexts(req, &solver, progress)?;
+    let local_images = named_contexts(req, solver, progress)?;
     let resolver = Resolver {
-        solver: &solver,
-        client: &client,
+        solver,
+        client,
         progress,
         seen: Mutex::new(BTreeMap::new()),
         local_images: local_images.clone(),
@@ -537,7 +733,7 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         .ok()
         .map(|d| d.to_string());
     let ctx = Mutex::new(ctx);
-    let mut opts = solve_options(Some(&ctx), &client, req)?;
+    let mut opts = solve_options(Some(&ctx), client, req)?;
     opts.package_locks = package_locks;
     opts.host_ca = host_ca;
     opts.local_images = local_images;
@@ -585,11 +781,11 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         }
     };
     let image = solved.image;
-    let cache_export = solved.cache;
+    let cache = solved.cache;
     let digest = image.digest()?;
     let record = match record_of(
         req,
-        &solver,
+        solver,
         &image,
         &solved.package_sets,
         &source,
@@ -609,13 +805,55 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         Some(r) => crate::sbom::attach::documents(r, req.sbom, req.provenance)?,
         None => Vec::new(),
     };
+    Ok(Built {
+        image,
+        digest,
+        cache,
+        stats: solved.stats,
+        source,
+        record,
+        attachments,
+    })
+}
+
+/// What [`deliver`] names, exports and pushes.
+struct Delivery<'a> {
+    /// The image's manifest, or the index over its platforms' manifests.
+    root: &'a oci_spec::image::Descriptor,
+    digest: &'a Digest,
+    names: &'a [String],
+    push_refs: Vec<Reference>,
+    /// The one platform's image and solve, for `--cache-to` (a
+    /// multi-platform build refuses `--cache-to` up front).
+    cache: Option<(&'a Image, &'a crate::solver::remote::Exportable)>,
+    /// Documents to attach, by the manifest they describe.
+    attachments: &'a [(
+        oci_spec::image::Descriptor,
+        Vec<crate::sbom::attach::Document>,
+    )],
+}
+
+/// Names the built image in the local store, writes `req.outputs` and
+/// pushes it. Returns the stored names and `reference@digest` of each push.
+fn deliver(
+    req: &BuildRequest,
+    solver: &Solver,
+    client: &Client,
+    d: &Delivery<'_>,
+    progress: &Progress,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let Delivery {
+        root,
+        digest,
+        names,
+        push_refs,
+        cache,
+        attachments,
+    } = d;
+    let push_refs = push_refs.clone();
     let mut stored = Vec::new();
-    for n in &names {
-        stored.push(
-            solver
-                .images
-                .import(&solver.store, &image.manifest_desc, n)?,
-        );
+    for n in names.iter() {
+        stored.push(solver.images.import(&solver.store, root, n)?);
     }
     let label = names
         .first()
@@ -629,7 +867,7 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             o => {
                 let how = ship::ship(
                     &solver.store,
-                    &image.manifest_desc,
+                    root,
                     &label,
                     o,
                     &ShipOptions::default(),
@@ -645,15 +883,10 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
                 }
             }
         }
-        if let Destination::OciDir(dest) = out
-            && !attachments.is_empty()
-        {
-            crate::sbom::attach::into_layout(
-                &solver.store,
-                &image.manifest_desc,
-                &attachments,
-                dest,
-            )?;
+        if let Destination::OciDir(dest) = out {
+            for (subject, docs) in attachments.iter() {
+                crate::sbom::attach::into_layout(&solver.store, subject, docs, dest)?;
+            }
         }
     }
     // `-o type=registry,name=REF` pushes to REF; `--push` and a nameless
@@ -666,7 +899,7 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
                 if names.is_empty() {
                     bail!("a registry output needs a name: give -t REGISTRY/NAME:TAG");
                 }
-                for n in &names {
+                for n in names.iter() {
                     refs.push(Reference::parse(n)?);
                 }
             }
@@ -684,17 +917,11 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
         }
         let to = Destination::Registry(Some(r.clone()));
         let opts = ShipOptions {
-            client: Some(&client),
+            client: Some(client),
             ..ShipOptions::default()
         };
-        let Shipped::Pushed(_, summary) = ship::ship(
-            &solver.store,
-            &image.manifest_desc,
-            &r.to_string(),
-            &to,
-            &opts,
-            progress,
-        )?
+        let Shipped::Pushed(_, summary) =
+            ship::ship(&solver.store, root, &r.to_string(), &to, &opts, progress)?
         else {
             unreachable!("a registry destination is pushed")
         };
@@ -702,44 +929,31 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             "pushed {r} ({} blobs sent, {} already there)",
             summary.blobs_sent, summary.blobs_skipped
         ));
-        for a in &attachments {
-            let artifact = crate::sbom::attach::artifact(&solver.store, &image.manifest_desc, a)?;
-            let how = registry::push::push_referrer(
-                &client,
-                &solver.store,
-                &artifact,
-                &digest,
-                &r,
-                progress,
-            )?;
-            progress.info(format!(
-                "attached {} to {r}@{digest} ({how})",
-                a.artifact_type
-            ));
+        for (subject, docs) in attachments.iter() {
+            let subject_digest = crate::oci::image::desc_digest(subject)?;
+            for a in docs {
+                let artifact = crate::sbom::attach::artifact(&solver.store, subject, a)?;
+                let how = registry::push::push_referrer(
+                    client,
+                    &solver.store,
+                    &artifact,
+                    &subject_digest,
+                    &r,
+                    progress,
+                )?;
+                progress.info(format!(
+                    "attached {} to {r}@{subject_digest} ({how})",
+                    a.artifact_type
+                ));
+            }
         }
         pushed.push(format!("{}@{digest}", r.name()));
         pushed_to.push(r);
     }
-    if let Some(to) = &req.cache_to {
-        export_cache(
-            &client,
-            &solver,
-            &image,
-            &cache_export,
-            to,
-            &pushed_to,
-            progress,
-        )?;
+    if let (Some(to), Some((image, ex))) = (&req.cache_to, cache) {
+        export_cache(client, solver, image, ex, to, &pushed_to, progress)?;
     }
-    Ok(BuildResult {
-        image,
-        digest,
-        names: stored,
-        stats: solved.stats,
-        pushed,
-        source,
-        record,
-    })
+    Ok((stored, pushed))
 }
 
 /// `--cache-to`: the build's steps to the registry cache, mounting the
@@ -1077,6 +1291,8 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
         &ctx,
         &crate::plan::lower::LowerOptions {
             platform,
+            // A Go build for another platform cross-compiles here.
+            build_platform: crate::platform::Platform::host(),
             build_ca,
             host_ca: host_ca.is_some(),
             cache_key: req.plan.cache_key.clone(),

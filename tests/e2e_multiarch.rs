@@ -122,3 +122,274 @@ fn an_app_built_for_the_other_architecture_runs_emulated_and_answers_http() {
         String::from_utf8_lossy(&machine.stderr)
     );
 }
+
+/// Copies the other architecture's image out of the index at `src`
+/// (skopeo's source and flags) into podman, runs it emulated and waits for
+/// its HTTP answer.
+fn answers_under_podman(src: &[&str], name: &str, expect: &str) {
+    let (arch, _) = foreign();
+    let tag = format!("localhost/kiln-e2e-multiarch-{name}:1");
+    let container = format!("kiln-e2e-multiarch-{name}-{}", std::process::id());
+    let port = free_port();
+    let _podman = support::podman::lock();
+    let mut copy = vec!["copy", "-q", "--override-arch", arch];
+    copy.extend(src);
+    let dest = format!("containers-storage:{tag}");
+    copy.push(&dest);
+    run("skopeo", &copy);
+    let started = support::podman::run_cmd()
+        .args([
+            "-d",
+            "--name",
+            &container,
+            "--platform",
+            &format!("linux/{arch}"),
+            "-e",
+            &format!("PORT={port}"),
+            &tag,
+        ])
+        .output()
+        .unwrap();
+    let answered = started.status.success()
+        && std::panic::catch_unwind(|| {
+            support::podman::wait_for_http(&container, port, expect, name)
+        })
+        .is_ok();
+    let _ = support::podman::podman()
+        .args(["rm", "-f", &container])
+        .output();
+    let _ = support::podman::podman().args(["rmi", "-f", &tag]).output();
+    assert!(
+        answered,
+        "the {arch} {name} image did not answer: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+}
+
+/// The index blob of `digest` in a home's image store.
+fn index_of(home: &Kiln, digest: &str) -> serde_json::Value {
+    let hex = digest.trim().strip_prefix("sha256:").unwrap();
+    let bytes = std::fs::read(home.data().join("images/blobs/sha256").join(hex)).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// (platform, manifest digest) of each entry of an index.
+fn entries(index: &serde_json::Value) -> Vec<(String, String)> {
+    index["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an index: {index}"))
+        .iter()
+        .map(|m| {
+            (
+                format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap(),
+                    m["platform"]["architecture"].as_str().unwrap()
+                ),
+                m["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// go-mod for amd64 and arm64 in one command, pushed: the registry holds
+/// an index of both (skopeo reads it), the arm64 image pulled through the
+/// index runs under podman, emulated, and answers HTTP; a clean home (its
+/// own cache) gives the same index digest, and each platform built alone
+/// gives the manifest the index names. The Go build is cross-compiled:
+/// `go build` for arm64 runs natively, with GOARCH set.
+#[test]
+fn go_for_two_platforms_is_one_pushed_index_and_runs_emulated() {
+    let platforms = "linux/amd64,linux/arm64";
+    let reg = support::registry::Registry::start();
+    let target = format!("{}/kiln/go-mod:1", reg.addr);
+    let home = Kiln::shared();
+    let app = support::auto::example("go-mod", home.root());
+    let ca = host_ca_args();
+    let build = |home: &Kiln, platform: &str, extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            app.to_str().unwrap(),
+            "--platform",
+            platform,
+            "--progress",
+            "plain",
+        ];
+        args.extend(ca.iter().map(String::as_str));
+        args.extend(extra);
+        let out = home.ok(&args);
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let started = std::time::Instant::now();
+    let (digest, log) = build(&home, platforms, &["-t", &target, "--push"]);
+    eprintln!(
+        "go-mod amd64+arm64: {digest} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    // The foreign platform's build stage cross-compiled: its runtime took
+    // tini from the target's packages, not from the build stage.
+    assert!(log.contains("COPY --from=target-files"), "{log}");
+
+    let raw = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{target}"),
+        ],
+    );
+    let pushed: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        pushed["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{raw}"
+    );
+    assert_eq!(kiln::oci::Digest::of(raw.as_bytes()).to_string(), digest);
+    let listed = entries(&pushed);
+    assert_eq!(
+        listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["linux/amd64", "linux/arm64"]
+    );
+    assert_eq!(entries(&index_of(&home, &digest)), listed);
+
+    // Each platform alone gives the manifest the index names (cached).
+    for (platform, manifest) in &listed {
+        assert_eq!(
+            &build(&home, platform, &["-t", "one:1"]).0,
+            manifest,
+            "{platform}"
+        );
+    }
+
+    // The foreign image, pulled through the index, answers under qemu.
+    let src = format!("docker://{target}");
+    answers_under_podman(
+        &["--src-tls-verify=false", &src],
+        "go-mod",
+        "Hello from go-mod",
+    );
+
+    // A clean home, its own cache: the same index.
+    let clean = Kiln::new();
+    let started = std::time::Instant::now();
+    let (again, _) = build(&clean, platforms, &["-t", "go-mod:1"]);
+    eprintln!(
+        "go-mod amd64+arm64, clean cache: {again} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(again, digest, "two clean builds gave different indexes");
+}
+
+/// A push of an index whose manifests the registry refuses fails, and the
+/// tag is not there: the index (the only PUT by tag) goes last, after
+/// every blob and platform manifest. Pushed again, the tag names the index.
+#[test]
+fn a_failed_index_push_leaves_no_tag() {
+    use support::proxy::{Action, Proxy, Request};
+    let home = Kiln::new();
+    let ctx = home.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY a.txt /a.txt\n").unwrap();
+    let digest = home
+        .stdout(&[
+            "build",
+            ctx.to_str().unwrap(),
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "two:1",
+        ])
+        .trim()
+        .to_string();
+    let reg = support::registry::Registry::start();
+    // Platform manifests (PUT by digest) are refused; the rest goes through.
+    let proxy = Proxy::start(&reg.addr, |req: &Request| {
+        if req.method == "PUT" && req.path().contains("/manifests/sha256:") {
+            Action::status(400)
+        } else {
+            Action::Forward
+        }
+    });
+    let through_proxy = format!("{}/kiln/two:1", proxy.addr);
+    let out = home.kiln(&["push", "two:1", &through_proxy]);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let direct = format!("docker://{}/kiln/two:1", reg.addr);
+    let missing = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &direct])
+        .output()
+        .unwrap();
+    assert!(
+        !missing.status.success(),
+        "the tag exists after a failed push: {}",
+        String::from_utf8_lossy(&missing.stdout)
+    );
+    home.ok(&["push", "two:1", &format!("{}/kiln/two:1", reg.addr)]);
+    let raw = run(
+        "skopeo",
+        &["inspect", "--raw", "--tls-verify=false", &direct],
+    );
+    assert_eq!(kiln::oci::Digest::of(raw.as_bytes()).to_string(), digest);
+}
+
+/// node-npm for amd64 and arm64 in one command: npm's install runs
+/// emulated for arm64 (pure-JS dependencies), the index lists both, and
+/// the arm64 image, taken from the local store's index, answers HTTP under
+/// podman.
+#[test]
+fn node_for_two_platforms_is_one_index_and_runs_emulated() {
+    let home = Kiln::shared();
+    let app = support::auto::example("node-npm", home.root());
+    let mut args = vec![
+        "build",
+        app.to_str().unwrap(),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        "node-npm:1",
+        "--progress",
+        "plain",
+    ];
+    let ca = host_ca_args();
+    args.extend(ca.iter().map(String::as_str));
+    let started = std::time::Instant::now();
+    let digest = String::from_utf8_lossy(&home.ok(&args).stdout)
+        .trim()
+        .to_string();
+    eprintln!(
+        "node-npm amd64+arm64: {digest} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let listed = entries(&index_of(&home, &digest));
+    assert_eq!(
+        listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["linux/amd64", "linux/arm64"]
+    );
+    let src = format!("{}:node-npm:1", home.layout());
+    answers_under_podman(&[&src], "node-npm", "Hello from node-npm");
+
+    // `kiln run --platform` picks that platform's image of the index (and
+    // runs it under qemu when foreign); without it, this machine's.
+    let (arch, _) = foreign();
+    let node_arch = |platform: Option<&str>| {
+        let mut args = vec!["run"];
+        if let Some(p) = platform {
+            args.extend(["--platform", p]);
+        }
+        args.extend(["node-npm:1", "node", "-e", "console.log(process.arch)"]);
+        String::from_utf8_lossy(&home.ok(&args).stdout)
+            .trim()
+            .to_string()
+    };
+    let node_name = |a: &str| if a == "amd64" { "x64" } else { "arm64" };
+    let native = if arch == "arm64" { "amd64" } else { "arm64" };
+    assert_eq!(node_arch(Some(&format!("linux/{arch}"))), node_name(arch));
+    assert_eq!(node_arch(None), node_name(native));
+}

@@ -34,7 +34,8 @@ pub struct BuildCommand {
     /// The stage to build (an auto build has `build` and `runtime`).
     #[arg(long)]
     pub target: Option<String>,
-    /// Target platform, os/arch[/variant].
+    /// Target platform, os/arch[/variant]; several, comma-separated
+    /// (linux/amd64,linux/arm64), build an OCI image index.
     #[arg(long)]
     pub platform: Option<String>,
     /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable).

@@ -31,17 +31,18 @@ pub fn images(args: ImagesArgs) -> Result<()> {
     // Blob bytes as stored and pushed (gzip/zstd): not the unpacked size
     // docker shows.
     println!(
-        "{:width$}  {:12}  {:>17}  CREATED",
-        "NAME", "DIGEST", "SIZE (compressed)"
+        "{:width$}  {:12}  {:>17}  {:14}  PLATFORMS",
+        "NAME", "DIGEST", "SIZE (compressed)", "CREATED"
     );
     let now = chrono::Utc::now();
     for i in list {
         println!(
-            "{:width$}  {:12}  {:>17}  {}",
+            "{:width$}  {:12}  {:>17}  {:14}  {}",
             i.name,
             i.digest.short(),
             human_bytes(i.size),
-            ago(&i.created, now)
+            ago(&i.created, now),
+            i.platforms.join(",")
         );
     }
     Ok(())
@@ -145,6 +146,10 @@ pub struct SaveArgs {
     /// Destination, buildx syntax: type=oci,dest=DIR | type=oci-archive,dest=F.tar | type=docker,dest=F.tar
     #[arg(short, long)]
     pub output: String,
+    /// For a multi-platform image (an index) saved as a docker archive:
+    /// the platform to save (an OCI layout keeps every platform).
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 pub fn save(args: SaveArgs, progress: &Progress) -> Result<()> {
@@ -152,14 +157,16 @@ pub fn save(args: SaveArgs, progress: &Progress) -> Result<()> {
     let store = ImageStore::open_default()?;
     let desc = store.resolve(&args.name)?;
     let name = crate::oci::images::normalize_name(&args.name)?;
-    ship(
-        store.blobs(),
-        &desc,
-        &name,
-        &output,
-        &ShipOptions::default(),
-        progress,
-    )?;
+    let opts = ShipOptions {
+        platform: args
+            .platform
+            .as_deref()
+            .map(Platform::parse)
+            .transpose()
+            .context("--platform")?,
+        ..ShipOptions::default()
+    };
+    ship(store.blobs(), &desc, &name, &output, &opts, progress)?;
     Ok(())
 }
 

@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// Hostname inside.
     #[arg(long, default_value = "kiln")]
     pub hostname: String,
+    /// For a multi-platform image (an index): the platform to run (default:
+    /// this machine's). A foreign one runs under qemu-user (binfmt_misc).
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Use this directory as the root filesystem instead of an image
     /// (every argument is then the command).
     #[arg(long, value_name = "DIR")]
@@ -73,6 +77,8 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
     // cache GC never removes the snapshots under a running command.
     let mut _cache = None;
     let mut default_cmd: Vec<String> = Vec::new();
+    // Whether the command runs under qemu-user (a foreign image).
+    let mut emulated = false;
     let mut entrypoint: Vec<String> = Vec::new();
     let lowers = match &args.rootfs {
         Some(dir) => {
@@ -87,7 +93,22 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
             }
             let name = args.args.remove(0);
             let store = ImageStore::open_default()?;
-            let image = store.image(&name, None)?;
+            let platform = args
+                .platform
+                .as_deref()
+                .map(crate::platform::Platform::parse)
+                .transpose()
+                .context("--platform")?;
+            let image = store.image(&name, platform.as_ref())?;
+            // A foreign image fails here, saying what to install, rather
+            // than with "exec format error" from inside.
+            let arch = crate::platform::Platform::linux(
+                &image.config.architecture().to_string(),
+                image.config.variant().as_deref(),
+            );
+            arch.check_executable()
+                .with_context(|| format!("running {name}"))?;
+            emulated = arch.architecture != crate::platform::Platform::host().architecture;
             if let Some(c) = image.config.config() {
                 for kv in c.env().clone().unwrap_or_default() {
                     if let Some((k, v)) = kv.split_once('=') {
@@ -127,8 +148,11 @@ pub fn run(args: RunArgs, progress: &Progress) -> crate::Result<u8> {
     // not PID 1 here and warns unless it is a subreaper. Images do not
     // say `tini -s` (qemu-user has no PR_SET_CHILD_SUBREAPER, and an arm64
     // image run emulated would die on it); `kiln run` asks through the
-    // variable instead, for this process only.
-    if argv[0].rsplit('/').next() == Some("tini") && !env.iter().any(|(k, _)| k == "TINI_SUBREAPER")
+    // variable instead, for this process only — natively: under qemu
+    // (`--platform` of a foreign image) tini would die on it.
+    if argv[0].rsplit('/').next() == Some("tini")
+        && !env.iter().any(|(k, _)| k == "TINI_SUBREAPER")
+        && !emulated
     {
         env.push(("TINI_SUBREAPER".to_string(), "1".to_string()));
     }

@@ -31,6 +31,9 @@ pub struct ImageSummary {
     /// recorded it. The config's own `created` is the reproducible epoch
     /// (`SOURCE_DATE_EPOCH`, default 1970) of a built image.
     pub created: String,
+    /// The platforms it holds (`linux/amd64`): one for an image, each
+    /// manifest's for an index (a multi-platform build), in its order.
+    pub platforms: Vec<String>,
 }
 
 /// The index entry's annotation holding when kiln named the image
@@ -160,10 +163,26 @@ impl ImageStore {
                 continue;
             };
             let digest = image::desc_digest(m)?;
-            let (size, config_created) = match image::read_image(self.blobs(), m, None) {
-                Ok(img) => (img.size(), img.config.created().clone().unwrap_or_default()),
-                // An index without the host's platform: show its own size.
-                Err(_) => (m.size(), String::new()),
+            let (size, config_created, own_platform) =
+                match image::read_image(self.blobs(), m, None) {
+                    Ok(img) => (
+                        img.size(),
+                        img.config.created().clone().unwrap_or_default(),
+                        config_platform(&img.config),
+                    ),
+                    // An index without the host's platform: show its own size.
+                    Err(_) => (m.size(), String::new(), String::new()),
+                };
+            let platforms = if image::is_index(m.media_type()) {
+                let index: oci_spec::image::ImageIndex = image::read_json(self.blobs(), &digest)?;
+                index
+                    .manifests()
+                    .iter()
+                    .filter_map(|e| e.platform().as_ref())
+                    .map(|p| crate::platform::Platform::from_oci(p).to_string())
+                    .collect()
+            } else {
+                vec![own_platform]
             };
             let created = m
                 .annotations()
@@ -176,6 +195,7 @@ impl ImageStore {
                 digest,
                 size,
                 created,
+                platforms,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -214,4 +234,14 @@ fn strip(d: &Descriptor) -> Descriptor {
     let mut d = d.clone();
     d.set_annotations(None);
     d
+}
+
+/// `os/arch[/variant]` of an image config.
+fn config_platform(c: &oci_spec::image::ImageConfiguration) -> String {
+    let mut p = format!("{}/{}", c.os(), c.architecture());
+    if let Some(v) = c.variant() {
+        p.push('/');
+        p.push_str(v);
+    }
+    p
 }

@@ -54,8 +54,14 @@ pub fn context_ignore(dir: &std::path::Path) -> Result<(Matcher, Option<std::pat
 /// What the caller adds to the plan's graph.
 #[derive(Debug, Clone)]
 pub struct LowerOptions {
-    /// The platform of both stages.
+    /// The platform of the image (the runtime stage's).
     pub platform: crate::platform::Platform,
+    /// The machine the build runs on. When `platform` is another one and
+    /// the plan's provider cross-compiles
+    /// ([`super::providers::Provider::cross_compile_env`]), the build
+    /// stage runs on this platform, natively, with the provider's
+    /// variables; otherwise it is `platform` (emulated when foreign).
+    pub build_platform: crate::platform::Platform,
     /// Extra CA certificates (file name, PEM) trusted in the build stage,
     /// for networks that intercept TLS; never in the runtime image.
     pub build_ca: Vec<(String, String)>,
@@ -78,6 +84,7 @@ impl Default for LowerOptions {
     fn default() -> Self {
         LowerOptions {
             platform: crate::platform::Platform::host(),
+            build_platform: crate::platform::Platform::host(),
             build_ca: Vec::new(),
             host_ca: false,
             cache_key: None,
@@ -104,9 +111,11 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             exists: &exists,
         },
     )?;
-    let stages = [&recipe.build, &recipe.runtime]
+    let cross = cross_compile_env(plan, opts);
+    let mut stages = [&recipe.build, &recipe.runtime]
         .into_iter()
-        .map(|st| {
+        .enumerate()
+        .map(|(i, st)| {
             let base = match &st.base {
                 RecipeBase::Packages {
                     packages,
@@ -125,15 +134,75 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
                 RecipeBase::BuildStage => Base::Stage(0),
                 RecipeBase::Scratch => Base::Scratch,
             };
-            let mut b = StageBuilder::new(st.name, base, &opts.platform);
+            let platform = match (&cross, i) {
+                (Some(_), 0) => &opts.build_platform,
+                _ => &opts.platform,
+            };
+            let mut b = StageBuilder::new(st.name, base, platform);
             b.cache_key = opts.cache_key.clone();
+            if let (Some(env), 0) = (&cross, i) {
+                let text = env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                b.config(
+                    ConfigChange::Env(env.clone()),
+                    &format!(
+                        "ENV {text} (cross-compiling on {} for {})",
+                        opts.build_platform, opts.platform
+                    ),
+                );
+            }
+            if cross.is_some() && i == 1 {
+                b.target_files = Some(TARGET_FILES_STAGE);
+            }
             for step in &st.steps {
                 b.step(step, ctx)?;
             }
             Ok(b.finish())
         })
         .collect::<Result<Vec<Stage>>>()?;
+    if cross.is_some() {
+        // The static runtime's files that are programs (tini) must be the
+        // target's: a package base of the target, composed without
+        // emulation, supplies them instead of the build stage.
+        let base = Base::Packages(PackageSet {
+            suite: recipe.suite.clone(),
+            packages: TARGET_FILES_PACKAGES
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            base: recipe::PackageBase::Minimal,
+            lock: None,
+            extra_ca: Vec::new(),
+        });
+        stages.push(StageBuilder::new("target-files", base, &opts.platform).finish());
+    }
     Ok(Graph { stages, target: 1 })
+}
+
+/// With cross-compilation, the stage holding the target platform's
+/// copies of the static runtime's files.
+const TARGET_FILES_STAGE: usize = 2;
+
+/// The packages of that stage: what [`recipe::STATIC_FILES`] come from.
+const TARGET_FILES_PACKAGES: &[&str] = &["ca-certificates", "tzdata", "tini"];
+
+/// The variables that make the build stage cross-compile for the target,
+/// when it is not the build platform and the plan's one provider can
+/// (its runtime static: nothing but what it builds leaves the build stage).
+fn cross_compile_env(plan: &BuildPlan, opts: &LowerOptions) -> Option<Vec<(String, String)>> {
+    if opts.platform == opts.build_platform
+        || plan.build_image.is_some()
+        || !recipe::is_static(plan)
+    {
+        return None;
+    }
+    match plan.providers.as_deref() {
+        Some([only]) => super::providers::by_name(only)?.cross_compile_env(plan, &opts.platform),
+        _ => None,
+    }
 }
 
 /// A build secret's mount: the file (what the Dockerfile `kiln dockerfile`
@@ -175,6 +244,9 @@ struct StageBuilder {
     stage: Stage,
     /// `--cache-key`: the prefix of cache mount ids.
     cache_key: Option<String>,
+    /// Cross-compiling: the stage the static runtime's files come from
+    /// (the build stage's are the build machine's architecture).
+    target_files: Option<usize>,
 }
 
 impl StageBuilder {
@@ -198,6 +270,7 @@ impl StageBuilder {
                 origin: Some(origin(name, &text)),
             },
             cache_key: None,
+            target_files: None,
         }
     }
 
@@ -244,7 +317,11 @@ impl StageBuilder {
                 label: Some(label),
             } => self.run_labeled(cmd, phase, label),
             RecipeStep::CopyBuild { src, dest, chmod } => {
-                self.copy_stage_to(0, src, dest, chmod.as_deref())
+                let from = match self.target_files {
+                    Some(stage) if recipe::STATIC_FILES.iter().any(|(s, _)| s == src) => stage,
+                    _ => 0,
+                };
+                self.copy_stage_to(from, src, dest, chmod.as_deref())
             }
             RecipeStep::Assets(files) => self.copy_inline(files)?,
             RecipeStep::Expose(port) => self.config(
@@ -330,10 +407,11 @@ impl StageBuilder {
         );
         c.chmod = chmod.map(String::from);
         let flag = chmod.map(|m| format!(" --chmod={m}")).unwrap_or_default();
+        let name = if stage == 0 { "build" } else { "target-files" };
         self.push(
             graph::Op::Copy(c),
             "runtime",
-            format!("COPY --from=build{flag} {src} {dest}"),
+            format!("COPY --from={name}{flag} {src} {dest}"),
         );
     }
 
@@ -724,5 +802,105 @@ mod tests {
             !runtime.iter().any(|c| matches!(c, ConfigChange::Cmd(_))),
             "{runtime:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod cross_tests {
+    use super::*;
+    use crate::platform::Platform;
+
+    fn lowered(example: &str, env: &[String], platform: &str) -> Graph {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(example);
+        let plan = crate::plan::generate(&dir, env, &Default::default()).unwrap();
+        let (matcher, _) = context_ignore(&dir).unwrap();
+        let ctx = Context::open(&dir, matcher).unwrap();
+        lower(
+            &plan,
+            &ctx,
+            &LowerOptions {
+                platform: Platform::parse(platform).unwrap(),
+                build_platform: Platform::linux("amd64", None),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn env_of(stage: &Stage) -> Vec<(String, String)> {
+        stage
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                graph::Op::Config(ConfigChange::Env(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// Which stage each runtime `COPY --from` reads, by source path.
+    fn copies_from(stage: &Stage) -> BTreeMap<String, usize> {
+        stage
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                graph::Op::Copy(Copy {
+                    from: CopyFrom::Stage(i),
+                    items,
+                    ..
+                }) => match items.as_slice() {
+                    [CopyItem::Path(p)] => Some((p.clone(), *i)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A Go app for arm64 built on amd64: the build stage runs on amd64
+    /// with GOOS/GOARCH for arm64 (go build is not emulated), the runtime
+    /// is arm64 and takes the binary from the build stage but tini from
+    /// an arm64 package base (the build stage's tini is amd64).
+    #[test]
+    fn go_for_a_foreign_platform_cross_compiles_on_the_build_machine() {
+        let g = lowered("go-mod", &[], "linux/arm64");
+        assert_eq!(g.stages.len(), 3);
+        assert_eq!(g.stages[0].platform, "linux/amd64");
+        assert_eq!(g.stages[1].platform, "linux/arm64");
+        assert_eq!(g.stages[2].platform, "linux/arm64");
+        let env = env_of(&g.stages[0]);
+        assert!(env.contains(&("GOOS".into(), "linux".into())), "{env:?}");
+        assert!(env.contains(&("GOARCH".into(), "arm64".into())), "{env:?}");
+        let Base::Packages(p) = &g.stages[2].base else {
+            panic!("the target's files come from a package base")
+        };
+        assert!(p.packages.iter().any(|p| p == "tini"));
+        let from = copies_from(&g.stages[1]);
+        assert_eq!(from["/usr/bin/tini-static"], 2, "{from:?}");
+        assert_eq!(from["/usr/share/zoneinfo"], 2, "{from:?}");
+        assert_eq!(from[recipe::EMPTY_DIR], 0, "{from:?}");
+        assert_eq!(from["/app/out"], 0, "{from:?}");
+        assert_eq!(crate::graph::deps::build_order(&g, 1).unwrap().len(), 3);
+    }
+
+    /// Native builds keep two stages and no GOARCH; with cgo, and for a
+    /// provider that does not cross-compile, the build stage is the
+    /// target's (emulated).
+    #[test]
+    fn native_cgo_and_other_providers_build_on_the_target_platform() {
+        let native = lowered("go-mod", &[], "linux/amd64");
+        assert_eq!(native.stages.len(), 2);
+        assert!(!env_of(&native.stages[0]).iter().any(|(k, _)| k == "GOARCH"));
+        for g in [
+            lowered("go-mod", &["CGO_ENABLED=1".to_string()], "linux/arm64"),
+            lowered("node-npm", &[], "linux/arm64"),
+        ] {
+            assert_eq!(g.stages.len(), 2);
+            assert_eq!(g.stages[0].platform, "linux/arm64");
+            assert!(!env_of(&g.stages[0]).iter().any(|(k, _)| k == "GOARCH"));
+        }
     }
 }

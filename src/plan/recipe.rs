@@ -30,7 +30,7 @@ use super::model::StartPhase;
 use crate::Result;
 use crate::error::{CodedError, code};
 use crate::packages::image::PATH;
-use crate::packages::resolve::BaseVariant as PackageBase;
+pub use crate::packages::resolve::BaseVariant as PackageBase;
 
 /// Where the app lives in both stages (Nixpacks' `/app`).
 pub const APP_DIR: &str = "/app";
@@ -68,7 +68,7 @@ pub const EMPTY_DIR: &str = "/.kiln-empty";
 /// What the static runtime copies out of the build stage besides the app:
 /// a static binary needs no libc or shell, only the CA bundle, zoneinfo
 /// and the init.
-const STATIC_FILES: &[(&str, &str)] = &[
+pub const STATIC_FILES: &[(&str, &str)] = &[
     (
         "/etc/ssl/certs/ca-certificates.crt",
         "/etc/ssl/certs/ca-certificates.crt",

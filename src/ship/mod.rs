@@ -28,6 +28,8 @@ use oci_spec::image::Descriptor;
 use crate::Result;
 use crate::oci::Store;
 use crate::oci::export;
+use crate::oci::image::{self, is_index};
+use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::registry::{self, Client, PushOptions, PushSummary, Reference};
 use crate::transfer::{self, SshTarget, TransferOptions, TransferSummary};
@@ -166,6 +168,10 @@ pub struct ShipOptions<'a> {
     pub client: Option<&'a Client>,
     /// How to push to a registry.
     pub push: PushOptions,
+    /// The platform a destination that holds one image's files (docker
+    /// archive, root filesystem) takes from an image index (`kiln save
+    /// --platform`); without it an index must have exactly one manifest.
+    pub platform: Option<Platform>,
 }
 
 /// What [`ship`] did.
@@ -194,10 +200,17 @@ pub fn ship(
         Destination::OciDir(d) => export::to_oci_dir(store, manifest, name, d)?,
         Destination::OciArchive(f) => export::to_oci_archive(store, manifest, name, f)?,
         Destination::DockerArchive(f) => {
-            export::to_docker_archive(store, manifest, &[name.to_string()], f)?
+            let m = one_platform(store, manifest, name, "a docker archive", opts)?;
+            export::to_docker_archive(store, &m, &[name.to_string()], f)?
         }
-        Destination::RootfsDir(d) => export::to_rootfs_dir(store, manifest, d)?,
-        Destination::RootfsTar(f) => export::to_rootfs_tar(store, manifest, f)?,
+        Destination::RootfsDir(d) => {
+            let m = one_platform(store, manifest, name, "a root filesystem", opts)?;
+            export::to_rootfs_dir(store, &m, d)?
+        }
+        Destination::RootfsTar(f) => {
+            let m = one_platform(store, manifest, name, "a root filesystem", opts)?;
+            export::to_rootfs_tar(store, &m, f)?
+        }
         Destination::Registry(to) => {
             let Some(client) = opts.client else {
                 bail!("a registry output is a push: use `kiln push` or --push");
@@ -222,6 +235,45 @@ pub fn ship(
         }
     }
     Ok(Shipped::Written)
+}
+
+/// The one manifest a destination holding one image's files takes: the
+/// manifest itself, the `--platform` entry of an index, or the only entry
+/// of a one-platform index. An index of several platforms without
+/// `--platform` is an error naming them (never the host's, silently).
+fn one_platform(
+    store: &Store,
+    desc: &Descriptor,
+    name: &str,
+    what: &str,
+    opts: &ShipOptions<'_>,
+) -> Result<Descriptor> {
+    if !is_index(desc.media_type()) {
+        return Ok(desc.clone());
+    }
+    if let Some(p) = &opts.platform {
+        return Ok(image::read_image(store, desc, Some(p))?.manifest_desc);
+    }
+    let digest = image::desc_digest(desc)?;
+    let index: oci_spec::image::ImageIndex = image::read_json(store, &digest)?;
+    match index.manifests().as_slice() {
+        [one] => Ok(one.clone()),
+        many => {
+            let offered: Vec<String> = many
+                .iter()
+                .map(|m| match m.platform() {
+                    Some(p) => Platform::from_oci(p).to_string(),
+                    None => "(no platform)".to_string(),
+                })
+                .collect();
+            bail!(
+                "{name} is an image index of {} platforms ({}), and {what} holds one: pick it with --platform (e.g. `kiln save --platform {} {name} -o …`), or use type=oci (an OCI layout holds the index)",
+                many.len(),
+                offered.join(", "),
+                offered.first().map(String::as_str).unwrap_or("linux/amd64"),
+            )
+        }
+    }
 }
 
 #[cfg(test)]
@@ -362,5 +414,92 @@ mod tests {
             ssh(None, "web1", Some(2222), None)
         );
         assert!(Destination::ssh_host("", opts).is_err());
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+    use crate::oci::image::{ImageBuilder, write_index};
+
+    /// A store holding an index over (empty) amd64 and arm64 images, and
+    /// the arm64 manifest's descriptor.
+    fn two_platforms(dir: &std::path::Path) -> (Store, Descriptor, Descriptor) {
+        let store = Store::open(dir.join("store")).unwrap();
+        let mut entries = Vec::new();
+        for arch in ["amd64", "arm64"] {
+            let p = Platform::linux(arch, None);
+            let img = ImageBuilder::scratch(p.clone()).write(&store, 0).unwrap();
+            let mut d = img.manifest_desc.clone();
+            d.set_platform(Some(p.to_oci()));
+            entries.push(d);
+        }
+        let arm64 = entries[1].clone();
+        let (index, _) = write_index(&store, entries).unwrap();
+        (store, index, arm64)
+    }
+
+    /// A docker archive (or root filesystem) holds one platform: an index
+    /// of two is refused with both names and the flag that picks one, and
+    /// with `--platform` the archive holds that platform's image.
+    #[test]
+    fn a_docker_archive_of_an_index_needs_a_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, index, arm64) = two_platforms(dir.path());
+        let out = dir.path().join("app.tar");
+        let dest = Destination::DockerArchive(out.clone());
+        let quiet = Progress::quiet();
+        let e = ship(
+            &store,
+            &index,
+            "app:1",
+            &dest,
+            &ShipOptions::default(),
+            &quiet,
+        )
+        .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("app:1 is an image index of 2 platforms (linux/amd64, linux/arm64)")
+                && e.contains("--platform")
+                && e.contains("type=oci"),
+            "{e}"
+        );
+        assert!(!out.exists());
+        let tar = dir.path().join("root.tar");
+        let e = ship(
+            &store,
+            &index,
+            "app:1",
+            &Destination::RootfsTar(tar.clone()),
+            &ShipOptions::default(),
+            &quiet,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("a root filesystem holds one"),
+            "{e:#}"
+        );
+        assert!(!tar.exists());
+
+        let opts = ShipOptions {
+            platform: Some(Platform::linux("arm64", None)),
+            ..ShipOptions::default()
+        };
+        ship(&store, &index, "app:1", &dest, &opts, &quiet).unwrap();
+        let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
+        let mut manifest = String::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().to_str() == Some("manifest.json") {
+                std::io::Read::read_to_string(&mut entry, &mut manifest).unwrap();
+            }
+        }
+        let arm64_img = image::read_image(&store, &arm64, None).unwrap();
+        let config = image::desc_digest(arm64_img.manifest.config()).unwrap();
+        assert!(
+            manifest.contains(&format!("{}.json", config.hex())),
+            "{manifest}"
+        );
     }
 }

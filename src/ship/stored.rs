@@ -100,6 +100,7 @@ pub fn push(req: &PushRequest, progress: &Progress) -> Result<Shipped> {
                 &ShipOptions {
                     client: Some(&client),
                     push: opts,
+                    ..ShipOptions::default()
                 },
                 progress,
             )?;

@@ -97,10 +97,27 @@ pub fn load(
         let reply = conn.run(&script::run_if_present(), &args, None)?;
         (argv, reply)
     } else {
-        // No skopeo: build a docker-archive here and stream it.
+        // No skopeo: build a docker-archive here and stream it. It holds
+        // one platform: of an index, the server's (`uname -m`).
+        let one = if crate::oci::image::is_index(manifest.media_type()) {
+            let reply = conn.run(&script::run_if_present(), &[root, "uname", "-m"], None)?;
+            let machine = String::from_utf8_lossy(&reply.stdout).trim().to_string();
+            if !reply.ok() || machine.is_empty() {
+                bail!(
+                    "{target}: cannot tell the server's architecture (`uname -m` failed), so --load {} cannot pick a platform of the image index (it is in {root} as {tag})",
+                    engine.program()
+                );
+            }
+            let platform = crate::platform::Platform::parse(&format!("linux/{machine}"))?;
+            crate::oci::image::read_image(store, manifest, Some(&platform))
+                .with_context(|| format!("{target} is {platform}"))?
+                .manifest_desc
+        } else {
+            manifest.clone()
+        };
         let tmp = tempfile::NamedTempFile::new()
             .context("creating a temp file for the docker archive")?;
-        crate::oci::export::to_docker_archive(store, manifest, &[tag.to_string()], tmp.path())?;
+        crate::oci::export::to_docker_archive(store, &one, &[tag.to_string()], tmp.path())?;
         let mut file = std::fs::File::open(tmp.path())?;
         let argv = vec![engine.program().to_string(), "load".to_string()];
         let reply = conn.run(

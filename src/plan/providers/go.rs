@@ -84,6 +84,29 @@ impl Provider for Go {
             .is_some_and(|v| v == "0")
     }
 
+    /// Go cross-compiles any pure-Go program (`CGO_ENABLED=0`, the
+    /// default): `GOOS`/`GOARCH` (`GOARM` for 32-bit arm) of the target.
+    /// With cgo the C toolchain would need the target's, so it runs
+    /// emulated.
+    fn cross_compile_env(
+        &self,
+        plan: &BuildPlan,
+        target: &crate::platform::Platform,
+    ) -> Option<Vec<(String, String)>> {
+        if !self.static_runtime(plan) {
+            return None;
+        }
+        let mut env = vec![
+            ("GOOS".to_string(), target.os.clone()),
+            ("GOARCH".to_string(), target.architecture.clone()),
+        ];
+        if target.architecture == "arm" {
+            let v = target.variant.as_deref().unwrap_or("v7");
+            env.push(("GOARM".to_string(), v.trim_start_matches('v').to_string()));
+        }
+        Some(env)
+    }
+
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let mut plan = BuildPlan::default();
         plan.add_toolchain("go", version(ctx)?);

@@ -60,6 +60,20 @@ pub trait Provider: Sync {
     fn static_runtime(&self, _plan: &BuildPlan) -> bool {
         false
     }
+    /// Variables that make the build stage's toolchain produce programs for
+    /// `target` while it runs on the build machine (Go's `GOOS`/`GOARCH`):
+    /// the build stage of a foreign-platform build then runs natively, not
+    /// under qemu. `None`: this provider's build runs on the target
+    /// platform (emulated when it is foreign). Asked only for a plan whose
+    /// only provider this is and whose runtime is static (nothing of the
+    /// build machine's architecture reaches the image but what it builds).
+    fn cross_compile_env(
+        &self,
+        _plan: &BuildPlan,
+        _target: &crate::platform::Platform,
+    ) -> Option<Vec<(String, String)>> {
+        None
+    }
 }
 
 /// Every provider in detection order.
