@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# The registry as the shared step cache (issue 18), same run, same local
+# registry: for the node-npm, python-flask and go-mod examples, a fresh
+# builder's rebuild of an unchanged app from a registry cache that another
+# builder wrote, kiln vs BuildKit (dockerd 20.10, DOCKER_BUILDKIT=1) on the
+# Dockerfile `kiln dockerfile` generates, FROM a trixie minbase image served
+# by the same registry.
+#   kiln:     builder A (its own empty KILN_CACHE_DIR/KILN_DATA_DIR) builds
+#             cold with `--cache-to type=registry,ref=REG/cache/APP:c,mode=max`
+#             and `-t REG/img/APP:1 --push` (the image goes to the registry
+#             too, as on a fleet), then once more, all cached, exporting
+#             `REG/cache/APP:min,mode=min`. Builder B (another empty home)
+#             builds the same source with `--cache-from …:c` (timed, peak
+#             RSS); builder C (empty) with `--cache-from …:min` (timed).
+#   BuildKit: dockerd 20.10's `docker build` has no `--cache-to
+#             type=registry` (that needs buildx, not installed here), so its
+#             side is BuildKit's INLINE cache, the mode=min equivalent: a
+#             dockerd with an empty data root builds with
+#             `--build-arg BUILDKIT_INLINE_CACHE=1 -t REG/bk/APP:1` and
+#             `docker push`es it; a second dockerd with another empty data
+#             root builds with `--cache-from REG/bk/APP:1` (timed).
+# Times are wall times of the fresh builder's build command only: kiln's
+# process from start to exit; `docker build` against a dockerd already
+# started (its start-up is not counted). kiln's B row (mode=max) is the
+# issue's goal; its C row (mode=min) is the
+# like-for-like one against the inline cache.
+# Prints wall times, ratios (kiln / BuildKit), the steps each fresh builder
+# ran (kiln: `finish` events of steps not `cached` in its JSON progress;
+# BuildKit: `[stage k/n]` steps of its plain progress without a CACHED
+# line), the blob bytes the registry sent to each fresh builder (its access
+# log), kiln B's peak RSS (VmHWM sampled every 20 ms), and last the goals of
+# issue 18: the fresh-builder rebuild ≤ 0.5× BuildKit's and ≤ 3 s.
+#   bench/regcache.sh [APP…]      default: node-npm python-flask go-mod
+#   BENCH_LOGS=DIR bench/regcache.sh   also keep the builders' logs
+#   BENCH_TMP=DIR             where the run's filesystem image goes (default /var/tmp)
+# Run it under `flock /work/tmp/bench.lock` (see bench/auto.md).
+# Needs root (dockerd, a loop mount), podman, buildah, mmdebstrap,
+# docker-registry, Debian's docker.io. The setup (loop ext4, registry, base
+# image, CA handling, RSS sampling) is bench/auto.sh's, repeated here so
+# that each bench stays one readable file.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+KILN=$PWD/target/release/kiln
+APPS=("${@:-node-npm}")
+[ $# -eq 0 ] && APPS=(node-npm python-flask go-mod)
+command -v dockerd >/dev/null && [ -x /usr/bin/docker ] \
+  || { echo "BuildKit is needed: apt-get install docker.io"; exit 1; }
+work=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-bench-regcache.XXXXXX")
+# Every builder's storage on a fresh journaled ext4 (why: bench/auto.sh).
+fs=${BENCH_FS:-fresh}
+if [ "$fs" = fresh ]; then
+  truncate -s 32G "$work.img"
+  mkfs.ext4 -q -F "$work.img"
+  mount -o "loop${BENCH_TMP:+,discard}" "$work.img" "$work"
+fi
+pids=()
+dpid=
+cleanup() {
+  [ -n "$dpid" ] && kill "$dpid" 2>/dev/null
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for d in "$work"/dockerd-*/exec; do umount -R "$d" 2>/dev/null || true; done
+  if [ "$fs" = fresh ]; then
+    umount -R "$work" 2>/dev/null || umount -l "$work" 2>/dev/null || true
+    rm -f "$work.img"
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+
+# A local registry (access log on: the bytes each builder fetched) with the
+# base image.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/registry.yml" <<YML
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+YML
+docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+pids+=($!)
+reg=127.0.0.1:$port
+cache=${KILN_TEST_CACHE:-$HOME/.cache/kiln-tests}
+mkdir -p "$cache"
+if [ ! -f "$cache/debian-trixie.tar" ]; then
+  mmdebstrap --variant=minbase --format=tar trixie "$cache/debian-trixie.tar.tmp" http://deb.debian.org/debian
+  mv "$cache/debian-trixie.tar.tmp" "$cache/debian-trixie.tar"
+fi
+sleep 1
+pstore=(--root "$work/pstore" --runroot "$work/prun")
+podman "${pstore[@]}" import -q "$cache/debian-trixie.tar" localhost/kiln-bench-base >/dev/null
+# Networks that intercept TLS: the host's extra CAs go into BuildKit's base
+# (as a company base image carries them) and to kiln as --ca-cert.
+ca_args=()
+for c in /usr/local/share/ca-certificates/*.crt; do
+  [ -f "$c" ] || continue
+  ca_args+=(--ca-cert "$c")
+done
+if [ ${#ca_args[@]} -gt 0 ]; then
+  ctr=$(buildah "${pstore[@]}" from -q localhost/kiln-bench-base)
+  buildah "${pstore[@]}" copy -q "$ctr" /usr/local/share/ca-certificates/ /usr/local/share/ca-certificates/ >/dev/null
+  buildah "${pstore[@]}" commit -q --rm "$ctr" localhost/kiln-bench-base >/dev/null
+fi
+podman "${pstore[@]}" push -q --tls-verify=false localhost/kiln-bench-base "docker://$reg/debian:trixie-slim"
+podman "${pstore[@]}" rmi -f localhost/kiln-bench-base >/dev/null
+umount -R "$work/pstore" 2>/dev/null || true
+rm -rf "$work/pstore" "$work/prun"
+base=$reg/debian:trixie-slim
+
+# One dockerd at a time, each with its own empty data root: a "machine".
+start_dockerd() { # name
+  local d=$work/dockerd-$1
+  mkdir -p "$d"
+  dockerd --data-root "$d/root" --exec-root "$d/exec" --pidfile "$d/docker.pid" \
+    -H "unix://$d/docker.sock" --bridge=none --iptables=false --ip6tables=false \
+    --insecure-registry "$reg" > "$d.log" 2>&1 &
+  dpid=$!
+  for _ in $(seq 100); do [ -S "$d/docker.sock" ] && break; sleep 0.2; done
+  DOCKER="/usr/bin/docker -H unix://$d/docker.sock"
+  $DOCKER info >/dev/null 2>&1 || { echo "dockerd $1 did not start:"; tail -5 "$d.log"; exit 1; }
+}
+stop_dockerd() { # name
+  local d=$work/dockerd-$1
+  kill "$dpid"; wait "$dpid" 2>/dev/null || true; dpid=
+  umount -R "$d/exec" 2>/dev/null || true
+  rm -rf "$d"
+}
+
+# kiln build in home HOME, JSON progress to HOME/RUN.json, peak RSS (the
+# kiln process's VmHWM) to HOME/RUN.peak (as bench/auto.sh).
+kiln_build() { # home dir run kiln-args…
+  local home=$1 dir=$2 run=$3 peak=0 hwm
+  shift 3
+  mkdir -p "$home/tmp"
+  TMPDIR=$home/tmp KILN_CACHE_DIR=$home/cache KILN_DATA_DIR=$home/data \
+    "$KILN" --progress json build "$dir" "${ca_args[@]}" "$@" >/dev/null 2>"$home/$run.json" &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm
+    sleep 0.02
+  done
+  wait "$pid" || { echo "kiln build $dir ($run) failed:"; tail -5 "$home/$run.json"; exit 1; }
+  echo "$peak" > "$home/$run.peak"
+}
+
+# "RAN/TOTAL" steps of a kiln build: the step tasks (package sets and
+# Dockerfile steps) whose finish status is not `cached`.
+kiln_steps() { # json-log
+  python3 - "$1" <<'PY'
+import json, sys
+names, status = {}, {}
+for line in open(sys.argv[1]):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("event") == "start" and e.get("step") is True:
+        names[e["id"]] = e["name"]
+    elif e.get("event") == "finish" and e.get("id") in names:
+        status[e["id"]] = e["status"]
+ran = [names[i] for i, s in status.items() if s != "cached"]
+print(f"{len(ran)}/{len(status)}")
+for n in ran:
+    print(f"  ran: {n}", file=sys.stderr)
+PY
+}
+
+# "RAN/TOTAL" steps of a BuildKit build from its plain progress: the
+# `#N [stage k/n] …` vertices without a `#N CACHED` line. A stage's
+# `FROM` vertex is left out: it resolves (and pulls) the base, it never
+# shows CACHED; kiln's count has its package bases instead.
+bk_steps() { # plain-log
+  python3 - "$1" <<'PY'
+import re, sys
+steps, cached = {}, set()
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"#(\d+) \[([^\]]*\b\d+/\d+)\] (.*)", line)
+    if m and not m.group(3).startswith("FROM "):
+        steps.setdefault(m.group(1), f"[{m.group(2)}] {m.group(3)}")
+    m = re.match(r"#(\d+) CACHED", line)
+    if m:
+        cached.add(m.group(1))
+ran = [n for i, n in steps.items() if i not in cached]
+print(f"{len(ran)}/{len(steps)}")
+for n in ran:
+    print(f"  ran: {n[:90]}", file=sys.stderr)
+PY
+}
+
+# Blob bytes the registry sent (200 answers to blob GETs) from log line N on.
+blob_bytes() { # from-line
+  tail -n +"$(( $1 + 1 ))" "$work/registry.log" \
+    | grep '"GET /v2/[^ ]*/blobs/sha256:' \
+    | sed -nE 's/.*HTTP\/1\.1" 200 ([0-9]+).*/\1/p' \
+    | awk '{s += $1} END {print s + 0}'
+}
+loglines() { wc -l < "$work/registry.log"; }
+mb() { echo "scale=1; $1 / 1000000" | bc; }
+
+echo "kiln: fresh builder B reads a mode=max cache, C a mode=min one (both written by builder A)."
+echo "BuildKit: dockerd 20.10 without buildx cannot export a registry cache: its fresh"
+echo "builder reads the INLINE cache of the image builder A pushed (mode=min equivalent)."
+echo
+rows=()
+goals=()
+goal() { # label value op limit unit
+  local ok=MISS
+  [ "$(echo "$2 $3 $4" | bc)" = 1 ] && ok=ok
+  goals+=("$(printf '%-13s %-26s %8s %s %s %s  %s' "$app" "$1" "$2" "$3" "$4" "$5" "$ok")")
+}
+for app in "${APPS[@]}"; do
+  src=examples/$app
+  kdir=$work/$app/kiln/$app; ddir=$work/$app/buildkit/$app
+  mkdir -p "$(dirname "$kdir")" "$(dirname "$ddir")"
+  cp -r "$src" "$kdir"; cp -r "$src" "$ddir"
+  "$KILN" --progress quiet dockerfile "$ddir" -o "$work/$app/Dockerfile" --base-image "$base" >/dev/null
+  # BuildKit's context as bench/auto.sh makes it: the bind-mounted
+  # .kiln/scripts/, no `# syntax=` line, apt caches locked.
+  grep -v '^# syntax=' "$work/$app/Dockerfile" \
+    | sed -E 's#--mount=type=cache,target=/var/(cache/apt|lib/apt/lists)#&,sharing=locked#' \
+    > "$work/$app/Dockerfile.buildkit"
+  echo "== $app ($(uptime | sed 's/.*load/load/'))"
+
+  # kiln, builder A: cold, exports both caches.
+  ca=$work/$app/kiln-a
+  t=$(now)
+  kiln_build "$ca" "$kdir" cold -t "$reg/img/$app:1" --push \
+    --cache-to "type=registry,ref=$reg/cache/$app:c,mode=max"
+  ta=$(since "$t")
+  kiln_build "$ca" "$kdir" min -t "$reg/img/$app:1" \
+    --cache-to "type=registry,ref=$reg/cache/$app:min,mode=min"
+  printf '  kiln A      cold build + push + mode=max export  %6.1fs\n' "$ta"
+
+  # kiln, builder B (mode=max cache) and C (mode=min cache): empty homes.
+  sync
+  at=$(loglines); t=$(now)
+  kiln_build "$work/$app/kiln-b" "$kdir" fresh -t "app:1" \
+    --cache-from "type=registry,ref=$reg/cache/$app:c"
+  tb=$(since "$t"); bb=$(blob_bytes "$at")
+  sb=$(kiln_steps "$work/$app/kiln-b/fresh.json" 2>"$work/$app/kiln-b.ran")
+  rss=$(( $(cat "$work/$app/kiln-b/fresh.peak") / 1024 ))
+  printf '  kiln B      fresh, --cache-from mode=max         %6.2fs  steps run %s  %s MB fetched  peak RSS %d MB\n' \
+    "$tb" "$sb" "$(mb "$bb")" "$rss"
+  sed 's/^/    /' "$work/$app/kiln-b.ran"
+  sync
+  at=$(loglines); t=$(now)
+  kiln_build "$work/$app/kiln-c" "$kdir" fresh -t "app:1" \
+    --cache-from "type=registry,ref=$reg/cache/$app:min"
+  tc=$(since "$t"); bc_=$(blob_bytes "$at")
+  sc=$(kiln_steps "$work/$app/kiln-c/fresh.json" 2>"$work/$app/kiln-c.ran")
+  printf '  kiln C      fresh, --cache-from mode=min         %6.2fs  steps run %s  %s MB fetched\n' \
+    "$tc" "$sc" "$(mb "$bc_")"
+  sed 's/^/    /' "$work/$app/kiln-c.ran"
+
+  # BuildKit, builder A: cold, inline cache, push.
+  start_dockerd a
+  t=$(now)
+  DOCKER_BUILDKIT=1 $DOCKER build --progress plain --network host --build-arg BUILDKIT_INLINE_CACHE=1 \
+    -f "$work/$app/Dockerfile.buildkit" -t "$reg/bk/$app:1" "$ddir" >"$work/$app/bk-a.log" 2>&1 \
+    || { tail -30 "$work/$app/bk-a.log"; exit 1; }
+  $DOCKER push -q "$reg/bk/$app:1" >"$work/$app/bk-push.log" 2>&1 \
+    || { cat "$work/$app/bk-push.log"; exit 1; }
+  tba=$(since "$t")
+  stop_dockerd a
+  printf '  BuildKit A  cold build (inline cache) + push      %6.1fs\n' "$tba"
+
+  # BuildKit, builder B: a fresh dockerd, --cache-from the pushed image.
+  start_dockerd b
+  sync
+  at=$(loglines); t=$(now)
+  DOCKER_BUILDKIT=1 $DOCKER build --progress plain --network host --cache-from "$reg/bk/$app:1" \
+    -f "$work/$app/Dockerfile.buildkit" -t app:1 "$ddir" >"$work/$app/bk-b.log" 2>&1 \
+    || { tail -30 "$work/$app/bk-b.log"; exit 1; }
+  tk=$(since "$t"); kb=$(blob_bytes "$at")
+  stop_dockerd b
+  sk=$(bk_steps "$work/$app/bk-b.log" 2>"$work/$app/bk-b.ran")
+  grep -m1 -E 'importing cache manifest|cache manifest' "$work/$app/bk-b.log" | sed 's/^/    BuildKit: /' || true
+  printf '  BuildKit B  fresh, --cache-from (inline)          %6.2fs  steps run %s  %s MB fetched\n' \
+    "$tk" "$sk" "$(mb "$kb")"
+  sed 's/^/    /' "$work/$app/bk-b.ran"
+
+  rb=$(echo "scale=2; $tb / $tk" | bc); rc=$(echo "scale=2; $tc / $tk" | bc)
+  rows+=("$(printf '%-13s %-9s %8.2fs %9.2fs %6s %9s %9s %9s %9s' "$app" max "$tb" "$tk" "$rb" "$sb" "$sk" "$(mb "$bb")" "$(mb "$kb")")")
+  rows+=("$(printf '%-13s %-9s %8.2fs %9.2fs %6s %9s %9s %9s %9s' "$app" min "$tc" "$tk" "$rc" "$sc" "$sk" "$(mb "$bc_")" "$(mb "$kb")")")
+  goal "fresh (max) / BuildKit" "$rb" "<=" 0.5 x
+  goal "fresh (max) seconds" "$(printf '%.2f' "$tb")" "<=" 3 s
+  goal "fresh (min) / BuildKit" "$rc" "<=" 0.5 x
+  goal "fresh (min) seconds" "$(printf '%.2f' "$tc")" "<=" 3 s
+
+  if [ -n "${BENCH_LOGS:-}" ]; then
+    mkdir -p "$BENCH_LOGS"
+    cp "$work/$app"/kiln-b/fresh.json "$BENCH_LOGS/$app.kiln-b.json"
+    cp "$work/$app"/kiln-c/fresh.json "$BENCH_LOGS/$app.kiln-c.json"
+    for l in bk-a bk-b; do cp "$work/$app/$l.log" "$BENCH_LOGS/$app.$l.log"; done
+  fi
+  # The next app starts from empty homes (and the run needs the space of
+  # one app at a time); the registry keeps its blobs.
+  rm -rf "$work/$app"
+done
+echo
+echo "kiln's cache mode vs BuildKit's inline cache; times are the fresh builder's wall time"
+printf '%-13s %-9s %9s %10s %6s %9s %9s %9s %9s\n' app kiln-mode kiln buildkit ratio kiln-ran bk-ran kiln-MB bk-MB
+printf '%s\n' "${rows[@]}"
+echo
+echo "goals (issue 18): the fresh-builder rebuild <= 0.5x BuildKit's and <= 3 s"
+printf '%s\n' "${goals[@]}"
