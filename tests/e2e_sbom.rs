@@ -20,54 +20,10 @@ use support::registry::Registry;
 
 /// The venv holding the validators, made on first use.
 fn validators() -> PathBuf {
-    let venv = Path::new(support::debian::CACHE).join("sbom-validators");
-    let py = venv.join("bin/python");
-    let ready = venv.join(".kiln-ready");
-    if ready.is_file() {
-        return venv;
-    }
-    let _lock = support::podman::lock();
-    if ready.is_file() {
-        return venv;
-    }
-    // The system Python: a pyenv build may lack the ssl module pip needs.
-    let python = if Path::new("/usr/bin/python3").is_file() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    let ok = Command::new(python)
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "cannot make a Python venv at {} for the SBOM validators: install python3 and python3-venv (apt-get install python3-venv)",
-        venv.display()
-    );
-    let mut pip = Command::new(&py);
-    pip.args([
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "spdx-tools",
-        "cyclonedx-python-lib[json-validation]",
-    ]);
-    // Networks that intercept TLS: pip trusts the host's bundle.
-    if Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() {
-        pip.args(["--cert", "/etc/ssl/certs/ca-certificates.crt"]);
-    }
-    let out = pip.output().expect("running pip");
-    assert!(
-        out.status.success(),
-        "pip could not install spdx-tools and cyclonedx-python-lib from PyPI into {} (network? proxy?):\n{}",
-        venv.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(&ready, "").unwrap();
-    venv
+    support::pyvenv::venv(
+        "sbom-validators",
+        &["spdx-tools", "cyclonedx-python-lib[json-validation]"],
+    )
 }
 
 /// Fails the test unless both reference validators accept the documents.
