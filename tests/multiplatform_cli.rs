@@ -240,3 +240,37 @@ fn a_registry_cache_of_several_platforms_is_refused() {
         "{err}"
     );
 }
+
+/// `kiln deploy --platform A,B`: each service's image is the index a
+/// `kiln build --platform A,B` of its context gives, and the deploy file
+/// pins that index.
+#[test]
+fn deploy_builds_each_service_for_every_platform() {
+    let k = Kiln::new();
+    let ctx = context(&k);
+    let index = build(&k, &ctx, BOTH, "direct:1", &[]);
+    let compose = k.path("compose.yaml");
+    std::fs::write(&compose, format!("services:\n  web:\n    build: {ctx}\n")).unwrap();
+    let out = k.path("out.yaml");
+    k.ok(&[
+        "deploy",
+        compose.to_str().unwrap(),
+        "--registry",
+        "reg.test:5000/team",
+        "--skip-push",
+        "--platform",
+        BOTH,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains(&format!("@{index}")), "{index}:\n{text}");
+    let idx = blob(&k, &index);
+    assert_eq!(
+        entries(&idx)
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .collect::<Vec<_>>(),
+        ["linux/amd64", "linux/arm64"]
+    );
+}

@@ -49,6 +49,11 @@ pub struct DeployArgs {
     pub ca: super::build::BuildCaArgs,
     #[command(flatten)]
     pub remote_cache: super::build::RemoteCacheArgs,
+    /// Build every image for these platforms (os/arch[/variant], comma
+    /// separated): several give each image an OCI index, pushed or sent
+    /// whole, as `kiln build --platform` does.
+    #[arg(long, value_name = "OS/ARCH[,…]")]
+    pub platform: Option<String>,
 }
 
 pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
@@ -69,6 +74,7 @@ pub fn run(a: DeployArgs, progress: &Progress) -> Result<()> {
         no_host_ca: a.ca.no_host_ca,
         cache_from: a.remote_cache.cache_from,
         cache_to: a.remote_cache.cache_to,
+        platform: a.platform,
         unpushed: match &a.ssh {
             Some(host) => crate::deploy::Destination::ssh_host(
                 host,

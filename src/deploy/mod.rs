@@ -85,6 +85,10 @@ pub struct DeployRequest {
     pub cache_from: Vec<crate::build::CacheFrom>,
     /// The registry cache every build writes (`--cache-to`), one per resource.
     pub cache_to: Option<crate::build::CacheTo>,
+    /// `--platform`: the platforms of every image (`BuildRequest::platform`'s
+    /// comma list; several make each image an index); `None`: this
+    /// machine's.
+    pub platform: Option<String>,
 }
 
 impl Default for DeployRequest {
@@ -103,6 +107,7 @@ impl Default for DeployRequest {
             no_host_ca: false,
             cache_from: Vec::new(),
             cache_to: None,
+            platform: None,
         }
     }
 }
@@ -609,6 +614,7 @@ fn build_one(
         build_args: r.spec.args.clone(),
         target: r.spec.target.clone(),
         tags: vec![name.clone()],
+        platform: req.platform.clone(),
         no_cache: req.no_cache,
         insecure_registries: req.insecure_registries.clone(),
         cancel: req.cancel.clone(),
@@ -646,7 +652,7 @@ fn build_one(
             let summary = registry::push::push(
                 client,
                 &store,
-                &res.image.manifest_desc,
+                &res.root,
                 &target,
                 &registry::PushOptions::default(),
                 progress,
@@ -689,7 +695,7 @@ fn build_one(
             let store = crate::oci::cache_store()?;
             let shipped = crate::ship::ship(
                 &store,
-                &res.image.manifest_desc,
+                &res.root,
                 n,
                 &req.unpushed,
                 &crate::ship::ShipOptions::default(),
