@@ -675,9 +675,7 @@ fn compress_into<'s>(
     let mut blob = store.writer()?;
     match compression {
         Compression::Gzip => {
-            let mut enc = flate2::GzBuilder::new().write(&mut blob, flate2::Compression::new(6));
-            tar.copy_to(&mut enc)?;
-            enc.finish()?;
+            super::pgzip::encode(&mut blob, 6, |enc| tar.copy_to(enc))?;
         }
         Compression::Zstd => {
             // One zstd stream at a time, on one worker: a multi-threaded
@@ -984,7 +982,7 @@ impl ChunkReader {
 
     /// Hands whole 1 MiB chunks to `out`: compressors work far better on
     /// big writes than on `io::copy`'s 8 KiB pieces.
-    fn copy_to(&mut self, out: &mut impl Write) -> io::Result<()> {
+    fn copy_to(&mut self, out: &mut (impl Write + ?Sized)) -> io::Result<()> {
         let rest = std::mem::take(&mut self.cur).split_off(self.pos);
         self.pos = 0;
         self.pass(rest, out)?;
@@ -995,7 +993,7 @@ impl ChunkReader {
     }
 
     /// Hashes a chunk, writes it, then hands it (moved, not copied) to the tee.
-    fn pass(&mut self, chunk: Vec<u8>, out: &mut impl Write) -> io::Result<()> {
+    fn pass(&mut self, chunk: Vec<u8>, out: &mut (impl Write + ?Sized)) -> io::Result<()> {
         if chunk.is_empty() {
             return Ok(());
         }

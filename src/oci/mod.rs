@@ -5,6 +5,7 @@
 //! | [`digest`] | `sha256:` digests and hashing readers/writers |
 //! | [`store`] | the content-addressed blob store (crash-safe writes, verify, prune) |
 //! | [`layer`] | reproducible layer tars from directory scans or entry lists |
+//! | [`pgzip`] | gzip on every core, bytes independent of the thread count |
 //! | [`unpack`] | applying layer tars to directories (rootfs or overlay lower dirs) |
 //! | [`image`] | config / manifest / index assembly, canonical JSON, platforms |
 //! | [`layout`] | OCI image layout directories |
@@ -25,6 +26,7 @@ pub mod inroot;
 pub mod layer;
 pub mod layout;
 pub mod members;
+pub mod pgzip;
 pub mod reference;
 pub mod spool;
 pub mod store;
