@@ -470,7 +470,7 @@ impl State {
             && crate::paths::private_dir(dir).is_ok()
             && let Ok(b) = serde_json::to_vec(self)
         {
-            let _ = crate::oci::layout::write_atomic(&p, &b);
+            let _ = crate::oci::layout::write_cache_record(&p, &b);
         }
     }
 

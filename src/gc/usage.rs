@@ -123,7 +123,7 @@ impl Sizes {
             && crate::paths::private_dir(dir).is_ok()
             && let Ok(bytes) = serde_json::to_vec(self)
         {
-            let _ = crate::oci::layout::write_atomic(&p, &bytes);
+            let _ = crate::oci::layout::write_cache_record(&p, &bytes);
         }
     }
 }

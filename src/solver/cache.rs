@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 use crate::oci::layer::{Compression, Layer};
 use crate::oci::store::{BlobInfo, Store};
-use crate::oci::{Digest, layout::write_atomic};
+use crate::oci::{Digest, layout::write_cache_record};
 
 /// A layer as the cache records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +99,7 @@ impl StepCache {
     pub fn put(&self, key: &Digest, rec: &StepRecord) -> Result<()> {
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating the step cache {}", self.dir.display()))?;
-        write_atomic(&self.dir.join(key.hex()), &serde_json::to_vec(rec)?)
+        write_cache_record(&self.dir.join(key.hex()), &serde_json::to_vec(rec)?)
     }
 
     /// Every layer blob the cache refers to (roots for `kiln cache prune`).
@@ -112,5 +112,46 @@ impl StepCache {
             .filter_map(|b| serde_json::from_slice::<StepRecord>(&b).ok())
             .filter_map(|r| r.layer.map(|l| l.blob))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records are written without fsync (`write_cache_record`): what a
+    /// crash can leave, an empty or cut record or one naming a blob that
+    /// never reached the store, must read as a miss.
+    #[test]
+    fn a_record_cut_short_or_naming_a_missing_blob_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let cache = StepCache::new(dir.path().join("steps"));
+        let key = Digest::of(b"step");
+        let missing = Digest::of(b"no such layer");
+        let rec = StepRecord {
+            layer: Some(LayerRecord {
+                blob: missing.clone(),
+                size: 1,
+                diff_id: missing,
+                compression: Compression::Gzip,
+            }),
+            content_key: None,
+        };
+        cache.put(&key, &rec).unwrap();
+        assert!(cache.get(&key, &store, Compression::Gzip).is_none());
+        let path = dir.path().join("steps").join(key.hex());
+        let whole = fs::read(&path).unwrap();
+        for cut in [0, 1, whole.len() / 2, whole.len() - 1] {
+            fs::write(&path, &whole[..cut]).unwrap();
+            assert!(cache.get(&key, &store, Compression::Gzip).is_none(), "cut at {cut}");
+        }
+        // A whole record of a step without a layer is a hit.
+        let empty = StepRecord {
+            layer: None,
+            content_key: None,
+        };
+        cache.put(&key, &empty).unwrap();
+        assert!(cache.get(&key, &store, Compression::Gzip).is_some());
     }
 }
