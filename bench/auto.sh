@@ -20,96 +20,18 @@
 #   BENCH_TMP=DIR             where the run's filesystem image goes (default /var/tmp)
 # Needs root (buildah, podman, dockerd, a loop mount), mmdebstrap, docker-registry.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build --release --quiet
-KILN=$PWD/target/release/kiln
+. "$(dirname "$0")/lib.sh"
+bench_init auto
 APPS=("${@:-node-npm}")
 [ $# -eq 0 ] && APPS=(node-npm python-flask go-mod)
-work=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-bench-auto.XXXXXX")
-# Every builder's storage (kiln's homes, buildah's --root and TMPDIR,
-# dockerd's data root) lives on a fresh journaled ext4 made for this run
-# (BENCH_FS=host: on /var/tmp itself). This machine's root ext4 has no
-# journal, and without one the inode allocator skips every inode freed in
-# the last minutes one by one (ext4's recently_deleted(), 30% of a cold
-# compose's samples in perf after a bench's cleanup): creating the Go
-# toolchain's 21k files took 3.5 s or 10–18 s depending on what the
-# previous runs had deleted, which made the ratios depend on app order.
-fs=${BENCH_FS:-fresh}
-if [ "$fs" = fresh ]; then
-  truncate -s 32G "$work.img"
-  mkfs.ext4 -q -F "$work.img"
-  # With BENCH_TMP (e.g. /dev/shm when the disk is short), deleted files
-  # give their space back to it.
-  mount -o "loop${BENCH_TMP:+,discard}" "$work.img" "$work"
-fi
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  umount -R "$work"/dockerd/exec 2>/dev/null || true
-  if [ "$fs" = fresh ]; then
-    umount -R "$work" 2>/dev/null || umount -l "$work" 2>/dev/null || true
-    rm -f "$work.img"
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-now() { date +%s.%N; }
-since() { echo "$(now) - $1" | bc; }
-
-# A local registry with the base image.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YML
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$port
-YML
-docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
-pids+=($!)
-reg=127.0.0.1:$port
-cache=${KILN_TEST_CACHE:-$HOME/.cache/kiln-tests}
-mkdir -p "$cache"
-if [ ! -f "$cache/debian-trixie.tar" ]; then
-  mmdebstrap --variant=minbase --format=tar trixie "$cache/debian-trixie.tar.tmp" http://deb.debian.org/debian
-  mv "$cache/debian-trixie.tar.tmp" "$cache/debian-trixie.tar"
-fi
-sleep 1
-# The base image goes through a store of the run's own, not the host's.
-pstore=(--root "$work/pstore" --runroot "$work/prun")
-podman "${pstore[@]}" import -q "$cache/debian-trixie.tar" localhost/kiln-bench-base >/dev/null
-# Networks that intercept TLS: the host's extra CAs go into the peers' base
-# (as a company base image carries them) and to kiln as --ca-cert.
-ca_args=()
-for c in /usr/local/share/ca-certificates/*.crt; do
-  [ -f "$c" ] || continue
-  ca_args+=(--ca-cert "$c")
-done
-if [ ${#ca_args[@]} -gt 0 ]; then
-  ctr=$(buildah "${pstore[@]}" from -q localhost/kiln-bench-base)
-  buildah "${pstore[@]}" copy -q "$ctr" /usr/local/share/ca-certificates/ /usr/local/share/ca-certificates/ >/dev/null
-  buildah "${pstore[@]}" commit -q --rm "$ctr" localhost/kiln-bench-base >/dev/null
-fi
-podman "${pstore[@]}" push -q --tls-verify=false localhost/kiln-bench-base "docker://$reg/debian:trixie-slim"
-podman "${pstore[@]}" rmi -f localhost/kiln-bench-base >/dev/null
-umount -R "$work/pstore" 2>/dev/null || true
-rm -rf "$work/pstore" "$work/prun"
-base=$reg/debian:trixie-slim
+start_registry
+trixie_base
 
 # BuildKit, when Debian's docker.io is installed (apt-get install docker.io).
 buildkit=0
 if command -v dockerd >/dev/null && [ -x /usr/bin/docker ]; then
-  mkdir -p "$work/dockerd"
-  dockerd --data-root "$work/dockerd/root" --exec-root "$work/dockerd/exec" \
-    -H "unix://$work/dockerd/docker.sock" --bridge=none --iptables=false --ip6tables=false \
-    --insecure-registry "$reg" > "$work/dockerd.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 50); do [ -S "$work/dockerd/docker.sock" ] && break; sleep 0.2; done
-  DOCKER="/usr/bin/docker -H unix://$work/dockerd/docker.sock"
-  $DOCKER info >/dev/null 2>&1 && buildkit=1
+  start_dockerd buildkit
+  buildkit=1
 fi
 [ $buildkit = 1 ] || echo "(BuildKit not measured: install docker.io for dockerd)"
 
@@ -191,7 +113,7 @@ PY
 # before a cold build, after the previous app's deletions.
 settle() { # cold|warm
   sync
-  if [ "$fs" = host ] && [ "$1" = cold ]; then sleep "${BENCH_SETTLE:-30}"; fi
+  if [ "$bench_fs" = host ] && [ "$1" = cold ]; then sleep "${BENCH_SETTLE:-30}"; fi
 }
 
 edit() { # one-line change in the app's main source file

@@ -21,37 +21,14 @@ fi
 [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || {
   echo "no binfmt_misc handler for arm64: run scripts/install-test-deps"; exit 1; }
 command -v dockerd >/dev/null || { echo "BuildKit needs dockerd: apt-get install docker.io"; exit 1; }
-cargo build --release --quiet
-KILN=$PWD/target/release/kiln
+. bench/lib.sh
+BENCH_FS=${BENCH_FS:-none} bench_init multiarch
 APPS=("$@")
 [ $# -eq 0 ] && APPS=(go-mod python-flask)
-work=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-bench-multiarch.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  umount -R "$work"/dockerd/exec 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-now() { date +%s.%N; }
-since() { echo "$(now) - $1" | bc; }
 
 # A local registry with an arm64 minbase (mmdebstrap through qemu-user,
 # made once), made an image by kiln itself (`image from-dir --platform`).
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YML
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$port
-YML
-docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
-pids+=($!)
-reg=127.0.0.1:$port
+start_registry
 cache=${KILN_TEST_CACHE:-$HOME/.cache/kiln-tests}
 mkdir -p "$cache"
 if [ ! -f "$cache/debian-trixie-arm64.tar" ]; then
@@ -61,15 +38,12 @@ if [ ! -f "$cache/debian-trixie-arm64.tar" ]; then
 fi
 mkdir -p "$work/base"
 tar -xpf "$cache/debian-trixie-arm64.tar" -C "$work/base"
-# Networks that intercept TLS: the host's extra CAs go into the peer's base
-# (as a company base image carries them) and to kiln as --ca-cert.
-ca_args=()
-for c in /usr/local/share/ca-certificates/*.crt; do
-  [ -f "$c" ] || continue
-  ca_args+=(--ca-cert "$c")
+# The host's extra CAs go into the peer's base too (bench/lib.sh).
+host_ca_args
+if [ ${#ca_args[@]} -gt 0 ]; then
   mkdir -p "$work/base/usr/local/share/ca-certificates"
-  cp "$c" "$work/base/usr/local/share/ca-certificates/"
-done
+  cp /usr/local/share/ca-certificates/*.crt "$work/base/usr/local/share/ca-certificates/"
+fi
 bhome=$work/basehome
 KILN_CACHE_DIR=$bhome/cache KILN_DATA_DIR=$bhome/data "$KILN" --progress quiet image from-dir \
   "$work/base" -t debian:trixie-slim --platform linux/arm64 --cmd '["bash"]' >/dev/null
@@ -78,14 +52,7 @@ KILN_CACHE_DIR=$bhome/cache KILN_DATA_DIR=$bhome/data "$KILN" --progress quiet p
 rm -rf "$work/base" "$bhome"
 base=$reg/debian:trixie-slim
 
-mkdir -p "$work/dockerd"
-dockerd --data-root "$work/dockerd/root" --exec-root "$work/dockerd/exec" \
-  -H "unix://$work/dockerd/docker.sock" --bridge=none --iptables=false --ip6tables=false \
-  --insecure-registry "$reg" > "$work/dockerd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do [ -S "$work/dockerd/docker.sock" ] && break; sleep 0.2; done
-DOCKER="/usr/bin/docker -H unix://$work/dockerd/docker.sock"
-$DOCKER info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 "$work/dockerd.log"; exit 1; }
+start_dockerd buildkit
 
 printf '%-13s %10s %10s %7s %6s\n' app kiln buildkit ratio goal
 goals=()

@@ -36,105 +36,17 @@
 # Run it under `flock /work/tmp/bench.lock` (see bench/auto.md).
 # Needs root (dockerd, a loop mount), podman, buildah, mmdebstrap,
 # docker-registry, Debian's docker.io. The setup (loop ext4, registry, base
-# image, CA handling, RSS sampling) is bench/auto.sh's, repeated here so
-# that each bench stays one readable file.
+# image, CA handling, dockerd) is bench/lib.sh's.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build --release --quiet
-KILN=$PWD/target/release/kiln
-APPS=("${@:-node-npm}")
-[ $# -eq 0 ] && APPS=(node-npm python-flask go-mod)
+. "$(dirname "$0")/lib.sh"
 command -v dockerd >/dev/null && [ -x /usr/bin/docker ] \
   || { echo "BuildKit is needed: apt-get install docker.io"; exit 1; }
-work=$(mktemp -d "${BENCH_TMP:-/var/tmp}/kiln-bench-regcache.XXXXXX")
-# Every builder's storage on a fresh journaled ext4 (why: bench/auto.sh).
-fs=${BENCH_FS:-fresh}
-if [ "$fs" = fresh ]; then
-  truncate -s 32G "$work.img"
-  mkfs.ext4 -q -F "$work.img"
-  mount -o "loop${BENCH_TMP:+,discard}" "$work.img" "$work"
-fi
-pids=()
-dpid=
-cleanup() {
-  [ -n "$dpid" ] && kill "$dpid" 2>/dev/null
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  for d in "$work"/dockerd-*/exec; do umount -R "$d" 2>/dev/null || true; done
-  if [ "$fs" = fresh ]; then
-    umount -R "$work" 2>/dev/null || umount -l "$work" 2>/dev/null || true
-    rm -f "$work.img"
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-now() { date +%s.%N; }
-since() { echo "$(now) - $1" | bc; }
-
-# A local registry (access log on: the bytes each builder fetched) with the
-# base image.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$port
-YML
-docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
-pids+=($!)
-reg=127.0.0.1:$port
-cache=${KILN_TEST_CACHE:-$HOME/.cache/kiln-tests}
-mkdir -p "$cache"
-if [ ! -f "$cache/debian-trixie.tar" ]; then
-  mmdebstrap --variant=minbase --format=tar trixie "$cache/debian-trixie.tar.tmp" http://deb.debian.org/debian
-  mv "$cache/debian-trixie.tar.tmp" "$cache/debian-trixie.tar"
-fi
-sleep 1
-pstore=(--root "$work/pstore" --runroot "$work/prun")
-podman "${pstore[@]}" import -q "$cache/debian-trixie.tar" localhost/kiln-bench-base >/dev/null
-# Networks that intercept TLS: the host's extra CAs go into BuildKit's base
-# (as a company base image carries them) and to kiln as --ca-cert.
-ca_args=()
-for c in /usr/local/share/ca-certificates/*.crt; do
-  [ -f "$c" ] || continue
-  ca_args+=(--ca-cert "$c")
-done
-if [ ${#ca_args[@]} -gt 0 ]; then
-  ctr=$(buildah "${pstore[@]}" from -q localhost/kiln-bench-base)
-  buildah "${pstore[@]}" copy -q "$ctr" /usr/local/share/ca-certificates/ /usr/local/share/ca-certificates/ >/dev/null
-  buildah "${pstore[@]}" commit -q --rm "$ctr" localhost/kiln-bench-base >/dev/null
-fi
-podman "${pstore[@]}" push -q --tls-verify=false localhost/kiln-bench-base "docker://$reg/debian:trixie-slim"
-podman "${pstore[@]}" rmi -f localhost/kiln-bench-base >/dev/null
-umount -R "$work/pstore" 2>/dev/null || true
-rm -rf "$work/pstore" "$work/prun"
-base=$reg/debian:trixie-slim
-
-# One dockerd at a time, each with its own empty data root: a "machine".
-start_dockerd() { # name
-  local d=$work/dockerd-$1
-  mkdir -p "$d"
-  dockerd --data-root "$d/root" --exec-root "$d/exec" --pidfile "$d/docker.pid" \
-    -H "unix://$d/docker.sock" --bridge=none --iptables=false --ip6tables=false \
-    --insecure-registry "$reg" > "$d.log" 2>&1 &
-  dpid=$!
-  for _ in $(seq 100); do [ -S "$d/docker.sock" ] && break; sleep 0.2; done
-  DOCKER="/usr/bin/docker -H unix://$d/docker.sock"
-  $DOCKER info >/dev/null 2>&1 || { echo "dockerd $1 did not start:"; tail -5 "$d.log"; exit 1; }
-}
-stop_dockerd() { # name
-  local d=$work/dockerd-$1
-  kill "$dpid"; wait "$dpid" 2>/dev/null || true; dpid=
-  umount -R "$d/exec" 2>/dev/null || true
-  rm -rf "$d"
-}
+bench_init regcache
+APPS=("${@:-node-npm}")
+[ $# -eq 0 ] && APPS=(node-npm python-flask go-mod)
+# The access log counts the bytes each builder fetched.
+start_registry log
+trixie_base
 
 # kiln build in home HOME, JSON progress to HOME/RUN.json, peak RSS (the
 # kiln process's VmHWM) to HOME/RUN.peak (as bench/auto.sh).
