@@ -346,12 +346,7 @@ fn push_with_sbom_and_provenance_attaches_referrers_and_leaves_the_image_alone()
     let (code, body) = get(&format!("{base}/manifests/{tag}"), index_type);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let types: BTreeSet<&str> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["artifactType"].as_str().unwrap())
-        .collect();
+    let types = artifact_types(&index);
     assert_eq!(
         types,
         BTreeSet::from([
@@ -420,12 +415,7 @@ fn push_with_sbom_and_provenance_attaches_referrers_and_leaves_the_image_alone()
     );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let types: BTreeSet<&str> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["artifactType"].as_str().unwrap())
-        .collect();
+    let types = artifact_types(&index);
     assert_eq!(
         types,
         BTreeSet::from(["application/spdx+json", "application/vnd.cyclonedx+json"])
@@ -552,4 +542,14 @@ fn outdated_lists_the_packages_the_suite_has_moved_past() {
     let out = home.kiln(&["outdated", "nosuch:1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch"));
+}
+
+/// The `artifactType`s a referrers index lists.
+fn artifact_types(index: &serde_json::Value) -> BTreeSet<&str> {
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["artifactType"].as_str().unwrap())
+        .collect()
 }
