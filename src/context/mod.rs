@@ -266,41 +266,13 @@ impl Context {
     /// Follows symlinks in `path` (all components), scoped to the context
     /// root. Returns the entry path it lands on, or `None` if missing.
     pub fn resolve(&self, path: &str) -> Option<String> {
-        let mut todo: Vec<String> = path
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .map(str::to_string)
-            .collect();
-        todo.reverse();
-        let mut cur: Vec<String> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = todo.pop() {
-            if c == ".." {
-                cur.pop();
-                continue;
-            }
-            cur.push(c);
-            let p = cur.join("/");
-            let e = self.entries.get(&p)?;
-            if let EntryKind::Symlink { target } = &e.kind {
-                hops += 1;
-                if hops > 40 {
-                    return None;
-                }
-                cur.pop();
-                if target.starts_with('/') {
-                    cur.clear();
-                }
-                let mut parts: Vec<String> = target
-                    .split('/')
-                    .filter(|c| !c.is_empty() && *c != ".")
-                    .map(str::to_string)
-                    .collect();
-                parts.reverse();
-                todo.extend(parts);
-            }
-        }
-        Some(cur.join("/"))
+        crate::oci::links::resolve(path, |p| match self.entries.get(p) {
+            None => crate::oci::links::Node::Missing,
+            Some(e) => match &e.kind {
+                EntryKind::Symlink { target } => crate::oci::links::Node::Link(target),
+                _ => crate::oci::links::Node::Other,
+            },
+        })
     }
 
     /// The entries a COPY source names: the path itself (a file, link or

@@ -9,6 +9,7 @@
 //! | [`unpack`] | applying layer tars to directories (rootfs or overlay lower dirs) |
 //! | [`image`] | config / manifest / index assembly, canonical JSON, platforms |
 //! | [`layout`] | OCI image layout directories |
+//! | [`links`] | symlinks followed through a listing of a tree (the context's, an image's) |
 //! | [`images`] | the local image store (named images) |
 //! | [`export`] | `--output` destinations: OCI dir, OCI archive, docker archive |
 //! | [`import`] | `kiln load`: layouts and archives into the image store, verified |
@@ -25,6 +26,7 @@ pub mod import;
 pub mod inroot;
 pub mod layer;
 pub mod layout;
+pub mod links;
 pub mod members;
 pub mod pgzip;
 pub mod reference;

@@ -20,7 +20,9 @@
 //! their subdirectories), which is where the loader and `ldconfig` find
 //! Debian's libraries.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::oci::links;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
@@ -118,32 +120,11 @@ impl Tree {
 
     /// The path `path` leads to, links followed.
     pub fn resolve(&self, path: &str) -> Option<String> {
-        let mut todo: VecDeque<String> = components(path).collect();
-        let mut cur: Vec<String> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = todo.pop_front() {
-            if c == ".." {
-                cur.pop();
-                continue;
-            }
-            cur.push(c);
-            match self.nodes.get(&cur.join("/"))? {
-                Node::Link(target) => {
-                    hops += 1;
-                    if hops > 40 {
-                        return None;
-                    }
-                    cur.pop();
-                    if target.starts_with('/') {
-                        cur.clear();
-                    }
-                    let rest = std::mem::take(&mut todo);
-                    todo = components(target).chain(rest).collect();
-                }
-                Node::Dir | Node::File => {}
-            }
-        }
-        Some(cur.join("/"))
+        crate::oci::links::resolve(path, |p| match self.nodes.get(p) {
+            None => links::Node::Missing,
+            Some(Node::Link(target)) => links::Node::Link(target),
+            Some(Node::Dir | Node::File) => links::Node::Other,
+        })
     }
 
     /// Sonames the tree provides: names of files and links in library
@@ -167,12 +148,6 @@ fn in_library_dir(path: &str) -> bool {
     ["usr/lib/", "lib/", "usr/lib64/", "lib64/", "usr/local/lib/"]
         .iter()
         .any(|d| path.starts_with(d))
-}
-
-fn components(path: &str) -> impl Iterator<Item = String> + '_ {
-    path.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .map(String::from)
 }
 
 /// Calls `f(relative path, path, type)` for everything under `root`
