@@ -1342,24 +1342,51 @@ mod tests {
 
     #[test]
     fn a_layer_is_snapshotted_as_written_only_when_something_reads_it() {
-        let text = "FROM scratch AS build\nWORKDIR /src\nRUN make\n\
-                    FROM scratch\nCOPY --from=build /out /out\nWORKDIR /app\nCMD [\"/out\"]\n";
-        let lowered =
-            crate::dockerfile::lower_text("Dockerfile", text, &Default::default()).unwrap();
-        let g = &lowered.graph;
-        let (build, last) = (0, g.stages.len() - 1);
-        let index = |stage: usize, pick: &dyn Fn(&Op) -> bool| {
-            g.stages[stage].steps.iter().position(|s| pick(&s.op)).unwrap()
+        let step = |op: Op| graph::Step { op, origin: None };
+        let workdir = |d: &str| step(Op::Config(ConfigChange::WorkingDir(d.into())));
+        let stage = |base: Base, steps: Vec<graph::Step>| graph::Stage {
+            name: None,
+            base,
+            platform: Platform::linux("amd64", None),
+            steps,
+            origin: None,
         };
-        let run = index(build, &|op| matches!(op, Op::Run(_)));
-        let copy = index(last, &|op| matches!(op, Op::Copy(_)));
-        let workdir = index(last, &|op| matches!(op, Op::Config(ConfigChange::WorkingDir(_))));
+        let run = step(Op::Run(graph::Run {
+            command: vec!["make".into()],
+            build_args: vec![],
+            mounts: vec![],
+            network: graph::Network::Default,
+            security: graph::Security::Sandbox,
+            context_digest: None,
+        }));
+        let copy = step(Op::Copy(graph::Copy {
+            from: CopyFrom::Stage(0),
+            items: vec![graph::CopyItem::Path("/out".into())],
+            dest: "/out".into(),
+            chown: None,
+            chmod: None,
+            link: false,
+            exclude: vec![],
+            parents: false,
+            add: None,
+            context_digest: None,
+        }));
+        let cmd = step(Op::Config(ConfigChange::Cmd(Some(vec!["/out".into()]))));
+        // FROM scratch AS build; WORKDIR /src; RUN make
+        // FROM scratch; COPY --from=build /out /out; WORKDIR /app; CMD ["/out"]
+        let g = Graph {
+            stages: vec![
+                stage(Base::Scratch, vec![workdir("/src"), run]),
+                stage(Base::Scratch, vec![copy, workdir("/app"), cmd]),
+            ],
+            target: 1,
+        };
         // The build stage's last step: another stage copies from it.
-        assert!(snapshot_when_written(g, build, run));
+        assert!(snapshot_when_written(&g, 0, 1));
         // The COPY: WORKDIR looks at the files after it.
-        assert!(snapshot_when_written(g, last, copy));
+        assert!(snapshot_when_written(&g, 1, 0));
         // The image's last file step: only CMD follows, nothing reads it.
-        assert!(!snapshot_when_written(g, last, workdir));
+        assert!(!snapshot_when_written(&g, 1, 1));
     }
 
     #[test]
