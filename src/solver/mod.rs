@@ -10,6 +10,7 @@
 //! | [`add`] | ADD's archive extraction (tar, gzip, bzip2, xz, zstd) |
 //! | [`download`] | ADD's URL downloads, verified against `--checksum` |
 //! | [`mounts`] | `RUN --mount` sources from another stage or image |
+//! | [`lazy`] | which stages to build: a stage only read is skipped when its readers are cached |
 //! | [`remote`] | the registry as a shared step cache (`--cache-to`, `--cache-from`) |
 //! | `step_mounts` | a RUN step's mounts → the sandbox's, with the temp files they bind |
 //!
@@ -22,6 +23,7 @@ pub mod add;
 pub mod cache;
 pub mod copy;
 pub mod download;
+pub mod lazy;
 pub mod mounts;
 pub mod remote;
 pub mod rootfs;
@@ -379,7 +381,16 @@ impl Solver {
         let states: Mutex<Vec<Option<StageState>>> = Mutex::new(vec![None; g.stages.len()]);
         let stats = Mutex::new(SolveStats::default());
         let needed: BTreeSet<usize> = order.iter().copied().collect();
+        // A stage whose readers are all cached is not built ([`lazy`]):
+        // it counts as done from the start.
+        let build = lazy::needed_stages(g, &order, &keys, opts.no_cache, &|i, k| {
+            self.cached(k, stage_layer(opts, output.contains(&i)).compression)
+        })?;
         let mut done: BTreeSet<usize> = BTreeSet::new();
+        for &i in order.iter().filter(|i| !build.contains(i)) {
+            progress.info(lazy::skipped_line(&g.stages[i].display_name(i)));
+            done.insert(i);
+        }
         let exported = Mutex::new(Vec::new());
         let cx = StageBuild {
             g,
@@ -806,7 +817,7 @@ impl Solver {
                     .copy_by_content(
                         &mut st,
                         c,
-                        &state_of(*from)?,
+                        &|| state_of(*from),
                         key,
                         &step.op,
                         &label,
@@ -925,13 +936,14 @@ impl Solver {
     /// the same layer was written before, whatever else changed in the
     /// source stage or in the steps below. `key` is the step's key by the
     /// source stage; its record names the content key, so a rebuild whose
-    /// source stage did not change hashes nothing. Returns the content key.
+    /// source stage did not change hashes nothing (nor needs the source:
+    /// `source` is only asked for on a miss). Returns the content key.
     #[allow(clippy::too_many_arguments)]
     fn copy_by_content(
         &self,
         st: &mut StageState,
         c: &graph::Copy,
-        source: &StageState,
+        source: &dyn Fn() -> Result<StageState>,
         key: &Digest,
         op: &Op,
         label: &str,
@@ -956,7 +968,7 @@ impl Solver {
         let task = progress.task(label);
         let dest_view = self.view(st)?;
         let downloads = self.downloads(c)?;
-        let view = self.view(source)?;
+        let view = self.view(&source()?)?;
         let entries = copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads, &self.sandbox.idmap)?;
         let ck = graph::key::content_copy_key(op, &copy::content_digest(&entries)?)?;
         let layer = match self.cached(&ck, compression) {
