@@ -91,6 +91,53 @@ pub fn needed_stages(
     Ok(needed)
 }
 
+/// The records of a stage that is not built, as far as its steps are
+/// cached (up to its first miss), for a `--cache-to` of every stage
+/// (`mode=max`): a builder that skipped a stage passes on what it found.
+/// A `COPY --from` adds its content-key record too, as the solver notes it.
+pub fn cached_steps(
+    g: &Graph,
+    stage: usize,
+    keys: &CacheKeys,
+    cached: &dyn Fn(usize, &Digest) -> Option<StepRecord>,
+) -> Result<Vec<(Digest, StepRecord)>> {
+    let sk = keys.stages[stage]
+        .as_ref()
+        .with_context(|| format!("stage {stage} has no keys"))?;
+    let mut out = Vec::new();
+    let mut parent = sk.base.clone();
+    let mut diverged = false;
+    for (j, step) in g.stages[stage].steps.iter().enumerate() {
+        let k = if diverged {
+            key::step_key(&parent, &step.op, &sk.reads[j])?
+        } else {
+            sk.steps[j].clone()
+        };
+        // Config-only steps have no record: the solver applies them.
+        if !super::shown(&step.op) {
+            parent = key::after_step(&parent, &step.op, &k);
+            continue;
+        }
+        let Some(rec) = cached(stage, &k) else { break };
+        let content = match &step.op {
+            Op::Copy(c) if matches!(c.from, CopyFrom::Stage(_)) => rec.content_key.clone(),
+            _ => None,
+        };
+        out.push((k.clone(), rec));
+        match content {
+            Some(ck) => {
+                if let Some(r) = cached(stage, &ck) {
+                    out.push((ck.clone(), r));
+                }
+                parent = key::after_content_copy(&parent, &ck);
+                diverged = true;
+            }
+            None => parent = key::after_step(&parent, &step.op, &k),
+        }
+    }
+    Ok(out)
+}
+
 /// The stages a step other than `COPY --from` reads: its mounts' sources.
 fn stages_read(op: &Op) -> Vec<usize> {
     let Op::Run(r) = op else { return Vec::new() };
@@ -156,6 +203,13 @@ mod tests {
         }
     }
 
+    fn env(name: &str) -> Step {
+        Step {
+            op: Op::Config(ConfigChange::Env(vec![(name.into(), "1".into())])),
+            origin: None,
+        }
+    }
+
     fn stage(name: &str, base: Base, steps: Vec<Step>) -> Stage {
         Stage {
             name: Some(name.into()),
@@ -180,7 +234,7 @@ mod tests {
                 stage(
                     "build",
                     Base::Scratch,
-                    vec![copy(CopyFrom::Context, "src"), run("make", vec![])],
+                    vec![copy(CopyFrom::Context, "src"), env("B"), run("make", vec![])],
                 ),
                 stage("assets", Base::Scratch, vec![copy(CopyFrom::Context, "css")]),
                 stage(
@@ -190,10 +244,7 @@ mod tests {
                         copy(CopyFrom::Context, "app"),
                         copy(CopyFrom::Stage(0), "out"),
                         run("install", vec![bind]),
-                        Step {
-                            op: Op::Config(ConfigChange::Env(vec![("A".into(), "1".into())])),
-                            origin: None,
-                        },
+                        env("A"),
                     ],
                 ),
             ],
@@ -260,9 +311,44 @@ mod tests {
         let mut no_copy = cache.clone();
         no_copy.remove(&copy_key);
         assert_eq!(needed(&g, &no_copy, false), [0, 1, 2]);
-        no_copy.insert(copy_key, record(None));
+        no_copy.insert(copy_key.clone(), record(None));
         assert_eq!(needed(&g, &no_copy, false), [0, 1, 2]);
         assert_eq!(needed(&g, &HashMap::new(), false), [0, 1, 2]);
+
+        // A skipped stage's records as the solver would note them: up to
+        // the first miss, the content key's record after the copy's.
+        let app_key = keys.stages[2].as_ref().unwrap().steps[0].clone();
+        cache.insert(app_key.clone(), record(None));
+        cache.insert(ck.clone(), record(None));
+        let lookup = |_: usize, k: &Digest| cache.get(k).cloned();
+        let found: Vec<Digest> = cached_steps(&g, 2, &keys, &lookup)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        // (The ENV after the RUN has no record: config-only steps have none.)
+        assert_eq!(found, [app_key.clone(), copy_key.clone(), ck, run_key]);
+        cache.remove(&copy_key);
+        let lookup = |_: usize, k: &Digest| cache.get(k).cloned();
+        let found: Vec<Digest> = cached_steps(&g, 2, &keys, &lookup)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(found, [app_key]);
+
+        // Past a config-only step (no record) to the steps after it.
+        let build = keys.stages[0].as_ref().unwrap();
+        let cache: HashMap<Digest, StepRecord> = [&build.steps[0], &build.steps[2]]
+            .into_iter()
+            .map(|k| (k.clone(), record(None)))
+            .collect();
+        let found: Vec<Digest> = cached_steps(&g, 0, &keys, &|_, k| cache.get(k).cloned())
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(found, [build.steps[0].clone(), build.steps[2].clone()]);
     }
 
     #[test]

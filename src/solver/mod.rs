@@ -387,11 +387,23 @@ impl Solver {
             self.cached(k, stage_layer(opts, output.contains(&i)).compression)
         })?;
         let mut done: BTreeSet<usize> = BTreeSet::new();
+        let exported = Mutex::new(Vec::new());
         for &i in order.iter().filter(|i| !build.contains(i)) {
             progress.info(lazy::skipped_line(&g.stages[i].display_name(i)));
             done.insert(i);
+            // What it has cached still goes to a `mode=max` export.
+            let compression = stage_layer(opts, false).compression;
+            for (key, record) in lazy::cached_steps(g, i, &keys, &|_, k| self.cached(k, compression))? {
+                exported
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(remote::ExportStep {
+                        output: false,
+                        key,
+                        record,
+                    });
+            }
         }
-        let exported = Mutex::new(Vec::new());
         let cx = StageBuild {
             g,
             keys: &keys,
