@@ -133,9 +133,15 @@ fn a_fresh_builder_runs_nothing_with_a_warm_registry_cache() {
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(digest_b, digest_a, "the same image on both machines");
     let all = steps(&events);
+    // The package sets and the runtime's steps: the build stage, which
+    // only the cached COPY --from reads, is not built at all.
     assert!(
-        all.keys().any(|n| n.starts_with("[packages]")) && all.len() > 5,
+        all.keys().any(|n| n.starts_with("[packages]")) && all.len() >= 5,
         "{all:?}"
+    );
+    assert!(
+        infos(&events).iter().any(|t| t == SKIPPED_BUILD),
+        "{stderr}"
     );
     let not_cached: Vec<_> = all.iter().filter(|(_, s)| *s != "cached").collect();
     assert!(
@@ -153,7 +159,9 @@ fn a_fresh_builder_runs_nothing_with_a_warm_registry_cache() {
         "fetched {fetched} bytes for an image of {size} bytes"
     );
     assert!(fetched * 10 >= size * 9, "the image's layers were fetched");
-    // B's export is complete: a third empty machine runs nothing from it.
+    // B's export is complete (the skipped build stage's records too): a
+    // third empty machine runs nothing from it, and after a change to the
+    // app's source only the steps after it.
     let c = Kiln::new();
     let (digest_c, events, stderr) = build(&c, &dir, "regcache:c", &["--cache-from", &other]);
     assert_eq!(digest_c, digest_a);
@@ -466,7 +474,8 @@ fn a_mode_min_cache_skips_the_build_stage_on_a_fresh_builder() {
     );
     let ran = ran(&events);
     assert!(
-        ran.iter().any(|n| n.starts_with("[build ") && n.contains("echo")),
+        ran.iter()
+            .any(|n| n.starts_with("[build ") && n.contains("echo")),
         "the build stage runs: {ran:?}\n{stderr}"
     );
     assert!(!infos(&events).iter().any(|t| t == SKIPPED_BUILD));
@@ -508,7 +517,10 @@ fn a_warm_rebuild_without_the_build_stage_records_runs_nothing() {
         !all.is_empty() && all.values().all(|s| s == "cached"),
         "{all:?}\n{stderr}"
     );
-    assert!(infos(&events).iter().any(|t| t == SKIPPED_BUILD), "{stderr}");
+    assert!(
+        infos(&events).iter().any(|t| t == SKIPPED_BUILD),
+        "{stderr}"
+    );
 
     // The build stage's output changes (B): its copy misses, so it runs.
     let (changed, events, stderr) = build(&a, &dir, "lazy:c", &["--build-arg", "B=2"]);
@@ -518,4 +530,68 @@ fn a_warm_rebuild_without_the_build_stage_records_runs_nothing() {
         ran.iter().any(|n| n.starts_with("[build ")) && ran.iter().any(|n| n.contains("cat /out")),
         "{ran:?}\n{stderr}"
     );
+}
+
+#[test]
+fn an_inline_cache_travels_in_the_pushed_image() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = two_stage_app(tmp.path());
+    let image = format!("{}/lazy/app:1", reg.addr);
+    let a = Kiln::new();
+    support::base::local_debian(&a.data());
+    // Only type=inline changes the image (its config): a registry cache
+    // or no cache leave it as it was.
+    let (plain, _, _) = build(&a, &dir, "inline:plain", &[]);
+    let to = format!("type=registry,ref={}/cache/lazy:1", reg.addr);
+    let (with_registry_cache, _, _) = build(&a, &dir, "inline:reg", &["--cache-to", &to]);
+    assert_eq!(with_registry_cache, plain);
+    let (digest_a, _, _) = build(&a, &dir, &image, &["--push", "--cache-to", "type=inline"]);
+    assert_ne!(digest_a, plain);
+    let skopeo = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&support::kiln::run("skopeo", args)).unwrap()
+    };
+    let remote = format!("docker://{image}");
+    let local = format!("{}:inline:plain", a.layout());
+    let pushed = skopeo(&["inspect", "--tls-verify=false", "--raw", &remote]);
+    let without = skopeo(&["inspect", "--raw", &local]);
+    assert_eq!(pushed["layers"], without["layers"], "the same layers");
+    let config = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--config",
+        "--raw",
+        &remote,
+    ]);
+    let record = &config["kiln.cache"];
+    assert_eq!(record["version"], 1, "{config}");
+    assert!(
+        record["steps"].as_object().is_some_and(|s| s.len() >= 3),
+        "{record}"
+    );
+
+    // A fresh machine reading the image's inline cache runs nothing and
+    // skips the build stage; without type=inline its image is the plain
+    // one, with it the pushed one.
+    let from = format!("type=registry,ref={image}");
+    for (extra, want) in [(None, &plain), (Some("type=inline"), &digest_a)] {
+        let b = Kiln::new();
+        support::base::local_debian(&b.data());
+        let mut args = vec!["--cache-from", from.as_str()];
+        if let Some(to) = extra {
+            args.extend(["--cache-to", to]);
+        }
+        let (digest_b, events, stderr) = build(&b, &dir, "inline:b", &args);
+        assert_eq!(&digest_b, want, "--cache-to {extra:?}");
+        let all = steps(&events);
+        assert!(
+            !all.is_empty() && all.values().all(|s| s == "cached"),
+            "{all:?}\n{stderr}"
+        );
+        assert!(
+            infos(&events).iter().any(|t| t == SKIPPED_BUILD),
+            "{stderr}"
+        );
+        assert!(warnings(&events).is_empty(), "{:?}", warnings(&events));
+    }
 }
