@@ -282,9 +282,14 @@ impl Solver {
                 .map(|&i| g.stages[i].steps.iter().filter(|s| shown(&s.op)).count())
                 .sum::<usize>();
         progress.steps(total_steps as u64);
+        // The bases only build stages stand on that a registry cache knows
+        // by what they resolved to wait: those stages may be skipped
+        // ([`lazy`]), and are composed below when they are not.
+        let mut provisional = self.resolved_bases(g, &sets, &output, opts, progress);
         let composed: Vec<(String, Result<(Image, ComposedSet)>)> = std::thread::scope(|s| {
             let handles: Vec<_> = sets
                 .iter()
+                .filter(|(r, _)| !provisional.contains_key(*r))
                 .map(|(r, (p, platform, layer))| {
                     (
                         r.clone(),
@@ -297,9 +302,14 @@ impl Solver {
                 .map(|(r, h)| (r, h.join().expect("compose thread panicked")))
                 .collect()
         });
-        let mut package_sets = Vec::new();
+        // By reference: a base composed later replaces its resolution.
+        let mut package_sets: BTreeMap<String, ComposedSet> = BTreeMap::new();
         let mut export = remote::Exportable::default();
-        for (r, img) in composed {
+        let found: Vec<_> = provisional
+            .iter()
+            .map(|(r, (img, set))| (r.clone(), Ok((img.clone(), set.clone()))))
+            .collect();
+        for (r, img) in composed.into_iter().chain(found) {
             let (img, set) = img?;
             export.bases.push(remote::ExportBase {
                 output: output
@@ -309,8 +319,8 @@ impl Solver {
                 image: img.clone(),
                 set: set.clone(),
             });
-            bases.insert(r, img);
-            package_sets.push(set);
+            bases.insert(r.clone(), img);
+            package_sets.insert(r, set);
         }
         for &i in &order {
             for step in &g.stages[i].steps {
@@ -372,20 +382,54 @@ impl Solver {
             }
             None => g,
         };
-        let digests: ImageDigests = bases
-            .iter()
-            .map(|(r, img)| Ok((r.clone(), img.digest()?)))
-            .collect::<Result<_>>()?;
-        let keys = graph::key::compute(g, target, &digests)?;
+        let digests = |bases: &BTreeMap<String, Image>| -> Result<ImageDigests> {
+            bases
+                .iter()
+                .map(|(r, img)| Ok((r.clone(), img.digest()?)))
+                .collect()
+        };
+        let mut keys = graph::key::compute(g, target, &digests(&bases)?)?;
+        // A stage whose readers are all cached is not built ([`lazy`]).
+        let needed_now = |keys: &CacheKeys| {
+            lazy::needed_stages(g, &order, keys, opts.no_cache, &|i, k| {
+                self.cached(k, stage_layer(opts, output.contains(&i)).compression)
+            })
+        };
+        let mut build = needed_now(&keys)?;
+        // A stage to build on a base known only by its resolution: the
+        // base is composed now, and the keys over it computed again.
+        loop {
+            let compose: BTreeSet<String> = build
+                .iter()
+                .filter_map(|&i| match &g.stages[i].base {
+                    Base::Packages(p) if provisional.contains_key(&p.reference()) => {
+                        Some(p.reference())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if compose.is_empty() {
+                break;
+            }
+            for r in compose {
+                provisional.remove(&r);
+                let (p, platform, layer) = sets[&r];
+                let (img, set) = self.compose_packages(p, platform, layer, opts, progress)?;
+                if let Some(b) = export.bases.iter_mut().find(|b| b.reference == r) {
+                    b.image = img.clone();
+                    b.set = set.clone();
+                }
+                package_sets.insert(r.clone(), set);
+                bases.insert(r, img);
+            }
+            keys = graph::key::compute(g, target, &digests(&bases)?)?;
+            build = needed_now(&keys)?;
+        }
 
         let states: Mutex<Vec<Option<StageState>>> = Mutex::new(vec![None; g.stages.len()]);
         let stats = Mutex::new(SolveStats::default());
         let needed: BTreeSet<usize> = order.iter().copied().collect();
-        // A stage whose readers are all cached is not built ([`lazy`]):
-        // it counts as done from the start.
-        let build = lazy::needed_stages(g, &order, &keys, opts.no_cache, &|i, k| {
-            self.cached(k, stage_layer(opts, output.contains(&i)).compression)
-        })?;
+        // A stage not built counts as done from the start.
         let mut done: BTreeSet<usize> = BTreeSet::new();
         let exported = Mutex::new(Vec::new());
         for &i in order.iter().filter(|i| !build.contains(i)) {
@@ -485,7 +529,7 @@ impl Solver {
         Ok(Solved {
             image,
             stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()),
-            package_sets,
+            package_sets: package_sets.into_values().collect(),
             cache: export,
         })
     }
@@ -591,6 +635,49 @@ impl Solver {
         Ok(out)
     }
 
+    /// The package bases of `sets` that only stages outside the image
+    /// stand on and that a registry cache knows by what they resolved to
+    /// ([`remote::RemoteCache::resolved_base`]): shown as cached, composed
+    /// only if a stage on them is built.
+    fn resolved_bases(
+        &self,
+        g: &Graph,
+        sets: &BTreeMap<String, (&graph::PackageSet, &Platform, LayerOptions)>,
+        output: &BTreeSet<usize>,
+        opts: &SolveOptions<'_>,
+        progress: &Progress,
+    ) -> BTreeMap<String, (Image, ComposedSet)> {
+        let mut out = BTreeMap::new();
+        let Some(remote) = &self.remote else {
+            return out;
+        };
+        if opts.pull || opts.no_cache {
+            return out;
+        }
+        for (r, (p, _, _)) in sets {
+            let in_image = output
+                .iter()
+                .any(|&i| matches!(&g.stages[i].base, Base::Packages(q) if q.reference() == *r));
+            if in_image {
+                continue;
+            }
+            match remote.resolved_base(&self.store, r) {
+                Ok(Some(found)) => {
+                    progress
+                        .for_steps()
+                        .task(packages_label(p))
+                        .finish("cached");
+                    out.insert(r.clone(), found);
+                }
+                Ok(None) => {}
+                Err(e) => progress.warn(format!(
+                    "the registry cache's package base {r} is not usable, composing it: {e:#}"
+                )),
+            }
+        }
+        out
+    }
+
     /// A stage base made of Debian packages, composed (or found in the
     /// package layer cache) into the store.
     fn compose_packages(
@@ -613,11 +700,7 @@ impl Solver {
             })?),
             None => None,
         };
-        let task = progress.for_steps().task(format!(
-            "[packages] {} ({})",
-            one_line(&p.packages.join(" ")),
-            p.suite
-        ));
+        let task = progress.for_steps().task(packages_label(p));
         // A registry cache's base is this set as another builder resolved
         // and composed it: reused like a set resolved here before, unless
         // `--pull` asks for the archive's current one.
@@ -1306,6 +1389,15 @@ fn origin_of(step: &Step) -> String {
 /// ones that only change the image config (WORKDIR creates a directory).
 fn shown(op: &Op) -> bool {
     !matches!(op, Op::Config(c) if !matches!(c, ConfigChange::WorkingDir(_)))
+}
+
+/// A package base's line in the progress display.
+fn packages_label(p: &graph::PackageSet) -> String {
+    format!(
+        "[packages] {} ({})",
+        one_line(&p.packages.join(" ")),
+        p.suite
+    )
 }
 
 fn one_line(s: &str) -> String {

@@ -231,6 +231,11 @@ struct Record {
     steps: BTreeMap<Digest, WireStep>,
     #[serde(default)]
     bases: BTreeMap<String, WireBase>,
+    /// Package bases without their layers: what the bases of stages the
+    /// cache has no steps of resolved to, so a reader keys those stages
+    /// (and skips them when nothing reads them) without composing them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    resolved: BTreeMap<String, WireBase>,
     /// Cache mount contents by mount id (`cache-mounts=true`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     mounts: BTreeMap<String, WireStep>,
@@ -269,6 +274,8 @@ pub struct RemoteCache {
     progress: Progress,
     steps: HashMap<Digest, StepRecord>,
     bases: HashMap<String, WireBase>,
+    /// Bases known by manifest and config only (`Record::resolved`).
+    resolved: HashMap<String, WireBase>,
     mounts: HashMap<String, LayerRecord>,
     blobs: HashMap<Digest, Origin>,
     fetched_blobs: AtomicU64,
@@ -289,6 +296,7 @@ impl RemoteCache {
             progress: progress.clone(),
             steps: HashMap::new(),
             bases: HashMap::new(),
+            resolved: HashMap::new(),
             mounts: HashMap::new(),
             blobs: HashMap::new(),
             fetched_blobs: AtomicU64::new(0),
@@ -434,7 +442,12 @@ impl RemoteCache {
             if complete && !self.bases.contains_key(&reference) {
                 self.bases.insert(reference, b);
                 bases += 1;
+            } else if !complete {
+                self.resolved.entry(reference).or_insert(b);
             }
+        }
+        for (reference, b) in record.resolved {
+            self.resolved.entry(reference).or_insert(b);
         }
         Ok((steps, bases))
     }
@@ -523,25 +536,28 @@ impl RemoteCache {
     /// The package base filed under `reference`, its manifest and config
     /// written into `store` (its layers are fetched when needed).
     pub fn base(&self, store: &Store, reference: &str) -> Result<Option<(Image, ComposedSet)>> {
-        let Some(b) = self.bases.get(reference) else {
-            return Ok(None);
-        };
-        let config = store.put(b.config.as_bytes())?;
-        let manifest = store.put(b.manifest.as_bytes())?;
-        let m: oci_spec::image::ImageManifest = serde_json::from_str(&b.manifest)?;
-        if desc_digest(m.config())? != config.digest {
-            bail!("the cache's package base {reference} names another config than it carries");
+        match self.bases.get(reference) {
+            Some(b) => Ok(Some(stored_base(store, reference, b)?)),
+            None => Ok(None),
         }
-        let platform = crate::platform::Platform::from_debian_arch(&b.set.lock.arch)?;
-        let mut desc = DescriptorBuilder::default()
-            .media_type(MediaType::ImageManifest)
-            .digest(manifest.digest.to_oci())
-            .size(manifest.size)
-            .build()
-            .context("building the package base's descriptor")?;
-        desc.set_platform(Some(platform.to_oci()));
-        let image = read_image(store, &desc, Some(&platform))?;
-        Ok(Some((image, b.set.clone())))
+    }
+
+    /// The package base filed under `reference` by what it resolved to
+    /// only (no cache has its layers): its manifest and config written
+    /// into `store`, enough to key the stages on it, not to build them.
+    /// `None` when a cache has the whole base ([`RemoteCache::base`]).
+    pub fn resolved_base(
+        &self,
+        store: &Store,
+        reference: &str,
+    ) -> Result<Option<(Image, ComposedSet)>> {
+        if self.bases.contains_key(reference) {
+            return Ok(None);
+        }
+        match self.resolved.get(reference) {
+            Some(b) => Ok(Some(stored_base(store, reference, b)?)),
+            None => Ok(None),
+        }
     }
 
     /// Makes `digest` present in `store`: fetched from the cache that named
@@ -609,6 +625,26 @@ impl RemoteCache {
     }
 }
 
+/// A record's package base, its manifest and config written into `store`.
+fn stored_base(store: &Store, reference: &str, b: &WireBase) -> Result<(Image, ComposedSet)> {
+        let config = store.put(b.config.as_bytes())?;
+    let manifest = store.put(b.manifest.as_bytes())?;
+    let m: oci_spec::image::ImageManifest = serde_json::from_str(&b.manifest)?;
+    if desc_digest(m.config())? != config.digest {
+        bail!("the cache's package base {reference} names another config than it carries");
+    }
+    let platform = crate::platform::Platform::from_debian_arch(&b.set.lock.arch)?;
+    let mut desc = DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .digest(manifest.digest.to_oci())
+        .size(manifest.size)
+        .build()
+        .context("building the package base's descriptor")?;
+    desc.set_platform(Some(platform.to_oci()));
+    let image = read_image(store, &desc, Some(&platform))?;
+    Ok((image, b.set.clone()))
+}
+
 fn parse_record(bytes: &[u8]) -> Result<Record> {
     parse_record_value(serde_json::from_slice(bytes).context("the cache record is not JSON")?)
 }
@@ -659,6 +695,7 @@ pub fn with_inline_cache(store: &Store, image: &Image, ex: &Exportable) -> Resul
         version: FORMAT_VERSION,
         steps: BTreeMap::new(),
         bases: BTreeMap::new(),
+        resolved: BTreeMap::new(),
         mounts: BTreeMap::new(),
     };
     for s in ex.steps.iter().filter(|s| s.output) {
@@ -678,15 +715,17 @@ pub fn with_inline_cache(store: &Store, image: &Image, ex: &Exportable) -> Resul
             },
         );
     }
-    for b in ex.bases.iter().filter(|b| b.output) {
+    for b in &ex.bases {
         let inside = b
             .image
             .manifest
             .layers()
             .iter()
             .all(|l| desc_digest(l).is_ok_and(|d| index.contains_key(&d)));
-        if inside {
+        if b.output && inside {
             record.bases.insert(b.reference.clone(), wire_base(store, b)?);
+        } else {
+            record.resolved.insert(b.reference.clone(), wire_base(store, b)?);
         }
     }
     let config_desc = image.manifest.config();
@@ -736,9 +775,10 @@ fn write_artifact(
         version: FORMAT_VERSION,
         steps: BTreeMap::new(),
         bases: BTreeMap::new(),
+        resolved: BTreeMap::new(),
         mounts: BTreeMap::new(),
     };
-    for b in ex.bases.iter().filter(|b| keep(b.output)) {
+    for b in &ex.bases {
         let digests: Vec<Digest> = b
             .image
             .manifest
@@ -746,7 +786,10 @@ fn write_artifact(
             .iter()
             .map(desc_digest)
             .collect::<Result<_>>()?;
-        if !digests.iter().all(available) {
+        // The bases left out (or whose layers this machine lacks) are
+        // carried by what they resolved to.
+        if !keep(b.output) || !digests.iter().all(available) {
+            record.resolved.insert(b.reference.clone(), wire_base(store, b)?);
             continue;
         }
         for l in b.image.manifest.layers() {
