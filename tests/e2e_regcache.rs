@@ -595,3 +595,38 @@ fn an_inline_cache_travels_in_the_pushed_image() {
         assert!(warnings(&events).is_empty(), "{:?}", warnings(&events));
     }
 }
+
+#[test]
+fn a_mode_min_cache_rebuilds_an_auto_app_without_its_build_stage_or_toolchain() {
+    let reg = Registry::start();
+    let cache = format!("{}/cache/node-npm:min", reg.addr);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("node-npm", tmp.path());
+    let a = Kiln::shared();
+    let to = format!("type=registry,ref={cache},mode=min");
+    let (digest_a, _, _) = build(&a, &dir, "regmin:a", &["--cache-to", &to]);
+
+    // The cache has the runtime's steps and base, and the build stage's
+    // base by its resolution only: nothing runs or is composed on B.
+    let b = Kiln::new();
+    let log_at = reg.log().len();
+    let (digest_b, events, stderr) = build(&b, &dir, "regmin:b", &["--cache-from", &cache]);
+    assert_eq!(digest_b, digest_a);
+    let all = steps(&events);
+    assert_eq!(
+        all.keys().filter(|n| n.starts_with("[packages]")).count(),
+        2,
+        "both package sets are listed: {all:?}"
+    );
+    assert!(
+        all.values().all(|s| s == "cached"),
+        "steps not cached: {all:?}\n{stderr}"
+    );
+    assert!(infos(&events).iter().any(|t| t == SKIPPED_BUILD), "{stderr}");
+    let fetched = blob_bytes_sent(&reg, log_at);
+    let size = image_size(&b, "regmin:b");
+    assert!(
+        fetched * 10 <= size * 11,
+        "fetched {fetched} bytes for an image of {size} bytes"
+    );
+}
