@@ -92,15 +92,16 @@ pub fn needed_stages(
 }
 
 /// The records of a stage that is not built, as far as its steps are
-/// cached (up to its first miss), for a `--cache-to` of every stage
-/// (`mode=max`): a builder that skipped a stage passes on what it found.
-/// A `COPY --from` adds its content-key record too, as the solver notes it.
+/// cached (up to its first miss), by step index: shown as cached, and
+/// passed on to a `--cache-to` of every stage (`mode=max`). A `COPY
+/// --from` adds its content-key record too (same index), as the solver
+/// notes it.
 pub fn cached_steps(
     g: &Graph,
     stage: usize,
     keys: &CacheKeys,
     cached: &dyn Fn(usize, &Digest) -> Option<StepRecord>,
-) -> Result<Vec<(Digest, StepRecord)>> {
+) -> Result<Vec<(usize, Digest, StepRecord)>> {
     let sk = keys.stages[stage]
         .as_ref()
         .with_context(|| format!("stage {stage} has no keys"))?;
@@ -123,11 +124,11 @@ pub fn cached_steps(
             Op::Copy(c) if matches!(c.from, CopyFrom::Stage(_)) => rec.content_key.clone(),
             _ => None,
         };
-        out.push((k.clone(), rec));
+        out.push((j, k.clone(), rec));
         match content {
             Some(ck) => {
                 if let Some(r) = cached(stage, &ck) {
-                    out.push((ck.clone(), r));
+                    out.push((j, ck.clone(), r));
                 }
                 parent = key::after_content_copy(&parent, &ck);
                 diverged = true;
@@ -324,7 +325,7 @@ mod tests {
         let found: Vec<Digest> = cached_steps(&g, 2, &keys, &lookup)
             .unwrap()
             .into_iter()
-            .map(|(k, _)| k)
+            .map(|(_, k, _)| k)
             .collect();
         // (The ENV after the RUN has no record: config-only steps have none.)
         assert_eq!(found, [app_key.clone(), copy_key.clone(), ck, run_key]);
@@ -333,7 +334,7 @@ mod tests {
         let found: Vec<Digest> = cached_steps(&g, 2, &keys, &lookup)
             .unwrap()
             .into_iter()
-            .map(|(k, _)| k)
+            .map(|(_, k, _)| k)
             .collect();
         assert_eq!(found, [app_key]);
 
@@ -346,7 +347,7 @@ mod tests {
         let found: Vec<Digest> = cached_steps(&g, 0, &keys, &|_, k| cache.get(k).cloned())
             .unwrap()
             .into_iter()
-            .map(|(k, _)| k)
+            .map(|(_, k, _)| k)
             .collect();
         assert_eq!(found, [build.steps[0].clone(), build.steps[2].clone()]);
     }

@@ -433,20 +433,8 @@ impl Solver {
         let mut done: BTreeSet<usize> = BTreeSet::new();
         let exported = Mutex::new(Vec::new());
         for &i in order.iter().filter(|i| !build.contains(i)) {
-            progress.info(lazy::skipped_line(&g.stages[i].display_name(i)));
+            self.skip_stage(g, i, &keys, opts, progress, &stats, &exported)?;
             done.insert(i);
-            // What it has cached still goes to a `mode=max` export.
-            let compression = stage_layer(opts, false).compression;
-            for (key, record) in lazy::cached_steps(g, i, &keys, &|_, k| self.cached(k, compression))? {
-                exported
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(remote::ExportStep {
-                        output: false,
-                        key,
-                        record,
-                    });
-            }
         }
         let cx = StageBuild {
             g,
@@ -532,6 +520,56 @@ impl Solver {
             package_sets: package_sets.into_values().collect(),
             cache: export,
         })
+    }
+
+    /// A stage not built ([`lazy`]): its line, and the steps it has
+    /// cached shown as cached (as on a warm rebuild that built it) and
+    /// noted for a `mode=max` export.
+    #[allow(clippy::too_many_arguments)]
+    fn skip_stage(
+        &self,
+        g: &Graph,
+        i: usize,
+        keys: &CacheKeys,
+        opts: &SolveOptions<'_>,
+        progress: &Progress,
+        stats: &Mutex<SolveStats>,
+        exported: &Mutex<Vec<remote::ExportStep>>,
+    ) -> Result<()> {
+        let stage = &g.stages[i];
+        let name = stage.display_name(i);
+        progress.info(lazy::skipped_line(&name));
+        // Never part of the image: its layers are zstd ([`stage_layer`]).
+        let compression = stage_layer(opts, false).compression;
+        let found = lazy::cached_steps(g, i, keys, &|_, k| self.cached(k, compression))?;
+        let total = stage.steps.iter().filter(|s| shown(&s.op)).count();
+        let steps = &progress.for_steps();
+        let mut shown_at = None;
+        for (j, key, record) in found {
+            if shown_at != Some(j) {
+                shown_at = Some(j);
+                let step = &stage.steps[j];
+                let number = stage.steps[..=j].iter().filter(|s| shown(&s.op)).count();
+                let text = step
+                    .origin
+                    .as_ref()
+                    .map(|o| o.text.clone())
+                    .unwrap_or_else(|| describe(&step.op));
+                steps
+                    .task(format!("[{name} {number}/{total}] {}", one_line(&text)))
+                    .finish("cached");
+                stats.lock().unwrap_or_else(|e| e.into_inner()).steps_cached += 1;
+            }
+            exported
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(remote::ExportStep {
+                    output: false,
+                    key,
+                    record,
+                });
+        }
+        Ok(())
     }
 
     /// Records that this build used the layers of its stages and the blobs
