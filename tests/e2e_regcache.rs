@@ -622,7 +622,10 @@ fn a_mode_min_cache_rebuilds_an_auto_app_without_its_build_stage_or_toolchain() 
         all.values().all(|s| s == "cached"),
         "steps not cached: {all:?}\n{stderr}"
     );
-    assert!(infos(&events).iter().any(|t| t == SKIPPED_BUILD), "{stderr}");
+    assert!(
+        infos(&events).iter().any(|t| t == SKIPPED_BUILD),
+        "{stderr}"
+    );
     let fetched = blob_bytes_sent(&reg, log_at);
     let size = image_size(&b, "regmin:b");
     assert!(

@@ -1160,7 +1160,7 @@ mod tests {
         assert_eq!(after, before.take(), "the rest of the config is unchanged");
         let rec = parse_record_value(record).unwrap();
         let keys: Vec<&Digest> = rec.steps.keys().collect();
-        let mut want = vec![Digest::of(b"copy"), Digest::of(b"env")];
+        let mut want = [Digest::of(b"copy"), Digest::of(b"env")];
         want.sort();
         assert_eq!(keys, want.iter().collect::<Vec<_>>());
         // Indices count the image's layers from 0.
