@@ -99,7 +99,8 @@ pub struct BuildRequest {
     /// Registry caches read before the solve (`--cache-from`; repeatable,
     /// first match wins): [`crate::solver::remote`], docs/cache.md.
     pub cache_from: Vec<CacheFrom>,
-    /// The registry cache written after a successful build (`--cache-to`).
+    /// The registry cache written after a successful build, or the
+    /// image's own inline cache (`--cache-to`, [`CacheTo::inline`]).
     pub cache_to: Option<CacheTo>,
 }
 
@@ -509,7 +510,7 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     let platforms = platforms_of(req)?;
     if platforms.len() > 1 {
         check_multi_platform_outputs(&req.outputs, &platforms)?;
-        if req.cache_to.is_some() {
+        if req.cache_to.as_ref().is_some_and(|t| !t.inline) {
             return Err(InputError::new(
                 "--cache-to writes one platform's steps: build each platform with its own cache ref (--platform P --cache-to type=registry,ref=REF-P)",
             )
@@ -780,8 +781,16 @@ fn solve_platform(
             solver.solve(&graph2, graph2.target, &opts, progress)?
         }
     };
-    let image = solved.image;
     let cache = solved.cache;
+    // `--cache-to type=inline`: the image carries its own steps' record
+    // (a new config, so a new digest; without it the image is unchanged).
+    let image = match &req.cache_to {
+        Some(to) if to.inline => {
+            crate::solver::remote::with_inline_cache(&solver.store, &solved.image, &cache)
+                .context("adding the inline cache to the image (--cache-to type=inline)")?
+        }
+        _ => solved.image,
+    };
     let digest = image.digest()?;
     let record = match record_of(
         req,
@@ -950,7 +959,9 @@ fn deliver(
         pushed.push(format!("{}@{digest}", r.name()));
         pushed_to.push(r);
     }
-    if let (Some(to), Some((image, ex))) = (&req.cache_to, cache) {
+    if let (Some(to), Some((image, ex))) = (&req.cache_to, cache)
+        && !to.inline
+    {
         export_cache(client, solver, image, ex, to, &pushed_to, progress)?;
     }
     Ok((stored, pushed))

@@ -133,9 +133,15 @@ fn a_fresh_builder_runs_nothing_with_a_warm_registry_cache() {
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(digest_b, digest_a, "the same image on both machines");
     let all = steps(&events);
+    // The package sets and the runtime's steps: the build stage, which
+    // only the cached COPY --from reads, is not built at all.
     assert!(
-        all.keys().any(|n| n.starts_with("[packages]")) && all.len() > 5,
+        all.keys().any(|n| n.starts_with("[packages]")) && all.len() >= 5,
         "{all:?}"
+    );
+    assert!(
+        infos(&events).iter().any(|t| t == SKIPPED_BUILD),
+        "{stderr}"
     );
     let not_cached: Vec<_> = all.iter().filter(|(_, s)| *s != "cached").collect();
     assert!(
@@ -153,7 +159,9 @@ fn a_fresh_builder_runs_nothing_with_a_warm_registry_cache() {
         "fetched {fetched} bytes for an image of {size} bytes"
     );
     assert!(fetched * 10 >= size * 9, "the image's layers were fetched");
-    // B's export is complete: a third empty machine runs nothing from it.
+    // B's export is complete (the skipped build stage's records too): a
+    // third empty machine runs nothing from it, and after a change to the
+    // app's source only the steps after it.
     let c = Kiln::new();
     let (digest_c, events, stderr) = build(&c, &dir, "regcache:c", &["--cache-from", &other]);
     assert_eq!(digest_c, digest_a);
@@ -380,4 +388,248 @@ fn cache_mount_contents_travel_with_cache_mounts_true() {
     };
     assert_eq!(state(&Kiln::new(), &with, "2"), "warm\n");
     assert_eq!(state(&Kiln::new(), &without, "3"), "cold\n");
+}
+
+fn infos(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "message" && e["level"] == "info")
+        .filter_map(|e| e["text"].as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A two-stage Dockerfile app on the local debian:bookworm: the runtime
+/// stage copies the build stage's output (`R` changes a runtime step
+/// before that copy, `B` a build step).
+fn two_stage_app(parent: &Path) -> std::path::PathBuf {
+    let dir = parent.join("two-stage");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM debian:bookworm AS build\nARG B=1\nRUN echo \"built $B\" > /out\n\
+         FROM debian:bookworm\nARG R=1\nRUN echo \"runtime $R\" > /r\n\
+         COPY --from=build /out /out\nRUN cat /out /r > /both\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// The steps that ran (finished `done`).
+fn ran(events: &[serde_json::Value]) -> Vec<String> {
+    steps(events)
+        .into_iter()
+        .filter(|(_, s)| s == "done")
+        .map(|(n, _)| n)
+        .collect()
+}
+
+const SKIPPED_BUILD: &str = "[build] skipped: every step that reads it is cached";
+
+#[test]
+fn a_mode_min_cache_skips_the_build_stage_on_a_fresh_builder() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = two_stage_app(tmp.path());
+    let cache = format!("{}/cache/lazy:min", reg.addr);
+
+    let a = Kiln::new();
+    support::base::local_debian(&a.data());
+    let to = format!("type=registry,ref={cache},mode=min");
+    let (digest_a, _, _) = build(&a, &dir, "lazy:a", &["--cache-to", &to]);
+
+    // The cache has only the runtime stage's steps: B runs none, and the
+    // build stage, which only the cached COPY --from reads, not at all.
+    let b = Kiln::new();
+    support::base::local_debian(&b.data());
+    let (digest_b, events, stderr) = build(&b, &dir, "lazy:b", &["--cache-from", &cache]);
+    assert_eq!(digest_b, digest_a, "the same image on both machines");
+    let all = steps(&events);
+    assert!(
+        all.keys().any(|n| n.contains("COPY --from=build")),
+        "{all:?}"
+    );
+    assert!(
+        all.values().all(|s| s == "cached"),
+        "steps not cached: {all:?}\n{stderr}"
+    );
+    assert!(
+        !all.keys().any(|n| n.starts_with("[build ")),
+        "the build stage shows no step: {all:?}"
+    );
+    assert!(
+        infos(&events).iter().any(|t| t == SKIPPED_BUILD),
+        "the skipped stage has its line\n{stderr}"
+    );
+
+    // A miss in the runtime stage before the copy: the build stage is
+    // built (from nothing: the cache does not have it), the image right.
+    let out = b.path("out");
+    let o = format!("type=local,dest={}", out.display());
+    let (_, events, stderr) = build(
+        &b,
+        &dir,
+        "lazy:c",
+        &["--cache-from", &cache, "--build-arg", "R=2", "-o", &o],
+    );
+    let ran = ran(&events);
+    assert!(
+        ran.iter()
+            .any(|n| n.starts_with("[build ") && n.contains("echo")),
+        "the build stage runs: {ran:?}\n{stderr}"
+    );
+    assert!(!infos(&events).iter().any(|t| t == SKIPPED_BUILD));
+    assert_eq!(
+        std::fs::read_to_string(out.join("both")).unwrap(),
+        "built 1\nruntime 2\n"
+    );
+}
+
+#[test]
+fn a_warm_rebuild_without_the_build_stage_records_runs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = two_stage_app(tmp.path());
+    let a = Kiln::new();
+    support::base::local_debian(&a.data());
+    let (digest, _, _) = build(&a, &dir, "lazy:a", &[]);
+
+    // The build stage's step keys: what a home that built only it cached.
+    let x = Kiln::new();
+    support::base::local_debian(&x.data());
+    build(&x, &dir, "lazy:x", &["--target", "build"]);
+    let keys: Vec<_> = std::fs::read_dir(x.cache().join("steps"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!keys.is_empty());
+    let mut deleted = 0;
+    for k in &keys {
+        if std::fs::remove_file(a.cache().join("steps").join(k)).is_ok() {
+            deleted += 1;
+        }
+    }
+    assert!(deleted > 0, "A had the build stage's records");
+
+    let (again, events, stderr) = build(&a, &dir, "lazy:b", &[]);
+    assert_eq!(again, digest);
+    let all = steps(&events);
+    assert!(
+        !all.is_empty() && all.values().all(|s| s == "cached"),
+        "{all:?}\n{stderr}"
+    );
+    assert!(
+        infos(&events).iter().any(|t| t == SKIPPED_BUILD),
+        "{stderr}"
+    );
+
+    // The build stage's output changes (B): its copy misses, so it runs.
+    let (changed, events, stderr) = build(&a, &dir, "lazy:c", &["--build-arg", "B=2"]);
+    assert_ne!(changed, digest);
+    let ran = ran(&events);
+    assert!(
+        ran.iter().any(|n| n.starts_with("[build ")) && ran.iter().any(|n| n.contains("cat /out")),
+        "{ran:?}\n{stderr}"
+    );
+}
+
+#[test]
+fn an_inline_cache_travels_in_the_pushed_image() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = two_stage_app(tmp.path());
+    let image = format!("{}/lazy/app:1", reg.addr);
+    let a = Kiln::new();
+    support::base::local_debian(&a.data());
+    // Only type=inline changes the image (its config): a registry cache
+    // or no cache leave it as it was.
+    let (plain, _, _) = build(&a, &dir, "inline:plain", &[]);
+    let to = format!("type=registry,ref={}/cache/lazy:1", reg.addr);
+    let (with_registry_cache, _, _) = build(&a, &dir, "inline:reg", &["--cache-to", &to]);
+    assert_eq!(with_registry_cache, plain);
+    let (digest_a, _, _) = build(&a, &dir, &image, &["--push", "--cache-to", "type=inline"]);
+    assert_ne!(digest_a, plain);
+    let skopeo = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&support::kiln::run("skopeo", args)).unwrap()
+    };
+    let remote = format!("docker://{image}");
+    let local = format!("{}:inline:plain", a.layout());
+    let pushed = skopeo(&["inspect", "--tls-verify=false", "--raw", &remote]);
+    let without = skopeo(&["inspect", "--raw", &local]);
+    assert_eq!(pushed["layers"], without["layers"], "the same layers");
+    let config = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--config",
+        "--raw",
+        &remote,
+    ]);
+    let record = &config["kiln.cache"];
+    assert_eq!(record["version"], 1, "{config}");
+    assert!(
+        record["steps"].as_object().is_some_and(|s| s.len() >= 3),
+        "{record}"
+    );
+
+    // A fresh machine reading the image's inline cache runs nothing and
+    // skips the build stage; without type=inline its image is the plain
+    // one, with it the pushed one.
+    let from = format!("type=registry,ref={image}");
+    for (extra, want) in [(None, &plain), (Some("type=inline"), &digest_a)] {
+        let b = Kiln::new();
+        support::base::local_debian(&b.data());
+        let mut args = vec!["--cache-from", from.as_str()];
+        if let Some(to) = extra {
+            args.extend(["--cache-to", to]);
+        }
+        let (digest_b, events, stderr) = build(&b, &dir, "inline:b", &args);
+        assert_eq!(&digest_b, want, "--cache-to {extra:?}");
+        let all = steps(&events);
+        assert!(
+            !all.is_empty() && all.values().all(|s| s == "cached"),
+            "{all:?}\n{stderr}"
+        );
+        assert!(
+            infos(&events).iter().any(|t| t == SKIPPED_BUILD),
+            "{stderr}"
+        );
+        assert!(warnings(&events).is_empty(), "{:?}", warnings(&events));
+    }
+}
+
+#[test]
+fn a_mode_min_cache_rebuilds_an_auto_app_without_its_build_stage_or_toolchain() {
+    let reg = Registry::start();
+    let cache = format!("{}/cache/node-npm:min", reg.addr);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("node-npm", tmp.path());
+    let a = Kiln::shared();
+    let to = format!("type=registry,ref={cache},mode=min");
+    let (digest_a, _, _) = build(&a, &dir, "regmin:a", &["--cache-to", &to]);
+
+    // The cache has the runtime's steps and base, and the build stage's
+    // base by its resolution only: nothing runs or is composed on B.
+    let b = Kiln::new();
+    let log_at = reg.log().len();
+    let (digest_b, events, stderr) = build(&b, &dir, "regmin:b", &["--cache-from", &cache]);
+    assert_eq!(digest_b, digest_a);
+    let all = steps(&events);
+    assert_eq!(
+        all.keys().filter(|n| n.starts_with("[packages]")).count(),
+        2,
+        "both package sets are listed: {all:?}"
+    );
+    assert!(
+        all.values().all(|s| s == "cached"),
+        "steps not cached: {all:?}\n{stderr}"
+    );
+    assert!(
+        infos(&events).iter().any(|t| t == SKIPPED_BUILD),
+        "{stderr}"
+    );
+    let fetched = blob_bytes_sent(&reg, log_at);
+    let size = image_size(&b, "regmin:b");
+    assert!(
+        fetched * 10 <= size * 11,
+        "fetched {fetched} bytes for an image of {size} bytes"
+    );
 }

@@ -134,7 +134,8 @@ pub struct RemoteCacheArgs {
     pub cache_from: Vec<crate::build::CacheFrom>,
     /// Write the build's steps to a registry cache after the build:
     /// type=registry,ref=REG/REPO:TAG[,mode=min|max][,cache-mounts=true]
-    /// (max: every stage; cache-mounts: the RUN --mount=type=cache dirs too).
+    /// (max: every stage; cache-mounts: the RUN --mount=type=cache dirs too),
+    /// or into the image itself: type=inline (read with --cache-from IMAGE).
     #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=max]")]
     pub cache_to: Option<crate::build::CacheTo>,
 }

@@ -634,7 +634,12 @@ fn build_one(
             })
             .collect(),
         cache_to: req.cache_to.as_ref().map(|c| crate::build::CacheTo {
-            reference: resource_cache_ref(&c.reference, &name),
+            // An inline cache goes into each resource's own image.
+            reference: if c.inline {
+                String::new()
+            } else {
+                resource_cache_ref(&c.reference, &name)
+            },
             ..c.clone()
         }),
         ..BuildRequest::default()

@@ -10,6 +10,7 @@
 //! | [`add`] | ADD's archive extraction (tar, gzip, bzip2, xz, zstd) |
 //! | [`download`] | ADD's URL downloads, verified against `--checksum` |
 //! | [`mounts`] | `RUN --mount` sources from another stage or image |
+//! | [`lazy`] | which stages to build: a stage only read is skipped when its readers are cached |
 //! | [`remote`] | the registry as a shared step cache (`--cache-to`, `--cache-from`) |
 //! | `step_mounts` | a RUN step's mounts → the sandbox's, with the temp files they bind |
 //!
@@ -22,6 +23,7 @@ pub mod add;
 pub mod cache;
 pub mod copy;
 pub mod download;
+pub mod lazy;
 pub mod mounts;
 pub mod remote;
 pub mod rootfs;
@@ -280,9 +282,14 @@ impl Solver {
                 .map(|&i| g.stages[i].steps.iter().filter(|s| shown(&s.op)).count())
                 .sum::<usize>();
         progress.steps(total_steps as u64);
+        // The bases only build stages stand on that a registry cache knows
+        // by what they resolved to wait: those stages may be skipped
+        // ([`lazy`]), and are composed below when they are not.
+        let mut provisional = self.resolved_bases(g, &sets, &output, opts, progress);
         let composed: Vec<(String, Result<(Image, ComposedSet)>)> = std::thread::scope(|s| {
             let handles: Vec<_> = sets
                 .iter()
+                .filter(|(r, _)| !provisional.contains_key(*r))
                 .map(|(r, (p, platform, layer))| {
                     (
                         r.clone(),
@@ -295,9 +302,14 @@ impl Solver {
                 .map(|(r, h)| (r, h.join().expect("compose thread panicked")))
                 .collect()
         });
-        let mut package_sets = Vec::new();
+        // By reference: a base composed later replaces its resolution.
+        let mut package_sets: BTreeMap<String, ComposedSet> = BTreeMap::new();
         let mut export = remote::Exportable::default();
-        for (r, img) in composed {
+        let found: Vec<_> = provisional
+            .iter()
+            .map(|(r, (img, set))| (r.clone(), Ok((img.clone(), set.clone()))))
+            .collect();
+        for (r, img) in composed.into_iter().chain(found) {
             let (img, set) = img?;
             export.bases.push(remote::ExportBase {
                 output: output
@@ -307,8 +319,8 @@ impl Solver {
                 image: img.clone(),
                 set: set.clone(),
             });
-            bases.insert(r, img);
-            package_sets.push(set);
+            bases.insert(r.clone(), img);
+            package_sets.insert(r, set);
         }
         for &i in &order {
             for step in &g.stages[i].steps {
@@ -370,17 +382,60 @@ impl Solver {
             }
             None => g,
         };
-        let digests: ImageDigests = bases
-            .iter()
-            .map(|(r, img)| Ok((r.clone(), img.digest()?)))
-            .collect::<Result<_>>()?;
-        let keys = graph::key::compute(g, target, &digests)?;
+        let digests = |bases: &BTreeMap<String, Image>| -> Result<ImageDigests> {
+            bases
+                .iter()
+                .map(|(r, img)| Ok((r.clone(), img.digest()?)))
+                .collect()
+        };
+        let mut keys = graph::key::compute(g, target, &digests(&bases)?)?;
+        // A stage whose readers are all cached is not built ([`lazy`]).
+        let needed_now = |keys: &CacheKeys| {
+            lazy::needed_stages(g, &order, keys, opts.no_cache, &|i, k| {
+                self.cached(k, stage_layer(opts, output.contains(&i)).compression)
+            })
+        };
+        let mut build = needed_now(&keys)?;
+        // A stage to build on a base known only by its resolution: the
+        // base is composed now, and the keys over it computed again.
+        loop {
+            let compose: BTreeSet<String> = build
+                .iter()
+                .filter_map(|&i| match &g.stages[i].base {
+                    Base::Packages(p) if provisional.contains_key(&p.reference()) => {
+                        Some(p.reference())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if compose.is_empty() {
+                break;
+            }
+            for r in compose {
+                provisional.remove(&r);
+                let (p, platform, layer) = sets[&r];
+                let (img, set) = self.compose_packages(p, platform, layer, opts, progress)?;
+                if let Some(b) = export.bases.iter_mut().find(|b| b.reference == r) {
+                    b.image = img.clone();
+                    b.set = set.clone();
+                }
+                package_sets.insert(r.clone(), set);
+                bases.insert(r, img);
+            }
+            keys = graph::key::compute(g, target, &digests(&bases)?)?;
+            build = needed_now(&keys)?;
+        }
 
         let states: Mutex<Vec<Option<StageState>>> = Mutex::new(vec![None; g.stages.len()]);
         let stats = Mutex::new(SolveStats::default());
         let needed: BTreeSet<usize> = order.iter().copied().collect();
+        // A stage not built counts as done from the start.
         let mut done: BTreeSet<usize> = BTreeSet::new();
         let exported = Mutex::new(Vec::new());
+        for &i in order.iter().filter(|i| !build.contains(i)) {
+            self.skip_stage(g, i, &keys, opts, progress, &stats, &exported)?;
+            done.insert(i);
+        }
         let cx = StageBuild {
             g,
             keys: &keys,
@@ -462,9 +517,59 @@ impl Solver {
         Ok(Solved {
             image,
             stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()),
-            package_sets,
+            package_sets: package_sets.into_values().collect(),
             cache: export,
         })
+    }
+
+    /// A stage not built ([`lazy`]): its line, and the steps it has
+    /// cached shown as cached (as on a warm rebuild that built it) and
+    /// noted for a `mode=max` export.
+    #[allow(clippy::too_many_arguments)]
+    fn skip_stage(
+        &self,
+        g: &Graph,
+        i: usize,
+        keys: &CacheKeys,
+        opts: &SolveOptions<'_>,
+        progress: &Progress,
+        stats: &Mutex<SolveStats>,
+        exported: &Mutex<Vec<remote::ExportStep>>,
+    ) -> Result<()> {
+        let stage = &g.stages[i];
+        let name = stage.display_name(i);
+        progress.info(lazy::skipped_line(&name));
+        // Never part of the image: its layers are zstd ([`stage_layer`]).
+        let compression = stage_layer(opts, false).compression;
+        let found = lazy::cached_steps(g, i, keys, &|_, k| self.cached(k, compression))?;
+        let total = stage.steps.iter().filter(|s| shown(&s.op)).count();
+        let steps = &progress.for_steps();
+        let mut shown_at = None;
+        for (j, key, record) in found {
+            if shown_at != Some(j) {
+                shown_at = Some(j);
+                let step = &stage.steps[j];
+                let number = stage.steps[..=j].iter().filter(|s| shown(&s.op)).count();
+                let text = step
+                    .origin
+                    .as_ref()
+                    .map(|o| o.text.clone())
+                    .unwrap_or_else(|| describe(&step.op));
+                steps
+                    .task(format!("[{name} {number}/{total}] {}", one_line(&text)))
+                    .finish("cached");
+                stats.lock().unwrap_or_else(|e| e.into_inner()).steps_cached += 1;
+            }
+            exported
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(remote::ExportStep {
+                    output: false,
+                    key,
+                    record,
+                });
+        }
+        Ok(())
     }
 
     /// Records that this build used the layers of its stages and the blobs
@@ -568,6 +673,49 @@ impl Solver {
         Ok(out)
     }
 
+    /// The package bases of `sets` that only stages outside the image
+    /// stand on and that a registry cache knows by what they resolved to
+    /// ([`remote::RemoteCache::resolved_base`]): shown as cached, composed
+    /// only if a stage on them is built.
+    fn resolved_bases(
+        &self,
+        g: &Graph,
+        sets: &BTreeMap<String, (&graph::PackageSet, &Platform, LayerOptions)>,
+        output: &BTreeSet<usize>,
+        opts: &SolveOptions<'_>,
+        progress: &Progress,
+    ) -> BTreeMap<String, (Image, ComposedSet)> {
+        let mut out = BTreeMap::new();
+        let Some(remote) = &self.remote else {
+            return out;
+        };
+        if opts.pull || opts.no_cache {
+            return out;
+        }
+        for (r, (p, _, _)) in sets {
+            let in_image = output
+                .iter()
+                .any(|&i| matches!(&g.stages[i].base, Base::Packages(q) if q.reference() == *r));
+            if in_image {
+                continue;
+            }
+            match remote.resolved_base(&self.store, r) {
+                Ok(Some(found)) => {
+                    progress
+                        .for_steps()
+                        .task(packages_label(p))
+                        .finish("cached");
+                    out.insert(r.clone(), found);
+                }
+                Ok(None) => {}
+                Err(e) => progress.warn(format!(
+                    "the registry cache's package base {r} is not usable, composing it: {e:#}"
+                )),
+            }
+        }
+        out
+    }
+
     /// A stage base made of Debian packages, composed (or found in the
     /// package layer cache) into the store.
     fn compose_packages(
@@ -590,11 +738,7 @@ impl Solver {
             })?),
             None => None,
         };
-        let task = progress.for_steps().task(format!(
-            "[packages] {} ({})",
-            one_line(&p.packages.join(" ")),
-            p.suite
-        ));
+        let task = progress.for_steps().task(packages_label(p));
         // A registry cache's base is this set as another builder resolved
         // and composed it: reused like a set resolved here before, unless
         // `--pull` asks for the archive's current one.
@@ -807,7 +951,7 @@ impl Solver {
                     .copy_by_content(
                         &mut st,
                         c,
-                        &state_of(*from)?,
+                        &|| state_of(*from),
                         key,
                         &step.op,
                         &label,
@@ -927,13 +1071,14 @@ impl Solver {
     /// the same layer was written before, whatever else changed in the
     /// source stage or in the steps below. `key` is the step's key by the
     /// source stage; its record names the content key, so a rebuild whose
-    /// source stage did not change hashes nothing. Returns the content key.
+    /// source stage did not change hashes nothing (nor needs the source:
+    /// `source` is only asked for on a miss). Returns the content key.
     #[allow(clippy::too_many_arguments)]
     fn copy_by_content(
         &self,
         st: &mut StageState,
         c: &graph::Copy,
-        source: &StageState,
+        source: &dyn Fn() -> Result<StageState>,
         key: &Digest,
         op: &Op,
         label: &str,
@@ -959,7 +1104,7 @@ impl Solver {
         let task = progress.task(label);
         let dest_view = self.view(st)?;
         let downloads = self.downloads(c)?;
-        let view = self.view(source)?;
+        let view = self.view(&source()?)?;
         let entries = copy::entries(c, &copy::Source::View(&view), &dest_view, &downloads, &self.sandbox.idmap)?;
         let ck = graph::key::content_copy_key(op, &copy::content_digest(&entries)?)?;
         let layer = match self.cached(&ck, compression) {
@@ -1307,6 +1452,15 @@ fn snapshot_when_written(g: &Graph, idx: usize, j: usize) -> bool {
 
 fn shown(op: &Op) -> bool {
     !matches!(op, Op::Config(c) if !matches!(c, ConfigChange::WorkingDir(_)))
+}
+
+/// A package base's line in the progress display.
+fn packages_label(p: &graph::PackageSet) -> String {
+    format!(
+        "[packages] {} ({})",
+        one_line(&p.packages.join(" ")),
+        p.suite
+    )
 }
 
 fn one_line(s: &str) -> String {

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::{LayerRecord, StepRecord};
 use crate::Result;
-use crate::oci::image::{Image, desc_digest, read_image};
+use crate::oci::image::{Image, desc_digest, descriptor, put_json, read_image};
 use crate::oci::layer::Compression;
 use crate::oci::reference::Reference;
 use crate::oci::{Digest, Store};
@@ -56,10 +56,14 @@ pub enum CacheMode {
     Max,
 }
 
-/// `--cache-to type=registry,ref=REF[,mode=min|max]`.
+/// `--cache-to type=registry,ref=REF[,mode=min|max]`, or `type=inline`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheTo {
+    /// The cache's ref; empty for `type=inline`.
     pub reference: String,
+    /// `type=inline`: the record of the image's own steps goes into the
+    /// image's config ([`with_inline_cache`]); no artifact is written.
+    pub inline: bool,
     pub mode: CacheMode,
     /// `cache-mounts=true`: also export the contents of the build's
     /// `RUN --mount=type=cache` dirs (package managers' download caches).
@@ -87,13 +91,18 @@ fn fields(flag: &str, s: &str) -> Result<BTreeMap<String, String>> {
         };
         out.insert(k.trim().to_string(), v.trim().to_string());
     }
-    match out.get("type").map(String::as_str) {
-        Some("registry") | None => {}
-        Some(t) => bail!(
-            "{flag} {s}: cache type `{t}` is not supported; kiln keeps its cache locally and in registries (type=registry)"
-        ),
-    }
     Ok(out)
+}
+
+fn unsupported_type(flag: &str, s: &str, t: &str) -> anyhow::Error {
+    let also = if flag == "--cache-to" {
+        ", or in the image itself (type=inline)"
+    } else {
+        "; an image's inline cache is read with type=registry,ref=IMAGE"
+    };
+    anyhow::anyhow!(
+        "{flag} {s}: cache type `{t}` is not supported; kiln keeps its cache locally and in registries (type=registry){also}"
+    )
 }
 
 fn reference_of(flag: &str, s: &str, f: &mut BTreeMap<String, String>) -> Result<String> {
@@ -109,6 +118,11 @@ impl FromStr for CacheTo {
     fn from_str(s: &str) -> Result<CacheTo> {
         let flag = "--cache-to";
         let mut f = fields(flag, s)?;
+        match f.remove("type").as_deref() {
+            Some("registry") | None => {}
+            Some("inline") => return inline_cache_to(s, f),
+            Some(t) => return Err(unsupported_type(flag, s, t)),
+        }
         let reference = reference_of(flag, s, &mut f)?;
         let mode = match f.remove("mode").as_deref() {
             None | Some("min") => CacheMode::Min,
@@ -120,16 +134,39 @@ impl FromStr for CacheTo {
             Some("true") => true,
             Some(v) => bail!("{flag} {s}: cache-mounts={v}: use cache-mounts=true or false"),
         };
-        f.remove("type");
         if let Some(k) = f.keys().next() {
             bail!("{flag} {s}: unknown option `{k}` (kiln takes type, ref, mode and cache-mounts)");
         }
         Ok(CacheTo {
             reference,
+            inline: false,
             mode,
             cache_mounts,
         })
     }
+}
+
+/// `--cache-to type=inline[,mode=min]`: the image's own steps only, as in
+/// buildx; the rest of a registry cache's options do not apply.
+fn inline_cache_to(s: &str, mut f: BTreeMap<String, String>) -> Result<CacheTo> {
+    let flag = "--cache-to";
+    match f.remove("mode").as_deref() {
+        None | Some("min") => {}
+        Some(m) => bail!(
+            "{flag} {s}: mode={m}: an inline cache holds the image's own steps (mode=min); for every stage's use type=registry,ref=REF,mode=max"
+        ),
+    }
+    if let Some(k) = f.keys().next() {
+        bail!(
+            "{flag} {s}: `{k}` is not an option of type=inline (it takes mode=min only; ref, cache-mounts and mode=max are for type=registry)"
+        );
+    }
+    Ok(CacheTo {
+        reference: String::new(),
+        inline: true,
+        mode: CacheMode::Min,
+        cache_mounts: false,
+    })
 }
 
 impl FromStr for CacheFrom {
@@ -137,8 +174,11 @@ impl FromStr for CacheFrom {
     fn from_str(s: &str) -> Result<CacheFrom> {
         let flag = "--cache-from";
         let mut f = fields(flag, s)?;
+        match f.remove("type").as_deref() {
+            Some("registry") | None => {}
+            Some(t) => return Err(unsupported_type(flag, s, t)),
+        }
         let reference = reference_of(flag, s, &mut f)?;
-        f.remove("type");
         if let Some(k) = f.keys().next() {
             bail!("{flag} {s}: unknown option `{k}` (kiln takes type and ref)");
         }
@@ -191,6 +231,11 @@ struct Record {
     steps: BTreeMap<Digest, WireStep>,
     #[serde(default)]
     bases: BTreeMap<String, WireBase>,
+    /// Package bases without their layers: what the bases of stages the
+    /// cache has no steps of resolved to, so a reader keys those stages
+    /// (and skips them when nothing reads them) without composing them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    resolved: BTreeMap<String, WireBase>,
     /// Cache mount contents by mount id (`cache-mounts=true`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     mounts: BTreeMap<String, WireStep>,
@@ -229,6 +274,8 @@ pub struct RemoteCache {
     progress: Progress,
     steps: HashMap<Digest, StepRecord>,
     bases: HashMap<String, WireBase>,
+    /// Bases known by manifest and config only (`Record::resolved`).
+    resolved: HashMap<String, WireBase>,
     mounts: HashMap<String, LayerRecord>,
     blobs: HashMap<Digest, Origin>,
     fetched_blobs: AtomicU64,
@@ -249,6 +296,7 @@ impl RemoteCache {
             progress: progress.clone(),
             steps: HashMap::new(),
             bases: HashMap::new(),
+            resolved: HashMap::new(),
             mounts: HashMap::new(),
             blobs: HashMap::new(),
             fetched_blobs: AtomicU64::new(0),
@@ -281,32 +329,42 @@ impl RemoteCache {
             registry::manifest::fetch(&self.client, &s, store, &cache, &cache.reference())?;
         let manifest: serde_json::Value =
             serde_json::from_slice(&fetched.bytes).context("the cache manifest is not JSON")?;
-        let artifact = manifest["artifactType"].as_str().unwrap_or_default();
-        if artifact != ARTIFACT_TYPE {
+        if manifest["manifests"].is_array() {
             bail!(
-                "it is not a kiln cache (artifactType `{artifact}`, not {ARTIFACT_TYPE}); an image's own layers carry no step keys, so kiln has no inline cache: export one with --cache-to"
+                "it is an image index, not a kiln cache: name one platform's image (REPO@sha256:…) to read its inline cache"
             );
         }
         let layers: Vec<Descriptor> = serde_json::from_value(manifest["layers"].clone())
             .context("the cache manifest's layers are not descriptors")?;
-        let Some(record_desc) = layers
-            .first()
-            .filter(|d| d.media_type().to_string() == RECORD_MEDIA_TYPE)
-        else {
-            bail!("the cache manifest's first layer is not a {RECORD_MEDIA_TYPE}");
+        // The record's layer indices count `layers` from `first`: the
+        // artifact's record is its layer 0, an image's is in its config.
+        let (record, first) = if manifest["artifactType"] == ARTIFACT_TYPE {
+            let Some(record_desc) = layers
+                .first()
+                .filter(|d| d.media_type().to_string() == RECORD_MEDIA_TYPE)
+            else {
+                bail!("the cache manifest's first layer is not a {RECORD_MEDIA_TYPE}");
+            };
+            let record_digest = desc_digest(record_desc)?;
+            registry::pull::blob(
+                &self.client,
+                store,
+                &cache,
+                &record_digest,
+                record_desc.size(),
+                &Progress::quiet(),
+            )
+            .context("fetching the cache record")?;
+            (parse_record(&store.read(&record_digest)?)?, 1)
+        } else {
+            (self.inline_record(store, &cache, &manifest)?, 0)
         };
-        let record_digest = desc_digest(record_desc)?;
-        registry::pull::blob(
-            &self.client,
-            store,
-            &cache,
-            &record_digest,
-            record_desc.size(),
-            &Progress::quiet(),
-        )
-        .context("fetching the cache record")?;
-        let record = parse_record(&store.read(&record_digest)?)?;
-        let digests: Vec<Digest> = layers[1..].iter().map(desc_digest).collect::<Result<_>>()?;
+        let digests: Vec<Digest> = layers
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .map(desc_digest)
+            .collect::<Result<_>>()?;
         // A layer the registry lost (deleted, garbage-collected) would
         // fail the build when its bytes are needed: its steps are misses.
         let present = registry::pull::present(&self.client, &cache, &digests)?;
@@ -314,7 +372,8 @@ impl RemoteCache {
         // Manifest index → (blob, size, compression) of the layers present.
         let mut usable: HashMap<usize, (Digest, u64, Compression)> = HashMap::new();
         for (i, (d, ok)) in digests.iter().zip(present).enumerate() {
-            let desc = &layers[i + 1];
+            let i = i + first;
+            let desc = &layers[i];
             if !ok {
                 missing += 1;
                 continue;
@@ -323,7 +382,7 @@ impl RemoteCache {
             let Some(compression) = Compression::from_media_type(desc.media_type().as_ref()) else {
                 continue;
             };
-            usable.insert(i + 1, (d.clone(), desc.size(), compression));
+            usable.insert(i, (d.clone(), desc.size(), compression));
             self.blobs.entry(d.clone()).or_insert(Origin {
                 cache: cache.clone(),
                 size: desc.size(),
@@ -383,9 +442,55 @@ impl RemoteCache {
             if complete && !self.bases.contains_key(&reference) {
                 self.bases.insert(reference, b);
                 bases += 1;
+            } else if !complete {
+                self.resolved.entry(reference).or_insert(b);
             }
         }
+        for (reference, b) in record.resolved {
+            self.resolved.entry(reference).or_insert(b);
+        }
         Ok((steps, bases))
+    }
+
+    /// The record an image built with `--cache-to type=inline` carries in
+    /// its config ([`INLINE_FIELD`]); an image without one is a miss.
+    fn inline_record(
+        &self,
+        store: &Store,
+        image: &Reference,
+        manifest: &serde_json::Value,
+    ) -> Result<Record> {
+        let artifact = manifest["artifactType"].as_str().unwrap_or_default();
+        let config: Option<Descriptor> = serde_json::from_value(manifest["config"].clone()).ok();
+        let Some(config) = config.filter(|c| {
+            matches!(
+                c.media_type().to_string().as_str(),
+                "application/vnd.oci.image.config.v1+json"
+                    | "application/vnd.docker.container.image.v1+json"
+            )
+        }) else {
+            bail!(
+                "it is not a kiln cache (artifactType `{artifact}`, not {ARTIFACT_TYPE}) nor an image"
+            );
+        };
+        let digest = desc_digest(&config)?;
+        registry::pull::blob(
+            &self.client,
+            store,
+            image,
+            &digest,
+            config.size(),
+            &Progress::quiet(),
+        )
+        .context("fetching the image's config")?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&store.read(&digest)?).context("the image config is not JSON")?;
+        let Some(record) = v.get(INLINE_FIELD) else {
+            bail!(
+                "it is an image without kiln's inline cache, not a kiln cache: build it with --cache-to type=inline, or export a cache with --cache-to type=registry,ref=REF"
+            );
+        };
+        parse_record_value(record.clone())
     }
 
     /// The record of step `key`, if a cache has it with a layer compressed
@@ -431,25 +536,28 @@ impl RemoteCache {
     /// The package base filed under `reference`, its manifest and config
     /// written into `store` (its layers are fetched when needed).
     pub fn base(&self, store: &Store, reference: &str) -> Result<Option<(Image, ComposedSet)>> {
-        let Some(b) = self.bases.get(reference) else {
-            return Ok(None);
-        };
-        let config = store.put(b.config.as_bytes())?;
-        let manifest = store.put(b.manifest.as_bytes())?;
-        let m: oci_spec::image::ImageManifest = serde_json::from_str(&b.manifest)?;
-        if desc_digest(m.config())? != config.digest {
-            bail!("the cache's package base {reference} names another config than it carries");
+        match self.bases.get(reference) {
+            Some(b) => Ok(Some(stored_base(store, reference, b)?)),
+            None => Ok(None),
         }
-        let platform = crate::platform::Platform::from_debian_arch(&b.set.lock.arch)?;
-        let mut desc = DescriptorBuilder::default()
-            .media_type(MediaType::ImageManifest)
-            .digest(manifest.digest.to_oci())
-            .size(manifest.size)
-            .build()
-            .context("building the package base's descriptor")?;
-        desc.set_platform(Some(platform.to_oci()));
-        let image = read_image(store, &desc, Some(&platform))?;
-        Ok(Some((image, b.set.clone())))
+    }
+
+    /// The package base filed under `reference` by what it resolved to
+    /// only (no cache has its layers): its manifest and config written
+    /// into `store`, enough to key the stages on it, not to build them.
+    /// `None` when a cache has the whole base ([`RemoteCache::base`]).
+    pub fn resolved_base(
+        &self,
+        store: &Store,
+        reference: &str,
+    ) -> Result<Option<(Image, ComposedSet)>> {
+        if self.bases.contains_key(reference) {
+            return Ok(None);
+        }
+        match self.resolved.get(reference) {
+            Some(b) => Ok(Some(stored_base(store, reference, b)?)),
+            None => Ok(None),
+        }
     }
 
     /// Makes `digest` present in `store`: fetched from the cache that named
@@ -517,9 +625,31 @@ impl RemoteCache {
     }
 }
 
+/// A record's package base, its manifest and config written into `store`.
+fn stored_base(store: &Store, reference: &str, b: &WireBase) -> Result<(Image, ComposedSet)> {
+        let config = store.put(b.config.as_bytes())?;
+    let manifest = store.put(b.manifest.as_bytes())?;
+    let m: oci_spec::image::ImageManifest = serde_json::from_str(&b.manifest)?;
+    if desc_digest(m.config())? != config.digest {
+        bail!("the cache's package base {reference} names another config than it carries");
+    }
+    let platform = crate::platform::Platform::from_debian_arch(&b.set.lock.arch)?;
+    let mut desc = DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .digest(manifest.digest.to_oci())
+        .size(manifest.size)
+        .build()
+        .context("building the package base's descriptor")?;
+    desc.set_platform(Some(platform.to_oci()));
+    let image = read_image(store, &desc, Some(&platform))?;
+    Ok((image, b.set.clone()))
+}
+
 fn parse_record(bytes: &[u8]) -> Result<Record> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).context("the cache record is not JSON")?;
+    parse_record_value(serde_json::from_slice(bytes).context("the cache record is not JSON")?)
+}
+
+fn parse_record_value(v: serde_json::Value) -> Result<Record> {
     match v["version"].as_u64() {
         Some(n) if n == u64::from(FORMAT_VERSION) => {}
         Some(n) => bail!(
@@ -528,6 +658,94 @@ fn parse_record(bytes: &[u8]) -> Result<Record> {
         None => bail!("its record has no format version"),
     }
     serde_json::from_value(v).context("the cache record does not parse")
+}
+
+/// A package base as a record carries it: manifest and config byte for
+/// byte (their digests are its identity in the step keys).
+fn wire_base(store: &Store, b: &ExportBase) -> Result<WireBase> {
+    let manifest = String::from_utf8(store.read(&b.image.digest()?)?)
+        .context("a package base manifest is not UTF-8")?;
+    let config = String::from_utf8(store.read(&desc_digest(b.image.manifest.config())?)?)
+        .context("a package base config is not UTF-8")?;
+    Ok(WireBase {
+        manifest,
+        config,
+        set: b.set.clone(),
+    })
+}
+
+/// The image config field an image built with `--cache-to type=inline`
+/// carries its cache record in (BuildKit's is `moby.buildkit.cache.v0`).
+/// Its layer indices count the image's own layers from 0.
+pub const INLINE_FIELD: &str = "kiln.cache";
+
+/// `image` with the cache record of its own steps and package base (what
+/// `mode=min` exports) in its config, under [`INLINE_FIELD`]: a new config
+/// and manifest, the same layers. A step whose layer is not one of the
+/// image's is left out.
+pub fn with_inline_cache(store: &Store, image: &Image, ex: &Exportable) -> Result<Image> {
+    let index: HashMap<Digest, usize> = image
+        .manifest
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Ok((desc_digest(l)?, i)))
+        .collect::<Result<_>>()?;
+    let mut record = Record {
+        version: FORMAT_VERSION,
+        steps: BTreeMap::new(),
+        bases: BTreeMap::new(),
+        resolved: BTreeMap::new(),
+        mounts: BTreeMap::new(),
+    };
+    for s in ex.steps.iter().filter(|s| s.output) {
+        let layer = match &s.record.layer {
+            None => None,
+            Some(l) => match index.get(&l.blob) {
+                Some(&i) => Some((i, l.diff_id.clone())),
+                None => continue,
+            },
+        };
+        record.steps.insert(
+            s.key.clone(),
+            WireStep {
+                layer: layer.as_ref().map(|(i, _)| *i),
+                diff_id: layer.map(|(_, d)| d),
+                content_key: s.record.content_key.clone(),
+            },
+        );
+    }
+    for b in &ex.bases {
+        let inside = b
+            .image
+            .manifest
+            .layers()
+            .iter()
+            .all(|l| desc_digest(l).is_ok_and(|d| index.contains_key(&d)));
+        if b.output && inside {
+            record.bases.insert(b.reference.clone(), wire_base(store, b)?);
+        } else {
+            record.resolved.insert(b.reference.clone(), wire_base(store, b)?);
+        }
+    }
+    let config_desc = image.manifest.config();
+    let mut config: serde_json::Value = serde_json::from_slice(&store.read(&desc_digest(config_desc)?)?)
+        .context("the image config is not JSON")?;
+    config
+        .as_object_mut()
+        .context("the image config is not a JSON object")?
+        .insert(INLINE_FIELD.to_string(), serde_json::to_value(&record)?);
+    let config_blob = put_json(store, &config)?;
+    let mut manifest = image.manifest.clone();
+    manifest.set_config(descriptor(config_desc.media_type().clone(), &config_blob));
+    let manifest_blob = put_json(store, &manifest)?;
+    let mut manifest_desc = descriptor(image.manifest_desc.media_type().clone(), &manifest_blob);
+    manifest_desc.set_platform(image.manifest_desc.platform().clone());
+    Ok(Image {
+        manifest_desc,
+        manifest,
+        config: image.config.clone(),
+    })
 }
 
 /// The cache artifact for `ex` as `mode` selects, written into `store`:
@@ -557,9 +775,10 @@ fn write_artifact(
         version: FORMAT_VERSION,
         steps: BTreeMap::new(),
         bases: BTreeMap::new(),
+        resolved: BTreeMap::new(),
         mounts: BTreeMap::new(),
     };
-    for b in ex.bases.iter().filter(|b| keep(b.output)) {
+    for b in &ex.bases {
         let digests: Vec<Digest> = b
             .image
             .manifest
@@ -567,24 +786,16 @@ fn write_artifact(
             .iter()
             .map(desc_digest)
             .collect::<Result<_>>()?;
-        if !digests.iter().all(available) {
+        // The bases left out (or whose layers this machine lacks) are
+        // carried by what they resolved to.
+        if !keep(b.output) || !digests.iter().all(available) {
+            record.resolved.insert(b.reference.clone(), wire_base(store, b)?);
             continue;
         }
         for l in b.image.manifest.layers() {
             add_layer(&desc_digest(l)?, l.size(), l.media_type().as_ref());
         }
-        let manifest = String::from_utf8(store.read(&b.image.digest()?)?)
-            .context("a package base manifest is not UTF-8")?;
-        let config = String::from_utf8(store.read(&desc_digest(b.image.manifest.config())?)?)
-            .context("a package base config is not UTF-8")?;
-        record.bases.insert(
-            b.reference.clone(),
-            WireBase {
-                manifest,
-                config,
-                set: b.set.clone(),
-            },
-        );
+        record.bases.insert(b.reference.clone(), wire_base(store, b)?);
     }
     for s in ex.steps.iter().filter(|s| keep(s.output)) {
         let wire = match &s.record.layer {
@@ -887,5 +1098,74 @@ mod tests {
         let rec = parse_record(&store.read(&rec_digest).unwrap()).unwrap();
         assert!(!rec.steps.contains_key(&Digest::of(b"k1")));
         assert!(rec.steps.contains_key(&Digest::of(b"k2")));
+    }
+
+    #[test]
+    fn type_inline_is_the_image_own_steps_only() {
+        let to: CacheTo = "type=inline".parse().unwrap();
+        assert!(to.inline && to.reference.is_empty() && to.mode == CacheMode::Min);
+        assert!("type=inline,mode=min".parse::<CacheTo>().unwrap().inline);
+        assert!(!"type=registry,ref=r.example/a:c".parse::<CacheTo>().unwrap().inline);
+        for (bad, says) in [
+            ("type=inline,mode=max", "mode=min"),
+            ("type=inline,ref=r.example/a:c", "`ref` is not an option of type=inline"),
+            ("type=inline,cache-mounts=true", "`cache-mounts`"),
+        ] {
+            let e = format!("{:#}", bad.parse::<CacheTo>().unwrap_err());
+            assert!(e.contains("--cache-to") && e.contains(says), "{bad}: {e}");
+        }
+        let e = format!("{:#}", "type=inline".parse::<CacheFrom>().unwrap_err());
+        assert!(e.contains("type=registry,ref=IMAGE"), "{e}");
+    }
+
+    #[test]
+    fn an_inline_cache_is_the_image_with_its_steps_in_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = layer(&store, b"runtime layer", Compression::Gzip);
+        let b = layer(&store, b"build layer", Compression::Zstd);
+        let mut builder =
+            crate::oci::image::ImageBuilder::scratch(crate::platform::Platform::linux("amd64", None));
+        builder.add_layer(&a.layer(), "COPY app /app");
+        let image = builder.write(&store, 0).unwrap();
+        let step = |output, key: &[u8], layer: Option<&LayerRecord>| ExportStep {
+            output,
+            key: Digest::of(key),
+            record: StepRecord {
+                layer: layer.cloned(),
+                content_key: None,
+            },
+        };
+        let ex = Exportable {
+            steps: vec![
+                step(true, b"copy", Some(&a)),
+                step(true, b"env", None),
+                step(false, b"build", Some(&b)),
+                // An output step whose layer is not the image's: left out.
+                step(true, b"stray", Some(&b)),
+            ],
+            bases: Vec::new(),
+            mounts: Vec::new(),
+        };
+        let inline = with_inline_cache(&store, &image, &ex).unwrap();
+        assert_ne!(inline.digest().unwrap(), image.digest().unwrap());
+        assert_eq!(inline.manifest.layers(), image.manifest.layers());
+        assert_eq!(inline.manifest_desc.platform(), image.manifest_desc.platform());
+        let raw = |i: &Image| -> serde_json::Value {
+            let d = desc_digest(i.manifest.config()).unwrap();
+            serde_json::from_slice(&store.read(&d).unwrap()).unwrap()
+        };
+        let (mut before, mut after) = (raw(&image), raw(&inline));
+        let record = after.as_object_mut().unwrap().remove(INLINE_FIELD).unwrap();
+        assert_eq!(after, before.take(), "the rest of the config is unchanged");
+        let rec = parse_record_value(record).unwrap();
+        let keys: Vec<&Digest> = rec.steps.keys().collect();
+        let mut want = [Digest::of(b"copy"), Digest::of(b"env")];
+        want.sort();
+        assert_eq!(keys, want.iter().collect::<Vec<_>>());
+        // Indices count the image's layers from 0.
+        let copy = &rec.steps[&Digest::of(b"copy")];
+        assert_eq!((copy.layer, copy.diff_id.clone()), (Some(0), Some(a.diff_id.clone())));
+        assert_eq!(rec.steps[&Digest::of(b"env")].layer, None);
     }
 }
