@@ -9,9 +9,12 @@
 #             cold with `--cache-to type=registry,ref=REG/cache/APP:c,mode=max`
 #             and `-t REG/img/APP:1 --push` (the image goes to the registry
 #             too, as on a fleet), then once more, all cached, exporting
-#             `REG/cache/APP:min,mode=min`. Builder B (another empty home)
-#             builds the same source with `--cache-from …:c` (timed, peak
-#             RSS); builder C (empty) with `--cache-from …:min` (timed).
+#             `REG/cache/APP:min,mode=min`, then once more pushing
+#             `REG/img/APP:inline` with `--cache-to type=inline`. Builder B
+#             (another empty home) builds the same source with
+#             `--cache-from …:c` (timed, peak RSS); builder C (empty) with
+#             `--cache-from …:min`, builder D (empty) with `--cache-from`
+#             the inline image (timed).
 #   BuildKit: dockerd 20.10's `docker build` has no `--cache-to
 #             type=registry` (that needs buildx, not installed here), so its
 #             side is BuildKit's INLINE cache, the mode=min equivalent: a
@@ -22,8 +25,8 @@
 # Times are wall times of the fresh builder's build command only: kiln's
 # process from start to exit; `docker build` against a dockerd already
 # started (its start-up is not counted). kiln's B row (mode=max) is the
-# issue's goal; its C row (mode=min) is the
-# like-for-like one against the inline cache.
+# issue's goal; its C (mode=min) and D (inline) rows are the
+# like-for-like ones against BuildKit's inline cache.
 # Prints wall times, ratios (kiln / BuildKit), the steps each fresh builder
 # ran (kiln: `finish` events of steps not `cached` in its JSON progress;
 # BuildKit: `[stage k/n]` steps of its plain progress without a CACHED
@@ -120,7 +123,8 @@ blob_bytes() { # from-line
 loglines() { wc -l < "$work/registry.log"; }
 mb() { echo "scale=1; $1 / 1000000" | bc; }
 
-echo "kiln: fresh builder B reads a mode=max cache, C a mode=min one (both written by builder A)."
+echo "kiln: fresh builder B reads a mode=max cache, C a mode=min one, D the inline cache of"
+echo "the image (all written by builder A)."
 echo "BuildKit: dockerd 20.10 without buildx cannot export a registry cache: its fresh"
 echo "builder reads the INLINE cache of the image builder A pushed (mode=min equivalent)."
 echo
@@ -152,6 +156,7 @@ for app in "${APPS[@]}"; do
   ta=$(since "$t")
   kiln_build "$ca" "$kdir" min -t "$reg/img/$app:1" \
     --cache-to "type=registry,ref=$reg/cache/$app:min,mode=min"
+  kiln_build "$ca" "$kdir" inline -t "$reg/img/$app:inline" --push --cache-to type=inline
   printf '  kiln A      cold build + push + mode=max export  %6.1fs\n' "$ta"
 
   # kiln, builder B (mode=max cache) and C (mode=min cache): empty homes.
@@ -174,6 +179,15 @@ for app in "${APPS[@]}"; do
   printf '  kiln C      fresh, --cache-from mode=min         %6.2fs  steps run %s  %s MB fetched\n' \
     "$tc" "$sc" "$(mb "$bc_")"
   sed 's/^/    /' "$work/$app/kiln-c.ran"
+  sync
+  at=$(loglines); t=$(now)
+  kiln_build "$work/$app/kiln-d" "$kdir" fresh -t "app:1" \
+    --cache-from "type=registry,ref=$reg/img/$app:inline"
+  td=$(since "$t"); bd=$(blob_bytes "$at")
+  sd=$(kiln_steps "$work/$app/kiln-d/fresh.json" 2>"$work/$app/kiln-d.ran")
+  printf '  kiln D      fresh, --cache-from the image (inline) %6.2fs  steps run %s  %s MB fetched\n' \
+    "$td" "$sd" "$(mb "$bd")"
+  sed 's/^/    /' "$work/$app/kiln-d.ran"
 
   # BuildKit, builder A: cold, inline cache, push.
   start_dockerd a
@@ -209,11 +223,16 @@ for app in "${APPS[@]}"; do
   goal "fresh (max) seconds" "$(printf '%.2f' "$tb")" "<=" 3 s
   goal "fresh (min) / BuildKit" "$rc" "<=" 0.5 x
   goal "fresh (min) seconds" "$(printf '%.2f' "$tc")" "<=" 3 s
+  rd=$(echo "scale=2; $td / $tk" | bc)
+  rows+=("$(printf '%-13s %-9s %8.2fs %9.2fs %6s %9s %9s %9s %9s' "$app" inline "$td" "$tk" "$rd" "$sd" "$sk" "$(mb "$bd")" "$(mb "$kb")")")
+  goal "fresh (inline) / BuildKit" "$rd" "<=" 0.5 x
+  goal "fresh (inline) seconds" "$(printf '%.2f' "$td")" "<=" 3 s
 
   if [ -n "${BENCH_LOGS:-}" ]; then
     mkdir -p "$BENCH_LOGS"
     cp "$work/$app"/kiln-b/fresh.json "$BENCH_LOGS/$app.kiln-b.json"
     cp "$work/$app"/kiln-c/fresh.json "$BENCH_LOGS/$app.kiln-c.json"
+    cp "$work/$app"/kiln-d/fresh.json "$BENCH_LOGS/$app.kiln-d.json"
     for l in bk-a bk-b; do cp "$work/$app/$l.log" "$BENCH_LOGS/$app.$l.log"; done
   fi
   # The next app starts from empty homes (and the run needs the space of
