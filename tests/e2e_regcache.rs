@@ -633,3 +633,80 @@ fn a_mode_min_cache_rebuilds_an_auto_app_without_its_build_stage_or_toolchain() 
         "fetched {fetched} bytes for an image of {size} bytes"
     );
 }
+
+/// The case for `cache-mounts=true`: a fresh builder whose
+/// lockfile gained one dependency runs `npm ci` against the npm cache
+/// another builder exported, and downloads that one package, not the
+/// seventy it already had. Counted from npm's own log
+/// (`NPM_CONFIG_LOGLEVEL=http`: a line per tarball, `(cache miss)` when it
+/// came over the network, `(cache hit)` / `(cache revalidated)` when not).
+#[test]
+fn a_fresh_builder_downloads_only_the_dependency_its_lockfile_added() {
+    let reg = Registry::start();
+    let cache = format!("{}/cache/node-npm:mounts", reg.addr);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("node-npm", tmp.path());
+    let a = Kiln::new();
+    let to = format!("type=registry,ref={cache},mode=max,cache-mounts=true");
+    build(&a, &dir, "mounts:a", &["--cache-to", &to]);
+
+    // One dependency more: is-number 7.0.0, which has none of its own.
+    let edit = |file: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let path = dir.join(file);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    };
+    edit("package.json", &|v| {
+        v["dependencies"]["is-number"] = "^7.0.0".into();
+    });
+    edit("package-lock.json", &|v| {
+        v["packages"][""]["dependencies"]["is-number"] = "^7.0.0".into();
+        v["packages"]["node_modules/is-number"] = serde_json::json!({
+            "version": "7.0.0",
+            "resolved": "https://registry.npmjs.org/is-number/-/is-number-7.0.0.tgz",
+            "integrity": "sha512-41Cifkg6e8TylSpdtTpeLVMqvSBEVzTttHvERD741+pnZ8ANv0004MRL43QKPDlK9cGvNp6NZWZUBlbGXYxxng==",
+            "license": "MIT",
+            "engines": { "node": ">=0.12.0" }
+        });
+    });
+    let fresh = |from: Option<&str>| {
+        let mut extra = vec!["--build-env", "NPM_CONFIG_LOGLEVEL=http"];
+        if let Some(from) = from {
+            extra.extend(["--cache-from", from]);
+        }
+        let (_, events, stderr) = build(&Kiln::new(), &dir, "mounts:b", &extra);
+        let tarballs: Vec<String> = events
+            .iter()
+            .filter(|e| e["event"] == "log")
+            .filter_map(|e| e["line"].as_str())
+            .filter(|l| l.contains("http fetch GET") && l.contains(".tgz"))
+            .map(str::to_string)
+            .collect();
+        assert!(
+            tarballs.len() >= 70,
+            "npm logged {} tarballs\n{stderr}",
+            tarballs.len()
+        );
+        let missed: Vec<String> = tarballs
+            .iter()
+            .filter(|l| l.contains("(cache miss)"))
+            .cloned()
+            .collect();
+        (tarballs.len(), missed)
+    };
+    let (total, missed) = fresh(Some(&cache));
+    assert_eq!(
+        missed.len(),
+        1,
+        "of {total} tarballs, downloaded: {missed:#?}"
+    );
+    assert!(
+        missed[0].contains("/is-number/-/is-number-7.0.0.tgz"),
+        "{missed:?}"
+    );
+    // Without the cache, every one is downloaded: the count measures.
+    let (total, missed) = fresh(None);
+    assert_eq!(missed.len(), total, "{missed:#?}");
+}
