@@ -5,7 +5,7 @@
 
 use anyhow::bail;
 
-use super::{Provider, VersionReq, env_version, existing};
+use super::{CrossBuild, Provider, VersionReq, env_version, existing};
 use crate::plan::context::Ctx;
 use crate::plan::model::{BuildPlan, Phase, StartPhase};
 use crate::plan::versions::Kind;
@@ -85,15 +85,15 @@ impl Provider for Go {
     }
 
     /// Go cross-compiles any pure-Go program (`CGO_ENABLED=0`, the
-    /// default): `GOOS`/`GOARCH` (`GOARM` for 32-bit arm) of the target.
-    /// With cgo the C toolchain would need the target's, so it runs
-    /// emulated.
-    fn cross_compile_env(
+    /// default, and a static runtime): `GOOS`/`GOARCH` (`GOARM` for 32-bit
+    /// arm) of the target. With cgo the C toolchain would need the
+    /// target's, so it runs emulated.
+    fn cross_build(
         &self,
         plan: &BuildPlan,
         target: &crate::platform::Platform,
-    ) -> Option<Vec<(String, String)>> {
-        if !self.static_runtime(plan) {
+    ) -> Option<CrossBuild> {
+        if !crate::plan::recipe::is_static(plan) {
             return None;
         }
         let mut env = vec![
@@ -104,7 +104,10 @@ impl Provider for Go {
             let v = target.variant.as_deref().unwrap_or("v7");
             env.push(("GOARM".to_string(), v.trim_start_matches('v').to_string()));
         }
-        Some(env)
+        Some(CrossBuild {
+            env,
+            cmds: Vec::new(),
+        })
     }
 
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {

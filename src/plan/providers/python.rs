@@ -7,7 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{Provider, VersionReq, env_version, existing, tool_versions, version_file};
+use super::{
+    CrossBuild, Provider, VersionReq, env_version, existing, tool_versions, version_file,
+};
 use crate::plan::context::{Ctx, locate, tstr};
 use crate::plan::model::{BuildPlan, Phase, StartPhase};
 use crate::plan::native::{self, Ecosystem};
@@ -48,6 +50,37 @@ fn pinned_install(tool: &str, pins: &str) -> String {
         lines.join(" ")
     )
 }
+/// pip's install for another architecture, run by the build machine's
+/// python3 (see the script's header and docs/platforms.md).
+const PIP_CROSS: &str = include_str!("pip_cross.py");
+
+/// The variable of the build stage that holds [`PIP_CROSS`].
+const PIP_CROSS_VAR: &str = "KILN_PIP_CROSS";
+
+/// The install command pip's plan gives (requirements.txt, then the
+/// server the start command needs): its requirement arguments, or `None`
+/// for any other command (the user's own, another package manager).
+fn pip_requirements(cmd: &str) -> Option<Vec<String>> {
+    let rest = cmd.strip_prefix(&format!("{VENV}pip install -r requirements.txt"))?;
+    let mut reqs = vec!["-r".to_string(), "requirements.txt".to_string()];
+    if rest.is_empty() {
+        return Some(reqs);
+    }
+    let extra = rest.strip_prefix(" && pip install ")?;
+    for word in extra.split(' ') {
+        // Only `name==version` pins kiln adds: anything else is not ours.
+        let plain = !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.=".contains(c));
+        if !plain || word.starts_with('-') {
+            return None;
+        }
+        reqs.push(word.to_string());
+    }
+    Some(reqs)
+}
+
 const GUNICORN: &str = "23.0.0";
 const UVICORN: &str = "0.35.0";
 
@@ -305,6 +338,51 @@ impl Provider for Python {
         m
     }
 
+    /// pip installs wheels for another architecture (`--platform`, run by
+    /// the build machine's python3 of the same suite): the install phase
+    /// runs natively and the venv, pure Python and the target's wheels, is
+    /// copied into the target's runtime. Only pip's own plan (the install
+    /// command as the provider wrote it, no other phase with commands,
+    /// nothing but the app and the venv copied into the runtime): any
+    /// other command might run the venv's programs, which are the
+    /// target's. A requirement without a wheel for the target ends the
+    /// step with [`super::EMULATE_MARKER`]: built again, emulated.
+    fn cross_build(
+        &self,
+        plan: &BuildPlan,
+        target: &crate::platform::Platform,
+    ) -> Option<CrossBuild> {
+        let machine = match (target.os.as_str(), target.architecture.as_str()) {
+            ("linux", "amd64") => "x86_64",
+            ("linux", "arm64") => "aarch64",
+            _ => return None,
+        };
+        let mut reqs = None;
+        for (name, phase) in plan.phases.iter().flatten() {
+            match phase.cmds.as_deref() {
+                None | Some([]) => {}
+                Some([cmd]) if name == "install" => reqs = Some(pip_requirements(cmd)?),
+                Some(_) => return None,
+            }
+        }
+        let reqs = reqs?;
+        let start = plan.start.clone().unwrap_or_default();
+        let copies = crate::plan::recipe::runtime_copies(&start, false);
+        if !copies.iter().all(|c| c == "/app" || c.starts_with("/app/") || c == "/opt/venv") {
+            return None;
+        }
+        Some(CrossBuild {
+            env: vec![(PIP_CROSS_VAR.to_string(), PIP_CROSS.to_string())],
+            cmds: vec![(
+                "install".to_string(),
+                vec![format!(
+                    "{VENV}python3 -c \"${PIP_CROSS_VAR}\" {machine} {}",
+                    reqs.join(" ")
+                )],
+            )],
+        })
+    }
+
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let pyproject = ctx.toml("pyproject.toml")?;
         let deps = deps(ctx, pyproject.as_ref())?;
@@ -553,6 +631,32 @@ mod tests {
         }
         // The closure that broke PDM 2.25 (hishel 2) is pinned below it.
         assert!(pin_lines(PDM_PINS).any(|l| l.starts_with("hishel==0.1.2 --hash=sha256:")));
+    }
+
+    /// Only the install command pip's plan writes is recognised, with the
+    /// pins kiln adds; any other command (the user's) is not.
+    #[test]
+    fn pip_requirements_reads_only_the_providers_command() {
+        assert_eq!(
+            pip_requirements(&format!("{VENV}pip install -r requirements.txt")).unwrap(),
+            ["-r", "requirements.txt"]
+        );
+        assert_eq!(
+            pip_requirements(&format!(
+                "{VENV}pip install -r requirements.txt && pip install gunicorn==23.0.0 uvicorn==0.35.0"
+            ))
+            .unwrap(),
+            ["-r", "requirements.txt", "gunicorn==23.0.0", "uvicorn==0.35.0"]
+        );
+        for other in [
+            "pip install -r requirements.txt".to_string(),
+            format!("{VENV}pip install -r requirements.txt && python manage.py migrate"),
+            format!("{VENV}pip install -r requirements.txt && pip install --no-binary :all: x"),
+            format!("{VENV}pip install -r requirements.txt; rm -rf /"),
+            format!("{VENV}pip install -r requirements.txt && pip install x && echo"),
+        ] {
+            assert_eq!(pip_requirements(&other), None, "{other}");
+        }
     }
 
     #[test]
