@@ -760,7 +760,7 @@ fn solve_platform(
         if let Some(reason) = reason {
             let platform = again.platform.as_deref().unwrap_or("this platform");
             progress.info(format!(
-                "{reason}: building the app on {platform} instead (its build stage emulated under qemu-user)"
+                "{reason}: building the app on {platform} instead, its build stage emulated under qemu-user (slower)"
             ));
             emulate = true;
         } else {

@@ -393,3 +393,59 @@ fn node_for_two_platforms_is_one_index_and_runs_emulated() {
     assert_eq!(node_arch(Some(&format!("linux/{arch}"))), node_name(arch));
     assert_eq!(node_arch(None), node_name(native));
 }
+
+/// python-flask (pip) for amd64 and arm64 in one command: the foreign
+/// platform's `pip install` runs natively, installing the target's wheels
+/// (`--platform`, wheels only), so nothing of the build is emulated; the
+/// foreign image, taken from the local store's index, answers HTTP under
+/// podman (gunicorn's shebang and the venv's python are the target's
+/// `/usr/bin/python3`); a clean home (its own cache) gives the same index.
+#[test]
+fn python_for_two_platforms_installs_the_targets_wheels_natively() {
+    let (_, machine) = foreign();
+    let platforms = "linux/amd64,linux/arm64";
+    let ca = host_ca_args();
+    let build = |home: &Kiln, app: &std::path::Path| {
+        let mut args = vec![
+            "build",
+            app.to_str().unwrap(),
+            "--platform",
+            platforms,
+            "-t",
+            "python-flask:1",
+            "--progress",
+            "plain",
+        ];
+        args.extend(ca.iter().map(String::as_str));
+        let started = std::time::Instant::now();
+        let out = home.ok(&args);
+        let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        eprintln!(
+            "python-flask amd64+arm64: {digest} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        (digest, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let home = Kiln::shared();
+    let app = support::auto::example("python-flask", home.root());
+    let (digest, log) = build(&home, &app);
+    // The foreign platform's install ran on this machine, for the target,
+    // and needed no emulated fallback.
+    assert!(
+        log.contains(&format!("pip install for {machine} (Python 3.")),
+        "{log}"
+    );
+    assert!(!log.contains("emulated under qemu-user"), "{log}");
+    let listed = entries(&index_of(&home, &digest));
+    assert_eq!(
+        listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["linux/amd64", "linux/arm64"]
+    );
+    let src = format!("{}:python-flask:1", home.layout());
+    answers_under_podman(&[&src], "python-flask", "Hello from python-flask");
+
+    let clean = Kiln::new();
+    let app = support::auto::example("python-flask", clean.root());
+    let (again, _) = build(&clean, &app);
+    assert_eq!(again, digest, "two clean builds gave different indexes");
+}

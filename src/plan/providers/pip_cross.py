@@ -11,6 +11,12 @@
 # install from wheels alone (a requirement with no wheel for the target),
 # the last line names the reason after kiln's marker, and kiln builds the
 # install on the target platform (emulated) instead.
+#
+# pip --target installs into a temporary directory first: its .pyc files
+# would hold that random path. Compiled here after the move instead, at
+# their final paths, as pip compiles a native install (hash-based .pyc
+# under SOURCE_DATE_EPOCH): the venv is the same on every build.
+import compileall
 import os
 import shutil
 import subprocess
@@ -37,7 +43,8 @@ platforms.append("linux_" + machine)
 version = "%d.%d" % sys.version_info[:2]
 abi = "cp%d%d" % sys.version_info[:2]
 site = sysconfig.get_path("purelib")
-args = ["install", "--target", site, "--only-binary=:all:"]
+before = set(os.listdir(site))
+args = ["install", "--target", site, "--only-binary=:all:", "--no-compile"]
 args += ["--implementation", "cp", "--python-version", version, "--abi", abi]
 for p in platforms:
     args += ["--platform", p]
@@ -46,7 +53,11 @@ launch = (
     "import platform, sys; platform.machine = lambda: %r; "
     "from pip._internal.cli.main import main; sys.exit(main())" % machine
 )
-print("pip install for %s (Python %s, glibc %s): %s" % (machine, version, libc, " ".join(requirements)), flush=True)
+print(
+    "pip install for %s (Python %s, glibc %s), wheels only: %s"
+    % (machine, version, libc, " ".join(requirements)),
+    flush=True,
+)
 pip = subprocess.Popen(
     [sys.executable, "-c", launch] + args,
     stdin=subprocess.DEVNULL,
@@ -60,7 +71,10 @@ for line in pip.stderr:
         errors.append(line[len("ERROR:"):].strip())
 if pip.wait() != 0:
     reason = errors[-1] if errors else "pip exited with %d" % pip.returncode
-    sys.stderr.write("%s %s (pip, installing wheels for %s)\n" % (MARKER, reason, machine))
+    sys.stderr.write(
+        "%s pip cannot install the requirements for %s (Python %s) from wheels alone: %s\n"
+        % (MARKER, machine, version, reason)
+    )
     sys.exit(1)
 
 # Console scripts: TARGET/bin, their shebang already the venv's python.
@@ -73,3 +87,10 @@ if os.path.isdir(scripts):
             os.remove(dest)
         shutil.move(os.path.join(scripts, name), dest)
     os.rmdir(scripts)
+
+for name in sorted(set(os.listdir(site)) - before):
+    path = os.path.join(site, name)
+    if os.path.isdir(path):
+        compileall.compile_dir(path, quiet=1)
+    elif name.endswith(".py"):
+        compileall.compile_file(path, quiet=1)

@@ -659,6 +659,105 @@ mod tests {
         }
     }
 
+    /// Runs the cross install script with the host's python3 in a fresh
+    /// venv whose `pip` is `fake_main` (the body of pip's `main()`):
+    /// (exit status, stderr, the venv).
+    fn run_pip_cross(fake_main: &str) -> (i32, String, tempfile::TempDir) {
+        use std::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let venv = dir.path().join("venv");
+        let made = Command::new("python3")
+            .args(["-m", "venv", "--without-pip"])
+            .arg(&venv)
+            .status()
+            .expect("python3 (the host's) runs the cross install script in this test");
+        assert!(made.success());
+        let fake = dir.path().join("fake/pip/_internal/cli");
+        std::fs::create_dir_all(&fake).unwrap();
+        for d in ["pip", "pip/_internal", "pip/_internal/cli"] {
+            std::fs::write(dir.path().join("fake").join(d).join("__init__.py"), "").unwrap();
+        }
+        std::fs::write(
+            fake.join("main.py"),
+            format!("import os, platform, sys\ndef main():\n{fake_main}"),
+        )
+        .unwrap();
+        let out = Command::new(venv.join("bin/python3"))
+            .args(["-c", PIP_CROSS, "aarch64", "-r", "requirements.txt"])
+            .env("PYTHONPATH", dir.path().join("fake"))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            dir,
+        )
+    }
+
+    /// pip failing for want of a wheel (what it says for an sdist-only
+    /// requirement): the script fails and its last line asks for the
+    /// emulated build, naming the requirement.
+    #[test]
+    fn pip_cross_without_a_wheel_asks_for_the_emulated_build() {
+        let (code, err, _dir) = run_pip_cross(
+            "    print('ERROR: Could not find a version that satisfies the requirement docopt==0.6.2 (from versions: none)', file=sys.stderr)\n    print('ERROR: No matching distribution found for docopt==0.6.2', file=sys.stderr)\n    return 1\n",
+        );
+        assert_eq!(code, 1, "{err}");
+        let reason = super::super::emulate_reason(&err).unwrap_or_else(|| panic!("{err}"));
+        assert!(
+            reason.starts_with("pip cannot install the requirements for aarch64 (Python 3.")
+                && reason.ends_with("from wheels alone: No matching distribution found for docopt==0.6.2"),
+            "{reason}"
+        );
+        assert!(err.trim_end().ends_with(&reason), "{err}");
+    }
+
+    /// pip gets the target's tags, wheels only, into the venv's
+    /// site-packages, and sees the target's machine in markers; the
+    /// console scripts it writes to TARGET/bin move to the venv's bin.
+    #[test]
+    fn pip_cross_passes_the_targets_tags_and_moves_the_scripts() {
+        let (code, err, dir) = run_pip_cross(
+            "    args = sys.argv[1:]\n    t = args[args.index('--target') + 1]\n    os.makedirs(t + '/bin')\n    open(t + '/bin/gunicorn', 'w').write('#!/opt/venv/bin/python3\\n')\n    open(t + '/args', 'w').write(' '.join(args) + ' machine=' + platform.machine())\n    os.makedirs(t + '/pkg')\n    open(t + '/pkg/__init__.py', 'w').write('x = 1\\n')\n    return 0\n",
+        );
+        assert_eq!(code, 0, "{err}");
+        let venv = dir.path().join("venv");
+        let site = std::fs::read_dir(venv.join("lib"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("site-packages");
+        let args = std::fs::read_to_string(site.join("args")).unwrap();
+        for want in [
+            "install --target ",
+            " --only-binary=:all: --no-compile --implementation cp --python-version 3.",
+            " --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 --platform linux_aarch64 -r requirements.txt machine=aarch64",
+        ] {
+            assert!(args.contains(want), "{want:?} not in {args}");
+        }
+        assert!(!args.contains("x86_64"), "{args}");
+        assert_eq!(
+            std::fs::read_to_string(venv.join("bin/gunicorn")).unwrap(),
+            "#!/opt/venv/bin/python3\n"
+        );
+        assert!(!site.join("bin").exists());
+        // Compiled where it is now, not in pip's temporary directory.
+        let pyc = std::fs::read_dir(site.join("pkg/__pycache__"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let bytes = std::fs::read(pyc).unwrap();
+        let path = site.join("pkg/__init__.py").display().to_string();
+        assert!(
+            bytes.windows(path.len()).any(|w| w == path.as_bytes()),
+            "the .pyc does not name {path}"
+        );
+    }
+
     #[test]
     fn pinned_install_checks_the_hashes_it_writes() {
         let cmd = pinned_install(
