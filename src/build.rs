@@ -1321,20 +1321,25 @@ fn auto_graph(req: &BuildRequest, progress: &Progress, emulate: bool) -> Result<
     } else {
         crate::platform::Platform::host()
     };
-    let graph = crate::plan::lower::lower(
-        &plan,
-        &ctx,
-        &crate::plan::lower::LowerOptions {
-            platform,
-            // A Go build for another platform cross-compiles here, pip
-            // installs the target's wheels here.
-            build_platform,
-            build_ca,
-            host_ca: host_ca.is_some(),
-            cache_key: req.plan.cache_key.clone(),
-            allow_no_start: req.plan.no_error_without_start,
-        },
-    )?;
+    let lower_opts = crate::plan::lower::LowerOptions {
+        platform,
+        // A Go build for another platform cross-compiles here, pip
+        // installs the target's wheels here.
+        build_platform,
+        build_ca,
+        host_ca: host_ca.is_some(),
+        cache_key: req.plan.cache_key.clone(),
+        allow_no_start: req.plan.no_error_without_start,
+    };
+    if let crate::plan::providers::Cross::Emulate(why) =
+        crate::plan::lower::cross_build(&plan, &ctx, &lower_opts)
+    {
+        progress.info(format!(
+            "{why}: building the app on {} (its build stage emulated under qemu-user, slower)",
+            lower_opts.platform
+        ));
+    }
+    let graph = crate::plan::lower::lower(&plan, &ctx, &lower_opts)?;
     Ok(AutoGraph {
         graph,
         ctx,

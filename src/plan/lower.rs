@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 
 use super::BuildPlan;
-use super::providers::CrossBuild;
+use super::providers::Cross;
 use super::recipe::{self, ASSETS_DIR, RecipeBase, RecipeOptions, RecipeStep};
 use crate::Result;
 use crate::context::Context;
@@ -104,7 +104,10 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         ));
     }
     let exists = |f: &str| ctx.resolve(f).is_some();
-    let cross = cross_build(plan, opts);
+    let cross = match cross_build(plan, ctx, opts) {
+        Cross::Build(c) => Some(c),
+        Cross::No | Cross::Emulate(_) => None,
+    };
     // The cross build's commands replace the phases' own: the recipe (and
     // so the graph) is the plan's as the build machine runs it.
     let crossed;
@@ -219,19 +222,27 @@ const TARGET_FILES_PACKAGES: &[&str] = &["ca-certificates", "tzdata", "tini"];
 /// platform and the plan's one provider has one: no `buildImage` (its
 /// programs are one platform's), no `runImage` and no `runtime = "build"`
 /// (the image must be the target's, with only what the build stage made
-/// for it copied in).
-fn cross_build(plan: &BuildPlan, opts: &LowerOptions) -> Option<CrossBuild> {
+/// for it copied in). [`Cross::Emulate`] says why this app's build runs on
+/// the target anyway (the caller shows it).
+pub fn cross_build(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Cross {
     let start = plan.start.clone().unwrap_or_default();
     if opts.platform == opts.build_platform
         || plan.build_image.is_some()
         || start.run_image.is_some()
         || start.is_build_runtime()
     {
-        return None;
+        return Cross::No;
     }
+    let read = |f: &str| {
+        let path = ctx.root.join(ctx.resolve(f)?);
+        std::fs::read_to_string(path).ok()
+    };
     match plan.providers.as_deref() {
-        Some([only]) => super::providers::by_name(only)?.cross_build(plan, &opts.platform),
-        _ => None,
+        Some([only]) => match super::providers::by_name(only) {
+            Some(p) => p.cross_build(plan, &opts.platform, &read),
+            None => Cross::No,
+        },
+        _ => Cross::No,
     }
 }
 
@@ -926,7 +937,8 @@ mod cross_tests {
         assert!(!env_of(&native.stages[0]).iter().any(|(k, _)| k == "GOARCH"));
         for g in [
             lowered("go-mod", &["CGO_ENABLED=1".to_string()], "linux/arm64"),
-            lowered("node-npm", &[], "linux/arm64"),
+            lowered("node-vite-react", &[], "linux/arm64"),
+            lowered("ruby-rails", &[], "linux/arm64"),
         ] {
             assert_eq!(g.stages.len(), 2);
             assert_eq!(g.stages[0].platform, "linux/arm64");
@@ -1071,5 +1083,94 @@ mod cross_tests {
             "{:?}",
             runs(&native.stages[0])
         );
+    }
+
+    /// The cross decision for an example (or a temp dir) for arm64 on
+    /// amd64.
+    fn decision(dir: &std::path::Path) -> Cross {
+        let plan = crate::plan::generate(dir, &[], &Default::default()).unwrap();
+        let (matcher, _) = context_ignore(dir).unwrap();
+        let ctx = Context::open(dir, matcher).unwrap();
+        cross_build(
+            &plan,
+            &ctx,
+            &LowerOptions {
+                platform: Platform::linux("arm64", None),
+                build_platform: Platform::linux("amd64", None),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn example(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name)
+    }
+
+    /// node-npm (express: pure JavaScript, its lockfile names no CPU and
+    /// no install script) for arm64: `npm ci` runs natively, unchanged,
+    /// and the arm64 runtime (its nodejs) takes the app.
+    #[test]
+    fn node_with_pure_js_dependencies_installs_natively() {
+        let g = lowered("node-npm", &[], "linux/arm64");
+        assert_eq!(g.stages.len(), 2);
+        assert_eq!(g.stages[0].platform, "linux/amd64");
+        assert_eq!(g.stages[1].platform, "linux/arm64");
+        let native = lowered("node-npm", &[], "linux/amd64");
+        assert_eq!(runs(&g.stages[0]), runs(&native.stages[0]));
+        assert!(runs(&g.stages[0]).iter().any(|c| c.contains("npm ci")));
+        assert_eq!(copies_from(&g.stages[1])["/app"], 0);
+    }
+
+    /// What npm would build or pick for one CPU keeps the build on the
+    /// target, and the reason names the package (or the app's file).
+    #[test]
+    fn node_with_native_or_cpu_specific_packages_builds_on_the_target() {
+        let reason = |c: Cross| match c {
+            Cross::Emulate(why) => why,
+            other => panic!("{other:?}"),
+        };
+        let vite = reason(decision(&example("node-vite-react")));
+        assert!(vite.starts_with("package-lock.json: "), "{vite}");
+        assert!(
+            vite.contains("runs an install script") || vite.contains("for some CPUs only"),
+            "{vite}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("package.json"),
+            r#"{"name":"a","scripts":{"start":"node index.js"},"dependencies":{"esbuild":"0.25.0"}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("index.js"), "").unwrap();
+        let lock = |extra: &str| {
+            format!(
+                r#"{{"name":"a","lockfileVersion":3,"packages":{{"":{{"name":"a"}},"node_modules/esbuild":{{"version":"0.25.0"{extra}}}}}}}"#
+            )
+        };
+        std::fs::write(dir.path().join("package-lock.json"), lock("")).unwrap();
+        assert!(matches!(decision(dir.path()), Cross::Build(_)));
+        std::fs::write(
+            dir.path().join("package-lock.json"),
+            lock(r#","hasInstallScript":true"#),
+        )
+        .unwrap();
+        assert_eq!(
+            reason(decision(dir.path())),
+            "package-lock.json: esbuild runs an install script"
+        );
+        std::fs::write(
+            dir.path().join("package-lock.json"),
+            lock(r#","cpu":["x64"]"#),
+        )
+        .unwrap();
+        assert_eq!(
+            reason(decision(dir.path())),
+            r#"package-lock.json: esbuild is for some CPUs only (["x64"])"#
+        );
+        std::fs::write(dir.path().join("package-lock.json"), lock("")).unwrap();
+        std::fs::write(dir.path().join("binding.gyp"), "{}").unwrap();
+        assert!(reason(decision(dir.path())).starts_with("binding.gyp"));
     }
 }

@@ -5,7 +5,7 @@
 
 use anyhow::bail;
 
-use super::{CrossBuild, Provider, VersionReq, env_version, existing};
+use super::{Cross, CrossBuild, Provider, VersionReq, env_version, existing};
 use crate::plan::context::Ctx;
 use crate::plan::model::{BuildPlan, Phase, StartPhase};
 use crate::plan::versions::Kind;
@@ -92,9 +92,10 @@ impl Provider for Go {
         &self,
         plan: &BuildPlan,
         target: &crate::platform::Platform,
-    ) -> Option<CrossBuild> {
+        _read: &dyn Fn(&str) -> Option<String>,
+    ) -> Cross {
         if !crate::plan::recipe::is_static(plan) {
-            return None;
+            return Cross::No;
         }
         let mut env = vec![
             ("GOOS".to_string(), target.os.clone()),
@@ -104,7 +105,7 @@ impl Provider for Go {
             let v = target.variant.as_deref().unwrap_or("v7");
             env.push(("GOARM".to_string(), v.trim_start_matches('v').to_string()));
         }
-        Some(CrossBuild {
+        Cross::Build(CrossBuild {
             env,
             cmds: Vec::new(),
         })

@@ -69,13 +69,29 @@ pub trait Provider: Sync {
     /// provider this is, with no `buildImage`, `runImage` or
     /// `runtime = "build"`: what leaves the build stage must be made for
     /// the target, or be architecture-independent (sources, scripts).
+    /// `read` gives a file of the build context (a lockfile), `None` when
+    /// it is missing.
     fn cross_build(
         &self,
         _plan: &BuildPlan,
         _target: &crate::platform::Platform,
-    ) -> Option<CrossBuild> {
-        None
+        _read: &dyn Fn(&str) -> Option<String>,
+    ) -> Cross {
+        Cross::No
     }
+}
+
+/// Whether a provider builds natively for a foreign platform.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cross {
+    /// It does not: its build runs on the target platform.
+    No,
+    /// It does, this way.
+    Build(CrossBuild),
+    /// It could, but not this app, for the reason given (a package that
+    /// runs an install script): the build runs on the target platform and
+    /// progress says why.
+    Emulate(String),
 }
 
 /// A provider's native build for another platform: see

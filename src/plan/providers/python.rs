@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use super::{
-    CrossBuild, Provider, VersionReq, env_version, existing, tool_versions, version_file,
+    Cross, CrossBuild, Provider, VersionReq, env_version, existing, tool_versions, version_file,
 };
 use crate::plan::context::{Ctx, locate, tstr};
 use crate::plan::model::{BuildPlan, Phase, StartPhase};
@@ -351,27 +351,36 @@ impl Provider for Python {
         &self,
         plan: &BuildPlan,
         target: &crate::platform::Platform,
-    ) -> Option<CrossBuild> {
+        _read: &dyn Fn(&str) -> Option<String>,
+    ) -> Cross {
         let machine = match (target.os.as_str(), target.architecture.as_str()) {
             ("linux", "amd64") => "x86_64",
             ("linux", "arm64") => "aarch64",
-            _ => return None,
+            _ => return Cross::No,
         };
         let mut reqs = None;
         for (name, phase) in plan.phases.iter().flatten() {
             match phase.cmds.as_deref() {
                 None | Some([]) => {}
-                Some([cmd]) if name == "install" => reqs = Some(pip_requirements(cmd)?),
-                Some(_) => return None,
+                Some([cmd]) if name == "install" => match pip_requirements(cmd) {
+                    Some(r) => reqs = Some(r),
+                    None => return Cross::No,
+                },
+                Some(_) => return Cross::No,
             }
         }
-        let reqs = reqs?;
+        let Some(reqs) = reqs else {
+            return Cross::No;
+        };
         let start = plan.start.clone().unwrap_or_default();
         let copies = crate::plan::recipe::runtime_copies(&start, false);
-        if !copies.iter().all(|c| c == "/app" || c.starts_with("/app/") || c == "/opt/venv") {
-            return None;
+        if !copies
+            .iter()
+            .all(|c| c == "/app" || c.starts_with("/app/") || c == "/opt/venv")
+        {
+            return Cross::No;
         }
-        Some(CrossBuild {
+        Cross::Build(CrossBuild {
             env: vec![(PIP_CROSS_VAR.to_string(), PIP_CROSS.to_string())],
             cmds: vec![(
                 "install".to_string(),
