@@ -461,3 +461,57 @@ fn python_for_two_platforms_installs_the_targets_wheels_natively() {
     let (again, _) = build(&clean, &app);
     assert_eq!(again, digest, "two clean builds gave different indexes");
 }
+
+/// A requirement with no wheel at all (docopt 0.6.2: an sdist, pure
+/// Python), for the other architecture: its wheel is built natively and
+/// installed for the target, nothing runs emulated, and the image answers
+/// HTTP under podman with the module importable.
+#[test]
+fn python_sdist_of_pure_python_builds_natively_for_the_other_architecture() {
+    let (arch, machine) = foreign();
+    let home = Kiln::shared();
+    let app = home.path("sdist");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("requirements.txt"), "docopt==0.6.2\n").unwrap();
+    std::fs::write(
+        app.join("main.py"),
+        r#"import http.server, os, docopt
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("docopt %s\n" % docopt.__version__).encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#,
+    )
+    .unwrap();
+    let platform = format!("linux/{arch}");
+    let mut args = vec![
+        "build",
+        app.to_str().unwrap(),
+        "--platform",
+        &platform,
+        "-t",
+        "sdist:1",
+        "--progress",
+        "plain",
+    ];
+    let ca = host_ca_args();
+    args.extend(ca.iter().map(String::as_str));
+    let started = std::time::Instant::now();
+    let log = String::from_utf8_lossy(&home.ok(&args).stderr).into_owned();
+    eprintln!(
+        "sdist app for {platform}: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        log.contains(&format!(
+            "no wheel of docopt==0.6.2 for {machine}: building one here"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("emulated under qemu-user"), "{log}");
+    let src = format!("{}:sdist:1", home.layout());
+    answers_under_podman(&[&src], "sdist", "docopt 0.6.2");
+}

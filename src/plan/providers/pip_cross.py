@@ -7,10 +7,11 @@
 # --only-binary=:all:. Environment markers (`platform_machine == "aarch64"`)
 # are evaluated as the target's: pip runs with platform.machine() answering
 # the target's name. Console scripts land in TARGET/bin with the venv's
-# python in their shebang and move to the venv's bin. When pip cannot
-# install from wheels alone (a requirement with no wheel for the target),
-# the last line names the reason after kiln's marker, and kiln builds the
-# install on the target platform (emulated) instead.
+# python in their shebang and move to the venv's bin. A requirement with
+# no wheel for the target whose sdist builds to a pure-Python wheel is
+# built here. When pip still cannot install from wheels (an sdist of a C
+# extension), the last line names the reason after kiln's marker, and kiln
+# builds the app on the target platform (emulated) instead.
 #
 # pip --target installs into a temporary directory first: its .pyc files
 # would hold that random path. Compiled here after the move instead, at
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 
 MARKER = "kiln: build on the target platform:"
 machine = sys.argv[1]
@@ -53,29 +55,64 @@ launch = (
     "import platform, sys; platform.machine = lambda: %r; "
     "from pip._internal.cli.main import main; sys.exit(main())" % machine
 )
-print(
-    "pip install for %s (Python %s, glibc %s), wheels only: %s"
-    % (machine, version, libc, " ".join(requirements)),
-    flush=True,
-)
-pip = subprocess.Popen(
-    [sys.executable, "-c", launch] + args,
-    stdin=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
-    text=True,
-)
-errors = []
-for line in pip.stderr:
-    sys.stderr.write(line)
-    if line.startswith("ERROR:"):
-        errors.append(line[len("ERROR:"):].strip())
-if pip.wait() != 0:
-    reason = errors[-1] if errors else "pip exited with %d" % pip.returncode
+
+
+def pip(command, args):
+    """Runs pip (`command`: how) with `args`: (exit status, its ERROR lines)."""
+    proc = subprocess.Popen(
+        command + args,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    errors = []
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        if line.startswith("ERROR:"):
+            errors.append(line[len("ERROR:"):].strip())
+    return proc.wait(), errors
+
+
+def emulate(reason):
     sys.stderr.write(
         "%s pip cannot install the requirements for %s (Python %s) from wheels alone: %s\n"
         % (MARKER, machine, version, reason)
     )
     sys.exit(1)
+
+
+print(
+    "pip install for %s (Python %s, glibc %s), wheels only: %s"
+    % (machine, version, libc, " ".join(requirements)),
+    flush=True,
+)
+# A requirement without a wheel whose sdist builds to a pure-Python wheel
+# (`none-any`: docopt) is built here, natively, and offered to pip. One
+# that builds to this machine's platform wheel (a C extension) has to be
+# built on the target: the build runs again, emulated.
+NO_DIST = "No matching distribution found for "
+wheels = tempfile.mkdtemp(prefix="kiln-pure-wheels-")
+built = []
+while True:
+    links = ["--find-links", wheels] if built else []
+    status, errors = pip([sys.executable, "-c", launch], args + links)
+    if status == 0:
+        break
+    reason = errors[-1] if errors else "pip exited with %d" % status
+    if not reason.startswith(NO_DIST) or reason[len(NO_DIST):] in built:
+        emulate(reason)
+    req = reason[len(NO_DIST):]
+    print("no wheel of %s for %s: building one here, kept if pure Python" % (req, machine), flush=True)
+    had = set(os.listdir(wheels))
+    status, _ = pip([sys.executable, "-m", "pip"], ["wheel", "--no-deps", "-w", wheels, req])
+    new = sorted(set(os.listdir(wheels)) - had)
+    if status != 0 or not new:
+        emulate(reason)
+    for name in new:
+        if not name.endswith("-none-any.whl"):
+            emulate("%s (its wheel %s is this machine's, not pure Python)" % (reason, name))
+    built.append(req)
+shutil.rmtree(wheels)
 
 # Console scripts: TARGET/bin, their shebang already the venv's python.
 scripts = os.path.join(site, "bin")

@@ -669,8 +669,9 @@ mod tests {
     }
 
     /// Runs the cross install script with the host's python3 in a fresh
-    /// venv whose `pip` is `fake_main` (the body of pip's `main()`):
-    /// (exit status, stderr, the venv).
+    /// venv whose `pip` is `fake_main` (the body of pip's `main()`, which
+    /// reads `sys.argv[1:]`), for `requirements.txt`: (exit status,
+    /// stdout and stderr, the temporary dir with `venv` in it).
     fn run_pip_cross(fake_main: &str) -> (i32, String, tempfile::TempDir) {
         use std::process::Command;
         let dir = tempfile::tempdir().unwrap();
@@ -687,8 +688,13 @@ mod tests {
             std::fs::write(dir.path().join("fake").join(d).join("__init__.py"), "").unwrap();
         }
         std::fs::write(
+            dir.path().join("fake/pip/__main__.py"),
+            "import sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n",
+        )
+        .unwrap();
+        std::fs::write(
             fake.join("main.py"),
-            format!("import os, platform, sys\ndef main():\n{fake_main}"),
+            format!("import os, platform, sys\ndef main():\n    args = sys.argv[1:]\n{fake_main}"),
         )
         .unwrap();
         let out = Command::new(venv.join("bin/python3"))
@@ -698,27 +704,45 @@ mod tests {
             .unwrap();
         (
             out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
             dir,
         )
     }
 
-    /// pip failing for want of a wheel (what it says for an sdist-only
-    /// requirement): the script fails and its last line asks for the
-    /// emulated build, naming the requirement.
+    /// pip failing for want of a wheel (an sdist-only requirement) whose
+    /// sdist builds to this machine's platform wheel (a C extension): the
+    /// script fails and its last line asks for the emulated build, naming
+    /// the requirement and why.
     #[test]
     fn pip_cross_without_a_wheel_asks_for_the_emulated_build() {
-        let (code, err, _dir) = run_pip_cross(
-            "    print('ERROR: Could not find a version that satisfies the requirement docopt==0.6.2 (from versions: none)', file=sys.stderr)\n    print('ERROR: No matching distribution found for docopt==0.6.2', file=sys.stderr)\n    return 1\n",
+        let (code, out, _dir) = run_pip_cross(
+            "    if args[0] == 'wheel':\n        w = args[args.index('-w') + 1]\n        open(w + '/native-1.0-cp313-cp313-linux_x86_64.whl', 'w').close()\n        return 0\n    print('ERROR: Could not find a version that satisfies the requirement native==1.0 (from versions: none)', file=sys.stderr)\n    print('ERROR: No matching distribution found for native==1.0', file=sys.stderr)\n    return 1\n",
         );
-        assert_eq!(code, 1, "{err}");
-        let reason = super::super::emulate_reason(&err).unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(code, 1, "{out}");
+        let reason = super::super::emulate_reason(&out).unwrap_or_else(|| panic!("{out}"));
         assert!(
             reason.starts_with("pip cannot install the requirements for aarch64 (Python 3.")
-                && reason.ends_with("from wheels alone: No matching distribution found for docopt==0.6.2"),
+                && reason.ends_with("from wheels alone: No matching distribution found for native==1.0 (its wheel native-1.0-cp313-cp313-linux_x86_64.whl is this machine's, not pure Python)"),
             "{reason}"
         );
-        assert!(err.trim_end().ends_with(&reason), "{err}");
+        assert!(out.trim_end().ends_with(&reason), "{out}");
+    }
+
+    /// An sdist-only requirement that builds to a pure-Python wheel (no
+    /// wheel on the index, like docopt) is built here and offered to the
+    /// target's install, which then succeeds: no emulation.
+    #[test]
+    fn pip_cross_builds_pure_python_sdists_natively() {
+        let (code, out, _dir) = run_pip_cross(
+            "    if args[0] == 'wheel':\n        w = args[args.index('-w') + 1]\n        open(w + '/docopt-0.6.2-py2.py3-none-any.whl', 'w').close()\n        return 0\n    if '--find-links' in args and os.listdir(args[args.index('--find-links') + 1]):\n        return 0\n    print('ERROR: No matching distribution found for docopt==0.6.2', file=sys.stderr)\n    return 1\n",
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("no wheel of docopt==0.6.2 for aarch64: building one here"),
+            "{out}"
+        );
+        assert_eq!(super::super::emulate_reason(&out), None, "{out}");
     }
 
     /// pip gets the target's tags, wheels only, into the venv's
@@ -727,7 +751,7 @@ mod tests {
     #[test]
     fn pip_cross_passes_the_targets_tags_and_moves_the_scripts() {
         let (code, err, dir) = run_pip_cross(
-            "    args = sys.argv[1:]\n    t = args[args.index('--target') + 1]\n    os.makedirs(t + '/bin')\n    open(t + '/bin/gunicorn', 'w').write('#!/opt/venv/bin/python3\\n')\n    open(t + '/args', 'w').write(' '.join(args) + ' machine=' + platform.machine())\n    os.makedirs(t + '/pkg')\n    open(t + '/pkg/__init__.py', 'w').write('x = 1\\n')\n    return 0\n",
+            "    t = args[args.index('--target') + 1]\n    os.makedirs(t + '/bin')\n    open(t + '/bin/gunicorn', 'w').write('#!/opt/venv/bin/python3\\n')\n    open(t + '/args', 'w').write(' '.join(args) + ' machine=' + platform.machine())\n    os.makedirs(t + '/pkg')\n    open(t + '/pkg/__init__.py', 'w').write('x = 1\\n')\n    return 0\n",
         );
         assert_eq!(code, 0, "{err}");
         let venv = dir.path().join("venv");
