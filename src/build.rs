@@ -757,12 +757,13 @@ fn solve_platform(
         let reason = (!emulate)
             .then(|| crate::plan::providers::emulate_reason(&text))
             .flatten();
-        if let Some(reason) = reason {
+        let add = if let Some(reason) = reason {
             let platform = again.platform.as_deref().unwrap_or("this platform");
             progress.info(format!(
                 "{reason}: building the app on {platform} instead, its build stage emulated under qemu-user (slower)"
             ));
             emulate = true;
+            None
         } else {
             // The runtime stage's shared-library check named packages
             // that ship what its files need: add them and build once more
@@ -783,7 +784,10 @@ fn solve_platform(
                 None => format!("KILN_RUNTIME_APT_PKGS={}", add.join(" ")),
             };
             again.plan.env.push(value);
-            let graph2 = auto_graph(&again, progress, emulate)?.graph;
+            Some(add)
+        };
+        let mut graph2 = auto_graph(&again, progress, emulate)?.graph;
+        if let Some(add) = add {
             let runtime_has_them = graph2.stages.get(1).is_some_and(|st| match &st.base {
                 crate::graph::Base::Packages(p) => add.iter().all(|a| p.packages.contains(a)),
                 _ => false,
@@ -797,7 +801,6 @@ fn solve_platform(
             ));
             added = true;
         }
-        let mut graph2 = auto_graph(&again, progress, emulate)?.graph;
         if let Some(t) = &req.target {
             graph2.target = auto_target(&graph2, t)?;
         }
