@@ -665,7 +665,7 @@ fn solve_platform(
                 providers,
                 host_ca: bundle,
                 plan,
-            } = auto_graph(req, progress)?;
+            } = auto_graph(req, progress, false)?;
             omit_dev = omits_dev_dependencies(&plan);
             build_info.plan = Some(serde_json::to_value(&plan)?);
             host_ca = bundle.map(Arc::new);
@@ -738,20 +738,43 @@ fn solve_platform(
     opts.package_locks = package_locks;
     opts.host_ca = host_ca;
     opts.local_images = local_images;
-    let can_add_packages =
-        matches!(source, BuildSource::Auto { .. }) && opts.package_locks.is_empty();
-    let solved = match solver.solve(graph, graph.target, &opts, progress) {
-        Ok(s) => s,
-        Err(e) => {
-            // The runtime stage's shared-library check named packages that
-            // ship what its files need: add them and build once more (the
-            // build stage is cached). Not with a kiln.lock (it fixes the
-            // package sets), nor for packages kept out (`buildOnlyPkgs`).
-            let add = can_add_packages
-                .then(|| crate::plan::shared_libs::packages_to_add(&format!("{e:#}")))
+    let is_auto = matches!(source, BuildSource::Auto { .. });
+    let can_add_packages = is_auto && opts.package_locks.is_empty();
+    // An auto build may run again, once for each reason: emulated, when
+    // the native cross build cannot make the app for the target; with the
+    // runtime packages its shared-library check named.
+    let mut again = req.clone();
+    let mut emulate = false;
+    let mut added = false;
+    let mut retried: Option<crate::graph::Graph> = None;
+    let solved = loop {
+        let g = retried.as_ref().unwrap_or(graph);
+        let e = match solver.solve(g, g.target, &opts, progress) {
+            Ok(s) => break s,
+            Err(e) if !is_auto => return Err(e),
+            Err(e) => e,
+        };
+        let text = format!("{e:#}");
+        let reason = (!emulate)
+            .then(|| crate::plan::providers::emulate_reason(&text))
+            .flatten();
+        let add = if let Some(reason) = reason {
+            let platform = again.platform.as_deref().unwrap_or("this platform");
+            progress.info(format!(
+                "{reason}: building the app on {platform} instead, its build stage emulated under qemu-user (slower)"
+            ));
+            emulate = true;
+            None
+        } else {
+            // The runtime stage's shared-library check named packages
+            // that ship what its files need: add them and build once more
+            // (the build stage is cached). Not with a kiln.lock (it fixes
+            // the package sets), nor for packages kept out
+            // (`buildOnlyPkgs`).
+            let add = (can_add_packages && !added)
+                .then(|| crate::plan::shared_libs::packages_to_add(&text))
                 .flatten();
             let Some(add) = add else { return Err(e) };
-            let mut again = req.clone();
             let old = again
                 .plan
                 .env
@@ -762,11 +785,10 @@ fn solve_platform(
                 None => format!("KILN_RUNTIME_APT_PKGS={}", add.join(" ")),
             };
             again.plan.env.push(value);
-            let mut graph2 = auto_graph(&again, progress)?.graph;
-            if let Some(t) = &req.target {
-                graph2.target = auto_target(&graph2, t)?;
-            }
-            add_labels(&mut graph2, &req.labels);
+            Some(add)
+        };
+        let mut graph2 = auto_graph(&again, progress, emulate)?.graph;
+        if let Some(add) = add {
             let runtime_has_them = graph2.stages.get(1).is_some_and(|st| match &st.base {
                 crate::graph::Base::Packages(p) => add.iter().all(|a| p.packages.contains(a)),
                 _ => false,
@@ -778,8 +800,17 @@ fn solve_platform(
                 "the runtime image lacked shared libraries its files need: adding {} to its packages and building again (list them in `[start] aptPkgs` to skip this)",
                 add.join(" ")
             ));
-            solver.solve(&graph2, graph2.target, &opts, progress)?
+            added = true;
         }
+        if let Some(t) = &req.target {
+            graph2.target = auto_target(&graph2, t)?;
+        }
+        let lock_path = req.context.join(LOCK_FILE);
+        if emulate && lock_path.is_file() {
+            opts.package_locks = lock_package_bases(&mut graph2, &lock_path)?;
+        }
+        add_labels(&mut graph2, &req.labels);
+        retried = Some(graph2);
     };
     let cache = solved.cache;
     // `--cache-to type=inline`: the image carries its own steps' record
@@ -1159,7 +1190,7 @@ fn lock_package_bases(
 /// --auto DIR` writes to `DIR/kiln.lock` so that auto builds compose exactly
 /// these package files on every machine.
 pub fn lock_auto(req: &BuildRequest, progress: &Progress) -> Result<crate::packages::lock::Locks> {
-    let graph = auto_graph(req, progress)?.graph;
+    let graph = auto_graph(req, progress, false)?.graph;
     let mut seen = std::collections::BTreeSet::new();
     let mut sets = Vec::new();
     for stage in &graph.stages {
@@ -1216,7 +1247,9 @@ struct AutoGraph {
     plan: crate::plan::BuildPlan,
 }
 
-fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
+/// `emulate`: the build stage runs on the target platform even where the
+/// provider could build natively for it (its cross build failed).
+fn auto_graph(req: &BuildRequest, progress: &Progress, emulate: bool) -> Result<AutoGraph> {
     let dir = &req.context;
     let plan = req
         .plan
@@ -1297,19 +1330,30 @@ fn auto_graph(req: &BuildRequest, progress: &Progress) -> Result<AutoGraph> {
         }
         bundle
     };
-    let graph = crate::plan::lower::lower(
-        &plan,
-        &ctx,
-        &crate::plan::lower::LowerOptions {
-            platform,
-            // A Go build for another platform cross-compiles here.
-            build_platform: crate::platform::Platform::host(),
-            build_ca,
-            host_ca: host_ca.is_some(),
-            cache_key: req.plan.cache_key.clone(),
-            allow_no_start: req.plan.no_error_without_start,
-        },
-    )?;
+    let build_platform = if emulate {
+        platform.clone()
+    } else {
+        crate::platform::Platform::host()
+    };
+    let lower_opts = crate::plan::lower::LowerOptions {
+        platform,
+        // A Go build for another platform cross-compiles here, pip
+        // installs the target's wheels here.
+        build_platform,
+        build_ca,
+        host_ca: host_ca.is_some(),
+        cache_key: req.plan.cache_key.clone(),
+        allow_no_start: req.plan.no_error_without_start,
+    };
+    if let crate::plan::providers::Cross::Emulate(why) =
+        crate::plan::lower::cross_build(&plan, &ctx, &lower_opts)
+    {
+        progress.info(format!(
+            "{why}: building the app on {} (its build stage emulated under qemu-user, slower)",
+            lower_opts.platform
+        ));
+    }
+    let graph = crate::plan::lower::lower(&plan, &ctx, &lower_opts)?;
     Ok(AutoGraph {
         graph,
         ctx,

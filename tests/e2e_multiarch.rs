@@ -339,10 +339,11 @@ fn a_failed_index_push_leaves_no_tag() {
     assert_eq!(kiln::oci::Digest::of(raw.as_bytes()).to_string(), digest);
 }
 
-/// node-npm for amd64 and arm64 in one command: npm's install runs
-/// emulated for arm64 (pure-JS dependencies), the index lists both, and
-/// the arm64 image, taken from the local store's index, answers HTTP under
-/// podman.
+/// node-npm for amd64 and arm64 in one command: its dependencies are pure
+/// JavaScript, so the foreign platform's build stage is this machine's
+/// (npm's install, already run for this platform, is cached); the index
+/// lists both, and the foreign image, taken from the local store's index,
+/// answers HTTP under podman with the target's node.
 #[test]
 fn node_for_two_platforms_is_one_index_and_runs_emulated() {
     let home = Kiln::shared();
@@ -360,13 +361,24 @@ fn node_for_two_platforms_is_one_index_and_runs_emulated() {
     let ca = host_ca_args();
     args.extend(ca.iter().map(String::as_str));
     let started = std::time::Instant::now();
-    let digest = String::from_utf8_lossy(&home.ok(&args).stdout)
-        .trim()
-        .to_string();
+    let out = home.ok(&args);
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
     eprintln!(
         "node-npm amd64+arm64: {digest} in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    let log = String::from_utf8_lossy(&out.stderr);
+    // The second platform's build stage is the first's: both run here.
+    let (_, second) = log
+        .split_once("building for linux/arm64")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        second
+            .lines()
+            .any(|l| l.contains("npm ci") && l.contains("CACHED")),
+        "the second platform's npm ci did not reuse the first's: {log}"
+    );
+    assert!(!log.contains("emulated under qemu-user"), "{log}");
     let listed = entries(&index_of(&home, &digest));
     assert_eq!(
         listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
@@ -392,4 +404,114 @@ fn node_for_two_platforms_is_one_index_and_runs_emulated() {
     let native = if arch == "arm64" { "amd64" } else { "arm64" };
     assert_eq!(node_arch(Some(&format!("linux/{arch}"))), node_name(arch));
     assert_eq!(node_arch(None), node_name(native));
+}
+
+/// python-flask (pip) for amd64 and arm64 in one command: the foreign
+/// platform's `pip install` runs natively, installing the target's wheels
+/// (`--platform`, wheels only), so nothing of the build is emulated; the
+/// foreign image, taken from the local store's index, answers HTTP under
+/// podman (gunicorn's shebang and the venv's python are the target's
+/// `/usr/bin/python3`); a clean home (its own cache) gives the same index.
+#[test]
+fn python_for_two_platforms_installs_the_targets_wheels_natively() {
+    let (_, machine) = foreign();
+    let platforms = "linux/amd64,linux/arm64";
+    let ca = host_ca_args();
+    let build = |home: &Kiln, app: &std::path::Path| {
+        let mut args = vec![
+            "build",
+            app.to_str().unwrap(),
+            "--platform",
+            platforms,
+            "-t",
+            "python-flask:1",
+            "--progress",
+            "plain",
+        ];
+        args.extend(ca.iter().map(String::as_str));
+        let started = std::time::Instant::now();
+        let out = home.ok(&args);
+        let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        eprintln!(
+            "python-flask amd64+arm64: {digest} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        (digest, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let home = Kiln::shared();
+    let app = support::auto::example("python-flask", home.root());
+    let (digest, log) = build(&home, &app);
+    // The foreign platform's install ran on this machine, for the target,
+    // and needed no emulated fallback.
+    assert!(
+        log.contains(&format!("pip install for {machine} (Python 3.")),
+        "{log}"
+    );
+    assert!(!log.contains("emulated under qemu-user"), "{log}");
+    let listed = entries(&index_of(&home, &digest));
+    assert_eq!(
+        listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["linux/amd64", "linux/arm64"]
+    );
+    let src = format!("{}:python-flask:1", home.layout());
+    answers_under_podman(&[&src], "python-flask", "Hello from python-flask");
+
+    let clean = Kiln::new();
+    let app = support::auto::example("python-flask", clean.root());
+    let (again, _) = build(&clean, &app);
+    assert_eq!(again, digest, "two clean builds gave different indexes");
+}
+
+/// A requirement with no wheel at all (docopt 0.6.2: an sdist, pure
+/// Python), for the other architecture: its wheel is built natively and
+/// installed for the target, nothing runs emulated, and the image answers
+/// HTTP under podman with the module importable.
+#[test]
+fn python_sdist_of_pure_python_builds_natively_for_the_other_architecture() {
+    let (arch, machine) = foreign();
+    let home = Kiln::shared();
+    let app = home.path("sdist");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("requirements.txt"), "docopt==0.6.2\n").unwrap();
+    std::fs::write(
+        app.join("main.py"),
+        r#"import http.server, os, docopt
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("docopt %s\n" % docopt.__version__).encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#,
+    )
+    .unwrap();
+    let platform = format!("linux/{arch}");
+    let mut args = vec![
+        "build",
+        app.to_str().unwrap(),
+        "--platform",
+        &platform,
+        "-t",
+        "sdist:1",
+        "--progress",
+        "plain",
+    ];
+    let ca = host_ca_args();
+    args.extend(ca.iter().map(String::as_str));
+    let started = std::time::Instant::now();
+    let log = String::from_utf8_lossy(&home.ok(&args).stderr).into_owned();
+    eprintln!(
+        "sdist app for {platform}: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        log.contains(&format!(
+            "no wheel of docopt==0.6.2 for {machine}: building one here"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("emulated under qemu-user"), "{log}");
+    let src = format!("{}:sdist:1", home.layout());
+    answers_under_podman(&[&src], "sdist", "docopt 0.6.2");
 }

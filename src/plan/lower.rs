@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 
 use super::BuildPlan;
+use super::providers::Cross;
 use super::recipe::{self, ASSETS_DIR, RecipeBase, RecipeOptions, RecipeStep};
 use crate::Result;
 use crate::context::Context;
@@ -57,8 +58,8 @@ pub struct LowerOptions {
     /// The platform of the image (the runtime stage's).
     pub platform: crate::platform::Platform,
     /// The machine the build runs on. When `platform` is another one and
-    /// the plan's provider cross-compiles
-    /// ([`super::providers::Provider::cross_compile_env`]), the build
+    /// the plan's provider cross-builds
+    /// ([`super::providers::Provider::cross_build`]), the build
     /// stage runs on this platform, natively, with the provider's
     /// variables; otherwise it is `platform` (emulated when foreign).
     pub build_platform: crate::platform::Platform,
@@ -103,6 +104,24 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
         ));
     }
     let exists = |f: &str| ctx.resolve(f).is_some();
+    let cross = match cross_build(plan, ctx, opts) {
+        Cross::Build(c) => Some(c),
+        Cross::No | Cross::Emulate(_) => None,
+    };
+    // The cross build's commands replace the phases' own: the recipe (and
+    // so the graph) is the plan's as the build machine runs it.
+    let crossed;
+    let plan = match &cross {
+        Some(c) if !c.cmds.is_empty() => {
+            let mut p = plan.clone();
+            for (phase, cmds) in &c.cmds {
+                p.phase_mut(phase).cmds = Some(cmds.clone());
+            }
+            crossed = p;
+            &crossed
+        }
+        _ => plan,
+    };
     let recipe = recipe::recipe(
         plan,
         &RecipeOptions {
@@ -111,7 +130,10 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             exists: &exists,
         },
     )?;
-    let cross = cross_compile_env(plan, opts);
+    // A static runtime copies files that are programs (tini) out of the
+    // build stage: cross-compiling, a package base of the target's
+    // supplies them instead.
+    let target_files = cross.is_some() && recipe::is_static(plan);
     let mut stages = [&recipe.build, &recipe.runtime]
         .into_iter()
         .enumerate()
@@ -140,21 +162,28 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             };
             let mut b = StageBuilder::new(st.name, base, platform);
             b.cache_key = opts.cache_key.clone();
-            if let (Some(env), 0) = (&cross, i) {
-                let text = env
+            if let (Some(c), 0) = (&cross, i)
+                && !c.env.is_empty()
+            {
+                let text = c
+                    .env
                     .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
+                    .map(|(k, v)| match v.lines().count() {
+                        // A script (pip's cross install) is named, not shown.
+                        n if n > 1 => format!("{k}=({n}-line script)"),
+                        _ => format!("{k}={v}"),
+                    })
                     .collect::<Vec<_>>()
                     .join(" ");
                 b.config(
-                    ConfigChange::Env(env.clone()),
+                    ConfigChange::Env(c.env.clone()),
                     &format!(
-                        "ENV {text} (cross-compiling on {} for {})",
+                        "ENV {text} (cross-building on {} for {})",
                         opts.build_platform, opts.platform
                     ),
                 );
             }
-            if cross.is_some() && i == 1 {
+            if target_files && i == 1 {
                 b.target_files = Some(TARGET_FILES_STAGE);
             }
             for step in &st.steps {
@@ -163,7 +192,7 @@ pub fn lower(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Result<Gra
             Ok(b.finish())
         })
         .collect::<Result<Vec<Stage>>>()?;
-    if cross.is_some() {
+    if target_files {
         // The static runtime's files that are programs (tini) must be the
         // target's: a package base of the target, composed without
         // emulation, supplies them instead of the build stage.
@@ -189,19 +218,31 @@ const TARGET_FILES_STAGE: usize = 2;
 /// The packages of that stage: what [`recipe::STATIC_FILES`] come from.
 const TARGET_FILES_PACKAGES: &[&str] = &["ca-certificates", "tzdata", "tini"];
 
-/// The variables that make the build stage cross-compile for the target,
-/// when it is not the build platform and the plan's one provider can
-/// (its runtime static: nothing but what it builds leaves the build stage).
-fn cross_compile_env(plan: &BuildPlan, opts: &LowerOptions) -> Option<Vec<(String, String)>> {
+/// The provider's native build for the target, when it is not the build
+/// platform and the plan's one provider has one: no `buildImage` (its
+/// programs are one platform's), no `runImage` and no `runtime = "build"`
+/// (the image must be the target's, with only what the build stage made
+/// for it copied in). [`Cross::Emulate`] says why this app's build runs on
+/// the target anyway (the caller shows it).
+pub fn cross_build(plan: &BuildPlan, ctx: &Context, opts: &LowerOptions) -> Cross {
+    let start = plan.start.clone().unwrap_or_default();
     if opts.platform == opts.build_platform
         || plan.build_image.is_some()
-        || !recipe::is_static(plan)
+        || start.run_image.is_some()
+        || start.is_build_runtime()
     {
-        return None;
+        return Cross::No;
     }
+    let read = |f: &str| {
+        let path = ctx.root.join(ctx.resolve(f)?);
+        std::fs::read_to_string(path).ok()
+    };
     match plan.providers.as_deref() {
-        Some([only]) => super::providers::by_name(only)?.cross_compile_env(plan, &opts.platform),
-        _ => None,
+        Some([only]) => match super::providers::by_name(only) {
+            Some(p) => p.cross_build(plan, &opts.platform, &read),
+            None => Cross::No,
+        },
+        _ => Cross::No,
     }
 }
 
@@ -896,11 +937,240 @@ mod cross_tests {
         assert!(!env_of(&native.stages[0]).iter().any(|(k, _)| k == "GOARCH"));
         for g in [
             lowered("go-mod", &["CGO_ENABLED=1".to_string()], "linux/arm64"),
-            lowered("node-npm", &[], "linux/arm64"),
+            lowered("node-vite-react", &[], "linux/arm64"),
+            lowered("ruby-rails", &[], "linux/arm64"),
         ] {
             assert_eq!(g.stages.len(), 2);
             assert_eq!(g.stages[0].platform, "linux/arm64");
             assert!(!env_of(&g.stages[0]).iter().any(|(k, _)| k == "GOARCH"));
         }
+    }
+
+    /// The shell commands of a stage's `RUN` steps.
+    fn runs(stage: &Stage) -> Vec<String> {
+        stage
+            .steps
+            .iter()
+            .filter_map(|s| match &s.op {
+                graph::Op::Run(r) => r.command.last().cloned(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// python-flask (pip) for arm64 on amd64: the build stage runs on
+    /// amd64 and its install is pip's cross install for aarch64 (the
+    /// script in the stage's variables, the requirements and the server
+    /// kiln adds as arguments); the runtime is arm64 and takes the app and
+    /// the venv from the build stage. No `target-files` stage: the
+    /// runtime is the target's Debian packages.
+    #[test]
+    fn python_pip_for_a_foreign_platform_installs_the_targets_wheels_natively() {
+        let g = lowered("python-flask", &[], "linux/arm64");
+        assert_eq!(g.stages.len(), 2);
+        assert_eq!(g.stages[0].platform, "linux/amd64");
+        assert_eq!(g.stages[1].platform, "linux/arm64");
+        let env = env_of(&g.stages[0]);
+        let script = env
+            .iter()
+            .find(|(k, _)| k == "KILN_PIP_CROSS")
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no cross install script: {env:?}"));
+        assert!(script.contains("--only-binary=:all:"), "{script}");
+        assert!(script.contains(crate::plan::providers::EMULATE_MARKER));
+        let install: Vec<String> = runs(&g.stages[0])
+            .into_iter()
+            .filter(|c| c.contains("/opt/venv"))
+            .collect();
+        assert_eq!(
+            install,
+            [
+                "python3 -m venv /opt/venv && . /opt/venv/bin/activate && python3 -c \"$KILN_PIP_CROSS\" aarch64 -r requirements.txt"
+            ]
+        );
+        assert!(!env_of(&g.stages[1]).iter().any(|(k, _)| k == "KILN_PIP_CROSS"));
+        let from = copies_from(&g.stages[1]);
+        assert_eq!(from["/app"], 0, "{from:?}");
+        assert_eq!(from["/opt/venv"], 0, "{from:?}");
+        let Base::Packages(p) = &g.stages[1].base else {
+            panic!("the runtime is a package base")
+        };
+        assert!(p.packages.iter().any(|p| p == "python3"), "{p:?}");
+    }
+
+    /// The server kiln adds (gunicorn for Flask when requirements.txt
+    /// lacks it) is one more argument of the same cross install; the
+    /// amd64 target from an arm64 machine is x86_64's.
+    #[test]
+    fn python_cross_install_takes_the_added_server_and_the_targets_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("requirements.txt"), "flask==3.1.1\n").unwrap();
+        std::fs::write(
+            dir.path().join("app.py"),
+            "from flask import Flask\napp = Flask(__name__)\n",
+        )
+        .unwrap();
+        let plan = crate::plan::generate(dir.path(), &[], &Default::default()).unwrap();
+        let (matcher, _) = context_ignore(dir.path()).unwrap();
+        let ctx = Context::open(dir.path(), matcher).unwrap();
+        let g = lower(
+            &plan,
+            &ctx,
+            &LowerOptions {
+                platform: Platform::linux("amd64", None),
+                build_platform: Platform::linux("arm64", None),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(g.stages[0].platform, "linux/arm64");
+        assert!(
+            runs(&g.stages[0]).iter().any(|c| c.ends_with(
+                "python3 -c \"$KILN_PIP_CROSS\" x86_64 -r requirements.txt gunicorn==23.0.0"
+            )),
+            "{:?}",
+            runs(&g.stages[0])
+        );
+    }
+
+    /// Whatever might run the venv's programs in the build stage (a build
+    /// command, another package manager's install, a user's install
+    /// command), or copy more of the build stage into the runtime, keeps
+    /// the build on the target platform (emulated); so does a runtime
+    /// that is the build stage.
+    #[test]
+    fn python_builds_that_may_run_the_venv_stay_on_the_target_platform() {
+        for (example, env) in [
+            ("python-flask", "NIXPACKS_BUILD_CMD=python -c 'import flask'"),
+            ("python-flask", "NIXPACKS_INSTALL_CMD=pip install -r requirements.txt"),
+            ("python-flask", "KILN_RUNTIME=build"),
+            ("python-poetry", "KILN_X=1"),
+            ("python-uv", "KILN_X=1"),
+        ] {
+            let g = lowered(example, &[env.to_string()], "linux/arm64");
+            assert_eq!(g.stages[0].platform, "linux/arm64", "{example} {env}");
+            assert!(
+                !env_of(&g.stages[0]).iter().any(|(k, _)| k == "KILN_PIP_CROSS"),
+                "{example} {env}"
+            );
+        }
+        // A runtime that copies more of the build stage than the app and
+        // the venv (the build machine's files).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-flask");
+        let mut plan = crate::plan::generate(&dir, &[], &Default::default()).unwrap();
+        plan.start.as_mut().unwrap().only_include_files =
+            Some(vec![".".into(), "/opt/venv".into(), "/usr/lib/extra".into()]);
+        let (matcher, _) = context_ignore(&dir).unwrap();
+        let ctx = Context::open(&dir, matcher).unwrap();
+        let g = lower(
+            &plan,
+            &ctx,
+            &LowerOptions {
+                platform: Platform::linux("arm64", None),
+                build_platform: Platform::linux("amd64", None),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(g.stages[0].platform, "linux/arm64");
+        // Natively, nothing changes: pip's own install.
+        let native = lowered("python-flask", &[], "linux/amd64");
+        assert!(!env_of(&native.stages[0]).iter().any(|(k, _)| k == "KILN_PIP_CROSS"));
+        assert!(
+            runs(&native.stages[0])
+                .iter()
+                .any(|c| c.ends_with("pip install -r requirements.txt")),
+            "{:?}",
+            runs(&native.stages[0])
+        );
+    }
+
+    /// The cross decision for an example (or a temp dir) for arm64 on
+    /// amd64.
+    fn decision(dir: &std::path::Path) -> Cross {
+        let plan = crate::plan::generate(dir, &[], &Default::default()).unwrap();
+        let (matcher, _) = context_ignore(dir).unwrap();
+        let ctx = Context::open(dir, matcher).unwrap();
+        cross_build(
+            &plan,
+            &ctx,
+            &LowerOptions {
+                platform: Platform::linux("arm64", None),
+                build_platform: Platform::linux("amd64", None),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn example(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name)
+    }
+
+    /// node-npm (express: pure JavaScript, its lockfile names no CPU and
+    /// no install script) for arm64: `npm ci` runs natively, unchanged,
+    /// and the arm64 runtime (its nodejs) takes the app.
+    #[test]
+    fn node_with_pure_js_dependencies_installs_natively() {
+        let g = lowered("node-npm", &[], "linux/arm64");
+        assert_eq!(g.stages.len(), 2);
+        assert_eq!(g.stages[0].platform, "linux/amd64");
+        assert_eq!(g.stages[1].platform, "linux/arm64");
+        let native = lowered("node-npm", &[], "linux/amd64");
+        assert_eq!(runs(&g.stages[0]), runs(&native.stages[0]));
+        assert!(runs(&g.stages[0]).iter().any(|c| c.contains("npm ci")));
+        assert_eq!(copies_from(&g.stages[1])["/app"], 0);
+    }
+
+    /// What npm would build or pick for one CPU keeps the build on the
+    /// target, and the reason names the package (or the app's file).
+    #[test]
+    fn node_with_native_or_cpu_specific_packages_builds_on_the_target() {
+        let reason = |c: Cross| match c {
+            Cross::Emulate(why) => why,
+            other => panic!("{other:?}"),
+        };
+        let vite = reason(decision(&example("node-vite-react")));
+        assert!(vite.starts_with("package-lock.json: "), "{vite}");
+        assert!(
+            vite.contains("runs an install script") || vite.contains("for some CPUs only"),
+            "{vite}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("package.json"),
+            r#"{"name":"a","scripts":{"start":"node index.js"},"dependencies":{"esbuild":"0.25.0"}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("index.js"), "").unwrap();
+        let lock = |extra: &str| {
+            format!(
+                r#"{{"name":"a","lockfileVersion":3,"packages":{{"":{{"name":"a"}},"node_modules/esbuild":{{"version":"0.25.0"{extra}}}}}}}"#
+            )
+        };
+        std::fs::write(dir.path().join("package-lock.json"), lock("")).unwrap();
+        assert!(matches!(decision(dir.path()), Cross::Build(_)));
+        std::fs::write(
+            dir.path().join("package-lock.json"),
+            lock(r#","hasInstallScript":true"#),
+        )
+        .unwrap();
+        assert_eq!(
+            reason(decision(dir.path())),
+            "package-lock.json: esbuild runs an install script"
+        );
+        std::fs::write(
+            dir.path().join("package-lock.json"),
+            lock(r#","cpu":["x64"]"#),
+        )
+        .unwrap();
+        assert_eq!(
+            reason(decision(dir.path())),
+            r#"package-lock.json: esbuild is for some CPUs only (["x64"])"#
+        );
+        std::fs::write(dir.path().join("package-lock.json"), lock("")).unwrap();
+        std::fs::write(dir.path().join("binding.gyp"), "{}").unwrap();
+        assert!(reason(decision(dir.path())).starts_with("binding.gyp"));
     }
 }

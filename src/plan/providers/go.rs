@@ -5,7 +5,7 @@
 
 use anyhow::bail;
 
-use super::{Provider, VersionReq, env_version, existing};
+use super::{Cross, CrossBuild, Provider, VersionReq, env_version, existing};
 use crate::plan::context::Ctx;
 use crate::plan::model::{BuildPlan, Phase, StartPhase};
 use crate::plan::versions::Kind;
@@ -85,16 +85,17 @@ impl Provider for Go {
     }
 
     /// Go cross-compiles any pure-Go program (`CGO_ENABLED=0`, the
-    /// default): `GOOS`/`GOARCH` (`GOARM` for 32-bit arm) of the target.
-    /// With cgo the C toolchain would need the target's, so it runs
-    /// emulated.
-    fn cross_compile_env(
+    /// default, and a static runtime): `GOOS`/`GOARCH` (`GOARM` for 32-bit
+    /// arm) of the target. With cgo the C toolchain would need the
+    /// target's, so it runs emulated.
+    fn cross_build(
         &self,
         plan: &BuildPlan,
         target: &crate::platform::Platform,
-    ) -> Option<Vec<(String, String)>> {
-        if !self.static_runtime(plan) {
-            return None;
+        _read: &dyn Fn(&str) -> Option<String>,
+    ) -> Cross {
+        if !crate::plan::recipe::is_static(plan) {
+            return Cross::No;
         }
         let mut env = vec![
             ("GOOS".to_string(), target.os.clone()),
@@ -104,7 +105,10 @@ impl Provider for Go {
             let v = target.variant.as_deref().unwrap_or("v7");
             env.push(("GOARM".to_string(), v.trim_start_matches('v').to_string()));
         }
-        Some(env)
+        Cross::Build(CrossBuild {
+            env,
+            cmds: Vec::new(),
+        })
     }
 
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {

@@ -60,20 +60,65 @@ pub trait Provider: Sync {
     fn static_runtime(&self, _plan: &BuildPlan) -> bool {
         false
     }
-    /// Variables that make the build stage's toolchain produce programs for
-    /// `target` while it runs on the build machine (Go's `GOOS`/`GOARCH`):
-    /// the build stage of a foreign-platform build then runs natively, not
-    /// under qemu. `None`: this provider's build runs on the target
-    /// platform (emulated when it is foreign). Asked only for a plan whose
-    /// only provider this is and whose runtime is static (nothing of the
-    /// build machine's architecture reaches the image but what it builds).
-    fn cross_compile_env(
+    /// How the build stage makes the app for `target` while it runs on
+    /// the build machine, natively (Go's `GOOS`/`GOARCH`, pip's
+    /// `--platform`): the build stage of a foreign-platform build then
+    /// runs natively, not under qemu, and only the runtime stage is the
+    /// target's. `None`: this provider's build runs on the target platform
+    /// (emulated when it is foreign). Asked only for a plan whose only
+    /// provider this is, with no `buildImage`, `runImage` or
+    /// `runtime = "build"`: what leaves the build stage must be made for
+    /// the target, or be architecture-independent (sources, scripts).
+    /// `read` gives a file of the build context (a lockfile), `None` when
+    /// it is missing.
+    fn cross_build(
         &self,
         _plan: &BuildPlan,
         _target: &crate::platform::Platform,
-    ) -> Option<Vec<(String, String)>> {
-        None
+        _read: &dyn Fn(&str) -> Option<String>,
+    ) -> Cross {
+        Cross::No
     }
+}
+
+/// Whether a provider builds natively for a foreign platform.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cross {
+    /// It does not: its build runs on the target platform.
+    No,
+    /// It does, this way.
+    Build(CrossBuild),
+    /// It could, but not this app, for the reason given (a package that
+    /// runs an install script): the build runs on the target platform and
+    /// progress says why.
+    Emulate(String),
+}
+
+/// A provider's native build for another platform: see
+/// [`Provider::cross_build`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CrossBuild {
+    /// Variables of the build stage's steps (never in the image).
+    pub env: Vec<(String, String)>,
+    /// Phases whose commands the cross build replaces: (phase, commands).
+    pub cmds: Vec<(String, Vec<String>)>,
+}
+
+/// The first line of a build step's output that asks for the build on
+/// the target platform (emulated) instead of the native cross build, the
+/// reason following it: a cross build that finds it cannot make the app
+/// for the target (a Python requirement without a wheel for it) prints
+/// it last and fails, and the build runs again emulated.
+pub const EMULATE_MARKER: &str = "kiln: build on the target platform:";
+
+/// The reason a failed build's output (an error's text) gives on its
+/// [`EMULATE_MARKER`] line.
+pub fn emulate_reason(output: &str) -> Option<String> {
+    output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(EMULATE_MARKER))
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
 }
 
 /// Every provider in detection order.
@@ -199,4 +244,24 @@ pub fn upstream(plan: &mut BuildPlan, name: &str, version: &str, source: &str, c
 /// A simple provider's detection: the first of `files` that exists.
 pub fn first_file(ctx: &Ctx, files: &[&str]) -> Option<String> {
     files.iter().find(|f| ctx.is_file(f)).map(|f| f.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reason follows the marker on its line, wherever the line is in
+    /// a failed step's output; no marker (or no reason) is no reason.
+    #[test]
+    fn emulate_reason_reads_the_marker_line() {
+        let out = format!(
+            "ERROR: No matching distribution found for docopt==0.6.2\n  {EMULATE_MARKER} No matching distribution found for docopt==0.6.2 (pip)\nprocess exited with 1"
+        );
+        assert_eq!(
+            emulate_reason(&out).as_deref(),
+            Some("No matching distribution found for docopt==0.6.2 (pip)")
+        );
+        assert_eq!(emulate_reason("ERROR: No matching distribution"), None);
+        assert_eq!(emulate_reason(&format!("{EMULATE_MARKER}  \n")), None);
+    }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::{Provider, VersionReq, env_version, existing, tool_versions, version_file};
+use super::{Cross, CrossBuild, Provider, VersionReq, env_version, existing, tool_versions, version_file};
 use crate::plan::context::{Ctx, jstr, locate};
 use crate::plan::model::{BuildPlan, Phase, StartPhase};
 use crate::plan::native::{self, Ecosystem};
@@ -500,6 +500,73 @@ impl Provider for Node {
         }
         keep_dev_deps_for(plan, ctx)?;
         install_production_only(plan, ctx)
+    }
+
+    /// npm's install of pure-JavaScript dependencies writes the same
+    /// `node_modules` on any machine, and the build (`npm run build`) then
+    /// makes JavaScript: both run natively, and the target's runtime
+    /// (its `nodejs`) runs the result. Debian's npm (9.2) has no
+    /// `--cpu`/`--os` to pick another platform's optional packages, so
+    /// only a lockfile without them qualifies: a package for some CPUs
+    /// only (esbuild's, swc's binaries), one with an install script
+    /// (`hasInstallScript`: node-gyp builds, downloads of binaries), the
+    /// app's own install scripts or `binding.gyp` build on the target,
+    /// emulated, with the package named.
+    fn cross_build(
+        &self,
+        plan: &BuildPlan,
+        _target: &crate::platform::Platform,
+        read: &dyn Fn(&str) -> Option<String>,
+    ) -> Cross {
+        let npm_ci = matches!(
+            plan.phase("install").and_then(|p| p.cmds.as_deref()),
+            Some([cmd]) if cmd.contains("npm ci")
+        );
+        let setup_runs = plan
+            .phase("setup")
+            .is_some_and(|p| p.cmds.iter().flatten().next().is_some());
+        let start = plan.start.clone().unwrap_or_default();
+        let only_app = crate::plan::recipe::runtime_copies(&start, false)
+            .iter()
+            .all(|c| c == "/app" || c.starts_with("/app/"));
+        let Some(lock) = read("package-lock.json").filter(|_| npm_ci && !setup_runs && only_app)
+        else {
+            return Cross::No;
+        };
+        if read("binding.gyp").is_some() {
+            return Cross::Emulate(
+                "binding.gyp: the app's native addon is compiled by its install".into(),
+            );
+        }
+        let pkg: Value = read("package.json")
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null);
+        for script in ["preinstall", "install", "postinstall"] {
+            if pkg.get("scripts").and_then(|s| s.get(script)).is_some() {
+                return Cross::Emulate(format!("package.json runs a `{script}` script"));
+            }
+        }
+        let Ok(lock) = serde_json::from_str::<Value>(&lock) else {
+            return Cross::No;
+        };
+        // Lockfile v2/v3's flat list; v1 (npm 6) has none: not read.
+        let Some(packages) = lock.get("packages").and_then(Value::as_object) else {
+            return Cross::No;
+        };
+        for (path, entry) in packages.iter().filter(|(p, _)| !p.is_empty()) {
+            let name = path.rsplit("node_modules/").next().unwrap_or(path);
+            if entry.get("hasInstallScript") == Some(&Value::Bool(true)) {
+                return Cross::Emulate(format!(
+                    "package-lock.json: {name} runs an install script"
+                ));
+            }
+            if let Some(cpu) = entry.get("cpu") {
+                return Cross::Emulate(format!(
+                    "package-lock.json: {name} is for some CPUs only ({cpu})"
+                ));
+            }
+        }
+        Cross::Build(CrossBuild::default())
     }
 
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{Provider, VersionReq, env_version, existing, tool_versions, version_file};
+use super::{
+    Cross, CrossBuild, Provider, VersionReq, env_version, existing, tool_versions, version_file,
+};
 use crate::plan::context::{Ctx, locate, tstr};
 use crate::plan::model::{BuildPlan, Phase, StartPhase};
 use crate::plan::native::{self, Ecosystem};
@@ -48,6 +50,37 @@ fn pinned_install(tool: &str, pins: &str) -> String {
         lines.join(" ")
     )
 }
+/// pip's install for another architecture, run by the build machine's
+/// python3 (see the script's header and docs/platforms.md).
+const PIP_CROSS: &str = include_str!("pip_cross.py");
+
+/// The variable of the build stage that holds [`PIP_CROSS`].
+const PIP_CROSS_VAR: &str = "KILN_PIP_CROSS";
+
+/// The install command pip's plan gives (requirements.txt, then the
+/// server the start command needs): its requirement arguments, or `None`
+/// for any other command (the user's own, another package manager).
+fn pip_requirements(cmd: &str) -> Option<Vec<String>> {
+    let rest = cmd.strip_prefix(&format!("{VENV}pip install -r requirements.txt"))?;
+    let mut reqs = vec!["-r".to_string(), "requirements.txt".to_string()];
+    if rest.is_empty() {
+        return Some(reqs);
+    }
+    let extra = rest.strip_prefix(" && pip install ")?;
+    for word in extra.split(' ') {
+        // Only `name==version` pins kiln adds: anything else is not ours.
+        let plain = !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.=".contains(c));
+        if !plain || word.starts_with('-') {
+            return None;
+        }
+        reqs.push(word.to_string());
+    }
+    Some(reqs)
+}
+
 const GUNICORN: &str = "23.0.0";
 const UVICORN: &str = "0.35.0";
 
@@ -305,6 +338,60 @@ impl Provider for Python {
         m
     }
 
+    /// pip installs wheels for another architecture (`--platform`, run by
+    /// the build machine's python3 of the same suite): the install phase
+    /// runs natively and the venv, pure Python and the target's wheels, is
+    /// copied into the target's runtime. Only pip's own plan (the install
+    /// command as the provider wrote it, no other phase with commands,
+    /// nothing but the app and the venv copied into the runtime): any
+    /// other command might run the venv's programs, which are the
+    /// target's. A requirement without a wheel for the target ends the
+    /// step with [`super::EMULATE_MARKER`]: built again, emulated.
+    fn cross_build(
+        &self,
+        plan: &BuildPlan,
+        target: &crate::platform::Platform,
+        _read: &dyn Fn(&str) -> Option<String>,
+    ) -> Cross {
+        let machine = match (target.os.as_str(), target.architecture.as_str()) {
+            ("linux", "amd64") => "x86_64",
+            ("linux", "arm64") => "aarch64",
+            _ => return Cross::No,
+        };
+        let mut reqs = None;
+        for (name, phase) in plan.phases.iter().flatten() {
+            match phase.cmds.as_deref() {
+                None | Some([]) => {}
+                Some([cmd]) if name == "install" => match pip_requirements(cmd) {
+                    Some(r) => reqs = Some(r),
+                    None => return Cross::No,
+                },
+                Some(_) => return Cross::No,
+            }
+        }
+        let Some(reqs) = reqs else {
+            return Cross::No;
+        };
+        let start = plan.start.clone().unwrap_or_default();
+        let copies = crate::plan::recipe::runtime_copies(&start, false);
+        if !copies
+            .iter()
+            .all(|c| c == "/app" || c.starts_with("/app/") || c == "/opt/venv")
+        {
+            return Cross::No;
+        }
+        Cross::Build(CrossBuild {
+            env: vec![(PIP_CROSS_VAR.to_string(), PIP_CROSS.to_string())],
+            cmds: vec![(
+                "install".to_string(),
+                vec![format!(
+                    "{VENV}python3 -c \"${PIP_CROSS_VAR}\" {machine} {}",
+                    reqs.join(" ")
+                )],
+            )],
+        })
+    }
+
     fn plan(&self, ctx: &Ctx) -> crate::Result<BuildPlan> {
         let pyproject = ctx.toml("pyproject.toml")?;
         let deps = deps(ctx, pyproject.as_ref())?;
@@ -553,6 +640,155 @@ mod tests {
         }
         // The closure that broke PDM 2.25 (hishel 2) is pinned below it.
         assert!(pin_lines(PDM_PINS).any(|l| l.starts_with("hishel==0.1.2 --hash=sha256:")));
+    }
+
+    /// Only the install command pip's plan writes is recognised, with the
+    /// pins kiln adds; any other command (the user's) is not.
+    #[test]
+    fn pip_requirements_reads_only_the_providers_command() {
+        assert_eq!(
+            pip_requirements(&format!("{VENV}pip install -r requirements.txt")).unwrap(),
+            ["-r", "requirements.txt"]
+        );
+        assert_eq!(
+            pip_requirements(&format!(
+                "{VENV}pip install -r requirements.txt && pip install gunicorn==23.0.0 uvicorn==0.35.0"
+            ))
+            .unwrap(),
+            ["-r", "requirements.txt", "gunicorn==23.0.0", "uvicorn==0.35.0"]
+        );
+        for other in [
+            "pip install -r requirements.txt".to_string(),
+            format!("{VENV}pip install -r requirements.txt && python manage.py migrate"),
+            format!("{VENV}pip install -r requirements.txt && pip install --no-binary :all: x"),
+            format!("{VENV}pip install -r requirements.txt; rm -rf /"),
+            format!("{VENV}pip install -r requirements.txt && pip install x && echo"),
+        ] {
+            assert_eq!(pip_requirements(&other), None, "{other}");
+        }
+    }
+
+    /// Runs the cross install script with the host's python3 in a fresh
+    /// venv whose `pip` is `fake_main` (the body of pip's `main()`, which
+    /// reads `sys.argv[1:]`), for `requirements.txt`: (exit status,
+    /// stdout and stderr, the temporary dir with `venv` in it).
+    fn run_pip_cross(fake_main: &str) -> (i32, String, tempfile::TempDir) {
+        use std::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let venv = dir.path().join("venv");
+        let made = Command::new("python3")
+            .args(["-m", "venv", "--without-pip"])
+            .arg(&venv)
+            .status()
+            .expect("python3 (the host's) runs the cross install script in this test");
+        assert!(made.success());
+        let fake = dir.path().join("fake/pip/_internal/cli");
+        std::fs::create_dir_all(&fake).unwrap();
+        for d in ["pip", "pip/_internal", "pip/_internal/cli"] {
+            std::fs::write(dir.path().join("fake").join(d).join("__init__.py"), "").unwrap();
+        }
+        std::fs::write(
+            dir.path().join("fake/pip/__main__.py"),
+            "import sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n",
+        )
+        .unwrap();
+        std::fs::write(
+            fake.join("main.py"),
+            format!("import os, platform, sys\ndef main():\n    args = sys.argv[1:]\n{fake_main}"),
+        )
+        .unwrap();
+        let out = Command::new(venv.join("bin/python3"))
+            .args(["-c", PIP_CROSS, "aarch64", "-r", "requirements.txt"])
+            .env("PYTHONPATH", dir.path().join("fake"))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+            dir,
+        )
+    }
+
+    /// pip failing for want of a wheel (an sdist-only requirement) whose
+    /// sdist builds to this machine's platform wheel (a C extension): the
+    /// script fails and its last line asks for the emulated build, naming
+    /// the requirement and why.
+    #[test]
+    fn pip_cross_without_a_wheel_asks_for_the_emulated_build() {
+        let (code, out, _dir) = run_pip_cross(
+            "    if args[0] == 'wheel':\n        w = args[args.index('-w') + 1]\n        open(w + '/native-1.0-cp313-cp313-linux_x86_64.whl', 'w').close()\n        return 0\n    print('ERROR: Could not find a version that satisfies the requirement native==1.0 (from versions: none)', file=sys.stderr)\n    print('ERROR: No matching distribution found for native==1.0', file=sys.stderr)\n    return 1\n",
+        );
+        assert_eq!(code, 1, "{out}");
+        let reason = super::super::emulate_reason(&out).unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            reason.starts_with("pip cannot install the requirements for aarch64 (Python 3.")
+                && reason.ends_with("from wheels alone: No matching distribution found for native==1.0 (its wheel native-1.0-cp313-cp313-linux_x86_64.whl is this machine's, not pure Python)"),
+            "{reason}"
+        );
+        assert!(out.trim_end().ends_with(&reason), "{out}");
+    }
+
+    /// An sdist-only requirement that builds to a pure-Python wheel (no
+    /// wheel on the index, like docopt) is built here and offered to the
+    /// target's install, which then succeeds: no emulation.
+    #[test]
+    fn pip_cross_builds_pure_python_sdists_natively() {
+        let (code, out, _dir) = run_pip_cross(
+            "    if args[0] == 'wheel':\n        w = args[args.index('-w') + 1]\n        open(w + '/docopt-0.6.2-py2.py3-none-any.whl', 'w').close()\n        return 0\n    if '--find-links' in args and os.listdir(args[args.index('--find-links') + 1]):\n        return 0\n    print('ERROR: No matching distribution found for docopt==0.6.2', file=sys.stderr)\n    return 1\n",
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("no wheel of docopt==0.6.2 for aarch64: building one here"),
+            "{out}"
+        );
+        assert_eq!(super::super::emulate_reason(&out), None, "{out}");
+    }
+
+    /// pip gets the target's tags, wheels only, into the venv's
+    /// site-packages, and sees the target's machine in markers; the
+    /// console scripts it writes to TARGET/bin move to the venv's bin.
+    #[test]
+    fn pip_cross_passes_the_targets_tags_and_moves_the_scripts() {
+        let (code, err, dir) = run_pip_cross(
+            "    t = args[args.index('--target') + 1]\n    os.makedirs(t + '/bin')\n    open(t + '/bin/gunicorn', 'w').write('#!/opt/venv/bin/python3\\n')\n    open(t + '/args', 'w').write(' '.join(args) + ' machine=' + platform.machine())\n    os.makedirs(t + '/pkg')\n    open(t + '/pkg/__init__.py', 'w').write('x = 1\\n')\n    return 0\n",
+        );
+        assert_eq!(code, 0, "{err}");
+        let venv = dir.path().join("venv");
+        let site = std::fs::read_dir(venv.join("lib"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("site-packages");
+        let args = std::fs::read_to_string(site.join("args")).unwrap();
+        for want in [
+            "install --target ",
+            " --only-binary=:all: --no-compile --implementation cp --python-version 3.",
+            " --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 --platform linux_aarch64 -r requirements.txt machine=aarch64",
+        ] {
+            assert!(args.contains(want), "{want:?} not in {args}");
+        }
+        assert!(!args.contains("x86_64"), "{args}");
+        assert_eq!(
+            std::fs::read_to_string(venv.join("bin/gunicorn")).unwrap(),
+            "#!/opt/venv/bin/python3\n"
+        );
+        assert!(!site.join("bin").exists());
+        // Compiled where it is now, not in pip's temporary directory.
+        let pyc = std::fs::read_dir(site.join("pkg/__pycache__"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let bytes = std::fs::read(pyc).unwrap();
+        let path = site.join("pkg/__init__.py").display().to_string();
+        assert!(
+            bytes.windows(path.len()).any(|w| w == path.as_bytes()),
+            "the .pyc does not name {path}"
+        );
     }
 
     #[test]
