@@ -209,9 +209,9 @@ pub struct BuildResult {
     /// What was named and pushed: the image's manifest, or the OCI image
     /// index over one manifest per platform (in the order given).
     pub root: oci_spec::image::Descriptor,
-    /// With several platforms, each one's image in the order given;
-    /// empty for a one-platform build.
-    pub platforms: Vec<(crate::platform::Platform, Image)>,
+    /// With several platforms, each one's image and record in the order
+    /// given; empty for a one-platform build.
+    pub platforms: Vec<PlatformImage>,
     /// Names given in the local store.
     pub names: Vec<String>,
     pub stats: SolveStats,
@@ -220,7 +220,18 @@ pub struct BuildResult {
     /// Which frontend ran.
     pub source: BuildSource,
     /// What the image holds ([`crate::sbom`]); `None` when it could not
-    /// be recorded (the build warned why).
+    /// be recorded (the build warned why). With several platforms: the
+    /// first one's (each one's is in [`BuildResult::platforms`]).
+    pub record: Option<crate::sbom::Record>,
+}
+
+/// One platform's image of a multi-platform build.
+#[derive(Debug, Clone)]
+pub struct PlatformImage {
+    pub platform: crate::platform::Platform,
+    pub image: Image,
+    /// What this platform's image holds (its SBOM and provenance are made
+    /// from it); `None` when it could not be recorded.
     pub record: Option<crate::sbom::Record>,
 }
 
@@ -590,8 +601,12 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     let platform_images = if built.len() > 1 {
         platforms
             .iter()
-            .cloned()
-            .zip(built.iter().map(|b| b.image.clone()))
+            .zip(&built)
+            .map(|(p, b)| PlatformImage {
+                platform: p.clone(),
+                image: b.image.clone(),
+                record: b.record.clone(),
+            })
             .collect()
     } else {
         Vec::new()

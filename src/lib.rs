@@ -49,7 +49,8 @@ pub mod cli;
 // What the library promises (docs/library.md): the items below and the
 // functions after them. Everything else is internal.
 pub use build::{
-    BuildRequest, BuildResult, BuildSource, CacheFrom, CacheMode, CacheTo, Entitlement, PlanRequest,
+    BuildRequest, BuildResult, BuildSource, CacheFrom, CacheMode, CacheTo, Entitlement,
+    PlanRequest, PlatformImage,
 };
 pub use deploy::{Built, DeployRequest, DeployResult, Resolved};
 pub use error::Result;

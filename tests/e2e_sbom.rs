@@ -553,3 +553,97 @@ fn artifact_types(index: &serde_json::Value) -> BTreeSet<&str> {
         .map(|m| m["artifactType"].as_str().unwrap())
         .collect()
 }
+
+/// `--sbom` with several platforms: each platform's manifest in the index
+/// gets its own SBOM, attached to that manifest (as buildx attaches one
+/// attestation per platform), and `kiln sbom --platform` prints it.
+#[test]
+fn each_platform_of_an_index_gets_its_own_sbom() {
+    let home = Kiln::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start();
+    let host = reg.url().trim_start_matches("http://").to_string();
+    let dir = tmp.path().join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    // No RUN step: nothing runs emulated, the test needs no binfmt.
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY hello /hello-$TARGETARCH\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("hello"), "hello\n").unwrap();
+    let image = format!("{host}/sbom/multi:1");
+    let index_digest = String::from_utf8(
+        home.ok(&[
+            "build",
+            dir.to_str().unwrap(),
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &image,
+            "--push",
+            "--sbom",
+        ])
+        .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+
+    let base = format!("{}/v2/sbom/multi", reg.url());
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    let (code, body) = get(&format!("{base}/manifests/{index_digest}"), index_type);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2, "{index}");
+    let mut documents = BTreeSet::new();
+    for m in manifests {
+        let digest = m["digest"].as_str().unwrap();
+        let arch = m["platform"]["architecture"].as_str().unwrap();
+        let tag = digest.replace(':', "-");
+        let (code, body) = get(&format!("{base}/manifests/{tag}"), index_type);
+        assert_eq!(
+            code,
+            200,
+            "no referrers for {arch}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let referrers: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            artifact_types(&referrers),
+            BTreeSet::from(["application/spdx+json", "application/vnd.cyclonedx+json"]),
+            "{arch}"
+        );
+        // The SPDX document on the registry is this platform's: it names
+        // this platform's manifest and is what `kiln sbom --platform` prints.
+        let spdx = referrers["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["artifactType"] == "application/spdx+json")
+            .unwrap();
+        let (_, art) = get(
+            &format!("{base}/manifests/{}", spdx["digest"].as_str().unwrap()),
+            "application/vnd.oci.image.manifest.v1+json",
+        );
+        let art: serde_json::Value = serde_json::from_slice(&art).unwrap();
+        assert_eq!(art["subject"]["digest"], digest);
+        let (_, doc) = get(
+            &format!(
+                "{base}/blobs/{}",
+                art["layers"][0]["digest"].as_str().unwrap()
+            ),
+            "*/*",
+        );
+        let platform = format!("linux/{arch}");
+        let printed = home.ok(&["sbom", &image, "--platform", &platform]).stdout;
+        assert_eq!(doc, printed, "{arch}");
+        assert!(
+            String::from_utf8_lossy(&doc).contains(digest.trim_start_matches("sha256:")),
+            "the {arch} SBOM does not name its manifest"
+        );
+        documents.insert(doc);
+    }
+    assert_eq!(documents.len(), 2, "both platforms got the same document");
+}

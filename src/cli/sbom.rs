@@ -22,6 +22,10 @@ pub struct SbomArgs {
     /// Print the SLSA v1 provenance statement instead of an SBOM.
     #[arg(long, conflicts_with = "format")]
     pub provenance: bool,
+    /// Of a multi-platform image, the platform whose image to describe
+    /// (default: this machine's), e.g. linux/arm64.
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -33,10 +37,21 @@ pub struct OutdatedArgs {
     /// security).
     #[arg(long, value_parser = ["table", "json"], default_value = "table")]
     pub format: String,
+    /// Of a multi-platform image, the platform whose packages to check
+    /// (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+}
+
+/// `--platform` as given, parsed.
+fn platform_arg(p: &Option<String>) -> Result<Option<crate::platform::Platform>> {
+    p.as_deref()
+        .map(|s| crate::platform::Platform::parse(s).with_context(|| format!("--platform {s:?}")))
+        .transpose()
 }
 
 pub fn run_outdated(a: OutdatedArgs, progress: &Progress) -> Result<()> {
-    let record = sbom::record_of(&a.image)?;
+    let record = sbom::record_for(&a.image, platform_arg(&a.platform)?.as_ref())?;
     let report = sbom::outdated::check(&record, progress)
         .with_context(|| format!("checking {} for package updates", a.image))?;
     if a.format == "json" {
@@ -69,7 +84,7 @@ impl AttestArgs {
 }
 
 pub fn run(a: SbomArgs, _progress: &Progress) -> Result<()> {
-    let record = sbom::record_of(&a.image)?;
+    let record = sbom::record_for(&a.image, platform_arg(&a.platform)?.as_ref())?;
     let bytes = if a.provenance {
         sbom::provenance::statement(&record)?
     } else {

@@ -238,9 +238,14 @@ pub fn save(record: &Record) -> Result<()> {
 /// The record of the local image `image` (a name, `name:tag` or digest
 /// prefix in kiln's image store).
 pub fn record_of(image: &str) -> Result<Record> {
+    record_for(image, None)
+}
+
+/// The record of a local image; of an image index, the record of the
+/// manifest for `platform` (this machine's when `None`, as `kiln run`).
+pub fn record_for(image: &str, platform: Option<&crate::platform::Platform>) -> Result<Record> {
     let images = crate::oci::ImageStore::open_default()?;
-    let desc = images.resolve(image)?;
-    load(&crate::oci::image::desc_digest(&desc)?)
+    load(&images.image(image, platform)?.digest()?)
 }
 
 /// The record of the image whose manifest is `digest`.
