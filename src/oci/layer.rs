@@ -13,7 +13,9 @@
 //! - mtimes clamped to the epoch ([`source_date_epoch`]);
 //! - whiteouts as empty `.wh.NAME` files and `.wh..wh..opq` markers, mode 0;
 //! - the compressor is part of the digest contract: gzip level 6 by the
-//!   `zlib-rs` backend with an empty header (no name, mtime 0), or zstd level
+//!   `zlib-rs` backend in 128 KiB blocks deflated in parallel, each with the
+//!   previous block as dictionary ([`super::pgzip`]), with an empty header
+//!   (no name, mtime 0), or zstd level
 //!   3 in multi-threaded mode (zstd's output does not depend on the number
 //!   of workers, only on being in MT mode, which kiln always uses). Changing
 //!   any of these changes layer digests: bump [`LAYER_FORMAT`] when doing so.
@@ -39,8 +41,10 @@ use super::store::{BlobInfo, BlobWriter, Store};
 use crate::Result;
 
 /// Version of the layer byte format (tar layout + compressor settings).
-/// Part of every cache key that maps inputs to layer digests.
-pub const LAYER_FORMAT: u32 = 1;
+/// Part of every cache key that maps inputs to layer digests, so a cache
+/// written by another format is a miss, never a mix of both in one image
+/// (2: gzip in parallel blocks, [`super::pgzip`]).
+pub const LAYER_FORMAT: u32 = 2;
 
 /// The epoch used when `SOURCE_DATE_EPOCH` is not set: one second after the
 /// Unix epoch, as Jib does, because some tools treat a zero time as unset.
