@@ -606,3 +606,61 @@ fn a_server_that_accepts_and_never_speaks_fails_within_the_timeout() {
     );
     assert!(took < Duration::from_secs(15), "took {took:?}");
 }
+
+/// An image index sent to a server whose engine has no skopeo beside it:
+/// `--load podman` streams a docker archive of the one platform the
+/// server's `uname -m` names (amd64 here), and podman runs that one.
+#[test]
+fn load_of_an_index_without_skopeo_takes_the_servers_platform() {
+    need_sshd!();
+    let sshd = Sshd::start();
+    let home = Home::new();
+    let dir = home.dir.path().join("multi");
+    std::fs::create_dir_all(&dir).unwrap();
+    // No RUN step: nothing runs emulated. Each platform's image says which
+    // it is in a file named after it.
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY hello /hello-$TARGETARCH\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("hello"), "hello\n").unwrap();
+    home.ok(&[
+        "build",
+        dir.to_str().unwrap(),
+        "--platform",
+        "linux/arm64,linux/amd64",
+        "-t",
+        "multi:1",
+    ]);
+    let store = sshd.dir.path().join("noskopeo-store");
+    let url = format!("ssh://rootnoskopeo{}", store.display());
+    let loaded = home.push(&sshd, "multi:1", &url, &["--load", "podman"]);
+    let line = loaded["loaded"].as_str().unwrap();
+    assert_eq!(line, "podman load", "{loaded}");
+    let inspect = support::podman::podman()
+        .args(["image", "inspect", "localhost/multi:1"])
+        .output()
+        .unwrap();
+    let _ = support::podman::podman()
+        .args(["rmi", "-f", "localhost/multi:1"])
+        .output();
+    assert!(
+        inspect.status.success(),
+        "podman has no localhost/multi:1: {}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v[0]["Architecture"], "amd64", "{v}");
+    // The whole index is on the server too, for servers of either kind.
+    let raw = sshd.ssh_ok(
+        "root",
+        &format!("skopeo inspect --raw oci:{}:multi:1", store.display()),
+    );
+    let index: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+}

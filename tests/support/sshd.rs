@@ -9,6 +9,7 @@
 //! | `root` | root on the same sshd (engines that need root: podman here) |
 //! | `nosum` | the test user with a PATH that lacks `sha256sum` |
 //! | `nohead` | the test user with a PATH without `head` (one command per blob) |
+//! | `rootnoskopeo` | root with a PATH that has everything but `skopeo` |
 //! | `badkey` | the test user, but known_hosts holds another host key |
 //!
 //! Stopped (sshd killed, user removed) on drop. Needs root.
@@ -84,6 +85,7 @@ impl Sshd {
         let client_key = keygen(&d.join("id"));
         let nosum_key = keygen(&d.join("id_nosum"));
         let nohead_key = keygen(&d.join("id_nohead"));
+        let noskopeo_key = keygen(&d.join("id_noskopeo"));
 
         let user = format!(
             "kilnt{}x{}",
@@ -112,12 +114,25 @@ impl Sshd {
                 std::os::unix::fs::symlink(real.trim(), bin.join(tool)).unwrap();
             }
         }
+        // Every program of the system's PATH but skopeo (a server whose
+        // engine has no skopeo beside it).
+        let noskopeo_bin = d.join("noskopeo-bin");
+        fs::create_dir(&noskopeo_bin).unwrap();
+        for dir in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"] {
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let link = noskopeo_bin.join(e.file_name());
+                if e.file_name() != "skopeo" && !link.exists() {
+                    let _ = std::os::unix::fs::symlink(e.path(), link);
+                }
+            }
+        }
         fs::write(
             d.join("authorized_keys"),
             format!(
-                "{client_key}\nenvironment=\"PATH={}\" {nosum_key}\nenvironment=\"PATH={}\" {nohead_key}\n",
+                "{client_key}\nenvironment=\"PATH={}\" {nosum_key}\nenvironment=\"PATH={}\" {nohead_key}\nenvironment=\"PATH={}\" {noskopeo_key}\n",
                 nosum_bin.display(),
-                nohead_bin.display()
+                nohead_bin.display(),
+                noskopeo_bin.display()
             ),
         )
         .unwrap();
@@ -177,6 +192,7 @@ impl Sshd {
         text += &block("root", "root", "id", "known_hosts");
         text += &block("nosum", &user, "id_nosum", "known_hosts");
         text += &block("nohead", &user, "id_nohead", "known_hosts");
+        text += &block("rootnoskopeo", "root", "id_noskopeo", "known_hosts");
         text += &block("badkey", &user, "id", "bad_known_hosts");
         text += "Host *\n  IdentitiesOnly yes\n  IdentityAgent none\n  BatchMode yes\n  StrictHostKeyChecking yes\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n";
         fs::File::create(&config)
