@@ -11,6 +11,7 @@
 //! | [`download`] | ADD's URL downloads, verified against `--checksum` |
 //! | [`mounts`] | `RUN --mount` sources from another stage or image |
 //! | [`remote`] | the registry as a shared step cache (`--cache-to`, `--cache-from`) |
+//! | `schedule` | when each package base composes and each stage builds: as soon as what it needs is ready |
 //! | `step_mounts` | a RUN step's mounts → the sandbox's, with the temp files they bind |
 //!
 //! Each stage's state is an [`ImageBuilder`] (layers + history), the graph
@@ -25,6 +26,7 @@ pub mod download;
 pub mod mounts;
 pub mod remote;
 pub mod rootfs;
+mod schedule;
 mod step_mounts;
 pub mod trust;
 pub mod workdir;
@@ -38,7 +40,7 @@ use anyhow::{Context as _, bail};
 
 use crate::Result;
 use crate::context::Context;
-use crate::graph::key::{CacheKeys, ImageDigests};
+use crate::graph::key::{CacheKeys, ImageDigests, StageKeys};
 use crate::graph::{self, Base, ConfigChange, CopyFrom, Graph, ImageConfig, Op, Step};
 use crate::oci::image::{Image, ImageBuilder, read_image};
 use crate::oci::layer::{Entry, LayerOptions, canonicalize, write_canonical_layer, write_layer};
@@ -253,10 +255,9 @@ impl Solver {
             check_entitlements(g, &order)?;
         }
         check_platforms(g, &order)?;
-        // Resolve every image the needed stages read, then key the graph.
+        // The images the needed stages read are resolved first, the
+        // package bases composed as the stages need them (below).
         let mut bases: BTreeMap<String, Image> = BTreeMap::new();
-        // Package bases compose in parallel (index reads and .deb
-        // downloads of a build and a runtime stage overlap).
         let output = output_stages(g, target);
         let mut sets: BTreeMap<String, (&graph::PackageSet, &Platform, LayerOptions)> =
             BTreeMap::new();
@@ -280,36 +281,7 @@ impl Solver {
                 .map(|&i| g.stages[i].steps.iter().filter(|s| shown(&s.op)).count())
                 .sum::<usize>();
         progress.steps(total_steps as u64);
-        let composed: Vec<(String, Result<(Image, ComposedSet)>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = sets
-                .iter()
-                .map(|(r, (p, platform, layer))| {
-                    (
-                        r.clone(),
-                        s.spawn(move || self.compose_packages(p, platform, *layer, opts, progress)),
-                    )
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(r, h)| (r, h.join().expect("compose thread panicked")))
-                .collect()
-        });
-        let mut package_sets = Vec::new();
         let mut export = remote::Exportable::default();
-        for (r, img) in composed {
-            let (img, set) = img?;
-            export.bases.push(remote::ExportBase {
-                output: output
-                    .iter()
-                    .any(|&i| matches!(&g.stages[i].base, Base::Packages(p) if p.reference() == r)),
-                reference: r.clone(),
-                image: img.clone(),
-                set: set.clone(),
-            });
-            bases.insert(r, img);
-            package_sets.push(set);
-        }
         for &i in &order {
             for step in &g.stages[i].steps {
                 let Op::Run(run) = &step.op else { continue };
@@ -370,62 +342,70 @@ impl Solver {
             }
             None => g,
         };
-        let digests: ImageDigests = bases
-            .iter()
-            .map(|(r, img)| Ok((r.clone(), img.digest()?)))
-            .collect::<Result<_>>()?;
-        let keys = graph::key::compute(g, target, &digests)?;
 
+        // Package bases compose in parallel (index reads and .deb
+        // downloads of a build and a runtime stage overlap), and each stage
+        // is keyed and built as soon as its own base is composed and the
+        // stages it reads are built (`schedule`).
+        let bases = Mutex::new(bases);
+        let composed: Mutex<BTreeMap<String, (Image, ComposedSet)>> = Mutex::new(BTreeMap::new());
+        let keys: Mutex<Vec<Option<StageKeys>>> = Mutex::new(vec![None; g.stages.len()]);
         let states: Mutex<Vec<Option<StageState>>> = Mutex::new(vec![None; g.stages.len()]);
         let stats = Mutex::new(SolveStats::default());
-        let needed: BTreeSet<usize> = order.iter().copied().collect();
-        let mut done: BTreeSet<usize> = BTreeSet::new();
         let exported = Mutex::new(Vec::new());
-        let cx = StageBuild {
-            g,
-            keys: &keys,
-            bases: &bases,
-            states: &states,
-            stats: &stats,
-            opts,
-            progress,
-            output: &output,
-            exported: &exported,
-        };
-        // Waves: every stage whose dependencies are built runs in parallel.
-        while done.len() < needed.len() {
-            let ready: Vec<usize> = needed
-                .iter()
-                .copied()
-                .filter(|i| {
-                    !done.contains(i)
-                        && graph::deps::direct_deps(g, *i)
-                            .iter()
-                            .all(|d| done.contains(d))
-                })
-                .collect();
-            if ready.is_empty() {
-                bail!("the build graph has a cycle between stages");
+        schedule::Schedule::new(g, &order).run(|job| match job {
+            schedule::Job::Base(r) => {
+                let (p, platform, layer) = sets
+                    .get(r)
+                    .with_context(|| format!("package base {r} is not in the graph"))?;
+                let built = self.compose_packages(p, platform, *layer, opts, progress)?;
+                relock(&bases).insert(r.clone(), built.0.clone());
+                relock(&composed).insert(r.clone(), built);
+                Ok(())
             }
-            let results: Vec<(usize, Result<StageState>)> = std::thread::scope(|s| {
-                let handles: Vec<_> = ready
+            schedule::Job::Stage(i) => {
+                // What this stage reads is ready: key it, then build it
+                // over a copy of the bases and keys as they are now.
+                let bases_now = relock(&bases).clone();
+                let digests: ImageDigests = bases_now
                     .iter()
-                    .map(|&i| {
-                        let cx = &cx;
-                        let layer = stage_layer(opts, output.contains(&i));
-                        s.spawn(move || (i, self.build_stage(cx, i, layer)))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("stage thread panicked"))
-                    .collect()
-            });
-            for (i, r) in results {
-                let st = r?;
-                states.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(st);
-                done.insert(i);
+                    .map(|(r, img)| Ok((r.clone(), img.digest()?)))
+                    .collect::<Result<_>>()?;
+                let keys_now = {
+                    let mut keys = relock(&keys);
+                    keys[*i] = Some(graph::key::stage_keys(g, *i, &digests, &keys)?);
+                    CacheKeys {
+                        stages: keys.clone(),
+                    }
+                };
+                let cx = StageBuild {
+                    g,
+                    keys: &keys_now,
+                    bases: &bases_now,
+                    states: &states,
+                    stats: &stats,
+                    opts,
+                    progress,
+                    output: &output,
+                    exported: &exported,
+                };
+                let st = self.build_stage(&cx, *i, stage_layer(opts, output.contains(i)))?;
+                relock(&states)[*i] = Some(st);
+                Ok(())
             }
+        })?;
+        let bases = bases.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut package_sets = Vec::new();
+        for (r, (img, set)) in composed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            export.bases.push(remote::ExportBase {
+                output: output
+                    .iter()
+                    .any(|&i| matches!(&g.stages[i].base, Base::Packages(p) if p.reference() == r)),
+                reference: r,
+                image: img,
+                set: set.clone(),
+            });
+            package_sets.push(set);
         }
         let mut states = states.into_inner().unwrap_or_else(|e| e.into_inner());
         let st = states[target]
@@ -1201,6 +1181,12 @@ pub(crate) fn packages_request(
         packages: p.packages.clone(),
         pull: false,
     })
+}
+
+/// A lock whose holder panicked is still the state to report from (the
+/// panic itself reaches the caller through the thread scope).
+fn relock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn layer_records(img: &Image) -> Result<Vec<LayerRecord>> {
