@@ -348,6 +348,16 @@ impl Solver {
         // is keyed and built as soon as its own base is composed and the
         // stages it reads are built (`schedule`).
         let bases = Mutex::new(bases);
+        // The sets share their .deb reads, and write their layers in the
+        // order the stages need them (`order` is dependencies first).
+        let reads = Arc::new(crate::packages::shared::SharedReads::new(sets.len()));
+        let mut rank: BTreeMap<String, usize> = BTreeMap::new();
+        for &i in &order {
+            if let Base::Packages(p) = &g.stages[i].base {
+                let next = rank.len();
+                rank.entry(p.reference()).or_insert(next);
+            }
+        }
         let composed: Mutex<BTreeMap<String, (Image, ComposedSet)>> = Mutex::new(BTreeMap::new());
         let keys: Mutex<Vec<Option<StageKeys>>> = Mutex::new(vec![None; g.stages.len()]);
         let states: Mutex<Vec<Option<StageState>>> = Mutex::new(vec![None; g.stages.len()]);
@@ -358,7 +368,11 @@ impl Solver {
                 let (p, platform, layer) = sets
                     .get(r)
                     .with_context(|| format!("package base {r} is not in the graph"))?;
-                let built = self.compose_packages(p, platform, *layer, opts, progress)?;
+                let share = crate::packages::compose::Sharing {
+                    reads: reads.clone(),
+                    rank: rank.get(r).copied().unwrap_or_default(),
+                };
+                let built = self.compose_packages(p, platform, *layer, share, opts, progress)?;
                 relock(&bases).insert(r.clone(), built.0.clone());
                 relock(&composed).insert(r.clone(), built);
                 Ok(())
@@ -555,10 +569,15 @@ impl Solver {
         p: &graph::PackageSet,
         platform: &Platform,
         layer: LayerOptions,
+        share: crate::packages::compose::Sharing,
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<(Image, ComposedSet)> {
         use crate::packages::{compose::ComposeOptions, image};
+        // Composing until this returns, however it does: the sets ranked
+        // after it wait for that to write their layers.
+        let reads = share.reads.clone();
+        let _turn = reads.turn(share.rank);
         let mut req = packages_request(p, platform)?;
         req.pull = opts.pull;
         let lock = match &p.lock {
@@ -611,6 +630,7 @@ impl Solver {
                 // Every stage on a package base runs steps on it (a COPY
                 // reads its dirs too): snapshot the layers as they are written.
                 snapshots: Some(self.snapshots.clone()),
+                shared: Some(share),
                 ..ComposeOptions::default()
             },
             &parts,
