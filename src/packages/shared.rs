@@ -35,6 +35,8 @@ enum Slot {
     /// A set claimed it and is downloading or reading it.
     Reading,
     Read(Deb),
+    /// Handed to the other set: not held twice (a third set reads it again).
+    Taken,
     /// The set that claimed it stopped first (an error elsewhere).
     Abandoned,
 }
@@ -156,7 +158,7 @@ impl SharedReads {
         let mut slots = lock(&self.slots);
         match slots.get(&key) {
             Some(Slot::Reading | Slot::Read(_)) => Claim::Theirs,
-            Some(Slot::Abandoned) | None => {
+            Some(Slot::Taken | Slot::Abandoned) | None => {
                 slots.insert(key.clone(), Slot::Reading);
                 Claim::Mine(Claimed {
                     shared: self,
@@ -166,17 +168,22 @@ impl SharedReads {
         }
     }
 
-    /// Another set's read of a package it claimed, once done; `None` when
-    /// it abandoned the read (the caller reads the package itself).
+    /// Another set's read of a package it claimed, once done, handed over
+    /// (the entries are not kept here as well); `None` when it abandoned
+    /// the read or handed it to a third set (the caller reads the package
+    /// itself).
     pub fn wait(&self, sha256: &str, keep_docs: bool) -> Option<Deb> {
         let key = (sha256.to_string(), keep_docs);
         let slots = lock(&self.slots);
-        let slots = self
+        let mut slots = self
             .read
             .wait_while(slots, |s| matches!(s.get(&key), Some(Slot::Reading)))
             .unwrap_or_else(|e| e.into_inner());
-        match slots.get(&key) {
-            Some(Slot::Read(d)) => Some(d.clone()),
+        if !matches!(slots.get(&key), Some(Slot::Read(_))) {
+            return None;
+        }
+        match slots.insert(key, Slot::Taken) {
+            Some(Slot::Read(d)) => Some(d),
             _ => None,
         }
     }
@@ -208,6 +215,9 @@ mod tests {
         c.done(&deb("libc6"));
         let d = s.wait("aa", false).unwrap();
         assert_eq!(d.control.get("Package").as_deref(), Some("libc6"));
+        // Handed over, not kept: a third set reads it itself.
+        assert!(s.wait("aa", false).is_none());
+        assert!(matches!(s.claim("aa", false), Claim::Mine(_)));
     }
 
     #[test]
