@@ -486,7 +486,11 @@ fn a_mode_min_cache_skips_the_build_stage_on_a_fresh_builder() {
 }
 
 #[test]
-fn a_warm_rebuild_without_the_build_stage_records_runs_nothing() {
+/// Without a registry cache stages start as soon as their bases are ready
+/// (docs/cache.md): laziness is not decided, so a local rebuild whose
+/// build-stage records were pruned builds that stage again, to the same
+/// image.
+fn a_local_rebuild_without_the_build_stage_records_builds_it_again() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = two_stage_app(tmp.path());
     let a = Kiln::new();
@@ -512,13 +516,13 @@ fn a_warm_rebuild_without_the_build_stage_records_runs_nothing() {
 
     let (again, events, stderr) = build(&a, &dir, "lazy:b", &[]);
     assert_eq!(again, digest);
-    let all = steps(&events);
+    let rerun = ran(&events);
     assert!(
-        !all.is_empty() && all.values().all(|s| s == "cached"),
-        "{all:?}\n{stderr}"
+        rerun.iter().any(|n| n.starts_with("[build ")),
+        "{rerun:?}\n{stderr}"
     );
     assert!(
-        infos(&events).iter().any(|t| t == SKIPPED_BUILD),
+        !infos(&events).iter().any(|t| t == SKIPPED_BUILD),
         "{stderr}"
     );
 

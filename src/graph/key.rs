@@ -163,80 +163,97 @@ pub fn compute(graph: &Graph, target: usize, images: &ImageDigests) -> Result<Ca
     let order = deps::build_order(graph, target)?;
     let mut keys: Vec<Option<StageKeys>> = vec![None; graph.stages.len()];
     for idx in order {
-        let stage = &graph.stages[idx];
-        let result_of = |i: usize, keys: &[Option<StageKeys>]| -> Result<Digest> {
-            keys.get(i)
-                .and_then(|k| k.as_ref())
-                .map(|k| k.result().clone())
-                .with_context(|| format!("stage {i} has no key yet (dependency order bug)"))
-        };
-        let base = match &stage.base {
-            Base::Image { reference } => image_key(reference, &stage.platform, images),
-            Base::Scratch => {
-                let mut h = hasher("scratch");
-                field(&mut h, stage.platform.to_string().as_bytes());
-                h.finish().0
-            }
-            Base::Packages(p) => {
-                let mut h = hasher("packages");
-                field(&mut h, stage.platform.to_string().as_bytes());
-                field(&mut h, &serde_json::to_vec(p)?);
-                let resolved = images.get(&p.reference());
-                field(
-                    &mut h,
-                    resolved
-                        .map(|d| d.to_string())
-                        .unwrap_or_default()
-                        .as_bytes(),
-                );
-                h.finish().0
-            }
-            Base::Stage(i) => result_of(*i, &keys)?,
-        };
-        let mut parent = base.clone();
-        let mut steps = Vec::with_capacity(stage.steps.len());
-        let mut all_reads = Vec::with_capacity(stage.steps.len());
-        for step in &stage.steps {
-            // What the step reads from other stages and images.
-            let mut reads: Vec<&CopyFrom> = Vec::new();
-            match &step.op {
-                Op::Copy(c) => reads.push(&c.from),
-                Op::Run(r) => {
-                    for m in &r.mounts {
-                        match m {
-                            Mount::Bind { from, .. } => reads.push(from),
-                            Mount::Cache {
-                                from: Some(from), ..
-                            } => reads.push(from),
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-            let mut read_keys = Vec::with_capacity(reads.len());
-            for r in reads {
-                match r {
-                    CopyFrom::Context => {}
-                    CopyFrom::Stage(i) => read_keys.push(result_of(*i, &keys)?),
-                    CopyFrom::Image(reference) => {
-                        read_keys.push(image_key(reference, &stage.platform, images))
-                    }
-                }
-            }
-            let k = step_key(&parent, &step.op, &read_keys)?;
-            parent = after_step(&parent, &step.op, &k);
-            steps.push(k);
-            all_reads.push(read_keys);
-        }
-        keys[idx] = Some(StageKeys {
-            base,
-            steps,
-            result: parent,
-            reads: all_reads,
-        });
+        keys[idx] = Some(stage_keys(graph, idx, images, &keys)?);
     }
     Ok(CacheKeys { stages: keys })
+}
+
+/// The keys of stage `idx` alone: `images` needs the digests of its base
+/// and of the images it reads, `keys` the keys of the stages it stands on
+/// and reads (an error names a missing one). So a stage is keyed as soon
+/// as its own inputs are known, while other stages' bases still compose;
+/// [`compute`] gives the same keys for the whole graph.
+pub fn stage_keys(
+    graph: &Graph,
+    idx: usize,
+    images: &ImageDigests,
+    keys: &[Option<StageKeys>],
+) -> Result<StageKeys> {
+    let stage = graph
+        .stages
+        .get(idx)
+        .with_context(|| format!("stage {idx} does not exist"))?;
+    let result_of = |i: usize| -> Result<Digest> {
+        keys.get(i)
+            .and_then(|k| k.as_ref())
+            .map(|k| k.result().clone())
+            .with_context(|| format!("stage {i} has no key yet (dependency order bug)"))
+    };
+    let base = match &stage.base {
+        Base::Image { reference } => image_key(reference, &stage.platform, images),
+        Base::Scratch => {
+            let mut h = hasher("scratch");
+            field(&mut h, stage.platform.to_string().as_bytes());
+            h.finish().0
+        }
+        Base::Packages(p) => {
+            let mut h = hasher("packages");
+            field(&mut h, stage.platform.to_string().as_bytes());
+            field(&mut h, &serde_json::to_vec(p)?);
+            let resolved = images.get(&p.reference());
+            field(
+                &mut h,
+                resolved
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            h.finish().0
+        }
+        Base::Stage(i) => result_of(*i)?,
+    };
+    let mut parent = base.clone();
+    let mut steps = Vec::with_capacity(stage.steps.len());
+    let mut all_reads = Vec::with_capacity(stage.steps.len());
+    for step in &stage.steps {
+        // What the step reads from other stages and images.
+        let mut reads: Vec<&CopyFrom> = Vec::new();
+        match &step.op {
+            Op::Copy(c) => reads.push(&c.from),
+            Op::Run(r) => {
+                for m in &r.mounts {
+                    match m {
+                        Mount::Bind { from, .. } => reads.push(from),
+                        Mount::Cache {
+                            from: Some(from), ..
+                        } => reads.push(from),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        let mut read_keys = Vec::with_capacity(reads.len());
+        for r in reads {
+            match r {
+                CopyFrom::Context => {}
+                CopyFrom::Stage(i) => read_keys.push(result_of(*i)?),
+                CopyFrom::Image(reference) => {
+                    read_keys.push(image_key(reference, &stage.platform, images))
+                }
+            }
+        }
+        let k = step_key(&parent, &step.op, &read_keys)?;
+        parent = after_step(&parent, &step.op, &k);
+        steps.push(k);
+        all_reads.push(read_keys);
+    }
+    Ok(StageKeys {
+        base,
+        steps,
+        result: parent,
+        reads: all_reads,
+    })
 }
 
 #[cfg(test)]
@@ -369,6 +386,23 @@ mod tests {
         assert_eq!(s0(&n1).steps[1], s0(&n2).steps[1]);
         let (u1, u2) = (with_link("x", Some("app")), with_link("y", Some("app")));
         assert_ne!(s0(&u1).steps[1], s0(&u2).steps[1]);
+    }
+
+    #[test]
+    fn a_stage_is_keyed_from_its_own_inputs_as_the_whole_graph_keys_it() {
+        let g = graph(b"one", "x");
+        let mut images = ImageDigests::new();
+        images.insert("debian:bookworm".into(), Digest::of(b"manifest"));
+        let all = compute(&g, 1, &images).unwrap();
+        // Stage 0 needs nothing but its base's digest.
+        let s0 = stage_keys(&g, 0, &images, &[None, None]).unwrap();
+        assert_eq!(Some(&s0), all.stages[0].as_ref());
+        // Stage 1 reads stage 0: without its key it is refused...
+        let e = stage_keys(&g, 1, &images, &[None, None]).unwrap_err();
+        assert!(e.to_string().contains("stage 0 has no key yet"), "{e}");
+        // ...with it, keyed as the whole graph keys it.
+        let s1 = stage_keys(&g, 1, &images, &[Some(s0), None]).unwrap();
+        assert_eq!(Some(&s1), all.stages[1].as_ref());
     }
 
     #[test]

@@ -27,6 +27,7 @@ use super::fetch::Http;
 use super::lock::{LockedPackage, Lockfile};
 use super::relation;
 use super::repo::RepoConfig;
+use super::shared::{Claim, SharedReads};
 use super::{configure, dpkg};
 use crate::Result;
 use crate::oci::digest::{Digest, HashingReader};
@@ -62,6 +63,18 @@ pub struct ComposeOptions {
     /// (the toolchain's files are written once, while the layer
     /// compresses, instead of unpacking the blob afterwards).
     pub snapshots: Option<Snapshots>,
+    /// The other package sets of the same build: packages they read are
+    /// not read again, and this set writes its layers in its turn
+    /// ([`super::shared`]).
+    pub shared: Option<Sharing>,
+}
+
+/// A set's place among the package sets of one build.
+#[derive(Clone, Debug)]
+pub struct Sharing {
+    pub reads: Arc<SharedReads>,
+    /// Its rank: the order the build needs the sets in, 0 first.
+    pub rank: usize,
 }
 
 impl Default for ComposeOptions {
@@ -73,6 +86,7 @@ impl Default for ComposeOptions {
             extra_ca: Vec::new(),
             keep_docs: false,
             snapshots: None,
+            shared: None,
         }
     }
 }
@@ -409,17 +423,43 @@ fn workers() -> usize {
 /// soon as its file is in the store, so xz decompression overlaps the
 /// downloads. Contents are filtered by [`super::exclude`] unless
 /// `keep_docs`; file contents are spooled to disk ([`Spool`]), so the set
-/// is not held in memory and later copies of an entry are cheap.
-fn fetch_and_read<'a>(
+/// is not held in memory and later copies of an entry are cheap. A
+/// package another set of the build claimed is not downloaded or read
+/// here: its read is taken once done ([`super::shared`]).
+fn fetch_and_read(
     cfg: &RepoConfig,
     http: &Http,
     store: &Store,
-    lock: &'a Lockfile,
+    lock: &Lockfile,
     opts: &ComposeOptions,
     progress: &Progress,
 ) -> Result<BTreeMap<String, Deb>> {
-    let task = progress.task(format!("unpack {} packages", lock.packages.len()));
-    let (tx, rx) = std::sync::mpsc::channel::<&'a LockedPackage>();
+    let shared = opts.shared.as_ref().map(|s| &*s.reads);
+    let mut mine: Vec<LockedPackage> = Vec::new();
+    let mut theirs: Vec<&LockedPackage> = Vec::new();
+    let mut claims = HashMap::new();
+    for p in &lock.packages {
+        match shared.map(|s| s.claim(&p.sha256, opts.keep_docs)) {
+            Some(Claim::Theirs) => theirs.push(p),
+            Some(Claim::Mine(c)) => {
+                claims.insert(p.name.clone(), c);
+                mine.push(p.clone());
+            }
+            None => mine.push(p.clone()),
+        }
+    }
+    // Dropped unfinished (an error), a claim lets the other sets read it.
+    let claims = Mutex::new(claims);
+    let task = progress.task(if theirs.is_empty() {
+        format!("unpack {} packages", mine.len())
+    } else {
+        format!(
+            "unpack {} packages ({} read for another set)",
+            mine.len(),
+            theirs.len()
+        )
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<&LockedPackage>();
     let rx = Mutex::new(rx);
     let read: Mutex<BTreeMap<String, Deb>> = Mutex::new(BTreeMap::new());
     let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
@@ -447,6 +487,9 @@ fn fetch_and_read<'a>(
                             if !opts.keep_docs {
                                 d.entries = super::exclude::filter(std::mem::take(&mut d.entries));
                             }
+                            if let Some(c) = claims.lock().ok().and_then(|mut c| c.remove(&p.name)) {
+                                c.done(&d);
+                            }
                             if let Ok(mut m) = read.lock() {
                                 m.insert(p.name.clone(), d);
                             }
@@ -461,12 +504,13 @@ fn fetch_and_read<'a>(
             });
         }
         let tx = Mutex::new(tx);
-        let then = |p: &'a LockedPackage| {
+        let mine: &[LockedPackage] = &mine;
+        let then = |p| {
             if let Ok(t) = tx.lock() {
                 let _ = t.send(p);
             }
         };
-        let r = fetch_debs_then(cfg, http, store, &lock.packages, opts.jobs, progress, &then);
+        let r = fetch_debs_then(cfg, http, store, mine, opts.jobs, progress, &then);
         drop(tx);
         r
     });
@@ -474,9 +518,26 @@ fn fetch_and_read<'a>(
     if let Some(e) = failed.into_inner().ok().flatten() {
         return Err(e);
     }
+    let mut read = read
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a package reader panicked"))?;
+    for p in theirs {
+        let d = match shared.and_then(|s| s.wait(&p.sha256, opts.keep_docs)) {
+            Some(d) => d,
+            // The set that claimed it stopped: read it here.
+            None => {
+                fetch_debs(cfg, http, store, std::slice::from_ref(p), 1, progress)?;
+                let mut d = read_deb(store, p, &mut Spool::new_in(&spool_dir)?)?;
+                if !opts.keep_docs {
+                    d.entries = super::exclude::filter(std::mem::take(&mut d.entries));
+                }
+                d
+            }
+        };
+        read.insert(p.name.clone(), d);
+    }
     task.finish("done");
-    read.into_inner()
-        .map_err(|_| anyhow::anyhow!("a package reader panicked"))
+    Ok(read)
 }
 
 /// Turns a locked package set into layers in the store.
@@ -537,6 +598,10 @@ pub fn compose(
         .map(|d| slim(d.clone()))
         .collect::<Result<_>>()?;
     let groups = group(&edges(&controls, &lock.arch), opts.max_layers);
+    // The sets the build needs first write their layers first.
+    if let Some(s) = &opts.shared {
+        s.reads.wait_turn(s.rank);
+    }
 
     // Layers are written in parallel, largest first, so the big shared
     // layer's gzip does not run alone at the end (each writer is one
@@ -732,6 +797,121 @@ mod tests {
             err.contains("is corrupt") && err.contains("hello 1.0"),
             "{err}"
         );
+    }
+
+    fn named_deb(store: &Store, name: &str, files: &[(&str, &[u8])]) -> LockedPackage {
+        let bytes = deb::tests::make_deb(
+            &format!("Package: {name}\nVersion: 1.0\nArchitecture: amd64\n"),
+            files,
+        );
+        let blob = store.put(&bytes).unwrap();
+        LockedPackage {
+            name: name.into(),
+            version: "1.0".into(),
+            arch: "amd64".into(),
+            archive: "trixie".into(),
+            filename: format!("pool/main/{name}_1.0_amd64.deb"),
+            sha256: blob.digest.hex().to_string(),
+            size: bytes.len() as u64,
+        }
+    }
+
+    fn locked(packages: Vec<LockedPackage>) -> Lockfile {
+        Lockfile {
+            version: super::super::lock::LOCK_VERSION,
+            suite: "trixie".into(),
+            arch: "amd64".into(),
+            release_date: "Sat, 01 Nov 2025 00:00:00 UTC".into(),
+            base: Default::default(),
+            recommends: false,
+            requests: packages.iter().map(|p| p.name.clone()).collect(),
+            packages,
+        }
+    }
+
+    fn offline(root: &Path) -> RepoConfig {
+        RepoConfig {
+            arch: "amd64".into(),
+            offline: true,
+            cache: Some(root.join("packages")),
+            ..RepoConfig::default()
+        }
+    }
+
+    /// Two sets of one build read a package they share once: the second
+    /// set composes without its .deb file (gone from the store, offline),
+    /// and its layers are the bytes it composes alone.
+    #[test]
+    fn a_package_in_two_sets_is_read_once_and_the_layers_are_unchanged() {
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let files: &[(&str, &[u8])] = &[("./usr/lib/libshared.so.1", &big)];
+        let gzip = |shared| ComposeOptions {
+            layer: LayerOptions {
+                compression: layer::Compression::Gzip,
+                epoch: 0,
+            },
+            shared,
+            ..ComposeOptions::default()
+        };
+        let progress = Progress::quiet();
+
+        // The runtime set alone, in its own cache.
+        let alone_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(alone_dir.path().join("store")).unwrap();
+        let runtime = locked(vec![named_deb(&store, "libshared", files)]);
+        let alone = compose(
+            &offline(alone_dir.path()),
+            &Http::new(),
+            &store,
+            &runtime,
+            &gzip(None),
+            &progress,
+        )
+        .unwrap();
+
+        // A build set with it and more (zstd: no layer of the runtime
+        // set's is in the layer cache), then the runtime set.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let shared = named_deb(&store, "libshared", files);
+        let build = locked(vec![
+            shared.clone(),
+            named_deb(&store, "gcc", &[("./usr/bin/gcc", b"cc")]),
+        ]);
+        let reads = Arc::new(SharedReads::new(2));
+        let share = |rank| {
+            Some(Sharing {
+                reads: reads.clone(),
+                rank,
+            })
+        };
+        let cfg = offline(dir.path());
+        let runtime_turn = reads.turn(1);
+        {
+            let _t = reads.turn(0);
+            let zstd = ComposeOptions {
+                layer: LayerOptions {
+                    compression: layer::Compression::Zstd,
+                    epoch: 0,
+                },
+                shared: share(0),
+                ..ComposeOptions::default()
+            };
+            compose(&cfg, &Http::new(), &store, &build, &zstd, &progress).unwrap();
+        }
+        let blob = store.blob_path(&shared.digest().unwrap());
+        std::fs::remove_file(&blob).unwrap();
+        let second = compose(&cfg, &Http::new(), &store, &runtime, &gzip(share(1)), &progress)
+            .unwrap();
+        drop(runtime_turn);
+        assert!(!second.cached);
+        assert_eq!(second.layers, alone.layers);
+
+        // Without the build's shared reads (and its layer cache), the
+        // missing file is an error: the second set did not read it.
+        std::fs::remove_dir_all(dir.path().join("packages/layers")).unwrap();
+        let e = compose(&cfg, &Http::new(), &store, &runtime, &gzip(None), &progress).unwrap_err();
+        assert!(format!("{e:#}").contains("--offline"), "{e:#}");
     }
 
     #[test]

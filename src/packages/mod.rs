@@ -18,6 +18,7 @@
 //! | [`exclude`] | docs, manual pages and translations left out (dpkg `path-exclude`) |
 //! | [`configure`] | maintainer-script results, emulated |
 //! | [`compose`] | downloads, grouping by the dependency graph, layer cache |
+//! | [`shared`] | what one build's package sets share: each .deb read once, layers written in the order the build needs them |
 //! | [`lock`] | `kiln.lock` |
 //! | [`resolved`] | resolved sets reused by later builds (like pulled base images) |
 //! | [`image`] | the library API: request → lockfile → image |
@@ -36,5 +37,6 @@ pub mod relation;
 pub mod repo;
 pub mod resolve;
 pub mod resolved;
+pub mod shared;
 pub mod verify;
 pub mod version;

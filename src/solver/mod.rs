@@ -11,6 +11,7 @@
 //! | [`download`] | ADD's URL downloads, verified against `--checksum` |
 //! | [`mounts`] | `RUN --mount` sources from another stage or image |
 //! | [`lazy`] | which stages to build: a stage only read is skipped when its readers are cached |
+//! | `schedule` | when each package base composes and each stage builds: as soon as what it needs is ready |
 //! | [`remote`] | the registry as a shared step cache (`--cache-to`, `--cache-from`) |
 //! | `step_mounts` | a RUN step's mounts → the sandbox's, with the temp files they bind |
 //!
@@ -27,6 +28,7 @@ pub mod lazy;
 pub mod mounts;
 pub mod remote;
 pub mod rootfs;
+mod schedule;
 mod step_mounts;
 pub mod trust;
 pub mod workdir;
@@ -40,7 +42,7 @@ use anyhow::{Context as _, bail};
 
 use crate::Result;
 use crate::context::Context;
-use crate::graph::key::{CacheKeys, ImageDigests};
+use crate::graph::key::{CacheKeys, ImageDigests, StageKeys};
 use crate::graph::{self, Base, ConfigChange, CopyFrom, Graph, ImageConfig, Op, Step};
 use crate::oci::image::{Image, ImageBuilder, read_image};
 use crate::oci::layer::{Entry, LayerOptions, canonicalize, write_canonical_layer, write_layer};
@@ -282,46 +284,7 @@ impl Solver {
                 .map(|&i| g.stages[i].steps.iter().filter(|s| shown(&s.op)).count())
                 .sum::<usize>();
         progress.steps(total_steps as u64);
-        // The bases only build stages stand on that a registry cache knows
-        // by what they resolved to wait: those stages may be skipped
-        // ([`lazy`]), and are composed below when they are not.
-        let mut provisional = self.resolved_bases(g, &sets, &output, opts, progress);
-        let composed: Vec<(String, Result<(Image, ComposedSet)>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = sets
-                .iter()
-                .filter(|(r, _)| !provisional.contains_key(*r))
-                .map(|(r, (p, platform, layer))| {
-                    (
-                        r.clone(),
-                        s.spawn(move || self.compose_packages(p, platform, *layer, opts, progress)),
-                    )
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(r, h)| (r, h.join().expect("compose thread panicked")))
-                .collect()
-        });
-        // By reference: a base composed later replaces its resolution.
-        let mut package_sets: BTreeMap<String, ComposedSet> = BTreeMap::new();
         let mut export = remote::Exportable::default();
-        let found: Vec<_> = provisional
-            .iter()
-            .map(|(r, (img, set))| (r.clone(), Ok((img.clone(), set.clone()))))
-            .collect();
-        for (r, img) in composed.into_iter().chain(found) {
-            let (img, set) = img?;
-            export.bases.push(remote::ExportBase {
-                output: output
-                    .iter()
-                    .any(|&i| matches!(&g.stages[i].base, Base::Packages(p) if p.reference() == r)),
-                reference: r.clone(),
-                image: img.clone(),
-                set: set.clone(),
-            });
-            bases.insert(r.clone(), img);
-            package_sets.insert(r, set);
-        }
         for &i in &order {
             for step in &g.stages[i].steps {
                 let Op::Run(run) = &step.op else { continue };
@@ -388,99 +351,152 @@ impl Solver {
                 .map(|(r, img)| Ok((r.clone(), img.digest()?)))
                 .collect()
         };
-        let mut keys = graph::key::compute(g, target, &digests(&bases)?)?;
-        // A stage whose readers are all cached is not built ([`lazy`]).
-        let needed_now = |keys: &CacheKeys| {
-            lazy::needed_stages(g, &order, keys, opts.no_cache, &|i, k| {
-                self.cached(k, stage_layer(opts, output.contains(&i)).compression)
-            })
-        };
-        let mut build = needed_now(&keys)?;
-        // A stage to build on a base known only by its resolution: the
-        // base is composed now, and the keys over it computed again.
-        loop {
-            let compose: BTreeSet<String> = build
-                .iter()
-                .filter_map(|&i| match &g.stages[i].base {
-                    Base::Packages(p) if provisional.contains_key(&p.reference()) => {
-                        Some(p.reference())
-                    }
-                    _ => None,
-                })
-                .collect();
-            if compose.is_empty() {
-                break;
-            }
-            for r in compose {
-                provisional.remove(&r);
-                let (p, platform, layer) = sets[&r];
-                let (img, set) = self.compose_packages(p, platform, layer, opts, progress)?;
-                if let Some(b) = export.bases.iter_mut().find(|b| b.reference == r) {
-                    b.image = img.clone();
-                    b.set = set.clone();
+        let stats = Mutex::new(SolveStats::default());
+        let exported = Mutex::new(Vec::new());
+        // With a registry cache, a stage whose readers are all cached is not
+        // built ([`lazy`]): to know which, the bases are composed (or found
+        // by what they resolved to) and the whole graph keyed first. The
+        // bases only build stages stand on that the cache knows by their
+        // resolution wait: they are composed below if a stage on them must
+        // be built. Without one, each base composes and each stage starts
+        // as soon as what it needs is ready (`schedule`).
+        let mut composed_early: BTreeMap<String, (Image, ComposedSet)> = BTreeMap::new();
+        let mut skipped: BTreeSet<usize> = BTreeSet::new();
+        let mut keys_early: Option<CacheKeys> = None;
+        if self.remote.is_some() {
+            let mut provisional = self.resolved_bases(g, &sets, &output, opts, progress);
+            let mut compose: Vec<String> = Vec::new();
+            for &i in &order {
+                if let Base::Packages(p) = &g.stages[i].base
+                    && !provisional.contains_key(&p.reference())
+                    && !compose.contains(&p.reference())
+                {
+                    compose.push(p.reference());
                 }
-                package_sets.insert(r.clone(), set);
-                bases.insert(r, img);
             }
-            keys = graph::key::compute(g, target, &digests(&bases)?)?;
-            build = needed_now(&keys)?;
+            loop {
+                composed_early.extend(self.compose_sets(&sets, &compose, opts, progress)?);
+                let mut all = bases.clone();
+                for (r, (img, _)) in composed_early.iter().chain(&provisional) {
+                    all.insert(r.clone(), img.clone());
+                }
+                let keys = graph::key::compute(g, target, &digests(&all)?)?;
+                let build = lazy::needed_stages(g, &order, &keys, opts.no_cache, &|i, k| {
+                    self.cached(k, stage_layer(opts, output.contains(&i)).compression)
+                })?;
+                // A stage to build on a base known only by its resolution:
+                // the base is composed now, and the keys computed again.
+                compose = Vec::new();
+                for &i in &build {
+                    if let Base::Packages(p) = &g.stages[i].base
+                        && provisional.remove(&p.reference()).is_some()
+                    {
+                        compose.push(p.reference());
+                    }
+                }
+                if compose.is_empty() {
+                    skipped = order.iter().copied().filter(|i| !build.contains(i)).collect();
+                    keys_early = Some(keys);
+                    break;
+                }
+            }
+            // The bases of stages not built stay known by their resolution
+            // (their keys and the export need no more).
+            composed_early.extend(provisional);
+            if let Some(keys) = &keys_early {
+                for &i in &skipped {
+                    self.skip_stage(g, i, keys, opts, progress, &stats, &exported)?;
+                }
+            }
         }
 
-        let states: Mutex<Vec<Option<StageState>>> = Mutex::new(vec![None; g.stages.len()]);
-        let stats = Mutex::new(SolveStats::default());
-        let needed: BTreeSet<usize> = order.iter().copied().collect();
-        // A stage not built counts as done from the start.
-        let mut done: BTreeSet<usize> = BTreeSet::new();
-        let exported = Mutex::new(Vec::new());
-        for &i in order.iter().filter(|i| !build.contains(i)) {
-            self.skip_stage(g, i, &keys, opts, progress, &stats, &exported)?;
-            done.insert(i);
+        // Package bases compose in parallel (index reads and .deb
+        // downloads of a build and a runtime stage overlap), and each stage
+        // is keyed and built as soon as its own base is composed and the
+        // stages it reads are built (`schedule`).
+        for (r, (img, _)) in &composed_early {
+            bases.insert(r.clone(), img.clone());
         }
-        let cx = StageBuild {
-            g,
-            keys: &keys,
-            bases: &bases,
-            states: &states,
-            stats: &stats,
-            opts,
-            progress,
-            output: &output,
-            exported: &exported,
-        };
-        // Waves: every stage whose dependencies are built runs in parallel.
-        while done.len() < needed.len() {
-            let ready: Vec<usize> = needed
-                .iter()
-                .copied()
-                .filter(|i| {
-                    !done.contains(i)
-                        && graph::deps::direct_deps(g, *i)
-                            .iter()
-                            .all(|d| done.contains(d))
-                })
-                .collect();
-            if ready.is_empty() {
-                bail!("the build graph has a cycle between stages");
+        let bases = Mutex::new(bases);
+        // The sets left to compose share their .deb reads, and write their
+        // layers in the order the stages need them (`order` is
+        // dependencies first).
+        let mut rank: BTreeMap<String, usize> = BTreeMap::new();
+        for &i in order.iter().filter(|i| !skipped.contains(i)) {
+            if let Base::Packages(p) = &g.stages[i].base
+                && !composed_early.contains_key(&p.reference())
+            {
+                let next = rank.len();
+                rank.entry(p.reference()).or_insert(next);
             }
-            let results: Vec<(usize, Result<StageState>)> = std::thread::scope(|s| {
-                let handles: Vec<_> = ready
+        }
+        let reads = Arc::new(crate::packages::shared::SharedReads::new(rank.len()));
+        let composed: Mutex<BTreeMap<String, (Image, ComposedSet)>> = Mutex::new(composed_early);
+        let keys: Mutex<Vec<Option<StageKeys>>> = Mutex::new(match &keys_early {
+            Some(k) => k.stages.clone(),
+            None => vec![None; g.stages.len()],
+        });
+        let states: Mutex<Vec<Option<StageState>>> = Mutex::new(vec![None; g.stages.len()]);
+        schedule::Schedule::new(g, &order)
+            .without(&skipped)
+            .run(|job| match job {
+                schedule::Job::Base(r) => {
+                    if relock(&composed).contains_key(r) {
+                        return Ok(());
+                    }
+                    let (p, platform, layer) = sets
+                        .get(r)
+                        .with_context(|| format!("package base {r} is not in the graph"))?;
+                    let share = crate::packages::compose::Sharing {
+                        reads: reads.clone(),
+                        rank: rank.get(r).copied().unwrap_or_default(),
+                    };
+                    let built =
+                        self.compose_packages(p, platform, *layer, share, opts, progress)?;
+                    relock(&bases).insert(r.clone(), built.0.clone());
+                    relock(&composed).insert(r.clone(), built);
+                    Ok(())
+                }
+                schedule::Job::Stage(i) => {
+                    // What this stage reads is ready: key it, then build it
+                    // over a copy of the bases and keys as they are now.
+                    let bases_now = relock(&bases).clone();
+                    let digests = digests(&bases_now)?;
+                    let keys_now = {
+                        let mut keys = relock(&keys);
+                        keys[*i] = Some(graph::key::stage_keys(g, *i, &digests, &keys)?);
+                        CacheKeys {
+                            stages: keys.clone(),
+                        }
+                    };
+                    let cx = StageBuild {
+                        g,
+                        keys: &keys_now,
+                        bases: &bases_now,
+                        states: &states,
+                        stats: &stats,
+                        opts,
+                        progress,
+                        output: &output,
+                        exported: &exported,
+                    };
+                    let st = self.build_stage(&cx, *i, stage_layer(opts, output.contains(i)))?;
+                    relock(&states)[*i] = Some(st);
+                    Ok(())
+                }
+            })?;
+        let bases = bases.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut package_sets = Vec::new();
+        for (r, (img, set)) in composed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            export.bases.push(remote::ExportBase {
+                output: output
                     .iter()
-                    .map(|&i| {
-                        let cx = &cx;
-                        let layer = stage_layer(opts, output.contains(&i));
-                        s.spawn(move || (i, self.build_stage(cx, i, layer)))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("stage thread panicked"))
-                    .collect()
+                    .any(|&i| matches!(&g.stages[i].base, Base::Packages(p) if p.reference() == r)),
+                reference: r,
+                image: img,
+                set: set.clone(),
             });
-            for (i, r) in results {
-                let st = r?;
-                states.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(st);
-                done.insert(i);
-            }
+            package_sets.push(set);
         }
         let mut states = states.into_inner().unwrap_or_else(|e| e.into_inner());
         let st = states[target]
@@ -517,7 +533,7 @@ impl Solver {
         Ok(Solved {
             image,
             stats: stats.into_inner().unwrap_or_else(|e| e.into_inner()),
-            package_sets: package_sets.into_values().collect(),
+            package_sets,
             cache: export,
         })
     }
@@ -716,6 +732,45 @@ impl Solver {
         out
     }
 
+    /// Composes the package sets `which` (references, in the order the
+    /// build needs them) in parallel, sharing their .deb reads.
+    fn compose_sets(
+        &self,
+        sets: &BTreeMap<String, (&graph::PackageSet, &Platform, LayerOptions)>,
+        which: &[String],
+        opts: &SolveOptions<'_>,
+        progress: &Progress,
+    ) -> Result<BTreeMap<String, (Image, ComposedSet)>> {
+        let reads = Arc::new(crate::packages::shared::SharedReads::new(which.len()));
+        let composed: Vec<(String, Result<(Image, ComposedSet)>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = which
+                .iter()
+                .enumerate()
+                .filter_map(|(rank, r)| {
+                    let (p, platform, layer) = *sets.get(r)?;
+                    let share = crate::packages::compose::Sharing {
+                        reads: reads.clone(),
+                        rank,
+                    };
+                    Some((
+                        r.clone(),
+                        s.spawn(move || {
+                            self.compose_packages(p, platform, layer, share, opts, progress)
+                        }),
+                    ))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(r, h)| (r, h.join().expect("compose thread panicked")))
+                .collect()
+        });
+        composed
+            .into_iter()
+            .map(|(r, built)| Ok((r, built?)))
+            .collect()
+    }
+
     /// A stage base made of Debian packages, composed (or found in the
     /// package layer cache) into the store.
     fn compose_packages(
@@ -723,10 +778,15 @@ impl Solver {
         p: &graph::PackageSet,
         platform: &Platform,
         layer: LayerOptions,
+        share: crate::packages::compose::Sharing,
         opts: &SolveOptions<'_>,
         progress: &Progress,
     ) -> Result<(Image, ComposedSet)> {
         use crate::packages::{compose::ComposeOptions, image};
+        // Composing until this returns, however it does: the sets ranked
+        // after it wait for that to write their layers.
+        let reads = share.reads.clone();
+        let _turn = reads.turn(share.rank);
         let mut req = packages_request(p, platform)?;
         req.pull = opts.pull;
         let lock = match &p.lock {
@@ -775,6 +835,7 @@ impl Solver {
                 // Every stage on a package base runs steps on it (a COPY
                 // reads its dirs too): snapshot the layers as they are written.
                 snapshots: Some(self.snapshots.clone()),
+                shared: Some(share),
                 ..ComposeOptions::default()
             },
             &parts,
@@ -1356,6 +1417,12 @@ pub(crate) fn packages_request(
         packages: p.packages.clone(),
         pull: false,
     })
+}
+
+/// A lock whose holder panicked is still the state to report from (the
+/// panic itself reaches the caller through the thread scope).
+fn relock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn layer_records(img: &Image) -> Result<Vec<LayerRecord>> {
