@@ -404,6 +404,28 @@ fn node_for_two_platforms_is_one_index_and_runs_emulated() {
     let native = if arch == "arm64" { "amd64" } else { "arm64" };
     assert_eq!(node_arch(Some(&format!("linux/{arch}"))), node_name(arch));
     assert_eq!(node_arch(None), node_name(native));
+
+    // A clean home (its own cache) gives the same index.
+    let clean = Kiln::new();
+    let app = support::auto::example("node-npm", clean.root());
+    let mut args = vec![
+        "build",
+        app.to_str().unwrap(),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        "node-npm:1",
+    ];
+    args.extend(ca.iter().map(String::as_str));
+    let started = std::time::Instant::now();
+    let again = String::from_utf8_lossy(&clean.ok(&args).stdout)
+        .trim()
+        .to_string();
+    eprintln!(
+        "node-npm amd64+arm64, clean cache: {again} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(again, digest, "two clean builds gave different indexes");
 }
 
 /// python-flask (pip) for amd64 and arm64 in one command: the foreign
