@@ -347,27 +347,7 @@ fn a_failed_index_push_leaves_no_tag() {
 #[test]
 fn node_for_two_platforms_is_one_index_and_runs_emulated() {
     let home = Kiln::shared();
-    let app = support::auto::example("node-npm", home.root());
-    let mut args = vec![
-        "build",
-        app.to_str().unwrap(),
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "-t",
-        "node-npm:1",
-        "--progress",
-        "plain",
-    ];
-    let ca = host_ca_args();
-    args.extend(ca.iter().map(String::as_str));
-    let started = std::time::Instant::now();
-    let out = home.ok(&args);
-    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    eprintln!(
-        "node-npm amd64+arm64: {digest} in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    let log = String::from_utf8_lossy(&out.stderr);
+    let (digest, log) = build_example(&home, "node-npm", TWO);
     // The second platform's build stage is the first's: both run here.
     let (_, second) = log
         .split_once("building for linux/arm64")
@@ -406,25 +386,7 @@ fn node_for_two_platforms_is_one_index_and_runs_emulated() {
     assert_eq!(node_arch(None), node_name(native));
 
     // A clean home (its own cache) gives the same index.
-    let clean = Kiln::new();
-    let app = support::auto::example("node-npm", clean.root());
-    let mut args = vec![
-        "build",
-        app.to_str().unwrap(),
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "-t",
-        "node-npm:1",
-    ];
-    args.extend(ca.iter().map(String::as_str));
-    let started = std::time::Instant::now();
-    let again = String::from_utf8_lossy(&clean.ok(&args).stdout)
-        .trim()
-        .to_string();
-    eprintln!(
-        "node-npm amd64+arm64, clean cache: {again} in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    let (again, _) = build_example(&Kiln::new(), "node-npm", TWO);
     assert_eq!(again, digest, "two clean builds gave different indexes");
 }
 
@@ -437,32 +399,8 @@ fn node_for_two_platforms_is_one_index_and_runs_emulated() {
 #[test]
 fn python_for_two_platforms_installs_the_targets_wheels_natively() {
     let (_, machine) = foreign();
-    let platforms = "linux/amd64,linux/arm64";
-    let ca = host_ca_args();
-    let build = |home: &Kiln, app: &std::path::Path| {
-        let mut args = vec![
-            "build",
-            app.to_str().unwrap(),
-            "--platform",
-            platforms,
-            "-t",
-            "python-flask:1",
-            "--progress",
-            "plain",
-        ];
-        args.extend(ca.iter().map(String::as_str));
-        let started = std::time::Instant::now();
-        let out = home.ok(&args);
-        let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        eprintln!(
-            "python-flask amd64+arm64: {digest} in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
-        (digest, String::from_utf8_lossy(&out.stderr).into_owned())
-    };
     let home = Kiln::shared();
-    let app = support::auto::example("python-flask", home.root());
-    let (digest, log) = build(&home, &app);
+    let (digest, log) = build_example(&home, "python-flask", TWO);
     // The foreign platform's install ran on this machine, for the target,
     // and needed no emulated fallback.
     assert!(
@@ -478,9 +416,7 @@ fn python_for_two_platforms_installs_the_targets_wheels_natively() {
     let src = format!("{}:python-flask:1", home.layout());
     answers_under_podman(&[&src], "python-flask", "Hello from python-flask");
 
-    let clean = Kiln::new();
-    let app = support::auto::example("python-flask", clean.root());
-    let (again, _) = build(&clean, &app);
+    let (again, _) = build_example(&Kiln::new(), "python-flask", TWO);
     assert_eq!(again, digest, "two clean builds gave different indexes");
 }
 
@@ -536,4 +472,34 @@ http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
     assert!(!log.contains("emulated under qemu-user"), "{log}");
     let src = format!("{}:sdist:1", home.layout());
     answers_under_podman(&[&src], "sdist", "docopt 0.6.2");
+}
+
+/// Both platforms of the e2e builds, amd64 first.
+const TWO: &str = "linux/amd64,linux/arm64";
+
+/// `kiln build` of the example `app` for `platforms` in `home`, tagged
+/// `APP:1`, with plain progress: the index's digest and the build's log.
+fn build_example(home: &Kiln, app: &str, platforms: &str) -> (String, String) {
+    let dir = support::auto::example(app, home.root());
+    let tag = format!("{app}:1");
+    let mut args = vec![
+        "build",
+        dir.to_str().unwrap(),
+        "--platform",
+        platforms,
+        "-t",
+        &tag,
+        "--progress",
+        "plain",
+    ];
+    let ca = host_ca_args();
+    args.extend(ca.iter().map(String::as_str));
+    let started = std::time::Instant::now();
+    let out = home.ok(&args);
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    eprintln!(
+        "{app} {platforms}: {digest} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    (digest, String::from_utf8_lossy(&out.stderr).into_owned())
 }
