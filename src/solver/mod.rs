@@ -708,14 +708,17 @@ impl Solver {
         if opts.pull || opts.no_cache {
             return out;
         }
-        for (r, (p, _, _)) in sets {
+        for (r, (p, platform, _)) in sets {
             let in_image = output
                 .iter()
                 .any(|&i| matches!(&g.stages[i].base, Base::Packages(q) if q.reference() == *r));
             if in_image {
                 continue;
             }
-            match remote.resolved_base(&self.store, r) {
+            let found = platform
+                .debian_arch()
+                .and_then(|arch| remote.resolved_base(&self.store, r, arch));
+            match found {
                 Ok(Some(found)) => {
                     progress
                         .for_steps()
@@ -806,7 +809,7 @@ impl Solver {
             && !opts.no_cache
             && let Some(remote) = &self.remote
         {
-            match remote.base(&self.store, &p.reference()) {
+            match remote.base(&self.store, &p.reference(), &req.repo.arch) {
                 Ok(Some(found)) => {
                     task.finish("cached");
                     return Ok(found);

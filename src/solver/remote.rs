@@ -41,7 +41,16 @@ pub const ARTIFACT_TYPE: &str = "application/vnd.kiln.cache.v1+json";
 /// The media type of the cache record layer.
 pub const RECORD_MEDIA_TYPE: &str = "application/vnd.kiln.cache.record.v1+json";
 /// The record format this kiln writes and reads; another is a miss.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: package bases filed by reference and Debian architecture
+/// ([`base_key`]); version 1 filed them by reference alone, so a builder
+/// for arm64 took an amd64 builder's base for its own.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Where a record files a package base: its set's reference (which names
+/// no architecture) and the Debian architecture its packages are for.
+fn base_key(reference: &str, arch: &str) -> String {
+    format!("{reference}@{arch}")
+}
 
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -205,6 +214,13 @@ pub struct ExportBase {
     pub set: ComposedSet,
 }
 
+impl ExportBase {
+    /// Where a record files it ([`base_key`]).
+    fn key(&self) -> String {
+        base_key(&self.reference, &self.set.lock.arch)
+    }
+}
+
 /// A cache mount a solve's steps use (`RUN --mount=type=cache`).
 #[derive(Debug, Clone)]
 pub struct ExportMount {
@@ -223,17 +239,63 @@ pub struct Exportable {
     pub mounts: Vec<ExportMount>,
 }
 
+impl Exportable {
+    /// One export of several solves (the platforms of one build): their
+    /// steps are keyed by platform already and their package bases are
+    /// filed by architecture ([`base_key`]); what two solves share (a
+    /// natively built stage, a cache mount) is kept once, as part of the
+    /// image when it is for either.
+    pub fn merged<'a>(parts: impl IntoIterator<Item = &'a Exportable>) -> Exportable {
+        let mut out = Exportable::default();
+        let mut steps: HashMap<Digest, usize> = HashMap::new();
+        let mut bases: HashMap<String, usize> = HashMap::new();
+        let mut mounts: HashMap<String, usize> = HashMap::new();
+        for part in parts {
+            for s in &part.steps {
+                match steps.get(&s.key) {
+                    Some(&i) => out.steps[i].output |= s.output,
+                    None => {
+                        steps.insert(s.key.clone(), out.steps.len());
+                        out.steps.push(s.clone());
+                    }
+                }
+            }
+            for b in &part.bases {
+                match bases.get(&b.key()) {
+                    Some(&i) => out.bases[i].output |= b.output,
+                    None => {
+                        bases.insert(b.key(), out.bases.len());
+                        out.bases.push(b.clone());
+                    }
+                }
+            }
+            for m in &part.mounts {
+                match mounts.get(&m.id) {
+                    Some(&i) => out.mounts[i].output |= m.output,
+                    None => {
+                        mounts.insert(m.id.clone(), out.mounts.len());
+                        out.mounts.push(m.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The cache record, on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     version: u32,
     #[serde(default)]
     steps: BTreeMap<Digest, WireStep>,
+    /// Package bases by [`base_key`].
     #[serde(default)]
     bases: BTreeMap<String, WireBase>,
     /// Package bases without their layers: what the bases of stages the
     /// cache has no steps of resolved to, so a reader keys those stages
-    /// (and skips them when nothing reads them) without composing them.
+    /// (and skips them when nothing reads them) without composing them;
+    /// by [`base_key`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     resolved: BTreeMap<String, WireBase>,
     /// Cache mount contents by mount id (`cache-mounts=true`).
@@ -533,11 +595,17 @@ impl RemoteCache {
         Ok(true)
     }
 
-    /// The package base filed under `reference`, its manifest and config
-    /// written into `store` (its layers are fetched when needed).
-    pub fn base(&self, store: &Store, reference: &str) -> Result<Option<(Image, ComposedSet)>> {
-        match self.bases.get(reference) {
-            Some(b) => Ok(Some(stored_base(store, reference, b)?)),
+    /// The package base filed under `reference` for the Debian
+    /// architecture `arch`, its manifest and config written into `store`
+    /// (its layers are fetched when needed).
+    pub fn base(
+        &self,
+        store: &Store,
+        reference: &str,
+        arch: &str,
+    ) -> Result<Option<(Image, ComposedSet)>> {
+        match self.bases.get(&base_key(reference, arch)) {
+            Some(b) => Ok(Some(stored_base(store, reference, arch, b)?)),
             None => Ok(None),
         }
     }
@@ -550,12 +618,14 @@ impl RemoteCache {
         &self,
         store: &Store,
         reference: &str,
+        arch: &str,
     ) -> Result<Option<(Image, ComposedSet)>> {
-        if self.bases.contains_key(reference) {
+        let key = base_key(reference, arch);
+        if self.bases.contains_key(&key) {
             return Ok(None);
         }
-        match self.resolved.get(reference) {
-            Some(b) => Ok(Some(stored_base(store, reference, b)?)),
+        match self.resolved.get(&key) {
+            Some(b) => Ok(Some(stored_base(store, reference, arch, b)?)),
             None => Ok(None),
         }
     }
@@ -626,8 +696,19 @@ impl RemoteCache {
 }
 
 /// A record's package base, its manifest and config written into `store`.
-fn stored_base(store: &Store, reference: &str, b: &WireBase) -> Result<(Image, ComposedSet)> {
-        let config = store.put(b.config.as_bytes())?;
+fn stored_base(
+    store: &Store,
+    reference: &str,
+    arch: &str,
+    b: &WireBase,
+) -> Result<(Image, ComposedSet)> {
+    if b.set.lock.arch != arch {
+        bail!(
+            "the cache files the package base {reference} for {arch}, but its packages are for {}",
+            b.set.lock.arch
+        );
+    }
+    let config = store.put(b.config.as_bytes())?;
     let manifest = store.put(b.manifest.as_bytes())?;
     let m: oci_spec::image::ImageManifest = serde_json::from_str(&b.manifest)?;
     if desc_digest(m.config())? != config.digest {
@@ -723,9 +804,9 @@ pub fn with_inline_cache(store: &Store, image: &Image, ex: &Exportable) -> Resul
             .iter()
             .all(|l| desc_digest(l).is_ok_and(|d| index.contains_key(&d)));
         if b.output && inside {
-            record.bases.insert(b.reference.clone(), wire_base(store, b)?);
+            record.bases.insert(b.key(), wire_base(store, b)?);
         } else {
-            record.resolved.insert(b.reference.clone(), wire_base(store, b)?);
+            record.resolved.insert(b.key(), wire_base(store, b)?);
         }
     }
     let config_desc = image.manifest.config();
@@ -789,13 +870,13 @@ fn write_artifact(
         // The bases left out (or whose layers this machine lacks) are
         // carried by what they resolved to.
         if !keep(b.output) || !digests.iter().all(available) {
-            record.resolved.insert(b.reference.clone(), wire_base(store, b)?);
+            record.resolved.insert(b.key(), wire_base(store, b)?);
             continue;
         }
         for l in b.image.manifest.layers() {
             add_layer(&desc_digest(l)?, l.size(), l.media_type().as_ref());
         }
-        record.bases.insert(b.reference.clone(), wire_base(store, b)?);
+        record.bases.insert(b.key(), wire_base(store, b)?);
     }
     for s in ex.steps.iter().filter(|s| keep(s.output)) {
         let wire = match &s.record.layer {
@@ -1017,11 +1098,98 @@ mod tests {
 
     #[test]
     fn a_record_of_another_version_is_refused_with_the_reason() {
-        let e = parse_record(br#"{"version": 2, "steps": {}}"#).unwrap_err();
-        assert!(format!("{e:#}").contains("format version 2"), "{e:#}");
+        for other in [1, 3] {
+            let e = parse_record(format!(r#"{{"version": {other}, "steps": {{}}}}"#).as_bytes())
+                .unwrap_err();
+            let e = format!("{e:#}");
+            assert!(e.contains(&format!("format version {other}")), "{e}");
+            assert!(e.contains("export the cache again"), "{e}");
+        }
         assert!(parse_record(b"{}").is_err());
-        let r = parse_record(br#"{"version": 1}"#).unwrap();
+        let r = parse_record(br#"{"version": 2}"#).unwrap();
         assert!(r.steps.is_empty() && r.bases.is_empty());
+    }
+
+    /// A package base of `arch` (Debian's name) with one layer.
+    fn package_base(store: &Store, reference: &str, arch: &str) -> ExportBase {
+        let platform = crate::platform::Platform::from_debian_arch(arch).unwrap();
+        let l = layer(store, format!("{arch} packages").as_bytes(), Compression::Gzip);
+        let mut builder = crate::oci::image::ImageBuilder::scratch(platform);
+        builder.add_layer(&l.layer(), "packages");
+        let image = builder.write(store, 0).unwrap();
+        let lock = crate::packages::lock::Lockfile {
+            version: 1,
+            suite: "trixie".into(),
+            arch: arch.into(),
+            release_date: String::new(),
+            base: Default::default(),
+            recommends: false,
+            requests: vec!["nodejs".into()],
+            packages: Vec::new(),
+        };
+        ExportBase {
+            output: true,
+            reference: reference.into(),
+            image,
+            set: ComposedSet {
+                lock,
+                layers: Vec::new(),
+                mirror: String::new(),
+                extra_ca: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    /// A package set's reference names no architecture: a cache of an
+    /// amd64 build and an arm64 build of the same set keeps both, and a
+    /// builder finds only its own architecture's (version 1 gave an arm64
+    /// build the amd64 packages).
+    fn a_package_base_is_found_for_its_own_architecture_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let reference = "debian-packages:trixie/minimal/nodejs";
+        let ex = Exportable {
+            steps: Vec::new(),
+            bases: vec![
+                package_base(&store, reference, "amd64"),
+                package_base(&store, reference, "arm64"),
+            ],
+            mounts: Vec::new(),
+        };
+        let all = |_: &Digest| true;
+        let (desc, _) = write_artifact(&store, &ex, CacheMode::Max, &[], &all).unwrap();
+        let m: serde_json::Value =
+            serde_json::from_slice(&store.read(&desc_digest(&desc).unwrap()).unwrap()).unwrap();
+        let rec_digest: Digest = m["layers"][0]["digest"].as_str().unwrap().parse().unwrap();
+        let rec = parse_record(&store.read(&rec_digest).unwrap()).unwrap();
+        assert_eq!(rec.bases.len(), 2, "{:?}", rec.bases.keys());
+
+        let mut cache = RemoteCache {
+            client: Client::new(Default::default()),
+            progress: Progress::quiet(),
+            steps: HashMap::new(),
+            bases: rec.bases.clone().into_iter().collect(),
+            resolved: HashMap::new(),
+            mounts: HashMap::new(),
+            blobs: HashMap::new(),
+            fetched_blobs: AtomicU64::new(0),
+            fetched_bytes: AtomicU64::new(0),
+        };
+        for arch in ["amd64", "arm64"] {
+            let (image, set) = cache.base(&store, reference, arch).unwrap().unwrap();
+            assert_eq!(set.lock.arch, arch);
+            assert_eq!(image.config.architecture().to_string(), arch);
+        }
+        assert!(cache.base(&store, reference, "armhf").unwrap().is_none());
+        assert!(cache.resolved_base(&store, reference, "armhf").unwrap().is_none());
+
+        // A record that files a base under another architecture than its
+        // packages' is refused, not used.
+        let amd64 = rec.bases[&base_key(reference, "amd64")].clone();
+        cache.bases = HashMap::from([(base_key(reference, "arm64"), amd64)]);
+        let e = format!("{:#}", cache.base(&store, reference, "arm64").unwrap_err());
+        assert!(e.contains("for arm64, but its packages are for amd64"), "{e}");
     }
 
     fn layer(store: &Store, bytes: &[u8], compression: Compression) -> LayerRecord {
