@@ -521,12 +521,6 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
     let platforms = platforms_of(req)?;
     if platforms.len() > 1 {
         check_multi_platform_outputs(&req.outputs, &platforms)?;
-        if req.cache_to.as_ref().is_some_and(|t| !t.inline) {
-            return Err(InputError::new(
-                "--cache-to writes one platform's steps: build each platform with its own cache ref (--platform P --cache-to type=registry,ref=REF-P)",
-            )
-            .into());
-        }
     }
     let mut solver = Solver::open_default(progress)?;
     let client = Client::new(ClientOptions {
@@ -586,10 +580,7 @@ fn build_image(req: &BuildRequest, progress: &Progress) -> Result<BuildResult> {
             digest: &digest,
             names: &names,
             push_refs,
-            cache: match built.as_slice() {
-                [one] => Some((&one.image, &one.cache)),
-                _ => None,
-            },
+            cache: built.iter().map(|b| (&b.image, &b.cache)).collect(),
             attachments: &attachments,
         },
         progress,
@@ -878,9 +869,9 @@ struct Delivery<'a> {
     digest: &'a Digest,
     names: &'a [String],
     push_refs: Vec<Reference>,
-    /// The one platform's image and solve, for `--cache-to` (a
-    /// multi-platform build refuses `--cache-to` up front).
-    cache: Option<(&'a Image, &'a crate::solver::remote::Exportable)>,
+    /// Each platform's image and solve, for `--cache-to` (one cache for
+    /// them all).
+    cache: Vec<(&'a Image, &'a crate::solver::remote::Exportable)>,
     /// Documents to attach, by the manifest they describe.
     attachments: &'a [(
         oci_spec::image::Descriptor,
@@ -1005,21 +996,24 @@ fn deliver(
         pushed.push(format!("{}@{digest}", r.name()));
         pushed_to.push(r);
     }
-    if let (Some(to), Some((image, ex))) = (&req.cache_to, cache)
+    if let Some(to) = &req.cache_to
         && !to.inline
     {
-        export_cache(client, solver, image, ex, to, &pushed_to, progress)?;
+        let images: Vec<&Image> = cache.iter().map(|(image, _)| *image).collect();
+        let ex = crate::solver::remote::Exportable::merged(cache.iter().map(|(_, ex)| *ex));
+        export_cache(client, solver, &images, &ex, to, &pushed_to, progress)?;
     }
     Ok((stored, pushed))
 }
 
 /// `--cache-to`: the build's steps to the registry cache, mounting the
-/// image's layers from the repositories it was just pushed to (and those
-/// kiln's blob origins know) instead of uploading them again.
+/// images' layers (one per platform) from the repositories they were just
+/// pushed to (and those kiln's blob origins know) instead of uploading
+/// them again.
 fn export_cache(
     client: &Client,
     solver: &Solver,
-    image: &crate::oci::image::Image,
+    images: &[&Image],
     ex: &crate::solver::remote::Exportable,
     to: &CacheTo,
     pushed_to: &[Reference],
@@ -1037,7 +1031,7 @@ fn export_cache(
         Err(_) => Default::default(),
     };
     for r in pushed_to.iter().filter(|r| r.registry == target.registry) {
-        for l in image.manifest.layers() {
+        for l in images.iter().flat_map(|i| i.manifest.layers()) {
             sources
                 .entry(crate::oci::image::desc_digest(l)?)
                 .or_default()

@@ -714,3 +714,95 @@ fn a_fresh_builder_downloads_only_the_dependency_its_lockfile_added() {
     let (total, missed) = fresh(None);
     assert_eq!(missed.len(), total, "{missed:#?}");
 }
+
+/// The architecture this machine's images are not for, as kiln names it.
+fn other_arch() -> &'static str {
+    if std::env::consts::ARCH == "aarch64" {
+        "amd64"
+    } else {
+        "arm64"
+    }
+}
+
+/// `node -e 'console.log(process.arch)'` in `home`'s image `name` for
+/// `platform` (under qemu-user when foreign).
+fn node_arch(home: &Kiln, name: &str, platform: &str) -> String {
+    let out = home.ok(&[
+        "run",
+        "--platform",
+        platform,
+        name,
+        "node",
+        "-e",
+        "console.log(process.arch)",
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+/// A package set's reference names no architecture. A builder for the
+/// other architecture that reads a cache this machine's build wrote takes
+/// none of its packages (version 1 of the format gave it this machine's
+/// package base, and an image of the wrong architecture); one
+/// `--cache-to` of a two-platform build holds both platforms, and a fresh
+/// builder rebuilds the index from it with no step run.
+fn one_cache_holds_each_platform_with_its_own_packages() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = example("node-npm", tmp.path());
+    let other = format!("linux/{}", other_arch());
+    let node_other = if other_arch() == "arm64" {
+        "arm64"
+    } else {
+        "x64"
+    };
+
+    let a = Kiln::shared();
+    let native_cache = format!("{}/cache/node-npm:native", reg.addr);
+    let to = format!("type=registry,ref={native_cache},mode=max");
+    build(&a, &dir, "regarch:native", &["--cache-to", &to]);
+
+    let b = Kiln::new();
+    let (_, events, stderr) = build(
+        &b,
+        &dir,
+        "regarch:other",
+        &["--platform", &other, "--cache-from", &native_cache],
+    );
+    let all = steps(&events);
+    let runtime_set = all
+        .iter()
+        .find(|(n, _)| n.starts_with("[packages]") && n.contains("tini"))
+        .unwrap_or_else(|| panic!("no runtime package set: {all:?}"));
+    assert_eq!(
+        runtime_set.1, "done",
+        "composed for {other}: {all:?}\n{stderr}"
+    );
+    assert_eq!(node_arch(&b, "regarch:other", &other), node_other);
+
+    // Both platforms, one cache.
+    let both = format!("{}/cache/node-npm:both", reg.addr);
+    let to = format!("type=registry,ref={both},mode=max");
+    let platforms = "linux/amd64,linux/arm64";
+    let (index_a, _, stderr) = build(
+        &a,
+        &dir,
+        "regarch:both",
+        &["--platform", platforms, "--cache-to", &to],
+    );
+    assert!(stderr.contains("exported the build cache"), "{stderr}");
+    let c = Kiln::new();
+    let (index_c, events, stderr) = build(
+        &c,
+        &dir,
+        "regarch:both",
+        &["--platform", platforms, "--cache-from", &both],
+    );
+    assert_eq!(index_c, index_a, "the same index on both machines");
+    let all = steps(&events);
+    assert!(
+        !all.is_empty() && all.values().all(|s| s == "cached"),
+        "steps not cached: {all:?}\n{stderr}"
+    );
+    assert_eq!(node_arch(&c, "regarch:both", &other), node_other);
+}

@@ -219,28 +219,6 @@ fn a_bad_platform_list_names_the_flag() {
     }
 }
 
-/// One registry cache holds one platform's steps: `--cache-to` with
-/// several platforms is refused before any work, saying what to do.
-#[test]
-fn a_registry_cache_of_several_platforms_is_refused() {
-    let k = Kiln::new();
-    let ctx = context(&k);
-    let out = k.kiln(&[
-        "build",
-        &ctx,
-        "--platform",
-        "linux/amd64,linux/arm64",
-        "--cache-to",
-        "type=registry,ref=127.0.0.1:9/cache:1",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("--cache-to writes one platform's steps") && err.contains("--platform P"),
-        "{err}"
-    );
-}
-
 /// `kiln deploy --platform A,B`: each service's image is the index a
 /// `kiln build --platform A,B` of its context gives, and the deploy file
 /// pins that index.
