@@ -715,6 +715,79 @@ fn a_fresh_builder_downloads_only_the_dependency_its_lockfile_added() {
     assert_eq!(missed.len(), total, "{missed:#?}");
 }
 
+/// A Dockerfile app of `layers` COPY steps whose files all say `variant`:
+/// two variants share no step.
+fn many_layer_app(parent: &Path, variant: &str, layers: usize) -> std::path::PathBuf {
+    let dir = parent.join(variant);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut dockerfile = String::from("FROM scratch\n");
+    for i in 0..layers {
+        std::fs::write(dir.join(format!("f{i}")), format!("{variant} {i}\n")).unwrap();
+        dockerfile.push_str(&format!("COPY f{i} /f{i}\n"));
+    }
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    dir
+}
+
+#[test]
+/// Two builders export different caches to one ref at the same time, three
+/// times over: the ref always names a complete cache (the last complete
+/// writer's), which a fresh builder reads without a warning: one
+/// variant's steps all cached, the other's all run, each to its image.
+fn builders_writing_one_cache_ref_at_once_leave_a_complete_cache() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let apps = [
+        many_layer_app(tmp.path(), "left", 12),
+        many_layer_app(tmp.path(), "right", 12),
+    ];
+    let cache = format!("{}/cache/race:main", reg.addr);
+    let to = format!("type=registry,ref={cache},mode=max");
+    let homes = [Kiln::new(), Kiln::new()];
+    let mut digests = [String::new(), String::new()];
+    for round in 0..3 {
+        // A new image each round (a build arg in no step's key would not
+        // do: the file contents change), so each round exports again.
+        for (app, variant) in apps.iter().zip(["left", "right"]) {
+            std::fs::write(app.join("f0"), format!("{variant} round {round}\n")).unwrap();
+        }
+        let built: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = homes
+                .iter()
+                .zip(&apps)
+                .map(|(home, app)| {
+                    let to = &to;
+                    s.spawn(move || build(home, app, "race:1", &["--cache-to", to]).0)
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        digests = [built[0].clone(), built[1].clone()];
+    }
+
+    let mut cached_variants = 0;
+    for (app, digest) in apps.iter().zip(&digests) {
+        let fresh = Kiln::new();
+        let (got, events, stderr) = build(&fresh, app, "race:fresh", &["--cache-from", &cache]);
+        assert_eq!(&got, digest, "the same image as its writer built");
+        assert!(warnings(&events).is_empty(), "{stderr}");
+        let all = steps(&events);
+        assert_eq!(all.len(), 12, "{all:?}");
+        let cached = all.values().filter(|s| *s == "cached").count();
+        assert!(
+            cached == 0 || cached == all.len(),
+            "one writer's cache, whole: {all:?}"
+        );
+        if cached == all.len() {
+            cached_variants += 1;
+        }
+    }
+    assert_eq!(
+        cached_variants, 1,
+        "the ref names exactly one writer's cache"
+    );
+}
+
 /// The architecture this machine's images are not for, as kiln names it.
 fn other_arch() -> &'static str {
     if std::env::consts::ARCH == "aarch64" {
