@@ -568,7 +568,7 @@ fn an_inline_cache_travels_in_the_pushed_image() {
         &remote,
     ]);
     let record = &config["kiln.cache"];
-    assert_eq!(record["version"], 1, "{config}");
+    assert_eq!(record["version"], 2, "{config}");
     assert!(
         record["steps"].as_object().is_some_and(|s| s.len() >= 3),
         "{record}"
@@ -878,4 +878,56 @@ fn one_cache_holds_each_platform_with_its_own_packages() {
         "steps not cached: {all:?}\n{stderr}"
     );
     assert_eq!(node_arch(&c, "regarch:both", &other), node_other);
+}
+
+#[test]
+/// `--cache-to type=inline` with several platforms: each platform's image
+/// carries its own steps, and `--cache-from` of the pushed index reads
+/// them all (before, an index was a miss with a warning).
+fn the_inline_cache_of_a_pushed_index_serves_every_platform() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = small_app(tmp.path());
+    let image = format!("{}/multi/app:1", reg.addr);
+    let platforms = "linux/amd64,linux/arm64";
+    let a = Kiln::new();
+    let (index_a, _, _) = build(
+        &a,
+        &dir,
+        &image,
+        &[
+            "--platform",
+            platforms,
+            "--push",
+            "--cache-to",
+            "type=inline",
+        ],
+    );
+    let b = Kiln::new();
+    let from = format!("type=registry,ref={image}");
+    let (index_b, events, stderr) = build(
+        &b,
+        &dir,
+        "multi:b",
+        &[
+            "--platform",
+            platforms,
+            "--cache-from",
+            &from,
+            "--cache-to",
+            "type=inline",
+        ],
+    );
+    assert_eq!(index_b, index_a, "the same index on both machines");
+    assert!(warnings(&events).is_empty(), "{stderr}");
+    let done: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "finish" && e["status"] == "done")
+        .filter(|e| e["name"].as_str().is_some_and(|n| n.contains("COPY")))
+        .collect();
+    let cached = events
+        .iter()
+        .filter(|e| e["event"] == "finish" && e["status"] == "cached")
+        .count();
+    assert!(done.is_empty() && cached >= 4, "{stderr}");
 }

@@ -391,11 +391,56 @@ impl RemoteCache {
             registry::manifest::fetch(&self.client, &s, store, &cache, &cache.reference())?;
         let manifest: serde_json::Value =
             serde_json::from_slice(&fetched.bytes).context("the cache manifest is not JSON")?;
-        if manifest["manifests"].is_array() {
-            bail!(
-                "it is an image index, not a kiln cache: name one platform's image (REPO@sha256:…) to read its inline cache"
-            );
+        let Some(entries) = manifest["manifests"].as_array() else {
+            return self.add_manifest(store, from, &cache, &manifest);
+        };
+        // An image index: each platform's image of a multi-platform build
+        // with `--cache-to type=inline` carries its own steps. Entries
+        // without a record (attestations, images built without one) are
+        // skipped; an index none of whose images has one is no cache.
+        let mut added = (0, 0);
+        let mut first_error = None;
+        for entry in entries {
+            let one = (|| {
+                let digest = entry["digest"]
+                    .as_str()
+                    .context("an index entry without a digest")?;
+                let fetched = registry::manifest::fetch(&self.client, &s, store, &cache, digest)?;
+                let manifest: serde_json::Value = serde_json::from_slice(&fetched.bytes)
+                    .with_context(|| format!("the index's manifest {digest} is not JSON"))?;
+                if manifest["manifests"].is_array() {
+                    bail!("the index's entry {digest} is an index itself");
+                }
+                self.add_manifest(store, from, &cache, &manifest)
+            })();
+            match one {
+                Ok((steps, bases)) => {
+                    added.0 += steps;
+                    added.1 += bases;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
+        match first_error {
+            Some(e) if added == (0, 0) => {
+                Err(e.context("it is an image index and none of its images carries a kiln cache"))
+            }
+            _ => Ok(added),
+        }
+    }
+
+    /// Reads one cache manifest: kiln's cache artifact, or an image with
+    /// an inline cache. Returns how many steps and bases it added.
+    fn add_manifest(
+        &mut self,
+        store: &Store,
+        from: &CacheFrom,
+        cache: &Reference,
+        manifest: &serde_json::Value,
+    ) -> Result<(usize, usize)> {
+        let cache = cache.clone();
         let layers: Vec<Descriptor> = serde_json::from_value(manifest["layers"].clone())
             .context("the cache manifest's layers are not descriptors")?;
         // The record's layer indices count `layers` from `first`: the
@@ -419,7 +464,7 @@ impl RemoteCache {
             .context("fetching the cache record")?;
             (parse_record(&store.read(&record_digest)?)?, 1)
         } else {
-            (self.inline_record(store, &cache, &manifest)?, 0)
+            (self.inline_record(store, &cache, manifest)?, 0)
         };
         let digests: Vec<Digest> = layers
             .get(first..)
