@@ -247,39 +247,38 @@ impl Exportable {
     /// image when it is for either.
     pub fn merged<'a>(parts: impl IntoIterator<Item = &'a Exportable>) -> Exportable {
         let mut out = Exportable::default();
-        let mut steps: HashMap<Digest, usize> = HashMap::new();
-        let mut bases: HashMap<String, usize> = HashMap::new();
-        let mut mounts: HashMap<String, usize> = HashMap::new();
+        let (mut steps, mut bases, mut mounts) = (HashMap::new(), HashMap::new(), HashMap::new());
         for part in parts {
-            for s in &part.steps {
-                match steps.get(&s.key) {
-                    Some(&i) => out.steps[i].output |= s.output,
-                    None => {
-                        steps.insert(s.key.clone(), out.steps.len());
-                        out.steps.push(s.clone());
-                    }
-                }
-            }
-            for b in &part.bases {
-                match bases.get(&b.key()) {
-                    Some(&i) => out.bases[i].output |= b.output,
-                    None => {
-                        bases.insert(b.key(), out.bases.len());
-                        out.bases.push(b.clone());
-                    }
-                }
-            }
-            for m in &part.mounts {
-                match mounts.get(&m.id) {
-                    Some(&i) => out.mounts[i].output |= m.output,
-                    None => {
-                        mounts.insert(m.id.clone(), out.mounts.len());
-                        out.mounts.push(m.clone());
-                    }
-                }
-            }
+            merge_into(&mut out.steps, &mut steps, &part.steps, |s| s.key.to_string(), |s| &mut s.output);
+            merge_into(&mut out.bases, &mut bases, &part.bases, ExportBase::key, |b| &mut b.output);
+            merge_into(&mut out.mounts, &mut mounts, &part.mounts, |m| m.id.clone(), |m| &mut m.output);
         }
         out
+    }
+}
+
+/// Appends each of `items` to `out` unless one with its key is there
+/// (`at`: key → index in `out`); the one kept is part of the image when
+/// either is.
+fn merge_into<T: Clone>(
+    out: &mut Vec<T>,
+    at: &mut HashMap<String, usize>,
+    items: &[T],
+    key: impl Fn(&T) -> String,
+    output: impl Fn(&mut T) -> &mut bool,
+) {
+    for item in items {
+        let mut item = item.clone();
+        match at.get(&key(&item)) {
+            Some(&i) => {
+                let o = *output(&mut item);
+                *output(&mut out[i]) |= o;
+            }
+            None => {
+                at.insert(key(&item), out.len());
+                out.push(item);
+            }
+        }
     }
 }
 
@@ -440,7 +439,6 @@ impl RemoteCache {
         cache: &Reference,
         manifest: &serde_json::Value,
     ) -> Result<(usize, usize)> {
-        let cache = cache.clone();
         let layers: Vec<Descriptor> = serde_json::from_value(manifest["layers"].clone())
             .context("the cache manifest's layers are not descriptors")?;
         // The record's layer indices count `layers` from `first`: the
@@ -456,7 +454,7 @@ impl RemoteCache {
             registry::pull::blob(
                 &self.client,
                 store,
-                &cache,
+                cache,
                 &record_digest,
                 record_desc.size(),
                 &Progress::quiet(),
@@ -464,7 +462,7 @@ impl RemoteCache {
             .context("fetching the cache record")?;
             (parse_record(&store.read(&record_digest)?)?, 1)
         } else {
-            (self.inline_record(store, &cache, manifest)?, 0)
+            (self.inline_record(store, cache, manifest)?, 0)
         };
         let digests: Vec<Digest> = layers
             .get(first..)
@@ -474,7 +472,7 @@ impl RemoteCache {
             .collect::<Result<_>>()?;
         // A layer the registry lost (deleted, garbage-collected) would
         // fail the build when its bytes are needed: its steps are misses.
-        let present = registry::pull::present(&self.client, &cache, &digests)?;
+        let present = registry::pull::present(&self.client, cache, &digests)?;
         let mut missing = 0;
         // Manifest index → (blob, size, compression) of the layers present.
         let mut usable: HashMap<usize, (Digest, u64, Compression)> = HashMap::new();
@@ -1183,6 +1181,47 @@ mod tests {
                 extra_ca: Vec::new(),
             },
         }
+    }
+
+    #[test]
+    /// Two platforms' solves, one export: a step both ran (a stage built
+    /// natively for both) is kept once, in the image if either's is; each
+    /// architecture's base is kept.
+    fn merged_exports_keep_shared_steps_once_and_each_architectures_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let step = |output, key: &[u8]| ExportStep {
+            output,
+            key: Digest::of(key),
+            record: StepRecord {
+                layer: None,
+                content_key: None,
+            },
+        };
+        let reference = "debian-packages:trixie/minimal/nodejs";
+        let amd64 = Exportable {
+            steps: vec![step(false, b"npm ci"), step(true, b"runtime amd64")],
+            bases: vec![package_base(&store, reference, "amd64")],
+            mounts: Vec::new(),
+        };
+        let arm64 = Exportable {
+            steps: vec![step(true, b"npm ci"), step(true, b"runtime arm64")],
+            bases: vec![package_base(&store, reference, "arm64")],
+            mounts: Vec::new(),
+        };
+        let both = Exportable::merged([&amd64, &arm64]);
+        let steps: Vec<(Digest, bool)> =
+            both.steps.iter().map(|s| (s.key.clone(), s.output)).collect();
+        assert_eq!(
+            steps,
+            [
+                (Digest::of(b"npm ci"), true),
+                (Digest::of(b"runtime amd64"), true),
+                (Digest::of(b"runtime arm64"), true),
+            ]
+        );
+        let keys: Vec<String> = both.bases.iter().map(ExportBase::key).collect();
+        assert_eq!(keys, [base_key(reference, "amd64"), base_key(reference, "arm64")]);
     }
 
     #[test]
