@@ -115,18 +115,7 @@ mod tests {
             steps: copies_from
                 .iter()
                 .map(|i| Step {
-                    op: Op::Copy(Copy {
-                        from: CopyFrom::Stage(*i),
-                        items: vec![],
-                        dest: "/".into(),
-                        chown: None,
-                        chmod: None,
-                        link: false,
-                        exclude: vec![],
-                        parents: false,
-                        add: None,
-                        context_digest: None,
-                    }),
+                    op: Op::Copy(Copy::new(CopyFrom::Stage(*i), vec![], "/")),
                     origin: None,
                 })
                 .collect(),

@@ -264,16 +264,8 @@ mod tests {
     fn copy(from: CopyFrom, digest: Option<Digest>) -> Step {
         Step {
             op: Op::Copy(Copy {
-                from,
-                items: vec![CopyItem::Path("a".into())],
-                dest: "/a".into(),
-                chown: None,
-                chmod: None,
-                link: false,
-                exclude: vec![],
-                parents: false,
-                add: None,
                 context_digest: digest,
+                ..Copy::new(from, vec![CopyItem::Path("a".into())], "/a")
             }),
             origin: None,
         }

@@ -218,6 +218,25 @@ pub struct Copy {
     pub context_digest: Option<Digest>,
 }
 
+impl Copy {
+    /// `COPY` of `items` from `from` to `dest` with no option (no
+    /// `--chown`, `--chmod`, `--link`, `--exclude`, `--parents`).
+    pub fn new(from: CopyFrom, items: Vec<CopyItem>, dest: &str) -> Copy {
+        Copy {
+            from,
+            items,
+            dest: dest.to_string(),
+            chown: None,
+            chmod: None,
+            link: false,
+            exclude: Vec::new(),
+            parents: false,
+            add: None,
+            context_digest: None,
+        }
+    }
+}
+
 /// `RUN --network=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

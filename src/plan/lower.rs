@@ -430,7 +430,7 @@ impl StageBuilder {
     fn copy_context(&mut self, ctx: &Context, src: &str, dest: &str, phase: &str) -> Result<()> {
         let none = Matcher::new::<&str>(&[])?;
         let digest = ctx.digest_sources(&[src.to_string()], &none)?;
-        let mut c = copy(
+        let mut c = Copy::new(
             CopyFrom::Context,
             vec![CopyItem::Path(src.to_string())],
             dest,
@@ -441,7 +441,7 @@ impl StageBuilder {
     }
 
     fn copy_stage_to(&mut self, stage: usize, src: &str, dest: &str, chmod: Option<&str>) {
-        let mut c = copy(
+        let mut c = Copy::new(
             CopyFrom::Stage(stage),
             vec![CopyItem::Path(src.to_string())],
             dest,
@@ -464,7 +464,7 @@ impl StageBuilder {
                 content: content.clone(),
             })
             .collect();
-        let c = copy(CopyFrom::Context, items, &format!("{ASSETS_DIR}/"));
+        let c = Copy::new(CopyFrom::Context, items, &format!("{ASSETS_DIR}/"));
         self.push(
             graph::Op::Copy(c),
             "assets",
@@ -475,21 +475,6 @@ impl StageBuilder {
 
     fn finish(self) -> Stage {
         self.stage
-    }
-}
-
-fn copy(from: CopyFrom, items: Vec<CopyItem>, dest: &str) -> Copy {
-    Copy {
-        from,
-        items,
-        dest: dest.to_string(),
-        chown: None,
-        chmod: None,
-        link: false,
-        exclude: Vec::new(),
-        parents: false,
-        add: None,
-        context_digest: None,
     }
 }
 

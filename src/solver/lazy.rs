@@ -175,16 +175,8 @@ mod tests {
     fn copy(from: CopyFrom, path: &str) -> Step {
         Step {
             op: Op::Copy(Copy {
-                from,
-                items: vec![CopyItem::Path(path.into())],
-                dest: format!("/{path}"),
-                chown: None,
-                chmod: None,
-                link: false,
-                exclude: vec![],
-                parents: false,
-                add: None,
                 context_digest: Some(Digest::of(path.as_bytes())),
+                ..Copy::new(from, vec![CopyItem::Path(path.into())], &format!("/{path}"))
             }),
             origin: None,
         }

@@ -1583,18 +1583,11 @@ mod tests {
             security: graph::Security::Sandbox,
             context_digest: None,
         }));
-        let copy = step(Op::Copy(graph::Copy {
-            from: CopyFrom::Stage(0),
-            items: vec![graph::CopyItem::Path("/out".into())],
-            dest: "/out".into(),
-            chown: None,
-            chmod: None,
-            link: false,
-            exclude: vec![],
-            parents: false,
-            add: None,
-            context_digest: None,
-        }));
+        let copy = step(Op::Copy(graph::Copy::new(
+            CopyFrom::Stage(0),
+            vec![graph::CopyItem::Path("/out".into())],
+            "/out",
+        )));
         let cmd = step(Op::Config(ConfigChange::Cmd(Some(vec!["/out".into()]))));
         // FROM scratch AS build; WORKDIR /src; RUN make
         // FROM scratch; COPY --from=build /out /out; WORKDIR /app; CMD ["/out"]

@@ -177,18 +177,11 @@ mod tests {
 
     fn copy_from(stage: usize) -> Step {
         Step {
-            op: Op::Copy(Copy {
-                from: CopyFrom::Stage(stage),
-                items: vec![CopyItem::Path("/opt/venv".into())],
-                dest: "/opt/venv".into(),
-                chown: None,
-                chmod: None,
-                link: false,
-                exclude: vec![],
-                parents: false,
-                add: None,
-                context_digest: None,
-            }),
+            op: Op::Copy(Copy::new(
+                CopyFrom::Stage(stage),
+                vec![CopyItem::Path("/opt/venv".into())],
+                "/opt/venv",
+            )),
             origin: None,
         }
     }
