@@ -400,7 +400,9 @@ fn node_for_two_platforms_is_one_index_and_runs_emulated() {
 fn python_for_two_platforms_installs_the_targets_wheels_natively() {
     let (_, machine) = foreign();
     let home = Kiln::shared();
-    let (digest, log) = build_example(&home, "python-flask", TWO);
+    let dir = support::auto::example("python-flask", home.root());
+    requirements_not_cached(&home, &dir);
+    let (digest, log) = build_dir(&home, &dir, "python-flask", TWO);
     // The foreign platform's install ran on this machine, for the target,
     // and needed no emulated fallback.
     assert!(
@@ -416,7 +418,7 @@ fn python_for_two_platforms_installs_the_targets_wheels_natively() {
     let src = format!("{}:python-flask:1", home.layout());
     answers_under_podman(&[&src], "python-flask", "Hello from python-flask");
 
-    let (again, _) = build_example(&Kiln::new(), "python-flask", TWO);
+    let (again, _) = build_dir(&Kiln::new(), &dir, "python-flask", TWO);
     assert_eq!(again, digest, "two clean builds gave different indexes");
 }
 
@@ -431,6 +433,7 @@ fn python_sdist_of_pure_python_builds_natively_for_the_other_architecture() {
     let app = home.path("sdist");
     std::fs::create_dir_all(&app).unwrap();
     std::fs::write(app.join("requirements.txt"), "docopt==0.6.2\n").unwrap();
+    requirements_not_cached(&home, &app);
     std::fs::write(
         app.join("main.py"),
         r#"import http.server, os, docopt
@@ -481,7 +484,26 @@ const TWO: &str = "linux/amd64,linux/arm64";
 /// `APP:1`, with plain progress: the index's digest and the build's log.
 fn build_example(home: &Kiln, app: &str, platforms: &str) -> (String, String) {
     let dir = support::auto::example(app, home.root());
-    let tag = format!("{app}:1");
+    build_dir(home, &dir, app, platforms)
+}
+
+/// Makes the steps after `dir`'s requirements.txt run in the shared warm
+/// cache (a comment naming the test's home: a key no earlier run has), so
+/// a test can read what they print; a second build of the same `dir`
+/// still gives the same image.
+fn requirements_not_cached(home: &Kiln, dir: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("requirements.txt"))
+        .unwrap();
+    writeln!(f, "# {}", home.root().display()).unwrap();
+}
+
+/// `kiln build DIR` for `platforms` in `home`, tagged `NAME:1`, with
+/// plain progress: the index's digest and the build's log.
+fn build_dir(home: &Kiln, dir: &std::path::Path, name: &str, platforms: &str) -> (String, String) {
+    let tag = format!("{name}:1");
     let mut args = vec![
         "build",
         dir.to_str().unwrap(),
@@ -498,7 +520,7 @@ fn build_example(home: &Kiln, app: &str, platforms: &str) -> (String, String) {
     let out = home.ok(&args);
     let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
     eprintln!(
-        "{app} {platforms}: {digest} in {:.1}s",
+        "{name} {platforms}: {digest} in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     (digest, String::from_utf8_lossy(&out.stderr).into_owned())
