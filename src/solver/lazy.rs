@@ -313,22 +313,18 @@ mod tests {
         let app_key = keys.stages[2].as_ref().unwrap().steps[0].clone();
         cache.insert(app_key.clone(), record(None));
         cache.insert(ck.clone(), record(None));
-        let lookup = |_: usize, k: &Digest| cache.get(k).cloned();
-        let found: Vec<Digest> = cached_steps(&g, 2, &keys, &lookup)
-            .unwrap()
-            .into_iter()
-            .map(|(_, k, _)| k)
-            .collect();
+        let found = |cache: &HashMap<Digest, StepRecord>| -> Vec<Digest> {
+            let lookup = |_: usize, k: &Digest| cache.get(k).cloned();
+            cached_steps(&g, 2, &keys, &lookup)
+                .unwrap()
+                .into_iter()
+                .map(|(_, k, _)| k)
+                .collect()
+        };
         // (The ENV after the RUN has no record: config-only steps have none.)
-        assert_eq!(found, [app_key.clone(), copy_key.clone(), ck, run_key]);
+        assert_eq!(found(&cache), [app_key.clone(), copy_key.clone(), ck, run_key]);
         cache.remove(&copy_key);
-        let lookup = |_: usize, k: &Digest| cache.get(k).cloned();
-        let found: Vec<Digest> = cached_steps(&g, 2, &keys, &lookup)
-            .unwrap()
-            .into_iter()
-            .map(|(_, k, _)| k)
-            .collect();
-        assert_eq!(found, [app_key]);
+        assert_eq!(found(&cache), [app_key]);
 
         // Past a config-only step (no record) to the steps after it.
         let build = keys.stages[0].as_ref().unwrap();

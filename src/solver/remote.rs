@@ -302,6 +302,19 @@ struct Record {
     mounts: BTreeMap<String, WireStep>,
 }
 
+impl Record {
+    /// A record of this kiln's format with nothing in it yet.
+    fn empty() -> Record {
+        Record {
+            version: FORMAT_VERSION,
+            steps: BTreeMap::new(),
+            bases: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+            mounts: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct WireStep {
     /// The step's layer: an index into the manifest's `layers`.
@@ -815,13 +828,7 @@ pub fn with_inline_cache(store: &Store, image: &Image, ex: &Exportable) -> Resul
         .enumerate()
         .map(|(i, l)| Ok((desc_digest(l)?, i)))
         .collect::<Result<_>>()?;
-    let mut record = Record {
-        version: FORMAT_VERSION,
-        steps: BTreeMap::new(),
-        bases: BTreeMap::new(),
-        resolved: BTreeMap::new(),
-        mounts: BTreeMap::new(),
-    };
+    let mut record = Record::empty();
     for s in ex.steps.iter().filter(|s| s.output) {
         let layer = match &s.record.layer {
             None => None,
@@ -895,13 +902,7 @@ fn write_artifact(
             layers.len()
         })
     };
-    let mut record = Record {
-        version: FORMAT_VERSION,
-        steps: BTreeMap::new(),
-        bases: BTreeMap::new(),
-        resolved: BTreeMap::new(),
-        mounts: BTreeMap::new(),
-    };
+    let mut record = Record::empty();
     for b in &ex.bases {
         let digests: Vec<Digest> = b
             .image
