@@ -283,6 +283,11 @@ pub fn measure(cache: &Path, sizes: &mut Sizes) -> Usage {
     u.fixed += dir_bytes(&snaps);
     let mut live = BTreeMap::new();
     for (name, path, md) in list(&snaps) {
+        if crate::sandbox::unsynced::is_own_file(&name) {
+            // The crash-safety record (and its lock): never collected.
+            u.fixed += disk(&md);
+            continue;
+        }
         if is_hex_digest(&name) && md.is_dir() {
             let bytes = *sizes
                 .snapshots

@@ -491,18 +491,33 @@ fn setup_root(plan: &Plan, root: &Path) -> Result<(), String> {
     // Docker) or an image ships cannot be opened, so `mknod /tmp/disk b 254
     // 0` gives no access to the host's disk. This, with nodev on every
     // other writable mount, stands in for runc's device cgroup.
-    mount(
-        Some("overlay"),
-        root,
-        Some("overlay"),
-        MsFlags::MS_NODEV,
-        Some(opts.as_str()),
-    )
-    .map_err(err(format!(
-        "mounting the overlay ({} layers) on {}",
-        plan.lower_count,
-        root.display()
-    )))?;
+    let overlay = |opts: &str| {
+        mount(
+            Some("overlay"),
+            root,
+            Some("overlay"),
+            MsFlags::MS_NODEV,
+            Some(opts),
+        )
+    };
+    // volatile: the unmount when the step ends does not `syncfs` the
+    // cache's whole filesystem (seconds, after a package base was just
+    // written); the upper dir becomes a snapshot, which kiln keeps safe
+    // across a crash of the machine itself (`sandbox::unsynced`). Kernels
+    // before 5.10 do not know the option: they mount without it.
+    overlay(&format!("{opts},volatile"))
+        .or_else(|e| {
+            if e == nix::errno::Errno::EINVAL {
+                overlay(&opts)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(err(format!(
+            "mounting the overlay ({} layers) on {}",
+            plan.lower_count,
+            root.display()
+        )))?;
 
     // /proc of the new pid namespace.
     let proc_ = ensure(plan, root, Path::new("proc"), Stub::Dir)?;

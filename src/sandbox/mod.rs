@@ -13,6 +13,7 @@
 //! | [`capture`] | upper dir → layer entries (whiteouts, opaque dirs) |
 //! | [`snapshot`] | layers unpacked once per digest as overlay lower dirs |
 //! | `adopt` | a step's upper dir made the snapshot of its own layer |
+//! | `unsynced` | snapshots published without fsync, and what a reboot does to them |
 //! | `network` | the private network's helper (pasta / slirp4netns), resolv.conf |
 //!
 //! Namespaces, mounts and processes are set up by hand with `nix` rather
@@ -30,6 +31,7 @@ mod network;
 mod run;
 pub mod snapshot;
 pub mod spec;
+pub mod unsynced;
 pub mod user;
 
 use std::path::PathBuf;

@@ -35,9 +35,12 @@ impl Snapshots {
         Snapshots { root: root.into() }
     }
 
-    /// `cache_dir()/snapshots`.
+    /// `cache_dir()/snapshots`, recovered if the machine went down since
+    /// snapshots were last published there ([`super::unsynced`]).
     pub fn open_default() -> Result<Snapshots> {
-        Ok(Snapshots::new(crate::paths::cache_dir()?.join("snapshots")))
+        let s = Snapshots::new(crate::paths::cache_dir()?.join("snapshots"));
+        super::unsynced::on_open(&s.root)?;
+        Ok(s)
     }
 
     pub fn root(&self) -> &Path {
@@ -150,10 +153,14 @@ impl Snapshots {
 
 /// Moves a filled snapshot dir into place. Returns whether it was moved;
 /// `false` when `dest` is already there (another step or build made the
-/// same layer first; its files are the same).
+/// same layer first; its files are the same). Nothing is fsynced: the
+/// snapshot dir's record of this boot covers it ([`super::unsynced`]).
 pub(crate) fn publish(into: &Path, dest: &Path) -> Result<bool> {
     if dest.is_dir() {
         return Ok(false);
+    }
+    if let Some(root) = dest.parent() {
+        super::unsynced::before_publish(root)?;
     }
     match fs::rename(into, dest) {
         Ok(()) => Ok(true),
