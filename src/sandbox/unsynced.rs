@@ -20,8 +20,8 @@
 //!
 //! A clean reboot cannot be told from a crash, so it would cost the same
 //! re-unpacks; to keep that to the last minutes before it, a build that
-//! finds its boot's record older than [`SYNC_AFTER`] syncs the cache
-//! filesystem in the background and moves the record's time up to when
+//! finds its boot's record older than [`SYNC_AFTER`] starts a process that
+//! syncs the cache filesystem and then moves the record's time up to when
 //! that sync began (everything older is on disk).
 
 use std::fs::{self, File, OpenOptions};
@@ -130,11 +130,8 @@ pub(crate) fn on_open(root: &Path) -> Result<()> {
         && rec.boot == boot
         && now_ns().saturating_sub(rec.since_ns) > SYNC_AFTER.as_nanos()
     {
-        let root = root.to_path_buf();
-        // Detached: if kiln exits first, the record stays as it was.
-        std::thread::spawn(move || {
-            let _ = sync_and_advance(&root, &boot);
-        });
+        // Not waited for: the build goes on, and exits, while it syncs.
+        let _ = spawn_sync(root, &boot);
     }
     Ok(())
 }
@@ -196,22 +193,46 @@ fn recover(root: &Path, boot: &str) -> Result<usize> {
     Ok(moved)
 }
 
-/// `syncfs` on the snapshot dir's filesystem, then the record's time moves
-/// up to when the sync began.
-fn sync_and_advance(root: &Path, boot: &str) -> Result<()> {
+/// Starts `syncfs` on the snapshot dir's filesystem (`sync -f`) in a
+/// process of its own, which then moves the record's time up to when the
+/// sync began (a record written beforehand, renamed over the old one if
+/// that still names this boot). A process, not a thread: a process cannot
+/// exit while one of its threads waits in `syncfs`, and a warm rebuild
+/// must not wait for the disk. If it dies first, the record stays as it
+/// was (and its temp file is collected by `kiln cache prune`).
+fn spawn_sync(root: &Path, boot: &str) -> Result<std::process::Child> {
     let began = now_ns().saturating_sub(Duration::from_secs(2).as_nanos());
-    let dir = File::open(root).with_context(|| format!("opening {}", root.display()))?;
-    nix::unistd::syncfs(&dir).with_context(|| format!("syncing {}", root.display()))?;
-    let _lock = lock(root)?;
-    match read(root) {
-        Some(r) if r.boot == boot && r.since_ns < began => write(
-            root,
-            &Record {
-                boot: boot.to_string(),
-                since_ns: began,
-            },
-        ),
-        _ => Ok(()),
+    let next = Record {
+        boot: boot.to_string(),
+        since_ns: began,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-unsynced-record-")
+        .tempfile_in(root)
+        .with_context(|| format!("creating a temp file in {}", root.display()))?;
+    tmp.write_all(next.render().as_bytes())?;
+    tmp.as_file().sync_all()?;
+    let tmp = tmp.into_temp_path().keep()?;
+    let spawned = std::process::Command::new("sh")
+        .args([
+            "-c",
+            r#"sync -f -- "$1" && [ "$(head -n 1 -- "$3")" = "$4" ] && exec mv -f -- "$2" "$3"; rm -f -- "$2""#,
+            "sh",
+        ])
+        .arg(root)
+        .arg(&tmp)
+        .arg(root.join(RECORD))
+        .arg(boot)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => Ok(child),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e).context("starting `sync -f` for the snapshot dir")
+        }
     }
 }
 
@@ -328,7 +349,11 @@ mod tests {
             },
         )
         .unwrap();
-        sync_and_advance(root, "b").unwrap();
+        let synced = |root: &Path| {
+            let status = spawn_sync(root, "b").unwrap().wait().unwrap();
+            assert!(status.success() || status.code() == Some(1), "{status}");
+        };
+        synced(root);
         assert!(read(root).unwrap().since_ns > 1);
         // Another boot's record is left to recovery.
         write(
@@ -339,7 +364,14 @@ mod tests {
             },
         )
         .unwrap();
-        sync_and_advance(root, "b").unwrap();
+        synced(root);
         assert_eq!(read(root).unwrap().since_ns, 1);
+        // The temp record is gone either way.
+        let left: Vec<_> = fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
