@@ -206,13 +206,7 @@ fn spawn_sync(root: &Path, boot: &str) -> Result<std::process::Child> {
         boot: boot.to_string(),
         since_ns: began,
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-unsynced-record-")
-        .tempfile_in(root)
-        .with_context(|| format!("creating a temp file in {}", root.display()))?;
-    tmp.write_all(next.render().as_bytes())?;
-    tmp.as_file().sync_all()?;
-    let tmp = tmp.into_temp_path().keep()?;
+    let tmp = synced_temp(root, &next)?.into_temp_path().keep()?;
     let spawned = std::process::Command::new("sh")
         .args([
             "-c",
@@ -244,18 +238,25 @@ fn read(root: &Path) -> Option<Record> {
 /// record must be on disk before any snapshot it covers is.
 fn write(root: &Path, rec: &Record) -> Result<()> {
     let path = root.join(RECORD);
+    synced_temp(root, rec)?
+        .persist(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    File::open(root)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", root.display()))?;
+    Ok(())
+}
+
+/// The record in a temp file beside it (a `.tmp` name, which prune
+/// collects if it is left), its bytes on disk.
+fn synced_temp(root: &Path, rec: &Record) -> Result<tempfile::NamedTempFile> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-unsynced-record-")
         .tempfile_in(root)
         .with_context(|| format!("creating a temp file in {}", root.display()))?;
     tmp.write_all(rec.render().as_bytes())?;
     tmp.as_file().sync_all()?;
-    tmp.persist(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    File::open(root)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", root.display()))?;
-    Ok(())
+    Ok(tmp)
 }
 
 fn lock(root: &Path) -> Result<File> {
